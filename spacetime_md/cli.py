@@ -1,0 +1,89 @@
+"""The ``spacetime-md`` command line.
+
+``main(argv=None) -> int`` is the entry point, so tests call it in-process. Sub-commands
+live in :mod:`spacetime_md.commands`; each registers its parser without heavy imports.
+User errors (``ValueError``, ``TypeError``, ``FileNotFoundError``, ``KeyError`` and
+:class:`spacetime_md.errors.SpacetimeMDError`) are printed as one line
+``spacetime-md: error: ...`` and give exit code 2; no traceback. ``--debug`` re-raises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+from typing import Sequence
+
+from spacetime_md import __version__
+from spacetime_md.errors import SpacetimeMDError
+
+__all__ = ["main", "build_parser", "COMMAND_MODULES"]
+
+#: Sub-command modules, in the order ``--help`` lists them. A module that does not exist
+#: (yet) is skipped.
+COMMAND_MODULES: tuple[str, ...] = (
+    "spacetime_md.commands.paths",
+    "spacetime_md.commands.sample",
+    "spacetime_md.commands.train",
+    "spacetime_md.commands.evaluate",
+    "spacetime_md.commands.toy",
+    "spacetime_md.commands.benchmark",
+    "spacetime_md.commands.image",
+)
+
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, SpacetimeMDError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spacetime-md",
+        description="Transition paths between metastable molecular states from the "
+        "spacetime geometry of diffusion models.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is None:
+            continue
+        module = importlib.import_module(name)
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    else:
+        text = str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose + 1, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args._run(args) or 0)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"spacetime-md: error: {_message(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spacetime-md: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
