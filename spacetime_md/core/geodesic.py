@@ -1,0 +1,565 @@
+"""Spacetime geodesics by curve-energy minimisation (DESIGN.md section 4).
+
+:func:`optimize_geodesic` minimises the discrete curve energy (Eq. 14) of a
+:class:`~spacetime_md.core.curves.SplineCurve` with fixed endpoints, plus optional constraint
+penalties (Sec. 6.4, Eq. 21):
+
+- coarse-to-fine: the energy is discretised with ``n_points[0]`` points first, then each
+  following stage refines the discretisation, warm-started from the previous stage;
+- each stage stops on a convergence criterion (relative improvement of the best objective
+  over ``patience`` steps below ``rtol``) or after ``max_steps``;
+- optimiser L-BFGS with strong-Wolfe line search (default) or Adam;
+- the Hutchinson divergence uses probe vectors that are fixed within a stage (common random
+  numbers), so the objective is deterministic and L-BFGS applies;
+- non-finite energies raise :class:`~spacetime_md.errors.NonFiniteError`.
+
+Constraints are objects with ``weight`` and ``penalty(state) -> Tensor`` (and optionally
+``setup(denoiser, start, end, config)``); their weights are ramped from 0 to full after a
+warm-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from spacetime_md.core._validation import check_positive, check_tensor
+from spacetime_md.core.curves import SpacetimePoint, SplineCurve, _as_vector
+from spacetime_md.core.denoisers import CountingDenoiser, Denoiser
+from spacetime_md.core.geometry import (
+    _length_from_terms,
+    bridge_points,
+    expectation_params,
+    kl_increments,
+    natural_params,
+    rademacher_probes,
+    segment_terms,
+)
+from spacetime_md.errors import NonFiniteError
+
+__all__ = [
+    "GeodesicConfig",
+    "GeodesicResult",
+    "CurveState",
+    "Constraint",
+    "LowVariance",
+    "AvoidRegion",
+    "Penalty",
+    "optimize_geodesic",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GeodesicConfig:
+    """Settings of :func:`optimize_geodesic`.
+
+    Parameters
+    ----------
+    n_nodes : int
+        Free interior knots of the spline curve.
+    n_points : tuple of int
+        Coarse-to-fine discretisations of the energy, one stage each (increasing).
+    optimizer : {"lbfgs", "adam"}
+    lr : float, optional
+        Learning rate; default 1.0 for L-BFGS (with line search) and 0.1 for Adam.
+    max_steps : int
+        Maximum optimiser steps per stage.
+    rtol : float
+        Convergence: relative improvement of the best objective over ``patience`` steps.
+    patience : int, optional
+        Window of the convergence test; default 3 (L-BFGS) or 50 (Adam).
+    divergence : {"auto", "exact", "hutchinson"}
+        ``"auto"`` uses exact divergence for ``D <= exact_max_dim``, Hutchinson otherwise.
+    n_probes : int
+        Hutchinson probes per curve point.
+    exact_max_dim : int
+        Largest ``D`` for which ``"auto"`` picks the exact divergence.
+    chunk_size : int, optional
+        Row limit per denoiser call for the exact divergence.
+    clamp : {"segment", "none"}
+        Clamping of negative segment terms; see :func:`~spacetime_md.core.curve_energy`.
+    constraint_warmup : int
+        Optimiser steps with constraint weights at 0.
+    constraint_ramp : int
+        Steps over which constraint weights then rise linearly to their full value.
+    seed : int
+        Seed of the probe vectors.
+    progress : bool
+        Show a tqdm progress bar.
+    """
+
+    n_nodes: int = 10
+    n_points: tuple[int, ...] = (16, 32, 64, 128)
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    lr: float | None = None
+    max_steps: int = 200
+    rtol: float = 1e-4
+    patience: int | None = None
+    divergence: Literal["auto", "exact", "hutchinson"] = "auto"
+    n_probes: int = 4
+    exact_max_dim: int = 16
+    chunk_size: int | None = None
+    clamp: Literal["segment", "none"] = "segment"
+    constraint_warmup: int = 0
+    constraint_ramp: int = 0
+    seed: int = 0
+    progress: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.n_points, int):
+            object.__setattr__(self, "n_points", (self.n_points,))
+        object.__setattr__(self, "n_points", tuple(int(n) for n in self.n_points))
+        if not self.n_points or any(n < 2 for n in self.n_points):
+            raise ValueError(f"n_points: expected a non-empty sequence of integers >= 2, got {self.n_points}")
+        if list(self.n_points) != sorted(self.n_points):
+            raise ValueError(f"n_points: expected increasing (coarse to fine), got {self.n_points}")
+        if self.optimizer not in ("lbfgs", "adam"):
+            raise ValueError(f"optimizer: expected 'lbfgs' or 'adam', got {self.optimizer!r}")
+        if self.divergence not in ("auto", "exact", "hutchinson"):
+            raise ValueError(
+                f"divergence: expected 'auto', 'exact' or 'hutchinson', got {self.divergence!r}"
+            )
+        if self.clamp not in ("segment", "none"):
+            raise ValueError(f"clamp: expected 'segment' or 'none', got {self.clamp!r}")
+        for name in ("n_nodes", "max_steps", "n_probes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        for name in ("constraint_warmup", "constraint_ramp", "exact_max_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+        check_positive("rtol", self.rtol, allow_zero=True)
+        if self.lr is not None:
+            check_positive("lr", self.lr)
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise ValueError(f"patience: expected an integer >= 1, got {self.patience!r}")
+
+    @property
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else (1.0 if self.optimizer == "lbfgs" else 0.1)
+
+    @property
+    def resolved_patience(self) -> int:
+        return self.patience if self.patience is not None else (3 if self.optimizer == "lbfgs" else 50)
+
+    def divergence_for(self, dim: int) -> str:
+        if self.divergence != "auto":
+            return self.divergence
+        return "exact" if dim <= self.exact_max_dim else "hutchinson"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class CurveState:
+    """What a constraint sees at one evaluation of the objective.
+
+    ``log_snr (T,)``, ``x (T, D)``, natural and expectation parameters as pairs
+    ``((T, D), (T,))``; all carry gradients w.r.t. the curve parameters.
+    """
+
+    s: Tensor
+    log_snr: Tensor
+    x: Tensor
+    eta: tuple[Tensor, Tensor]
+    mu: tuple[Tensor, Tensor]
+    denoiser: Denoiser
+    step: int
+
+
+@runtime_checkable
+class Constraint(Protocol):
+    """A soft constraint: ``weight * penalty(state)`` is added to the curve energy."""
+
+    weight: float
+
+    def penalty(self, state: CurveState) -> Tensor: ...
+
+
+@dataclass
+class LowVariance:
+    """Keep ``log_snr >= min_log_snr`` along the curve (Sec. 6.4): hinge-squared penalty.
+
+    ``penalty = sum_n relu(min_log_snr - log_snr_n)^2 / T``.
+    """
+
+    min_log_snr: float
+    weight: float = 100.0
+
+    def __post_init__(self):
+        if not math.isfinite(self.min_log_snr):
+            raise ValueError(f"min_log_snr: expected a finite number, got {self.min_log_snr}")
+        check_positive("weight", self.weight, allow_zero=True)
+
+    def setup(self, denoiser, start: Tensor, end: Tensor, config: GeodesicConfig) -> None:
+        for name, z in (("start", start), ("end", end)):
+            if float(z[0]) < self.min_log_snr:
+                raise ValueError(
+                    f"LowVariance: expected the {name} point's log_snr >= min_log_snr "
+                    f"{self.min_log_snr}, got {float(z[0]):.4g}"
+                )
+
+    def penalty(self, state: CurveState) -> Tensor:
+        return (self.min_log_snr - state.log_snr).clamp_min(0).square().mean()
+
+
+class AvoidRegion:
+    """Keep ``KL(p(.|z*) || p(.|gamma_s)) >= min_kl`` for a forbidden point ``z*`` (Eq. 21).
+
+    The KL is absolute (integrated from ``z*``, see :func:`~spacetime_md.core.kl_along_curve`).
+    Combine with :class:`LowVariance`, otherwise the KL is raised trivially by adding noise.
+
+    Parameters
+    ----------
+    log_snr : float
+        Time coordinate of ``z*``.
+    x : Tensor, shape=(D,)
+        Space coordinate of ``z*`` (same scaling as the curve).
+    min_kl : float
+        Threshold.
+    weight : float
+        Penalty weight; ``penalty = mean_n relu(min_kl - KL_n)^2``.
+    n_bridge : int
+        Points of the segment from ``z*`` to the curve start used to anchor the KL.
+    """
+
+    def __init__(self, log_snr: float, x: Tensor, min_kl: float, weight: float = 10.0, n_bridge: int = 33):
+        if isinstance(log_snr, Tensor):
+            log_snr = float(log_snr)
+        if not isinstance(log_snr, (int, float)) or not math.isfinite(log_snr):
+            raise ValueError(f"log_snr: expected a finite number, got {log_snr!r}")
+        self.log_snr = float(log_snr)
+        self.x = check_tensor("x", x, (None,))
+        self.min_kl = float(check_positive("min_kl", min_kl))
+        self.weight = float(check_positive("weight", weight, allow_zero=True))
+        if n_bridge < 2:
+            raise ValueError(f"n_bridge: expected an integer >= 2, got {n_bridge}")
+        self.n_bridge = n_bridge
+        self._start_kl: Tensor | None = None
+        self._mu_ref: tuple[Tensor, Tensor] | None = None
+        self._div_kwargs: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"AvoidRegion(log_snr={self.log_snr}, min_kl={self.min_kl}, weight={self.weight})"
+
+    def setup(self, denoiser, start: Tensor, end: Tensor, config: GeodesicConfig) -> None:
+        if self.x.shape[0] != start.shape[0] - 1:
+            raise ValueError(
+                f"AvoidRegion.x: expected shape ({start.shape[0] - 1},), got {tuple(self.x.shape)}"
+            )
+        ref_x = self.x.to(dtype=start.dtype, device=start.device)
+        method = config.divergence_for(ref_x.shape[0])
+        # The anchor is computed once; use more probes than the optimiser for a quiet value.
+        self._div_kwargs = {"divergence": method, "n_probes": 16 * config.n_probes}
+        ref_l = torch.tensor(self.log_snr, dtype=start.dtype, device=start.device)
+        kls = []
+        with torch.no_grad():
+            for z in (start, end):
+                b_l, b_x = bridge_points(ref_l, ref_x, z[0], z[1:], self.n_bridge)
+                eta = natural_params(b_l, b_x)
+                mu = expectation_params(denoiser, b_l, b_x, create_graph=False, **self._div_kwargs)
+                mu_ref = (mu[0][0], mu[1][0])
+                kls.append(kl_increments(eta, mu, mu_ref).sum())
+                if self._mu_ref is None:
+                    self._mu_ref = mu_ref
+        self._start_kl = kls[0]
+        for name, kl in zip(("start", "end"), kls):
+            if float(kl) < self.min_kl:
+                raise ValueError(
+                    f"AvoidRegion: the forbidden region contains the {name} point: expected "
+                    f"KL >= min_kl {self.min_kl:.4g}, got {float(kl):.4g}"
+                )
+
+    def kl(self, state: CurveState) -> Tensor:
+        """Absolute KL from ``z*`` at every curve point, shape ``(T,)``."""
+        if self._start_kl is None:
+            raise RuntimeError("AvoidRegion.setup() must run before kl(); optimize_geodesic calls it")
+        inc = kl_increments(state.eta, state.mu, self._mu_ref)
+        return torch.cat([self._start_kl.reshape(1), self._start_kl + inc.cumsum(0)])
+
+    def penalty(self, state: CurveState) -> Tensor:
+        return (self.min_kl - self.kl(state)).clamp_min(0).square().mean()
+
+
+@dataclass
+class Penalty:
+    """Generic penalty hook: ``weight * fn(state)`` with ``fn(CurveState) -> scalar Tensor``."""
+
+    fn: Callable[[CurveState], Tensor]
+    weight: float = 1.0
+
+    def __post_init__(self):
+        if not callable(self.fn):
+            raise TypeError(f"fn: expected a callable, got {type(self.fn).__name__}")
+        check_positive("weight", self.weight, allow_zero=True)
+
+    def penalty(self, state: CurveState) -> Tensor:
+        return self.fn(state)
+
+
+@dataclass
+class GeodesicResult:
+    """Outcome of :func:`optimize_geodesic`.
+
+    Attributes
+    ----------
+    curve : SplineCurve
+        The optimised curve (evaluate anywhere with ``curve.evaluate(s)``).
+    log_snr : Tensor, shape=(T,)
+    x : Tensor, shape=(T, D)
+        The curve at the final discretisation (detached).
+    energy : float
+        Curve energy (Eq. 14) at the final discretisation, without penalties.
+    length : float
+        Curve length at the final discretisation.
+    objective : float
+        Energy plus weighted penalties.
+    initial_energy : float
+        Energy of the straight line at the first stage's discretisation.
+    n_steps : int
+        Optimiser steps over all stages.
+    n_denoiser_evals : int
+        Denoiser rows evaluated (the divergence counts its replicated rows).
+    converged : bool
+        Whether the final stage met the convergence criterion.
+    history : list of dict
+        One entry per step: ``step``, ``stage``, ``n_points``, ``energy``, ``objective``.
+    wall_time : float
+        Seconds.
+    """
+
+    curve: SplineCurve
+    log_snr: Tensor
+    x: Tensor
+    energy: float
+    length: float
+    objective: float
+    initial_energy: float
+    n_steps: int
+    n_denoiser_evals: int
+    converged: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+    wall_time: float = 0.0
+    config: GeodesicConfig | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-serialisable summary (no tensors)."""
+        return {
+            "energy": self.energy,
+            "length": self.length,
+            "objective": self.objective,
+            "initial_energy": self.initial_energy,
+            "n_points": int(self.log_snr.shape[0]),
+            "n_steps": self.n_steps,
+            "n_denoiser_evals": self.n_denoiser_evals,
+            "converged": self.converged,
+            "wall_time": self.wall_time,
+            "log_snr_min": float(self.log_snr.min()),
+            "log_snr_max": float(self.log_snr.max()),
+            "config": None if self.config is None else self.config.to_dict(),
+        }
+
+
+def _ramp(step: int, config: GeodesicConfig) -> float:
+    if step < config.constraint_warmup:
+        return 0.0
+    if config.constraint_ramp == 0:
+        return 1.0
+    return min(1.0, (step - config.constraint_warmup + 1) / config.constraint_ramp)
+
+
+def optimize_geodesic(
+    denoiser: Denoiser,
+    start: SpacetimePoint,
+    end: SpacetimePoint,
+    config: GeodesicConfig | None = None,
+    constraints: Sequence[Constraint] = (),
+    *,
+    curve: SplineCurve | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> GeodesicResult:
+    """Spacetime geodesic between ``start`` and ``end`` by curve-energy minimisation.
+
+    Parameters
+    ----------
+    denoiser : callable ``(x (B, D), log_snr (B,)) -> (B, D)``
+    start, end : SpacetimePoint
+        ``(log_snr, x (D,))``; the curve's dtype and device follow ``start.x``.
+    config : GeodesicConfig, optional
+    constraints : sequence of Constraint
+        E.g. ``[LowVariance(2.0), AvoidRegion(4.0, x_star, min_kl=5.0)]``.
+    curve : SplineCurve, optional
+        Warm start (its endpoints must equal ``start`` and ``end``); default straight line.
+    callback : callable, optional
+        Called after every step with a dict ``step, stage, n_points, energy, objective,
+        penalties``.
+
+    Returns
+    -------
+    GeodesicResult
+    """
+    config = GeodesicConfig() if config is None else config
+    if not isinstance(config, GeodesicConfig):
+        raise TypeError(f"config: expected a GeodesicConfig, got {type(config).__name__}")
+    if not callable(denoiser):
+        raise TypeError(f"denoiser: expected a callable, got {type(denoiser).__name__}")
+    z0, z1 = _as_vector("start", start), _as_vector("end", end)
+    if z0.shape != z1.shape:
+        raise ValueError(f"end.x: expected shape ({z0.shape[0] - 1},) like start.x, got ({z1.shape[0] - 1},)")
+    if torch.equal(z0, z1):
+        raise ValueError("start and end: expected two different spacetime points, got equal ones")
+    constraints = list(constraints)
+    for c in constraints:
+        if not hasattr(c, "penalty") or not hasattr(c, "weight"):
+            raise TypeError(f"constraints: expected objects with penalty() and weight, got {type(c).__name__}")
+    dim = z0.shape[0] - 1
+    method = config.divergence_for(dim)
+    counting = CountingDenoiser(denoiser)
+    t_start = time.perf_counter()
+
+    for c in constraints:
+        if hasattr(c, "setup"):
+            c.setup(counting, z0, z1, config)
+
+    if curve is None:
+        curve = SplineCurve(start, end, config.n_nodes)
+    elif not (torch.allclose(curve.start, z0) and torch.allclose(curve.end, z1)):
+        raise ValueError("curve: expected a warm-start curve with the same endpoints as start and end")
+
+    generator = torch.Generator(device=z0.device).manual_seed(config.seed)
+    history: list[dict[str, Any]] = []
+    step = 0
+    converged = False
+    initial_energy = math.nan
+    lr, patience = config.resolved_lr, config.resolved_patience
+
+    bar = None
+    if config.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="geodesic", unit="step")
+
+    def evaluate(s: Tensor, probes: Tensor | None, ramp: float):
+        log_snr, x = curve.evaluate(s)
+        eta = natural_params(log_snr, x)
+        mu = expectation_params(
+            counting, log_snr, x, divergence=method, probes=probes, chunk_size=config.chunk_size,
+            create_graph=torch.is_grad_enabled(),
+        )
+        terms = segment_terms(eta, mu)
+        clamped = terms.clamp_min(0) if config.clamp == "segment" else terms
+        energy = 0.5 * (s.shape[0] - 1) * clamped.sum()
+        penalties = {}
+        total = energy
+        if constraints:
+            state = CurveState(s, log_snr, x, eta, mu, counting, step)
+            for i, c in enumerate(constraints):
+                p = c.penalty(state)
+                penalties[f"{type(c).__name__}_{i}"] = float(p.detach())
+                if c.weight and ramp:
+                    total = total + ramp * c.weight * p
+        return total, energy, terms, penalties
+
+    try:
+        for stage, n_points in enumerate(config.n_points):
+            s = torch.linspace(0, 1, n_points, dtype=z0.dtype, device=z0.device)
+            probes = None
+            if method == "hutchinson":
+                probes = rademacher_probes(
+                    config.n_probes, (n_points, dim), dtype=z0.dtype, device=z0.device, generator=generator
+                )
+            params = [curve.interior]
+            if config.optimizer == "lbfgs":
+                opt = torch.optim.LBFGS(
+                    params, lr=lr, max_iter=1, max_eval=25, history_size=20,
+                    tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
+                )
+            else:
+                opt = torch.optim.Adam(params, lr=lr)
+            best: list[float] = []
+            stage_converged = False
+            for _ in range(config.max_steps):
+                ramp = _ramp(step, config)
+                last: dict[str, Any] = {}
+
+                def closure():
+                    opt.zero_grad()
+                    total, energy, _, penalties = evaluate(s, probes, ramp)
+                    if not bool(torch.isfinite(total.detach())):
+                        raise NonFiniteError(
+                            f"geodesic objective became non-finite (energy {float(energy)}, "
+                            f"penalties {penalties}) at stage {stage} (n_points={n_points}), step {step}; "
+                            "check the denoiser over the curve's log_snr range "
+                            f"[{float(curve.interior[:, 0].min()):.3g}, {float(curve.interior[:, 0].max()):.3g}] "
+                            "or lower the learning rate"
+                        )
+                    total.backward()
+                    last.update(total=float(total.detach()), energy=float(energy.detach()), penalties=penalties)
+                    return total
+
+                opt.step(closure)
+                if not bool(torch.isfinite(curve.interior).all()):
+                    raise NonFiniteError(
+                        f"geodesic curve parameters became non-finite at stage {stage}, step {step}; "
+                        "lower the learning rate"
+                    )
+                if step == 0:
+                    initial_energy = last["energy"]
+                info = {"step": step, "stage": stage, "n_points": n_points, "energy": last["energy"],
+                        "objective": last["total"], "penalties": last["penalties"], "ramp": ramp}
+                history.append(info)
+                if callback is not None:
+                    callback(info)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(stage=stage, T=n_points, energy=f"{last['energy']:.4g}")
+                step += 1
+                best.append(min(last["total"], best[-1]) if best else last["total"])
+                ramp_done = _ramp(step, config) >= 1.0 or not constraints
+                if ramp_done and len(best) > patience:
+                    old, new = best[-1 - patience], best[-1]
+                    if old - new <= config.rtol * max(abs(new), 1e-12):
+                        stage_converged = True
+                        break
+            logger.info("stage %d (T=%d): %s after %d steps, objective %.6g", stage, n_points,
+                        "converged" if stage_converged else "not converged", len(best), best[-1])
+            converged = stage_converged
+    finally:
+        if bar is not None:
+            bar.close()
+
+    s = torch.linspace(0, 1, config.n_points[-1], dtype=z0.dtype, device=z0.device)
+    probes = None
+    if method == "hutchinson":
+        probes = rademacher_probes(
+            config.n_probes, (s.shape[0], dim), dtype=z0.dtype, device=z0.device, generator=generator
+        )
+    with torch.no_grad():
+        log_snr, x = curve.evaluate(s)
+        total, energy, terms, _ = evaluate(s, probes, _ramp(step, config))
+    return GeodesicResult(
+        curve=curve,
+        log_snr=log_snr.detach(),
+        x=x.detach(),
+        energy=float(energy.detach()),
+        length=float(_length_from_terms(terms.detach())),
+        objective=float(total.detach()),
+        initial_energy=initial_energy,
+        n_steps=step,
+        n_denoiser_evals=counting.n_evals,
+        converged=converged,
+        history=history,
+        wall_time=time.perf_counter() - t_start,
+        config=config,
+    )
