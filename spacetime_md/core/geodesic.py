@@ -487,6 +487,9 @@ def optimize_geodesic(
                 )
             else:
                 opt = torch.optim.Adam(params, lr=lr)
+            if stage == 0:
+                with torch.no_grad():
+                    initial_energy = float(evaluate(s, probes, 0.0)[1])
             best: list[float] = []
             stage_converged = False
             for _ in range(config.max_steps):
@@ -514,8 +517,6 @@ def optimize_geodesic(
                         f"geodesic curve parameters became non-finite at stage {stage}, step {step}; "
                         "lower the learning rate"
                     )
-                if step == 0:
-                    initial_energy = last["energy"]
                 info = {"step": step, "stage": stage, "n_points": n_points, "energy": last["energy"],
                         "objective": last["total"], "penalties": last["penalties"], "ramp": ramp}
                 history.append(info)

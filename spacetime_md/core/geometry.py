@@ -170,7 +170,9 @@ _divergence_fn = divergence  # expectation_params has an argument named "diverge
 def _check_output(out: Tensor, rows: int, n_dim: int) -> Tensor:
     if not isinstance(out, Tensor) or out.shape != (rows, n_dim):
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"denoiser output: expected shape ({rows}, {n_dim}), got {got}")
+        raise ValueError(
+            f"denoiser output: expected shape ({rows}, {n_dim}) (same as its input x), got {got}"
+        )
     return out
 
 
