@@ -74,9 +74,14 @@ class GeodesicConfig:
     max_steps : int
         Maximum optimiser steps per stage.
     rtol : float
-        Convergence: relative improvement of the best objective over ``patience`` steps.
+        Convergence: relative improvement of the best objective over ``patience`` steps
+        (``10 * rtol`` for the coarse stages, which only provide a warm start).
     patience : int, optional
-        Window of the convergence test; default 3 (L-BFGS) or 50 (Adam).
+        Window of the convergence test; default 5 (L-BFGS) or 50 (Adam).
+    min_steps : int
+        Steps of the first stage before the convergence test applies (L-BFGS starts with
+        small steps, which would otherwise look like convergence). Later stages reuse the
+        optimiser state, so they may stop after ``patience`` steps.
     divergence : {"auto", "exact", "hutchinson"}
         ``"auto"`` uses exact divergence for ``D <= exact_max_dim``, Hutchinson otherwise.
     n_probes : int
@@ -104,6 +109,7 @@ class GeodesicConfig:
     max_steps: int = 200
     rtol: float = 1e-4
     patience: int | None = None
+    min_steps: int = 10
     divergence: Literal["auto", "exact", "hutchinson"] = "auto"
     n_probes: int = 4
     exact_max_dim: int = 16
@@ -134,7 +140,7 @@ class GeodesicConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        for name in ("constraint_warmup", "constraint_ramp", "exact_max_dim"):
+        for name in ("constraint_warmup", "constraint_ramp", "exact_max_dim", "min_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
@@ -150,7 +156,7 @@ class GeodesicConfig:
 
     @property
     def resolved_patience(self) -> int:
-        return self.patience if self.patience is not None else (3 if self.optimizer == "lbfgs" else 50)
+        return self.patience if self.patience is not None else (5 if self.optimizer == "lbfgs" else 50)
 
     def divergence_for(self, dim: int) -> str:
         if self.divergence != "auto":
@@ -479,24 +485,38 @@ def optimize_geodesic(
                 probes = rademacher_probes(
                     config.n_probes, (n_points, dim), dtype=z0.dtype, device=z0.device, generator=generator
                 )
-            params = [curve.interior]
-            if config.optimizer == "lbfgs":
-                opt = torch.optim.LBFGS(
-                    params, lr=lr, max_iter=1, max_eval=25, history_size=20,
-                    tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
-                )
-            else:
-                opt = torch.optim.Adam(params, lr=lr)
+            # One optimiser for all stages: the L-BFGS curvature history (and Adam's moments)
+            # learnt on the coarse discretisation carries over to the finer ones.
+            if stage == 0:
+                if config.optimizer == "lbfgs":
+                    opt = torch.optim.LBFGS(
+                        [curve.interior], lr=lr, max_iter=1, max_eval=25, history_size=20,
+                        tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
+                    )
+                else:
+                    opt = torch.optim.Adam([curve.interior], lr=lr)
+            min_steps = config.min_steps if stage == 0 else 1
             if stage == 0:
                 with torch.no_grad():
                     initial_energy = float(evaluate(s, probes, 0.0)[1])
             best: list[float] = []
             stage_converged = False
+            cache: dict[str, Any] = {}
+            # Coarse stages only provide a warm start: a looser tolerance is enough.
+            rtol = config.rtol if stage == len(config.n_points) - 1 else 10 * config.rtol
             for _ in range(config.max_steps):
                 ramp = _ramp(step, config)
+                if cache.get("key") is not None and cache["key"][1] != ramp:
+                    cache.clear()  # the objective changed with the constraint ramp
                 last: dict[str, Any] = {}
 
                 def closure():
+                    # torch's L-BFGS re-evaluates, at the start of every step, the point its
+                    # previous line search ended on; answer that from the cache.
+                    if cache.get("key") is not None and torch.equal(cache["params"], curve.interior.detach()):
+                        curve.interior.grad = cache["grad"].clone()
+                        last.update(cache["last"])
+                        return cache["total"]
                     opt.zero_grad()
                     total, energy, _, penalties = evaluate(s, probes, ramp)
                     if not bool(torch.isfinite(total.detach())):
@@ -509,6 +529,8 @@ def optimize_geodesic(
                         )
                     total.backward()
                     last.update(total=float(total.detach()), energy=float(energy.detach()), penalties=penalties)
+                    cache.update(key=(stage, ramp), params=curve.interior.detach().clone(),
+                                 grad=curve.interior.grad.detach().clone(), total=total.detach(), last=dict(last))
                     return total
 
                 opt.step(closure)
@@ -528,9 +550,9 @@ def optimize_geodesic(
                 step += 1
                 best.append(min(last["total"], best[-1]) if best else last["total"])
                 ramp_done = _ramp(step, config) >= 1.0 or not constraints
-                if ramp_done and len(best) > patience:
+                if ramp_done and len(best) > max(patience, min_steps):
                     old, new = best[-1 - patience], best[-1]
-                    if old - new <= config.rtol * max(abs(new), 1e-12):
+                    if old - new <= rtol * max(abs(new), 1e-12):
                         stage_converged = True
                         break
             logger.info("stage %d (T=%d): %s after %d steps, objective %.6g", stage, n_points,
