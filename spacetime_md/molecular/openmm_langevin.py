@@ -1,0 +1,192 @@
+"""Annealed Langevin along a spacetime curve inside OpenMM (DESIGN.md section 5).
+
+For curve point ``n`` the target is ``U(x)/kT + SNR_n/2 |x - x_n/alpha_n|^2`` in model units.
+In OpenMM units (nm, kJ/mol) with model length scale ``s`` (``x_model = x_nm / s``) this is the
+force field plus a per-particle harmonic restraint
+
+    E_restraint = k_n / 2 * sum_i |r_i - c_{n,i}|^2,   k_n = kT * SNR_n / s^2 (kJ/mol/nm^2),
+                                                         c_n = s * x_n / alpha_n (nm),
+
+implemented as one ``CustomExternalForce`` in its own force group whose targets and force
+constant are updated per curve point; OpenMM's ``LangevinMiddleIntegrator`` runs the
+``n_steps`` steps per point. Units inside: nm, ps, kJ/mol, K.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import openmm
+import openmm.unit as unit
+
+__all__ = ["RestrainedLangevinSampler", "RestrainedPaths", "RESTRAINT_FORCE_GROUP"]
+
+logger = logging.getLogger(__name__)
+
+#: Force group of the moving restraint (so energies can be evaluated with or without it).
+RESTRAINT_FORCE_GROUP = 31
+
+
+@dataclass
+class RestrainedPaths:
+    """Frames of annealed-Langevin paths.
+
+    Attributes
+    ----------
+    frames : ndarray, shape=(P, T, N, 3)
+        Positions (nm) after the last step at every curve point.
+    n_force_evals : int
+        Force evaluations by the integrator (one per MD step, all paths).
+    wall_time : float
+        Seconds.
+    """
+
+    frames: np.ndarray
+    n_force_evals: int
+    wall_time: float
+
+
+def _in_units(value: Any, target: unit.Unit, name: str) -> float:
+    if not unit.is_quantity(value):
+        raise TypeError(f"{name}: expected an openmm.unit.Quantity in {target}, got bare {type(value).__name__}")
+    if not value.unit.is_compatible(target):
+        raise TypeError(f"{name}: expected a quantity compatible with {target}, got {value.unit}")
+    return float(value.value_in_unit(target))
+
+
+class RestrainedLangevinSampler:
+    """Run annealed Langevin paths on an OpenMM system with a moving harmonic restraint.
+
+    Parameters
+    ----------
+    system : openmm.System
+        The physical system (copied; the copy gets the restraint force).
+    temperature : Quantity
+        Thermostat temperature (e.g. ``300 * kelvin``).
+    timestep : Quantity
+        Integrator step (e.g. ``1 * femtosecond``).
+    friction : Quantity
+        Langevin collision rate (e.g. ``1 / picosecond``).
+    platform : str
+        OpenMM platform name (``"Reference"`` is the fastest for small molecules on CPU).
+    """
+
+    def __init__(
+        self,
+        system: openmm.System,
+        temperature: unit.Quantity = 300 * unit.kelvin,
+        timestep: unit.Quantity = 1.0 * unit.femtosecond,
+        friction: unit.Quantity = 1.0 / unit.picosecond,
+        platform: str = "Reference",
+    ):
+        if not isinstance(system, openmm.System):
+            raise TypeError(f"system: expected an openmm.System, got {type(system).__name__}")
+        self.temperature = _in_units(temperature, unit.kelvin, "temperature")
+        self.timestep = _in_units(timestep, unit.picosecond, "timestep")
+        self.friction = _in_units(friction, unit.picosecond**-1, "friction")
+        self.n_atoms = system.getNumParticles()
+        self.kT = float((unit.MOLAR_GAS_CONSTANT_R * self.temperature * unit.kelvin).value_in_unit(unit.kilojoule_per_mole))
+        self.system = copy.deepcopy(system)
+        for force in self.system.getForces():
+            if force.getForceGroup() == RESTRAINT_FORCE_GROUP:
+                raise ValueError(f"system: force group {RESTRAINT_FORCE_GROUP} is reserved for the restraint")
+        self.restraint = openmm.CustomExternalForce("0.5*k_restraint*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
+        self.restraint.addGlobalParameter("k_restraint", 0.0)
+        for name in ("x0", "y0", "z0"):
+            self.restraint.addPerParticleParameter(name)
+        for i in range(self.n_atoms):
+            self.restraint.addParticle(i, [0.0, 0.0, 0.0])
+        self.restraint.setForceGroup(RESTRAINT_FORCE_GROUP)
+        self.system.addForce(self.restraint)
+        self.integrator = openmm.LangevinMiddleIntegrator(self.temperature, self.friction, self.timestep)
+        self.platform = openmm.Platform.getPlatformByName(platform)
+        self.context = openmm.Context(self.system, self.integrator, self.platform)
+        self.n_force_evals = 0
+
+    def _set_restraint(self, centre: np.ndarray, k: float) -> None:
+        for i in range(self.n_atoms):
+            self.restraint.setParticleParameters(i, i, centre[i].tolist())
+        self.restraint.updateParametersInContext(self.context)
+        self.context.setParameter("k_restraint", k)
+
+    def sample(
+        self,
+        centres: np.ndarray,
+        force_constants: np.ndarray,
+        x_init: np.ndarray,
+        *,
+        n_paths: int = 1,
+        n_steps: int = 100,
+        seed: int = 0,
+        progress: bool = False,
+        callback: Callable[[dict[str, Any]], None] | None = None,
+    ) -> RestrainedPaths:
+        """Run ``n_paths`` paths along the restraint schedule.
+
+        Parameters
+        ----------
+        centres : ndarray, shape=(T, N, 3)
+            Restraint centres (nm) per curve point.
+        force_constants : ndarray, shape=(T,)
+            Restraint force constants (kJ/mol/nm^2) per curve point.
+        x_init : ndarray, shape=(N, 3) or (P, N, 3)
+            Starting positions (nm).
+        n_paths : int
+        n_steps : int
+            Integrator steps per curve point.
+        seed : int
+            Paths use seeds ``seed + p`` for velocities and the integrator's noise.
+        """
+        centres = np.asarray(centres, dtype=float)
+        k = np.asarray(force_constants, dtype=float)
+        if centres.ndim != 3 or centres.shape[1:] != (self.n_atoms, 3):
+            raise ValueError(f"centres: expected shape (T, {self.n_atoms}, 3), got {centres.shape}")
+        if k.shape != (centres.shape[0],):
+            raise ValueError(f"force_constants: expected shape ({centres.shape[0]},), got {k.shape}")
+        if not (np.isfinite(centres).all() and np.isfinite(k).all()) or (k < 0).any():
+            raise ValueError("centres/force_constants: expected finite values and force constants >= 0")
+        x_init = np.asarray(x_init, dtype=float)
+        if x_init.shape == (self.n_atoms, 3):
+            x_init = np.broadcast_to(x_init, (n_paths, self.n_atoms, 3))
+        if x_init.shape != (n_paths, self.n_atoms, 3):
+            raise ValueError(f"x_init: expected shape ({self.n_atoms}, 3) or ({n_paths}, {self.n_atoms}, 3), got {x_init.shape}")
+        n_points = centres.shape[0]
+        frames = np.empty((n_paths, n_points, self.n_atoms, 3))
+        t0 = time.perf_counter()
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_paths * n_points, desc="OpenMM paths", unit="point")
+        try:
+            for p in range(n_paths):
+                self.context.setPositions(x_init[p])
+                self.context.setVelocitiesToTemperature(self.temperature, seed + p)
+                self.integrator.setRandomNumberSeed(seed + p + 1)
+                for n in range(n_points):
+                    self._set_restraint(centres[n], k[n])
+                    self.integrator.step(n_steps)
+                    self.n_force_evals += n_steps
+                    pos = self.context.getState(getPositions=True).getPositions(asNumpy=True)
+                    frames[p, n] = pos.value_in_unit(unit.nanometer)
+                    if bar is not None:
+                        bar.update(1)
+                if not np.isfinite(frames[p]).all():
+                    from spacetime_md.errors import NonFiniteError
+
+                    raise NonFiniteError(
+                        f"path {p}: OpenMM produced non-finite positions; lower the timestep "
+                        f"({self.timestep} ps) or the largest restraint constant ({k.max():.3g} kJ/mol/nm^2)"
+                    )
+                if callback is not None:
+                    callback({"path": p, "frames": frames[p]})
+        finally:
+            if bar is not None:
+                bar.close()
+        return RestrainedPaths(frames=frames, n_force_evals=n_paths * n_points * n_steps,
+                               wall_time=time.perf_counter() - t0)

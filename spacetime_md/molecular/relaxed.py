@@ -1,0 +1,163 @@
+"""Relaxed (phi, psi) energies: restrained minimisation of frames and of a dihedral grid.
+
+The raw potential energy along a 300 K path carries about (3N - 6)/2 kT of thermal energy, so
+barriers are compared after *quenching*: minimise with the backbone dihedrals (phi, psi)
+restrained to given values, then evaluate the force field without the restraint. Doing this
+on a periodic grid gives the relaxed (adiabatic) map of the force field; the minimax
+(bottleneck) path on it is the lowest possible relaxed barrier between two states.
+
+Units inside: nm, kJ/mol, radians.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import openmm
+import openmm.unit as unit
+
+__all__ = ["DihedralQuencher", "RelaxedMap", "compute_relaxed_map"]
+
+logger = logging.getLogger(__name__)
+
+_RESTRAINT_GROUP = 30
+
+
+def _dihedrals(x: np.ndarray, atoms) -> np.ndarray:
+    """Dihedral angles (radians) of ``x (F, N, 3)`` for one quadruple of atom indices."""
+    p0, p1, p2, p3 = (x[..., i, :] for i in atoms)
+    b0, b1, b2 = p0 - p1, p2 - p1, p3 - p2
+    b1n = b1 / np.linalg.norm(b1, axis=-1, keepdims=True)
+    v = b0 - (b0 * b1n).sum(-1, keepdims=True) * b1n
+    w = b2 - (b2 * b1n).sum(-1, keepdims=True) * b1n
+    return np.arctan2((np.cross(b1n, v) * w).sum(-1), (v * w).sum(-1))
+
+
+class DihedralQuencher:
+    """Minimise structures with two dihedrals restrained to target values.
+
+    Parameters
+    ----------
+    system : openmm.System
+        Physical system (copied; the copy gets a ``CustomTorsionForce`` restraint).
+    phi_atoms, psi_atoms : tuple of 4 int
+        Atom indices of the two dihedrals.
+    k_restraint : float
+        Restraint force constant in kJ/mol/rad^2.
+    tolerance : float
+        Minimiser tolerance in kJ/mol/nm.
+    platform : str
+    """
+
+    def __init__(self, system: openmm.System, phi_atoms, psi_atoms, *, k_restraint: float = 4000.0,
+                 tolerance: float = 1.0, platform: str = "Reference", max_iterations: int = 0):
+        self.system = copy.deepcopy(system)
+        self.phi_atoms, self.psi_atoms = tuple(phi_atoms), tuple(psi_atoms)
+        force = openmm.CustomTorsionForce(
+            "0.5*k_dihedral*d^2; d = min(ad, 6.283185307179586 - ad); ad = abs(theta - theta0)"
+        )
+        force.addGlobalParameter("k_dihedral", float(k_restraint))
+        force.addPerTorsionParameter("theta0")
+        force.addTorsion(*self.phi_atoms, [0.0])
+        force.addTorsion(*self.psi_atoms, [0.0])
+        force.setForceGroup(_RESTRAINT_GROUP)
+        self.system.addForce(force)
+        self.force = force
+        self.tolerance = tolerance
+        self.max_iterations = max_iterations
+        integrator = openmm.VerletIntegrator(0.001)
+        self.context = openmm.Context(self.system, integrator, openmm.Platform.getPlatformByName(platform))
+        self.n_minimisations = 0
+        self._physical_groups = sum(1 << g for g in range(32) if g != _RESTRAINT_GROUP)
+
+    def quench(self, positions: np.ndarray, phi: float, psi: float) -> tuple[float, np.ndarray]:
+        """Restrained minimisation from ``positions (N, 3)`` nm; returns (energy kJ/mol, positions)."""
+        self.force.setTorsionParameters(0, *self.phi_atoms, [float(phi)])
+        self.force.setTorsionParameters(1, *self.psi_atoms, [float(psi)])
+        self.force.updateParametersInContext(self.context)
+        self.context.setPositions(positions)
+        self.context.applyConstraints(1e-6)
+        openmm.LocalEnergyMinimizer.minimize(self.context, self.tolerance, self.max_iterations)
+        self.n_minimisations += 1
+        state = self.context.getState(getEnergy=True, getPositions=True, groups=self._physical_groups)
+        return (state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+
+    def quench_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Relaxed energies (kJ/mol) of ``frames (F, N, 3)`` at their own (phi, psi)."""
+        frames = np.asarray(frames, dtype=float)
+        phi = _dihedrals(frames, self.phi_atoms)
+        psi = _dihedrals(frames, self.psi_atoms)
+        return np.array([self.quench(f, a, b)[0] for f, a, b in zip(frames, phi, psi)])
+
+
+@dataclass
+class RelaxedMap:
+    """Relaxed energy on a periodic (phi, psi) grid.
+
+    Attributes
+    ----------
+    phi, psi : ndarray, shape=(n,)
+        Grid angles in radians, ``-pi`` to ``pi - 2 pi / n``.
+    energy : ndarray, shape=(n, n)
+        ``energy[i, j]`` at ``(phi[i], psi[j])``, kJ/mol.
+    wall_time : float
+    """
+
+    phi: np.ndarray
+    psi: np.ndarray
+    energy: np.ndarray
+    wall_time: float
+
+    def save(self, path) -> None:
+        np.savez(path, phi=self.phi, psi=self.psi, energy=self.energy, wall_time=self.wall_time)
+
+    @classmethod
+    def load(cls, path) -> "RelaxedMap":
+        with np.load(path) as data:
+            return cls(data["phi"], data["psi"], data["energy"], float(data["wall_time"]))
+
+    def nearest_index(self, phi: float, psi: float) -> tuple[int, int]:
+        n = self.phi.shape[0]
+        step = 2 * math.pi / n
+        return (int(round((phi + math.pi) / step)) % n, int(round((psi + math.pi) / step)) % n)
+
+
+def compute_relaxed_map(system: openmm.System, positions: np.ndarray, phi_atoms, psi_atoms, *,
+                        n_grid: int = 36, progress: bool = False, **quencher_kwargs) -> RelaxedMap:
+    """Relaxed (phi, psi) map by restrained minimisation on an ``n_grid x n_grid`` periodic grid.
+
+    Grid points are visited row by row in a serpentine order, each minimisation starting from
+    the previous minimum (continuation), which keeps neighbouring structures consistent.
+    """
+    if n_grid < 4:
+        raise ValueError(f"n_grid: expected an integer >= 4, got {n_grid}")
+    quencher = DihedralQuencher(system, phi_atoms, psi_atoms, **quencher_kwargs)
+    angles = -math.pi + 2 * math.pi * np.arange(n_grid) / n_grid
+    energy = np.empty((n_grid, n_grid))
+    x = np.asarray(positions, dtype=float)
+    t0 = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_grid * n_grid, desc="relaxed map", unit="point")
+    row_start = x
+    for i in range(n_grid):
+        order = range(n_grid) if i % 2 == 0 else range(n_grid - 1, -1, -1)
+        x = row_start
+        for k, j in enumerate(order):
+            e, x = quencher.quench(x, angles[i], angles[j])
+            energy[i, j] = e
+            if k == 0:
+                row_start = x
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return RelaxedMap(angles, angles.copy(), energy, time.perf_counter() - t0)
