@@ -92,6 +92,11 @@ class RestrainedLangevinSampler:
         self.n_atoms = system.getNumParticles()
         self.kT = float((unit.MOLAR_GAS_CONSTANT_R * self.temperature * unit.kelvin).value_in_unit(unit.kilojoule_per_mole))
         self.system = copy.deepcopy(system)
+        # The restraint breaks translation invariance: a CMMotionRemover would cancel the
+        # centre-of-mass motion the restraint asks for, so it is removed from the copy.
+        for index in reversed(range(self.system.getNumForces())):
+            if isinstance(self.system.getForce(index), openmm.CMMotionRemover):
+                self.system.removeForce(index)
         for force in self.system.getForces():
             if force.getForceGroup() == RESTRAINT_FORCE_GROUP:
                 raise ValueError(f"system: force group {RESTRAINT_FORCE_GROUP} is reserved for the restraint")
