@@ -170,9 +170,11 @@ class RestrainedLangevinSampler:
             bar = tqdm(total=n_paths * n_points, desc="OpenMM paths", unit="point")
         try:
             for p in range(n_paths):
-                self.context.setPositions(x_init[p])
-                self.context.setVelocitiesToTemperature(self.temperature, seed + p)
+                # OpenMM reads the integrator's seed when the context is (re)initialised.
                 self.integrator.setRandomNumberSeed(seed + p + 1)
+                self.context.reinitialize()
+                self.context.setPositions(x_init[p])
+                self.context.setVelocitiesToTemperature(self.temperature, seed + p + 1)
                 for n in range(n_points):
                     self._set_restraint(centres[n], k[n])
                     self.integrator.step(n_steps)
