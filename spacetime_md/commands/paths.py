@@ -1,0 +1,79 @@
+"""``spacetime-md paths``: transition paths between two states of a molecule (the main job)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "paths",
+        help="transition paths between two states: geodesic -> OpenMM paths -> validation -> export",
+        description="Compute the spacetime geodesic between two structures with the shipped (or given) "
+        "diffusion model, turn it into transition paths by annealed Langevin dynamics in OpenMM, validate "
+        "them against the force field and export trajectories, report.json, config.json and plots.",
+    )
+    p.add_argument("--system", default="alanine-dipeptide", help="named system (default alanine-dipeptide)")
+    p.add_argument("--start", default="C7eq", help="start state name (default C7eq)")
+    p.add_argument("--end", default="C7ax", help="end state name (default C7ax)")
+    p.add_argument("--start-pdb", help="start structure (PDB, same atoms and order as the system)")
+    p.add_argument("--end-pdb", help="end structure (PDB, same atoms and order as the system)")
+    p.add_argument("--n-paths", type=int, default=8)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--constraint", choices=("none", "low-variance", "avoid"), default="none")
+    p.add_argument("--min-log-snr", type=float, default=1.0, help="LowVariance floor (model units)")
+    p.add_argument("--avoid-state", help="state to avoid (with --constraint avoid), e.g. alpha_R")
+    p.add_argument("--avoid-log-snr", type=float, default=3.0)
+    p.add_argument("--min-kl", type=float, default=20.0, help="AvoidRegion KL threshold")
+    p.add_argument("--solvent", choices=("vacuum", "implicit"), default="vacuum")
+    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped model for --system)")
+    p.add_argument("--n-points", type=int, default=64, help="curve points sampled by annealed Langevin")
+    p.add_argument("--n-steps", type=int, default=100, help="OpenMM steps per curve point")
+    p.add_argument("--endpoint-log-snr", type=float, default=5.0)
+    p.add_argument("--relaxed", action="store_true", help="also compute relaxed (quenched) barriers")
+    p.add_argument("--no-baseline", action="store_true", help="skip the straight-line baseline")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="torch device of the geodesic (cpu or cuda)")
+    p.add_argument("--platform", help="OpenMM platform (default: fastest measured for the system size)")
+    p.add_argument("--progress", action="store_true", help="progress bars")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from spacetime_md.molecular.paths import PathConfig
+
+    start = args.start_pdb or args.start
+    end = args.end_pdb or args.end
+    config = PathConfig(
+        n_paths=args.n_paths,
+        endpoint_log_snr=args.endpoint_log_snr,
+        n_points=args.n_points,
+        n_steps=args.n_steps,
+        constraint=args.constraint,
+        min_log_snr=args.min_log_snr,
+        avoid_state=args.avoid_state,
+        avoid_log_snr=args.avoid_log_snr,
+        min_kl=args.min_kl,
+        baseline=not args.no_baseline,
+        relaxed=args.relaxed,
+        seed=args.seed,
+        device=args.device,
+    )
+    resolved = {"system": args.system, "solvent": args.solvent, "start": str(start), "end": str(end),
+                "checkpoint": args.checkpoint, "platform": args.platform, "path_config": config.to_dict()}
+    if args.dry_run:
+        print(json.dumps(resolved, indent=2))
+        return 0
+
+    from spacetime_md.molecular.run_paths import run_paths
+
+    report = run_paths(
+        args.out, system=args.system, solvent=args.solvent, start=start, end=end, config=config,
+        checkpoint=args.checkpoint, platform=args.platform, plots=not args.no_plots, progress=args.progress,
+    )
+    print(report["table"])
+    return 0

@@ -1,0 +1,553 @@
+"""Transition paths end to end: geodesic -> OpenMM annealed Langevin -> validation -> export.
+
+Method (DESIGN.md sections 4-5):
+
+1. **Endpoints.** Clean structures (nm) are centred, the end is Kabsch-aligned onto the start,
+   converted to model units with the model's single ``to_model`` and placed at
+   ``endpoint_log_snr`` as the VP spacetime points ``(log_snr, alpha * x)``.
+2. **Geodesic.** :func:`spacetime_md.core.optimize_geodesic` in Cartesian spacetime
+   (``D = 3N``, Hutchinson divergence with fixed probes), optionally with ``LowVariance`` and
+   ``AvoidRegion`` (the forbidden point is a state's representative structure or a user
+   structure at ``avoid_log_snr``, thresholded on the absolute KL).
+3. **Paths.** For each of ``n_points`` points of the geodesic, OpenMM runs ``n_steps`` steps of
+   ``LangevinMiddleIntegrator`` on the force field plus a harmonic restraint with constant
+   ``kT * SNR_n / s^2`` toward ``s * x_n / alpha_n`` (``s`` the model's length scale in nm);
+   see :mod:`spacetime_md.molecular.openmm_langevin`. The frame after each point is recorded.
+4. **Baseline.** The straight spacetime line between the same endpoints, sampled the same way.
+5. **Validation.** OpenMM potential energy of every frame, ETS (maximum), barrier (maximum
+   minus the start structure's energy), final (phi, psi), target hit (within ``hit_radius``
+   rad of the target structure's angles), heavy-atom Kabsch RMSD of the final frame to the
+   target (Angstrom), chirality of every frame, evaluation counts, wall time per stage;
+   optionally the *relaxed* barrier (frames quenched at their own (phi, psi)).
+
+Units inside: nm, ps, kJ/mol, K; ``log_snr`` values refer to model units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import openmm.unit as unit
+import torch
+
+from spacetime_md.core import (
+    AvoidRegion,
+    GeodesicConfig,
+    LowVariance,
+    SpacetimePoint,
+    alpha_sigma,
+    optimize_geodesic,
+    straight_line,
+)
+from spacetime_md.errors import TopologyMismatchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import mdtraj
+
+    from spacetime_md.molecular.model import EquivariantDenoiser
+    from spacetime_md.molecular.system import MolecularSystem
+
+__all__ = [
+    "PathConfig",
+    "TransitionPaths",
+    "kabsch_align",
+    "kabsch_rmsd",
+    "resolve_structure",
+    "compute_transition_paths",
+    "DEFAULT_GEODESIC",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Geodesic settings of the shipped defaults (measured to fit the README's time budget).
+DEFAULT_GEODESIC = GeodesicConfig(
+    n_nodes=8, n_points=(16, 32), divergence="hutchinson", n_probes=1, max_steps=60, rtol=1e-3
+)
+
+
+@dataclass(frozen=True)
+class PathConfig:
+    """Settings of :func:`compute_transition_paths` (all plain numbers in nm, ps, K, model units).
+
+    Parameters
+    ----------
+    n_paths : int
+        Transition paths per curve (geodesic and baseline each).
+    endpoint_log_snr : float
+        ``log_snr`` of the clean endpoints (model units; the paper uses 4 to 7).
+    n_points : int
+        Curve points visited by the annealed Langevin sampler.
+    n_steps : int
+        OpenMM steps per curve point.
+    timestep_fs, friction_per_ps : float
+        ``LangevinMiddleIntegrator`` settings.
+    constraint : {"none", "low-variance", "avoid"}
+    min_log_snr : float
+        ``LowVariance`` floor (also used with ``"avoid"``).
+    avoid_state : str, optional
+        State whose representative structure is the forbidden point (``"avoid"``).
+    avoid_log_snr : float
+        ``log_snr`` of the forbidden point.
+    min_kl : float
+        ``AvoidRegion`` threshold on the absolute KL.
+    constraint_weight : float
+        Weight of each constraint penalty.
+    hit_radius : float
+        Target hit: final (phi, psi) within this periodic distance (rad) of the target's.
+    baseline : bool
+        Also sample the straight spacetime line.
+    relaxed : bool
+        Quench frames to compute the relaxed barrier (slower).
+    relaxed_stride : int
+        Quench every ``relaxed_stride``-th frame (plus the last).
+    seed : int
+    device : str
+        Torch device of the geodesic.
+    geodesic : GeodesicConfig
+    """
+
+    n_paths: int = 8
+    endpoint_log_snr: float = 5.0
+    n_points: int = 64
+    n_steps: int = 100
+    timestep_fs: float = 1.0
+    friction_per_ps: float = 10.0
+    constraint: str = "none"
+    min_log_snr: float = 1.0
+    avoid_state: str | None = None
+    avoid_log_snr: float = 3.0
+    min_kl: float = 20.0
+    constraint_weight: float = 100.0
+    hit_radius: float = 0.75
+    baseline: bool = True
+    relaxed: bool = False
+    relaxed_stride: int = 4
+    seed: int = 0
+    device: str = "cpu"
+    geodesic: GeodesicConfig = DEFAULT_GEODESIC
+
+    def __post_init__(self) -> None:
+        for name in ("n_paths", "n_points", "n_steps", "relaxed_stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if self.n_points < 2:
+            raise ValueError(f"n_points: expected an integer >= 2, got {self.n_points}")
+        for name in ("timestep_fs", "friction_per_ps", "min_kl", "hit_radius"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+                raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+        if self.constraint not in ("none", "low-variance", "avoid"):
+            raise ValueError(f"constraint: expected 'none', 'low-variance' or 'avoid', got {self.constraint!r}")
+        if self.constraint == "avoid" and not self.avoid_state:
+            raise ValueError("avoid_state: expected a state name with constraint 'avoid', got none")
+        if not isinstance(self.geodesic, GeodesicConfig):
+            raise TypeError(f"geodesic: expected a GeodesicConfig, got {type(self.geodesic).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PathConfig":
+        data = dict(data)
+        geo = data.pop("geodesic", None)
+        if geo is not None:
+            data["geodesic"] = GeodesicConfig(**geo)
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------- structures
+
+
+def kabsch_align(mobile: np.ndarray, reference: np.ndarray, atoms: Sequence[int] | None = None) -> np.ndarray:
+    """Rigidly superpose ``mobile (..., N, 3)`` onto ``reference (N, 3)`` (proper rotations only).
+
+    The fit uses ``atoms`` (default all); the whole structure is moved. Both are centred on
+    the fitted atoms' centre of geometry; the result is centred like ``reference``.
+    """
+    mobile = np.asarray(mobile, dtype=float)
+    reference = np.asarray(reference, dtype=float)
+    idx = slice(None) if atoms is None else np.asarray(atoms)
+    ref_c = reference[idx].mean(axis=0)
+    mob_c = mobile[..., idx, :].mean(axis=-2, keepdims=True)
+    a = mobile[..., idx, :] - mob_c
+    b = reference[idx] - ref_c
+    h = np.einsum("...ni,nj->...ij", a, b)
+    u, _, vt = np.linalg.svd(h)
+    d = np.sign(np.linalg.det(np.einsum("...ij,...jk->...ik", u, vt)))
+    u[..., :, -1] *= d[..., None]
+    rot = np.einsum("...ij,...jk->...ik", u, vt)
+    return np.einsum("...ni,...ij->...nj", mobile - mob_c, rot) + ref_c
+
+
+def kabsch_rmsd(mobile: np.ndarray, reference: np.ndarray, atoms: Sequence[int] | None = None) -> np.ndarray:
+    """RMSD (same unit as the input) after optimal superposition on ``atoms``; ``(...,)``."""
+    aligned = kabsch_align(mobile, reference, atoms)
+    idx = slice(None) if atoms is None else np.asarray(atoms)
+    diff = aligned[..., idx, :] - np.asarray(reference, dtype=float)[idx]
+    return np.sqrt((diff**2).sum(-1).mean(-1))
+
+
+def resolve_structure(system: "MolecularSystem", spec: Any, what: str) -> tuple[np.ndarray, str]:
+    """Coordinates (nm, ``(N, 3)``) and a label for a state name, PDB path or coordinates."""
+    from spacetime_md.molecular.energies import coordinates_to_nm
+    from spacetime_md.molecular.system import system_data_path
+
+    if isinstance(spec, (str, os.PathLike)) and str(spec).lower().endswith(".pdb"):
+        import openmm.app as app
+
+        path = Path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"{what}: expected a PDB file, got missing path {str(path)!r}")
+        pdb = app.PDBFile(str(path))
+        names = [a.name for a in pdb.topology.atoms()]
+        if len(names) != system.n_atoms:
+            raise TopologyMismatchError(
+                f"{what}: expected {system.n_atoms} atoms like {system.name}, got {len(names)} in {path.name}"
+            )
+        if tuple(names) != tuple(system.atom_names):
+            bad = next(i for i, (a, b) in enumerate(zip(names, system.atom_names)) if a != b)
+            raise TopologyMismatchError(
+                f"{what}: expected atom order of {system.name} (atom {bad} {system.atom_names[bad]!r}), "
+                f"got {names[bad]!r} in {path.name}"
+            )
+        x = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=float)
+        return coordinates_to_nm(what, x, system)[0], path.name
+    if isinstance(spec, str):
+        state = system.get_state(spec)
+        if not state.representative_pdb:
+            raise ValueError(f"{what}: state {state.name!r} has no representative structure")
+        pdb_path = Path(str(system_data_path(f"alanine_dipeptide/{state.representative_pdb}")))
+        if not pdb_path.is_file():
+            raise FileNotFoundError(f"{what}: representative structure of {state.name} missing: {pdb_path}")
+        return resolve_structure(system, str(pdb_path), what)[0], state.name
+    x = coordinates_to_nm(what, spec, system)
+    if x.shape[0] != 1:
+        raise ValueError(f"{what}: expected one structure of shape ({system.n_atoms}, 3), got {x.shape[0]} frames")
+    return x[0], "coordinates"
+
+
+def check_model_matches_system(model: "EquivariantDenoiser", system: "MolecularSystem") -> None:
+    """Raise :class:`TopologyMismatchError` unless the model was trained for this topology."""
+    if model.n_atoms != system.n_atoms:
+        raise TopologyMismatchError(
+            f"model: expected a model for {system.n_atoms} atoms ({system.name}), got one for {model.n_atoms}"
+        )
+    if model.atom_names is not None and tuple(model.atom_names) != tuple(system.atom_names):
+        bad = next(i for i, (a, b) in enumerate(zip(model.atom_names, system.atom_names)) if a != b)
+        raise TopologyMismatchError(
+            f"model: expected atom {bad} named {system.atom_names[bad]!r} as in {system.name}, "
+            f"got {model.atom_names[bad]!r} (a model trained for another system?)"
+        )
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class TransitionPaths:
+    """A set of transition paths with their curve and validation.
+
+    Attributes
+    ----------
+    frames : ndarray, shape=(P, T, N, 3)
+        Positions in nm.
+    log_snr : ndarray, shape=(T,)
+        The curve's ``log_snr`` at each frame (model units).
+    energies : ndarray, shape=(P, T)
+        OpenMM potential energies, kJ/mol.
+    kind : str
+        ``"geodesic"`` or ``"straight"``.
+    metrics : dict
+        Per-path and aggregated validation numbers.
+    """
+
+    frames: np.ndarray
+    log_snr: np.ndarray
+    energies: np.ndarray
+    kind: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    topology_pdb: str | None = None
+
+    @property
+    def n_paths(self) -> int:
+        return self.frames.shape[0]
+
+    def to_mdtraj(self, path: int | None = None, topology: "mdtraj.Topology | None" = None) -> "mdtraj.Trajectory":
+        """One path (``path=p``) or all paths concatenated as an ``mdtraj.Trajectory``."""
+        import mdtraj
+
+        if topology is None:
+            if self.topology_pdb is None:
+                raise ValueError("topology: expected a topology (these paths were not loaded from a directory)")
+            topology = mdtraj.load_topology(self.topology_pdb)
+        x = self.frames.reshape(-1, *self.frames.shape[2:]) if path is None else self.frames[path]
+        return mdtraj.Trajectory(x, topology)
+
+    def simulation_at(self, system: "MolecularSystem", path: int, frame: int, integrator=None):
+        """An ``openmm.app.Simulation`` of ``system`` positioned at one frame."""
+        import openmm
+        import openmm.app as app
+
+        integrator = integrator or openmm.LangevinMiddleIntegrator(
+            system.temperature, 1.0 / unit.picosecond, 2.0 * unit.femtosecond
+        )
+        sim = app.Simulation(system.topology, system.openmm_system, integrator, system.platform)
+        sim.context.setPositions(self.frames[path, frame])
+        return sim
+
+    def save(self, directory: str | os.PathLike, system: "MolecularSystem") -> dict[str, str]:
+        """Write one DCD per path, ``topology.pdb``, all paths in one HDF5, and ``paths_<kind>.npz``."""
+        from spacetime_md.molecular.export import export_trajectory
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for p in range(self.n_paths):
+            name = f"{self.kind}_path{p:03d}.dcd"
+            export_trajectory(self.frames[p], system, out / name)
+            files[f"path{p}"] = name
+        h5 = out / f"{self.kind}_all_paths.h5"
+        export_trajectory(self.frames.reshape(-1, *self.frames.shape[2:]), system, h5)
+        files["all_paths_h5"] = h5.name
+        npz = out / f"paths_{self.kind}.npz"
+        tmp = out / f".paths_{self.kind}.tmp.npz"
+        np.savez(tmp, frames=self.frames, log_snr=self.log_snr, energies=self.energies)
+        os.replace(tmp, npz)
+        files["npz"] = npz.name
+        return files
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, kind: str = "geodesic") -> "TransitionPaths":
+        """Load paths saved by :meth:`save` (or by ``spacetime-md paths``)."""
+        directory = Path(directory)
+        npz = directory / f"paths_{kind}.npz"
+        if not npz.is_file():
+            raise FileNotFoundError(f"paths: expected {npz.name} in {directory}, not found")
+        with np.load(npz) as data:
+            frames, log_snr, energies = data["frames"], data["log_snr"], data["energies"]
+        metrics = {}
+        report = directory / "report.json"
+        if report.is_file():
+            metrics = json.loads(report.read_text()).get(kind, {})
+        top = directory / "topology.pdb"
+        return cls(frames, log_snr, energies, kind, metrics, str(top) if top.is_file() else None)
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def _periodic_angle_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    d = np.abs((a - b + np.pi) % (2 * np.pi) - np.pi)
+    return np.sqrt((d**2).sum(-1))
+
+
+def _summary(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=float)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0}
+
+
+def _validate(system, frames, start_nm, start_energy, target_nm, target_phi_psi, config, relaxed=None):
+    from spacetime_md.molecular.chirality import chiral_atoms_from_topology, compute_chirality
+    from spacetime_md.molecular.energies import evaluate_energies
+
+    n_paths, n_frames = frames.shape[:2]
+    flat = frames.reshape(-1, *frames.shape[2:])
+    energies = evaluate_energies(system, flat).value_in_unit(unit.kilojoule_per_mole).reshape(n_paths, n_frames)
+    phi_psi = np.asarray(system.compute_phi_psi(flat)).reshape(n_paths, n_frames, 2)
+    final = phi_psi[:, -1]
+    hit = _periodic_angle_distance(final, target_phi_psi[None]) <= config.hit_radius
+    heavy = system.heavy_atom_indices
+    rmsd_a = 10.0 * kabsch_rmsd(frames[:, -1], target_nm, heavy)
+    try:
+        chiral = chiral_atoms_from_topology(system.mdtraj_topology)
+        ref_sign = compute_chirality(start_nm[None], chiral)[0]
+        kept = (compute_chirality(flat, chiral).reshape(n_paths, n_frames) == ref_sign)
+    except ValueError:
+        kept = np.ones((n_paths, n_frames), dtype=bool)
+    ets = energies.max(axis=1)
+    per_path = []
+    for p in range(n_paths):
+        per_path.append({
+            "path": p,
+            "max_energy_kj_mol": float(ets[p]),
+            "barrier_kj_mol": float(ets[p] - start_energy),
+            "final_phi_psi_rad": [float(final[p, 0]), float(final[p, 1])],
+            "target_hit": bool(hit[p]),
+            "final_heavy_rmsd_angstrom": float(rmsd_a[p]),
+            "chirality_kept_fraction": float(kept[p].mean()),
+        })
+    metrics = {
+        "per_path": per_path,
+        "max_energy_kj_mol": _summary(ets),
+        "barrier_kj_mol": _summary(ets - start_energy),
+        "final_heavy_rmsd_angstrom": _summary(rmsd_a),
+        "target_hit_rate": float(hit.mean()),
+        "chirality_kept_fraction": float(kept.mean()),
+        "start_energy_kj_mol": float(start_energy),
+    }
+    if relaxed is not None:
+        quencher, start_relaxed = relaxed
+        idx = sorted(set(range(0, n_frames, config.relaxed_stride)) | {n_frames - 1})
+        rel = np.array([quencher.quench_frames(frames[p, idx]) for p in range(n_paths)])
+        rel_barrier = rel.max(axis=1) - start_relaxed
+        for p in range(n_paths):
+            per_path[p]["relaxed_barrier_kj_mol"] = float(rel_barrier[p])
+        metrics["relaxed_barrier_kj_mol"] = _summary(rel_barrier)
+        metrics["relaxed_frames_per_path"] = len(idx)
+    return energies, phi_psi, metrics
+
+
+def compute_transition_paths(
+    system: "MolecularSystem",
+    model: "EquivariantDenoiser",
+    start: Any,
+    end: Any,
+    config: PathConfig | None = None,
+    *,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Geodesic, OpenMM transition paths, baseline and validation between two structures.
+
+    Parameters
+    ----------
+    system : MolecularSystem
+    model : EquivariantDenoiser
+        A denoiser trained for ``system``'s topology (e.g. ``load_pretrained(...)``).
+    start, end : str, path or coordinates
+        A state name (``"C7eq"``), a PDB file, or coordinates (nm, ``(N, 3)``).
+    config : PathConfig, optional
+
+    Returns
+    -------
+    dict
+        ``geodesic`` (:class:`~spacetime_md.core.GeodesicResult`), ``paths`` and (if enabled)
+        ``baseline`` (:class:`TransitionPaths`), ``report`` (JSON-serialisable), and the
+        aligned endpoint structures.
+    """
+    import openmm
+
+    from spacetime_md.molecular.energies import evaluate_energies
+    from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
+    from spacetime_md.molecular.units import kT_kj_per_mol
+
+    config = PathConfig() if config is None else config
+    if not isinstance(config, PathConfig):
+        raise TypeError(f"config: expected a PathConfig, got {type(config).__name__}")
+    check_model_matches_system(model, system)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    start_nm, start_label = resolve_structure(system, start, "start")
+    end_nm, end_label = resolve_structure(system, end, "end")
+    start_nm = start_nm - start_nm.mean(axis=0)
+    end_nm = kabsch_align(end_nm, start_nm)
+    if np.allclose(start_nm, end_nm, atol=1e-4):
+        raise ValueError(f"start and end: expected two different structures, got equal ones ({start_label}, {end_label})")
+
+    dtype = next(model.parameters()).dtype
+    device = torch.device(config.device)
+    model = model.to(device)
+    lam = float(config.endpoint_log_snr)
+    alpha_e = float(alpha_sigma(lam)[0])
+    x_start = model.to_model(torch.as_tensor(start_nm, dtype=dtype)).to(device)
+    x_end = model.to_model(torch.as_tensor(end_nm, dtype=dtype)).to(device)
+    a = SpacetimePoint(lam, alpha_e * x_start)
+    b = SpacetimePoint(lam, alpha_e * x_end)
+
+    constraints: list[Any] = []
+    avoid_label = None
+    if config.constraint in ("low-variance", "avoid"):
+        constraints.append(LowVariance(config.min_log_snr, weight=config.constraint_weight))
+    if config.constraint == "avoid":
+        avoid_nm, avoid_label = resolve_structure(system, config.avoid_state, "avoid_state")
+        avoid_nm = kabsch_align(avoid_nm - avoid_nm.mean(axis=0), start_nm)
+        alpha_a = float(alpha_sigma(config.avoid_log_snr)[0])
+        x_avoid = alpha_a * model.to_model(torch.as_tensor(avoid_nm, dtype=dtype)).to(device)
+        constraints.append(AvoidRegion(config.avoid_log_snr, x_avoid, config.min_kl, weight=config.constraint_weight))
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    geo = optimize_geodesic(model, a, b, config.geodesic, constraints)
+    timings["geodesic_s"] = time.perf_counter() - t0
+    logger.info("geodesic: energy %.4g (straight line %.4g), %d steps, %.1f s",
+                geo.energy, geo.initial_energy, geo.n_steps, timings["geodesic_s"])
+
+    # Restraint schedule in OpenMM units.
+    s = model.length_scale_nm
+    kT = kT_kj_per_mol(system.temperature_k)
+
+    def schedule(log_snr: torch.Tensor, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        alpha, _ = alpha_sigma(log_snr)
+        centres = model.from_model((x / alpha[:, None]).detach().cpu()).double().numpy()
+        k = kT * log_snr.detach().exp().cpu().double().numpy() / s**2
+        return centres, k
+
+    with torch.no_grad():
+        geo_l, geo_x = geo.curve.evaluate(config.n_points)
+    curves = {"geodesic": (geo_l, geo_x)}
+    if config.baseline:
+        curves["straight"] = straight_line(a, b, config.n_points)
+
+    start_energy = float(evaluate_energies(system, start_nm[None]).value_in_unit(unit.kilojoule_per_mole)[0])
+    target_phi_psi = np.asarray(system.compute_phi_psi(end_nm[None]))[0]
+    relaxed = None
+    if config.relaxed:
+        from spacetime_md.molecular.relaxed import DihedralQuencher
+
+        quencher = DihedralQuencher(system.openmm_system, system.phi_indices, system.psi_indices,
+                                    platform=system.platform_name)
+        relaxed = (quencher, float(quencher.quench_frames(start_nm[None])[0]))
+
+    sampler = RestrainedLangevinSampler(
+        system.openmm_system,
+        temperature=system.temperature,
+        timestep=config.timestep_fs * unit.femtosecond,
+        friction=config.friction_per_ps / unit.picosecond,
+        platform=system.platform_name,
+    )
+    results: dict[str, TransitionPaths] = {}
+    report: dict[str, Any] = {}
+    timings["paths_s"] = 0.0
+    timings["validation_s"] = 0.0
+    for kind, (c_l, c_x) in curves.items():
+        t1 = time.perf_counter()
+        centres, k = schedule(c_l, c_x)
+        sampled = sampler.sample(centres, k, start_nm, n_paths=config.n_paths, n_steps=config.n_steps,
+                                 seed=config.seed, progress=progress)
+        timings["paths_s"] += time.perf_counter() - t1
+        t2 = time.perf_counter()
+        energies, phi_psi, metrics = _validate(system, sampled.frames, start_nm, start_energy, end_nm,
+                                               target_phi_psi, config, relaxed)
+        timings["validation_s"] += time.perf_counter() - t2
+        metrics["force_evaluations"] = sampled.n_force_evals
+        metrics["force_evaluations_per_path"] = sampled.n_force_evals // config.n_paths
+        metrics["phi_psi"] = phi_psi.tolist()
+        results[kind] = TransitionPaths(sampled.frames, c_l.detach().cpu().double().numpy(), energies, kind, metrics)
+        report[kind] = metrics
+    report["geodesic_curve"] = {
+        **{k: v for k, v in geo.summary().items() if k != "config"},
+        "log_snr": results["geodesic"].log_snr.tolist(),
+    }
+    report["endpoints"] = {"start": start_label, "end": end_label,
+                           "target_phi_psi_rad": target_phi_psi.tolist(),
+                           "avoid": avoid_label}
+    report["energy_evaluations"] = {
+        "denoiser_rows_geodesic": geo.n_denoiser_evals,
+        "openmm_force_evaluations": sampler.n_force_evals,
+        "openmm_energy_evaluations": system.n_energy_evaluations,
+    }
+    timings["total_s"] = time.perf_counter() - t0
+    report["timings"] = timings
+    report["platform"] = system.platform_name
+    report["openmm_version"] = openmm.__version__
+    return {"geodesic": geo, "paths": results["geodesic"], "baseline": results.get("straight"),
+            "report": report, "start_nm": start_nm, "end_nm": end_nm}
