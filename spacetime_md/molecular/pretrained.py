@@ -1,0 +1,213 @@
+"""Saving, loading and shipping trained denoisers.
+
+A denoiser checkpoint is a ``torch.save`` file holding a plain dictionary
+
+    format           "spacetime_md.equivariant_denoiser"
+    format_version   1
+    model_config     EquivariantDenoiser.config (architecture, atom types, bonds,
+                     sigma_data and the nm -> model-unit length_scale_nm)
+    state_dict       the weights (EMA weights for trained models)
+    metadata         free JSON-like information (command, data, metrics, ...)
+
+Files are read with ``torch.load(weights_only=True)`` (no arbitrary code runs) and written
+atomically. The training loop's resumable state file (``format`` ending in
+``training_state``) can be loaded too: its EMA weights are used.
+Every failure to read a file as a denoiser raises :class:`~spacetime_md.errors.CheckpointError`
+with the path and the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from spacetime_md import __version__
+from spacetime_md.errors import CheckpointError
+from spacetime_md.molecular.model import EquivariantDenoiser
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "PRETRAINED",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint",
+    "load_pretrained",
+    "pretrained_path",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "spacetime_md.equivariant_denoiser"
+TRAINING_STATE_FORMAT = "spacetime_md.equivariant_denoiser.training_state"
+CHECKPOINT_VERSION = 1
+
+#: Shipped models: name -> file under ``spacetime_md/data/models``.
+PRETRAINED: dict[str, str] = {
+    "alanine-dipeptide": "alanine_dipeptide_vacuum.pt",
+    "alanine-dipeptide-vacuum": "alanine_dipeptide_vacuum.pt",
+}
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same directory, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: EquivariantDenoiser,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (weights in float32 on the CPU) and ``metadata`` to ``path`` atomically."""
+    if not isinstance(model, EquivariantDenoiser):
+        raise TypeError(f"model: expected an EquivariantDenoiser, got {type(model).__name__}")
+    state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
+             for k, v in model.state_dict().items()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "spacetime_md_version": __version__,
+        "model_config": model.config,
+        "state_dict": state,
+        "metadata": dict(metadata or {}),
+    }
+    return atomic_torch_save(payload, path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and validate the dictionary stored in a checkpoint file (no model is built)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint: no such file {str(path)!r}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        reason = " ".join(str(exc).split())[:200]
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (corrupt or truncated file?): "
+            f"{type(exc).__name__}: {reason}"
+        ) from exc
+    if not isinstance(payload, dict) or "format" not in payload:
+        got = type(payload).__name__ if not isinstance(payload, dict) else f"keys {sorted(payload)[:6]}"
+        raise CheckpointError(f"{path}: expected a spacetime_md denoiser checkpoint, got {got}")
+    fmt = payload["format"]
+    if fmt not in (CHECKPOINT_FORMAT, TRAINING_STATE_FORMAT):
+        raise CheckpointError(
+            f"{path}: expected format {CHECKPOINT_FORMAT!r} or {TRAINING_STATE_FORMAT!r}, got {fmt!r}"
+        )
+    version = payload.get("format_version")
+    if version != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: expected format_version {CHECKPOINT_VERSION}, got {version!r} "
+            f"(written by spacetime_md {payload.get('spacetime_md_version', 'unknown')})"
+        )
+    weights_key = "ema_state_dict" if fmt == TRAINING_STATE_FORMAT else "state_dict"
+    missing = [k for k in ("model_config", weights_key) if k not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
+    return payload
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    freeze: bool = True,
+    n_atoms: int | None = None,
+) -> EquivariantDenoiser:
+    """Build an :class:`EquivariantDenoiser` from a checkpoint file.
+
+    Parameters
+    ----------
+    path : path-like
+    device, dtype
+        Where and in which precision the model computes.
+    freeze : bool
+        Put the model in eval mode and switch off parameter gradients (gradients with
+        respect to the *input* still work, which is what the geometry needs).
+    n_atoms : int, optional
+        Expected number of atoms; a checkpoint for another molecule raises
+        :class:`CheckpointError`.
+
+    Returns
+    -------
+    EquivariantDenoiser
+        With the checkpoint's ``metadata`` attached as ``model.metadata``.
+    """
+    payload = read_checkpoint(path)
+    weights = payload["ema_state_dict" if payload["format"] == TRAINING_STATE_FORMAT else "state_dict"]
+    config = payload["model_config"]
+    try:
+        model = EquivariantDenoiser(**config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid model_config: {exc}") from exc
+    if n_atoms is not None and model.n_atoms != n_atoms:
+        raise CheckpointError(
+            f"{path}: expected a model for {n_atoms} atoms, got one for {model.n_atoms} atoms"
+        )
+    expected = model.state_dict()
+    problems = []
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing:
+        problems.append(f"missing {', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else ""))
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected[:4])}" + (" ..." if len(unexpected) > 4 else ""))
+    for key in sorted(set(expected) & set(weights)):
+        if tuple(expected[key].shape) != tuple(weights[key].shape):
+            problems.append(
+                f"{key} has shape {tuple(weights[key].shape)}, architecture expects {tuple(expected[key].shape)}"
+            )
+    if problems:
+        raise CheckpointError(
+            f"{path}: weights do not match the architecture in its model_config: " + "; ".join(problems)
+        )
+    model.load_state_dict(weights)
+    model = model.to(device=device, dtype=dtype)
+    if freeze:
+        model.eval()
+        model.requires_grad_(False)
+    model.metadata = dict(payload.get("metadata") or {})
+    return model
+
+
+def pretrained_path(name: str = "alanine-dipeptide") -> Path:
+    """Path of a shipped checkpoint (see :data:`PRETRAINED`)."""
+    if name not in PRETRAINED:
+        raise ValueError(f"name: expected one of {sorted(PRETRAINED)}, got {name!r}")
+    resource = importlib.resources.files("spacetime_md") / "data" / "models" / PRETRAINED[name]
+    return Path(str(resource))
+
+
+def load_pretrained(
+    name: str = "alanine-dipeptide",
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> EquivariantDenoiser:
+    """Load a shipped, frozen denoiser in one call.
+
+    ``load_pretrained("alanine-dipeptide")`` returns the vacuum 300 K alanine dipeptide
+    model (22 atoms, model units ``x_nm / model.length_scale_nm``); use it directly as a core
+    denoiser ``model(x (B, 66), log_snr (B,))``.
+    """
+    return load_checkpoint(pretrained_path(name), device=device, dtype=dtype)

@@ -1,0 +1,124 @@
+"""Checkpoint save/load round trip, clear errors, and the shipped alanine dipeptide model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from spacetime_md.errors import CheckpointError
+from spacetime_md.molecular.pretrained import (
+    load_checkpoint,
+    load_pretrained,
+    pretrained_path,
+    read_checkpoint,
+    save_checkpoint,
+)
+from spacetime_md.molecular.testing import assert_equivariant, reflection_change
+
+from ._model_helpers import tiny_model
+
+
+def test_round_trip_same_outputs_and_metadata(tmp_path):
+    model = tiny_model()
+    path = save_checkpoint(tmp_path / "m.pt", model, metadata={"note": "hello", "step": 3})
+    loaded = load_checkpoint(path)
+    x = torch.randn(4, 66)
+    log_snr = torch.linspace(-3, 9, 4)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, log_snr), model(x, log_snr))
+    assert loaded.metadata == {"note": "hello", "step": 3}
+    assert loaded.config == model.config
+    assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
+    as64 = load_checkpoint(path, dtype=torch.float64)
+    assert as64(x.double(), log_snr.double()).dtype == torch.float64
+    assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temporary file
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint: no such file"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04garbage"])
+def test_corrupt_file(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"bad.pt: not a readable checkpoint \(corrupt or truncated file\?\)"):
+        load_checkpoint(path)
+
+
+def test_truncated_file(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", tiny_model())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_foreign_and_incomplete_payloads(tmp_path):
+    path = tmp_path / "x.pt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match=r"expected a spacetime_md denoiser checkpoint, got keys \['weights'\]"):
+        load_checkpoint(path)
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(CheckpointError, match="expected a spacetime_md denoiser checkpoint, got Tensor"):
+        load_checkpoint(path)
+    torch.save({"format": "other.model", "format_version": 1}, path)
+    with pytest.raises(CheckpointError, match="expected format 'spacetime_md.equivariant_denoiser'"):
+        load_checkpoint(path)
+    torch.save({"format": "spacetime_md.equivariant_denoiser", "format_version": 99,
+                "spacetime_md_version": "9.0"}, path)
+    with pytest.raises(CheckpointError, match=r"expected format_version 1, got 99 \(written by spacetime_md 9.0\)"):
+        load_checkpoint(path)
+    torch.save({"format": "spacetime_md.equivariant_denoiser", "format_version": 1, "model_config": {}}, path)
+    with pytest.raises(CheckpointError, match="incomplete checkpoint, missing state_dict"):
+        load_checkpoint(path)
+
+
+def test_mismatched_weights_and_config(tmp_path):
+    model = tiny_model()
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    payload = read_checkpoint(path)
+    payload["model_config"]["hidden_channels"] = 24
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=r"weights do not match the architecture in its model_config: .*has shape"):
+        load_checkpoint(path)
+    payload = read_checkpoint(save_checkpoint(tmp_path / "m2.pt", model))
+    del payload["state_dict"]["time_proj.weight"]
+    payload["state_dict"]["extra.weight"] = torch.zeros(1)
+    torch.save(payload, tmp_path / "m2.pt")
+    with pytest.raises(CheckpointError, match="missing time_proj.weight; unexpected extra.weight"):
+        load_checkpoint(tmp_path / "m2.pt")
+    payload["model_config"]["n_layers"] = 0
+    torch.save(payload, tmp_path / "m2.pt")
+    with pytest.raises(CheckpointError, match="invalid model_config: n_layers: expected an integer >= 1, got 0"):
+        load_checkpoint(tmp_path / "m2.pt")
+    with pytest.raises(CheckpointError, match="expected a model for 10 atoms, got one for 22 atoms"):
+        load_checkpoint(save_checkpoint(tmp_path / "m3.pt", model), n_atoms=10)
+
+
+def test_save_type_message(tmp_path):
+    with pytest.raises(TypeError, match="model: expected an EquivariantDenoiser, got Linear"):
+        save_checkpoint(tmp_path / "m.pt", torch.nn.Linear(2, 2))
+
+
+def test_unknown_pretrained_name():
+    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-vacuum'\], got 'caffeine'"):
+        load_pretrained("caffeine")
+
+
+def test_shipped_alanine_dipeptide_model():
+    path = pretrained_path("alanine-dipeptide")
+    assert path.stat().st_size < 5_000_000
+    model = load_pretrained("alanine-dipeptide")
+    assert model.n_atoms == 22 and model.chirality
+    assert model.atom_names[8] == "CA"
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert "spacetime-md train" in card["command"]
+    model64 = load_pretrained("alanine-dipeptide", dtype=torch.float64)
+    x = 0.5 * torch.randn(3, 66, dtype=torch.float64)
+    log_snr = torch.tensor([0.0, 4.0, 8.0], dtype=torch.float64)
+    assert_equivariant(model64, x, log_snr, atol=1e-9)
+    assert reflection_change(model64, x, log_snr) > 1e-4
