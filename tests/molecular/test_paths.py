@@ -1,0 +1,132 @@
+"""Transition-path pipeline end to end on a tiny (untrained) model: outputs, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import mdtraj
+import numpy as np
+import pytest
+import torch
+
+from spacetime_md import cli
+from spacetime_md.core import GeodesicConfig
+from spacetime_md.errors import TopologyMismatchError
+from spacetime_md.molecular import load_system
+from spacetime_md.molecular.model import EquivariantDenoiser
+from spacetime_md.molecular.paths import (
+    PathConfig,
+    TransitionPaths,
+    compute_transition_paths,
+    kabsch_align,
+    kabsch_rmsd,
+)
+from spacetime_md.molecular.pretrained import save_checkpoint
+from spacetime_md.molecular.run_paths import run_paths
+
+TINY = PathConfig(
+    n_paths=2, n_points=8, n_steps=10,
+    geodesic=GeodesicConfig(n_nodes=3, n_points=(8,), divergence="hutchinson", n_probes=1, max_steps=2),
+)
+
+
+@pytest.fixture(scope="module")
+def system():
+    return load_system("alanine-dipeptide")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(system):
+    torch.manual_seed(0)
+    return EquivariantDenoiser(["X"] * system.n_atoms, system.bonds.tolist(), atom_names=list(system.atom_names),
+                               hidden_channels=8, n_layers=1, n_rbf=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tiny_model, tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_model)
+
+
+def test_kabsch_recovers_rotation_and_keeps_handedness():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(10, 3))
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    q *= np.sign(np.linalg.det(q))
+    moved = ref @ q.T + np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(kabsch_align(moved, ref), ref, atol=1e-10)
+    assert kabsch_rmsd(moved, ref) < 1e-10
+    mirror = ref * np.array([-1.0, 1.0, 1.0])
+    assert kabsch_rmsd(mirror, ref) > 0.1  # proper rotations only
+
+
+def test_pipeline_outputs(tmp_path, system, tiny_checkpoint):
+    report = run_paths(tmp_path, start="C7eq", end="C7ax", config=TINY, checkpoint=tiny_checkpoint)
+    for kind in ("geodesic", "straight"):
+        m = report[kind]
+        assert len(m["per_path"]) == 2
+        assert m["force_evaluations_per_path"] == 8 * 10
+        assert 0.0 <= m["target_hit_rate"] <= 1.0 and 0.0 <= m["chirality_kept_fraction"] <= 1.0
+        assert np.isfinite(m["max_energy_kj_mol"]["mean"])
+        traj = mdtraj.load(tmp_path / f"{kind}_path000.dcd", top=tmp_path / "topology.pdb")
+        assert traj.n_frames == 8 and traj.n_atoms == 22
+        assert mdtraj.load(tmp_path / f"{kind}_all_paths.h5").n_frames == 16
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["geodesic"]["per_path"][0]["path"] == 0
+    assert set(saved["timings"]) >= {"geodesic_s", "paths_s", "validation_s", "total_s"}
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert PathConfig.from_dict(config["path_config"]) == TINY
+    for png in ("ramachandran.png", "energies.png", "log_snr.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+    paths = TransitionPaths.load(tmp_path)
+    assert paths.frames.shape == (2, 8, 22, 3) and paths.metrics["target_hit_rate"] == report["geodesic"]["target_hit_rate"]
+    traj = paths.to_mdtraj(path=1)
+    np.testing.assert_allclose(traj.xyz, paths.frames[1], atol=1e-6)
+    sim = paths.simulation_at(system, path=0, frame=3)
+    pos = np.asarray(sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value)
+    np.testing.assert_allclose(pos, paths.frames[0, 3], atol=1e-6)
+
+
+def test_restrained_end_of_curve_reaches_the_target(system, tiny_model):
+    # At the endpoint the restraint (k = kT SNR / s^2) holds atoms near the clean target:
+    # whatever the model, the final frame is close to the end structure.
+    cfg = PathConfig(n_paths=2, n_points=8, n_steps=200, baseline=False, geodesic=TINY.geodesic)
+    out = compute_transition_paths(system, tiny_model, "C7eq", "C7ax", cfg)
+    assert out["report"]["geodesic"]["target_hit_rate"] == 1.0
+    assert out["report"]["geodesic"]["final_heavy_rmsd_angstrom"]["mean"] < 0.5
+    assert out["baseline"] is None
+
+
+def test_pipeline_errors(system, tiny_model, tmp_path):
+    with pytest.raises(KeyError, match="state: expected one of"):
+        compute_transition_paths(system, tiny_model, "C7eq", "nowhere", TINY)
+    with pytest.raises(ValueError, match="start and end: expected two different structures"):
+        compute_transition_paths(system, tiny_model, "C7eq", "C7eq", TINY)
+    other = EquivariantDenoiser(["X"] * 10, [(i, i + 1) for i in range(9)], hidden_channels=8, n_layers=1)
+    with pytest.raises(TopologyMismatchError, match="model: expected a model for 22 atoms"):
+        compute_transition_paths(system, other, "C7eq", "C7ax", TINY)
+    with pytest.raises(FileNotFoundError, match="end: expected a PDB file, got missing path"):
+        compute_transition_paths(system, tiny_model, "C7eq", str(tmp_path / "missing.pdb"), TINY)
+    bad_pdb = tmp_path / "short.pdb"
+    traj = system.to_mdtraj(system.positions_nm)
+    traj.atom_slice(range(20)).save_pdb(str(bad_pdb))
+    with pytest.raises(TopologyMismatchError, match="end: expected 22 atoms like alanine-dipeptide, got 20"):
+        compute_transition_paths(system, tiny_model, "C7eq", str(bad_pdb), TINY)
+    with pytest.raises(ValueError, match="avoid_state: expected a state name with constraint 'avoid'"):
+        PathConfig(constraint="avoid")
+    with pytest.raises(ValueError, match="constraint: expected 'none', 'low-variance' or 'avoid', got 'x'"):
+        PathConfig(constraint="x")
+
+
+def test_avoid_region_containing_an_endpoint_is_rejected(system, tiny_model):
+    cfg = PathConfig(n_paths=1, n_points=8, n_steps=5, constraint="avoid", avoid_state="C7ax",
+                     avoid_log_snr=5.0, min_log_snr=1.0, geodesic=TINY.geodesic)
+    with pytest.raises(ValueError, match="forbidden region contains the end point"):
+        compute_transition_paths(system, tiny_model, "C7eq", "C7ax", cfg)
+
+
+def test_cli_paths_errors_are_one_line(tmp_path, tiny_checkpoint, capsys):
+    code = cli.main(["paths", "--out", str(tmp_path), "--end", "nowhere", "--checkpoint", str(tiny_checkpoint)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and err.startswith("spacetime-md: error: state: expected one of")
+    assert cli.main(["paths", "--out", str(tmp_path), "--dry-run"]) == 0
+    assert '"n_paths": 8' in capsys.readouterr().out
