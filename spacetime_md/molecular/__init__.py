@@ -1,0 +1,52 @@
+"""Molecular systems on OpenMM: systems, Boltzmann sampling, energies, export.
+
+The only subpackage that imports openmm, mdtraj and torch_geometric. Public molecular
+functions take and return ``openmm.unit`` quantities at the edge; inside, values are plain
+floats / arrays in OpenMM's ``md_unit_system`` (nm, ps, kJ/mol, K), which mdtraj uses too.
+"""
+
+# --- OpenMM layer: systems, states, sampling, energies, export (issue 3) ---
+from spacetime_md.molecular.dihedrals import (
+    ALANINE_DIPEPTIDE_PHI,
+    ALANINE_DIPEPTIDE_PSI,
+    compute_dihedrals,
+    compute_phi_psi,
+)
+from spacetime_md.molecular.energies import evaluate_energies
+from spacetime_md.molecular.export import EXPORT_FORMATS, export_trajectory
+from spacetime_md.molecular.populations import block_average, plot_ramachandran, state_populations
+from spacetime_md.molecular.sampling import BoltzmannSamples, SamplingConfig, load_samples, sample_boltzmann
+from spacetime_md.molecular.states import MetastableState, assign_states, load_states
+from spacetime_md.molecular.system import (
+    FORCEFIELDS,
+    MolecularSystem,
+    known_systems,
+    load_system,
+    resolve_platform,
+)
+
+__all__ = [
+    "ALANINE_DIPEPTIDE_PHI",
+    "ALANINE_DIPEPTIDE_PSI",
+    "BoltzmannSamples",
+    "EXPORT_FORMATS",
+    "FORCEFIELDS",
+    "MetastableState",
+    "MolecularSystem",
+    "SamplingConfig",
+    "assign_states",
+    "block_average",
+    "compute_dihedrals",
+    "compute_phi_psi",
+    "evaluate_energies",
+    "export_trajectory",
+    "known_systems",
+    "load_samples",
+    "load_states",
+    "load_system",
+    "plot_ramachandran",
+    "resolve_platform",
+    "sample_boltzmann",
+    "state_populations",
+]
+# --- end OpenMM layer ---
