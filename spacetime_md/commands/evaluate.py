@@ -25,11 +25,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--holdout-fraction", type=float, default=None,
                    help="held-out fraction (default: the one the model was trained with, else 0.1)")
     p.add_argument("--n-samples", type=int, default=2000, help="model samples (default 2000)")
-    p.add_argument("--n-steps", type=int, default=200, help="sampler steps (default 200)")
-    p.add_argument("--method", choices=("ancestral", "ddim"), default="ancestral",
-                   help="reverse SDE (ancestral, default) or probability-flow ODE (ddim)")
+    p.add_argument("--n-steps", type=int, default=100, help="sampler noise levels (default 100)")
+    p.add_argument("--method", choices=("heun", "ancestral", "ddim"), default="heun",
+                   help="probability-flow ODE, 2nd order (heun, default) or 1st order (ddim), "
+                   "or reverse SDE (ancestral)")
     p.add_argument("--log-snr-start", type=float, default=-8.0, help="first noise level (default -8)")
-    p.add_argument("--log-snr-end", type=float, default=12.0, help="last noise level (default 12)")
+    p.add_argument("--log-snr-end", type=float, default=10.0, help="last noise level (default 10)")
     p.add_argument("--batch-size", type=int, default=1000, help="samples integrated at once (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--no-energies", dest="energies", action="store_false", help="skip OpenMM energies")

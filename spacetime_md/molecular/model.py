@@ -117,13 +117,18 @@ def bond_graph_distances(n_atoms: int, bonds: Sequence[Sequence[int]]) -> np.nda
 
 
 class _TimeEmbedding(nn.Module):
-    """Fourier features of ``log_snr`` followed by a two-layer MLP: ``(B,) -> (B, H)``."""
+    """Fourier features of ``log_snr`` followed by a two-layer MLP: ``(B,) -> (B, H)``.
 
-    def __init__(self, hidden_channels: int, n_frequencies: int = 8, log_snr_scale: float = 16.0):
+    Periods ``longest_period / 2^k`` (default 64, 32, ..., 2 log_snr units): the shortest
+    period is kept long so the denoiser varies smoothly with ``log_snr`` (the spacetime
+    metric differentiates it with respect to ``log_snr``).
+    """
+
+    def __init__(self, hidden_channels: int, n_frequencies: int = 6, longest_period: float = 64.0):
         super().__init__()
-        freqs = math.pi / log_snr_scale * 2.0 ** torch.arange(n_frequencies, dtype=torch.float32)
+        freqs = 2.0 * math.pi / longest_period * 2.0 ** torch.arange(n_frequencies, dtype=torch.float32)
         self.register_buffer("freqs", freqs, persistent=False)
-        self.log_snr_scale = log_snr_scale
+        self.scale = longest_period / 4.0
         self.mlp = nn.Sequential(
             nn.Linear(2 * n_frequencies + 1, hidden_channels),
             nn.SiLU(),
@@ -132,7 +137,7 @@ class _TimeEmbedding(nn.Module):
 
     def forward(self, log_snr: Tensor) -> Tensor:
         arg = log_snr.unsqueeze(-1) * self.freqs.to(log_snr.dtype)
-        feats = torch.cat([torch.sin(arg), torch.cos(arg), log_snr.unsqueeze(-1) / self.log_snr_scale], dim=-1)
+        feats = torch.cat([torch.sin(arg), torch.cos(arg), log_snr.unsqueeze(-1) / self.scale], dim=-1)
         return self.mlp(feats)
 
 

@@ -1,0 +1,148 @@
+"""Sampling from a denoiser and the quality metrics against MD samples."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spacetime_md.cli import main
+from spacetime_md.core.schedule import alpha_sigma
+from spacetime_md.molecular.evaluation import (
+    bond_length_errors,
+    c7ax_population,
+    compute_energies,
+    evaluate_samples,
+    jensen_shannon,
+    phi_psi,
+    ramachandran_histogram,
+    sample_model,
+)
+from spacetime_md.molecular.model import center
+from spacetime_md.molecular.pretrained import save_checkpoint
+
+from ._model_helpers import ALA_BONDS, ALA_TYPES, alanine_trajectory, tiny_model, write_synthetic_h5
+
+
+@pytest.mark.parametrize("method, n_steps", [("heun", 100), ("ddim", 300), ("ancestral", 500)])
+def test_samplers_reproduce_a_gaussian(method, n_steps):
+    """x0 ~ N(0, s^2 P): exact denoiser alpha s^2 / (alpha^2 s^2 + sigma^2) P x."""
+    s2 = 1.5**2
+
+    def denoiser(x, log_snr):
+        alpha, sigma = alpha_sigma(log_snr)
+        return (alpha * s2 / (alpha**2 * s2 + sigma**2)).unsqueeze(-1) * center(x)
+
+    gen = torch.Generator().manual_seed(0)
+    xyz = sample_model(denoiser, 3000, dim=12, length_scale_nm=1.0, n_steps=n_steps, method=method,
+                       log_snr_start=-8.0, log_snr_end=10.0, generator=gen)
+    assert xyz.shape == (3000, 4, 3)
+    assert np.abs(xyz.sum(1)).max() < 1e-10  # centred
+    var = float((xyz**2).sum() / (3000 * 9))  # 9 = dimension of the centred subspace
+    # relative standard error of the variance estimate: sqrt(2 / 27000) ~ 0.9 %
+    assert abs(var / s2 - 1) < 0.04, f"{method}: sample variance {var:.3f}, expected {s2:.3f}"
+
+
+def test_sample_model_with_equivariant_model_and_messages():
+    model = tiny_model()
+    gen = torch.Generator().manual_seed(1)
+    a = sample_model(model, 5, n_steps=4, batch_size=3, generator=gen)
+    b = sample_model(model, 5, n_steps=4, batch_size=3, generator=torch.Generator().manual_seed(1))
+    assert a.shape == (5, 22, 3) and np.array_equal(a, b)
+    with pytest.raises(ValueError, match="method: expected 'heun', 'ancestral' or 'ddim', got 'euler'"):
+        sample_model(model, 2, method="euler")
+    with pytest.raises(ValueError, match="log_snr_end: expected a value > log_snr_start = 3.0, got 2.0"):
+        sample_model(model, 2, log_snr_start=3.0, log_snr_end=2.0)
+    with pytest.raises(ValueError, match="n_samples, n_steps, batch_size: expected integers >= 1, got 0, 10, 5"):
+        sample_model(model, 0, n_steps=10, batch_size=5)
+    with pytest.raises(ValueError, match="dim, length_scale_nm: expected values"):
+        sample_model(lambda x, l: x, 2)
+
+
+def test_phi_psi_matches_mdtraj():
+    import mdtraj
+
+    traj = alanine_trajectory()
+    rng = np.random.default_rng(0)
+    xyz = traj.xyz + 0.02 * rng.standard_normal((5, 22, 3)).astype(np.float32)
+    ours = phi_psi(xyz)
+    ref = mdtraj.compute_dihedrals(mdtraj.Trajectory(xyz, traj.topology), [[4, 6, 8, 14], [6, 8, 14, 16]])
+    assert np.allclose(ours, ref, atol=1e-5)
+    with pytest.raises(ValueError, match=r"xyz: expected shape \(n_frames, N, 3\), got \(22, 3\)"):
+        phi_psi(xyz[0])
+
+
+def test_histogram_and_jensen_shannon():
+    angles = np.array([[0.1, 0.1], [3.0, -3.0], [-0.1, 2 * np.pi + 0.1]])
+    hist = ramachandran_histogram(angles, bins=4)
+    assert hist.shape == (4, 4) and hist.sum() == pytest.approx(1.0)
+    p = np.array([0.5, 0.5, 0.0, 0.0])
+    q = np.array([0.0, 0.0, 0.5, 0.5])
+    assert jensen_shannon(p, p) == 0.0
+    assert jensen_shannon(p, q) == pytest.approx(math.log(2))
+    r = np.array([0.25, 0.25, 0.25, 0.25])
+    assert jensen_shannon(p, r) == pytest.approx(jensen_shannon(r, p))
+    with pytest.raises(ValueError, match=r"q: expected the shape of p \(4,\), got \(3,\)"):
+        jensen_shannon(p, q[:3])
+    with pytest.raises(ValueError, match=r"angles: expected shape \(n_frames, 2\), got \(3,\)"):
+        ramachandran_histogram(np.zeros(3))
+    with pytest.raises(ValueError, match="angles: expected at least one frame, got 0"):
+        ramachandran_histogram(np.zeros((0, 2)))
+
+
+def test_c7ax_bonds_and_energies():
+    xyz = alanine_trajectory().xyz.astype(np.float64)
+    noisy = xyz + 0.01 * np.random.default_rng(2).standard_normal((50, 22, 3))
+    mirror = xyz * np.array([1.0, 1.0, -1.0])  # phi -> -phi
+    frac = c7ax_population(noisy)
+    assert 0.0 < frac < 1.0  # the PDB has phi ~ 180 deg, noise puts it on either side
+    assert frac + c7ax_population(noisy * np.array([1.0, 1.0, -1.0])) == pytest.approx(1.0)
+    errors = bond_length_errors(np.repeat(xyz, 3, 0), xyz, ALA_BONDS)
+    assert errors["mean_abs_error"] < 1e-12 and errors["rms_deviation"] < 1e-12
+    stretched = xyz.copy()
+    stretched[:, 9] = xyz[:, 8] + 1.1 * (xyz[:, 9] - xyz[:, 8])  # CA-HA 10 % longer
+    err = bond_length_errors(stretched, xyz, ALA_BONDS)
+    assert err["max_abs_error"] == pytest.approx(10 * 0.1 * np.linalg.norm(xyz[0, 9] - xyz[0, 8]))
+    with pytest.raises(ValueError, match=r"bonds: expected shape \(n_bonds, 2\), got \(0,\)"):
+        bond_length_errors(xyz, xyz, [])
+    energy = compute_energies(np.concatenate([xyz, mirror, stretched]), alanine_trajectory().topology)
+    assert np.isfinite(energy).all()
+    assert energy[1] == pytest.approx(energy[0], abs=1e-6)  # the force field cannot see chirality
+    assert energy[2] > energy[0] + 10.0  # a stretched C-H bond costs energy
+
+
+def test_evaluate_samples_table():
+    traj = alanine_trajectory()
+    rng = np.random.default_rng(0)
+    ref = traj.xyz + 0.003 * rng.standard_normal((40, 22, 3))
+    samples = np.concatenate([ref[:9], ref[9:10] * np.array([1.0, 1.0, -1.0])])
+    result = evaluate_samples(samples, ref[20:], traj.topology, reference_b=ref[:20], energies=True)
+    assert result.fraction_l_model == pytest.approx(0.9) and result.fraction_l_md == 1.0
+    assert result.passed()["fraction_l"] is False
+    table = result.to_table()
+    assert "| fraction L-chirality | 0.9000 | 1.0000 | >= 0.99 (NOT met) |" in table
+    assert np.isfinite(result.rama_jsd_md)
+    assert json.loads(json.dumps(result.to_dict()))["n_samples"] == 10
+    with pytest.raises(ValueError, match=r"samples: expected shape \(n_frames, 22, 3\), got \(2, 21, 3\)"):
+        evaluate_samples(np.zeros((2, 21, 3)), ref, traj.topology)
+
+
+def test_cli_evaluate(tmp_path, capsys):
+    data = write_synthetic_h5(tmp_path / "samples.h5", n_frames=30, noise_nm=0.005)
+    ckpt = save_checkpoint(tmp_path / "m.pt", tiny_model(atom_names=[a.name for a in alanine_trajectory().topology.atoms]))
+    out_json = tmp_path / "metrics.json"
+    code = main(["evaluate", "--checkpoint", str(ckpt), "--data", data, "--n-samples", "6", "--n-steps", "5",
+                 "--json", str(out_json), "--save-samples", str(tmp_path / "model_samples.h5")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| Ramachandran JSD (nats, 36x36) |" in printed and "held-out MD 3" in printed
+    assert json.loads(out_json.read_text())["metrics"]["n_samples"] == 6
+    import mdtraj
+
+    assert mdtraj.load(str(tmp_path / "model_samples.h5")).n_frames == 6
+    wrong = save_checkpoint(tmp_path / "w.pt", tiny_model(atom_names=["X"] * 22))
+    assert main(["evaluate", "--checkpoint", str(wrong), "--data", data, "--n-samples", "2", "--n-steps", "2"]) == 2
+    assert "data: expected the model's 22 atoms" in capsys.readouterr().err
