@@ -1,0 +1,222 @@
+"""Replica-exchange sampling: outputs, determinism, kill/resume, config errors, statistics helpers, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import mdtraj
+import numpy as np
+import openmm.unit as unit
+import pytest
+
+from spacetime_md.cli import main
+from spacetime_md.errors import CheckpointError
+from spacetime_md.molecular import block_average, evaluate_energies, load_samples, load_system, sample_boltzmann, state_populations
+from spacetime_md.molecular.reference import reference_populations, solve_mbar
+from spacetime_md.molecular.sampling import SamplingConfig, geometric_temperatures
+
+#: Tiny but real settings: 3 replicas, 10 MD steps between exchanges.
+FAST = dict(
+    n_replicas=3,
+    max_temperature=500 * unit.kelvin,
+    exchange_interval=0.02 * unit.picosecond,
+    equilibration=0.1 * unit.picosecond,
+    chunk_size=4,
+    progress=False,
+)
+
+
+@pytest.fixture(scope="module")
+def system():
+    return load_system("alanine-dipeptide")
+
+
+class Stop(Exception):
+    pass
+
+
+def test_outputs(tmp_path, system):
+    out = tmp_path / "run"
+    res = sample_boltzmann(system, 10, out, seed=1, **FAST)
+    assert res.complete and res.n_frames == 10
+    for name in ("samples.h5", "energies.npy", "config.json", "report.json", "ramachandran.png", "checkpoint.npz"):
+        assert (out / name).exists(), name
+    assert sorted(p.name for p in (out / "chunks").iterdir()) == [f"chunk_00000{i}.npz" for i in (1, 2, 3)]
+    traj = mdtraj.load(str(out / "samples.h5"))
+    assert traj.n_frames == 10 and traj.n_atoms == 22
+    np.testing.assert_allclose(traj.xyz, res.coordinates_nm)
+    np.testing.assert_allclose(traj.time, 0.02 * np.arange(1, 11), rtol=1e-5)
+    energies = np.load(out / "energies.npy")
+    np.testing.assert_array_equal(energies, res.energies_kj_per_mol)
+    # Stored energies are the potential energies of the stored frames (float32 coordinates).
+    recomputed = evaluate_energies(system, res.coordinates_nm).value_in_unit(unit.kilojoule_per_mole)
+    np.testing.assert_allclose(recomputed, energies, atol=0.05)
+    config = json.loads((out / "config.json").read_text())
+    assert config["temperatures_k"] == pytest.approx([300.0, 387.298, 500.0], rel=1e-5)
+    assert config["steps_per_exchange"] == 10 and config["seed"] == 1 and config["platform"] == "Reference"
+    assert config["system"]["name"] == "alanine-dipeptide" and config["system"]["n_atoms"] == 22
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_samples"] == 10 and len(report["exchange_acceptance"]) == 2
+    assert 0.0 < np.mean(report["exchange_acceptance"]) <= 1.0
+    assert set(report["populations"]) >= {"C7eq", "C7ax", "alpha_R", "phi>0"}
+    loaded = load_samples(out)
+    np.testing.assert_array_equal(loaded.coordinates_nm, res.coordinates_nm)
+    assert loaded.config == res.config and loaded.to_mdtraj().n_frames == 10
+
+
+def test_kill_and_resume_gives_the_uninterrupted_frames(tmp_path, system):
+    full = sample_boltzmann(system, 14, tmp_path / "full", seed=5, **FAST)
+
+    def stop_after_two(info):
+        if info["chunk"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        sample_boltzmann(system, 14, tmp_path / "cut", seed=5, callback=stop_after_two, **FAST)
+    assert not (tmp_path / "cut" / "samples.h5").exists()
+    # A stale partial chunk from the killed process must be overwritten, not appended.
+    np.savez(tmp_path / "cut" / "chunks" / "chunk_000003.npz", coordinates=np.zeros((4, 22, 3), np.float32),
+             energies=np.zeros(4), walkers=np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match="already holds a sampling run; pass resume=True"):
+        sample_boltzmann(system, 14, tmp_path / "cut", seed=5, **FAST)
+    part = sample_boltzmann(system, 14, tmp_path / "cut", seed=5, resume=True, max_chunks=1, **FAST)
+    assert not part.complete and part.n_frames == 12
+    resumed = sample_boltzmann(system, 14, tmp_path / "cut", seed=5, resume=True, **FAST)
+    assert resumed.complete and resumed.n_frames == 14
+    np.testing.assert_array_equal(resumed.coordinates_nm, full.coordinates_nm)
+    np.testing.assert_array_equal(resumed.energies_kj_per_mol, full.energies_kj_per_mol)
+    np.testing.assert_array_equal(
+        mdtraj.load(str(tmp_path / "cut" / "samples.h5")).xyz, mdtraj.load(str(tmp_path / "full" / "samples.h5")).xyz
+    )
+    assert resumed.report["exchange_acceptance"] == full.report["exchange_acceptance"]
+    # Another seed gives other samples; the same seed in memory gives the same ones.
+    other = sample_boltzmann(system, 4, None, seed=6, **FAST)
+    same = sample_boltzmann(system, 4, None, seed=5, **FAST)
+    np.testing.assert_array_equal(same.coordinates_nm, full.coordinates_nm[:4])
+    assert not np.array_equal(other.coordinates_nm, full.coordinates_nm[:4])
+
+
+def test_resume_errors(tmp_path, system):
+    out = tmp_path / "run"
+    sample_boltzmann(system, 4, out, seed=0, **FAST)
+    with pytest.raises(CheckpointError, match=r"resume: expected the same settings .* seed: saved 0, now 1"):
+        sample_boltzmann(system, 4, out, seed=1, resume=True, **FAST)
+    (out / "chunks" / "chunk_000001.npz").unlink()
+    with pytest.raises(CheckpointError, match="expected the samples of chunk 1 .checkpoint says it is done., missing"):
+        sample_boltzmann(system, 4, out, seed=0, resume=True, **FAST)
+    (out / "checkpoint.npz").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="expected a readable sampling checkpoint"):
+        sample_boltzmann(system, 4, out, seed=0, resume=True, **FAST)
+
+
+def test_config_errors(system):
+    with pytest.raises(TypeError, match="max_temperature: expected an openmm.unit.Quantity in kelvin"):
+        sample_boltzmann(system, 4, None, max_temperature=600.0, progress=False)
+    with pytest.raises(TypeError, match="exchange_interval: expected an openmm.unit.Quantity in picosecond"):
+        sample_boltzmann(system, 4, None, exchange_interval=0.5, progress=False)
+    with pytest.raises(ValueError, match="n_samples: expected a positive integer, got 0"):
+        sample_boltzmann(system, 0, None, progress=False)
+    with pytest.raises(ValueError, match="chunk_size: expected a positive integer, got 0"):
+        sample_boltzmann(system, 4, None, chunk_size=0, progress=False)
+    with pytest.raises(ValueError, match="temperatures: expected the first temperature to be the system temperature 300.0 K"):
+        sample_boltzmann(system, 4, None, temperatures=[310, 400] * unit.kelvin, progress=False)
+    with pytest.raises(ValueError, match="temperatures: expected positive, strictly increasing"):
+        sample_boltzmann(system, 4, None, temperatures=[300, 300] * unit.kelvin, progress=False)
+    with pytest.raises(ValueError, match="max_temperature: expected > 300.0 K"):
+        sample_boltzmann(system, 4, None, max_temperature=250 * unit.kelvin, progress=False)
+    with pytest.raises(ValueError, match="exchange_interval: expected at least one time step"):
+        sample_boltzmann(system, 4, None, exchange_interval=0.0001 * unit.picosecond, progress=False)
+    with pytest.raises(ValueError, match=r"timestep: expected a value in \(0, 5\] fs"):
+        sample_boltzmann(system, 4, None, timestep=10 * unit.femtosecond, progress=False)
+    with pytest.raises(ValueError, match="seed: expected a non-negative integer"):
+        sample_boltzmann(system, 4, None, seed=-1, progress=False)
+    with pytest.raises(ValueError, match="max_chunks: expected a non-negative integer or None"):
+        sample_boltzmann(system, 4, None, max_chunks=-1, progress=False)
+    with pytest.raises(ValueError, match="n_replicas: expected >= 1"):
+        geometric_temperatures(300, 600, 0)
+    temps = geometric_temperatures(300.0, 800.0, 4)
+    assert temps[0] == 300.0 and abs(temps[-1] - 800.0) < 1e-9
+    assert np.allclose(np.diff(np.log(temps)), math.log(800 / 300) / 3)
+    cfg = SamplingConfig(n_samples=5, temperatures_k=(300.0,))
+    assert SamplingConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_block_average_and_populations():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=20000)
+    mean, sem = block_average(x, 20)
+    assert abs(mean) < 4 * sem and 0.5 / math.sqrt(20000) < sem < 1.6 / math.sqrt(20000)
+    # A strongly correlated series has a much larger error than the naive one.
+    y = np.repeat(rng.normal(size=200), 100)
+    assert block_average(y, 20)[1] > 5 * y.std() / math.sqrt(len(y))
+    with pytest.raises(ValueError, match="n_blocks: expected >= 2"):
+        block_average(x, 1)
+    with pytest.raises(ValueError, match="values: expected at least 2 samples"):
+        block_average([1.0], 5)
+    states = load_system("alanine-dipeptide").states
+    pp = np.radians(np.array([[-150.0, 160.0]] * 90 + [[60.0, -40.0]] * 10))[rng.permutation(100)]
+    pops = state_populations(pp, states, n_blocks=10)
+    assert pops["C7ax"]["fraction"] == pytest.approx(0.1) and pops["C7eq"]["fraction"] == pytest.approx(0.9)
+    assert pops["phi>0"]["fraction"] == pytest.approx(0.1)
+    assert pops["C7ax/C7eq"]["fraction"] == pytest.approx(1 / 9)
+    assert pops["C7ax"]["error"] > 0
+
+
+def test_mbar_recovers_a_known_distribution():
+    """Umbrella windows on the circle over p(phi) ~ exp(-2 cos(phi)): MBAR gives P(phi > 0) = 1/2 and
+    P(|phi| > pi/2) from the Bessel-function closed form."""
+    rng = np.random.default_rng(1)
+    k, centres = 4.0, np.linspace(-np.pi, np.pi, 12, endpoint=False)
+    samples = []
+    for c in centres:  # exact rejection sampling of exp(-2 cos phi - k/2 d^2)
+        out = []
+        while len(out) < 3000:
+            phi = rng.uniform(-np.pi, np.pi, 20000)
+            d = (phi - c + np.pi) % (2 * np.pi) - np.pi
+            logp = -2 * np.cos(phi) - 0.5 * k * d**2
+            out.extend(phi[np.log(rng.uniform(size=phi.size)) < logp - 2.0])
+        samples.append(np.array(out[:3000]))
+    flat = np.concatenate(samples)
+    bias = 0.5 * k * ((flat[None] - centres[:, None] + np.pi) % (2 * np.pi) - np.pi) ** 2
+    _, log_w = solve_mbar(bias, np.full(12, 3000))
+    w = np.exp(log_w)
+    assert abs(w.sum() - 1) < 1e-9
+    assert abs(w[flat > 0].sum() - 0.5) < 0.02
+    grid = np.linspace(-np.pi, np.pi, 200001)
+    dens = np.exp(-2 * np.cos(grid))
+    exact = dens[np.abs(grid) > np.pi / 2].sum() / dens.sum()
+    assert abs(w[np.abs(flat) > np.pi / 2].sum() - exact) < 0.02
+    with pytest.raises(ValueError, match=r"bias_kn: expected shape \(3, Ntot\)"):
+        solve_mbar(np.zeros((2, 5)), np.ones(3))
+
+
+def test_cli_sample_resume_and_dry_run(tmp_path, capsys, system):
+    out = tmp_path / "cli"
+    common = ["sample", "--system", "alanine-dipeptide", "--solvent", "vacuum", "--n-samples", "8", "--out", str(out),
+              "--seed", "2", "--n-replicas", "3", "--max-temperature", "500", "--exchange-interval", "0.02",
+              "--equilibration", "0.1", "--chunk-size", "4", "--no-progress"]
+    assert main(common + ["--max-chunks", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "stopped after 4/8 samples; rerun with --resume" in text
+    assert main(common) == 2
+    assert "already holds a sampling run" in capsys.readouterr().err
+    assert main(common + ["--resume"]) == 0
+    text = capsys.readouterr().out
+    assert "swap acceptance" in text and "samples/min" in text and "C7ax" in text
+    assert f"wrote {out}/samples.h5 (8 frames)" in text
+    direct = sample_boltzmann(system, 8, None, seed=2, **FAST)
+    np.testing.assert_array_equal(mdtraj.load(str(out / "samples.h5")).xyz, direct.coordinates_nm)
+    assert main(["sample", "--n-samples", "5", "--out", str(tmp_path / "d"), "--dry-run"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["n_samples"] == 5 and cfg["n_replicas"] == 4 and cfg["temperatures_k"][-1] == pytest.approx(800)
+    assert not (tmp_path / "d").exists()
+    assert main(["sample", "--system", "nope", "--n-samples", "5", "--out", str(tmp_path / "e")]) == 2
+    assert "system: expected one of ['alanine-dipeptide']" in capsys.readouterr().err
+
+
+def test_reference_lookup(system):
+    ref = reference_populations(system)
+    if ref is not None:
+        assert {"C7eq", "C7ax", "phi>0"} <= set(ref["populations"]) and "umbrella" in ref["method"]
+    assert reference_populations(load_system("alanine-dipeptide", temperature=310 * unit.kelvin)) is None
