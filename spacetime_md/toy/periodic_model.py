@@ -212,7 +212,7 @@ class PeriodicTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     final_lr_fraction: float = 0.02
-    min_log_snr: float = -6.0
+    min_log_snr: float = -5.0
     max_log_snr: float = 9.0
     ema_decay: float = 0.995
     seed: int = 0
@@ -268,8 +268,7 @@ def train_periodic_denoiser(
     callback : callable, optional
         Called every ``log_every`` steps with ``{"step", "loss", "lr"}``.
     """
-    model_config = PeriodicModelConfig(dim=data.shape[-1] if isinstance(data, Tensor) and data.ndim == 2 else 2) \
-        if model_config is None else model_config
+    model_config = PeriodicModelConfig() if model_config is None else model_config
     config = PeriodicTrainConfig() if config is None else config
     data = check_tensor("data", data, (None, model_config.dim))
     if data.shape[0] < 2:

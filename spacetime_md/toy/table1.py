@@ -58,7 +58,12 @@ from spacetime_md.core import (
     sample_annealed_langevin,
 )
 from spacetime_md.core._validation import check_positive
-from spacetime_md.toy.landscape import PeriodicGridPotential, alanine_dipeptide_fes, sample_boltzmann
+from spacetime_md.toy.landscape import (
+    PeriodicGridPotential,
+    alanine_dipeptide_fes,
+    sample_annealed_langevin_grid,
+    sample_boltzmann,
+)
 from spacetime_md.toy.periodic_model import (
     ExactPeriodicDenoiser,
     PeriodicDenoiser,
@@ -145,12 +150,13 @@ class Table1Config:
     # paths
     n_paths: int = 1000
     n_curve_points: int = 128
-    n_steps_per_point: int = 30
-    step_size: float = 1e-3
+    n_steps_per_point: int = 15
+    step_size: float = 2e-3
     frames: str = "steps"
+    sampler: str = "grid"
     save_paths: bool = True
     plots: bool = True
-    n_plot_paths: int = 24
+    n_plot_paths: int = 12
 
     def __post_init__(self):
         object.__setattr__(self, "variants", tuple(self.variants))
@@ -178,6 +184,8 @@ class Table1Config:
             check_positive(name, getattr(self, name), allow_zero=True)
         if self.frames not in ("steps", "points"):
             raise ValueError(f"frames: expected 'steps' or 'points', got {self.frames!r}")
+        if self.sampler not in ("grid", "core"):
+            raise ValueError(f"sampler: expected 'grid' or 'core', got {self.sampler!r}")
         if self.min_log_snr > self.endpoint_log_snr:
             raise ValueError(
                 f"min_log_snr: expected a value <= endpoint_log_snr {self.endpoint_log_snr}, got {self.min_log_snr}"
@@ -439,10 +447,12 @@ def run_table1(
         # 5. annealed Langevin
         gen = torch.Generator().manual_seed(config.seed * 1000 + 17 + vi)
         record = "steps" if config.frames == "steps" else "points"
-        lang = sample_annealed_langevin(
-            reduced_potential, log_snr, x, start, n_paths=config.n_paths, n_steps=config.n_steps_per_point,
-            step_size=config.step_size, generator=gen, record="steps", progress=progress,
-        )
+        lang_kwargs = dict(n_paths=config.n_paths, n_steps=config.n_steps_per_point, step_size=config.step_size,
+                           generator=gen, record="steps", progress=progress)
+        if config.sampler == "grid":
+            lang = sample_annealed_langevin_grid(potential, log_snr, x, start, **lang_kwargs)
+        else:
+            lang = sample_annealed_langevin(reduced_potential, log_snr, x, start, **lang_kwargs)
         steps = lang.paths  # (P, T*K, 2), unwrapped
         per_point = steps[:, config.n_steps_per_point - 1 :: config.n_steps_per_point]
         frames = steps if record == "steps" else per_point
@@ -476,6 +486,7 @@ def run_table1(
             "langevin": {
                 "n_paths": config.n_paths, "n_curve_points": config.n_curve_points,
                 "n_steps_per_point": config.n_steps_per_point, "step_size": config.step_size,
+                "sampler": config.sampler,
                 "evaluations_per_path": lang.evals_per_path, "evaluations_total": lang.n_energy_evals,
                 "wall_time": lang.wall_time,
             },
@@ -563,6 +574,8 @@ def _plot(out: Path, potential: PeriodicGridPotential, minimax_path: np.ndarray,
     grid = potential.grid_points().numpy()
     values = potential.values.numpy()
     n = len(paths)
+    lo = min(float(ls.min()) for ls, _ in geodesics.values())
+    hi = max(float(ls.max()) for ls, _ in geodesics.values())
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.6), squeeze=False)
     for ax, (variant, p) in zip(axes[0], paths.items()):
         cs = ax.contourf(grid[..., 0], grid[..., 1], values, levels=np.arange(0, 61, 4), cmap="viridis", extend="max")
@@ -571,11 +584,12 @@ def _plot(out: Path, potential: PeriodicGridPotential, minimax_path: np.ndarray,
             jumps = np.abs(np.diff(path, axis=0)).max(-1) > math.pi
             segs = np.split(path, np.nonzero(jumps)[0] + 1)
             for seg in segs:
-                ax.plot(seg[:, 0], seg[:, 1], color="white", lw=0.4, alpha=0.6)
+                ax.plot(seg[:, 0], seg[:, 1], color="white", lw=0.3, alpha=0.5)
         ax.plot(minimax_path[:, 0], minimax_path[:, 1], color="red", lw=1.2, ls="--", label="minimax path")
         log_snr, centres = geodesics[variant]
         c = potential.wrap(centres).numpy()
-        sc = ax.scatter(c[:, 0], c[:, 1], c=log_snr.numpy(), cmap="coolwarm", s=6, zorder=3, label="geodesic x/alpha")
+        sc = ax.scatter(c[:, 0], c[:, 1], c=log_snr.numpy(), cmap="coolwarm", vmin=lo, vmax=hi, s=6, zorder=3,
+                        label="geodesic x/alpha")
         ax.plot(*config.start, "o", color="orange", ms=6)
         ax.plot(*config.end, "*", color="orange", ms=10)
         if variant == "avoid_region":
