@@ -31,7 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=300.0, help="sampling temperature in K (default 300)")
     p.add_argument("--n-replicas", type=int, default=None, help="replicas (default 4)")
     p.add_argument("--max-temperature", type=float, default=None, help="hottest replica in K (default 800)")
-    p.add_argument("--exchange-interval", type=float, default=None, help="ps between exchanges/samples (default 0.5)")
+    p.add_argument("--exchange-interval", type=float, default=None, help="ps between exchanges/samples (default 0.25)")
     p.add_argument("--equilibration", type=float, default=None, help="discarded ps before sampling (default 20)")
     p.add_argument("--chunk-size", type=int, default=1000, help="samples per checkpoint (default 1000)")
     p.add_argument("--max-chunks", type=int, default=None, help="stop after this many chunks (resume later)")

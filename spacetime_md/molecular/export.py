@@ -13,6 +13,7 @@ Coordinates are in nm: a bare array / tensor (nm), an ``openmm.unit.Quantity`` o
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,7 +119,9 @@ def export_trajectory(
         raise ValueError(f"time_ps: expected shape ({len(x)},), got {t.shape}")
     traj = mdtraj.Trajectory(x, top, time=t)
     method, needs_top, _ = EXPORT_FORMATS[suffix]
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # mdtraj recommends ".h5" over ".hdf5"; both are the same format.
+        warnings.filterwarnings("ignore", message="The .h5 extension is recommended")
         getattr(traj, method)(str(tmp))
     if needs_top and write_topology:
         with atomic_path(path.with_name(TOPOLOGY_FILENAME)) as tmp:

@@ -441,9 +441,10 @@ def sample_boltzmann(
     n_replicas : int
         Replicas of the default ladder (default 4; 1 gives plain Langevin MD).
     max_temperature : Quantity (kelvin)
-        Hottest replica of the default ladder (default 600 K).
+        Hottest replica of the default ladder (default 800 K; at 1000 K the peptide bonds
+        start to flip to cis).
     exchange_interval, timestep, friction, equilibration : Quantity
-        Time between exchange attempts (0.5 ps), Langevin time step (2 fs) and friction
+        Time between exchange attempts (0.25 ps), Langevin time step (2 fs) and friction
         (1/ps), and the discarded replica-exchange time before the first sample (20 ps).
     chunk_size : int
         Samples per checkpoint (default 1000).

@@ -220,3 +220,29 @@ def test_reference_lookup(system):
     if ref is not None:
         assert {"C7eq", "C7ax", "phi>0"} <= set(ref["populations"]) and "umbrella" in ref["method"]
     assert reference_populations(load_system("alanine-dipeptide", temperature=310 * unit.kelvin)) is None
+
+
+def test_cli_any_pdb(tmp_path, capsys):
+    from spacetime_md.molecular.system import system_data_path
+
+    pdb = system_data_path("alanine_dipeptide/C7ax.pdb")
+    out = tmp_path / "pdb"
+    assert main(["sample", "--pdb", str(pdb), "--n-samples", "4", "--out", str(out), "--n-replicas", "2",
+                 "--exchange-interval", "0.02", "--equilibration", "0.1", "--no-progress", "--no-plot"]) == 0
+    text = capsys.readouterr().out
+    assert "C7ax (vacuum): 4 samples at 300 K" in text and "population" not in text
+    assert json.loads((out / "config.json").read_text())["system"]["name"] == "C7ax"
+    assert not (out / "ramachandran.png").exists()
+
+
+@pytest.mark.slow
+def test_populations_agree_with_umbrella_reference(system):
+    """Replica exchange (4 replicas, 300-800 K) vs the shipped umbrella-sampling + MBAR estimate."""
+    ref = reference_populations(system)
+    assert ref is not None, "reference_populations.json has no entry for vacuum amber99sbildn at 300 K"
+    res = sample_boltzmann(system, 12000, None, seed=11, chunk_size=4000, progress=False)
+    for key in ("C7ax", "C7eq", "phi>0"):
+        ours, theirs = res.report["populations"][key], ref["populations"][key]
+        err = math.hypot(ours["error"], theirs["error"])
+        assert abs(ours["fraction"] - theirs["fraction"]) < 4 * err, (key, ours, theirs)
+    assert res.report["populations"]["C7ax"]["fraction"] > 0
