@@ -1,0 +1,223 @@
+"""``spacetime-md image``: Diffusion Edit Distance and spacetime geodesics between images.
+
+Sub-commands::
+
+    spacetime-md image distance A.png B.png           # DiffED between two images
+    spacetime-md image geodesic A.png B.png --out strip.png
+    spacetime-md image matrix DIR --out matrix.csv    # all pairs of DIR/*.png
+    spacetime-md image train --out runs/digits        # train the 8x8 digits model
+
+The default model is the shipped 8x8 digits checkpoint (grey-scale 8x8 PNGs, pixel values
+0..1); ``--checkpoint`` selects another one written by ``image train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+
+PRESET_NAMES = ("fast", "accurate")
+
+
+def _add_geodesic_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=None, help="image model checkpoint (default: shipped 8x8 digits model)")
+    p.add_argument("--preset", choices=PRESET_NAMES, default="fast", help="geodesic solver settings (default fast)")
+    p.add_argument("--t-min", type=float, default=None,
+                   help="anchor noise level (EDM sigma, model units; default 0.1)")
+    p.add_argument("--chunk-points", type=int, default=None,
+                   help="evaluate the curve energy in chunks of this many points (bounded memory)")
+    p.add_argument("--max-steps", type=int, default=None, help="override the preset's optimiser steps per stage")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Hutchinson probes")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: small models run fastest on one thread; 0 = torch default)")
+    p.add_argument("--convert", action="store_true",
+                   help="convert images to the model's channel count (e.g. RGB -> grey) instead of failing")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "image",
+        help="image Diffusion Edit Distance, geodesic strips, distance matrices, digits model training",
+        description="Spacetime geometry of an image diffusion model: Diffusion Edit Distance (geodesic "
+        "length between two images), a strip of denoising means along the geodesic, distance matrices.",
+    )
+    sub = p.add_subparsers(dest="image_command", metavar="IMAGE_COMMAND")
+    sub.required = True
+
+    d = sub.add_parser("distance", help="Diffusion Edit Distance between two PNG images")
+    d.add_argument("image_a")
+    d.add_argument("image_b")
+    d.add_argument("--json", dest="json_out", default=None, help="also write the result and settings as JSON")
+    _add_geodesic_options(d)
+
+    g = sub.add_parser("geodesic", help="geodesic between two images as a PNG strip of denoising means")
+    g.add_argument("image_a")
+    g.add_argument("image_b")
+    g.add_argument("--out", required=True, help="output PNG (a JSON with settings and numbers is written beside it)")
+    g.add_argument("--frames", type=int, default=9, help="images in the strip (default 9)")
+    _add_geodesic_options(g)
+
+    m = sub.add_parser("matrix", help="Diffusion Edit Distance matrix of all PNG images in a folder")
+    m.add_argument("directory")
+    m.add_argument("--out", required=True, help="output CSV (a JSON with settings is written beside it)")
+    m.add_argument("--pattern", default="*.png", help="file pattern inside the folder (default *.png)")
+    m.add_argument("--progress", action="store_true", help="show a progress bar")
+    _add_geodesic_options(m)
+
+    t = sub.add_parser("train", help="train the small EDM model on scikit-learn's 8x8 digits")
+    t.add_argument("--out", required=True, help="run directory (resumes if it holds last.pt)")
+    t.add_argument("--steps", type=int, default=3000)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--base-channels", type=int, default=16)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    t.add_argument("--progress", action="store_true")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
+    return p
+
+
+def _geodesic_settings(args):
+    import torch
+
+    from spacetime_md.image.distance import DEFAULT_T_MIN, resolve_preset
+
+    if args.threads < 0:
+        raise ValueError(f"--threads: expected an integer >= 0, got {args.threads}")
+    if args.threads and not args.dry_run:
+        torch.set_num_threads(args.threads)
+
+    config = resolve_preset(args.preset, seed=args.seed, max_steps=args.max_steps)
+    t_min = DEFAULT_T_MIN if args.t_min is None else args.t_min
+    return config, t_min
+
+
+def _settings_dict(args, config, t_min) -> dict:
+    return {"checkpoint": args.checkpoint, "preset": args.preset, "t_min": t_min,
+            "chunk_points": args.chunk_points, "seed": args.seed, "threads": args.threads,
+            "geodesic_config": config.to_dict()}
+
+
+def _load_pair(args, model):
+    from spacetime_md.image.io import load_image
+
+    a = load_image(args.image_a, event_shape=model.event_shape, convert=args.convert)
+    b = load_image(args.image_b, event_shape=model.event_shape, convert=args.convert)
+    return a, b
+
+
+def _run_distance(args) -> int:
+    from spacetime_md.image.distance import image_geodesic
+    from spacetime_md.image.io import write_json
+    from spacetime_md.image.model import load_image_model
+
+    config, t_min = _geodesic_settings(args)
+    settings = _settings_dict(args, config, t_min)
+    if args.dry_run:
+        print(json.dumps(settings, indent=2))
+        return 0
+    model = load_image_model(args.checkpoint)
+    a, b = _load_pair(args, model)
+    geo = image_geodesic(model.denoiser(), model.to_model(a), model.to_model(b), t_min=t_min,
+                         config=config, chunk_points=args.chunk_points)
+    print(f"diffusion edit distance: {geo.distance:.6g}")
+    print(f"energy {geo.energy:.6g} (straight line {geo.straight_line_energy:.6g}), "
+          f"min log_snr {geo.log_snr_min:.3g}, {geo.wall_time:.2f} s")
+    if args.json_out:
+        write_json(args.json_out, {"image_a": args.image_a, "image_b": args.image_b, **geo.summary(),
+                                   "settings": settings})
+    return 0
+
+
+def _run_geodesic(args) -> int:
+    from pathlib import Path
+
+    from spacetime_md.image.distance import image_geodesic
+    from spacetime_md.image.io import save_geodesic_strip, write_json
+    from spacetime_md.image.model import load_image_model
+
+    config, t_min = _geodesic_settings(args)
+    settings = {**_settings_dict(args, config, t_min), "frames": args.frames}
+    if args.dry_run:
+        print(json.dumps(settings, indent=2))
+        return 0
+    if args.frames < 2:
+        raise ValueError(f"--frames: expected an integer >= 2, got {args.frames}")
+    model = load_image_model(args.checkpoint)
+    a, b = _load_pair(args, model)
+    geo = image_geodesic(model.denoiser(), model.to_model(a), model.to_model(b), t_min=t_min,
+                         config=config, chunk_points=args.chunk_points)
+    log_snr, means = geo.denoising_means(args.frames)
+    out = Path(args.out)
+    save_geodesic_strip(out, model.to_pixels(means), log_snr, title=f"DiffED {geo.distance:.4g}")
+    write_json(out.with_suffix(".json"), {"image_a": args.image_a, "image_b": args.image_b, **geo.summary(),
+                                          "strip_log_snr": [float(v) for v in log_snr], "settings": settings})
+    print(f"diffusion edit distance: {geo.distance:.6g}; min log_snr along the geodesic {geo.log_snr_min:.3g}")
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+    return 0
+
+
+def _run_matrix(args) -> int:
+    from pathlib import Path
+
+    from spacetime_md.image.distance import distance_matrix, write_matrix_csv
+    from spacetime_md.image.io import load_image_folder, write_json
+    from spacetime_md.image.model import load_image_model
+
+    config, t_min = _geodesic_settings(args)
+    settings = {**_settings_dict(args, config, t_min), "directory": args.directory, "pattern": args.pattern}
+    if args.dry_run:
+        print(json.dumps(settings, indent=2))
+        return 0
+    model = load_image_model(args.checkpoint)
+    names, pixels = load_image_folder(args.directory, event_shape=model.event_shape, pattern=args.pattern,
+                                      convert=args.convert)
+    result = distance_matrix(model.denoiser(), model.to_model(pixels), t_min=t_min, config=config,
+                             chunk_points=args.chunk_points, progress=args.progress)
+    out = Path(args.out)
+    write_matrix_csv(out, names, result.distances)
+    write_json(out.with_suffix(".json"), {**result.summary(), "names": names, "settings": settings})
+    width = max(len(n) for n in names)
+    print(" " * width + " " + " ".join(f"{n[:8]:>8}" for n in names))
+    for name, row in zip(names, result.distances):
+        print(f"{name:>{width}} " + " ".join(f"{v:8.3f}" for v in row))
+    print(f"wrote {out} and {out.with_suffix('.json')} ({result.wall_time:.1f} s)")
+    return 0
+
+
+def _train_command(args) -> str:
+    parts = ["spacetime-md", "image", "train", "--out", args.out, "--steps", str(args.steps),
+             "--batch-size", str(args.batch_size), "--lr", repr(args.lr), "--base-channels",
+             str(args.base_channels), "--seed", str(args.seed), "--threads", str(args.threads)]
+    return shlex.join(parts)
+
+
+def _run_train(args) -> int:
+    from spacetime_md.image.training import ImageTrainConfig
+
+    config = ImageTrainConfig(n_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                              base_channels=args.base_channels, seed=args.seed, threads=args.threads)
+    if args.dry_run:
+        print(json.dumps({"train_config": config.to_dict(), "out": args.out, "data": "sklearn load_digits (train split)"},
+                         indent=2))
+        return 0
+    from spacetime_md.image.model import ImageDiffusionModel
+    from spacetime_md.image.training import N_DIGITS_TEST, load_digits_images, train_image_model
+
+    pixels, _ = load_digits_images("train")
+    metadata = {"data": "scikit-learn load_digits, train split (fixed permutation seed 0, last "
+                        f"{N_DIGITS_TEST} images held out)",
+                "pixel_range": [0.0, 1.0], "model_units": "x = 2 * pixel - 1",
+                "command": _train_command(args)}
+    model = train_image_model(ImageDiffusionModel.to_model(pixels), config, args.out, metadata=metadata,
+                              progress=args.progress)
+    print(f"trained {model.n_parameters()} parameters for {config.n_steps} steps; wrote {args.out}/model.pt "
+          f"and {args.out}/model.json")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    handlers = {"distance": _run_distance, "geodesic": _run_geodesic, "matrix": _run_matrix, "train": _run_train}
+    return handlers[args.image_command](args)

@@ -1,0 +1,114 @@
+"""``spacetime-md image ...`` in-process with the shipped digits model (few optimiser steps)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spacetime_md.cli import main
+from spacetime_md.image import DIGITS_CHECKPOINT
+
+SAMPLES = Path(DIGITS_CHECKPOINT).parent.parent / "images" / "digits"
+QUICK = ["--max-steps", "2"]
+
+
+@pytest.fixture
+def pair():
+    return str(SAMPLES / "digit0_test000.png"), str(SAMPLES / "digit1_test015.png")
+
+
+def test_distance_command(pair, tmp_path, capsys):
+    out = tmp_path / "d.json"
+    assert main(["image", "distance", *pair, *QUICK, "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "diffusion edit distance:" in text
+    result = json.loads(out.read_text())
+    assert result["distance"] > 0 and result["settings"]["preset"] == "fast"
+    assert result["energy"] < result["straight_line_energy"]
+    assert result["settings"]["geodesic_config"]["max_steps"] == 2
+
+
+def test_geodesic_command_writes_strip_and_json(pair, tmp_path, capsys):
+    out = tmp_path / "strip.png"
+    assert main(["image", "geodesic", *pair, "--out", str(out), "--frames", "5", *QUICK, "--chunk-points", "8"]) == 0
+    with Image.open(out) as im:
+        assert im.size[0] > 3 * im.size[1]
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert len(info["strip_log_snr"]) == 5 and info["chunk_points"] == 8
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_matrix_command(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("digit0_test000.png", "digit0_test021.png", "digit7_test026.png"):
+        shutil.copy(SAMPLES / name, folder / name)
+    out = tmp_path / "m.csv"
+    assert main(["image", "matrix", str(folder), "--out", str(out), "--max-steps", "1"]) == 0
+    rows = list(csv.reader(open(out)))
+    assert rows[0][1:] == ["digit0_test000.png", "digit0_test021.png", "digit7_test026.png"]
+    d = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+    assert np.allclose(d, d.T) and np.all(np.diag(d) == 0) and np.all(d[np.triu_indices(3, 1)] > 0)
+    assert json.loads(out.with_suffix(".json").read_text())["n_pairs"] == 3
+
+
+def test_dry_run_prints_settings(pair, capsys):
+    assert main(["image", "distance", *pair, "--dry-run", "--preset", "accurate", "--t-min", "0.2"]) == 0
+    settings = json.loads(capsys.readouterr().out)
+    assert settings["t_min"] == 0.2 and settings["geodesic_config"]["n_points"] == [16, 32, 64]
+    assert main(["image", "train", "--out", "unused", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["train_config"]["base_channels"] == 16
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: Image.fromarray(np.zeros((16, 16), np.uint8)).save(d / "x.png"),
+         "x.png: expected an image of 8x8 pixels (height x width) for this model, got 16x16"),
+        (lambda d: Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(d / "x.png"),
+         "x.png: expected 1 channel (grey-scale) for this model, got 3 (RGB)"),
+        (lambda d: (d / "x.png").write_text("hello"),
+         "x.png: expected an image file (PNG), got a file that is not a readable image"),
+        (lambda d: None, "x.png: expected an existing image file, got no such file"),
+    ],
+    ids=["wrong-size", "wrong-channels", "not-an-image", "missing"],
+)
+def test_bad_image_gives_one_line_error(pair, tmp_path, capsys, make, message):
+    make(tmp_path)
+    assert main(["image", "distance", pair[0], str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("spacetime-md: error: ")
+    assert message in err
+
+
+def test_rgb_converted_on_request(pair, tmp_path, capsys):
+    grey = np.asarray(Image.open(pair[1]))
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "rgb.png")
+    assert main(["image", "distance", pair[1], str(tmp_path / "rgb.png"), "--convert", *QUICK]) == 0
+    assert "diffusion edit distance: 0" in capsys.readouterr().out  # same pixels once converted
+
+
+def test_other_cli_errors(pair, tmp_path, capsys):
+    assert main(["image", "geodesic", *pair, "--out", str(tmp_path / "s.png"), "--frames", "1"]) == 2
+    assert "--frames: expected an integer >= 2, got 1" in capsys.readouterr().err
+    assert main(["image", "distance", *pair, "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "checkpoint: expected an existing file" in capsys.readouterr().err
+    assert main(["image", "matrix", str(tmp_path), "--out", str(tmp_path / "m.csv")]) == 2
+    assert "expected at least 2 images matching '*.png', got 0" in capsys.readouterr().err
+
+
+def test_image_package_imports_no_molecular_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys, spacetime_md.image, spacetime_md.commands.image; "
+            "bad = [m for m in ('openmm', 'mdtraj', 'torch_geometric', 'sklearn', 'diffusers') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
