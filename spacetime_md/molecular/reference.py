@@ -1,20 +1,26 @@
-"""Independent reference for state populations: umbrella sampling along phi + MBAR.
+"""Independent references for state populations (different methods from replica exchange).
 
-Used to check :func:`~spacetime_md.molecular.sample_boltzmann` with a different method. Windows
-restrain phi harmonically (periodic distance) to centres spaced evenly around the circle; each
-window runs plain Langevin MD at the system temperature (psi is free). The windows are combined
-with MBAR (equivalently WHAM without histograms): with biases ``b_k(phi)`` in kT and ``N_k``
-samples per window, the free energies solve
+Two estimators, both plain Langevin MD at the system temperature with a bias on phi only
+(psi is free), reweighted exactly:
 
-    f_k = -ln sum_n exp(-b_k(phi_n)) / sum_l N_l exp(f_l - b_l(phi_n)),
+:func:`estimate_populations_umbrella`
+    Umbrella sampling: windows restrain phi harmonically (periodic distance) to centres spaced
+    evenly around the circle, combined with MBAR (equivalently WHAM without histograms): with
+    biases ``b_k(phi)`` in kT and ``N_k`` samples per window, the free energies solve
 
-and the unbiased weight of sample ``n`` is ``1 / sum_l N_l exp(f_l - b_l(phi_n))``. Populations of
-(phi, psi) states are weighted indicator averages. Errors: the run is cut into ``n_blocks`` time
-blocks (block ``j`` of every window together) and MBAR is solved per block; the error is the
-standard deviation of the block estimates over ``sqrt(n_blocks)``.
+        f_k = -ln sum_n exp(-b_k(phi_n)) / sum_l N_l exp(f_l - b_l(phi_n)),
 
-The numbers shipped in ``spacetime_md/data/alanine_dipeptide/reference_populations.json`` come
-from ``systems/alanine_dipeptide/reference_populations.py``. Units inside: nm, ps, kJ/mol, K, rad.
+    and the unbiased weight of sample ``n`` is ``1 / sum_l N_l exp(f_l - b_l(phi_n))``.
+    Errors: MBAR solved per time block (block ``j`` of every window together).
+:func:`estimate_populations_flat_bias`
+    One long run with a fixed bias ``V(phi) = -0.9 kT F(phi)``, where ``F`` is a Fourier fit of a
+    short umbrella + MBAR profile; each sample has weight ``exp(V / kT)``, exact whatever the
+    quality of ``F``; the walker crosses the phi barriers hundreds of times per ns, so this is far
+    more precise per MD step than windows. Errors: jackknife over time blocks. This one produces
+    the shipped numbers (``systems/alanine_dipeptide/reference_populations.py`` ->
+    ``spacetime_md/data/alanine_dipeptide/reference_populations.json``).
+
+Units inside: nm, ps, kJ/mol, K, rad.
 """
 
 from __future__ import annotations
@@ -35,7 +41,14 @@ from spacetime_md.molecular.units import KELVIN, NM, PS, kT_kj_per_mol, to_md_fl
 if TYPE_CHECKING:
     from spacetime_md.molecular.system import MolecularSystem
 
-__all__ = ["solve_mbar", "estimate_populations_umbrella", "reference_populations", "reference_key"]
+__all__ = [
+    "solve_mbar",
+    "estimate_populations_umbrella",
+    "estimate_populations_flat_bias",
+    "fit_free_energy_profile",
+    "reference_populations",
+    "reference_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +114,12 @@ def estimate_populations_umbrella(
     n_blocks: int = 5,
     seed: int = 0,
     progress: bool = False,
+    return_samples: bool = False,
 ) -> dict[str, Any]:
     """Populations of ``system.states`` (and of phi > 0) from umbrella sampling along phi + MBAR.
+
+    With ``return_samples=True`` returns the pooled ``phi_psi`` (radians, shape (M, 2)) and
+    their MBAR ``log_weights`` instead (used to build the bias of :func:`estimate_populations_flat_bias`).
 
     Returns
     -------
@@ -185,6 +202,11 @@ def estimate_populations_umbrella(
         return out
 
     full = solve(slice(None))
+    if return_samples:
+        flat = angles.reshape(-1, 2)
+        bias = 0.5 * k * beta * _periodic(flat[None, :, 0] - centres[:, None]) ** 2
+        _, log_w = solve_mbar(bias, np.full(n_windows, n_per_window))
+        return {"phi_psi": flat, "log_weights": log_w, "md_time_ns": n_windows * (t_win + t_eq) * 1e-3, "wall_seconds": wall}
     size = n_per_window // n_blocks
     blocks = [solve(slice(b * size, (b + 1) * size)) for b in range(n_blocks)]
     populations = {
@@ -225,3 +247,147 @@ def reference_populations(system: "MolecularSystem") -> dict[str, Any] | None:
         return None
     data = json.loads(path.read_text())
     return data.get(reference_key(system))
+
+
+def _fourier_design(phi: np.ndarray, order: int) -> np.ndarray:
+    cols = [np.ones_like(phi)]
+    for m in range(1, order + 1):
+        cols += [np.cos(m * phi), np.sin(m * phi)]
+    return np.stack(cols, axis=-1)
+
+
+def fit_free_energy_profile(phi: np.ndarray, log_weights: np.ndarray, order: int = 6, bins: int = 72) -> np.ndarray:
+    """Fourier coefficients (kT) of ``F(phi) = -ln p(phi)`` from weighted samples.
+
+    Returns ``c`` with ``F(phi) ~ c[0] + sum_m c[2m-1] cos(m phi) + c[2m] sin(m phi)``.
+    """
+    w = np.exp(np.asarray(log_weights) - np.max(log_weights))
+    hist, edges = np.histogram(phi, bins=bins, range=(-np.pi, np.pi), weights=w)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    ok = hist > 0
+    f = -np.log(hist[ok] / hist.sum())
+    coef, *_ = np.linalg.lstsq(_fourier_design(centres[ok], order), f, rcond=None)
+    return coef
+
+
+def _jackknife_ratio(num_blocks: np.ndarray, den_blocks: np.ndarray) -> tuple[float, float]:
+    n = len(num_blocks)
+    full = num_blocks.sum() / den_blocks.sum()
+    loo = (num_blocks.sum() - num_blocks) / (den_blocks.sum() - den_blocks)
+    return float(full), float(math.sqrt((n - 1) / n * np.sum((loo - loo.mean()) ** 2)))
+
+
+def estimate_populations_flat_bias(
+    system: "MolecularSystem",
+    *,
+    production: unit.Quantity = 10.0 * unit.nanosecond,
+    sample_interval: unit.Quantity = 0.5 * unit.picosecond,
+    flatten: float = 0.9,
+    fourier_order: int = 6,
+    umbrella_window_time: unit.Quantity = 40.0 * unit.picosecond,
+    umbrella_equilibration: unit.Quantity = 5.0 * unit.picosecond,
+    equilibration: unit.Quantity = 10.0 * unit.picosecond,
+    timestep: unit.Quantity = 2.0 * unit.femtosecond,
+    friction: unit.Quantity = 1.0 / unit.picosecond,
+    n_blocks: int = 20,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Populations from one long MD run at the system temperature with a fixed phi bias, reweighted.
+
+    1. A short umbrella run (:func:`estimate_populations_umbrella`, ``umbrella_window_time`` per
+       window) + MBAR gives a rough free-energy profile ``F(phi)``, fitted by a Fourier series.
+    2. Langevin MD at the system temperature with the bias ``V(phi) = -flatten * kT * F(phi)``
+       (a ``CustomTorsionForce``) walks across phi freely; every sample gets the exact weight
+       ``exp(V(phi) / kT)``, so the estimate does not depend on the accuracy of the profile.
+    3. Populations are weighted state fractions; errors are jackknife over ``n_blocks`` time
+       blocks.
+    """
+    from spacetime_md.molecular.states import assign_states
+
+    if not (0.0 <= flatten <= 1.0):
+        raise ValueError(f"flatten: expected a value in [0, 1], got {flatten}")
+    t_prod = to_md_float("production", production, PS)
+    dt_s = to_md_float("sample_interval", sample_interval, PS)
+    dt = to_md_float("timestep", timestep, PS)
+    gamma = to_md_float("friction", friction, PS**-1)
+    temp = system.temperature_k
+    kT = kT_kj_per_mol(temp)
+    t0 = time.perf_counter()
+    pre = estimate_populations_umbrella(
+        system, window_time=umbrella_window_time, equilibration=umbrella_equilibration, seed=seed,
+        return_samples=True,
+    )
+    coef = fit_free_energy_profile(pre["phi_psi"][:, 0], pre["log_weights"], order=fourier_order)
+    # V(theta) = -flatten * kT * (F(theta) - c0), in kJ/mol.
+    terms = []
+    for m in range(1, fourier_order + 1):
+        a, b = float(coef[2 * m - 1]), float(coef[2 * m])
+        terms.append(f"({a!r})*cos({m}*theta) + ({b!r})*sin({m}*theta)")
+    expression = f"-({float(flatten * kT)!r})*(" + " + ".join(terms) + ")"
+    biased = copy.deepcopy(system.openmm_system)
+    force = openmm.CustomTorsionForce(expression)
+    force.addTorsion(*system.phi_indices, [])
+    biased.addForce(force)
+
+    def bias_kj(phi: np.ndarray) -> np.ndarray:
+        return -flatten * kT * (_fourier_design(phi, fourier_order) @ coef - coef[0])
+
+    seed_int = int(np.random.SeedSequence([int(seed), 11]).generate_state(1)[0]) % (2**31 - 2) + 1
+    integrator = openmm.LangevinMiddleIntegrator(temp * KELVIN, gamma / PS, dt * PS)
+    integrator.setRandomNumberSeed(seed_int)
+    ctx = openmm.Context(biased, integrator, system.platform)
+    ctx.setPositions(system.minimize().value_in_unit(NM))
+    ctx.setVelocitiesToTemperature(temp * KELVIN, seed_int)
+    integrator.step(int(round(to_md_float("equilibration", equilibration, PS) / dt)))
+    n = int(round(t_prod / dt_s))
+    steps = max(1, int(round(dt_s / dt)))
+    xs = np.empty((n, system.n_atoms, 3))
+    iterator = range(n)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc="biased MD", mininterval=2.0)
+    for i in iterator:
+        integrator.step(steps)
+        xs[i] = ctx.getState(getPositions=True).getPositions(asNumpy=True)._value
+    phi_psi = system.compute_phi_psi(xs)
+    log_w = bias_kj(phi_psi[:, 0]) / kT
+    w = np.exp(log_w - log_w.max())
+    labels = assign_states(phi_psi, system.states) if system.states else np.full(n, -1)
+    indicators = {s.name: labels == j for j, s in enumerate(system.states)}
+    indicators["phi>0"] = phi_psi[:, 0] > 0
+    size = n // n_blocks
+    den = np.add.reduceat(w[: size * n_blocks], np.arange(0, size * n_blocks, size))
+    populations = {}
+    for key, ind in indicators.items():
+        num = np.add.reduceat((w * ind)[: size * n_blocks], np.arange(0, size * n_blocks, size))
+        frac, err = _jackknife_ratio(num, den)
+        populations[key] = {"fraction": frac, "error": err}
+    if "C7ax" in indicators and "C7eq" in indicators:
+        a = np.add.reduceat((w * indicators["C7ax"])[: size * n_blocks], np.arange(0, size * n_blocks, size))
+        b = np.add.reduceat((w * indicators["C7eq"])[: size * n_blocks], np.arange(0, size * n_blocks, size))
+        frac, err = _jackknife_ratio(a, b)
+        populations["C7ax/C7eq"] = {"fraction": frac, "error": err}
+    ess = float(w.sum() ** 2 / (w**2).sum())
+    n_cross = int(np.sum(np.abs(np.diff(np.sign(phi_psi[:, 0]))) > 0))
+    return {
+        "populations": populations,
+        "method": (
+            f"one {t_prod / 1000:g} ns Langevin MD run at {temp:g} K with a fixed bias -{flatten:g} F(phi) "
+            f"(Fourier order {fourier_order}, F from a short umbrella-sampling + MBAR run), reweighted "
+            f"exactly by exp(V/kT); errors: jackknife over {n_blocks} time blocks"
+        ),
+        "settings": {
+            "production_ps": t_prod, "sample_interval_ps": dt_s, "flatten": flatten, "fourier_order": fourier_order,
+            "umbrella_window_time_ps": to_md_float("umbrella_window_time", umbrella_window_time, PS),
+            "timestep_fs": dt * 1000, "friction_per_ps": gamma, "n_blocks": n_blocks, "seed": seed,
+            "temperature_k": temp, "bias_fourier_coefficients_kT": coef.tolist(),
+        },
+        "n_samples": n,
+        "weight_ess": ess,
+        "phi_sign_changes": n_cross,
+        "md_time_ns": t_prod * 1e-3 + pre["md_time_ns"],
+        "wall_seconds": time.perf_counter() - t0,
+        "system": system.fingerprint(),
+    }

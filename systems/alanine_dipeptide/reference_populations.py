@@ -1,11 +1,12 @@
 """Compute the independent reference populations shipped with the package.
 
     python systems/alanine_dipeptide/reference_populations.py [--solvent vacuum|implicit]
-        [--window-time PS] [--seed S]
+        [--production NS] [--seed S]
 
-Umbrella sampling along phi + MBAR (:func:`spacetime_md.molecular.reference.
-estimate_populations_umbrella`): a different method from the replica exchange of
-``spacetime-md sample``, so agreement of the two checks both. The result is merged into
+One long Langevin MD run at 300 K with a fixed bias on phi (minus 0.9 times a rough free-energy
+profile from a short umbrella-sampling + MBAR run), reweighted exactly
+(:func:`spacetime_md.molecular.reference.estimate_populations_flat_bias`): a different method
+from the replica exchange of ``spacetime-md sample``, so agreement of the two checks both. The result is merged into
 ``spacetime_md/data/alanine_dipeptide/reference_populations.json`` under the key
 ``"<forcefield files>|<solvent>|<T> K|<constraints>"``.
 """
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from spacetime_md.molecular._io import write_json_atomic  # noqa: E402
-from spacetime_md.molecular.reference import estimate_populations_umbrella, reference_key  # noqa: E402
+from spacetime_md.molecular.reference import estimate_populations_flat_bias, reference_key  # noqa: E402
 from spacetime_md.molecular.system import load_system  # noqa: E402
 
 OUT = ROOT / "spacetime_md" / "data" / "alanine_dipeptide" / "reference_populations.json"
@@ -32,13 +33,12 @@ OUT = ROOT / "spacetime_md" / "data" / "alanine_dipeptide" / "reference_populati
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--solvent", default="vacuum", choices=("vacuum", "implicit"))
-    p.add_argument("--window-time", type=float, default=500.0, help="ps per umbrella window")
-    p.add_argument("--n-windows", type=int, default=24)
+    p.add_argument("--production", type=float, default=10.0, help="ns of biased MD")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     system = load_system("alanine-dipeptide", solvent=args.solvent)
-    result = estimate_populations_umbrella(
-        system, n_windows=args.n_windows, window_time=args.window_time * unit.picosecond, seed=args.seed, progress=True
+    result = estimate_populations_flat_bias(
+        system, production=args.production * unit.nanosecond, seed=args.seed, progress=True
     )
     data = json.loads(OUT.read_text()) if OUT.exists() else {}
     data[reference_key(system)] = result

@@ -13,7 +13,12 @@ import pytest
 from spacetime_md.cli import main
 from spacetime_md.errors import CheckpointError
 from spacetime_md.molecular import block_average, evaluate_energies, load_samples, load_system, sample_boltzmann, state_populations
-from spacetime_md.molecular.reference import reference_populations, solve_mbar
+from spacetime_md.molecular.reference import (
+    estimate_populations_flat_bias,
+    fit_free_energy_profile,
+    reference_populations,
+    solve_mbar,
+)
 from spacetime_md.molecular.sampling import SamplingConfig, geometric_temperatures
 
 #: Tiny but real settings: 3 replicas, 10 MD steps between exchanges.
@@ -246,3 +251,24 @@ def test_populations_agree_with_umbrella_reference(system):
         err = math.hypot(ours["error"], theirs["error"])
         assert abs(ours["fraction"] - theirs["fraction"]) < 4 * err, (key, ours, theirs)
     assert res.report["populations"]["C7ax"]["fraction"] > 0
+
+
+def test_fourier_profile_fit():
+    rng = np.random.default_rng(2)
+    phi = rng.vonmises(0.0, 2.0, size=200000)  # p ~ exp(2 cos phi): F = -2 cos phi + c
+    coef = fit_free_energy_profile(phi, np.zeros(len(phi)), order=3)
+    assert abs(coef[1] + 2.0) < 0.1 and np.all(np.abs(coef[2:]) < 0.1)
+
+
+def test_flat_bias_reference_runs(system):
+    res = estimate_populations_flat_bias(
+        system, production=20 * unit.picosecond, umbrella_window_time=2 * unit.picosecond,
+        umbrella_equilibration=0.5 * unit.picosecond, equilibration=1 * unit.picosecond, n_blocks=4, seed=1,
+    )
+    pops = res["populations"]
+    assert {"C7eq", "C7ax", "alpha_R", "phi>0", "C7ax/C7eq"} <= set(pops)
+    assert all(0.0 <= pops[k]["fraction"] <= 1.0 for k in ("C7eq", "C7ax", "alpha_R", "phi>0"))
+    assert res["n_samples"] == 40 and 1.0 <= res["weight_ess"] <= 40
+    assert len(res["settings"]["bias_fourier_coefficients_kT"]) == 13
+    with pytest.raises(ValueError, match=r"flatten: expected a value in \[0, 1\], got 2"):
+        estimate_populations_flat_bias(system, flatten=2)
