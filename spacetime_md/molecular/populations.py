@@ -131,11 +131,13 @@ def plot_ramachandran(
     fig, ax = plt.subplots(figsize=(5.2, 4.4), dpi=110)
     mesh = ax.pcolormesh(xe, ye, np.where(np.isfinite(f), f, np.nan).T, cmap="viridis", shading="flat")
     fig.colorbar(mesh, ax=ax, label="free energy / kT")
+    ax.set_facecolor("0.92")
     for s in states:
         for dx in (-360, 0, 360):
             for dy in (-360, 0, 360):
-                ax.add_patch(plt.Circle((s.phi_deg + dx, s.psi_deg + dy), s.radius_deg, fill=False, color="w", lw=1))
-        ax.annotate(s.label or s.name, (s.phi_deg, s.psi_deg), color="w", ha="center", va="center", fontsize=8)
+                ax.add_patch(plt.Circle((s.phi_deg + dx, s.psi_deg + dy), s.radius_deg, fill=False, color="tab:red", lw=1))
+        ax.annotate(s.label or s.name, (s.phi_deg, s.psi_deg), color="k", ha="center", va="center", fontsize=8,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.7, "lw": 0})
     ax.set_xlim(-180, 180)
     ax.set_ylim(-180, 180)
     ax.set_xlabel("phi / deg")

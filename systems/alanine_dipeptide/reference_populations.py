@@ -35,17 +35,19 @@ def main(argv=None) -> int:
     p.add_argument("--solvent", default="vacuum", choices=("vacuum", "implicit"))
     p.add_argument("--production", type=float, default=10.0, help="ns of biased MD")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(OUT), help="JSON file to merge the result into")
     args = p.parse_args(argv)
+    out = Path(args.out)
     system = load_system("alanine-dipeptide", solvent=args.solvent)
     result = estimate_populations_flat_bias(
         system, production=args.production * unit.nanosecond, seed=args.seed, progress=True
     )
-    data = json.loads(OUT.read_text()) if OUT.exists() else {}
+    data = json.loads(out.read_text()) if out.exists() else {}
     data[reference_key(system)] = result
-    write_json_atomic(OUT, data)
+    write_json_atomic(out, data)
     for key, v in result["populations"].items():
         print(f"{key:<10} {v['fraction']:.4f} +- {v['error']:.4f}")
-    print(f"{result['md_time_ns']:.1f} ns of MD in {result['wall_seconds']:.0f} s; wrote {OUT}")
+    print(f"{result['md_time_ns']:.1f} ns of MD in {result['wall_seconds']:.0f} s; wrote {out}")
     return 0
 
 
