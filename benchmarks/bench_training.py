@@ -55,7 +55,7 @@ class DenseDenoiser(nn.Module):
         a, b = ab[..., :H], ab[..., H:]
         rel = pos.unsqueeze(2) - pos.unsqueeze(1)
         dist = torch.sqrt((rel * rel).sum(-1, keepdim=True) + conv.eps)
-        e = torch.cat([self.edge_attr.expand(h.shape[0], n, n, -1), conv.rbf(dist)], dim=-1)
+        e = torch.cat([self.edge_attr.expand(h.shape[0], n, n, -1), conv.rbf(dist), dist / conv.rbf.cutoff], dim=-1)
         m = nn.functional.silu(a.unsqueeze(2) + b.unsqueeze(1) + conv.lin_edge(e))
         m = nn.functional.silu(conv.lin_message(m)) * self.mask
         coef = conv.coord_out(m)

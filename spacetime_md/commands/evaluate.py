@@ -36,6 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-energies", dest="energies", action="store_false", help="skip OpenMM energies")
     p.add_argument("--save-samples", default=None, help="write the model samples as an mdtraj HDF5 file")
     p.add_argument("--json", dest="json_out", default=None, help="write the metrics as JSON")
+    p.add_argument("--num-threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     return p
 
@@ -54,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from spacetime_md.molecular.pretrained import load_checkpoint, load_pretrained
     from spacetime_md.molecular.training import load_dataset
 
+    if args.num_threads is not None:
+        if args.num_threads < 1:
+            raise ValueError(f"num_threads: expected an integer >= 1, got {args.num_threads}")
+        torch.set_num_threads(args.num_threads)
     model = load_pretrained() if args.checkpoint is None else load_checkpoint(args.checkpoint)
     holdout = args.holdout_fraction
     if holdout is None:

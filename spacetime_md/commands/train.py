@@ -14,9 +14,9 @@ import dataclasses
 import json
 
 _OPTIONAL = {
-    "batch_size": (int, "batch size (default 128)"),
+    "batch_size": (int, "batch size (default 64)"),
     "lr": (float, "peak learning rate (default 2e-3)"),
-    "hidden_channels": (int, "width of the EGNN (default 48)"),
+    "hidden_channels": (int, "width of the EGNN (default 32)"),
     "n_layers": (int, "number of EGNN layers (default 4)"),
     "log_snr_min": (float, "lowest training log_snr, model units (default -4)"),
     "log_snr_max": (float, "highest training log_snr, model units (default 10)"),
@@ -26,6 +26,7 @@ _OPTIONAL = {
     "num_threads": (int, "torch threads (default: torch's choice)"),
     "checkpoint_every": (int, "steps between checkpoints (default 500)"),
     "time_limit_s": (float, "stop and checkpoint after this many seconds"),
+    "snapshot_every": (int, "keep the EMA weights every N steps as model_step<N>.pt"),
 }
 
 

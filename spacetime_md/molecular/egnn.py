@@ -74,7 +74,7 @@ class EquivariantConv(MessagePassing):
 
     .. math::
         r_{ij} &= pos_i - pos_j, \quad d_{ij} = \sqrt{|r_{ij}|^2 + \epsilon} \\
-        m_{ij} &= \phi_m\big(A h_i + B h_j + C\,[e_{ij}, \mathrm{rbf}(d_{ij})]\big) \\
+        m_{ij} &= \phi_m\big(A h_i + B h_j + C\,[e_{ij}, \mathrm{rbf}(d_{ij}), d_{ij} / d_c]\big) \\
         (c^u, c^v, c^w)_{ij} &= W_x m_{ij} \quad\text{(small-gain init)} \\
         u_i &= \tfrac{1}{k}\sum_j c^u_{ij}\, r_{ij} / (d_{ij} + 1)
         \quad(\text{same for } v_i, w_i) \\
@@ -139,7 +139,7 @@ class EquivariantConv(MessagePassing):
 
         self.rbf = GaussianRBF(n_rbf, rbf_cutoff)
         self.lin_node = nn.Linear(hidden_channels, 2 * hidden_channels)
-        self.lin_edge = nn.Linear(edge_channels + n_rbf, hidden_channels, bias=False)
+        self.lin_edge = nn.Linear(edge_channels + n_rbf + 1, hidden_channels, bias=False)
         self.lin_message = nn.Linear(hidden_channels, hidden_channels)
         self.coord_out = nn.Linear(hidden_channels, self.n_vectors, bias=False)
         n_in = 2 * hidden_channels + (1 if self.chirality else 0)
@@ -225,7 +225,7 @@ class EquivariantConv(MessagePassing):
     def message(self, a_edge: Tensor, b_j: Tensor, pos_i: Tensor, pos_j: Tensor, edge_attr: Tensor) -> Tensor:
         rel = pos_i - pos_j
         dist = torch.sqrt((rel * rel).sum(-1, keepdim=True) + self.eps)
-        edge_in = torch.cat([edge_attr, self.rbf(dist)], dim=-1)
+        edge_in = torch.cat([edge_attr, self.rbf(dist), dist / self.rbf.cutoff], dim=-1)
         m = nn.functional.silu(a_edge + b_j + self.lin_edge(edge_in))
         m = nn.functional.silu(self.lin_message(m))
         coef = self.coord_out(m)

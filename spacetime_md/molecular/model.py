@@ -178,7 +178,7 @@ class EquivariantDenoiser(nn.Module):
         atom_types: Sequence[str],
         bonds: Sequence[Sequence[int]],
         *,
-        hidden_channels: int = 48,
+        hidden_channels: int = 32,
         n_layers: int = 4,
         n_rbf: int = 16,
         rbf_cutoff: float = 6.0,

@@ -117,12 +117,14 @@ class TrainConfig:
         Held-out samples in the fixed-noise validation loss.
     time_limit_s : float or None
         Stop (and checkpoint) after this many seconds of this invocation.
+    snapshot_every : int or None
+        Also keep the EMA weights every this many steps as ``model_step<N>.pt``.
     """
 
     data: str
     out: str
     steps: int = 20000
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float = 2e-3
     warmup_steps: int = 200
     final_lr_fraction: float = 0.05
@@ -130,7 +132,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     log_snr_min: float = -4.0
     log_snr_max: float = 10.0
-    hidden_channels: int = 48
+    hidden_channels: int = 32
     n_layers: int = 4
     n_rbf: int = 16
     rbf_cutoff: float = 6.0
@@ -147,6 +149,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     n_val: int = 1024
     time_limit_s: float | None = None
+    snapshot_every: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "hidden_channels", "n_layers", "n_rbf", "max_hops",
@@ -176,6 +179,8 @@ class TrainConfig:
             raise ValueError(f"device: expected 'cpu' or 'cuda', got {self.device!r}")
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
             raise ValueError(f"num_threads: expected None or an integer >= 1, got {self.num_threads!r}")
+        if self.snapshot_every is not None and (isinstance(self.snapshot_every, bool) or not isinstance(self.snapshot_every, int) or self.snapshot_every < 1):
+            raise ValueError(f"snapshot_every: expected None or an integer >= 1, got {self.snapshot_every!r}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ValueError(f"time_limit_s: expected None or a number > 0, got {self.time_limit_s!r}")
 
@@ -617,6 +622,14 @@ def train(
                 emit({"step": step, "val_loss_ema": val, "wall_time_s": wall_before + time.perf_counter() - start_time})
                 save_state()
                 saved_step = step
+            if config.snapshot_every is not None and step % config.snapshot_every == 0:
+                save_checkpoint(
+                    out / f"model_step{step:06d}.pt",
+                    ema,
+                    metadata={"step": step, "train_config": config.to_dict(), "sigma_data": sigma_data,
+                              "wall_time_s": wall_before + time.perf_counter() - start_time,
+                              "cpu_time_s": cpu_before + time.process_time() - cpu_start},
+                )
     finally:
         if bar is not None:
             bar.close()

@@ -59,3 +59,18 @@ def tiny_model(dtype=None, chirality: bool = True, hidden: int = 16, layers: int
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Run the model tests single-threaded: on a shared, oversubscribed 2-core machine torch's
+    intra-op threads spin against each other (measured: 45 ms vs 1600 ms per tiny training step)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -14,7 +14,7 @@ from spacetime_md.molecular.chirality import (
     fraction_l,
 )
 
-from ._model_helpers import alanine_trajectory
+from ._model_helpers import _one_torch_thread, alanine_trajectory
 
 
 def test_pdb_structure_is_l_and_its_mirror_is_d():

@@ -10,6 +10,8 @@ from spacetime_md.molecular.testing import random_rotation
 
 N_NODES = 7
 
+from ._model_helpers import _one_torch_thread  # noqa: F401  (autouse fixture)
+
 
 def complete_graph(n: int, n_graphs: int = 1) -> torch.Tensor:
     dst, src = torch.nonzero(~torch.eye(n, dtype=torch.bool), as_tuple=True)

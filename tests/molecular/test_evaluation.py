@@ -24,7 +24,7 @@ from spacetime_md.molecular.evaluation import (
 from spacetime_md.molecular.model import center
 from spacetime_md.molecular.pretrained import save_checkpoint
 
-from ._model_helpers import ALA_BONDS, ALA_TYPES, alanine_trajectory, tiny_model, write_synthetic_h5
+from ._model_helpers import _one_torch_thread, ALA_BONDS, ALA_TYPES, alanine_trajectory, tiny_model, write_synthetic_h5
 
 
 @pytest.mark.parametrize("method, n_steps", [("heun", 100), ("ddim", 300), ("ancestral", 500)])
@@ -146,3 +146,5 @@ def test_cli_evaluate(tmp_path, capsys):
     wrong = save_checkpoint(tmp_path / "w.pt", tiny_model(atom_names=["X"] * 22))
     assert main(["evaluate", "--checkpoint", str(wrong), "--data", data, "--n-samples", "2", "--n-steps", "2"]) == 2
     assert "data: expected the model's 22 atoms" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", data, "--num-threads", "0"]) == 2
+    assert "num_threads: expected an integer >= 1, got 0" in capsys.readouterr().err

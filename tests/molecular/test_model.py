@@ -15,7 +15,7 @@ from spacetime_md.molecular.model import (
 )
 from spacetime_md.molecular.testing import assert_equivariant, equivariance_errors, reflection_change
 
-from ._model_helpers import ALA_BONDS, ALA_TYPES, alanine_trajectory, tiny_model
+from ._model_helpers import _one_torch_thread, ALA_BONDS, ALA_TYPES, alanine_trajectory, tiny_model
 
 
 def ala_batch(batch=5, dtype=torch.float64, noise=0.3):
@@ -69,7 +69,7 @@ def test_output_centred_and_jacobian_lives_in_subspace():
     with torch.no_grad():
         out = model(x, log_snr)
     assert float(out.reshape(-1, 3).sum(0).abs().max()) < 1e-12
-    jac = torch.autograd.functional.jacobian(lambda v: model(v.unsqueeze(0), log_snr)[0], x[0])
+    jac = torch.autograd.functional.jacobian(lambda v: model(v.unsqueeze(0), log_snr)[0], x[0], vectorize=True)
     proj = torch.eye(22, dtype=torch.float64) - 1.0 / 22
     P = torch.kron(proj, torch.eye(3, dtype=torch.float64))
     assert torch.allclose(P @ jac, jac, atol=1e-10)
@@ -89,7 +89,7 @@ def test_core_divergence_matches_jacobian_trace():
     log_snr = torch.tensor([1.0, 5.0], dtype=torch.float64)
     _, div = divergence(model, log_snr, x, method="exact")
     for b in range(2):
-        jac = torch.autograd.functional.jacobian(lambda v: model(v.unsqueeze(0), log_snr[b : b + 1])[0], x[b])
+        jac = torch.autograd.functional.jacobian(lambda v: model(v.unsqueeze(0), log_snr[b : b + 1])[0], x[b], vectorize=True)
         assert torch.allclose(div[b], torch.trace(jac), atol=1e-9)
 
 

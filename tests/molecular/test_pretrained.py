@@ -17,7 +17,7 @@ from spacetime_md.molecular.pretrained import (
 )
 from spacetime_md.molecular.testing import assert_equivariant, reflection_change
 
-from ._model_helpers import tiny_model
+from ._model_helpers import _one_torch_thread, tiny_model
 
 
 def test_round_trip_same_outputs_and_metadata(tmp_path):

@@ -19,7 +19,7 @@ from spacetime_md.molecular.training import (
     train,
 )
 
-from ._model_helpers import ALA_TYPES, alanine_trajectory, synthetic_dataset, write_synthetic_h5
+from ._model_helpers import _one_torch_thread, ALA_TYPES, alanine_trajectory, synthetic_dataset, write_synthetic_h5
 
 TINY = dict(batch_size=16, hidden_channels=12, n_layers=2, n_rbf=8, log_every=5, n_val=8, warmup_steps=2)
 
@@ -62,7 +62,7 @@ def test_resume_continues_the_same_run(tmp_path):
     dataset = synthetic_dataset(100)
     straight = train(TrainConfig(data="", out=str(tmp_path / "a"), steps=10, checkpoint_every=4, **TINY),
                      dataset=dataset, atom_types=ALA_TYPES, progress=False)
-    config_b = TrainConfig(data="", out=str(tmp_path / "b"), steps=10, checkpoint_every=4, **TINY)
+    config_b = TrainConfig(data="", out=str(tmp_path / "b"), steps=10, checkpoint_every=4, snapshot_every=5, **TINY)
     first = train(config_b, dataset=dataset, atom_types=ALA_TYPES, progress=False, max_new_steps=6)
     assert first.step == 6
     second = train(config_b, dataset=dataset, atom_types=ALA_TYPES, progress=False, resume=True)
@@ -74,6 +74,8 @@ def test_resume_continues_the_same_run(tmp_path):
     assert steps == [5, 10]  # the lines of the interrupted run are kept, none duplicated
     state = torch.load(tmp_path / "b" / "training_state.pt", weights_only=True)
     assert state["step"] == 10
+    assert load_checkpoint(tmp_path / "b" / "model_step000005.pt").metadata["step"] == 5
+    assert (tmp_path / "b" / "model_step000010.pt").exists()
     # nothing left to do: resuming a finished run is a no-op at the same step
     assert train(config_b, dataset=dataset, atom_types=ALA_TYPES, progress=False, resume=True).step == 10
 
@@ -107,6 +109,7 @@ def test_existing_run_needs_resume_and_same_architecture(tmp_path):
         ({"grad_clip": -1.0}, "grad_clip: expected a number >= 0, got -1.0"),
         ({"num_threads": 0}, "num_threads: expected None or an integer >= 1, got 0"),
         ({"time_limit_s": 0}, "time_limit_s: expected None or a number > 0, got 0"),
+        ({"snapshot_every": 0}, "snapshot_every: expected None or an integer >= 1, got 0"),
     ],
 )
 def test_config_messages(kwargs, message):
