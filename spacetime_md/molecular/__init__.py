@@ -50,3 +50,34 @@ __all__ = [
     "state_populations",
 ]
 # --- end OpenMM layer ---
+
+# --- Equivariant model: layer, denoiser, training, checkpoints, evaluation (issue 4) ---
+from spacetime_md.molecular.chirality import compute_chirality, compute_signed_volume, fraction_l
+from spacetime_md.molecular.egnn import EquivariantConv
+from spacetime_md.molecular.evaluation import EvaluationResult, evaluate_samples, sample_model
+from spacetime_md.molecular.model import EquivariantDenoiser, from_model, to_model
+from spacetime_md.molecular.pretrained import load_checkpoint, load_pretrained, save_checkpoint
+from spacetime_md.molecular.testing import assert_equivariant
+from spacetime_md.molecular.training import TrainConfig, TrainResult, load_dataset, train
+
+__all__ += [
+    "EquivariantConv",
+    "EquivariantDenoiser",
+    "EvaluationResult",
+    "TrainConfig",
+    "TrainResult",
+    "assert_equivariant",
+    "compute_chirality",
+    "compute_signed_volume",
+    "evaluate_samples",
+    "fraction_l",
+    "from_model",
+    "load_checkpoint",
+    "load_dataset",
+    "load_pretrained",
+    "sample_model",
+    "save_checkpoint",
+    "to_model",
+    "train",
+]
+# --- end equivariant model ---
