@@ -46,6 +46,7 @@ __all__ = [
     "estimate_populations_umbrella",
     "estimate_populations_flat_bias",
     "fit_free_energy_profile",
+    "merge_reference_runs",
     "reference_populations",
     "reference_key",
 ]
@@ -390,4 +391,28 @@ def estimate_populations_flat_bias(
         "md_time_ns": t_prod * 1e-3 + pre["md_time_ns"],
         "wall_seconds": time.perf_counter() - t0,
         "system": system.fingerprint(),
+    }
+
+
+def merge_reference_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine independent equal-length runs: mean fractions, error ``sqrt(sum err^2) / n``."""
+    if not runs:
+        raise ValueError("runs: expected at least one result, got none")
+    n = len(runs)
+    keys = [k for k in runs[0]["populations"] if all(k in r["populations"] for r in runs)]
+    populations = {
+        k: {
+            "fraction": float(np.mean([r["populations"][k]["fraction"] for r in runs])),
+            "error": float(math.sqrt(sum(r["populations"][k]["error"] ** 2 for r in runs)) / n),
+        }
+        for k in keys
+    }
+    seeds = [r["settings"]["seed"] for r in runs]
+    return {
+        "populations": populations,
+        "method": (f"{n} independent runs (seeds {seeds}) of: " if n > 1 else "") + runs[0]["method"],
+        "md_time_ns": float(sum(r["md_time_ns"] for r in runs)),
+        "wall_seconds": float(sum(r["wall_seconds"] for r in runs)),
+        "system": runs[0]["system"],
+        "runs": runs,
     }

@@ -272,3 +272,18 @@ def test_flat_bias_reference_runs(system):
     assert len(res["settings"]["bias_fourier_coefficients_kT"]) == 13
     with pytest.raises(ValueError, match=r"flatten: expected a value in \[0, 1\], got 2"):
         estimate_populations_flat_bias(system, flatten=2)
+
+
+def test_merge_reference_runs():
+    from spacetime_md.molecular.reference import merge_reference_runs
+
+    def run(seed, f, e):
+        return {"populations": {"C7ax": {"fraction": f, "error": e}}, "method": "m", "md_time_ns": 1.0,
+                "wall_seconds": 2.0, "system": {}, "settings": {"seed": seed}}
+
+    m = merge_reference_runs([run(0, 0.02, 0.003), run(1, 0.03, 0.004)])
+    assert m["populations"]["C7ax"]["fraction"] == pytest.approx(0.025)
+    assert m["populations"]["C7ax"]["error"] == pytest.approx(0.0025)
+    assert m["md_time_ns"] == 2.0 and m["method"].startswith("2 independent runs (seeds [0, 1])")
+    with pytest.raises(ValueError, match="runs: expected at least one result"):
+        merge_reference_runs([])
