@@ -77,19 +77,13 @@ def run(args: argparse.Namespace) -> int:
         system, args.n_samples, args.out, seed=args.seed, resume=args.resume, chunk_size=args.chunk_size,
         max_chunks=args.max_chunks, progress=not args.no_progress, plot=not args.no_plot, **kwargs,
     )
-    print(format_report(result.report, reference=_reference(system)))
+    print(format_report(result.report, reference=result.report.get("reference")))
     if not result.complete:
         print(f"stopped after {result.n_frames}/{args.n_samples} samples; rerun with --resume to continue")
     else:
         print(f"wrote {args.out}/samples.h5 ({result.n_frames} frames), energies.npy, config.json, report.json"
               + ("" if args.no_plot else ", ramachandran.png"))
     return 0
-
-
-def _reference(system) -> dict | None:
-    from spacetime_md.molecular.reference import reference_populations
-
-    return reference_populations(system)
 
 
 def format_report(report: dict, reference: dict | None = None) -> str:

@@ -649,6 +649,13 @@ def _make_report(system: "MolecularSystem", config: SamplingConfig, st: _Replica
     if system.states and system.phi_indices is not None and n >= 2:
         phi_psi = system.compute_phi_psi(coords)
         report["populations"] = state_populations(phi_psi, system.states)
+        from spacetime_md.molecular.populations import compare_to_reference
+        from spacetime_md.molecular.reference import reference_populations
+
+        ref = reference_populations(system)
+        if ref is not None:
+            report["reference"] = {"method": ref["method"], "populations": ref["populations"]}
+            report["comparison"] = compare_to_reference(report["populations"], ref["populations"])
     return report
 
 

@@ -287,3 +287,11 @@ def test_merge_reference_runs():
     assert m["md_time_ns"] == 2.0 and m["method"].startswith("2 independent runs (seeds [0, 1])")
     with pytest.raises(ValueError, match="runs: expected at least one result"):
         merge_reference_runs([])
+
+
+def test_report_carries_the_reference_comparison(system):
+    res = sample_boltzmann(system, 4, None, seed=0, **FAST)
+    ref = reference_populations(system)
+    assert res.report["reference"]["populations"] == ref["populations"]
+    c = res.report["comparison"]["C7ax"]
+    assert c["reference"] == ref["populations"]["C7ax"]["fraction"] and "z" in c
