@@ -15,7 +15,19 @@ from spacetime_md.molecular.dihedrals import (
 from spacetime_md.molecular.energies import evaluate_energies
 from spacetime_md.molecular.export import EXPORT_FORMATS, export_trajectory
 from spacetime_md.molecular.populations import block_average, plot_ramachandran, state_populations
-from spacetime_md.molecular.sampling import BoltzmannSamples, SamplingConfig, load_samples, sample_boltzmann
+from spacetime_md.molecular.reference import (
+    estimate_populations_flat_bias,
+    estimate_populations_umbrella,
+    reference_populations,
+    solve_mbar,
+)
+from spacetime_md.molecular.sampling import (
+    BoltzmannSamples,
+    SamplingConfig,
+    load_samples,
+    resolve_config,
+    sample_boltzmann,
+)
 from spacetime_md.molecular.states import MetastableState, assign_states, load_states
 from spacetime_md.molecular.system import (
     FORCEFIELDS,
@@ -38,6 +50,8 @@ __all__ = [
     "block_average",
     "compute_dihedrals",
     "compute_phi_psi",
+    "estimate_populations_flat_bias",
+    "estimate_populations_umbrella",
     "evaluate_energies",
     "export_trajectory",
     "known_systems",
@@ -45,8 +59,11 @@ __all__ = [
     "load_states",
     "load_system",
     "plot_ramachandran",
+    "reference_populations",
+    "resolve_config",
     "resolve_platform",
     "sample_boltzmann",
+    "solve_mbar",
     "state_populations",
 ]
 # --- end OpenMM layer ---
