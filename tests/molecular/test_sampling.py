@@ -241,8 +241,8 @@ def test_cli_any_pdb(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_populations_agree_with_umbrella_reference(system):
-    """Replica exchange (4 replicas, 300-800 K) vs the shipped umbrella-sampling + MBAR estimate."""
+def test_populations_agree_with_reference(system):
+    """Replica exchange (4 replicas, 300-800 K) vs the shipped reweighted biased-MD estimate."""
     ref = reference_populations(system)
     assert ref is not None, "reference_populations.json has no entry for vacuum amber99sbildn at 300 K"
     res = sample_boltzmann(system, 12000, None, seed=11, chunk_size=4000, progress=False)
@@ -295,3 +295,53 @@ def test_report_carries_the_reference_comparison(system):
     assert res.report["reference"]["populations"] == ref["populations"]
     c = res.report["comparison"]["C7ax"]
     assert c["reference"] == ref["populations"]["C7ax"]["fraction"] and "z" in c
+
+
+def test_more_sampling_errors(tmp_path, system):
+    from spacetime_md.errors import NonFiniteError
+    from spacetime_md.molecular.sampling import BoltzmannSamples
+
+    with pytest.raises(TypeError, match="n_replicas: expected an integer, got float"):
+        sample_boltzmann(system, 4, None, n_replicas=2.5, progress=False)
+    with pytest.raises(FileNotFoundError, match="expected samples.h5 of a finished sampling run"):
+        load_samples(tmp_path)
+    with pytest.raises(ValueError, match="topology: expected samples with a topology"):
+        BoltzmannSamples(np.zeros((1, 22, 3)), np.zeros(1), SamplingConfig(1, (300.0,)), {}).to_mdtraj()
+    # A replica at 10^8 K with 2 fs steps blows up: the run stops with NonFiniteError.
+    with pytest.raises(NonFiniteError, match="replica exchange: non-finite energy or positions"):
+        sample_boltzmann(system, 4, None, temperatures=[300, 1e8] * unit.kelvin, progress=False,
+                         equilibration=2 * unit.picosecond, exchange_interval=0.1 * unit.picosecond)
+    # Config file removed -> cannot check the resumed settings.
+    out = tmp_path / "run"
+    sample_boltzmann(system, 4, out, seed=0, **FAST)
+    (out / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="expected the config of the run to resume, missing"):
+        sample_boltzmann(system, 4, out, seed=0, resume=True, **FAST)
+    # A checkpoint from another run under an unchanged config.json.
+    other = tmp_path / "other"
+    sample_boltzmann(system, 4, other, seed=3, **FAST)
+    (other / "checkpoint.npz").replace(out / "checkpoint.npz")
+    (other / "config.json").replace(out / "config.json")
+    sample_boltzmann(system, 4, tmp_path / "seed0", seed=0, **FAST)
+    (tmp_path / "seed0" / "config.json").replace(out / "config.json")
+    with pytest.raises(CheckpointError, match="checkpoint belongs to another config"):
+        sample_boltzmann(system, 4, out, seed=0, resume=True, **FAST)
+
+
+def test_reference_errors(system, tmp_path):
+    from spacetime_md.molecular import MolecularSystem
+    from spacetime_md.molecular.reference import estimate_populations_umbrella
+
+    with pytest.raises(ValueError, match="n_blocks: expected >= 2, got 1"):
+        estimate_populations_umbrella(system, n_blocks=1)
+    import openmm.app as app
+    from pathlib import Path
+
+    src = app.PDBFile(str(Path(app.__file__).parent / "data" / "tip3p.pdb"))
+    modeller = app.Modeller(src.topology, src.positions)
+    modeller.delete(list(modeller.topology.residues())[1:])
+    with open(tmp_path / "w.pdb", "w") as fh:
+        app.PDBFile.writeFile(modeller.topology, modeller.positions, fh)
+    water = MolecularSystem.from_pdb(tmp_path / "w.pdb", forcefield=["amber14-all.xml", "amber14/tip3p.xml"])
+    with pytest.raises(ValueError, match="w: expected a peptide with a phi dihedral, found none"):
+        estimate_populations_umbrella(water)

@@ -155,3 +155,32 @@ def test_restrained_minimisation(vacuum):
         vacuum.minimize(np.zeros((21, 3)) * unit.nanometer)
     with pytest.raises(ValueError, match="dihedral_restraints: expected 4 atom indices"):
         vacuum.minimize(dihedral_restraints=[((1, 2, 3), 0 * unit.degree)])
+
+
+def test_unit_and_misc_errors(vacuum, tmp_path):
+    from spacetime_md.molecular.system import system_data_path as sdp
+    from spacetime_md.molecular.units import to_md_array, to_md_float
+
+    assert to_md_float("t", 1 * unit.picosecond, unit.femtosecond) == pytest.approx(1000.0)
+    with pytest.raises(TypeError, match="t: expected a scalar quantity, got an array of shape"):
+        to_md_float("t", [1.0, 2.0] * unit.kelvin, unit.kelvin)
+    np.testing.assert_allclose(to_md_array("ts", [300 * unit.kelvin, 400 * unit.kelvin], unit.kelvin), [300, 400])
+    with pytest.raises(TypeError, match="ts: expected quantities compatible with kelvin"):
+        to_md_array("ts", [1.0, 2.0] * unit.nanometer, unit.kelvin)
+    with pytest.raises(TypeError, match="ts: expected openmm.unit quantities in kelvin, got bare list"):
+        to_md_array("ts", [300.0, 400.0], unit.kelvin)
+    with pytest.raises(FileNotFoundError, match="package data: expected 'nothing/here.pdb' under spacetime_md/data"):
+        sdp("nothing/here.pdb")
+    with pytest.raises(ValueError, match="forcefield: expected at least one XML file"):
+        load_system("alanine-dipeptide", forcefield=[])
+    with pytest.raises(ValueError, match="temperature: expected > 0 K, got -5.0 K"):
+        load_system("alanine-dipeptide", temperature=-5 * unit.kelvin)
+    with pytest.raises(ValueError, match=r"coordinates: expected shape \(F, 22, 3\), got \(2, 21, 3\)"):
+        vacuum.to_mdtraj(np.zeros((2, 21, 3)))
+    assert vacuum.to_mdtraj(vacuum.positions).n_frames == 1
+    with pytest.raises(ValueError, match="name: expected a non-empty state name"):
+        MetastableState("", 0.0, 0.0, 10.0)
+    path = tmp_path / "s.json"
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="states file: expected a top-level key 'states'"):
+        load_states(path)
