@@ -313,11 +313,13 @@ class PeriodicGridPotential:
             d1 = torch.zeros_like(poly)
             d1[:, :, :3] = poly[:, :, 1:] * scale[None, None, :] / self.spacing[1]
             grads = torch.stack([d0.reshape(-1, 16), d1.reshape(-1, 16)], dim=1)  # (cells, 2, 16)
+            lower = torch.tensor(self.lower, dtype=dtype, device=device)
+            inv_h = 1.0 / torch.tensor(self.spacing, dtype=dtype, device=device)
             self._fast[key] = (
-                torch.tensor(self.lower, dtype=dtype, device=device),
-                1.0 / torch.tensor(self.spacing, dtype=dtype, device=device),
-                torch.tensor(self.shape, device=device),
-                torch.tensor([1, self.shape[0]], device=device),
+                -lower * inv_h,  # offset: grid units u = x * inv_h + offset
+                inv_h,
+                torch.tensor(self.shape, dtype=dtype, device=device),
+                torch.tensor([1.0, float(self.shape[0])], dtype=dtype, device=device),
                 grads.to(dtype=dtype, device=device).contiguous(),
             )
         return self._fast[key]
@@ -332,15 +334,16 @@ class PeriodicGridPotential:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x: expected shape (*, 2), got {got}")
         self.n_evals += x.shape[0]
-        lower, inv_h, dims, strides, grads = self._fast_constants(x.dtype, x.device)
-        u = (x.detach() - lower) * inv_h
+        offset, inv_h, dims, strides, grads = self._fast_constants(x.dtype, x.device)
+        u = torch.addcmul(offset, x.detach(), inv_h)
         base = u.floor()
-        t = (u - base).unsqueeze(-1)  # (B, 2, 1)
-        cell = (base.long().remainder_(dims) * strides).sum(-1)
+        t = u - base
+        # clamp: a non-finite x gives an arbitrary (but valid) cell; callers check finiteness
+        cell = torch.mv(torch.remainder(base, dims), strides).long().clamp_(0, grads.shape[0] - 1)
         coeffs = grads.index_select(0, cell)  # (B, 2, 16): d/dx0 and d/dx1 polynomials
-        powers = torch.cat([torch.ones_like(t), t.expand(-1, -1, 3).cumprod(-1)], dim=-1)  # (B, 2, 4)
-        monomials = (powers[:, 0, :, None] * powers[:, 1, None, :]).reshape(-1, 1, 16)
-        return (coeffs * monomials).sum(-1)
+        powers = torch.linalg.vander(t, N=4)  # (B, 2, 4): 1, t, t^2, t^3 per coordinate
+        monomials = (powers[:, 0, :, None] * powers[:, 1, None, :]).reshape(-1, 16, 1)
+        return torch.bmm(coeffs, monomials).squeeze(-1)
 
     def as_autograd_function(self) -> Callable[[Tensor], Tensor]:
         """The spline energy as a callable whose backward uses the analytic gradient.
@@ -728,7 +731,7 @@ def sample_annealed_langevin_grid(
         for _ in range(n_steps):
             grad = potential.grad(y).add_(y - centre, alpha=k)
             noise = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=generator)
-            y = y - e * grad + c * noise
+            y = torch.add(y, grad, alpha=-e).add_(noise, alpha=c)
             if record == "steps":
                 frames.append(y)
         if not bool(torch.isfinite(y).all()):

@@ -410,11 +410,11 @@ def run_table1(
         if data is None:
             gen = torch.Generator().manual_seed(config.seed + 1)
             data = potential.sample_grid(20_000, generator=gen)
-        exact = ExactPeriodicDenoiser(potential, n_images=2)
+        exact = ExactPeriodicDenoiser(potential, n_images=1)
         t0 = time.perf_counter()
         model_info["rms_error_vs_quadrature"] = {
             str(k): v for k, v in evaluate_denoiser_error(
-                model, exact, data, [-2.0, 0.0, 2.0, 4.0, 6.0], n_points=256,
+                model, exact, data, [0.0, 2.0, 4.0, 6.0], n_points=128,
                 generator=torch.Generator().manual_seed(config.seed + 2)).items()
         }
         model_info["error_eval_time"] = time.perf_counter() - t0
@@ -480,6 +480,11 @@ def run_table1(
         dist_end = (potential.wrap(frames[:, -1]) - end)
         dist_end = (torch.remainder(dist_end + math.pi, 2 * math.pi) - math.pi).norm(dim=-1)
         metrics["hit_rate"] = float((dist_end < config.hit_radius).double().mean())
+        # closest approach of each path to the forbidden point (periodic distance)
+        diff = torch.remainder(frames - _angles(config.forbidden_point) + math.pi, 2 * math.pi) - math.pi
+        closest = diff.norm(dim=-1).min(dim=1).values
+        metrics["forbidden_point_distance"] = {
+            **_stats(closest), "fraction_within_0.3_rad": float((closest < 0.3).double().mean())}
         metrics["metric_time"] = time.perf_counter() - t0
         results[variant] = {
             "geodesic": geo_info,
