@@ -63,7 +63,8 @@ class DenseDenoiser(nn.Module):
         m_agg = m.sum(2) / (n - 1)
         disp = vec[:, :, 0]
         pseudo = torch.linalg.cross(vec[:, :, 1], vec[:, :, 2], dim=-1)
-        ps = (vec[:, :, 0] * pseudo).sum(-1, keepdim=True)
+        frame = vec[:, :, 3:] * torch.rsqrt((vec[:, :, 3:] ** 2).sum(-1, keepdim=True) + conv.frame_eps**2)
+        ps = (frame[:, :, 0] * torch.linalg.cross(frame[:, :, 1], frame[:, :, 2], dim=-1)).sum(-1, keepdim=True)
         h = h + conv.node_mlp(torch.cat([h, m_agg, ps], dim=-1))
         return h, pos + disp + pseudo
 

@@ -11,9 +11,13 @@ L-alanine samples would generate both with equal probability. The layer therefor
 *pseudo-vector* displacement: two extra aggregated vectors ``v_i`` and ``w_i`` (built like
 the ordinary displacement) are combined with a cross product ``v_i x w_i``. Under a proper
 rotation ``R`` the cross product rotates with ``R``; under an improper one (``det R = -1``)
-it picks up an extra sign. The pseudo-scalar ``u_i . (v_i x w_i)`` is also fed to the node
-update, so invariant features can tell a structure from its mirror image. The layer is then
-equivariant to SE(3) only, which is what a chiral molecule needs.
+it picks up an extra sign. In addition, three aggregated "frame" vectors ``f1, f2, f3`` per
+node (ordinary initialisation, so they are O(1) from the start) give the pseudo-scalar
+``chi_i = f1 . (f2 x f3) / (|f1| |f2| |f3|)`` (norms softened by ``(|f|^2 + 0.01^2)^(1/2)``),
+a signed volume in [-1, 1] that flips sign under reflection; it is fed to the
+node update, so the invariant features can tell a structure from its mirror image from the
+first training step on. The layer is then equivariant to SE(3) only, which is what a chiral
+molecule needs.
 
 Everything is built from ``Linear`` + SiLU, so the layer is smooth and can be differentiated
 twice with respect to ``pos`` (the divergence used by the geometry needs that).
@@ -75,16 +79,18 @@ class EquivariantConv(MessagePassing):
     .. math::
         r_{ij} &= pos_i - pos_j, \quad d_{ij} = \sqrt{|r_{ij}|^2 + \epsilon} \\
         m_{ij} &= \phi_m\big(A h_i + B h_j + C\,[e_{ij}, \mathrm{rbf}(d_{ij}), d_{ij} / d_c]\big) \\
-        (c^u, c^v, c^w)_{ij} &= W_x m_{ij} \quad\text{(small-gain init)} \\
+        (c^u, c^v, c^w, c^{f1}, c^{f2}, c^{f3})_{ij} &= W_x m_{ij}
+        \quad\text{(small-gain init for } c^u, c^v, c^w) \\
         u_i &= \tfrac{1}{k}\sum_j c^u_{ij}\, r_{ij} / (d_{ij} + 1)
-        \quad(\text{same for } v_i, w_i) \\
+        \quad(\text{same for } v_i, w_i, f^1_i, f^2_i, f^3_i) \\
         pos_i' &= pos_i + u_i + v_i \times w_i \\
-        h_i' &= h_i + \phi_h\big(h_i, \tfrac{1}{k}\sum_j m_{ij}, u_i\cdot(v_i\times w_i)\big)
+        h_i' &= h_i + \phi_h\big(h_i, \tfrac{1}{k}\sum_j m_{ij}, \hat f^1_i\cdot(\hat f^2_i\times \hat f^3_i)\big),
+        \quad \hat f = f / (|f|^2 + 10^{-4})^{1/2}
 
     with ``k`` the (fixed) number of neighbours used for normalisation. The first linear
     layer of the edge network is split into node parts ``A h``, ``B h`` computed once per
     node and gathered per edge, which saves one ``(E, 2H) x (2H, H)`` product.
-    With ``chirality=False`` the ``v``, ``w`` terms and the pseudo-scalar are dropped and the
+    With ``chirality=False`` the ``v``, ``w``, ``f`` terms and the pseudo-scalar are dropped and the
     layer is E(3)-equivariant (it cannot tell mirror images apart).
 
     Parameters
@@ -134,7 +140,8 @@ class EquivariantConv(MessagePassing):
         self.chirality = bool(chirality)
         self.coord_gain = float(coord_gain)
         self.eps = float(eps)
-        self.n_vectors = 3 if self.chirality else 1
+        self.n_vectors = 6 if self.chirality else 1
+        self.frame_eps = 1e-2
         self._degree: int | None = None
 
         self.rbf = GaussianRBF(n_rbf, rbf_cutoff)
@@ -158,11 +165,13 @@ class EquivariantConv(MessagePassing):
                 module.reset_parameters()
         # Small-gain coordinate head. The two pseudo-vector channels enter through a product,
         # so each gets the square root of the gain and their cross product starts at the
-        # same magnitude as the ordinary displacement.
+        # same magnitude as the ordinary displacement. The three frame channels only feed the
+        # pseudo-scalar and keep the ordinary gain.
         with torch.no_grad():
             nn.init.xavier_uniform_(self.coord_out.weight[:1], gain=self.coord_gain)
             if self.chirality:
-                nn.init.xavier_uniform_(self.coord_out.weight[1:], gain=math.sqrt(self.coord_gain))
+                nn.init.xavier_uniform_(self.coord_out.weight[1:3], gain=math.sqrt(self.coord_gain))
+                nn.init.xavier_uniform_(self.coord_out.weight[3:], gain=1.0)
 
     def forward(
         self,
@@ -215,7 +224,9 @@ class EquivariantConv(MessagePassing):
         if self.chirality:
             pseudo = torch.linalg.cross(vec[:, 1], vec[:, 2], dim=-1)
             disp = disp + pseudo
-            pseudo_scalar = (vec[:, 0] * pseudo).sum(-1, keepdim=True)
+            # Signed volume of the three (softly) normalised frame vectors, in [-1, 1].
+            frame = vec[:, 3:] * torch.rsqrt((vec[:, 3:] ** 2).sum(-1, keepdim=True) + self.frame_eps**2)
+            pseudo_scalar = (frame[:, 0] * torch.linalg.cross(frame[:, 1], frame[:, 2], dim=-1)).sum(-1, keepdim=True)
             node_in = torch.cat([h, m_agg, pseudo_scalar], dim=-1)
         else:
             node_in = torch.cat([h, m_agg], dim=-1)
