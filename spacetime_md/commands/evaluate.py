@@ -31,7 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "or reverse SDE (ancestral)")
     p.add_argument("--log-snr-start", type=float, default=-8.0, help="first noise level (default -8)")
     p.add_argument("--log-snr-end", type=float, default=10.0, help="last noise level (default 10)")
-    p.add_argument("--batch-size", type=int, default=1000, help="samples integrated at once (default 1000)")
+    p.add_argument("--batch-size", type=int, default=128, help="samples integrated at once (default 128)")
+    p.add_argument("--mirror-d", action="store_true",
+                   help="post-hoc correction: reflect samples with D chirality (reported as such)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--no-energies", dest="energies", action="store_false", help="skip OpenMM energies")
     p.add_argument("--save-samples", default=None, help="write the model samples as an mdtraj HDF5 file")
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         log_snr_end=args.log_snr_end,
         batch_size=args.batch_size,
         generator=generator,
+        mirror_d=args.mirror_d,
         progress=args.progress,
     )
     elapsed = time.perf_counter() - start
@@ -89,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         dataset.topology,
         reference_b=dataset.train_xyz,
         energies=args.energies,
-        sampler=f"{args.method}, {args.n_steps} steps, log_snr {args.log_snr_start}..{args.log_snr_end}",
+        sampler=f"{args.method}, {args.n_steps} steps, log_snr {args.log_snr_start}..{args.log_snr_end}"
+        + (", D samples mirrored" if args.mirror_d else ""),
         sampling_time_s=elapsed,
     )
     print(result.to_table())

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from spacetime_md.core.schedule import alpha_sigma
-from spacetime_md.molecular.chirality import ALANINE_DIPEPTIDE_CHIRAL_ATOMS, fraction_l
+from spacetime_md.molecular.chirality import ALANINE_DIPEPTIDE_CHIRAL_ATOMS, compute_chirality, fraction_l
 from spacetime_md.molecular.model import EquivariantDenoiser, center, from_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,8 +86,10 @@ def sample_model(
     method: Literal["ancestral", "ddim", "heun"] = "heun",
     log_snr_start: float = -8.0,
     log_snr_end: float = 10.0,
-    batch_size: int = 1000,
+    batch_size: int = 128,
     generator: torch.Generator | None = None,
+    mirror_d: bool = False,
+    chiral_atoms: tuple[int, int, int, int] = ALANINE_DIPEPTIDE_CHIRAL_ATOMS,
     progress: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> np.ndarray:
@@ -111,6 +113,11 @@ def sample_model(
         Structures integrated at once.
     generator : torch.Generator, optional
         CPU generator for the initial noise and the ancestral noise.
+    mirror_d : bool
+        Post-hoc chirality correction: reflect every sample whose centre ``chiral_atoms`` is D
+        (the force field is achiral, so the mirror image has the same energy). Off by default;
+        the model's own chirality is what :func:`evaluate_samples` measures.
+    chiral_atoms : (CA, N, C, CB)
     progress : bool
     callback : callable, optional
         Called with ``{"batch": k, "n_done": n, "elapsed_s": t}`` after every batch.
@@ -183,7 +190,11 @@ def sample_model(
                 callback({"batch": len(out), "n_done": done, "elapsed_s": time.perf_counter() - start})
     if bar is not None:
         bar.close()
-    return np.concatenate(out, axis=0)
+    samples = np.concatenate(out, axis=0)
+    if mirror_d:
+        is_d = compute_chirality(samples, chiral_atoms) < 0
+        samples[is_d, :, 2] *= -1.0
+    return samples
 
 
 def phi_psi(xyz: np.ndarray, phi_atoms: Sequence[int] = PHI_ATOMS, psi_atoms: Sequence[int] = PSI_ATOMS) -> np.ndarray:

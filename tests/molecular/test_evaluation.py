@@ -52,6 +52,14 @@ def test_sample_model_with_equivariant_model_and_messages():
     a = sample_model(model, 5, n_steps=4, batch_size=3, generator=gen)
     b = sample_model(model, 5, n_steps=4, batch_size=3, generator=torch.Generator().manual_seed(1))
     assert a.shape == (5, 22, 3) and np.array_equal(a, b)
+    from spacetime_md.molecular.chirality import compute_chirality
+
+    fixed = sample_model(model, 5, n_steps=4, batch_size=3, generator=torch.Generator().manual_seed(1), mirror_d=True)
+    assert (compute_chirality(fixed) > 0).all()
+    is_l = compute_chirality(a) > 0
+    assert is_l.any() and not is_l.all()  # the untrained model makes both
+    assert np.array_equal(fixed[is_l], a[is_l])
+    assert np.allclose(fixed[~is_l], a[~is_l] * np.array([1.0, 1.0, -1.0]))
     with pytest.raises(ValueError, match="method: expected 'heun', 'ancestral' or 'ddim', got 'euler'"):
         sample_model(model, 2, method="euler")
     with pytest.raises(ValueError, match="log_snr_end: expected a value > log_snr_start = 3.0, got 2.0"):
