@@ -53,7 +53,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs and fewer repeats")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "langevin.json"))
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1; a second thread stalls when the other core is busy)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -28,7 +28,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes (seconds, not meaningful)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "table1.json"))
     parser.add_argument("--run-dir", default=None, help="keep the run outputs here (default: a temp dir)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1; a second thread stalls when the other core is busy)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.threads:

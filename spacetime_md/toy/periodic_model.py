@@ -139,34 +139,39 @@ class PeriodicDenoiser(nn.Module):
 
     def features(self, u: Tensor, log_snr: Tensor) -> Tensor:
         """Periodic features of ``u = x / alpha`` and the ``log_snr`` embedding, ``(B, n_in)``."""
-        theta = 2 * torch.pi * (u - self.lower) / self.period  # (B, D)
-        arg = theta.unsqueeze(-1) * self.harmonics  # (B, D, K)
+        dtype = u.dtype
+        theta = 2 * torch.pi * (u - self.lower.to(dtype)) / self.period.to(dtype)  # (B, D)
+        arg = theta.unsqueeze(-1) * self.harmonics.to(dtype)  # (B, D, K)
         parts = [arg.sin().flatten(1), arg.cos().flatten(1)]
-        lam = (log_snr / self.config.time_scale).unsqueeze(-1)
+        lam = (log_snr.to(dtype) / self.config.time_scale).unsqueeze(-1)
         parts.append(lam)
         if self.config.n_time_frequencies:
-            targ = lam * self.time_freqs
+            targ = lam * self.time_freqs.to(dtype)
             parts += [targ.sin(), targ.cos()]
         return torch.cat(parts, dim=-1)
 
     def correction(self, x: Tensor, log_snr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(F, alpha, sigma)`` with ``F (B, D)`` and scales ``(B, 1)``, in the model dtype."""
-        dtype = self.head.weight.dtype
-        x = x.to(dtype)
-        log_snr = log_snr.to(dtype)
+        """``(F, alpha, sigma)`` with ``F (B, D)`` and scales ``(B, 1)``, in the input dtype.
+
+        Scales, ``x / alpha`` and the features are computed in the input dtype (float64 keeps
+        them finite far outside the trained ``log_snr`` range, e.g. during line searches);
+        only the MLP runs in the model dtype.
+        """
+        log_snr = log_snr.to(x.dtype)
         alpha, sigma = alpha_sigma(log_snr)
         alpha, sigma = alpha.unsqueeze(-1), sigma.unsqueeze(-1)
-        u = x / alpha
-        return self.head(self.body(self.features(u, log_snr))), alpha, sigma
+        feats = self.features(x / alpha, log_snr)
+        out = self.head(self.body(feats.to(self.head.weight.dtype)))
+        return out.to(x.dtype), alpha, sigma
 
     def eps(self, x: Tensor, log_snr: Tensor) -> Tensor:
         """Noise prediction ``alpha * F``, shape ``(B, D)``."""
         out, alpha, _ = self.correction(x, log_snr)
-        return (alpha * out).to(x.dtype)
+        return alpha * out
 
     def forward(self, x: Tensor, log_snr: Tensor) -> Tensor:
         out, alpha, sigma = self.correction(x, log_snr)
-        return (x.to(out.dtype) / alpha - sigma * out).to(x.dtype)
+        return x / alpha - sigma * out
 
     # -- checkpoints ------------------------------------------------------------------------
 

@@ -18,6 +18,15 @@ from spacetime_md.toy.landscape import (
 TWO_PI = 2 * math.pi
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Small tensor ops: one intra-op thread (two threads stall when the other core is busy)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="module")
 def fes():
     return alanine_dipeptide_fes()

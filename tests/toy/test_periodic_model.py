@@ -24,6 +24,15 @@ from spacetime_md.toy.periodic_model import (
 TWO_PI = 2 * math.pi
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Small tensor ops: one intra-op thread (two threads stall when the other core is busy)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def wrapped_gaussian_potential(n=96, std=0.4, centre=(0.5, -1.0)):
     """Reduced energy of a narrow Gaussian on the torus (nearest-image distance)."""
     x = -math.pi + TWO_PI * np.arange(n) / n
@@ -73,6 +82,10 @@ def test_float32_model_accepts_float64_inputs():
     out = model(torch.zeros(3, 2, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
     assert out.dtype == torch.float64
     assert torch.allclose(out, torch.zeros(3, 2, dtype=torch.float64))  # zero-initialised head
+    # far outside the trained range (line searches go there) float64 inputs stay finite
+    model = random_model().float()
+    extreme = torch.tensor([-600.0, -100.0, 60.0], dtype=torch.float64)
+    assert torch.isfinite(model(torch.ones(3, 2, dtype=torch.float64), extreme)).all()
 
 
 def test_model_config_validation():

@@ -23,6 +23,15 @@ from spacetime_md.toy.table1 import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Small tensor ops: one intra-op thread (two threads stall when the other core is busy)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def tiny_config(**changes) -> Table1Config:
     base = Table1Config(
         variants=("unconstrained", "avoid_region"),
@@ -111,7 +120,6 @@ def test_config_validation_and_round_trip():
 
 
 def test_run_table1_end_to_end(tmp_path):
-    torch.set_num_threads(1)
     config = tiny_config()
     report = run_table1(config, tmp_path)
     for name in ("report.json", "config.json", "model.pt", "fig_paths.png", "fig_log_snr.png",
