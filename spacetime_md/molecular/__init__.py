@@ -98,3 +98,32 @@ __all__ += [
     "train",
 ]
 # --- end equivariant model ---
+
+# --- Transition paths: geodesic -> OpenMM annealed Langevin -> validation -> export (issue 5) ---
+from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
+from spacetime_md.molecular.paths import (
+    PathConfig,
+    TransitionPaths,
+    check_model_matches_system,
+    compute_transition_paths,
+    kabsch_align,
+    kabsch_rmsd,
+)
+from spacetime_md.molecular.relaxed import DihedralQuencher, RelaxedMap, compute_relaxed_map
+from spacetime_md.molecular.run_paths import format_table, run_paths
+
+__all__ += [
+    "DihedralQuencher",
+    "PathConfig",
+    "RelaxedMap",
+    "RestrainedLangevinSampler",
+    "TransitionPaths",
+    "check_model_matches_system",
+    "compute_relaxed_map",
+    "compute_transition_paths",
+    "format_table",
+    "kabsch_align",
+    "kabsch_rmsd",
+    "run_paths",
+]
+# --- end transition paths ---
