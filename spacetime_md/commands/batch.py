@@ -1,0 +1,150 @@
+"""``spacetime-md batch``: transition paths for many endpoint pairs on a Dask cluster.
+
+    spacetime-md batch pairs.csv --out runs/batch --workers 2
+    spacetime-md batch pairs.yaml --out /shared/batch --scheduler tcp://head:8786
+
+Each row of the pairs file is one ``spacetime-md paths`` job written to ``OUT/<id>/``; see
+:mod:`spacetime_md.molecular.batch` for the file format, seeds and the manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+#: Path options shared with ``spacetime-md paths``: (type, help). ``None`` keeps the base value.
+_PATH_OPTIONS = {
+    "n_paths": (int, "transition paths per curve (default 8)"),
+    "n_points": (int, "curve points sampled by annealed Langevin (default 64)"),
+    "n_steps": (int, "OpenMM steps per curve point (default 100)"),
+    "endpoint_log_snr": (float, "log_snr of the clean endpoints (default 5)"),
+    "constraint": (str, "none, low-variance or avoid (default none)"),
+    "min_log_snr": (float, "LowVariance floor, model units (default 1)"),
+    "avoid_state": (str, "state to avoid with --constraint avoid"),
+    "avoid_log_snr": (float, "log_snr of the forbidden point (default 3)"),
+    "min_kl": (float, "AvoidRegion KL threshold (default 20)"),
+    "device": (str, "torch device of the geodesic (default cpu)"),
+}
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "batch",
+        help="transition paths for many endpoint pairs (CSV/YAML) on a Dask cluster",
+        description="Run the 'paths' job for every endpoint pair of a CSV or YAML file (columns start,end and "
+        "optional id,seed,n_paths,constraint,avoid_state,min_log_snr,avoid_log_snr) on Dask distributed: a "
+        "local cluster of --workers processes, or an existing one with --scheduler. Each pair is written "
+        "atomically to OUT/<id>/; OUT/manifest.json records the status; a rerun skips finished pairs.",
+    )
+    p.add_argument("pairs", help="pairs file (.csv with a header row, .yaml or .yml)")
+    p.add_argument("--out", required=True, help="output directory (one folder per pair)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes of the local cluster (default: number of CPUs; 0: serial, no Dask)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--retries", type=int, default=1, help="extra attempts of a task that raised (default 1)")
+    p.add_argument("--threads-per-task", type=int, default=1, help="torch threads inside each task (default 1)")
+    p.add_argument("--system", default="alanine-dipeptide", help="named system (default alanine-dipeptide)")
+    p.add_argument("--solvent", choices=("vacuum", "implicit"), default="vacuum")
+    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped model for --system)")
+    p.add_argument("--platform", help="OpenMM platform (default: fastest measured for the system size)")
+    p.add_argument("--path-config", help="JSON file with PathConfig fields (or a paths/batch config.json) "
+                   "as the base settings, geodesic settings included; options below override it")
+    for name, (kind, text) in _PATH_OPTIONS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=text)
+    p.add_argument("--relaxed", action="store_true", default=None, help="also compute relaxed barriers")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false", default=None,
+                   help="skip the straight-line baseline")
+    p.add_argument("--no-plots", action="store_true", help="no PNG plots per pair")
+    p.add_argument("--seed", type=int, default=0, help="batch seed; rows without a seed get one derived from it")
+    p.add_argument("--no-dashboard", action="store_true", help="do not serve the local Dask dashboard")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true", help="read and check the pairs, print the tasks and exit")
+    return p
+
+
+def _base_config(args: argparse.Namespace):
+    import dataclasses
+    from pathlib import Path
+
+    from spacetime_md.molecular.paths import PathConfig
+
+    config = PathConfig()
+    if args.path_config:
+        path = Path(args.path_config)
+        if not path.is_file():
+            raise FileNotFoundError(f"--path-config: expected a JSON file, got missing path {str(path)!r}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--path-config: expected JSON, got a parse error in {path.name}: {exc}") from None
+        if isinstance(data, dict) and isinstance(data.get("path_config"), dict):
+            data = data["path_config"]
+        if not isinstance(data, dict):
+            raise ValueError(f"--path-config: expected a JSON object of PathConfig fields, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(PathConfig)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"--path-config: expected PathConfig fields {sorted(known)}, got unknown {unknown}")
+        config = PathConfig.from_dict(data)
+    overrides = {name: getattr(args, name) for name in _PATH_OPTIONS if getattr(args, name) is not None}
+    for name in ("relaxed", "baseline"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def format_batch_table(result) -> str:
+    """One line per task: status, hit rates and mean barriers, time."""
+    lines = [f"{'id':<28}{'status':>8}{'seed':>12}{'geo hit':>9}{'geo barrier':>13}{'line hit':>10}"
+             f"{'line barrier':>14}{'time (s)':>10}"]
+    for task_id, rec in result.records.items():
+        s = rec.get("summary") or {}
+
+        def num(key, fmt):
+            return format(s[key], fmt) if key in s else "-"
+
+        lines.append(f"{task_id:<28}{rec.get('status', '?'):>8}{rec.get('seed', ''):>12}"
+                     f"{num('geodesic_hit_rate', '.0%'):>9}{num('geodesic_barrier_kj_mol', '.1f'):>13}"
+                     f"{num('straight_hit_rate', '.0%'):>10}{num('straight_barrier_kj_mol', '.1f'):>14}"
+                     f"{num('total_s', '.1f'):>10}")
+    lines.append(f"{len(result.computed)} computed, {len(result.skipped)} already finished, {len(result.failed)} failed "
+                 f"in {result.wall_s:.1f} s; manifest: {result.out / 'manifest.json'}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from spacetime_md.molecular.batch import read_pairs, run_batch
+
+    config = _base_config(args)
+    tasks = read_pairs(args.pairs)
+    if args.dry_run:
+        resolved = {
+            "out": args.out, "workers": args.workers, "scheduler": args.scheduler, "system": args.system,
+            "solvent": args.solvent, "checkpoint": args.checkpoint, "batch_seed": args.seed,
+            "path_config": config.to_dict(),
+            "tasks": [{"id": t.task_id, "start": t.start, "end": t.end,
+                       "path_config_overrides": dict(t.overrides),
+                       "seed": t.resolve_config(config, args.seed).seed} for t in tasks],
+        }
+        print(json.dumps(resolved, indent=2))
+        return 0
+
+    def report(info):
+        if info["event"] == "start":
+            link = info["dashboard"]
+            if link:
+                print(f"Dask dashboard: {link}", file=sys.stderr, flush=True)
+            print(f"{info['n_tasks']} pairs: {info['n_skipped']} already finished, {info['n_pending']} to run "
+                  f"-> {info['out']}", file=sys.stderr, flush=True)
+        elif info["event"] == "task" and info["record"]["status"] == "failed":
+            print(f"pair {info['task_id']} failed: {info['record']['error']}", file=sys.stderr, flush=True)
+
+    result = run_batch(
+        args.pairs, args.out, config=config, system=args.system, solvent=args.solvent, checkpoint=args.checkpoint,
+        platform=args.platform, plots=not args.no_plots, seed=args.seed, workers=args.workers,
+        scheduler=args.scheduler, retries=args.retries, threads_per_task=args.threads_per_task,
+        dashboard=not args.no_dashboard, progress=args.progress, callback=report,
+    )
+    print(format_batch_table(result))
+    return 0 if result.ok else 1

@@ -1,0 +1,710 @@
+"""Batch mode: transition paths for many endpoint pairs on Dask distributed.
+
+A *pairs file* lists endpoint pairs, one task per row (CSV with a header, or YAML)::
+
+    id,start,end,seed,n_paths,constraint,avoid_state
+    eq-ax,C7eq,C7ax,,,,
+    eq-ax-avoid,C7eq,C7ax,,,avoid,alpha_R
+    custom,structures/a.pdb,alpha_R,7,16,,
+
+``start`` and ``end`` are required: a state name of the system (``C7eq``, ``C7ax``,
+``alpha_R``) or a PDB file (relative paths are relative to the pairs file). The optional
+columns override the batch's :class:`~spacetime_md.molecular.paths.PathConfig` for that row:
+``id`` (the task's folder name; default ``<row>-<start>-<end>``), ``seed``, ``n_paths``,
+``constraint``, ``avoid_state``, ``min_log_snr``, ``avoid_log_snr``. A YAML file holds a
+list of mappings with the same keys (or a mapping with that list under ``pairs``).
+
+Every task runs the single-pair job :func:`~spacetime_md.molecular.run_paths.run_paths`
+(the ``spacetime-md paths`` command) into ``OUT/<id>/``. The task writes into a hidden
+temporary folder first and renames it into place when complete (``os.replace``), so a task
+folder that exists is a finished result; it also holds ``task.json`` (the task, its resolved
+settings and a summary). ``OUT/manifest.json`` (rewritten atomically by the driver after
+every task) records the status of every task and each invocation; ``OUT/config.json`` the
+batch's resolved settings; ``OUT/summary.csv`` one line per finished task.
+
+Seeds: a row without ``seed`` gets ``derive_seed(batch_seed, id)`` (a hash of both), so a
+task's result depends only on its own row and the batch seed - not on the order of rows, the
+number of workers or which worker ran it - and equals ``spacetime-md paths`` run with that
+seed and the same settings.
+
+Execution: ``workers=N`` starts an in-process :class:`dask.distributed.LocalCluster` with
+``N`` worker processes of one thread each; ``scheduler=ADDRESS`` uses a running cluster (its
+workers need ``spacetime_md`` installed and ``OUT`` on a shared file system at the same
+path); ``workers=0`` runs the tasks one after another in this process, without Dask. Tasks
+on a worker that dies are rescheduled by the Dask scheduler (up to its
+``distributed.scheduler.allowed-failures``); a task that raises is retried ``retries``
+times. A rerun into the same ``OUT`` skips finished tasks (their folder and ``task.json``
+exist with the same settings) and recomputes the rest.
+
+Units as in :mod:`spacetime_md.molecular.paths` (nm, ps, kJ/mol, K; ``log_snr`` in model units).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from spacetime_md.errors import SpacetimeMDError
+from spacetime_md.molecular.paths import PathConfig
+
+__all__ = [
+    "BatchTask",
+    "BatchResult",
+    "PAIR_COLUMNS",
+    "derive_seed",
+    "read_pairs",
+    "run_batch",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Columns (CSV) or keys (YAML) a pairs file may use; ``start`` and ``end`` are required.
+PAIR_COLUMNS = ("id", "start", "end", "seed", "n_paths", "constraint", "avoid_state", "min_log_snr", "avoid_log_snr")
+_INT_COLUMNS = ("seed", "n_paths")
+_FLOAT_COLUMNS = ("min_log_snr", "avoid_log_snr")
+_STR_COLUMNS = ("constraint", "avoid_state")
+
+MANIFEST_FILE = "manifest.json"
+TASK_FILE = "task.json"
+MANIFEST_FORMAT = "spacetime-md-batch-manifest"
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+_TMP_MARK = ".tmp-"
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    """One endpoint pair of a batch.
+
+    Attributes
+    ----------
+    task_id : str
+        Folder name of the task's results (letters, digits, ``_ . -``).
+    start, end : str
+        State name or absolute PDB path.
+    overrides : dict
+        Per-task :class:`PathConfig` fields (``seed``, ``n_paths``, ``constraint``, ...).
+    where : str
+        Where the task was defined (``"pairs.csv line 3"``), for error messages.
+    """
+
+    task_id: str
+    start: str
+    end: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    where: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.task_id, str) or not _ID_PATTERN.match(self.task_id):
+            raise ValueError(
+                f"{self._prefix()}id: expected letters, digits, '_', '.' or '-' (at most 100, not starting "
+                f"with '_', '.' or '-'), got {self.task_id!r}"
+            )
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{self._prefix()}{name}: expected a state name or a PDB path, got {value!r}")
+        unknown = sorted(set(self.overrides) - set(PAIR_COLUMNS[3:]))
+        if unknown:
+            raise ValueError(f"{self._prefix()}expected overrides among {list(PAIR_COLUMNS[3:])}, got {unknown}")
+
+    def _prefix(self) -> str:
+        return f"{self.where}: " if self.where else ""
+
+    def resolve_config(self, base: PathConfig, batch_seed: int) -> PathConfig:
+        """The task's settings: ``base`` with the row's overrides and its seed."""
+        overrides = dict(self.overrides)
+        overrides.setdefault("seed", derive_seed(batch_seed, self.task_id))
+        try:
+            return dataclasses.replace(base, **overrides)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{self._prefix()}{exc}") from None
+
+
+def derive_seed(batch_seed: int, task_id: str) -> int:
+    """Seed of a task without its own: a hash of the batch seed and the task id, in [0, 2**31)."""
+    if isinstance(batch_seed, bool) or not isinstance(batch_seed, int):
+        raise TypeError(f"batch_seed: expected an int, got {type(batch_seed).__name__}")
+    digest = hashlib.sha256(f"spacetime-md-batch:{batch_seed}:{task_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _label(spec: str) -> str:
+    name = Path(spec).stem if spec.lower().endswith(".pdb") else spec
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", name).strip("_.-") or "x"
+
+
+def _parse_value(column: str, raw: Any, where: str) -> Any:
+    if column in _INT_COLUMNS:
+        if isinstance(raw, bool):
+            raise ValueError(f"{where}: {column}: expected an integer, got {raw!r}")
+        if isinstance(raw, int):
+            value = raw
+        else:
+            try:
+                value = int(str(raw).strip())
+            except ValueError:
+                raise ValueError(f"{where}: {column}: expected an integer, got {raw!r}") from None
+        low = 0 if column == "seed" else 1
+        if value < low:
+            raise ValueError(f"{where}: {column}: expected an integer >= {low}, got {value}")
+        return value
+    if column in _FLOAT_COLUMNS:
+        try:
+            return float(str(raw).strip()) if not isinstance(raw, (int, float)) or isinstance(raw, bool) else float(raw)
+        except ValueError:
+            raise ValueError(f"{where}: {column}: expected a number, got {raw!r}") from None
+    if not isinstance(raw, str):
+        raise ValueError(f"{where}: {column}: expected text, got {raw!r}")
+    return raw.strip()
+
+
+def _parse_row(raw: Mapping[str, Any], where: str, base_dir: Path, index: int) -> BatchTask:
+    unknown = [k for k in raw if k not in PAIR_COLUMNS]
+    if unknown:
+        raise ValueError(f"{where}: expected columns among {list(PAIR_COLUMNS)}, got unknown {unknown}")
+    values = {k: v for k, v in raw.items() if v is not None and not (isinstance(v, str) and not v.strip())}
+    for name in ("start", "end"):
+        if name not in values:
+            raise ValueError(f"{where}: {name}: expected a state name or a PDB path, got nothing")
+        if not isinstance(values[name], str):
+            raise ValueError(f"{where}: {name}: expected a state name or a PDB path, got {values[name]!r}")
+        spec = values[name].strip()
+        if spec.lower().endswith(".pdb"):
+            path = Path(spec)
+            path = path if path.is_absolute() else base_dir / path
+            if not path.is_file():
+                raise FileNotFoundError(f"{where}: {name}: expected a PDB file, got missing path {str(path)!r}")
+            spec = str(path.resolve())
+        values[name] = spec
+    overrides = {k: _parse_value(k, v, where) for k, v in values.items() if k not in ("id", "start", "end")}
+    if "id" in values:
+        task_id = str(values["id"]).strip()
+    else:
+        task_id = f"{index:04d}-{_label(values['start'])}-{_label(values['end'])}"
+    return BatchTask(task_id, values["start"], values["end"], overrides, where)
+
+
+def read_pairs(path: str | os.PathLike) -> list[BatchTask]:
+    """Read a pairs file (``.csv`` with a header row, or ``.yaml`` / ``.yml``).
+
+    Blank CSV lines and lines starting with ``#`` are skipped. Raises ``ValueError`` naming
+    the file and line (CSV) or entry (YAML) of the first bad row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pairs: expected a CSV or YAML file, got missing path {str(path)!r}")
+    suffix = path.suffix.lower()
+    base_dir = path.resolve().parent
+    tasks: list[BatchTask] = []
+    if suffix == ".csv":
+        with open(path, newline="") as handle:
+            lines = (line for line in handle if line.strip() and not line.lstrip().startswith("#"))
+            reader = csv.reader(lines)
+            header = next(reader, None)
+            if header is None:
+                raise ValueError(f"{path.name}: expected a header row with at least 'start,end', got an empty file")
+            header = [h.strip() for h in header]
+            missing = [c for c in ("start", "end") if c not in header]
+            unknown = [c for c in header if c not in PAIR_COLUMNS]
+            if missing or unknown:
+                raise ValueError(
+                    f"{path.name}: expected a header with 'start' and 'end' and optional {list(PAIR_COLUMNS[3:]) + ['id']}, "
+                    f"got {header}" + (f" (unknown {unknown})" if unknown else "")
+                )
+            if len(set(header)) != len(header):
+                raise ValueError(f"{path.name}: expected each column once, got {header}")
+            for row in reader:
+                where = f"{path.name} row {len(tasks) + 1}"
+                if len(row) != len(header):
+                    raise ValueError(f"{where}: expected {len(header)} values ({','.join(header)}), got {len(row)}: {row}")
+                tasks.append(_parse_row(dict(zip(header, row)), where, base_dir, len(tasks)))
+    elif suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path.name}: expected YAML, got a parse error: {' '.join(str(exc).split())}") from None
+        if isinstance(data, Mapping) and "pairs" in data:
+            data = data["pairs"]
+        if not isinstance(data, list):
+            raise ValueError(f"{path.name}: expected a list of pairs (or a mapping with 'pairs'), got {type(data).__name__}")
+        for i, entry in enumerate(data):
+            where = f"{path.name} entry {i + 1}"
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"{where}: expected a mapping with 'start' and 'end', got {entry!r}")
+            tasks.append(_parse_row({str(k): v for k, v in entry.items()}, where, base_dir, i))
+    else:
+        raise ValueError(f"pairs: expected a .csv, .yaml or .yml file, got {path.name!r}")
+    if not tasks:
+        raise ValueError(f"{path.name}: expected at least one pair, got none")
+    _check_unique(tasks)
+    return tasks
+
+
+def _check_unique(tasks: Sequence[BatchTask]) -> None:
+    seen: dict[str, BatchTask] = {}
+    for task in tasks:
+        if task.task_id in seen:
+            first = seen[task.task_id]
+            raise ValueError(
+                f"id: expected unique task ids, got {task.task_id!r} twice ({first.where or 'first'} and {task.where or 'later'})"
+            )
+        seen[task.task_id] = task
+
+
+# --------------------------------------------------------------------------- one task (runs on a worker)
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_task_record(task_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((task_dir / TASK_FILE).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+
+
+def _task_summary(report: Mapping[str, Any]) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "geodesic_energy": report["geodesic_curve"]["energy"],
+        "straight_line_energy": report["geodesic_curve"]["initial_energy"],
+        "total_s": report["timings"]["total_s"],
+    }
+    for kind in ("geodesic", "straight"):
+        if kind in report:
+            summary[f"{kind}_hit_rate"] = report[kind]["target_hit_rate"]
+            summary[f"{kind}_barrier_kj_mol"] = report[kind]["barrier_kj_mol"]["mean"]
+    return summary
+
+
+def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one task described by ``spec`` (built by :func:`run_batch`) and return its record.
+
+    Idempotent: if the task folder already holds a finished result, nothing is computed and
+    the stored record is returned with ``"reused": True``.
+    """
+    import torch
+
+    from spacetime_md.molecular.run_paths import run_paths
+
+    out_root = Path(spec["out"])
+    final = out_root / spec["task_id"]
+    existing = _read_task_record(final)
+    if existing is not None and existing.get("fingerprint") == spec["fingerprint"]:
+        return {**existing, "reused": True}
+    tmp = out_root / f".{spec['task_id']}{_TMP_MARK}{uuid.uuid4().hex[:12]}"
+    tmp.mkdir(parents=True)
+    previous_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(int(spec["threads"]))
+        t0 = time.perf_counter()
+        fp = spec["fingerprint"]
+        report = run_paths(
+            tmp, system=fp["system"], solvent=fp["solvent"], start=fp["start"], end=fp["end"],
+            config=PathConfig.from_dict(fp["path_config"]), checkpoint=spec["checkpoint"],
+            platform=fp["platform"], plots=fp["plots"], progress=False,
+        )
+        record = {
+            "task_id": spec["task_id"],
+            "status": "done",
+            "start": fp["start"],
+            "end": fp["end"],
+            "seed": fp["path_config"]["seed"],
+            "fingerprint": fp,
+            "summary": _task_summary(report),
+            "wall_s": time.perf_counter() - t0,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "finished_at": time.time(),
+        }
+        _atomic_json(tmp / TASK_FILE, record)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # Another attempt of the same task finished first (its folder is complete): keep it.
+            done = _read_task_record(final)
+            if done is None:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return {**done, "reused": True}
+        return {**record, "reused": False}
+    finally:
+        torch.set_num_threads(previous_threads)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- the batch (driver)
+
+
+@dataclass
+class BatchResult:
+    """Returned by :func:`run_batch`.
+
+    Attributes
+    ----------
+    out : Path
+    records : dict
+        Task id -> record (``status`` ``"done"`` or ``"failed"``, ``seed``, ``summary``, ...).
+    computed, skipped, failed : list of str
+        Task ids computed by this invocation, found finished already, or failed.
+    wall_s : float
+    dashboard_link : str or None
+    """
+
+    out: Path
+    records: dict[str, dict[str, Any]]
+    computed: list[str]
+    skipped: list[str]
+    failed: list[str]
+    wall_s: float
+    dashboard_link: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
+
+
+def _validate_tasks(tasks, system, base: PathConfig, batch_seed: int, checkpoint: Path | None):
+    """Check every endpoint and the model against the system before anything is submitted."""
+    from spacetime_md.molecular.paths import check_model_matches_system, resolve_structure
+    from spacetime_md.molecular.pretrained import load_checkpoint, pretrained_path
+
+    if checkpoint is None:
+        checkpoint = pretrained_path(system.name)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(
+                f"checkpoint: expected a shipped model for {system.name} at {str(checkpoint)!r}, got none; pass a checkpoint"
+            )
+    elif not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint: expected a model file, got missing path {str(checkpoint)!r}")
+    check_model_matches_system(load_checkpoint(checkpoint), system)
+    configs = {}
+    for task in tasks:
+        config = task.resolve_config(base, batch_seed)
+        for name in ("start", "end"):
+            try:
+                resolve_structure(system, getattr(task, name), name)
+            except (KeyError, ValueError, FileNotFoundError) as exc:
+                text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+                raise type(exc)(f"{task._prefix()}{text}") from None
+        if task.start == task.end:
+            raise ValueError(f"{task._prefix()}start and end: expected two different structures, got {task.start!r} twice")
+        if config.constraint == "avoid":
+            try:
+                resolve_structure(system, config.avoid_state, "avoid_state")
+            except (KeyError, ValueError, FileNotFoundError) as exc:
+                text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+                raise type(exc)(f"{task._prefix()}{text}") from None
+        configs[task.task_id] = config
+    return checkpoint.resolve(), configs
+
+
+def _cleanup_tmp(out: Path) -> None:
+    for entry in out.iterdir():
+        if entry.name.startswith(".") and _TMP_MARK in entry.name and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _write_summary_csv(out: Path, records: Mapping[str, Mapping[str, Any]]) -> None:
+    keys = ["geodesic_hit_rate", "geodesic_barrier_kj_mol", "straight_hit_rate", "straight_barrier_kj_mol",
+            "geodesic_energy", "straight_line_energy", "total_s"]
+    tmp = out / f".summary.csv.{uuid.uuid4().hex[:8]}.tmp"
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "status", "start", "end", "seed", *keys])
+        for task_id, rec in records.items():
+            summary = rec.get("summary") or {}
+            writer.writerow([task_id, rec.get("status"), rec.get("start"), rec.get("end"), rec.get("seed"),
+                             *[summary.get(k, "") for k in keys]])
+    os.replace(tmp, out / "summary.csv")
+
+
+def run_batch(
+    pairs: str | os.PathLike | Iterable[BatchTask],
+    out_dir: str | os.PathLike,
+    *,
+    config: PathConfig | None = None,
+    system: str = "alanine-dipeptide",
+    solvent: str = "vacuum",
+    checkpoint: str | os.PathLike | None = None,
+    platform: str | None = None,
+    plots: bool = True,
+    seed: int = 0,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    retries: int = 1,
+    threads_per_task: int = 1,
+    dashboard: bool = True,
+    progress: bool = False,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> BatchResult:
+    """Transition paths for every pair of a batch, on a Dask cluster; see the module docstring.
+
+    Parameters
+    ----------
+    pairs : path or iterable of BatchTask
+        A pairs file (see :func:`read_pairs`) or tasks.
+    out_dir : path-like
+        One folder per task, plus ``manifest.json``, ``config.json`` and ``summary.csv``.
+    config : PathConfig, optional
+        Settings shared by all tasks (rows may override some); its ``seed`` is ignored, see
+        ``seed``.
+    system, solvent, checkpoint, platform, plots
+        As for :func:`~spacetime_md.molecular.run_paths.run_paths` (``checkpoint`` defaults
+        to the shipped model of ``system``).
+    seed : int
+        Batch seed: a row without ``seed`` uses ``derive_seed(seed, id)``.
+    workers : int, optional
+        Worker processes of the local cluster (default: the number of CPUs); ``0`` runs the
+        tasks serially in this process. Ignored with ``scheduler``.
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``).
+    retries : int
+        Extra attempts of a task that raised (worker loss is handled by the scheduler).
+    threads_per_task : int
+        ``torch.set_num_threads`` inside each task.
+    dashboard : bool
+        Serve the local cluster's dashboard (needs ``bokeh``).
+    progress : bool
+        tqdm progress bar over the tasks.
+    callback : callable, optional
+        Called with ``{"event": "start", ...}``, ``{"event": "task", "task_id", "record"}``
+        after every finished or failed task, and ``{"event": "end", ...}``.
+    """
+    from spacetime_md.molecular.system import load_system
+
+    t_start = time.perf_counter()
+    config = PathConfig() if config is None else config
+    if not isinstance(config, PathConfig):
+        raise TypeError(f"config: expected a PathConfig, got {type(config).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ValueError(f"workers: expected an integer >= 0, got {workers!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries: expected an integer >= 0, got {retries!r}")
+    if isinstance(threads_per_task, bool) or not isinstance(threads_per_task, int) or threads_per_task < 1:
+        raise ValueError(f"threads_per_task: expected an integer >= 1, got {threads_per_task!r}")
+    pairs_source = None
+    if isinstance(pairs, (str, os.PathLike)):
+        pairs_source = str(Path(pairs).resolve())
+        tasks = read_pairs(pairs)
+    else:
+        tasks = list(pairs)
+        bad = [t for t in tasks if not isinstance(t, BatchTask)]
+        if bad:
+            raise TypeError(f"pairs: expected a pairs file or BatchTask objects, got {type(bad[0]).__name__}")
+        if not tasks:
+            raise ValueError("pairs: expected at least one pair, got none")
+        _check_unique(tasks)
+
+    mol = load_system(system, solvent=solvent, platform=platform)
+    checkpoint_path, configs = _validate_tasks(
+        tasks, mol, config, seed, Path(checkpoint).resolve() if checkpoint is not None else None
+    )
+    checkpoint_sha = _sha256(checkpoint_path)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    specs: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        fingerprint = _jsonable({
+            "system": mol.name, "solvent": solvent, "start": task.start, "end": task.end,
+            "checkpoint_sha256": checkpoint_sha, "platform": platform, "plots": bool(plots),
+            "path_config": configs[task.task_id].to_dict(),
+        })
+        specs[task.task_id] = {"task_id": task.task_id, "out": str(out), "checkpoint": str(checkpoint_path),
+                               "threads": threads_per_task, "fingerprint": fingerprint}
+
+    # Finished tasks (folder + task.json) are skipped; a folder computed with other settings is an error.
+    records: dict[str, dict[str, Any]] = {}
+    skipped: list[str] = []
+    pending: list[str] = []
+    for task_id, spec in specs.items():
+        task_dir = out / task_id
+        done = _read_task_record(task_dir)
+        if done is not None:
+            if done.get("fingerprint") != spec["fingerprint"]:
+                changed = sorted(k for k in spec["fingerprint"] if done.get("fingerprint", {}).get(k) != spec["fingerprint"][k])
+                raise ValueError(
+                    f"{task_id}: expected the settings its finished result in {str(task_dir)!r} was computed with, "
+                    f"got different {changed}; use another output folder or delete that task folder"
+                )
+            records[task_id] = done
+            skipped.append(task_id)
+        else:
+            if task_dir.exists():  # results are renamed into place whole, so this is not ours
+                raise ValueError(
+                    f"{task_id}: expected no folder or a finished task folder at {str(task_dir)!r}, got one without "
+                    f"{TASK_FILE}; move it away"
+                )
+            pending.append(task_id)
+    _cleanup_tmp(out)
+
+    manifest_path = out / MANIFEST_FILE
+    manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "version": 1, "tasks": {}, "runs": []}
+    if manifest_path.is_file():
+        try:
+            old = json.loads(manifest_path.read_text())
+            if old.get("format") == MANIFEST_FORMAT:
+                manifest = old
+        except json.JSONDecodeError:
+            logger.warning("manifest %s unreadable; rewriting it", manifest_path)
+    for task_id, spec in specs.items():
+        entry = {"status": "done" if task_id in records else "pending", "dir": task_id,
+                 "start": spec["fingerprint"]["start"], "end": spec["fingerprint"]["end"],
+                 "seed": spec["fingerprint"]["path_config"]["seed"]}
+        if task_id in records:
+            entry.update({k: records[task_id].get(k) for k in ("summary", "wall_s", "host", "finished_at")})
+        manifest["tasks"][task_id] = entry
+    run_info: dict[str, Any] = {"started_at": time.time(), "n_tasks": len(specs), "skipped": len(skipped),
+                                "computed": 0, "failed": 0, "workers": workers, "scheduler": scheduler,
+                                "pairs": pairs_source, "finished_at": None}
+    manifest["runs"].append(run_info)
+    _atomic_json(out / "config.json", {
+        "command": "batch", "pairs": pairs_source, "system": mol.name, "solvent": solvent,
+        "checkpoint": str(checkpoint_path), "checkpoint_sha256": checkpoint_sha, "platform": platform,
+        "plots": bool(plots), "batch_seed": seed, "path_config": config.to_dict(), "retries": retries,
+        "threads_per_task": threads_per_task,
+        "tasks": {task_id: {"start": s["fingerprint"]["start"], "end": s["fingerprint"]["end"],
+                            "path_config": s["fingerprint"]["path_config"]} for task_id, s in specs.items()},
+    })
+    _atomic_json(manifest_path, manifest)
+
+    computed: list[str] = []
+    failed: list[str] = []
+
+    def finish(task_id: str, record: dict[str, Any] | None, error: BaseException | None) -> None:
+        entry = manifest["tasks"][task_id]
+        if error is None:
+            records[task_id] = record
+            entry.update(status="done", error=None,
+                         **{k: record.get(k) for k in ("summary", "wall_s", "host", "finished_at")})
+            computed.append(task_id)  # by this invocation (possibly by an attempt on a worker lost since)
+        else:
+            message = " ".join(f"{type(error).__name__}: {error}".split())
+            records[task_id] = {"task_id": task_id, "status": "failed", "error": message,
+                                "start": entry["start"], "end": entry["end"], "seed": entry["seed"]}
+            entry.update(status="failed", error=message)
+            failed.append(task_id)
+            logger.error("task %s failed: %s", task_id, message)
+        run_info.update(computed=len(computed), failed=len(failed), skipped=len(skipped))
+        _atomic_json(manifest_path, manifest)
+        if bar is not None:
+            bar.update(1)
+        if callback is not None:
+            callback({"event": "task", "task_id": task_id, "record": records[task_id]})
+
+    bar = None
+    dashboard_link = None
+    client = cluster = None
+    try:
+        if pending and (workers != 0 or scheduler is not None):
+            client, cluster = _connect(scheduler, workers, dashboard)
+            dashboard_link = client.dashboard_link
+            logger.info("dask dashboard: %s", dashboard_link)
+        if callback is not None:
+            callback({"event": "start", "n_tasks": len(specs), "n_pending": len(pending), "n_skipped": len(skipped),
+                      "dashboard": dashboard_link, "out": str(out)})
+        if progress and pending:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(pending), desc="pairs", unit="pair", dynamic_ncols=True)
+        if client is None:
+            for task_id in pending:
+                try:
+                    record = execute_task(specs[task_id])
+                except Exception as exc:  # a failed task is recorded; the batch goes on
+                    finish(task_id, None, exc)
+                else:
+                    finish(task_id, record, None)
+        elif pending:
+            from distributed import as_completed
+
+            token = uuid.uuid4().hex[:8]
+            futures = {
+                client.submit(execute_task, specs[task_id], key=f"spacetime-md-batch-{task_id}-{token}",
+                              pure=False, retries=retries): task_id
+                for task_id in pending
+            }
+            for future in as_completed(list(futures)):
+                task_id = futures[future]
+                try:
+                    record = future.result()
+                except Exception as exc:  # includes KilledWorker after repeated worker loss
+                    finish(task_id, None, exc)
+                else:
+                    finish(task_id, record, None)
+                future.release()
+    finally:
+        if bar is not None:
+            bar.close()
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+        run_info["finished_at"] = time.time()
+        _atomic_json(manifest_path, manifest)
+        _cleanup_tmp(out)
+    _write_summary_csv(out, {t: records[t] for t in specs if t in records})
+    result = BatchResult(out, {t: records[t] for t in specs if t in records}, computed, skipped, failed,
+                         time.perf_counter() - t_start, dashboard_link)
+    if callback is not None:
+        callback({"event": "end", "computed": len(computed), "skipped": len(skipped), "failed": len(failed),
+                  "wall_s": result.wall_s})
+    return result
+
+
+def _connect(scheduler: str | None, workers: int | None, dashboard: bool):
+    """A Dask client (and the local cluster it owns, if any)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise SpacetimeMDError(
+            "batch: expected dask.distributed to be installed for parallel runs (pip install 'spacetime-md[cluster]'), "
+            f"got {type(exc).__name__}: {exc}; or use workers=0 (serial)"
+        ) from None
+    if scheduler is not None:
+        try:
+            return Client(scheduler, timeout="10s"), None
+        except (OSError, TimeoutError) as exc:
+            raise ValueError(
+                f"scheduler: expected the address of a running Dask scheduler, got {scheduler!r} ({' '.join(str(exc).split())})"
+            ) from None
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           dashboard_address=":8787" if dashboard else None)
+    return Client(cluster), cluster
