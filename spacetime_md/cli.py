@@ -25,6 +25,7 @@ __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 #: (yet) is skipped.
 COMMAND_MODULES: tuple[str, ...] = (
     "spacetime_md.commands.paths",
+    "spacetime_md.commands.committor",
     "spacetime_md.commands.batch",
     "spacetime_md.commands.sample",
     "spacetime_md.commands.train",

@@ -1,0 +1,920 @@
+"""Committor analysis of a transition path: p_B along the path from unbiased OpenMM shots.
+
+The committor ``p_B(x)`` of a configuration ``x`` is the probability that dynamics started
+from ``x`` with Maxwell-Boltzmann velocities reaches the target state B before the start
+state A. Along a good transition path it rises from 0 (in A) to 1 (in B) and crosses 1/2 at
+the transition state. :func:`estimate_committor` measures it:
+
+1. **Frames.** ``n_frames`` frames evenly spaced along one path (both ends included), plus
+   the frame of highest *relaxed* energy (each frame quenched at its own (phi, psi), see
+   :class:`~spacetime_md.molecular.relaxed.DihedralQuencher`) or, with ``energy="raw"``, of
+   highest raw OpenMM potential energy. Which one was used is recorded.
+2. **Shots.** From each frame, ``n_shots`` unbiased MD runs (``LangevinMiddleIntegrator`` on
+   the system's force field at its temperature), each with fresh Maxwell-Boltzmann velocities.
+   Every ``check_interval_steps`` steps (and at time 0) the frame's (phi, psi) is assigned to
+   the metastable states (:mod:`spacetime_md.molecular.states`); a shot stops when it is in A
+   or B. Shots still in neither after ``max_length_ps`` are *undecided*: counted and reported,
+   and left out of the estimate.
+3. **Estimate.** ``p_B = n_B / (n_A + n_B)`` with a Wilson score interval (:func:`wilson_interval`).
+   The frames with ``p_B`` closest to 1/2 are the transition-state candidates; a path whose
+   estimates never reach 1/2 from both sides is reported as not crossing.
+
+Each shot has its own seed derived from ``(seed, frame, shot)`` and its own OpenMM Context, so
+results do not depend on how shots are scheduled over worker processes and a resumed run
+reproduces an uninterrupted one exactly. :func:`run_committor` is the job behind
+``spacetime-md committor``: it checkpoints every finished batch of shots to ``shots.json``
+and skips them when rerun.
+
+Units inside: nm, ps, kJ/mol, K, radians.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from spacetime_md.molecular.paths import TransitionPaths
+    from spacetime_md.molecular.system import MolecularSystem
+
+__all__ = [
+    "CommittorConfig",
+    "CommittorResult",
+    "estimate_committor",
+    "run_committor",
+    "wilson_interval",
+    "select_frames",
+    "compute_dihedral_drive_path",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Outcome codes of one shot.
+START, TARGET, UNDECIDED = 0, 1, -1
+SHOTS_FILE = "shots.json"
+RESULT_FILE = "committor.json"
+CONFIG_FILE = "config.json"
+PLOT_FILE = "committor.png"
+_CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CommittorConfig:
+    """Settings of :func:`estimate_committor` (plain numbers in fs, ps, K).
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames evenly spaced along the path (both ends included; 1 means the middle frame).
+    n_shots : int
+        Unbiased MD shots per frame.
+    max_length_ps : float
+        A shot in neither state after this long is counted as undecided.
+    timestep_fs, friction_per_ps : float
+        ``LangevinMiddleIntegrator`` settings of the shots.
+    check_interval_steps : int
+        Steps between two state checks.
+    path : int
+        Which path of the set.
+    kind : str
+        Which curve's paths in a run directory (``"geodesic"`` or ``"straight"``).
+    start_state, target_state : str, optional
+        State names; default: the states of the path's first and last frame.
+    include_max_energy : bool
+        Also shoot from the frame of highest energy.
+    energy : {"relaxed", "raw"}
+        Which energy picks that frame.
+    confidence : float
+        Level of the Wilson interval.
+    n_workers : int
+        Worker processes (1 runs in this process).
+    seed : int
+    """
+
+    n_frames: int = 10
+    n_shots: int = 20
+    max_length_ps: float = 5.0
+    timestep_fs: float = 2.0
+    friction_per_ps: float = 1.0
+    check_interval_steps: int = 10
+    path: int = 0
+    kind: str = "geodesic"
+    start_state: str | None = None
+    target_state: str | None = None
+    include_max_energy: bool = True
+    energy: str = "relaxed"
+    confidence: float = 0.95
+    n_workers: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_frames", "n_shots", "check_interval_steps", "n_workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        for name in ("path", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
+        for name in ("max_length_ps", "timestep_fs", "friction_per_ps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence: expected a level in (0, 1), got {self.confidence!r}")
+        if self.energy not in ("relaxed", "raw"):
+            raise ValueError(f"energy: expected 'relaxed' or 'raw', got {self.energy!r}")
+        if self.max_steps < self.check_interval_steps:
+            raise ValueError(
+                f"max_length_ps: expected at least one check interval ({self.check_interval_steps} steps of "
+                f"{self.timestep_fs} fs), got {self.max_length_ps} ps"
+            )
+
+    @property
+    def max_steps(self) -> int:
+        """Longest shot in integration steps."""
+        return int(round(self.max_length_ps * 1000.0 / self.timestep_fs))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def wilson_interval(successes: Any, trials: Any, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion.
+
+    Parameters
+    ----------
+    successes, trials : int or array-like of int
+        ``0 <= successes <= trials``; where ``trials == 0`` the interval is ``(nan, nan)``.
+    confidence : float
+        Two-sided level, e.g. 0.95.
+
+    Returns
+    -------
+    low, high : ndarray
+        Bounds in [0, 1], broadcast shape of the inputs.
+    """
+    from scipy.stats import norm
+
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(trials, dtype=np.float64)
+    if np.any(k < 0) or np.any(k > n):
+        raise ValueError(f"successes: expected 0 <= successes <= trials, got {successes!r} of {trials!r}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: expected a level in (0, 1), got {confidence!r}")
+    z = float(norm.ppf(0.5 + confidence / 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        denom = 1 + z**2 / n
+        centre = (p + z**2 / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    low = np.where(n > 0, np.clip(centre - half, 0.0, 1.0), np.nan)
+    high = np.where(n > 0, np.clip(centre + half, 0.0, 1.0), np.nan)
+    return low, high
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def select_frames(n_path_frames: int, n_frames: int) -> np.ndarray:
+    """Indices of ``n_frames`` frames evenly spaced over ``n_path_frames`` (ends included).
+
+    One frame means the middle one. Rounding may merge neighbours of a short path; the result
+    is sorted and unique.
+    """
+    if n_frames < 1:
+        raise ValueError(f"n_frames: expected an integer >= 1, got {n_frames}")
+    if n_frames > n_path_frames:
+        raise ValueError(f"n_frames: expected at most the path's {n_path_frames} frames, got {n_frames}")
+    if n_frames == 1:
+        return np.array([(n_path_frames - 1) // 2])
+    return np.unique(np.round(np.linspace(0, n_path_frames - 1, n_frames)).astype(np.int64))
+
+
+def _relaxed_energies(system: "MolecularSystem", frames: np.ndarray) -> np.ndarray:
+    from spacetime_md.molecular.relaxed import DihedralQuencher
+
+    quencher = DihedralQuencher(system.openmm_system, system.phi_indices, system.psi_indices,
+                                platform=system.platform_name)
+    return quencher.quench_frames(frames)
+
+
+def _resolve_states(system: "MolecularSystem", frames: np.ndarray, config: CommittorConfig):
+    if not system.states:
+        raise ValueError(f"system: expected metastable-state definitions for {system.name}, it has none")
+    assigned = system.assign_states(frames[[0, -1]])
+    names = []
+    for which, given, k, where in (("start_state", config.start_state, assigned[0], "first"),
+                                  ("target_state", config.target_state, assigned[1], "last")):
+        if given is not None:
+            names.append(system.get_state(given))
+        elif k < 0:
+            raise ValueError(
+                f"{which}: the path's {where} frame is in no state of {[s.name for s in system.states]}; "
+                f"expected it in one, or name the state explicitly"
+            )
+        else:
+            names.append(system.states[k])
+    if names[0].name == names[1].name:
+        raise ValueError(f"start_state and target_state: expected two different states, got {names[0].name} twice")
+    return names[0], names[1]
+
+
+# --------------------------------------------------------------------------- shots
+
+
+def shot_seed(seed: int, frame: int, shot: int) -> int:
+    """The OpenMM random seed of one shot (in [1, 2**31 - 1), never 0: OpenMM's 'pick one')."""
+    state = np.random.SeedSequence([int(seed), int(frame), int(shot)]).generate_state(1, dtype=np.uint32)[0]
+    return int(state % (2**31 - 2)) + 1
+
+
+class _ShotRunner:
+    """Runs shots on one OpenMM system; built once per worker process from a picklable spec."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        import openmm
+
+        self.spec = spec
+        self.system = openmm.XmlSerializer.deserialize(spec["system_xml"])
+        self.platform = openmm.Platform.getPlatformByName(spec["platform"])
+        self.phi = np.asarray(spec["phi"])
+        self.psi = np.asarray(spec["psi"])
+        self.centres = np.asarray(spec["centres"], dtype=np.float64)  # (2 states, 2) rad
+        self.radii = np.asarray(spec["radii"], dtype=np.float64)
+
+    def _state(self, x: np.ndarray) -> int:
+        from spacetime_md.molecular.dihedrals import compute_phi_psi
+        from spacetime_md.molecular.states import periodic_distance
+
+        phi_psi = compute_phi_psi(x[None], self.phi, self.psi)[0]
+        inside = periodic_distance(phi_psi[None], self.centres) <= self.radii
+        return TARGET if inside[1] else START if inside[0] else UNDECIDED
+
+    def shoot(self, positions: np.ndarray, seed: int) -> tuple[int, int]:
+        """One shot; returns (outcome, number of MD steps run)."""
+        import openmm
+
+        spec = self.spec
+        integrator = openmm.LangevinMiddleIntegrator(spec["temperature_k"], spec["friction_per_ps"],
+                                                     spec["timestep_fs"] / 1000.0)
+        integrator.setRandomNumberSeed(seed)
+        context = openmm.Context(self.system, integrator, self.platform)
+        try:
+            context.setPositions(positions)
+            context.applyConstraints(1e-8)
+            x = context.getState(getPositions=True).getPositions(asNumpy=True)._value
+            outcome = self._state(x)
+            if outcome != UNDECIDED:
+                return outcome, 0
+            context.setVelocitiesToTemperature(spec["temperature_k"], seed)
+            n_steps = 0
+            every = spec["check_interval_steps"]
+            while n_steps < spec["max_steps"]:
+                step = min(every, spec["max_steps"] - n_steps)
+                integrator.step(step)
+                n_steps += step
+                x = context.getState(getPositions=True).getPositions(asNumpy=True)._value
+                if not np.all(np.isfinite(x)):
+                    from spacetime_md.errors import NonFiniteError
+
+                    raise NonFiniteError(f"shot with seed {seed}: positions became non-finite after {n_steps} steps")
+                outcome = self._state(x)
+                if outcome != UNDECIDED:
+                    return outcome, n_steps
+            return UNDECIDED, n_steps
+        finally:
+            del context, integrator
+
+    def run(self, frame: int, positions: np.ndarray, shots: Sequence[int]) -> tuple[int, list[tuple[int, int, int]]]:
+        seed = self.spec["seed"]
+        return frame, [(int(k), *self.shoot(positions, shot_seed(seed, frame, k))) for k in shots]
+
+
+_WORKER: _ShotRunner | None = None
+
+
+def _init_worker(spec: dict[str, Any]) -> None:
+    global _WORKER
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _WORKER = _ShotRunner(spec)
+
+
+def _worker_run(frame: int, positions: np.ndarray, shots: Sequence[int]):
+    assert _WORKER is not None, "worker not initialised"
+    return _WORKER.run(frame, positions, shots)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class CommittorResult:
+    """Committor estimates at selected frames of one path.
+
+    Attributes
+    ----------
+    frames : ndarray of int, shape=(K,)
+        Indices into the path, increasing.
+    s : ndarray, shape=(K,)
+        Position along the path in [0, 1] (``frame / (n_path_frames - 1)``).
+    phi_psi : ndarray, shape=(K, 2)
+        Radians.
+    energies : ndarray, shape=(K,)
+        Raw OpenMM potential energy, kJ/mol.
+    relaxed_energies : ndarray or None, shape=(K,)
+        Relaxed energy (kJ/mol) when computed.
+    n_start, n_target, n_undecided : ndarray of int, shape=(K,)
+        Shot outcomes.
+    p_b, p_b_low, p_b_high : ndarray, shape=(K,)
+        ``n_target / (n_start + n_target)`` and its Wilson interval (nan where all undecided).
+    mean_commit_ps : ndarray, shape=(K,)
+        Mean time to commitment of the decided shots (ps).
+    max_energy_frame : int or None
+        The path frame of highest energy, if it was included.
+    max_energy_source : str
+        ``"relaxed"`` or ``"raw"``.
+    start_state, target_state : str
+    ts_candidates : list of int
+        Path frames with ``p_B`` closest to 1/2.
+    crosses_half : bool
+        Whether the estimates reach 1/2 from both sides (some ``<= 0.5`` and some ``>= 0.5``).
+    n_shots_run, n_shots_resumed : int
+        Shots run by this call and shots taken from a checkpoint.
+    md_steps : int
+        Integration steps of all shots.
+    """
+
+    frames: np.ndarray
+    s: np.ndarray
+    phi_psi: np.ndarray
+    energies: np.ndarray
+    relaxed_energies: np.ndarray | None
+    n_start: np.ndarray
+    n_target: np.ndarray
+    n_undecided: np.ndarray
+    p_b: np.ndarray
+    p_b_low: np.ndarray
+    p_b_high: np.ndarray
+    mean_commit_ps: np.ndarray
+    max_energy_frame: int | None
+    max_energy_source: str
+    start_state: str
+    target_state: str
+    ts_candidates: list[int]
+    crosses_half: bool
+    n_shots_run: int
+    n_shots_resumed: int
+    md_steps: int
+    config: CommittorConfig
+    wall_time_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_shots_total(self) -> int:
+        return int(self.n_start.sum() + self.n_target.sum() + self.n_undecided.sum())
+
+    @property
+    def message(self) -> str:
+        """One line on where (or whether) the path crosses p_B = 1/2."""
+        decided = np.isfinite(self.p_b)
+        if not decided.any():
+            return "no shot committed to either state: p_B is undefined at every frame"
+        lo, hi = float(np.nanmin(self.p_b)), float(np.nanmax(self.p_b))
+        if not self.crosses_half:
+            return (f"p_B never crosses 0.5 along this path (range {lo:.2f} to {hi:.2f}); "
+                    f"no transition-state candidate")
+        c = self.ts_candidates[0]
+        k = int(np.flatnonzero(self.frames == c)[0])
+        return (f"p_B crosses 0.5; closest frame {c} (s = {self.s[k]:.2f}) has p_B = {self.p_b[k]:.2f} "
+                f"[{self.p_b_low[k]:.2f}, {self.p_b_high[k]:.2f}]")
+
+    def to_dict(self) -> dict[str, Any]:
+        def num(v):
+            return None if v is None or not np.isfinite(v) else float(v)
+
+        per_frame = []
+        for k, f in enumerate(self.frames):
+            per_frame.append({
+                "frame": int(f),
+                "s": float(self.s[k]),
+                "phi_psi_deg": [float(v) for v in np.degrees(self.phi_psi[k])],
+                "energy_kj_mol": float(self.energies[k]),
+                "relaxed_energy_kj_mol": None if self.relaxed_energies is None else float(self.relaxed_energies[k]),
+                "n_start": int(self.n_start[k]),
+                "n_target": int(self.n_target[k]),
+                "n_undecided": int(self.n_undecided[k]),
+                "p_b": num(self.p_b[k]),
+                "p_b_interval": [num(self.p_b_low[k]), num(self.p_b_high[k])],
+                "mean_commit_ps": num(self.mean_commit_ps[k]),
+                "max_energy_frame": bool(self.max_energy_frame is not None and int(f) == self.max_energy_frame),
+            })
+        return {
+            "start_state": self.start_state,
+            "target_state": self.target_state,
+            "frames": per_frame,
+            "max_energy_frame": self.max_energy_frame,
+            "max_energy_source": self.max_energy_source,
+            "ts_candidates": list(self.ts_candidates),
+            "crosses_half": self.crosses_half,
+            "message": self.message,
+            "shots": {
+                "total": self.n_shots_total,
+                "run": self.n_shots_run,
+                "resumed": self.n_shots_resumed,
+                "undecided": int(self.n_undecided.sum()),
+                "md_steps": self.md_steps,
+            },
+            "confidence": self.config.confidence,
+            "wall_time_s": self.wall_time_s,
+            **self.extra,
+        }
+
+    def format_table(self) -> str:
+        """Printable per-frame summary."""
+        energy = "E relaxed" if self.relaxed_energies is not None else "E raw"
+        lines = [f"{'frame':>6}{'s':>6}{'phi':>7}{'psi':>7}{energy:>11}{'A':>5}{'B':>5}{'?':>4}"
+                 f"{'p_B':>7}  interval"]
+        for k, f in enumerate(self.frames):
+            e = self.relaxed_energies[k] if self.relaxed_energies is not None else self.energies[k]
+            p = "   n/a" if not np.isfinite(self.p_b[k]) else f"{self.p_b[k]:6.2f}"
+            ci = "" if not np.isfinite(self.p_b[k]) else f"[{self.p_b_low[k]:.2f}, {self.p_b_high[k]:.2f}]"
+            mark = "  <- max energy" if f == self.max_energy_frame else ""
+            phi, psi = np.degrees(self.phi_psi[k])
+            lines.append(f"{int(f):>6}{self.s[k]:>6.2f}{phi:>7.0f}{psi:>7.0f}{e:>11.1f}{self.n_start[k]:>5}"
+                         f"{self.n_target[k]:>5}{self.n_undecided[k]:>4} {p}  {ci}{mark}")
+        lines.append(self.message)
+        lines.append(f"shots: {self.n_shots_total} ({self.n_shots_run} run now, {self.n_shots_resumed} from checkpoint, "
+                     f"{int(self.n_undecided.sum())} undecided after {self.config.max_length_ps:g} ps); "
+                     f"{self.md_steps} MD steps; {self.wall_time_s:.1f} s")
+        return "\n".join(lines)
+
+
+def _summarise(outcomes: dict[int, dict[int, tuple[int, int]]], frames: np.ndarray, timestep_fs: float,
+               confidence: float):
+    n = len(frames)
+    n_a, n_b, n_u = (np.zeros(n, dtype=np.int64) for _ in range(3))
+    commit = np.full(n, np.nan)
+    steps = 0
+    for k, f in enumerate(frames):
+        shots = outcomes.get(int(f), {})
+        res = np.array(list(shots.values()), dtype=np.int64).reshape(-1, 2)
+        n_a[k] = int((res[:, 0] == START).sum())
+        n_b[k] = int((res[:, 0] == TARGET).sum())
+        n_u[k] = int((res[:, 0] == UNDECIDED).sum())
+        decided = res[:, 0] != UNDECIDED
+        if decided.any():
+            commit[k] = float(res[decided, 1].mean()) * timestep_fs / 1000.0
+        steps += int(res[:, 1].sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = n_b / (n_a + n_b)
+    p = np.where(n_a + n_b > 0, p, np.nan)
+    low, high = wilson_interval(n_b, n_a + n_b, confidence)
+    return n_a, n_b, n_u, p, low, high, commit, steps
+
+
+# --------------------------------------------------------------------------- checkpoint
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[int, dict[int, tuple[int, int]]]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        from spacetime_md.errors import CheckpointError
+
+        raise CheckpointError(f"{path}: expected a JSON shot checkpoint, got unreadable text ({exc})") from exc
+    old = data.get("fingerprint", {})
+    if old != fingerprint:
+        diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+        raise ValueError(
+            f"out_dir: expected {path.name} of the same committor run to resume, got one made with different "
+            f"settings ({', '.join(diff)}); use another output directory or overwrite=True"
+        )
+    return {int(f): {int(k): (int(v[0]), int(v[1])) for k, v in shots.items()} for f, shots in data["frames"].items()}
+
+
+def _save_checkpoint(path: Path, fingerprint: dict[str, Any], outcomes: dict[int, dict[int, tuple[int, int]]]) -> None:
+    data = {
+        "version": _CHECKPOINT_VERSION,
+        "fingerprint": fingerprint,
+        "frames": {str(f): {str(k): list(v) for k, v in sorted(shots.items())} for f, shots in sorted(outcomes.items())},
+    }
+    _atomic_write(path, json.dumps(data))
+
+
+# --------------------------------------------------------------------------- main entry
+
+
+def _path_frames(paths: Any, path: int, system: "MolecularSystem") -> tuple[np.ndarray, np.ndarray | None]:
+    from spacetime_md.molecular.paths import TransitionPaths
+
+    if isinstance(paths, TransitionPaths):
+        if not 0 <= path < paths.n_paths:
+            raise ValueError(f"path: expected an index in [0, {paths.n_paths}), got {path}")
+        frames, energies = paths.frames[path], paths.energies[path]
+    else:
+        from spacetime_md.molecular.energies import coordinates_to_nm
+
+        frames, energies = coordinates_to_nm("paths", paths, system), None
+    frames = np.asarray(frames, dtype=np.float64)
+    if frames.ndim != 3 or frames.shape[1:] != (system.n_atoms, 3):
+        raise ValueError(f"paths: expected frames of shape (T, {system.n_atoms}, 3), got {frames.shape}")
+    if len(frames) < 2:
+        raise ValueError(f"paths: expected a path of at least 2 frames, got {len(frames)}")
+    return frames, energies
+
+
+def estimate_committor(
+    paths: "TransitionPaths | np.ndarray",
+    system: "MolecularSystem",
+    config: CommittorConfig | None = None,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> CommittorResult:
+    """Committor ``p_B`` at frames of one transition path from unbiased OpenMM shots.
+
+    Parameters
+    ----------
+    paths : TransitionPaths or array-like, shape=(T, N, 3)
+        A path set (``config.path`` picks the path) or one path's frames (nm).
+    system : MolecularSystem
+        The system the path belongs to; its temperature, force field, platform and states
+        are used.
+    config : CommittorConfig, optional
+    out_dir : path, optional
+        Directory for the shot checkpoint ``shots.json``; shots recorded there (by an
+        interrupted earlier call with the same settings) are not run again.
+    overwrite : bool
+        Discard an existing checkpoint made with other settings instead of raising.
+    progress : bool
+        tqdm bar over shots.
+    callback : callable, optional
+        Called with ``{"frame", "shots_done", "shots_total"}`` after each finished batch.
+
+    Returns
+    -------
+    CommittorResult
+    """
+    from spacetime_md.molecular.energies import evaluate_energies
+
+    t0 = time.perf_counter()
+    config = CommittorConfig() if config is None else config
+    if not isinstance(config, CommittorConfig):
+        raise TypeError(f"config: expected a CommittorConfig, got {type(config).__name__}")
+    frames_all, energies_all = _path_frames(paths, config.path, system)
+    n_path = len(frames_all)
+    start, target = _resolve_states(system, frames_all, config)
+    selected = select_frames(n_path, config.n_frames)
+
+    if energies_all is None:
+        energies_all = np.asarray(evaluate_energies(system, frames_all)._value, dtype=np.float64)
+    relaxed_all = None
+    source = "raw"
+    if config.include_max_energy or config.energy == "relaxed":
+        if config.energy == "relaxed":
+            try:
+                relaxed_all = _relaxed_energies(system, frames_all)
+                source = "relaxed"
+            except Exception as exc:  # noqa: BLE001 - any OpenMM failure falls back to raw energies
+                logger.warning("relaxed energies failed (%s); using raw OpenMM energies", exc)
+    max_frame = None
+    if config.include_max_energy:
+        ranking = relaxed_all if relaxed_all is not None else energies_all
+        max_frame = int(np.argmax(ranking))
+        selected = np.unique(np.append(selected, max_frame))
+
+    import openmm
+
+    spec = {
+        "system_xml": openmm.XmlSerializer.serialize(system.openmm_system),
+        "platform": system.platform_name,
+        "phi": list(system.phi_indices),
+        "psi": list(system.psi_indices),
+        "centres": [start.centre.tolist(), target.centre.tolist()],
+        "radii": [start.radius, target.radius],
+        "temperature_k": system.temperature_k,
+        "timestep_fs": float(config.timestep_fs),
+        "friction_per_ps": float(config.friction_per_ps),
+        "check_interval_steps": config.check_interval_steps,
+        "max_steps": config.max_steps,
+        "seed": config.seed,
+    }
+    fingerprint = {
+        "path_sha256": hashlib.sha256(np.ascontiguousarray(frames_all).tobytes()).hexdigest(),
+        "system_sha256": hashlib.sha256(spec["system_xml"].encode()).hexdigest(),
+        "platform": spec["platform"],
+        "temperature_k": system.temperature_k,
+        "start_state": start.name,
+        "target_state": target.name,
+        "start_disc": [start.phi_deg, start.psi_deg, start.radius_deg],
+        "target_disc": [target.phi_deg, target.psi_deg, target.radius_deg],
+        **{k: v for k, v in config.to_dict().items() if k not in ("n_frames", "n_shots", "n_workers", "confidence",
+                                                                   "include_max_energy", "energy", "kind", "path")},
+    }
+
+    checkpoint = None
+    outcomes: dict[int, dict[int, tuple[int, int]]] = {}
+    if out_dir is not None:
+        checkpoint = Path(out_dir) / SHOTS_FILE
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        if overwrite and checkpoint.is_file():
+            checkpoint.unlink()
+        outcomes = _load_checkpoint(checkpoint, fingerprint)
+    n_resumed = sum(1 for f in selected for k in outcomes.get(int(f), {}) if k < config.n_shots)
+
+    # Batches of pending shots: split each frame's shots over the workers.
+    tasks = []
+    for f in selected:
+        pending = [k for k in range(config.n_shots) if k not in outcomes.get(int(f), {})]
+        if not pending:
+            continue
+        size = max(1, math.ceil(len(pending) / config.n_workers))
+        for i in range(0, len(pending), size):
+            tasks.append((int(f), pending[i : i + size]))
+    n_todo = sum(len(s) for _, s in tasks)
+    logger.info("committor: %d frames x %d shots; %d to run, %d from checkpoint", len(selected), config.n_shots,
+                n_todo, n_resumed)
+
+    bar = None
+    if progress and n_todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_todo, desc="committor shots", unit="shot")
+    done = 0
+
+    def finished(frame: int, results: list[tuple[int, int, int]]) -> None:
+        nonlocal done
+        store = outcomes.setdefault(frame, {})
+        for k, outcome, steps in results:
+            store[k] = (outcome, steps)
+        done += len(results)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, fingerprint, outcomes)
+        if bar is not None:
+            bar.update(len(results))
+        if callback is not None:
+            callback({"frame": frame, "shots_done": done, "shots_total": n_todo})
+
+    try:
+        if n_todo and config.n_workers == 1:
+            runner = _ShotRunner(spec)
+            for f, shots in tasks:
+                finished(*runner.run(f, frames_all[f], shots))
+        elif n_todo:
+            ctx = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(max_workers=min(config.n_workers, len(tasks)), mp_context=ctx,
+                                                        initializer=_init_worker, initargs=(spec,)) as pool:
+                futures = [pool.submit(_worker_run, f, frames_all[f], shots) for f, shots in tasks]
+                try:
+                    for fut in concurrent.futures.as_completed(futures):
+                        finished(*fut.result())
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+    n_a, n_b, n_u, p, low, high, commit, steps = _summarise(
+        {f: {k: v for k, v in s.items() if k < config.n_shots} for f, s in outcomes.items()},
+        selected, config.timestep_fs, config.confidence)
+    decided = np.isfinite(p)
+    crosses = bool(decided.any() and np.nanmin(p) <= 0.5 <= np.nanmax(p))
+    candidates: list[int] = []
+    if decided.any():
+        gap = np.abs(p - 0.5)
+        best = np.nanmin(gap)
+        candidates = [int(selected[k]) for k in np.flatnonzero(decided & np.isclose(gap, best))]
+    phi_psi = np.asarray(system.compute_phi_psi(frames_all[selected]))
+    return CommittorResult(
+        frames=selected,
+        s=selected / (n_path - 1),
+        phi_psi=phi_psi,
+        energies=energies_all[selected],
+        relaxed_energies=None if relaxed_all is None else relaxed_all[selected],
+        n_start=n_a, n_target=n_b, n_undecided=n_u,
+        p_b=p, p_b_low=low, p_b_high=high, mean_commit_ps=commit,
+        max_energy_frame=max_frame, max_energy_source=source,
+        start_state=start.name, target_state=target.name,
+        ts_candidates=candidates, crosses_half=crosses,
+        n_shots_run=n_todo, n_shots_resumed=n_resumed, md_steps=steps,
+        config=config, wall_time_s=time.perf_counter() - t0,
+    )
+
+
+# --------------------------------------------------------------------------- job
+
+
+def plot_committor(result: CommittorResult, path: str | os.PathLike, title: str | None = None) -> Path:
+    """p_B along the path with Wilson error bars (and the energy profile on a second axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ok = np.isfinite(result.p_b)
+    err = np.maximum(np.vstack([result.p_b - result.p_b_low, result.p_b_high - result.p_b]), 0.0)
+    ax.errorbar(result.s[ok], result.p_b[ok], yerr=err[:, ok], fmt="o-", color="tab:red", capsize=3,
+                label=f"p_B ({result.config.confidence:.0%} Wilson)")
+    ax.axhline(0.5, color="k", lw=0.8, ls="--")
+    if result.max_energy_frame is not None:
+        k = int(np.flatnonzero(result.frames == result.max_energy_frame)[0])
+        ax.axvline(result.s[k], color="tab:orange", lw=1, ls=":",
+                   label=f"highest {result.max_energy_source} energy")
+    for c in result.ts_candidates if result.crosses_half else []:
+        k = int(np.flatnonzero(result.frames == c)[0])
+        ax.plot(result.s[k], result.p_b[k], "*", ms=14, color="tab:green")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("position along the path s")
+    ax.set_ylabel(f"p_B (reach {result.target_state} before {result.start_state})")
+    ax2 = ax.twinx()
+    e = result.relaxed_energies if result.relaxed_energies is not None else result.energies
+    ax2.plot(result.s, e, "s-", color="tab:gray", ms=3, lw=0.8, alpha=0.7)
+    ax2.set_ylabel(f"{'relaxed' if result.relaxed_energies is not None else 'raw'} energy (kJ/mol)", color="tab:gray")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title or result.message, fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _system_for_paths(paths_dir: Path, platform: str | None):
+    from spacetime_md.molecular.system import load_system
+
+    cfg = paths_dir / "config.json"
+    if not cfg.is_file():
+        raise FileNotFoundError(
+            f"paths_dir: expected config.json (written by `spacetime-md paths`) in {paths_dir}, not found"
+        )
+    data = json.loads(cfg.read_text())
+    if "system" not in data:
+        raise ValueError(f"{cfg}: expected a 'system' entry, got keys {sorted(data)}")
+    return load_system(data["system"], solvent=data.get("solvent", "vacuum"), platform=platform), data
+
+
+def run_committor(
+    paths_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    config: CommittorConfig | None = None,
+    *,
+    platform: str | None = None,
+    overwrite: bool = False,
+    plot: bool = True,
+    progress: bool = False,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> CommittorResult:
+    """The ``spacetime-md committor`` job: load a paths directory, shoot, write outputs.
+
+    Reads ``paths_<kind>.npz`` and ``config.json`` of a ``spacetime-md paths`` run. Writes
+    into ``out_dir`` (default ``PATHS_DIR/committor_<kind>_path<P>``): ``config.json`` (first),
+    the checkpoint ``shots.json`` (after every batch), ``committor.json``, ``committor.png``
+    and one PDB per transition-state candidate (``ts_candidate_frame<F>.pdb``). A rerun with
+    the same settings skips the shots already in ``shots.json``.
+    """
+    from spacetime_md.molecular.paths import TransitionPaths
+
+    config = CommittorConfig() if config is None else config
+    if not isinstance(config, CommittorConfig):
+        raise TypeError(f"config: expected a CommittorConfig, got {type(config).__name__}")
+    paths_dir = Path(paths_dir)
+    if not paths_dir.is_dir():
+        raise FileNotFoundError(
+            f"paths_dir: expected a directory written by `spacetime-md paths`, got missing {str(paths_dir)!r}"
+        )
+    if config.kind not in ("geodesic", "straight"):
+        raise ValueError(f"kind: expected 'geodesic' or 'straight', got {config.kind!r}")
+    paths = TransitionPaths.load(paths_dir, kind=config.kind)
+    system, paths_config = _system_for_paths(paths_dir, platform)
+    if paths.frames.shape[2] != system.n_atoms:
+        from spacetime_md.errors import TopologyMismatchError
+
+        raise TopologyMismatchError(
+            f"paths: expected frames of {system.n_atoms} atoms like {system.name}, got {paths.frames.shape[2]}"
+        )
+    out = Path(out_dir) if out_dir is not None else paths_dir / f"committor_{config.kind}_path{config.path:03d}"
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = {
+        "command": "committor",
+        "paths_dir": str(paths_dir.resolve()),
+        "system": system.name,
+        "solvent": system.solvent,
+        "temperature_k": system.temperature_k,
+        "platform": system.platform_name,
+        "paths_checkpoint": paths_config.get("checkpoint"),
+        "committor_config": config.to_dict(),
+    }
+    _atomic_write(out / CONFIG_FILE, json.dumps(resolved, indent=2))
+    result = estimate_committor(paths, system, config, out_dir=out, overwrite=overwrite, progress=progress,
+                                callback=callback)
+    files = {"checkpoint": SHOTS_FILE, "ts_candidates": []}
+    for c in result.ts_candidates:
+        name = f"ts_candidate_frame{c:03d}.pdb"
+        tmp = out / f".{name}.tmp.pdb"
+        system.to_mdtraj(paths.frames[config.path, c]).save_pdb(str(tmp))
+        os.replace(tmp, out / name)
+        files["ts_candidates"].append(name)
+    if plot:
+        plot_committor(result, out / PLOT_FILE)
+        files["plot"] = PLOT_FILE
+    result.extra.update({
+        "paths_dir": str(paths_dir.resolve()),
+        "kind": config.kind,
+        "path": config.path,
+        "n_path_frames": int(paths.frames.shape[1]),
+        "temperature_k": system.temperature_k,
+        "platform": system.platform_name,
+        "files": files,
+    })
+    _atomic_write(out / RESULT_FILE, json.dumps(result.to_dict(), indent=2))
+    result.extra["out_dir"] = str(out)
+    return result
+
+
+# --------------------------------------------------------------------------- reference path
+
+
+def compute_dihedral_drive_path(
+    system: "MolecularSystem",
+    start: Any = "C7eq",
+    end: Any = "C7ax",
+    n_frames: int = 32,
+    *,
+    waypoints_deg: Sequence[tuple[float, float]] | None = None,
+) -> "TransitionPaths":
+    """A classical reference path: restrained minimisations along a line in (phi, psi).
+
+    Frame ``i`` is the structure minimised with (phi, psi) restrained to the ``i``-th point of
+    the piecewise-linear route through ``waypoints_deg`` (degrees, not wrapped: ``(-150, 160)``
+    to ``(60, -40)`` goes through phi = 0), starting from the previous frame. Default route:
+    the start structure's angles to the end structure's. Deterministic; about 4 ms per frame
+    for alanine dipeptide.
+
+    Returns
+    -------
+    TransitionPaths
+        One path (``kind="dihedral-drive"``); energies are the raw OpenMM energies.
+    """
+    from spacetime_md.molecular.energies import evaluate_energies
+    from spacetime_md.molecular.paths import TransitionPaths, resolve_structure
+    from spacetime_md.molecular.relaxed import DihedralQuencher
+
+    if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 2:
+        raise ValueError(f"n_frames: expected an integer >= 2, got {n_frames!r}")
+    x0, _ = resolve_structure(system, start, "start")
+    if waypoints_deg is None:
+        x1, _ = resolve_structure(system, end, "end")
+        a = np.degrees(np.asarray(system.compute_phi_psi(x0[None]))[0])
+        b = np.degrees(np.asarray(system.compute_phi_psi(x1[None]))[0])
+        waypoints_deg = [tuple(a), tuple(b)]
+    way = np.asarray(waypoints_deg, dtype=np.float64)
+    if way.ndim != 2 or way.shape[1] != 2 or len(way) < 2:
+        raise ValueError(f"waypoints_deg: expected at least two (phi, psi) pairs, got shape {way.shape}")
+    seg = np.linalg.norm(np.diff(way, axis=0), axis=1)
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    t = np.linspace(0.0, cum[-1], n_frames)
+    route = np.radians(np.stack([np.interp(t, cum, way[:, 0]), np.interp(t, cum, way[:, 1])], axis=1))
+    quencher = DihedralQuencher(system.openmm_system, system.phi_indices, system.psi_indices,
+                                platform=system.platform_name)
+    frames = []
+    x = x0
+    for phi, psi in route:
+        _, x = quencher.quench(x, phi, psi)
+        x = np.asarray(x, dtype=np.float64)
+        frames.append(x)
+    frames = np.asarray(frames)[None]
+    energies = np.asarray(evaluate_energies(system, frames[0])._value)[None]
+    return TransitionPaths(frames, np.zeros(n_frames), energies, "dihedral-drive",
+                           {"waypoints_deg": way.tolist()})
