@@ -106,7 +106,7 @@ class BatchTask:
     start: str
     end: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
-    where: str = ""
+    where: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.task_id, str) or not _ID_PATTERN.match(self.task_id):
