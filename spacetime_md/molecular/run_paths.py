@@ -74,7 +74,7 @@ def _plots(out: Path, result: dict[str, Any], system) -> list[str]:
     if hist_path is not None and hist_path.is_file():
         with np.load(hist_path) as h:
             counts = np.ma.masked_equal(h["counts"], 0)
-            ax.pcolormesh(h["phi_edges"], h["psi_edges"], np.log(counts).T, cmap="Blues", shading="flat")
+            ax.pcolormesh(h["phi_edges"], h["psi_edges"], np.ma.log(counts).T, cmap="Blues", shading="flat")
     for key in kinds:
         paths: TransitionPaths = result[key]
         pp = np.asarray(paths.metrics["phi_psi"])
