@@ -395,6 +395,7 @@ def train(
     max_new_steps: int | None = None,
     progress: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    distributed: bool = False,
 ) -> TrainResult:
     """Train (or resume training) an :class:`EquivariantDenoiser`.
 
@@ -414,6 +415,11 @@ def train(
         Show a tqdm progress bar.
     callback : callable, optional
         Called with every metrics dictionary written to ``metrics.jsonl``.
+    distributed : bool
+        Data-parallel training over the initialised default ``torch.distributed`` process
+        group (launched by ``torchrun``, see :mod:`.train_ddp`): ``batch_size`` is per
+        process, every process draws the same global batch and trains on its slice, DDP
+        averages the gradients, and only rank 0 writes files.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
@@ -426,6 +432,9 @@ def train(
             f"got {str(out)!r} which already holds one"
         )
     device = _resolve_device(config.device)
+    from spacetime_md.molecular.train_ddp import ProcessGroupContext
+
+    procs = ProcessGroupContext.from_default_group() if distributed else ProcessGroupContext.single()
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
 
@@ -477,9 +486,10 @@ def train(
         step = int(payload["step"])
         wall_before = float(payload.get("wall_time", 0.0))
         cpu_before = float(payload.get("cpu_time", 0.0))
-        _truncate_metrics(out / METRICS_FILE, step)
+        if procs.is_main:
+            _truncate_metrics(out / METRICS_FILE, step)
         logger.info("resumed from %s at step %d", state_path, step)
-    elif not resume:
+    elif not resume and procs.is_main:
         (out / METRICS_FILE).unlink(missing_ok=True)
 
     resolved = {
@@ -493,9 +503,11 @@ def train(
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "spacetime_md_version": __version__,
             "torch_version": torch.__version__,
+            "world_size": procs.world_size,
         },
     }
-    _write_json(out / CONFIG_FILE, resolved)
+    if procs.is_main:
+        _write_json(out / CONFIG_FILE, resolved)
 
     val_gen = torch.Generator().manual_seed(config.seed + 1)
     n_val = min(config.n_val, test_x.shape[0])
@@ -507,6 +519,8 @@ def train(
     train_x = train_x.to(device)
 
     def save_state() -> None:
+        if not procs.is_main:
+            return
         payload = {
             "format": TRAINING_STATE_FORMAT,
             "format_version": CHECKPOINT_VERSION,
@@ -532,6 +546,8 @@ def train(
     written: list[dict[str, Any]] = []
 
     def emit(record: dict[str, Any]) -> None:
+        if not procs.is_main:
+            return
         with open(out / METRICS_FILE, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         written.append(record)
@@ -539,7 +555,7 @@ def train(
             callback(record)
 
     bar = None
-    if progress:
+    if progress and procs.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.steps, initial=step, desc="train", dynamic_ncols=True)
@@ -556,23 +572,28 @@ def train(
     first_step = step
     saved_step = -1
     model.train()
+    train_model = procs.wrap(model, device)
+    n_draw = config.batch_size * procs.world_size  # the global batch; this process uses its slice
     try:
         while step < config.steps:
-            if config.time_limit_s is not None and time.perf_counter() - start_time > config.time_limit_s:
+            if config.time_limit_s is not None and procs.any(time.perf_counter() - start_time > config.time_limit_s):
                 logger.info("time limit of %.0f s reached at step %d", config.time_limit_s, step)
                 break
             if max_new_steps is not None and step - first_step >= max_new_steps:
                 break
-            idx = torch.randint(train_x.shape[0], (config.batch_size,), generator=generator)
+            idx = torch.randint(train_x.shape[0], (n_draw,), generator=generator)
             log_snr = config.log_snr_min + (config.log_snr_max - config.log_snr_min) * torch.rand(
-                config.batch_size, generator=generator
+                n_draw, generator=generator
             )
-            noise = torch.randn(config.batch_size, train_x.shape[1], generator=generator)
+            noise = torch.randn(n_draw, train_x.shape[1], generator=generator)
+            if procs.distributed:
+                mine = procs.local_slice(config.batch_size)
+                idx, log_snr, noise = idx[mine], log_snr[mine], noise[mine]
             lr = _lr_at(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss, per_sample = denoising_loss(model, train_x[idx.to(device)], log_snr.to(device), noise.to(device))
-            if not torch.isfinite(loss):
+            loss, per_sample = denoising_loss(train_model, train_x[idx.to(device)], log_snr.to(device), noise.to(device))
+            if not procs.all_finite(loss):
                 from spacetime_md.errors import NonFiniteError
 
                 raise NonFiniteError(f"training loss became {float(loss)} at step {step}")
@@ -598,7 +619,9 @@ def train(
                 bar.update(1)
             if step % config.log_every == 0 or step == config.steps:
                 now = time.perf_counter()
-                last_loss = window_loss / window_n
+                last_loss = procs.mean(window_loss / window_n)
+                procs.sum_(bin_sum)
+                procs.sum_(bin_n)
                 record = {
                     "step": step,
                     "loss": last_loss,
@@ -606,7 +629,7 @@ def train(
                     "log_snr_bin_edges": edges.tolist(),
                     "lr": lr,
                     "grad_norm": grad_norm,
-                    "samples_per_s": window_n * config.batch_size / max(now - window_start, 1e-9),
+                    "samples_per_s": window_n * n_draw / max(now - window_start, 1e-9),
                     "wall_time_s": wall_before + now - start_time,
                     "cpu_time_s": cpu_before + time.process_time() - cpu_start,
                 }
@@ -616,13 +639,13 @@ def train(
                 window_loss, window_n, window_start = 0.0, 0, now
                 bin_sum.zero_()
                 bin_n.zero_()
-            if step % config.checkpoint_every == 0 or step == config.steps:
+            if (step % config.checkpoint_every == 0 or step == config.steps) and procs.is_main:
                 ema.eval()
                 val = _validation_loss(ema, val_x0, val_log_snr, val_noise)
                 emit({"step": step, "val_loss_ema": val, "wall_time_s": wall_before + time.perf_counter() - start_time})
                 save_state()
                 saved_step = step
-            if config.snapshot_every is not None and step % config.snapshot_every == 0:
+            if config.snapshot_every is not None and step % config.snapshot_every == 0 and procs.is_main:
                 save_checkpoint(
                     out / f"model_step{step:06d}.pt",
                     ema,
@@ -634,9 +657,10 @@ def train(
         if bar is not None:
             bar.close()
     if window_n:
-        last_loss = window_loss / window_n
+        last_loss = procs.mean(window_loss / window_n)
     if saved_step != step:
         save_state()
+    procs.barrier()
     wall = wall_before + time.perf_counter() - start_time
     ema.eval()
     return TrainResult(ema, step, out, last_loss, wall, written)

@@ -1,0 +1,258 @@
+"""Data-parallel training on several processes, GPUs or nodes with PyTorch DDP and ``torchrun``.
+
+    torchrun --nproc_per_node 2 -m spacetime_md.molecular.train_ddp \\
+        --data samples/ --out runs/ddp --steps 20000 --batch-size 32 [--device cuda] [--resume]
+
+Takes every option of ``spacetime-md train``, plus ``--config FILE`` (a JSON object of
+:class:`~spacetime_md.molecular.training.TrainConfig` fields, or the ``config.json`` of an
+earlier run) whose values apply unless the option is given on the command line, and
+``--backend`` (default ``nccl`` with ``--device cuda``, ``gloo`` on CPU). With
+``--device cuda`` each process uses ``cuda:LOCAL_RANK``. Multi-node: the usual ``torchrun
+--nnodes N --node_rank R --rdzv_endpoint HOST:PORT`` (``OUT`` and ``--data`` must be
+readable at the same path on every node; only rank 0 writes ``OUT``).
+
+How the processes share the work (see :func:`~spacetime_md.molecular.training.train` with
+``distributed=True``): ``--batch-size`` is per process. Every process draws the same global
+batch of ``world_size * batch_size`` indices, noise levels and noises from the run's seeded
+random stream and trains on its own contiguous slice; DDP averages the gradients. So a run
+with ``P`` processes follows the same trajectory as one process with a ``P`` times larger
+batch (up to floating-point summation order), and ``training_state.pt`` / ``model.pt`` have
+the same format as single-process ones: either run resumes or loads the other's files.
+
+Single-process CPU training (``spacetime-md train``) does not use this module and is unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["ProcessGroupContext", "main"]
+
+_TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+class _DenoiserDDP(torch.nn.parallel.DistributedDataParallel):
+    """DDP wrapper that still offers the denoiser's ``preconditioning`` (used by the loss)."""
+
+    def preconditioning(self, log_snr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.module.preconditioning(log_snr)
+
+
+class ProcessGroupContext:
+    """What :func:`~spacetime_md.molecular.training.train` needs to know about its processes.
+
+    ``ProcessGroupContext.single()`` is one process (every operation is the identity);
+    ``ProcessGroupContext.from_default_group()`` uses the initialised default
+    ``torch.distributed`` process group.
+    """
+
+    def __init__(self, rank: int = 0, world_size: int = 1, distributed: bool = False) -> None:
+        self.rank = rank
+        self.world_size = world_size
+        self.distributed = distributed
+
+    @classmethod
+    def single(cls) -> "ProcessGroupContext":
+        return cls()
+
+    @classmethod
+    def from_default_group(cls) -> "ProcessGroupContext":
+        import torch.distributed as dist
+
+        if not dist.is_available() or not dist.is_initialized():
+            raise ValueError(
+                "distributed: expected an initialised torch.distributed process group (launch with torchrun, see "
+                "spacetime_md.molecular.train_ddp), got none"
+            )
+        return cls(dist.get_rank(), dist.get_world_size(), True)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def local_slice(self, batch_size: int) -> slice:
+        """This process's rows of a global batch of ``world_size * batch_size``."""
+        return slice(self.rank * batch_size, (self.rank + 1) * batch_size)
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """The module to call in the training forward pass (DDP-wrapped when distributed)."""
+        if not self.distributed:
+            return model
+        device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+        # static_graph: the last layer's node update feeds no output (its parameters get no gradient),
+        # the same set every step.
+        return _DenoiserDDP(model, device_ids=device_ids, static_graph=True)
+
+    def _all_reduce(self, tensor: Tensor, op) -> Tensor:
+        import torch.distributed as dist
+
+        backend_device = tensor.device
+        if dist.get_backend() == "nccl" and backend_device.type != "cuda":
+            moved = tensor.to(f"cuda:{torch.cuda.current_device()}")
+            dist.all_reduce(moved, op=op)
+            tensor.copy_(moved.to(backend_device))
+        else:
+            dist.all_reduce(tensor, op=op)
+        return tensor
+
+    def all_finite(self, value: Tensor) -> bool:
+        """``True`` when ``value`` is finite on every process (one collective when distributed)."""
+        finite = bool(torch.isfinite(value.detach()).all())
+        if not self.distributed:
+            return finite
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if finite else 0.0], dtype=torch.float64)
+        return bool(self._all_reduce(flag, dist.ReduceOp.MIN).item() > 0)
+
+    def mean(self, value: float) -> float:
+        """Mean of a number over processes."""
+        if not self.distributed:
+            return value
+        import torch.distributed as dist
+
+        total = self._all_reduce(torch.tensor([float(value)], dtype=torch.float64), dist.ReduceOp.SUM)
+        return float(total.item()) / self.world_size
+
+    def sum_(self, tensor: Tensor) -> Tensor:
+        """In-place sum over processes."""
+        if not self.distributed:
+            return tensor
+        import torch.distributed as dist
+
+        return self._all_reduce(tensor, dist.ReduceOp.SUM)
+
+    def any(self, flag: bool) -> bool:
+        """``True`` if ``flag`` is true on any process (so all processes stop together)."""
+        if not self.distributed:
+            return flag
+        import torch.distributed as dist
+
+        value = self._all_reduce(torch.tensor([1.0 if flag else 0.0], dtype=torch.float64), dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
+
+    def barrier(self) -> None:
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+# --------------------------------------------------------------------------- torchrun entry point
+
+
+def _parser() -> argparse.ArgumentParser:
+    from spacetime_md.commands import train as train_command
+
+    root = argparse.ArgumentParser(add_help=False)
+    sub = root.add_subparsers()
+    p = train_command.add_parser(sub)
+    p.prog = "torchrun --nproc_per_node N -m spacetime_md.molecular.train_ddp"
+    p.description = ("Data-parallel training with PyTorch DDP under torchrun (gloo on CPU, nccl on GPU); "
+                     "--batch-size is per process. Options as for 'spacetime-md train'.")
+    p.add_argument("--config", dest="config_file",
+                   help="JSON file of TrainConfig fields (or an earlier run's config.json); options given on "
+                   "the command line override it")
+    p.add_argument("--backend", choices=("gloo", "nccl"), help="process-group backend (default: nccl on cuda, else gloo)")
+    return p
+
+
+def build_config(argv: Sequence[str]):
+    """The :class:`TrainConfig` and parsed arguments of a ``train_ddp`` command line."""
+    from spacetime_md.commands import train as train_command
+    from spacetime_md.molecular.training import TrainConfig
+
+    parser = _parser()
+    args = parser.parse_args(list(argv))
+    explicit_parser = _parser()
+    explicit_parser.set_defaults(**{a.dest: None for a in explicit_parser._actions if a.dest != "help"})
+    explicit = {k for k, v in vars(explicit_parser.parse_args(list(argv))).items() if v is not None}
+    config = train_command.build_config(args)
+    if args.config_file:
+        path = Path(args.config_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"--config: expected a JSON file, got missing path {str(path)!r}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--config: expected JSON, got a parse error in {path.name}: {exc}") from None
+        if isinstance(data, dict) and isinstance(data.get("train_config"), dict):
+            data = data["train_config"]
+        if not isinstance(data, dict):
+            raise ValueError(f"--config: expected a JSON object of TrainConfig fields, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"--config: expected TrainConfig fields, got unknown {unknown}")
+        from_file = {k: v for k, v in data.items() if k not in explicit and k not in ("data", "out")}
+        config = dataclasses.replace(config, **from_file)
+    return config, args
+
+
+def _torchrun_env() -> dict[str, int]:
+    missing = [k for k in _TORCHRUN_VARS if k not in os.environ]
+    if missing:
+        raise ValueError(
+            f"environment: expected the torchrun variables {list(_TORCHRUN_VARS)}, got none of {missing}; launch with "
+            "'torchrun --nproc_per_node N -m spacetime_md.molecular.train_ddp ...' (or use 'spacetime-md train' "
+            "for one process)"
+        )
+    return {k: int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``torchrun ... -m spacetime_md.molecular.train_ddp``; returns the exit code."""
+    import logging
+
+    from spacetime_md.cli import USER_ERRORS, _message
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import torch.distributed as dist
+
+    rank = os.environ.get("RANK", "?")
+    try:
+        config, args = build_config(argv)
+        env = _torchrun_env()
+        device = config.device
+        if device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise ValueError(f"device: expected an available CUDA device, got {device!r} (no CUDA device is available)")
+            device = f"cuda:{env['LOCAL_RANK']}"
+            torch.cuda.set_device(env["LOCAL_RANK"])
+            config = dataclasses.replace(config, device=device)
+        backend = args.backend or ("nccl" if device.startswith("cuda") else "gloo")
+        if args.dry_run:
+            if env["RANK"] == 0:
+                print(json.dumps({**config.to_dict(), "backend": backend, "world_size": env["WORLD_SIZE"]},
+                                 indent=2, sort_keys=True))
+            return 0
+        dist.init_process_group(backend)
+        try:
+            from spacetime_md.molecular.training import train
+
+            result = train(config, resume=args.resume, progress=args.progress and env["RANK"] == 0, distributed=True)
+        finally:
+            dist.destroy_process_group()
+        if env["RANK"] == 0:
+            print(
+                f"trained {result.step} steps on {env['WORLD_SIZE']} processes ({backend}) in "
+                f"{result.wall_time / 60:.1f} min; final loss {result.final_loss:.4f}; model: {result.out / 'model.pt'}"
+            )
+        return 0
+    except USER_ERRORS as exc:
+        print(f"train_ddp (rank {rank}): error: {_message(exc)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
