@@ -127,3 +127,17 @@ __all__ += [
     "run_paths",
 ]
 # --- end transition paths ---
+
+# --- scale-out (issue 8) ---
+from spacetime_md.molecular.batch import BatchResult, BatchTask, derive_seed, read_pairs, run_batch
+from spacetime_md.molecular.train_ddp import ProcessGroupContext
+
+__all__ += [
+    "BatchResult",
+    "BatchTask",
+    "ProcessGroupContext",
+    "derive_seed",
+    "read_pairs",
+    "run_batch",
+]
+# --- end scale-out ---
