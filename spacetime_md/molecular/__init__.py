@@ -141,3 +141,31 @@ __all__ += [
     "run_batch",
 ]
 # --- end scale-out ---
+
+# --- committor / OPS (issue 9) ---
+from spacetime_md.molecular.committor import (
+    CommittorConfig,
+    CommittorResult,
+    compute_dihedral_drive_path,
+    estimate_committor,
+    plot_committor,
+    run_committor,
+    wilson_interval,
+)
+from spacetime_md.molecular.ops import OPSSeed, TPSResult, sample_tps, state_volume, to_openpathsampling
+
+__all__ += [
+    "CommittorConfig",
+    "CommittorResult",
+    "OPSSeed",
+    "TPSResult",
+    "compute_dihedral_drive_path",
+    "estimate_committor",
+    "plot_committor",
+    "run_committor",
+    "sample_tps",
+    "state_volume",
+    "to_openpathsampling",
+    "wilson_interval",
+]
+# --- end committor / OPS ---

@@ -54,6 +54,7 @@ __all__ = [
     "CommittorResult",
     "estimate_committor",
     "run_committor",
+    "plot_committor",
     "wilson_interval",
     "select_frames",
     "compute_dihedral_drive_path",
