@@ -269,7 +269,8 @@ def to_openpathsampling(
     velocities : {"maxwell-boltzmann", "zero"}
         Velocities of the seed's snapshots (drawn at the system's temperature, constrained).
     seed : int
-        Seed of the velocities.
+        Seed of the velocities and of the engine's Langevin noise (OPS itself draws from
+        ``numpy.random``; seed that for a repeatable TPS run).
 
     Returns
     -------
@@ -324,6 +325,7 @@ def to_openpathsampling(
 
     topology = paths.engines.MDTrajTopology(system.mdtraj_topology)
     integrator = openmm.LangevinMiddleIntegrator(system.temperature_k, gamma, dt_ps)
+    integrator.setRandomNumberSeed(int(seed) % (2**31 - 2) + 1)  # 0 would mean "pick one"
     engine = Engine(topology, system.openmm_system, integrator,
                     options={"n_steps_per_frame": n_steps_per_frame, "n_frames_max": n_frames_max})
     engine.initialize(system.platform_name)
@@ -340,6 +342,9 @@ def to_openpathsampling(
         state = context.getState(getPositions=True, getVelocities=True)
         snapshots.append(Snapshot.construct(
             coordinates=state.getPositions(asNumpy=True).value_in_unit(nm) * nm,
+            # Box vectors like the engine's own snapshots (OpenMM's default box without PBC), so
+            # mixed trajectories convert with Trajectory.to_mdtraj().
+            box_vectors=state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(nm) * nm,
             velocities=state.getVelocities(asNumpy=True).value_in_unit(nm_ps) * nm_ps,
             engine=engine,
         ))
@@ -398,18 +403,43 @@ def _configurations(trajectory) -> set[bytes]:
     return {np.asarray(s.xyz, dtype=np.float32).tobytes() for s in trajectory}
 
 
-def sample_tps(seed: OPSSeed, n_steps: int, *, shooting: str = "one-way", progress: bool = False) -> TPSResult:
+def sample_tps(
+    seed: OPSSeed,
+    n_steps: int,
+    *,
+    shooting: str = "two-way",
+    random_seed: int | None = None,
+    progress: bool = False,
+) -> TPSResult:
     """Run ``n_steps`` OPS shooting moves from ``seed`` (no storage) and count the results.
 
-    OPS draws shooting points and velocities from ``numpy.random``; seed it for a repeatable
-    run. Each trial is checked against the TPS ensemble by OPS; the accepted path after every
-    step is compared with the last decorrelated one by shared configurations (coordinates).
+    Each trial is checked against the TPS ensemble by OPS; the accepted path after every step
+    is compared with the last decorrelated one by shared configurations (coordinates).
+
+    Parameters
+    ----------
+    seed : OPSSeed
+    n_steps : int
+        Monte Carlo steps (shooting trials).
+    shooting : {"two-way", "one-way"}
+        See :meth:`OPSSeed.move_scheme`.
+    random_seed : int, optional
+        Reseeds OPS's shared generator (``openpathsampling.rng``: shooting points, move
+        choices, acceptance) and numpy's global one (OPS's velocity draws). With the engine's
+        own seed (:func:`to_openpathsampling`) this makes a run repeatable.
+    progress : bool
+        Let OPS print its progress lines.
     """
     paths = _import_ops()
     from openpathsampling.beta.hooks import PathSimulatorHook
 
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps: expected an integer >= 1, got {n_steps!r}")
+    if random_seed is not None:
+        from openpathsampling.rng import default_rng
+
+        default_rng().bit_generator.state = np.random.default_rng(random_seed).bit_generator.state
+        np.random.seed(random_seed)
     scheme = seed.move_scheme(shooting)
     init = seed.initial_conditions(scheme)
     sampler = paths.PathSampling(storage=None, move_scheme=scheme, sample_set=init)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 import mdtraj
 import numpy as np
 import openmm.unit as unit
@@ -101,15 +99,15 @@ def test_seed_velocities_are_thermal(system, seed):
 
 @pytest.mark.parametrize("shooting", ["one-way", "two-way"])
 def test_ops_completes_shooting_moves(seed, shooting):
-    np.random.seed(0)
-    random.seed(0)
-    result = sample_tps(seed, 20, shooting=shooting)
+    result = sample_tps(seed, 20, shooting=shooting, random_seed=0)
     assert result.n_trials == 20 and len(result.path_lengths) == 20
     assert 0 <= result.n_accepted <= 20 and 0 <= result.n_decorrelated <= result.n_accepted
     # Whatever was accepted, the current path is still a TPS path: A at the start, B at the end.
     final = result.final_trajectory
     assert seed.ensemble(final)
     assert seed.start_state(final[0]) and seed.target_state(final[-1])
+    # Seed frames and engine frames mix in one trajectory that converts back to mdtraj.
+    assert final.to_mdtraj().n_frames == len(final)
     if shooting == "one-way":
         assert result.n_accepted > 0  # measured about 50 % on this path
 
@@ -131,3 +129,10 @@ def test_errors(system, drive_path):
     assert np.all(np.asarray(zero.trajectory[0].velocities._value) == 0)
     with pytest.raises(ValueError, match="n_steps: expected an integer >= 1, got 0"):
         sample_tps(zero, 0)
+
+
+def test_seeded_tps_runs_repeat(system, drive_path):
+    runs = [sample_tps(to_openpathsampling(drive_path, system, seed=3), 15, shooting="two-way", random_seed=5)
+            for _ in range(2)]
+    assert runs[0].path_lengths == runs[1].path_lengths and runs[0].n_accepted == runs[1].n_accepted
+    np.testing.assert_array_equal(runs[0].final_trajectory.xyz, runs[1].final_trajectory.xyz)
