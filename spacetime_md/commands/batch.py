@@ -113,11 +113,24 @@ def format_batch_table(result) -> str:
     return "\n".join(lines)
 
 
+def _quiet_dask(verbose: int) -> None:
+    """Dask configures its loggers at INFO when imported; keep them at WARNING unless ``-v``."""
+    import logging
+
+    try:
+        import distributed  # noqa: F401  (applies Dask's logging config first)
+    except ImportError:
+        return
+    if not verbose:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
 def run(args: argparse.Namespace) -> int:
     from spacetime_md.molecular.batch import read_pairs, run_batch
 
     config = _base_config(args)
     tasks = read_pairs(args.pairs)
+    _quiet_dask(getattr(args, "verbose", 0))
     if args.dry_run:
         resolved = {
             "out": args.out, "workers": args.workers, "scheduler": args.scheduler, "system": args.system,
