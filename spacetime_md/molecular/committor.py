@@ -69,6 +69,9 @@ RESULT_FILE = "committor.json"
 CONFIG_FILE = "config.json"
 PLOT_FILE = "committor.png"
 _CHECKPOINT_VERSION = 1
+#: Jobs with fewer MD steps than this (counting every pending shot at its maximum length) run
+#: in the calling process: starting a worker (spawn + imports) costs seconds.
+MIN_STEPS_FOR_WORKERS = 200_000
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,8 @@ class CommittorConfig:
     confidence : float
         Level of the Wilson interval.
     n_workers : int
-        Worker processes (1 runs in this process).
+        Worker processes at most (1 runs in this process, as do jobs below
+        :data:`MIN_STEPS_FOR_WORKERS` MD steps at most).
     seed : int
     """
 
@@ -267,6 +271,18 @@ class _ShotRunner:
         inside = periodic_distance(phi_psi[None], self.centres) <= self.radii
         return TARGET if inside[1] else START if inside[0] else UNDECIDED
 
+    def initial_state(self, positions: np.ndarray) -> int:
+        """State of a frame after OpenMM's constraints: where every shot from it starts."""
+        import openmm
+
+        context = openmm.Context(self.system, openmm.VerletIntegrator(0.001), self.platform)
+        try:
+            context.setPositions(positions)
+            context.applyConstraints(1e-8)
+            return self._state(context.getState(getPositions=True).getPositions(asNumpy=True)._value)
+        finally:
+            del context
+
     def shoot(self, positions: np.ndarray, seed: int) -> tuple[int, int]:
         """One shot; returns (outcome, number of MD steps run)."""
         import openmm
@@ -355,6 +371,11 @@ class CommittorResult:
         Path frames with ``p_B`` closest to 1/2.
     crosses_half : bool
         Whether the estimates reach 1/2 from both sides (some ``<= 0.5`` and some ``>= 0.5``).
+        Frames with all shots in one state are no candidates: a profile that jumps from 0 to 1
+        crosses, but only between two frames (``crossing_bracket``), and has no candidate.
+    crossing_bracket : (int, int) or None
+        The first two neighbouring evaluated frames whose ``p_B`` lie on either side of 1/2 (or
+        a frame at exactly 1/2, twice).
     n_shots_run, n_shots_resumed : int
         Shots run by this call and shots taken from a checkpoint.
     md_steps : int
@@ -383,6 +404,7 @@ class CommittorResult:
     n_shots_resumed: int
     md_steps: int
     config: CommittorConfig
+    crossing_bracket: tuple[int, int] | None = None
     wall_time_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -400,9 +422,16 @@ class CommittorResult:
         if not self.crosses_half:
             return (f"p_B never crosses 0.5 along this path (range {lo:.2f} to {hi:.2f}); "
                     f"no transition-state candidate")
+        a, b = self.crossing_bracket
+        ka, kb = (int(np.flatnonzero(self.frames == f)[0]) for f in (a, b))
+        where = (f"at frame {a}" if a == b else
+                 f"between frames {a} and {b} (p_B {self.p_b[ka]:.2f} -> {self.p_b[kb]:.2f})")
+        if not self.ts_candidates:
+            return (f"p_B crosses 0.5 {where}, unresolved: no evaluated frame has shots to both states; "
+                    f"evaluate more frames there")
         c = self.ts_candidates[0]
         k = int(np.flatnonzero(self.frames == c)[0])
-        return (f"p_B crosses 0.5; closest frame {c} (s = {self.s[k]:.2f}) has p_B = {self.p_b[k]:.2f} "
+        return (f"p_B crosses 0.5 {where}; closest frame {c} (s = {self.s[k]:.2f}) has p_B = {self.p_b[k]:.2f} "
                 f"[{self.p_b_low[k]:.2f}, {self.p_b_high[k]:.2f}]")
 
     def to_dict(self) -> dict[str, Any]:
@@ -433,6 +462,7 @@ class CommittorResult:
             "max_energy_source": self.max_energy_source,
             "ts_candidates": list(self.ts_candidates),
             "crosses_half": self.crosses_half,
+            "crossing_bracket": None if self.crossing_bracket is None else list(self.crossing_bracket),
             "message": self.message,
             "shots": {
                 "total": self.n_shots_total,
@@ -649,18 +679,26 @@ def estimate_committor(
         outcomes = _load_checkpoint(checkpoint, fingerprint)
     n_resumed = sum(1 for f in selected for k in outcomes.get(int(f), {}) if k < config.n_shots)
 
-    # Batches of pending shots: split each frame's shots over the workers.
+    # Frames already in A or B commit at t = 0: settled here, without MD or worker processes.
+    runner = _ShotRunner(spec)
+    pending = {int(f): [k for k in range(config.n_shots) if k not in outcomes.get(int(f), {})] for f in selected}
+    at_start = {f: runner.initial_state(frames_all[f]) for f, todo in pending.items() if todo}
+    n_todo = sum(len(todo) for todo in pending.values())
+    # Batches of the others' pending shots: split each frame's shots over the workers.
     tasks = []
-    for f in selected:
-        pending = [k for k in range(config.n_shots) if k not in outcomes.get(int(f), {})]
-        if not pending:
+    for f, todo in pending.items():
+        if not todo or at_start[f] != UNDECIDED:
             continue
-        size = max(1, math.ceil(len(pending) / config.n_workers))
-        for i in range(0, len(pending), size):
-            tasks.append((int(f), pending[i : i + size]))
-    n_todo = sum(len(s) for _, s in tasks)
-    logger.info("committor: %d frames x %d shots; %d to run, %d from checkpoint", len(selected), config.n_shots,
-                n_todo, n_resumed)
+        size = max(1, math.ceil(len(todo) / config.n_workers))
+        for i in range(0, len(todo), size):
+            tasks.append((f, todo[i : i + size]))
+    n_md = sum(len(shots) for _, shots in tasks)
+    # A worker process takes seconds to start (imports); small jobs run faster here.
+    n_workers = min(config.n_workers, len(tasks))
+    if n_md * config.max_steps < MIN_STEPS_FOR_WORKERS:
+        n_workers = 1
+    logger.info("committor: %d frames x %d shots; %d to run (%d with MD, %d process(es)), %d from checkpoint",
+                len(selected), config.n_shots, n_todo, n_md, n_workers, n_resumed)
 
     bar = None
     if progress and n_todo:
@@ -683,13 +721,15 @@ def estimate_committor(
             callback({"frame": frame, "shots_done": done, "shots_total": n_todo})
 
     try:
-        if n_todo and config.n_workers == 1:
-            runner = _ShotRunner(spec)
+        for f, todo in pending.items():
+            if todo and at_start[f] != UNDECIDED:
+                finished(f, [(k, at_start[f], 0) for k in todo])
+        if tasks and n_workers == 1:
             for f, shots in tasks:
                 finished(*runner.run(f, frames_all[f], shots))
-        elif n_todo:
+        elif tasks:
             ctx = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(max_workers=min(config.n_workers, len(tasks)), mp_context=ctx,
+            with concurrent.futures.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
                                                         initializer=_init_worker, initargs=(spec,)) as pool:
                 futures = [pool.submit(_worker_run, f, frames_all[f], shots) for f, shots in tasks]
                 try:
@@ -709,10 +749,22 @@ def estimate_committor(
     decided = np.isfinite(p)
     crosses = bool(decided.any() and np.nanmin(p) <= 0.5 <= np.nanmax(p))
     candidates: list[int] = []
-    if decided.any():
+    bracket = None
+    if crosses:
+        # The first place along the path where p_B reaches 1/2: a frame at 0.5, or two neighbours
+        # (among the decided frames) on either side.
+        idx = np.flatnonzero(decided)
+        for a, b in zip(idx[:-1], idx[1:]):
+            if p[a] == 0.5 or (p[a] - 0.5) * (p[b] - 0.5) < 0:
+                bracket = (int(selected[a]), int(selected[b]))
+                break
+        else:
+            bracket = (int(selected[idx[-1]]),) * 2
         gap = np.abs(p - 0.5)
         best = np.nanmin(gap)
-        candidates = [int(selected[k]) for k in np.flatnonzero(decided & np.isclose(gap, best))]
+        # Frames that are all-A or all-B are no transition-state candidates, however close.
+        if best < 0.5:
+            candidates = [int(selected[k]) for k in np.flatnonzero(decided & np.isclose(gap, best))]
     phi_psi = np.asarray(system.compute_phi_psi(frames_all[selected]))
     return CommittorResult(
         frames=selected,
@@ -724,7 +776,7 @@ def estimate_committor(
         p_b=p, p_b_low=low, p_b_high=high, mean_commit_ps=commit,
         max_energy_frame=max_frame, max_energy_source=source,
         start_state=start.name, target_state=target.name,
-        ts_candidates=candidates, crosses_half=crosses,
+        ts_candidates=candidates, crosses_half=crosses, crossing_bracket=bracket,
         n_shots_run=n_todo, n_shots_resumed=n_resumed, md_steps=steps,
         config=config, wall_time_s=time.perf_counter() - t0,
     )

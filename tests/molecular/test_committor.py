@@ -113,6 +113,18 @@ def test_path_that_never_crosses_is_reported(system):
     assert result.to_dict()["crosses_half"] is False
 
 
+def test_profile_that_jumps_is_unresolved(system, drive_path):
+    frames = drive_path.frames[0]
+    states = system.assign_states(frames)
+    inside = frames[states != -1]  # drop the barrier region: the path jumps from C7eq to C7ax
+    n_a = int((states == 0).sum())
+    result = estimate_committor(inside, system, CommittorConfig(n_frames=len(inside), n_shots=2, **FAST))
+    assert result.md_steps == 0 and result.n_shots_run == 2 * len(inside)
+    assert result.crosses_half and result.ts_candidates == []
+    assert result.crossing_bracket == (n_a - 1, n_a)
+    assert "unresolved" in result.message
+
+
 def test_undecided_shots_are_counted(system, drive_path):
     # One check interval (10 steps, 20 fs) is too short to leave the barrier region.
     frame = int(np.argmax(drive_path.energies[0]))
@@ -171,11 +183,15 @@ def test_run_outputs_and_resume(system, paths_dir, tmp_path):
     assert run_committor(paths_dir, out, other, overwrite=True).n_shots_resumed == 0
 
 
-def test_parallel_workers_match_in_process(system, paths_dir, tmp_path):
-    cfg = CommittorConfig(n_frames=3, n_shots=4, include_max_energy=False, max_length_ps=1.0)
+def test_parallel_workers_match_in_process(system, paths_dir, tmp_path, monkeypatch):
+    from spacetime_md.molecular import committor
+
+    monkeypatch.setattr(committor, "MIN_STEPS_FOR_WORKERS", 0)  # use workers even for this small job
+    # Ends in the states (settled in-process) plus the barrier frame (MD, split over 2 workers).
+    cfg = CommittorConfig(n_frames=2, n_shots=4, max_length_ps=1.0)
     one = run_committor(paths_dir, tmp_path / "one", dataclasses.replace(cfg, n_workers=1), plot=False)
     two = run_committor(paths_dir, tmp_path / "two", dataclasses.replace(cfg, n_workers=2), plot=False)
-    assert two.n_shots_run == 12
+    assert two.n_shots_run == 12 and two.md_steps > 0
     assert json.loads((tmp_path / "one" / SHOTS_FILE).read_text())["frames"] == \
         json.loads((tmp_path / "two" / SHOTS_FILE).read_text())["frames"]
     np.testing.assert_array_equal(one.p_b, two.p_b)

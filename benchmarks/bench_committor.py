@@ -1,0 +1,125 @@
+"""Committor profiles of geodesic transition paths vs the straight-line baseline (issue 9).
+
+For paths of a `spacetime-md paths` run directory (which holds both kinds), estimates p_B at
+``--frames`` evenly spaced frames plus the frame of highest relaxed energy, with ``--shots``
+unbiased OpenMM shots each, and reports per curve kind:
+
+- whether p_B crosses 1/2 along the path, and the transition-state candidate (p_B closest to 1/2);
+- p_B of the highest-relaxed-energy frame and whether it lies within 0.5 +- 0.2 (the goal for
+  the geodesic paths: the energy maximum of a good path is its transition state);
+- undecided shots and wall time.
+
+``--reference`` adds the classical dihedral-drive path (restrained minimisations along a line
+in (phi, psi)) as a third profile. Results are resumable (each path's shots are checkpointed in
+``PATHS_DIR/committor_<kind>_path<P>``) and written as JSON.
+
+    spacetime-md paths --out runs/c7eq_c7ax --relaxed
+    python benchmarks/bench_committor.py runs/c7eq_c7ax [--frames 10] [--shots 20] [--paths 2]
+        [--workers 2] [--reference] [--out benchmarks/results/committor.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spacetime_md.molecular.committor import (
+    CommittorConfig,
+    compute_dihedral_drive_path,
+    estimate_committor,
+    run_committor,
+)
+from spacetime_md.molecular.paths import TransitionPaths
+
+TOLERANCE = 0.2
+
+
+def summarise(result) -> dict:
+    k = int(np.flatnonzero(result.frames == result.max_energy_frame)[0])
+    p = result.p_b[k]
+    row = {
+        "crosses_half": result.crosses_half,
+        "ts_candidates": result.ts_candidates,
+        "max_energy_frame": result.max_energy_frame,
+        "max_energy_source": result.max_energy_source,
+        "max_energy_s": float(result.s[k]),
+        "max_energy_p_b": None if not np.isfinite(p) else float(p),
+        "max_energy_p_b_interval": [float(result.p_b_low[k]), float(result.p_b_high[k])],
+        "max_energy_within_tolerance": bool(np.isfinite(p) and abs(p - 0.5) <= TOLERANCE),
+        "p_b_profile": [None if not np.isfinite(v) else float(v) for v in result.p_b],
+        "s": result.s.tolist(),
+        "shots": result.n_shots_total,
+        "undecided": int(result.n_undecided.sum()),
+        "wall_time_s": result.wall_time_s,
+        "message": result.message,
+    }
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths_dir", help="output directory of `spacetime-md paths` (with the baseline)")
+    parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--shots", type=int, default=20)
+    parser.add_argument("--paths", type=int, default=1, help="paths per kind (0, 1, ...; default 1)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--max-length-ps", type=float, default=5.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference", action="store_true", help="also the dihedral-drive reference path")
+    parser.add_argument("--out", default="benchmarks/results/committor.json")
+    args = parser.parse_args(argv)
+
+    base = CommittorConfig(n_frames=args.frames, n_shots=args.shots, n_workers=args.workers,
+                           max_length_ps=args.max_length_ps, seed=args.seed)
+    rows: dict[str, list[dict]] = {}
+    t0 = time.perf_counter()
+    system = None
+    for kind in ("geodesic", "straight"):
+        n_avail = TransitionPaths.load(args.paths_dir, kind=kind).n_paths
+        for p in range(min(args.paths, n_avail)):
+            result = run_committor(args.paths_dir, None, dataclasses.replace(base, kind=kind, path=p))
+            rows.setdefault(kind, []).append({"path": p, **summarise(result)})
+            print(f"[{kind} path {p}]\n{result.format_table()}\n")
+    if args.reference:
+        from spacetime_md.molecular.committor import _system_for_paths
+
+        system, _ = _system_for_paths(Path(args.paths_dir), None)
+        ref = compute_dihedral_drive_path(system, "C7eq", "C7ax", n_frames=32)
+        result = estimate_committor(ref, system, base, out_dir=Path(args.paths_dir) / "committor_dihedral_drive")
+        rows["dihedral-drive"] = [{"path": 0, **summarise(result)}]
+        print(f"[dihedral-drive reference]\n{result.format_table()}\n")
+
+    print(f"{'curve':<16}{'paths':>6}{'crosses 1/2':>13}{'p_B at max E':>16}{'within 0.5+-0.2':>18}"
+          f"{'undecided':>11}")
+    for kind, rs in rows.items():
+        pb = [r["max_energy_p_b"] for r in rs if r["max_energy_p_b"] is not None]
+        print(f"{kind:<16}{len(rs):>6}{sum(r['crosses_half'] for r in rs):>9}/{len(rs):<3}"
+              f"{(np.mean(pb) if pb else float('nan')):>16.2f}"
+              f"{sum(r['max_energy_within_tolerance'] for r in rs):>14}/{len(rs):<3}"
+              f"{sum(r['undecided'] for r in rs):>11}")
+    geo = rows.get("geodesic", [])
+    goal = bool(geo) and all(r["max_energy_within_tolerance"] for r in geo)
+    print(f"goal (geodesic highest-relaxed-energy frame has p_B within 0.5 +- {TOLERANCE}): "
+          f"{'met' if goal else 'NOT met'}; total {time.perf_counter() - t0:.1f} s")
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"paths_dir": str(Path(args.paths_dir).resolve()), "config": base.to_dict(), "tolerance": TOLERANCE,
+              "goal_met": goal, "curves": rows, "wall_time_s": time.perf_counter() - t0}
+    paths_config = Path(args.paths_dir) / "config.json"
+    if paths_config.is_file():
+        report["paths_checkpoint"] = json.loads(paths_config.read_text()).get("checkpoint")
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out)
+    print(f"written {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
