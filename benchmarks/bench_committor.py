@@ -94,12 +94,12 @@ def main(argv=None) -> int:
         rows["dihedral-drive"] = [{"path": 0, **summarise(result)}]
         print(f"[dihedral-drive reference]\n{result.format_table()}\n")
 
-    print(f"{'curve':<16}{'paths':>6}{'crosses 1/2':>13}{'p_B at max E':>16}{'within 0.5+-0.2':>18}"
+    print(f"{'curve':<16}{'paths':>6}{'crosses 1/2':>13}{'mean p_B at max E':>20}{'within 0.5+-0.2':>18}"
           f"{'undecided':>11}")
     for kind, rs in rows.items():
         pb = [r["max_energy_p_b"] for r in rs if r["max_energy_p_b"] is not None]
         print(f"{kind:<16}{len(rs):>6}{sum(r['crosses_half'] for r in rs):>9}/{len(rs):<3}"
-              f"{(np.mean(pb) if pb else float('nan')):>16.2f}"
+              f"{(np.mean(pb) if pb else float('nan')):>20.2f}"
               f"{sum(r['max_energy_within_tolerance'] for r in rs):>14}/{len(rs):<3}"
               f"{sum(r['undecided'] for r in rs):>11}")
     geo = rows.get("geodesic", [])
