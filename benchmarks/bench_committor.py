@@ -61,6 +61,36 @@ def summarise(result) -> dict:
     return row
 
 
+def worker_scaling(n_shots: int, n_workers: int) -> dict:
+    """Same shots (barrier frames of the dihedral-drive path) in this process vs in workers.
+
+    The workers are forced (``WORKERS_AFTER_S = 0``); their time includes starting them.
+    Results are identical by construction (per-shot seeds); the ratio is the speed-up.
+    """
+    from spacetime_md.molecular import committor, load_system
+
+    system = load_system("alanine-dipeptide")
+    frames = compute_dihedral_drive_path(system, "C7eq", "C7ax", n_frames=32).frames[0]
+    frames = frames[system.assign_states(frames) == -1]
+    cfg = CommittorConfig(n_frames=len(frames), n_shots=n_shots, start_state="C7eq", target_state="C7ax",
+                          include_max_energy=False, n_workers=1)
+    times = {}
+    saved = committor.WORKERS_AFTER_S
+    try:
+        committor.WORKERS_AFTER_S = 0.0
+        for workers in (1, n_workers):
+            t = time.perf_counter()
+            r = estimate_committor(frames, system, dataclasses.replace(cfg, n_workers=workers))
+            times[workers] = time.perf_counter() - t
+    finally:
+        committor.WORKERS_AFTER_S = saved
+    out = {"shots": r.n_shots_total, "md_steps": r.md_steps, "in_process_s": times[1],
+           f"workers_{n_workers}_s": times[n_workers], "speedup": times[1] / times[n_workers]}
+    print(f"worker scaling: {r.n_shots_total} shots, {r.md_steps} MD steps: in-process {times[1]:.1f} s, "
+          f"{n_workers} workers {times[n_workers]:.1f} s (start-up included): speed-up {out['speedup']:.2f}x")
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths_dir", help="output directory of `spacetime-md paths` (with the baseline)")
@@ -71,6 +101,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-length-ps", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference", action="store_true", help="also the dihedral-drive reference path")
+    parser.add_argument("--scaling", type=int, metavar="SHOTS", default=0,
+                        help="also time SHOTS shots per barrier frame in-process vs --workers processes")
     parser.add_argument("--out", default="benchmarks/results/committor.json")
     args = parser.parse_args(argv)
 
@@ -107,9 +139,11 @@ def main(argv=None) -> int:
     print(f"goal (geodesic highest-relaxed-energy frame has p_B within 0.5 +- {TOLERANCE}): "
           f"{'met' if goal else 'NOT met'}; total {time.perf_counter() - t0:.1f} s")
 
+    if args.scaling:
+        report["worker_scaling"] = worker_scaling(args.scaling, args.workers)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"paths_dir": str(Path(args.paths_dir).resolve()), "config": base.to_dict(), "tolerance": TOLERANCE,
+    report: dict = {"paths_dir": str(Path(args.paths_dir).resolve()), "config": base.to_dict(), "tolerance": TOLERANCE,
               "goal_met": goal, "curves": rows, "wall_time_s": time.perf_counter() - t0}
     paths_config = Path(args.paths_dir) / "config.json"
     if paths_config.is_file():

@@ -31,7 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--energy", choices=("relaxed", "raw"), default="relaxed",
                    help="energy that picks the extra highest-energy frame (default relaxed)")
     p.add_argument("--no-max-energy", action="store_true", help="do not add the highest-energy frame")
-    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2; 1 runs in-process)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes at most (default 2): shots start in this process and move to "
+                   "workers when the rest would take longer than 20 s here; 1: never")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--platform", help="OpenMM platform (default: fastest measured for the system size)")
     p.add_argument("--overwrite", action="store_true", help="discard a checkpoint made with other settings")

@@ -317,7 +317,7 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
     previous_threads = torch.get_num_threads()
     try:
         torch.set_num_threads(int(spec["threads"]))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fp = spec["fingerprint"]
         report = run_paths(
             tmp, system=fp["system"], solvent=fp["solvent"], start=fp["start"], end=fp["end"],
@@ -333,6 +333,7 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
             "fingerprint": fp,
             "summary": _task_summary(report),
             "wall_s": time.perf_counter() - t0,
+            "cpu_s": time.process_time() - c0,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "finished_at": time.time(),

@@ -69,9 +69,11 @@ RESULT_FILE = "committor.json"
 CONFIG_FILE = "config.json"
 PLOT_FILE = "committor.png"
 _CHECKPOINT_VERSION = 1
-#: Jobs with fewer MD steps than this (counting every pending shot at its maximum length) run
-#: in the calling process: starting a worker (spawn + imports) costs seconds.
-MIN_STEPS_FOR_WORKERS = 200_000
+#: Shots run in the calling process first; once the rest is projected to take longer than this
+#: (seconds) there, it goes to the worker processes. Starting a worker (spawn, then importing
+#: openmm and spacetime_md) costs about 5 s on a busy 2-core machine, and most alanine-dipeptide
+#: shots commit within a few hundred steps (about 3 ms), so small jobs never start one.
+WORKERS_AFTER_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,8 @@ class CommittorConfig:
     confidence : float
         Level of the Wilson interval.
     n_workers : int
-        Worker processes at most (1 runs in this process, as do jobs below
-        :data:`MIN_STEPS_FOR_WORKERS` MD steps at most).
+        Worker processes at most. Shots start in this process; the rest goes to the workers
+        once it is projected to take longer than :data:`WORKERS_AFTER_S` here. 1: never.
     seed : int
     """
 
@@ -378,6 +380,8 @@ class CommittorResult:
         a frame at exactly 1/2, twice).
     n_shots_run, n_shots_resumed : int
         Shots run by this call and shots taken from a checkpoint.
+    n_shots_in_workers : int
+        Shots of this call run in worker processes.
     md_steps : int
         Integration steps of all shots.
     """
@@ -405,6 +409,7 @@ class CommittorResult:
     md_steps: int
     config: CommittorConfig
     crossing_bracket: tuple[int, int] | None = None
+    n_shots_in_workers: int = 0
     wall_time_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -468,6 +473,7 @@ class CommittorResult:
                 "total": self.n_shots_total,
                 "run": self.n_shots_run,
                 "resumed": self.n_shots_resumed,
+                "in_workers": self.n_shots_in_workers,
                 "undecided": int(self.n_undecided.sum()),
                 "md_steps": self.md_steps,
             },
@@ -693,12 +699,8 @@ def estimate_committor(
         for i in range(0, len(todo), size):
             tasks.append((f, todo[i : i + size]))
     n_md = sum(len(shots) for _, shots in tasks)
-    # A worker process takes seconds to start (imports); small jobs run faster here.
-    n_workers = min(config.n_workers, len(tasks))
-    if n_md * config.max_steps < MIN_STEPS_FOR_WORKERS:
-        n_workers = 1
-    logger.info("committor: %d frames x %d shots; %d to run (%d with MD, %d process(es)), %d from checkpoint",
-                len(selected), config.n_shots, n_todo, n_md, n_workers, n_resumed)
+    logger.info("committor: %d frames x %d shots; %d to run (%d with MD), %d from checkpoint",
+                len(selected), config.n_shots, n_todo, n_md, n_resumed)
 
     bar = None
     if progress and n_todo:
@@ -724,17 +726,28 @@ def estimate_committor(
         for f, todo in pending.items():
             if todo and at_start[f] != UNDECIDED:
                 finished(f, [(k, at_start[f], 0) for k in todo])
-        if tasks and n_workers == 1:
-            for f, shots in tasks:
-                finished(*runner.run(f, frames_all[f], shots))
-        elif tasks:
+        # In this process while the rest looks cheap (or with one worker) ...
+        t_local, n_local, n_in_workers = time.perf_counter(), 0, 0
+        while tasks:
+            f, shots = tasks.pop(0)
+            finished(*runner.run(f, frames_all[f], shots))
+            n_local += len(shots)
+            per_shot = (time.perf_counter() - t_local) / n_local
+            if config.n_workers > 1 and per_shot * sum(len(s) for _, s in tasks) > WORKERS_AFTER_S:
+                break
+        # ... then in worker processes.
+        if tasks:
+            logger.info("committor: %d shots left to %d worker processes", sum(len(s) for _, s in tasks),
+                        min(config.n_workers, len(tasks)))
             ctx = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
+            with concurrent.futures.ProcessPoolExecutor(max_workers=min(config.n_workers, len(tasks)), mp_context=ctx,
                                                         initializer=_init_worker, initargs=(spec,)) as pool:
                 futures = [pool.submit(_worker_run, f, frames_all[f], shots) for f, shots in tasks]
                 try:
                     for fut in concurrent.futures.as_completed(futures):
-                        finished(*fut.result())
+                        frame, results = fut.result()
+                        finished(frame, results)
+                        n_in_workers += len(results)
                 except BaseException:
                     for fut in futures:
                         fut.cancel()
@@ -777,7 +790,7 @@ def estimate_committor(
         max_energy_frame=max_frame, max_energy_source=source,
         start_state=start.name, target_state=target.name,
         ts_candidates=candidates, crosses_half=crosses, crossing_bracket=bracket,
-        n_shots_run=n_todo, n_shots_resumed=n_resumed, md_steps=steps,
+        n_shots_run=n_todo, n_shots_resumed=n_resumed, md_steps=steps, n_shots_in_workers=n_in_workers,
         config=config, wall_time_s=time.perf_counter() - t0,
     )
 

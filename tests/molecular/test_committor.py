@@ -186,12 +186,13 @@ def test_run_outputs_and_resume(system, paths_dir, tmp_path):
 def test_parallel_workers_match_in_process(system, paths_dir, tmp_path, monkeypatch):
     from spacetime_md.molecular import committor
 
-    monkeypatch.setattr(committor, "MIN_STEPS_FOR_WORKERS", 0)  # use workers even for this small job
+    monkeypatch.setattr(committor, "WORKERS_AFTER_S", 0.0)  # hand shots to workers even in this small job
     # Ends in the states (settled in-process) plus the barrier frame (MD, split over 2 workers).
     cfg = CommittorConfig(n_frames=2, n_shots=4, max_length_ps=1.0)
     one = run_committor(paths_dir, tmp_path / "one", dataclasses.replace(cfg, n_workers=1), plot=False)
     two = run_committor(paths_dir, tmp_path / "two", dataclasses.replace(cfg, n_workers=2), plot=False)
     assert two.n_shots_run == 12 and two.md_steps > 0
+    assert two.n_shots_in_workers == 2 and one.n_shots_in_workers == 0  # the barrier frame's second batch of 2 shots
     assert json.loads((tmp_path / "one" / SHOTS_FILE).read_text())["frames"] == \
         json.loads((tmp_path / "two" / SHOTS_FILE).read_text())["frames"]
     np.testing.assert_array_equal(one.p_b, two.p_b)
