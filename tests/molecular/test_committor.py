@@ -101,6 +101,18 @@ def test_committor_rises_across_the_barrier(system, drive_path):
     assert np.all(result.p_b_low <= result.p_b) and np.all(result.p_b <= result.p_b_high)
 
 
+def test_relaxed_energy_maximum_is_the_transition_state(system):
+    # On the dihedral-drive path the relaxed-energy maximum (phi about -6 deg) is where shots
+    # split evenly: measured p_B = 0.52 [0.42, 0.62] from 100 shots (64-frame path).
+    path = compute_dihedral_drive_path(system, "C7eq", "C7ax", n_frames=64)
+    cfg = CommittorConfig(n_frames=1, n_shots=60, **FAST)
+    result = estimate_committor(path, system, cfg)
+    k = int(np.flatnonzero(result.frames == result.max_energy_frame)[0])
+    # 60 shots at p_B ~ 0.5: binomial std 0.065, the window is 3 sigma.
+    assert abs(result.p_b[k] - 0.5) <= 0.2, result.p_b
+    assert result.p_b_low[k] < 0.5 < result.p_b_high[k]
+
+
 def test_path_that_never_crosses_is_reported(system):
     # C7eq to just outside the disc, well before the barrier: every shot falls back to C7eq.
     path = compute_dihedral_drive_path(system, "C7eq", n_frames=6, waypoints_deg=[(-150, 160), (-25, 40)])
