@@ -827,7 +827,9 @@ def plot_committor(result: CommittorResult, path: str | os.PathLike, title: str 
     ax2.plot(result.s, e, "s-", color="tab:gray", ms=3, lw=0.8, alpha=0.7)
     ax2.set_ylabel(f"{'relaxed' if result.relaxed_energies is not None else 'raw'} energy (kJ/mol)", color="tab:gray")
     ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(title or result.message, fontsize=8)
+    import textwrap
+
+    ax.set_title(textwrap.fill(title or result.message, 100), fontsize=7)
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
