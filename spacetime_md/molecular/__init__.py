@@ -130,7 +130,7 @@ __all__ += [
 
 # --- scale-out (issue 8) ---
 from spacetime_md.molecular.batch import BatchResult, BatchTask, derive_seed, read_pairs, run_batch
-from spacetime_md.molecular.train_ddp import ProcessGroupContext
+from spacetime_md.molecular.ddp import ProcessGroupContext
 
 __all__ += [
     "BatchResult",

@@ -34,7 +34,8 @@ path); ``workers=0`` runs the tasks one after another in this process, without D
 on a worker that dies are rescheduled by the Dask scheduler (up to its
 ``distributed.scheduler.allowed-failures``); a task that raises is retried ``retries``
 times. A rerun into the same ``OUT`` skips finished tasks (their folder and ``task.json``
-exist with the same settings) and recomputes the rest.
+exist with the same settings) and recomputes the rest. Run one batch per output folder at a
+time (a starting batch removes temporary folders left by interrupted ones).
 
 Units as in :mod:`spacetime_md.molecular.paths` (nm, ps, kJ/mol, K; ``log_snr`` in model units).
 """

@@ -432,7 +432,7 @@ def train(
             f"got {str(out)!r} which already holds one"
         )
     device = _resolve_device(config.device)
-    from spacetime_md.molecular.train_ddp import ProcessGroupContext
+    from spacetime_md.molecular.ddp import ProcessGroupContext
 
     procs = ProcessGroupContext.from_default_group() if distributed else ProcessGroupContext.single()
     if config.num_threads is not None:
