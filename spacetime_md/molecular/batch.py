@@ -647,12 +647,15 @@ def run_batch(
             bar = tqdm(total=len(pending), desc="pairs", unit="pair", dynamic_ncols=True)
         if client is None:
             for task_id in pending:
-                try:
-                    record = execute_task(specs[task_id])
-                except Exception as exc:  # a failed task is recorded; the batch goes on
-                    finish(task_id, None, exc)
-                else:
-                    finish(task_id, record, None)
+                for attempt in range(retries + 1):
+                    try:
+                        record = execute_task(specs[task_id])
+                    except Exception as exc:  # a failed task is recorded; the batch goes on
+                        if attempt == retries:
+                            finish(task_id, None, exc)
+                    else:
+                        finish(task_id, record, None)
+                        break
         elif pending:
             from distributed import as_completed
 

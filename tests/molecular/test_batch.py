@@ -190,7 +190,7 @@ def local_cluster():
 
 def test_killing_a_worker_loses_no_finished_result(local_cluster, checkpoint, tmp_path):
     cluster, client = local_cluster
-    slow = PathConfig(n_paths=2, n_points=8, n_steps=1000, baseline=False, geodesic=TINY.geodesic)
+    slow = PathConfig(n_paths=2, n_points=8, n_steps=300, baseline=False, geodesic=TINY.geodesic)
     tasks = [BatchTask(f"t{i}", "C7eq", end) for i, end in enumerate(["C7ax", "alpha_R"] * 2)]
     killed = {}
 
@@ -246,3 +246,29 @@ def test_cli_batch(tmp_path, checkpoint, capsys):
     code = cli.main(["batch", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "o3"), "--path-config",
                      str(tmp_path / "nope.json")])
     assert code == 2 and "--path-config: expected a JSON file, got missing path" in capsys.readouterr().err
+
+
+def test_a_failing_pair_is_recorded_and_the_batch_goes_on(system, checkpoint, tmp_path, capsys):
+    # Same structure as C7eq under another name: passes the checks, fails inside the task.
+    import shutil
+
+    from spacetime_md.molecular.system import system_data_path
+
+    state = system.get_state("C7eq")
+    shutil.copy(str(system_data_path(f"alanine_dipeptide/{state.representative_pdb}")), tmp_path / "copy.pdb")
+    (tmp_path / "pairs.csv").write_text("id,start,end\nbad,C7eq,copy.pdb\ngood,C7eq,C7ax\n")
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY.to_dict()))
+    args = ["batch", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "out"), "--checkpoint", str(checkpoint),
+            "--path-config", str(config), "--workers", "0", "--no-plots", "--no-progress", "--retries", "0"]
+    assert cli.main(args) == 1
+    captured = capsys.readouterr()
+    assert "pair bad failed: ValueError: start and end: expected two different structures" in captured.err
+    assert "1 computed, 0 already finished, 1 failed" in captured.out
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["tasks"]["bad"]["status"] == "failed" and "two different structures" in manifest["tasks"]["bad"]["error"]
+    assert manifest["tasks"]["good"]["status"] == "done" and not (tmp_path / "out" / "bad").exists()
+    # A rerun tries the failed pair again and skips the finished one.
+    result = run_batch(tmp_path / "pairs.csv", tmp_path / "out", config=TINY, checkpoint=checkpoint, plots=False,
+                       workers=0)
+    assert result.skipped == ["good"] and result.failed == ["bad"] and not result.ok
