@@ -46,8 +46,11 @@ def run(args: argparse.Namespace) -> int:
 
     from spacetime_md.molecular.paths import PathConfig
 
-    start = args.start_pdb or args.start
-    end = args.end_pdb or args.end
+    from pathlib import Path
+
+    # Explicit --start-pdb/--end-pdb are files whatever their suffix; names are states.
+    start = Path(args.start_pdb) if args.start_pdb else args.start
+    end = Path(args.end_pdb) if args.end_pdb else args.end
     config = PathConfig(
         n_paths=args.n_paths,
         endpoint_log_snr=args.endpoint_log_snr,

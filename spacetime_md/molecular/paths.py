@@ -202,13 +202,16 @@ def resolve_structure(system: "MolecularSystem", spec: Any, what: str) -> tuple[
     from spacetime_md.molecular.energies import coordinates_to_nm
     from spacetime_md.molecular.system import system_data_path
 
-    if isinstance(spec, (str, os.PathLike)) and str(spec).lower().endswith(".pdb"):
+    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and str(spec).lower().endswith(".pdb")):
         import openmm.app as app
 
         path = Path(spec)
         if not path.is_file():
             raise FileNotFoundError(f"{what}: expected a PDB file, got missing path {str(path)!r}")
-        pdb = app.PDBFile(str(path))
+        try:
+            pdb = app.PDBFile(str(path))
+        except Exception as exc:  # OpenMM raises assorted errors for malformed files
+            raise ValueError(f"{what}: expected a readable PDB file, got {path.name} ({type(exc).__name__}: {exc})") from None
         names = [a.name for a in pdb.topology.atoms()]
         if len(names) != system.n_atoms:
             raise TopologyMismatchError(
@@ -469,6 +472,16 @@ def compute_transition_paths(
         constraints.append(LowVariance(config.min_log_snr, weight=config.constraint_weight))
     if config.constraint == "avoid":
         avoid_nm, avoid_label = resolve_structure(system, config.avoid_state, "avoid_state")
+        if isinstance(config.avoid_state, str) and not str(config.avoid_state).lower().endswith(".pdb"):
+            state = system.get_state(config.avoid_state)
+            for which, xyz in (("start", start_nm), ("end", end_nm)):
+                pp = np.asarray(system.compute_phi_psi(xyz[None]))
+                if state.contains(pp)[0]:
+                    raise ValueError(
+                        f"avoid_state: expected a state that contains neither endpoint, got {state.name}, "
+                        f"which contains the {which} structure (phi, psi) = "
+                        f"({math.degrees(pp[0, 0]):.0f}, {math.degrees(pp[0, 1]):.0f}) deg"
+                    )
         avoid_nm = kabsch_align(avoid_nm - avoid_nm.mean(axis=0), start_nm)
         alpha_a = float(alpha_sigma(config.avoid_log_snr)[0])
         x_avoid = alpha_a * model.to_model(torch.as_tensor(avoid_nm, dtype=dtype)).to(device)

@@ -118,7 +118,11 @@ def test_pipeline_errors(system, tiny_model, tmp_path):
 
 
 def test_avoid_region_containing_an_endpoint_is_rejected(system, tiny_model):
-    cfg = PathConfig(n_paths=1, n_points=8, n_steps=5, constraint="avoid", avoid_state="C7ax",
+    # A structure file skips the (phi, psi) state check, so the core's KL check decides.
+    from spacetime_md.molecular.system import system_data_path
+
+    c7ax_pdb = str(system_data_path("alanine_dipeptide/C7ax.pdb"))
+    cfg = PathConfig(n_paths=1, n_points=8, n_steps=5, constraint="avoid", avoid_state=c7ax_pdb,
                      avoid_log_snr=5.0, min_log_snr=1.0, geodesic=TINY.geodesic)
     with pytest.raises(ValueError, match="forbidden region contains the end point"):
         compute_transition_paths(system, tiny_model, "C7eq", "C7ax", cfg)
@@ -130,3 +134,22 @@ def test_cli_paths_errors_are_one_line(tmp_path, tiny_checkpoint, capsys):
     assert code == 2 and err.count("\n") == 0 and err.startswith("spacetime-md: error: state: expected one of")
     assert cli.main(["paths", "--out", str(tmp_path), "--dry-run"]) == 0
     assert '"n_paths": 8' in capsys.readouterr().out
+
+
+def test_avoid_state_containing_an_endpoint_is_rejected_by_name(system, tiny_model):
+    cfg = PathConfig(n_paths=1, n_points=8, n_steps=5, constraint="avoid", avoid_state="C5", geodesic=TINY.geodesic)
+    with pytest.raises(ValueError, match=r"avoid_state: expected a state that contains neither endpoint, got C7eq, "
+                                         r"which contains the start structure"):
+        compute_transition_paths(system, tiny_model, "C7eq", "C7ax", cfg)
+
+
+def test_cli_pdb_arguments_are_files_whatever_their_suffix(tmp_path, tiny_checkpoint, capsys):
+    notpdb = tmp_path / "endpoint.txt"
+    notpdb.write_text("this is not a PDB file\n")
+    code = cli.main(["paths", "--out", str(tmp_path / "o"), "--end-pdb", str(notpdb), "--checkpoint", str(tiny_checkpoint)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert "end: expected" in err and "endpoint.txt" in err and "state" not in err
+    code = cli.main(["paths", "--out", str(tmp_path / "o"), "--end-pdb", str(tmp_path / "missing.pdb"),
+                     "--checkpoint", str(tiny_checkpoint)])
+    assert code != 0 and "missing.pdb" in capsys.readouterr().err
