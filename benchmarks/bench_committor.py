@@ -110,7 +110,6 @@ def main(argv=None) -> int:
                            max_length_ps=args.max_length_ps, seed=args.seed)
     rows: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
-    system = None
     for kind in ("geodesic", "straight"):
         n_avail = TransitionPaths.load(args.paths_dir, kind=kind).n_paths
         for p in range(min(args.paths, n_avail)):
@@ -139,12 +138,13 @@ def main(argv=None) -> int:
     print(f"goal (geodesic highest-relaxed-energy frame has p_B within 0.5 +- {TOLERANCE}): "
           f"{'met' if goal else 'NOT met'}; total {time.perf_counter() - t0:.1f} s")
 
+    report: dict = {"paths_dir": str(Path(args.paths_dir).resolve()), "config": base.to_dict(),
+                    "tolerance": TOLERANCE, "goal_met": goal, "curves": rows,
+                    "wall_time_s": time.perf_counter() - t0}
     if args.scaling:
         report["worker_scaling"] = worker_scaling(args.scaling, args.workers)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report: dict = {"paths_dir": str(Path(args.paths_dir).resolve()), "config": base.to_dict(), "tolerance": TOLERANCE,
-              "goal_met": goal, "curves": rows, "wall_time_s": time.perf_counter() - t0}
     paths_config = Path(args.paths_dir) / "config.json"
     if paths_config.is_file():
         report["paths_checkpoint"] = json.loads(paths_config.read_text()).get("checkpoint")

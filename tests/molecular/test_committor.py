@@ -22,7 +22,6 @@ from spacetime_md.molecular.committor import (
     shot_seed,
     wilson_interval,
 )
-from spacetime_md.molecular.paths import TransitionPaths
 
 # Shots commit within about 0.3 ps from anywhere on this path; keep them short.
 FAST = dict(max_length_ps=1.0, n_workers=1)
