@@ -20,6 +20,7 @@ batch (up to floating-point summation order), and ``training_state.pt`` / ``mode
 the same format as single-process ones: either run resumes or loads the other's files.
 
 Single-process CPU training (``spacetime-md train``) does not use this module and is unchanged.
+The hooks the training loop calls live in :mod:`spacetime_md.molecular.ddp`.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _torchrun_env() -> dict[str, int]:
     missing = [k for k in _TORCHRUN_VARS if k not in os.environ]
     if missing:
         raise ValueError(
-            f"environment: expected the torchrun variables {list(_TORCHRUN_VARS)}, got none of {missing}; launch with "
+            f"environment: expected the torchrun variables {list(_TORCHRUN_VARS)}, got {missing} unset; launch with "
             "'torchrun --nproc_per_node N -m spacetime_md.molecular.train_ddp ...' (or use 'spacetime-md train' "
             "for one process)"
         )
