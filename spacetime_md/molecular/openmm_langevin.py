@@ -38,8 +38,9 @@ class RestrainedPaths:
 
     Attributes
     ----------
-    frames : ndarray, shape=(P, T, N, 3)
-        Positions (nm) after the last step at every curve point.
+    frames : ndarray, shape=(P, F, N, 3)
+        Positions (nm) every ``record_every`` steps (``F = T * n_steps / record_every``; with the
+        default one frame per curve point, after its last step).
     n_force_evals : int
         Force evaluations by the integrator (one per MD step, all paths).
     wall_time : float
@@ -128,6 +129,7 @@ class RestrainedLangevinSampler:
         n_paths: int = 1,
         n_steps: int = 100,
         seed: int = 0,
+        record_every: int | None = None,
         progress: bool = False,
         callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> RestrainedPaths:
@@ -146,6 +148,9 @@ class RestrainedLangevinSampler:
             Integrator steps per curve point.
         seed : int
             Paths use seeds ``seed + p`` for velocities and the integrator's noise.
+        record_every : int, optional
+            Record a frame every this many steps (must divide ``n_steps``); default
+            ``n_steps``, i.e. one frame per curve point. Frames are ``T * n_steps / record_every``.
         """
         centres = np.asarray(centres, dtype=float)
         k = np.asarray(force_constants, dtype=float)
@@ -161,7 +166,11 @@ class RestrainedLangevinSampler:
         if x_init.shape != (n_paths, self.n_atoms, 3):
             raise ValueError(f"x_init: expected shape ({self.n_atoms}, 3) or ({n_paths}, {self.n_atoms}, 3), got {x_init.shape}")
         n_points = centres.shape[0]
-        frames = np.empty((n_paths, n_points, self.n_atoms, 3))
+        record_every = n_steps if record_every is None else record_every
+        if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 1 or n_steps % record_every:
+            raise ValueError(f"record_every: expected a divisor of n_steps ({n_steps}), got {record_every!r}")
+        per_point = n_steps // record_every
+        frames = np.empty((n_paths, n_points * per_point, self.n_atoms, 3))
         t0 = time.perf_counter()
         bar = None
         if progress:
@@ -177,10 +186,11 @@ class RestrainedLangevinSampler:
                 self.context.setVelocitiesToTemperature(self.temperature, seed + p + 1)
                 for n in range(n_points):
                     self._set_restraint(centres[n], k[n])
-                    self.integrator.step(n_steps)
+                    for r in range(per_point):
+                        self.integrator.step(record_every)
+                        pos = self.context.getState(getPositions=True).getPositions(asNumpy=True)
+                        frames[p, n * per_point + r] = pos.value_in_unit(unit.nanometer)
                     self.n_force_evals += n_steps
-                    pos = self.context.getState(getPositions=True).getPositions(asNumpy=True)
-                    frames[p, n] = pos.value_in_unit(unit.nanometer)
                     if bar is not None:
                         bar.update(1)
                 if not np.isfinite(frames[p]).all():

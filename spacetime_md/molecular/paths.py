@@ -12,7 +12,8 @@ Method (DESIGN.md sections 4-5):
 3. **Paths.** For each of ``n_points`` points of the geodesic, OpenMM runs ``n_steps`` steps of
    ``LangevinMiddleIntegrator`` on the force field plus a harmonic restraint with constant
    ``kT * SNR_n / s^2`` toward ``s * x_n / alpha_n`` (``s`` the model's length scale in nm);
-   see :mod:`spacetime_md.molecular.openmm_langevin`. The frame after each point is recorded.
+   see :mod:`spacetime_md.molecular.openmm_langevin`. A frame is recorded every
+   ``record_every`` steps (default 20 fs), so the barrier crossing is resolved in time.
 4. **Baseline.** The straight spacetime line between the same endpoints, sampled the same way.
 5. **Validation.** OpenMM potential energy of every frame, ETS (maximum), barrier (maximum
    minus the start structure's energy), final (phi, psi), target hit (within ``hit_radius``
@@ -107,8 +108,13 @@ class PathConfig:
         Also sample the straight spacetime line.
     relaxed : bool
         Quench frames to compute the relaxed barrier (slower).
+    record_every : int, optional
+        Record a frame every this many OpenMM steps (a divisor of ``n_steps``); default
+        ``gcd(n_steps, 20)`` (every 20 steps for the default 100 steps per point).
     relaxed_stride : int
-        Quench every ``relaxed_stride``-th frame (plus the last).
+        For the relaxed barrier, quench every frame in the transition region (farther than
+        ``hit_radius`` in (phi, psi) from both endpoints), every ``relaxed_stride``-th other
+        frame, and the last.
     seed : int
     device : str
         Torch device of the geodesic.
@@ -130,16 +136,22 @@ class PathConfig:
     hit_radius: float = 0.75
     baseline: bool = True
     relaxed: bool = False
-    relaxed_stride: int = 4
+    record_every: int | None = None
+    relaxed_stride: int = 16
     seed: int = 0
     device: str = "cpu"
     geodesic: GeodesicConfig = DEFAULT_GEODESIC
 
     def __post_init__(self) -> None:
-        for name in ("n_paths", "n_points", "n_steps", "relaxed_stride"):
+        if self.record_every is None:
+            auto = math.gcd(self.n_steps, 20) if isinstance(self.n_steps, int) and self.n_steps > 0 else 1
+            object.__setattr__(self, "record_every", auto)  # frozen dataclass
+        for name in ("n_paths", "n_points", "n_steps", "record_every", "relaxed_stride"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if self.n_steps % self.record_every:
+            raise ValueError(f"record_every: expected a divisor of n_steps ({self.n_steps}), got {self.record_every}")
         if self.n_points < 2:
             raise ValueError(f"n_points: expected an integer >= 2, got {self.n_points}")
         for name in ("timestep_fs", "friction_per_ps", "min_kl", "hit_radius"):
@@ -400,13 +412,22 @@ def _validate(system, frames, start_nm, start_energy, target_nm, target_phi_psi,
     }
     if relaxed is not None:
         quencher, start_relaxed = relaxed
-        idx = sorted(set(range(0, n_frames, config.relaxed_stride)) | {n_frames - 1})
-        rel = np.array([quencher.quench_frames(frames[p, idx]) for p in range(n_paths)])
-        rel_barrier = rel.max(axis=1) - start_relaxed
+        start_phi_psi = np.asarray(system.compute_phi_psi(start_nm[None]))[0]
+        away = ((_periodic_angle_distance(phi_psi, start_phi_psi[None, None]) > config.hit_radius)
+                & (_periodic_angle_distance(phi_psi, target_phi_psi[None, None]) > config.hit_radius))
+        stride = np.zeros(n_frames, dtype=bool)
+        stride[::config.relaxed_stride] = True
+        stride[-1] = True
+        rel_barrier = np.empty(n_paths)
+        n_quenched = 0
+        for p in range(n_paths):
+            idx = np.flatnonzero(away[p] | stride)
+            rel_barrier[p] = quencher.quench_frames(frames[p, idx]).max() - start_relaxed
+            n_quenched += len(idx)
         for p in range(n_paths):
             per_path[p]["relaxed_barrier_kj_mol"] = float(rel_barrier[p])
         metrics["relaxed_barrier_kj_mol"] = _summary(rel_barrier)
-        metrics["relaxed_frames_per_path"] = len(idx)
+        metrics["relaxed_frames_per_path"] = n_quenched / n_paths
     return energies, phi_psi, metrics
 
 
@@ -535,7 +556,7 @@ def compute_transition_paths(
         t1 = time.perf_counter()
         centres, k = schedule(c_l, c_x)
         sampled = sampler.sample(centres, k, start_nm, n_paths=config.n_paths, n_steps=config.n_steps,
-                                 seed=config.seed, progress=progress)
+                                 seed=config.seed, record_every=config.record_every, progress=progress)
         timings["paths_s"] += time.perf_counter() - t1
         t2 = time.perf_counter()
         energies, phi_psi, metrics = _validate(system, sampled.frames, start_nm, start_energy, end_nm,
@@ -544,11 +565,12 @@ def compute_transition_paths(
         metrics["force_evaluations"] = sampled.n_force_evals
         metrics["force_evaluations_per_path"] = sampled.n_force_evals // config.n_paths
         metrics["phi_psi"] = phi_psi.tolist()
-        results[kind] = TransitionPaths(sampled.frames, c_l.detach().cpu().double().numpy(), energies, kind, metrics)
+        frame_log_snr = np.repeat(c_l.detach().cpu().double().numpy(), config.n_steps // config.record_every)
+        results[kind] = TransitionPaths(sampled.frames, frame_log_snr, energies, kind, metrics)
         report[kind] = metrics
     report["geodesic_curve"] = {
         **{k: v for k, v in geo.summary().items() if k != "config"},
-        "log_snr": results["geodesic"].log_snr.tolist(),
+        "log_snr": geo_l.detach().cpu().double().numpy().tolist(),
     }
     report["endpoints"] = {"start": start_label, "end": end_label,
                            "target_phi_psi_rad": target_phi_psi.tolist(),

@@ -44,6 +44,13 @@ def test_stiff_restraint_holds_structure_at_centres(alanine):
     assert abs(mean_shift[0] - 0.05) < 0.015
     again = RestrainedLangevinSampler(system, friction=50 / unit.picosecond).sample(centres, np.array([2e4, 2e4]), pos, n_paths=2, n_steps=200, seed=3)
     np.testing.assert_allclose(again.frames, out.frames)  # seeded, Reference platform
+    # Recording every 50 steps does not perturb the dynamics: every 4th frame is the per-point one.
+    dense = RestrainedLangevinSampler(system, friction=50 / unit.picosecond).sample(
+        centres, np.array([2e4, 2e4]), pos, n_paths=2, n_steps=200, seed=3, record_every=50)
+    assert dense.frames.shape == (2, 8, 22, 3) and dense.n_force_evals == 2 * 2 * 200
+    np.testing.assert_allclose(dense.frames[:, 3::4], out.frames)
+    with pytest.raises(ValueError, match=r"record_every: expected a divisor of n_steps \(200\), got 30"):
+        sampler.sample(centres, np.array([2e4, 2e4]), pos, n_steps=200, record_every=30)
 
 
 def test_zero_restraint_is_plain_md_cost(alanine):
