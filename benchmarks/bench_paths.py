@@ -57,7 +57,7 @@ def sampler_vs_plain_md(system, model, out, config: PathConfig, n_paths: int = 2
     from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
     from spacetime_md.molecular.units import kT_kj_per_mol
 
-    log_snr = np.asarray(out["paths"].log_snr, dtype=float)
+    log_snr = np.asarray(out["report"]["geodesic_curve"]["log_snr"], dtype=float)  # one per curve point
     w = np.linspace(0.0, 1.0, len(log_snr))[:, None, None]
     centres = (1 - w) * out["start_nm"][None] + w * out["end_nm"][None]
     k = kT_kj_per_mol(system.temperature_k) * np.exp(log_snr) / model.length_scale_nm**2
@@ -69,7 +69,8 @@ def sampler_vs_plain_md(system, model, out, config: PathConfig, n_paths: int = 2
     t_paths, t_md = [], []
     for r in range(repeats):
         t0 = time.perf_counter()
-        sampler.sample(centres, k, out["start_nm"], n_paths=n_paths, n_steps=config.n_steps, seed=r)
+        sampler.sample(centres, k, out["start_nm"], n_paths=n_paths, n_steps=config.n_steps, seed=r,
+                       record_every=config.record_every)
         t_paths.append(time.perf_counter() - t0)
         t_md.append(plain_md_time(system, n_md, config.timestep_fs, config.friction_per_ps))
     return min(t_paths), min(t_md), n_md

@@ -110,7 +110,7 @@ class PathConfig:
         Quench frames to compute the relaxed barrier (slower).
     record_every : int, optional
         Record a frame every this many OpenMM steps (a divisor of ``n_steps``); default
-        ``gcd(n_steps, 20)`` (every 20 steps for the default 100 steps per point).
+        ``gcd(n_steps, 20)`` (every 20 steps for the default 300 steps per point).
     relaxed_stride : int
         For the relaxed barrier, quench every frame in the transition region (farther than
         ``hit_radius`` in (phi, psi) from both endpoints), every ``relaxed_stride``-th other
@@ -124,7 +124,7 @@ class PathConfig:
     n_paths: int = 8
     endpoint_log_snr: float = 5.0
     n_points: int = 64
-    n_steps: int = 100
+    n_steps: int = 300
     timestep_fs: float = 1.0
     friction_per_ps: float = 10.0
     constraint: str = "none"
