@@ -44,11 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import os
-    import tempfile
     import time
-    from pathlib import Path
 
     import torch
 
@@ -102,11 +98,8 @@ def run(args: argparse.Namespace) -> int:
 
         mdtraj.Trajectory(samples.astype("float32"), dataset.topology).save_hdf5(args.save_samples)
     if args.json_out:
-        path = Path(args.json_out)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from spacetime_md._atomic import write_json_atomic
+
         payload = {"metrics": result.to_dict(), "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, default=str)
-        os.replace(tmp, path)
+        write_json_atomic(args.json_out, payload)
     return 0

@@ -13,7 +13,6 @@ point to point; the states form the transition path. All paths run as one batch.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Literal

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from spacetime_md.core._validation import check_tensor
+from spacetime_md._atomic import torch_save_atomic
 from spacetime_md.errors import CheckpointError
 
 __all__ = [
@@ -246,14 +246,7 @@ class ImageDiffusionModel(nn.Module):
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    torch_save_atomic(obj, path)
 
 
 def save_image_model(model: ImageDiffusionModel, path: str | os.PathLike) -> Path:

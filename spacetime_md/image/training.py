@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from spacetime_md._atomic import write_json_atomic
 from spacetime_md.errors import CheckpointError, SpacetimeMDError
 from spacetime_md.image.model import ImageDiffusionModel, UNetConfig, _atomic_torch_save, save_image_model
 
@@ -131,9 +132,7 @@ class ImageTrainConfig:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj, sort_keys=True)
 
 
 def _lr_at(step: int, config: ImageTrainConfig) -> float:

@@ -21,13 +21,13 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from spacetime_md import __version__
+from spacetime_md._atomic import torch_save_atomic
 from spacetime_md.errors import CheckpointError
 from spacetime_md.molecular.model import EquivariantDenoiser
 
@@ -57,18 +57,7 @@ PRETRAINED: dict[str, str] = {
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file in the same directory, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return torch_save_atomic(obj, path)
 
 
 def save_checkpoint(

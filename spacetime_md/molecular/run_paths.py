@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from spacetime_md._atomic import write_json_atomic
 from spacetime_md.molecular.paths import PathConfig, TransitionPaths, compute_transition_paths
 
 __all__ = ["run_paths", "format_table"]
@@ -21,9 +21,7 @@ REFERENCE_HISTOGRAM = "alanine_dipeptide/ramachandran_reference.npz"
 
 
 def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_json_atomic(path, data)
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from spacetime_md._atomic import write_json_atomic, write_text_atomic
 from spacetime_md.core.schedule import alpha_sigma
 from spacetime_md.molecular.model import DEFAULT_LENGTH_SCALE_NM, EquivariantDenoiser, center, to_model
 from spacetime_md.molecular.pretrained import (
@@ -336,11 +336,7 @@ class TrainResult:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(obj, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj, sort_keys=True)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -354,10 +350,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:
             continue
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _lr_at(config: TrainConfig, step: int) -> float:

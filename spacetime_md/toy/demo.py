@@ -9,7 +9,6 @@ geodesic between two data points at log_snr 4 is drawn over the marginal density
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 
+from spacetime_md._atomic import write_json_atomic
 from spacetime_md.core import (
     GeodesicConfig,
     SpacetimePoint,
@@ -39,9 +39,7 @@ def paper_mixture() -> GaussianMixture:
 
 
 def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_json_atomic(path, data)
 
 
 def run_toy_demo(

@@ -34,7 +34,6 @@ geodesic), ``model.pt``, ``fig_paths.png`` (landscape with paths per variant) an
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -47,6 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from spacetime_md._atomic import atomic_path, write_json_atomic
 from spacetime_md.core import (
     AvoidRegion,
     GeodesicConfig,
@@ -305,15 +305,12 @@ def _stats(values: Tensor) -> dict[str, float]:
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_json_atomic(path, data)
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
 
 
 def _angles(values: tuple[float, float]) -> Tensor:

@@ -190,7 +190,8 @@ def local_cluster():
 
 def test_killing_a_worker_loses_no_finished_result(local_cluster, checkpoint, tmp_path):
     cluster, client = local_cluster
-    slow = PathConfig(n_paths=2, n_points=8, n_steps=300, baseline=False, geodesic=TINY.geodesic)
+    slow = PathConfig(n_paths=2, n_points=8, n_steps=300, record_every=300, baseline=False,
+                      geodesic=TINY.geodesic)
     tasks = [BatchTask(f"t{i}", "C7eq", end) for i, end in enumerate(["C7ax", "alpha_R"] * 2)]
     killed = {}
 
