@@ -368,7 +368,8 @@ def _periodic_angle_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _summary(values: Sequence[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=float)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0}
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+            "median": float(np.median(arr))}
 
 
 def _validate(system, frames, start_nm, start_energy, target_nm, target_phi_psi, config, relaxed=None):
