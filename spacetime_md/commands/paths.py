@@ -36,6 +36,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device of the geodesic (cpu or cuda)")
     p.add_argument("--platform", help="OpenMM platform (default: fastest measured for the system size)")
+    p.add_argument("--num-threads", type=int, default=None,
+                   help="torch threads for the geodesic (default: torch's choice; results are reproducible "
+                        "for the same seed and thread count)")
     p.add_argument("--progress", action="store_true", help="progress bars")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     return p
@@ -73,6 +76,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from spacetime_md.molecular.run_paths import run_paths
+
+    if args.num_threads is not None:
+        if args.num_threads < 1:
+            raise ValueError(f"--num-threads: expected an integer >= 1, got {args.num_threads}")
+        import torch
+
+        torch.set_num_threads(args.num_threads)
 
     report = run_paths(
         args.out, system=args.system, solvent=args.solvent, start=start, end=end, config=config,

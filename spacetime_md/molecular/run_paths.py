@@ -138,6 +138,10 @@ def run_paths(
     HDF5 per curve kind, ``paths_<kind>.npz``, ``report.json`` and PNG plots. Returns the
     report with an extra ``table`` entry (the printed summary).
     """
+    import openmm
+
+    from spacetime_md import __version__
+    from spacetime_md.molecular._io import save_npz_atomic
     from spacetime_md.molecular.pretrained import load_checkpoint, load_pretrained
     from spacetime_md.molecular.system import load_system
 
@@ -153,6 +157,9 @@ def run_paths(
         "checkpoint": str(checkpoint) if checkpoint else f"pretrained:{mol.name}",
         "platform": mol.platform_name, "path_config": config.to_dict(),
         "model": {"length_scale_nm": model.length_scale_nm, "n_atoms": model.n_atoms},
+        # Float reductions depend on the thread count: same seed + same threads = same numbers.
+        "torch_num_threads": torch.get_num_threads(),
+        "versions": {"spacetime_md": __version__, "torch": torch.__version__, "openmm": openmm.__version__},
     })
     result = compute_transition_paths(mol, model, start, end, config, progress=progress)
     report = result["report"]
@@ -162,8 +169,8 @@ def run_paths(
         if paths is not None:
             files[paths.kind] = paths.save(out, mol)
     geo = result["geodesic"]
-    np.savez(out / "geodesic.npz", log_snr=geo.log_snr.cpu().numpy(), x=geo.x.cpu().numpy(),
-             start_nm=result["start_nm"], end_nm=result["end_nm"])
+    save_npz_atomic(out / "geodesic.npz", log_snr=geo.log_snr.cpu().numpy(), x=geo.x.cpu().numpy(),
+                    start_nm=result["start_nm"], end_nm=result["end_nm"])
     report["files"] = files
     if plots:
         report["plots"] = _plots(out, result, mol)
