@@ -24,6 +24,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="directory with one *.h5 trajectory, or the file itself")
     p.add_argument("--holdout-fraction", type=float, default=None,
                    help="held-out fraction (default: the one the model was trained with, else 0.1)")
+    p.add_argument("--reference", default=None,
+                   help="independent MD samples (directory with one *.h5, or the file), e.g. `spacetime-md "
+                        "sample --seed 1`: all its frames are the reference instead of the held-out part of --data")
     p.add_argument("--n-samples", type=int, default=2000, help="model samples (default 2000)")
     p.add_argument("--n-steps", type=int, default=100, help="sampler noise levels (default 100)")
     p.add_argument("--method", choices=("heun", "ancestral", "ddim"), default="heun",
@@ -45,6 +48,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import time
+    from pathlib import Path
 
     import torch
 
@@ -67,6 +71,20 @@ def run(args: argparse.Namespace) -> int:
         raise TopologyMismatchError(
             f"data: expected the model's {model.n_atoms} atoms {model.atom_names}, got {dataset.n_atoms} atoms {names}"
         )
+    reference, reference_source = dataset.test_xyz, f"held-out last {holdout:.0%} of {dataset.source}"
+    if args.reference is not None:
+        import mdtraj
+        import numpy as np
+
+        from spacetime_md.molecular.training import _find_trajectory
+
+        ref_file = _find_trajectory(Path(args.reference))
+        ref = mdtraj.load(str(ref_file))
+        ref_names = [a.name for a in ref.topology.atoms]
+        if ref_names != names:
+            raise TopologyMismatchError(f"reference: expected the data's {len(names)} atoms {names}, "
+                                        f"got {ref.n_atoms} atoms {ref_names} in {ref_file}")
+        reference, reference_source = ref.xyz.astype(np.float64), f"all {ref.n_frames} frames of {ref_file}"
     generator = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
     samples = sample_model(
@@ -84,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     result = evaluate_samples(
         samples,
-        dataset.test_xyz,
+        reference,
         dataset.topology,
         reference_b=dataset.train_xyz,
         energies=args.energies,
@@ -92,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         + (", D samples mirrored" if args.mirror_d else ""),
         sampling_time_s=elapsed,
     )
+    print(f"reference MD: {reference_source}")
     print(result.to_table())
     if args.save_samples:
         import mdtraj
@@ -100,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         from spacetime_md._atomic import write_json_atomic
 
-        payload = {"metrics": result.to_dict(), "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
+        payload = {"metrics": result.to_dict(), "reference": reference_source,
+                   "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
         write_json_atomic(args.json_out, payload)
     return 0

@@ -156,3 +156,24 @@ def test_cli_evaluate(tmp_path, capsys):
     assert "data: expected the model's 22 atoms" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", data, "--num-threads", "0"]) == 2
     assert "num_threads: expected an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_cli_evaluate_against_an_independent_reference(tmp_path, capsys):
+    data = write_synthetic_h5(tmp_path / "samples.h5", n_frames=30, noise_nm=0.005)
+    (tmp_path / "ref").mkdir()
+    ref = write_synthetic_h5(tmp_path / "ref" / "samples.h5", n_frames=12, noise_nm=0.005)
+    ckpt = save_checkpoint(tmp_path / "m.pt", tiny_model(atom_names=[a.name for a in alanine_trajectory().topology.atoms]))
+    out_json = tmp_path / "metrics.json"
+    code = main(["evaluate", "--checkpoint", str(ckpt), "--data", data, "--reference", str(tmp_path / "ref"),
+                 "--n-samples", "4", "--n-steps", "3", "--no-energies", "--json", str(out_json)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"reference MD: all 12 frames of {ref}" in printed and "held-out MD 12" in printed
+    assert json.loads(out_json.read_text())["reference"].startswith("all 12 frames")
+    import mdtraj
+
+    traj = mdtraj.load(str(ref))
+    mdtraj.Trajectory(traj.xyz[:, :21], traj.topology.subset(range(21))).save_hdf5(str(tmp_path / "bad.h5"))
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", data, "--reference", str(tmp_path / "bad.h5"),
+                 "--n-samples", "2", "--n-steps", "2"]) == 2
+    assert "reference: expected the data's 22 atoms" in capsys.readouterr().err
