@@ -65,27 +65,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _base_config(args: argparse.Namespace):
     import dataclasses
-    from pathlib import Path
 
     from spacetime_md.molecular.paths import PathConfig
 
     config = PathConfig()
     if args.path_config:
-        path = Path(args.path_config)
-        if not path.is_file():
-            raise FileNotFoundError(f"--path-config: expected a JSON file, got missing path {str(path)!r}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--path-config: expected JSON, got a parse error in {path.name}: {exc}") from None
-        if isinstance(data, dict) and isinstance(data.get("path_config"), dict):
-            data = data["path_config"]
-        if not isinstance(data, dict):
-            raise ValueError(f"--path-config: expected a JSON object of PathConfig fields, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(PathConfig)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"--path-config: expected PathConfig fields {sorted(known)}, got unknown {unknown}")
+        from spacetime_md._config import read_config_fields
+
+        data = read_config_fields(args.path_config, PathConfig, "--path-config", "path_config")
         config = PathConfig.from_dict(data)
     overrides = {name: getattr(args, name) for name in _PATH_OPTIONS if getattr(args, name) is not None}
     for name in ("relaxed", "baseline"):

@@ -30,7 +30,6 @@ import dataclasses
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -71,21 +70,9 @@ def build_config(argv: Sequence[str]):
     explicit = {k for k, v in vars(explicit_parser.parse_args(list(argv))).items() if v is not None}
     config = train_command.build_config(args)
     if args.config_file:
-        path = Path(args.config_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"--config: expected a JSON file, got missing path {str(path)!r}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"--config: expected JSON, got a parse error in {path.name}: {exc}") from None
-        if isinstance(data, dict) and isinstance(data.get("train_config"), dict):
-            data = data["train_config"]
-        if not isinstance(data, dict):
-            raise ValueError(f"--config: expected a JSON object of TrainConfig fields, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"--config: expected TrainConfig fields, got unknown {unknown}")
+        from spacetime_md._config import read_config_fields
+
+        data = read_config_fields(args.config_file, TrainConfig, "--config", "train_config")
         from_file = {k: v for k, v in data.items() if k not in explicit and k not in ("data", "out")}
         config = dataclasses.replace(config, **from_file)
     return config, args
