@@ -18,7 +18,7 @@ _PATH_OPTIONS = {
     "n_paths": (int, "transition paths per curve (default 8)"),
     "n_points": (int, "curve points sampled by annealed Langevin (default 64)"),
     "n_steps": (int, "OpenMM steps per curve point (default 100)"),
-    "endpoint_log_snr": (float, "log_snr of the clean endpoints (default 5)"),
+    "endpoint_log_snr": (float, "log_snr of the clean endpoints (default 4)"),
     "constraint": (str, "none, low-variance or avoid (default none)"),
     "min_log_snr": (float, "LowVariance floor, model units (default 1)"),
     "avoid_state": (str, "state to avoid with --constraint avoid"),

@@ -29,7 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="model checkpoint (default: the shipped model for --system)")
     p.add_argument("--n-points", type=int, default=64, help="curve points sampled by annealed Langevin")
     p.add_argument("--n-steps", type=int, default=300, help="OpenMM steps per curve point (default 300)")
-    p.add_argument("--endpoint-log-snr", type=float, default=5.0)
+    p.add_argument("--endpoint-log-snr", type=float, default=4.0, help="log_snr of the clean endpoints (default 4)")
     p.add_argument("--relaxed", action="store_true", help="also compute relaxed (quenched) barriers")
     p.add_argument("--no-baseline", action="store_true", help="skip the straight-line baseline")
     p.add_argument("--no-plots", action="store_true")

@@ -122,7 +122,7 @@ class PathConfig:
     """
 
     n_paths: int = 8
-    endpoint_log_snr: float = 5.0
+    endpoint_log_snr: float = 4.0
     n_points: int = 64
     n_steps: int = 300
     timestep_fs: float = 1.0
