@@ -5,7 +5,7 @@ Every message names the argument and says "expected ..., got ...".
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -110,3 +110,15 @@ def check_same_dtype_device(**tensors: Tensor) -> None:
             raise TypeError(
                 f"{name}: expected device {first.device} (same as {first_name}), got {t.device}"
             )
+
+
+def resolve_device(name: Any, what: str = "device") -> torch.device:
+    """``torch.device(name)``, refusing unknown names and CUDA where torch has none."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{what}: expected 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{what}: expected 'cpu' or an available CUDA device, got {name!r} "
+                         f"(torch {torch.__version__} sees no CUDA device; see README 'GPU users')")
+    return device

@@ -49,6 +49,7 @@ from spacetime_md.core import (
     optimize_geodesic,
     straight_line,
 )
+from spacetime_md.core._validation import resolve_device
 from spacetime_md.errors import TopologyMismatchError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -479,7 +480,7 @@ def compute_transition_paths(
         raise ValueError(f"start and end: expected two different structures, got equal ones ({start_label}, {end_label})")
 
     dtype = next(model.parameters()).dtype
-    device = torch.device(config.device)
+    device = resolve_device(config.device)
     model = model.to(device)
     lam = float(config.endpoint_log_snr)
     alpha_e = float(alpha_sigma(lam)[0])

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from spacetime_md._atomic import write_json_atomic, write_text_atomic
+from spacetime_md.core._validation import resolve_device
 from spacetime_md.core.schedule import alpha_sigma
 from spacetime_md.molecular.model import DEFAULT_LENGTH_SCALE_NM, EquivariantDenoiser, center, to_model
 from spacetime_md.molecular.pretrained import (
@@ -363,10 +364,7 @@ def _lr_at(config: TrainConfig, step: int) -> float:
 
 
 def _resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: expected 'cpu' or an available CUDA device, got {name!r} (no CUDA device is available)")
-    return device
+    return resolve_device(name)
 
 
 @torch.no_grad()

@@ -153,3 +153,14 @@ def test_cli_pdb_arguments_are_files_whatever_their_suffix(tmp_path, tiny_checkp
     code = cli.main(["paths", "--out", str(tmp_path / "o"), "--end-pdb", str(tmp_path / "missing.pdb"),
                      "--checkpoint", str(tiny_checkpoint)])
     assert code != 0 and "missing.pdb" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "device: expected 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+    pytest.param("cuda", "device: expected 'cpu' or an available CUDA device, got 'cuda'",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is available")),
+])
+def test_cli_unusable_device_is_one_line(tmp_path, tiny_checkpoint, capsys, device, message):
+    code = cli.main(["paths", "--out", str(tmp_path), "--device", device, "--checkpoint", str(tiny_checkpoint)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and message in err

@@ -127,7 +127,7 @@ def test_train_argument_messages(tmp_path):
         train(config, dataset=synthetic_dataset(20), progress=False, max_new_steps=0)
     if not torch.cuda.is_available():
         cuda = TrainConfig(data="", out=str(tmp_path / "c"), steps=2, device="cuda", **TINY)
-        with pytest.raises(ValueError, match="no CUDA device is available"):
+        with pytest.raises(ValueError, match="sees no CUDA device"):
             train(cuda, dataset=synthetic_dataset(20), progress=False)
 
 
