@@ -14,7 +14,7 @@ in (phi, psi)) as a third profile. Results are resumable (each path's shots are 
 ``PATHS_DIR/committor_<kind>_path<P>``) and written as JSON.
 
     spacetime-md paths --out runs/c7eq_c7ax --relaxed
-    python benchmarks/bench_committor.py runs/c7eq_c7ax [--frames 10] [--shots 20] [--paths 2]
+    python benchmarks/bench_committor.py [runs/c7eq_c7ax] [--frames 10] [--shots 20] [--paths 2] [--quick]
         [--workers 2] [--reference] [--out benchmarks/results/committor.json]
 """
 
@@ -93,7 +93,10 @@ def worker_scaling(n_shots: int, n_workers: int) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths_dir", help="output directory of `spacetime-md paths` (with the baseline)")
+    parser.add_argument("paths_dir", nargs="?", default=None,
+                        help="output directory of `spacetime-md paths` (with the baseline); default: run the "
+                             "main command's job (shipped model, 4 paths per kind) into a temporary directory")
+    parser.add_argument("--quick", action="store_true", help="fewer frames and shots (for run_all.py --quick)")
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--shots", type=int, default=20)
     parser.add_argument("--paths", type=int, default=1, help="paths per kind (0, 1, ...; default 1)")
@@ -105,6 +108,19 @@ def main(argv=None) -> int:
                         help="also time SHOTS shots per barrier frame in-process vs --workers processes")
     parser.add_argument("--out", default="benchmarks/results/committor.json")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.frames, args.shots = min(args.frames, 8), min(args.shots, 10)
+    scratch = None
+    if args.paths_dir is None:
+        import tempfile
+
+        from spacetime_md.molecular.paths import PathConfig
+        from spacetime_md.molecular.run_paths import run_paths
+
+        scratch = tempfile.TemporaryDirectory(prefix="bench_committor_")
+        args.paths_dir = scratch.name
+        print(f"no paths directory given: running C7eq -> C7ax with the shipped model into {scratch.name}")
+        run_paths(scratch.name, config=PathConfig(n_paths=max(args.paths, 1), seed=args.seed), plots=False)
 
     base = CommittorConfig(n_frames=args.frames, n_shots=args.shots, n_workers=args.workers,
                            max_length_ps=args.max_length_ps, seed=args.seed)
@@ -152,6 +168,8 @@ def main(argv=None) -> int:
     tmp.write_text(json.dumps(report, indent=2))
     tmp.replace(out)
     print(f"written {out}")
+    if scratch is not None:
+        scratch.cleanup()
     return 0
 
 
