@@ -34,7 +34,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import openmm.unit as unit
@@ -441,6 +441,7 @@ def compute_transition_paths(
     config: PathConfig | None = None,
     *,
     progress: bool = False,
+    on_result: Callable[[str, Any], None] | None = None,
 ) -> dict[str, Any]:
     """Geodesic, OpenMM transition paths, baseline and validation between two structures.
 
@@ -452,6 +453,10 @@ def compute_transition_paths(
     start, end : str, path or coordinates
         A state name (``"C7eq"``), a PDB file, or coordinates (nm, ``(N, 3)``).
     config : PathConfig, optional
+    on_result : callable, optional
+        Called as soon as each stage is done, with ``("solve", GeodesicResult)`` and then
+        ``(kind, TransitionPaths)`` per curve kind (``"geodesic"``, ``"straight"``), so a caller can keep partial results if a
+        later stage fails (e.g. NaN during the baseline's sampling).
 
     Returns
     -------
@@ -513,6 +518,8 @@ def compute_transition_paths(
     for p in model.parameters():
         p.requires_grad_(False)
     geo = optimize_geodesic(model, a, b, config.geodesic, constraints)
+    if on_result is not None:
+        on_result("solve", geo)
     timings["geodesic_s"] = time.perf_counter() - t0
     logger.info("geodesic: energy %.4g (straight line %.4g), %d steps, %.1f s",
                 geo.energy, geo.initial_energy, geo.n_steps, timings["geodesic_s"])
@@ -569,6 +576,8 @@ def compute_transition_paths(
         metrics["phi_psi"] = phi_psi.tolist()
         frame_log_snr = np.repeat(c_l.detach().cpu().double().numpy(), config.n_steps // config.record_every)
         results[kind] = TransitionPaths(sampled.frames, frame_log_snr, energies, kind, metrics)
+        if on_result is not None:
+            on_result(kind, results[kind])
         report[kind] = metrics
     report["geodesic_curve"] = {
         **{k: v for k, v in geo.summary().items() if k != "config"},

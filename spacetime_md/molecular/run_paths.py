@@ -161,13 +161,17 @@ def run_paths(
         "torch_num_threads": torch.get_num_threads(),
         "versions": {"spacetime_md": __version__, "torch": torch.__version__, "openmm": openmm.__version__},
     })
-    result = compute_transition_paths(mol, model, start, end, config, progress=progress)
+    files: dict[str, Any] = {}
+
+    def keep(stage: str, value: Any) -> None:
+        # Written as soon as each stage finishes: a later failure keeps what was computed.
+        if stage == "solve":
+            save_npz_atomic(out / "geodesic.npz", log_snr=value.log_snr.cpu().numpy(), x=value.x.cpu().numpy())
+        else:
+            files[stage] = value.save(out, mol)
+
+    result = compute_transition_paths(mol, model, start, end, config, progress=progress, on_result=keep)
     report = result["report"]
-    files = {}
-    for key in ("paths", "baseline"):
-        paths = result.get(key)
-        if paths is not None:
-            files[paths.kind] = paths.save(out, mol)
     geo = result["geodesic"]
     save_npz_atomic(out / "geodesic.npz", log_snr=geo.log_snr.cpu().numpy(), x=geo.x.cpu().numpy(),
                     start_nm=result["start_nm"], end_nm=result["end_nm"])

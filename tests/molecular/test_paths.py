@@ -164,3 +164,25 @@ def test_cli_unusable_device_is_one_line(tmp_path, tiny_checkpoint, capsys, devi
     code = cli.main(["paths", "--out", str(tmp_path), "--device", device, "--checkpoint", str(tiny_checkpoint)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and message in err
+
+
+def test_failure_in_the_baseline_keeps_the_geodesic_results(tmp_path, tiny_checkpoint, monkeypatch):
+    from spacetime_md.errors import NonFiniteError
+    from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
+
+    original = RestrainedLangevinSampler.sample
+    calls = []
+
+    def failing_second_call(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the straight-line baseline
+            raise NonFiniteError("path 0: OpenMM produced non-finite positions")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RestrainedLangevinSampler, "sample", failing_second_call)
+    with pytest.raises(NonFiniteError, match="non-finite positions"):
+        run_paths(tmp_path, config=TINY, checkpoint=tiny_checkpoint, plots=False)
+    assert (tmp_path / "config.json").is_file() and (tmp_path / "geodesic.npz").is_file()
+    kept = TransitionPaths.load(tmp_path, kind="geodesic")
+    assert kept.n_paths == TINY.n_paths and np.isfinite(kept.frames).all()
+    assert not (tmp_path / "report.json").exists() and not list(tmp_path.glob("straight_*"))
