@@ -455,8 +455,8 @@ def compute_transition_paths(
     config : PathConfig, optional
     on_result : callable, optional
         Called as soon as each stage is done, with ``("solve", GeodesicResult)`` and then
-        ``(kind, TransitionPaths)`` per curve kind (``"geodesic"``, ``"straight"``), so a caller can keep partial results if a
-        later stage fails (e.g. NaN during the baseline's sampling).
+        ``(kind, TransitionPaths)`` per curve kind (``"geodesic"``, ``"straight"``), so a
+        caller can keep partial results if a later stage fails (e.g. NaN in the baseline).
 
     Returns
     -------
