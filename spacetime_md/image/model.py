@@ -245,10 +245,6 @@ class ImageDiffusionModel(nn.Module):
         return f"event_shape={self.event_shape}, sigma_data={self.sigma_data:.4g}"
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    torch_save_atomic(obj, path)
-
-
 def save_image_model(model: ImageDiffusionModel, path: str | os.PathLike) -> Path:
     """Write the model's weights and settings (atomically) to ``path``; returns the path."""
     if not isinstance(model, ImageDiffusionModel):
@@ -262,7 +258,7 @@ def save_image_model(model: ImageDiffusionModel, path: str | os.PathLike) -> Pat
         "metadata": model.metadata,
         "state_dict": {k: v.detach().cpu().float().clone() for k, v in model.state_dict().items()},
     }
-    _atomic_torch_save(state, path)
+    torch_save_atomic(state, path)
     return path
 
 

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from spacetime_md._atomic import write_json_atomic
+from spacetime_md._atomic import torch_save_atomic, write_json_atomic
 from spacetime_md.errors import CheckpointError, SpacetimeMDError
-from spacetime_md.image.model import ImageDiffusionModel, UNetConfig, _atomic_torch_save, save_image_model
+from spacetime_md.image.model import ImageDiffusionModel, UNetConfig, save_image_model
 
 __all__ = ["ImageTrainConfig", "train_image_model", "load_digits_images", "DIGITS_SPLIT_SEED", "N_DIGITS_TEST"]
 
@@ -131,10 +131,6 @@ class ImageTrainConfig:
         return dataclasses.asdict(self)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    write_json_atomic(path, obj, sort_keys=True)
-
-
 def _lr_at(step: int, config: ImageTrainConfig) -> float:
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
@@ -222,10 +218,10 @@ def train_image_model(
         except (KeyError, RuntimeError) as exc:
             raise CheckpointError(f"{last_path}: cannot resume ({exc})") from exc
         logger.info("resuming from %s at step %d", last_path, step)
-    _write_json(out / "config.json", resolved)
+    write_json_atomic(out / "config.json", resolved, sort_keys=True)
 
     def save_last():
-        _atomic_torch_save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+        torch_save_atomic({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                             "generator": generator.get_state(), "step": step, "resolved": resolved}, last_path)
 
     bar = None
@@ -282,5 +278,5 @@ def train_image_model(
     save_image_model(ema, out / "model.pt")
     card = {"event_shape": list(event_shape), "sigma_data": sigma_data,
             "n_parameters": ema.n_parameters(), **ema.metadata}
-    _write_json(out / "model.json", card)
+    write_json_atomic(out / "model.json", card, sort_keys=True)
     return ema

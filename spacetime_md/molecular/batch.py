@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from spacetime_md._atomic import atomic_path, write_json_atomic
 from spacetime_md.errors import SpacetimeMDError
 from spacetime_md.molecular.paths import PathConfig
 
@@ -272,12 +273,6 @@ def _check_unique(tasks: Sequence[BatchTask]) -> None:
 # --------------------------------------------------------------------------- one task (runs on a worker)
 
 
-def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def _read_task_record(task_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads((task_dir / TASK_FILE).read_text())
@@ -339,7 +334,7 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
             "pid": os.getpid(),
             "finished_at": time.time(),
         }
-        _atomic_json(tmp / TASK_FILE, record)
+        write_json_atomic(tmp / TASK_FILE, record, sort_keys=True)
         try:
             os.replace(tmp, final)
         except OSError:
@@ -443,15 +438,13 @@ def _cleanup_tmp(out: Path) -> None:
 def _write_summary_csv(out: Path, records: Mapping[str, Mapping[str, Any]]) -> None:
     keys = ["geodesic_hit_rate", "geodesic_barrier_kj_mol", "straight_hit_rate", "straight_barrier_kj_mol",
             "geodesic_energy", "straight_line_energy", "total_s"]
-    tmp = out / f".summary.csv.{uuid.uuid4().hex[:8]}.tmp"
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(out / "summary.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "status", "start", "end", "seed", *keys])
         for task_id, rec in records.items():
             summary = rec.get("summary") or {}
             writer.writerow([task_id, rec.get("status"), rec.get("start"), rec.get("end"), rec.get("seed"),
                              *[summary.get(k, "") for k in keys]])
-    os.replace(tmp, out / "summary.csv")
 
 
 def run_batch(
@@ -596,15 +589,15 @@ def run_batch(
                                 "computed": 0, "failed": 0, "workers": workers, "scheduler": scheduler,
                                 "pairs": pairs_source, "finished_at": None}
     manifest["runs"].append(run_info)
-    _atomic_json(out / "config.json", {
+    write_json_atomic(out / "config.json", {
         "command": "batch", "pairs": pairs_source, "system": mol.name, "solvent": solvent,
         "checkpoint": str(checkpoint_path), "checkpoint_sha256": checkpoint_sha, "platform": platform,
         "plots": bool(plots), "batch_seed": seed, "path_config": config.to_dict(), "retries": retries,
         "threads_per_task": threads_per_task,
         "tasks": {task_id: {"start": s["fingerprint"]["start"], "end": s["fingerprint"]["end"],
                             "path_config": s["fingerprint"]["path_config"]} for task_id, s in specs.items()},
-    })
-    _atomic_json(manifest_path, manifest)
+    }, sort_keys=True)
+    write_json_atomic(manifest_path, manifest, sort_keys=True)
 
     computed: list[str] = []
     failed: list[str] = []
@@ -624,7 +617,7 @@ def run_batch(
             failed.append(task_id)
             logger.error("task %s failed: %s", task_id, message)
         run_info.update(computed=len(computed), failed=len(failed), skipped=len(skipped))
-        _atomic_json(manifest_path, manifest)
+        write_json_atomic(manifest_path, manifest, sort_keys=True)
         if bar is not None:
             bar.update(1)
         if callback is not None:
@@ -690,7 +683,7 @@ def run_batch(
             finally:
                 nanny_log.setLevel(level)
         run_info["finished_at"] = time.time()
-        _atomic_json(manifest_path, manifest)
+        write_json_atomic(manifest_path, manifest, sort_keys=True)
         _cleanup_tmp(out)
     _write_summary_csv(out, {t: records[t] for t in specs if t in records})
     result = BatchResult(out, {t: records[t] for t in specs if t in records}, computed, skipped, failed,

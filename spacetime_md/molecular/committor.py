@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from spacetime_md._atomic import atomic_path, write_text_atomic
+
 if TYPE_CHECKING:  # pragma: no cover
     from spacetime_md.molecular.paths import TransitionPaths
     from spacetime_md.molecular.system import MolecularSystem
@@ -528,12 +530,6 @@ def _summarise(outcomes: dict[int, dict[int, tuple[int, int]]], frames: np.ndarr
 # --------------------------------------------------------------------------- checkpoint
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[int, dict[int, tuple[int, int]]]:
     if not path.is_file():
         return {}
@@ -559,7 +555,7 @@ def _save_checkpoint(path: Path, fingerprint: dict[str, Any], outcomes: dict[int
         "fingerprint": fingerprint,
         "frames": {str(f): {str(k): list(v) for k, v in sorted(shots.items())} for f, shots in sorted(outcomes.items())},
     }
-    _atomic_write(path, json.dumps(data))
+    write_text_atomic(path, json.dumps(data))
 
 
 # --------------------------------------------------------------------------- main entry
@@ -832,10 +828,11 @@ def plot_committor(result: CommittorResult, path: str | os.PathLike, title: str 
     ax.set_title(textwrap.fill(title or result.message, 100), fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -904,15 +901,14 @@ def run_committor(
         "paths_checkpoint": paths_config.get("checkpoint"),
         "committor_config": config.to_dict(),
     }
-    _atomic_write(out / CONFIG_FILE, json.dumps(resolved, indent=2))
+    write_text_atomic(out / CONFIG_FILE, json.dumps(resolved, indent=2))
     result = estimate_committor(paths, system, config, out_dir=out, overwrite=overwrite, progress=progress,
                                 callback=callback)
     files = {"checkpoint": SHOTS_FILE, "ts_candidates": []}
     for c in result.ts_candidates:
         name = f"ts_candidate_frame{c:03d}.pdb"
-        tmp = out / f".{name}.tmp.pdb"
-        system.to_mdtraj(paths.frames[config.path, c]).save_pdb(str(tmp))
-        os.replace(tmp, out / name)
+        with atomic_path(out / name) as tmp:
+            system.to_mdtraj(paths.frames[config.path, c]).save_pdb(str(tmp))
         files["ts_candidates"].append(name)
     if plot:
         plot_committor(result, out / PLOT_FILE)
@@ -926,7 +922,7 @@ def run_committor(
         "platform": system.platform_name,
         "files": files,
     })
-    _atomic_write(out / RESULT_FILE, json.dumps(result.to_dict(), indent=2))
+    write_text_atomic(out / RESULT_FILE, json.dumps(result.to_dict(), indent=2))
     result.extra["out_dir"] = str(out)
     return result
 

@@ -323,6 +323,7 @@ class TransitionPaths:
 
     def save(self, directory: str | os.PathLike, system: "MolecularSystem") -> dict[str, str]:
         """Write one DCD per path, ``topology.pdb``, all paths in one HDF5, and ``paths_<kind>.npz``."""
+        from spacetime_md.molecular._io import save_npz_atomic
         from spacetime_md.molecular.export import export_trajectory
 
         out = Path(directory)
@@ -336,9 +337,7 @@ class TransitionPaths:
         export_trajectory(self.frames.reshape(-1, *self.frames.shape[2:]), system, h5)
         files["all_paths_h5"] = h5.name
         npz = out / f"paths_{self.kind}.npz"
-        tmp = out / f".paths_{self.kind}.tmp.npz"
-        np.savez(tmp, frames=self.frames, log_snr=self.log_snr, energies=self.energies)
-        os.replace(tmp, npz)
+        save_npz_atomic(npz, frames=self.frames, log_snr=self.log_snr, energies=self.energies)
         files["npz"] = npz.name
         return files
 

@@ -55,11 +55,6 @@ PRETRAINED: dict[str, str] = {
 }
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same directory, then ``os.replace``."""
-    return torch_save_atomic(obj, path)
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     model: EquivariantDenoiser,
@@ -78,7 +73,7 @@ def save_checkpoint(
         "state_dict": state,
         "metadata": dict(metadata or {}),
     }
-    return atomic_torch_save(payload, path)
+    return torch_save_atomic(payload, path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

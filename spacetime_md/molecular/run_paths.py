@@ -20,10 +20,6 @@ logger = logging.getLogger(__name__)
 REFERENCE_HISTOGRAM = "alanine_dipeptide/ramachandran_reference.npz"
 
 
-def _atomic_json(path: Path, data: Any) -> None:
-    write_json_atomic(path, data)
-
-
 def format_table(report: dict[str, Any]) -> str:
     """The printed summary: one row per curve kind, mean +- std over paths."""
     lines = [
@@ -152,7 +148,7 @@ def run_paths(
     np.random.seed(config.seed)
     mol = load_system(system, solvent=solvent, platform=platform)
     model = load_checkpoint(checkpoint) if checkpoint else load_pretrained(mol.name)
-    _atomic_json(out / "config.json", {
+    write_json_atomic(out / "config.json", {
         "command": "paths", "system": mol.name, "solvent": solvent, "start": str(start), "end": str(end),
         "checkpoint": str(checkpoint) if checkpoint else f"pretrained:{mol.name}",
         "platform": mol.platform_name, "path_config": config.to_dict(),
@@ -178,6 +174,6 @@ def run_paths(
     report["files"] = files
     if plots:
         report["plots"] = _plots(out, result, mol)
-    _atomic_json(out / "report.json", report)
+    write_json_atomic(out / "report.json", report)
     report["table"] = format_table(report)
     return report

@@ -38,14 +38,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from spacetime_md._atomic import write_json_atomic, write_text_atomic
+from spacetime_md._atomic import torch_save_atomic, write_json_atomic, write_text_atomic
 from spacetime_md.core._validation import resolve_device
 from spacetime_md.core.schedule import alpha_sigma
 from spacetime_md.molecular.model import DEFAULT_LENGTH_SCALE_NM, EquivariantDenoiser, center, to_model
 from spacetime_md.molecular.pretrained import (
     CHECKPOINT_VERSION,
     TRAINING_STATE_FORMAT,
-    atomic_torch_save,
     read_checkpoint,
     save_checkpoint,
 )
@@ -336,10 +335,6 @@ class TrainResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    write_json_atomic(path, obj, sort_keys=True)
-
-
 def _truncate_metrics(path: Path, step: int) -> None:
     """Keep the metric lines of steps <= ``step`` (a resumed run rewrites the rest)."""
     if not path.exists():
@@ -498,7 +493,7 @@ def train(
         },
     }
     if procs.is_main:
-        _write_json(out / CONFIG_FILE, resolved)
+        write_json_atomic(out / CONFIG_FILE, resolved, sort_keys=True)
 
     val_gen = torch.Generator().manual_seed(config.seed + 1)
     n_val = min(config.n_val, test_x.shape[0])
@@ -526,7 +521,7 @@ def train(
             "cpu_time": cpu_before + (time.process_time() - cpu_start),
             "train_config": config.to_dict(),
         }
-        atomic_torch_save(payload, state_path)
+        torch_save_atomic(payload, state_path)
         save_checkpoint(
             out / MODEL_FILE,
             ema,

@@ -38,10 +38,6 @@ def paper_mixture() -> GaussianMixture:
     return GaussianMixture([-2.5, 0.5, 2.5], 0.75, [0.275, 0.45, 0.275])
 
 
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    write_json_atomic(path, data)
-
-
 def run_toy_demo(
     out_dir: str | os.PathLike,
     *,
@@ -81,7 +77,7 @@ def run_toy_demo(
     torch.manual_seed(seed)
     gm = paper_mixture()
     config = config or GeodesicConfig(n_nodes=10, n_points=(16, 32, 64, n_schedule))
-    _atomic_write_json(out / "config.json", {
+    write_json_atomic(out / "config.json", {
         "seed": seed, "n_trajectories": n_trajectories, "n_schedule": n_schedule,
         "mixture": {"means": gm.means[:, 0].tolist(), "stds": gm.stds.tolist(), "weights": gm.weights.tolist()},
         "geodesic": config.to_dict(),
@@ -115,7 +111,7 @@ def run_toy_demo(
     }
     if plots:
         _plot(out, gm, schedule, traj, fig1, rows)
-    _atomic_write_json(out / "report.json", report)
+    write_json_atomic(out / "report.json", report)
     return report
 
 

@@ -304,10 +304,6 @@ def _stats(values: Tensor) -> dict[str, float]:
 # -- the experiment -------------------------------------------------------------------------
 
 
-def _atomic_write_json(path: Path, data: Any) -> None:
-    write_json_atomic(path, data)
-
-
 def _atomic_savez(path: Path, **arrays) -> None:
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, **arrays)
@@ -385,7 +381,7 @@ def run_table1(
     out = None if out_dir is None else Path(out_dir)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write_json(out / "config.json", config.to_dict())
+        write_json_atomic(out / "config.json", config.to_dict())
     notify = callback or (lambda info: None)
     t_total = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -519,7 +515,7 @@ def run_table1(
     if out is not None:
         if config.plots:
             _plot(out, potential, bounds["connectivity_8"].path, geodesics, plot_paths, config)
-        _atomic_write_json(out / "report.json", report)
+        write_json_atomic(out / "report.json", report)
     return report
 
 
