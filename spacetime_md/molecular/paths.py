@@ -453,9 +453,10 @@ def compute_transition_paths(
         A state name (``"C7eq"``), a PDB file, or coordinates (nm, ``(N, 3)``).
     config : PathConfig, optional
     on_result : callable, optional
-        Called as soon as each stage is done, with ``("solve", GeodesicResult)`` and then
-        ``(kind, TransitionPaths)`` per curve kind (``"geodesic"``, ``"straight"``), so a
-        caller can keep partial results if a later stage fails (e.g. NaN in the baseline).
+        Called as soon as each stage is done, with ``("solve", {"geodesic": GeodesicResult,
+        "start_nm": ..., "end_nm": ...})`` and then ``(kind, TransitionPaths)`` per curve kind
+        (``"geodesic"``, ``"straight"``), so a caller can keep partial results if a later stage
+        fails (e.g. NaN in the baseline).
 
     Returns
     -------
@@ -518,7 +519,7 @@ def compute_transition_paths(
         p.requires_grad_(False)
     geo = optimize_geodesic(model, a, b, config.geodesic, constraints)
     if on_result is not None:
-        on_result("solve", geo)
+        on_result("solve", {"geodesic": geo, "start_nm": start_nm, "end_nm": end_nm})
     timings["geodesic_s"] = time.perf_counter() - t0
     logger.info("geodesic: energy %.4g (straight line %.4g), %d steps, %.1f s",
                 geo.energy, geo.initial_energy, geo.n_steps, timings["geodesic_s"])

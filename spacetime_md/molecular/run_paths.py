@@ -162,15 +162,14 @@ def run_paths(
     def keep(stage: str, value: Any) -> None:
         # Written as soon as each stage finishes: a later failure keeps what was computed.
         if stage == "solve":
-            save_npz_atomic(out / "geodesic.npz", log_snr=value.log_snr.cpu().numpy(), x=value.x.cpu().numpy())
+            geo = value["geodesic"]
+            save_npz_atomic(out / "geodesic.npz", log_snr=geo.log_snr.cpu().numpy(), x=geo.x.cpu().numpy(),
+                            start_nm=value["start_nm"], end_nm=value["end_nm"])
         else:
             files[stage] = value.save(out, mol)
 
     result = compute_transition_paths(mol, model, start, end, config, progress=progress, on_result=keep)
     report = result["report"]
-    geo = result["geodesic"]
-    save_npz_atomic(out / "geodesic.npz", log_snr=geo.log_snr.cpu().numpy(), x=geo.x.cpu().numpy(),
-                    start_nm=result["start_nm"], end_nm=result["end_nm"])
     report["files"] = files
     if plots:
         report["plots"] = _plots(out, result, mol)

@@ -183,6 +183,8 @@ def test_failure_in_the_baseline_keeps_the_geodesic_results(tmp_path, tiny_check
     with pytest.raises(NonFiniteError, match="non-finite positions"):
         run_paths(tmp_path, config=TINY, checkpoint=tiny_checkpoint, plots=False)
     assert (tmp_path / "config.json").is_file() and (tmp_path / "geodesic.npz").is_file()
+    with np.load(tmp_path / "geodesic.npz") as curve:
+        assert set(curve.files) == {"log_snr", "x", "start_nm", "end_nm"}
     kept = TransitionPaths.load(tmp_path, kind="geodesic")
     assert kept.n_paths == TINY.n_paths and np.isfinite(kept.frames).all()
     assert not (tmp_path / "report.json").exists() and not list(tmp_path.glob("straight_*"))
