@@ -77,12 +77,11 @@ def run(args: argparse.Namespace) -> int:
 
     from spacetime_md.molecular.run_paths import run_paths
 
-    if args.num_threads is not None:
-        if args.num_threads < 1:
-            raise ValueError(f"--num-threads: expected an integer >= 1, got {args.num_threads}")
-        import torch
+    if args.num_threads < 1:
+        raise ValueError(f"--num-threads: expected an integer >= 1, got {args.num_threads}")
+    import torch
 
-        torch.set_num_threads(args.num_threads)
+    torch.set_num_threads(args.num_threads)
 
     report = run_paths(
         args.out, system=args.system, solvent=args.solvent, start=start, end=end, config=config,

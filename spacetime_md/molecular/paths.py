@@ -210,12 +210,17 @@ def kabsch_rmsd(mobile: np.ndarray, reference: np.ndarray, atoms: Sequence[int] 
     return np.sqrt((diff**2).sum(-1).mean(-1))
 
 
+def _is_state_name(spec: Any) -> bool:
+    """A plain string that is not a ``.pdb`` path names a state; paths and ``*.pdb`` are files."""
+    return isinstance(spec, str) and not spec.lower().endswith(".pdb")
+
+
 def resolve_structure(system: "MolecularSystem", spec: Any, what: str) -> tuple[np.ndarray, str]:
     """Coordinates (nm, ``(N, 3)``) and a label for a state name, PDB path or coordinates."""
     from spacetime_md.molecular.energies import coordinates_to_nm
     from spacetime_md.molecular.system import system_data_path
 
-    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and str(spec).lower().endswith(".pdb")):
+    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and not _is_state_name(spec)):
         import openmm.app as app
 
         path = Path(spec)
@@ -238,7 +243,7 @@ def resolve_structure(system: "MolecularSystem", spec: Any, what: str) -> tuple[
             )
         x = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=float)
         return coordinates_to_nm(what, x, system)[0], path.name
-    if isinstance(spec, str):
+    if _is_state_name(spec):
         state = system.get_state(spec)
         if not state.representative_pdb:
             raise ValueError(f"{what}: state {state.name!r} has no representative structure")
@@ -500,7 +505,7 @@ def compute_transition_paths(
         constraints.append(LowVariance(config.min_log_snr, weight=config.constraint_weight))
     if config.constraint == "avoid":
         avoid_nm, avoid_label = resolve_structure(system, config.avoid_state, "avoid_state")
-        if isinstance(config.avoid_state, str) and not str(config.avoid_state).lower().endswith(".pdb"):
+        if _is_state_name(config.avoid_state):
             state = system.get_state(config.avoid_state)
             for which, xyz in (("start", start_nm), ("end", end_nm)):
                 pp = np.asarray(system.compute_phi_psi(xyz[None]))

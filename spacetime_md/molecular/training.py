@@ -358,10 +358,6 @@ def _lr_at(config: TrainConfig, step: int) -> float:
     return low + 0.5 * (config.lr - low) * (1.0 + math.cos(math.pi * progress))
 
 
-def _resolve_device(name: str) -> torch.device:
-    return resolve_device(name)
-
-
 @torch.no_grad()
 def _validation_loss(model: EquivariantDenoiser, x0: Tensor, log_snr: Tensor, noise: Tensor, chunk: int = 256) -> float:
     total = 0.0
@@ -417,7 +413,7 @@ def train(
             f"out: expected a directory without {STATE_FILE} (or resume=True / --resume), "
             f"got {str(out)!r} which already holds one"
         )
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     from spacetime_md.molecular.ddp import ProcessGroupContext
 
     procs = ProcessGroupContext.from_default_group() if distributed else ProcessGroupContext.single()
