@@ -28,17 +28,6 @@ FAST = dict(max_length_ps=1.0, n_workers=1)
 
 
 @pytest.fixture(scope="module")
-def system():
-    return load_system("alanine-dipeptide")
-
-
-@pytest.fixture(scope="module")
-def drive_path(system):
-    # C7eq (-150, 160) -> C7ax (60, -40) through phi = 0: the relaxed barrier is near phi = -5.
-    return compute_dihedral_drive_path(system, "C7eq", "C7ax", n_frames=24)
-
-
-@pytest.fixture(scope="module")
 def paths_dir(system, drive_path, tmp_path_factory):
     """A directory laid out like `spacetime-md paths` output, holding the drive path as 'geodesic'."""
     out = tmp_path_factory.mktemp("paths")

@@ -9,8 +9,6 @@ import pytest
 
 pytest.importorskip("openpathsampling")
 
-from spacetime_md.molecular import load_system  # noqa: E402
-from spacetime_md.molecular.committor import compute_dihedral_drive_path  # noqa: E402
 from spacetime_md.molecular.ops import (  # noqa: E402
     sample_tps,
     state_volume,
@@ -18,16 +16,6 @@ from spacetime_md.molecular.ops import (  # noqa: E402
     trim_to_transition,
 )
 from spacetime_md.molecular.units import kT_kj_per_mol  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def system():
-    return load_system("alanine-dipeptide")
-
-
-@pytest.fixture(scope="module")
-def drive_path(system):
-    return compute_dihedral_drive_path(system, "C7eq", "C7ax", n_frames=24)
 
 
 @pytest.fixture(scope="module")
