@@ -188,3 +188,15 @@ def test_failure_in_the_baseline_keeps_the_geodesic_results(tmp_path, tiny_check
     kept = TransitionPaths.load(tmp_path, kind="geodesic")
     assert kept.n_paths == TINY.n_paths and np.isfinite(kept.frames).all()
     assert not (tmp_path / "report.json").exists() and not list(tmp_path.glob("straight_*"))
+
+
+def test_record_every_must_divide_n_steps_and_defaults_to_a_divisor():
+    assert PathConfig(n_steps=300).record_every == 20 and PathConfig(n_steps=7).record_every == 1
+    with pytest.raises(ValueError, match=r"record_every: expected a divisor of n_steps \(300\), got 7"):
+        PathConfig(n_steps=300, record_every=7)
+
+
+def test_cli_num_threads_must_be_positive(tmp_path, tiny_checkpoint, capsys):
+    code = cli.main(["paths", "--out", str(tmp_path), "--num-threads", "0", "--checkpoint", str(tiny_checkpoint)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "spacetime-md: error: --num-threads: expected an integer >= 1, got 0"
