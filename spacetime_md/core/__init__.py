@@ -9,6 +9,7 @@ Conventions (DESIGN.md section 2): time is ``log_snr``; VP schedule
 ``log_snr (T,)`` and ``x (T, D)``.
 """
 
+from spacetime_md.core.batched import optimize_geodesics
 from spacetime_md.core.curves import SpacetimePoint, SplineCurve, spline_basis, straight_line
 from spacetime_md.core.denoisers import CountingDenoiser, Denoiser, from_edm, from_epsilon, from_v
 from spacetime_md.core.distance import diffusion_edit_distance
@@ -74,6 +75,7 @@ __all__ = [
     "AvoidRegion",
     "Penalty",
     "optimize_geodesic",
+    "optimize_geodesics",
     "AnnealedLangevinResult",
     "sample_annealed_langevin",
     "sample_ddim",

@@ -1,0 +1,750 @@
+"""Several spacetime geodesics solved together, with batched denoiser calls.
+
+:func:`optimize_geodesics` solves ``K`` independent geodesic problems - ``K`` endpoint pairs
+with the same denoiser and :class:`~spacetime_md.core.GeodesicConfig` - in lockstep. Every
+evaluation of the objective makes one denoiser call (exact divergence: one call on the
+``D``-fold replicated batch; Hutchinson: one call on the ``P``-fold replicated batch) on the
+curve points of all pairs being evaluated, ``K * T`` points instead of ``K`` calls on ``T``
+points each. On a GPU that fills the device; on a CPU it saves the per-call overhead only.
+
+The pairs are independent: the result for pair ``k`` does not depend on which other pairs
+are in the batch (up to the floating-point rounding of a larger denoiser batch).
+
+- Each pair has its own optimiser state. L-BFGS: per-pair curvature history (the two-loop
+  recursion runs batched over pairs) and a per-pair strong-Wolfe line search; the line
+  searches run in lockstep, every trial evaluates all pairs still searching at once. Adam:
+  elementwise, per-pair step counts (the same update as ``torch.optim.Adam``).
+- Each pair has its own convergence test (``rtol`` / ``patience`` / ``min_steps`` as in
+  :func:`~spacetime_md.core.optimize_geodesic`). The coarse-to-fine stages advance
+  together: a pair that has converged in a stage is frozen - not evaluated, so it costs
+  nothing - until the last pair has finished that stage.
+- Hutchinson probes of pair ``k`` come from a generator seeded with ``seeds[k]`` (default
+  ``config.seed``) and are drawn in the same order as by ``optimize_geodesic``, so pair
+  ``k`` solves exactly the problem ``optimize_geodesic`` would.
+- Constraint ``setup`` runs per pair on a forked global RNG (the AvoidRegion anchor draws
+  its probes from it), so every pair's setup sees the RNG state at entry.
+
+With Adam, pair ``k``'s result equals ``optimize_geodesic``'s (same updates in the same
+order). With L-BFGS the optimiser is this module's own (torch's ``LBFGS`` holds one history
+for all its parameters, which would couple the pairs): the path to the optimum differs from
+``optimize_geodesic``'s in details of the line search, the optimum does not.
+
+Constraint penalties are evaluated pair by pair (a Python loop over the pairs that have
+constraints; each penalty sees its pair's :class:`~spacetime_md.core.CurveState`); the
+denoiser call stays batched.
+
+Shapes: K pairs, T curve points, D data dimension, C = D + 1, P probes, N = n_nodes * C.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from typing import Any, Callable, Generator, Sequence
+
+import torch
+from torch import Tensor
+
+from spacetime_md.core.curves import SpacetimePoint, SplineCurve, _as_vector, spline_basis
+from spacetime_md.core.denoisers import CountingDenoiser, Denoiser
+from spacetime_md.core.geodesic import Constraint, CurveState, GeodesicConfig, GeodesicResult, _ramp
+from spacetime_md.core.geometry import expectation_params, natural_params, rademacher_probes
+from spacetime_md.errors import NonFiniteError
+
+__all__ = ["optimize_geodesics"]
+
+logger = logging.getLogger(__name__)
+
+# L-BFGS settings, the same as optimize_geodesic's torch.optim.LBFGS.
+_HISTORY_SIZE = 20
+_MAX_EVALS = 25  # objective evaluations per line search
+_C1, _C2 = 1e-4, 0.9  # strong-Wolfe sufficient decrease and curvature constants
+_MIN_CURVATURE = 1e-10  # curvature pairs with y.s at or below this are skipped
+# Adam settings, torch.optim.Adam's defaults (what optimize_geodesic uses).
+_BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _is_constraint(c: object) -> bool:
+    return hasattr(c, "penalty") and hasattr(c, "weight")
+
+
+def _check_pairs(starts: Any, ends: Any) -> tuple[Tensor, Tensor]:
+    """Stacked endpoint vectors ``(K, C)``; errors name the pair index."""
+    for name, value in (("starts", starts), ("ends", ends)):
+        if isinstance(value, SpacetimePoint) or isinstance(value, Tensor) or not isinstance(value, Sequence):
+            raise TypeError(
+                f"{name}: expected a sequence of SpacetimePoint (one per pair), got {type(value).__name__}"
+                + ("; use optimize_geodesic for one pair" if isinstance(value, SpacetimePoint) else "")
+            )
+    if len(starts) == 0:
+        raise ValueError("starts: expected at least one pair, got none")
+    if len(ends) != len(starts):
+        raise ValueError(f"ends: expected {len(starts)} points (one per start), got {len(ends)}")
+    z0s, z1s = [], []
+    ref = None
+    for k, (a, b) in enumerate(zip(starts, ends)):
+        z0, z1 = _as_vector(f"starts[{k}]", a), _as_vector(f"ends[{k}]", b)
+        if ref is None:
+            ref = z0
+        for name, z in ((f"starts[{k}]", z0), (f"ends[{k}]", z1)):
+            if z.shape != ref.shape:
+                raise ValueError(
+                    f"{name}.x: expected shape ({ref.shape[0] - 1},) like starts[0].x, got ({z.shape[0] - 1},)"
+                )
+            if z.dtype != ref.dtype:
+                raise ValueError(f"{name}.x: expected dtype {ref.dtype} like starts[0].x, got {z.dtype}")
+            if z.device != ref.device:
+                raise ValueError(f"{name}.x: expected device {ref.device} like starts[0].x, got {z.device}")
+        if torch.equal(z0, z1):
+            raise ValueError(f"pair {k}: start and end: expected two different spacetime points, got equal ones")
+        z0s.append(z0)
+        z1s.append(z1)
+    return torch.stack(z0s), torch.stack(z1s)
+
+
+def _check_seeds(seeds: Sequence[int] | None, n_pairs: int, default: int) -> list[int]:
+    if seeds is None:
+        return [default] * n_pairs
+    if isinstance(seeds, (int, str)) or not isinstance(seeds, Sequence):
+        raise TypeError(f"seeds: expected a sequence of {n_pairs} integers (one per pair), got {type(seeds).__name__}")
+    if len(seeds) != n_pairs:
+        raise ValueError(f"seeds: expected {n_pairs} integers (one per pair), got {len(seeds)}")
+    for k, seed in enumerate(seeds):
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seeds[{k}]: expected an integer >= 0, got {seed!r}")
+    return list(seeds)
+
+
+def _per_pair_constraints(constraints: Any, n_pairs: int) -> list[list[Constraint]]:
+    """One list of constraints per pair, each constraint object used by one pair only.
+
+    ``constraints`` is a flat sequence of constraints shared by every pair, or one sequence
+    per pair. Constraints keep per-pair state from ``setup`` (AvoidRegion's anchor), so an
+    object used by several pairs is deep-copied for every pair after the first that uses it.
+    """
+    if constraints is None:
+        return [[] for _ in range(n_pairs)]
+    if isinstance(constraints, (str, Tensor)) or not isinstance(constraints, Sequence):
+        raise TypeError(
+            f"constraints: expected a sequence of constraints, or one sequence of constraints per pair, "
+            f"got {type(constraints).__name__}"
+        )
+    items = list(constraints)
+    if all(_is_constraint(c) for c in items):
+        per_pair = [list(items) for _ in range(n_pairs)]
+    else:
+        if len(items) != n_pairs:
+            raise ValueError(
+                f"constraints: expected a sequence of constraints shared by all pairs, or {n_pairs} sequences "
+                f"(one per pair), got {len(items)} entries"
+            )
+        per_pair = []
+        for k, entry in enumerate(items):
+            if _is_constraint(entry) or isinstance(entry, (str, Tensor)) or not isinstance(entry, Sequence):
+                raise TypeError(
+                    f"constraints[{k}]: expected a sequence of constraints for pair {k}, got {type(entry).__name__}"
+                )
+            for j, c in enumerate(entry):
+                if not _is_constraint(c):
+                    raise TypeError(
+                        f"constraints[{k}][{j}]: expected an object with penalty() and weight, got {type(c).__name__}"
+                    )
+            per_pair.append(list(entry))
+    seen: set[int] = set()
+    for k, entry in enumerate(per_pair):
+        for j, c in enumerate(entry):
+            if id(c) in seen:
+                entry[j] = copy.deepcopy(c)
+            else:
+                seen.add(id(c))
+    return per_pair
+
+
+# --------------------------------------------------------------------------- objective
+
+
+class _Evaluation:
+    """Objective of some pairs at one discretisation (rows follow ``pairs``)."""
+
+    __slots__ = ("pairs", "total", "energy", "terms", "penalties", "grad", "log_snr", "x")
+
+    def __init__(self, pairs, total, energy, terms, penalties, grad, log_snr, x):
+        self.pairs = pairs
+        self.total = total  # (k,)
+        self.energy = energy  # (k,)
+        self.terms = terms  # (k, T - 1)
+        self.penalties = penalties  # list of dicts
+        self.grad = grad  # (k, n_nodes, C) or None
+        self.log_snr = log_snr  # (k, T)
+        self.x = x  # (k, T, D)
+
+
+class _Problem:
+    """The K objectives; one batched denoiser call per evaluation."""
+
+    def __init__(self, denoiser, z0: Tensor, z1: Tensor, config: GeodesicConfig, constraints, pair_denoisers):
+        self.counting = CountingDenoiser(denoiser)
+        self.z0, self.z1 = z0, z1
+        self.config = config
+        self.dim = z0.shape[1] - 1
+        self.method = config.divergence_for(self.dim)
+        self.constraints = constraints
+        self.pair_denoisers = pair_denoisers
+        self.n_evals = [0] * z0.shape[0]  # denoiser rows of the batched calls, per pair
+        self.n_evaluations = 0
+        self.s: Tensor | None = None
+        self.basis: Tensor | None = None
+        self.probes: Tensor | None = None
+
+    def set_stage(self, n_points: int, n_knots: int, probes: Tensor | None) -> None:
+        z0 = self.z0
+        self.s = torch.linspace(0, 1, n_points, dtype=z0.dtype, device=z0.device)
+        self.basis = spline_basis(self.s, n_knots)  # (T, n_knots)
+        self.probes = probes  # (K, P, T, D) or None
+
+    def evaluate(self, pairs: list[int], interior: Tensor, ramps: list[float], steps: list[int],
+                 grad: bool) -> _Evaluation:
+        """Objective of ``pairs`` at knots ``interior (k, n_nodes, C)``; gradient if ``grad``."""
+        n_pairs = len(pairs)
+        index = torch.tensor(pairs, device=self.z0.device)
+        leaf = interior.detach().requires_grad_(grad)
+        n_points, dim = self.s.shape[0], self.dim
+        with torch.set_grad_enabled(grad):
+            knots = torch.cat([self.z0[index].unsqueeze(1), leaf, self.z1[index].unsqueeze(1)], dim=1)
+            z = torch.matmul(self.basis, knots)  # (k, T, C)
+            log_snr, x = z[..., 0], z[..., 1:]
+            flat_l, flat_x = log_snr.reshape(-1), x.reshape(-1, dim)
+            eta = natural_params(flat_l, flat_x)
+            probes = None
+            if self.probes is not None:
+                # (k, P, T, D) -> (P, k * T, D): probe p of pair k's point t at row k * T + t.
+                probes = self.probes[index].transpose(0, 1).reshape(-1, n_pairs * n_points, dim)
+            before = self.counting.n_evals
+            mu = expectation_params(
+                self.counting, flat_l, flat_x, divergence=self.method, probes=probes,
+                chunk_size=self.config.chunk_size, create_graph=grad,
+            )
+            share = (self.counting.n_evals - before) // n_pairs
+            eta_x, eta_s = eta[0].reshape(n_pairs, n_points, dim), eta[1].reshape(n_pairs, n_points)
+            mu_x, mu_s = mu[0].reshape(n_pairs, n_points, dim), mu[1].reshape(n_pairs, n_points)
+            terms = (eta_x.diff(dim=1) * mu_x.diff(dim=1)).sum(-1) + eta_s.diff(dim=1) * mu_s.diff(dim=1)
+            clamped = terms.clamp_min(0) if self.config.clamp == "segment" else terms
+            energy = 0.5 * (n_points - 1) * clamped.sum(-1)
+            penalties: list[dict[str, float]] = [{} for _ in pairs]
+            total = energy
+            if any(self.constraints[k] for k in pairs):
+                totals = []
+                for i, k in enumerate(pairs):
+                    total_k = energy[i]
+                    if self.constraints[k]:
+                        state = CurveState(self.s, log_snr[i], x[i], (eta_x[i], eta_s[i]), (mu_x[i], mu_s[i]),
+                                           self.pair_denoisers[k], steps[i])
+                        for j, c in enumerate(self.constraints[k]):
+                            p = c.penalty(state)
+                            penalties[i][f"{type(c).__name__}_{j}"] = float(p.detach())
+                            if c.weight and ramps[i]:
+                                total_k = total_k + ramps[i] * c.weight * p
+                    totals.append(total_k)
+                total = torch.stack(totals)
+            g = torch.autograd.grad(total.sum(), leaf)[0] if grad else None
+        for k in pairs:
+            self.n_evals[k] += share
+        self.n_evaluations += 1
+        return _Evaluation(pairs, total.detach(), energy.detach(), terms.detach(), penalties, g,
+                           log_snr.detach(), x.detach())
+
+
+def _non_finite(k: int, detail: str, stage: int, n_points: int, step: int, interior: Tensor) -> NonFiniteError:
+    return NonFiniteError(
+        f"pair {k}: geodesic objective became non-finite ({detail}) at stage {stage} (n_points={n_points}), "
+        f"step {step}; "
+        "check the denoiser over the curve's log_snr range "
+        f"[{float(interior[:, 0].min()):.3g}, {float(interior[:, 0].max()):.3g}] or lower the learning rate"
+    )
+
+
+# --------------------------------------------------------------------------- line search
+
+
+def _cubic_min(p: tuple, q: tuple, low: float, high: float, fallback: float) -> float:
+    """Minimiser of the cubic through ``(t, f, f')`` at ``p`` and ``q``, clipped to ``[low, high]``."""
+    (t1, f1, g1), (t2, f2, g2) = p[:3], q[:3]
+    if t1 == t2:
+        return fallback
+    d1 = g1 + g2 - 3.0 * (f1 - f2) / (t1 - t2)
+    disc = d1 * d1 - g1 * g2
+    if not disc >= 0.0:  # also catches NaN
+        return fallback
+    d2 = math.copysign(math.sqrt(disc), t2 - t1)
+    denom = g2 - g1 + 2.0 * d2
+    if denom == 0.0:
+        return fallback
+    t = t2 - (t2 - t1) * (g2 + d2 - d1) / denom
+    if not math.isfinite(t):
+        return fallback
+    return min(max(t, low), high)
+
+
+def _wolfe_search(f0: float, gtd0: float, t: float, max_evals: int = _MAX_EVALS) -> Generator[float, tuple, tuple]:
+    """Strong-Wolfe line search on ``phi(t) = f(x + t d)``, written as a coroutine.
+
+    Yields trial steps ``t``; is sent ``(phi(t), phi'(t), payload)`` for each; returns
+    ``(t, phi(t), payload)`` of the accepted trial, or ``(0.0, f0, None)`` when no trial
+    decreased the objective sufficiently. A bracketing phase (the step grows while the
+    objective keeps decreasing) is followed by a zoom into the bracket by safeguarded cubic
+    interpolation (Nocedal & Wright, Numerical Optimization, Algorithms 3.5 and 3.6). The
+    driver advances many of these searches in lockstep, one batched evaluation per round.
+    """
+
+    def sufficient(t_: float, f_: float) -> bool:
+        return f_ <= f0 + _C1 * t_ * gtd0
+
+    def flat_enough(g_: float) -> bool:
+        return abs(g_) <= -_C2 * gtd0
+
+    prev = (0.0, f0, gtd0, None)
+    n_evals = 0
+    while True:
+        f, g, payload = yield t
+        n_evals += 1
+        cur = (t, f, g, payload)
+        if not sufficient(t, f) or (n_evals > 1 and f >= prev[1]):
+            lo, hi = prev, cur
+            break
+        if flat_enough(g):
+            return t, f, payload
+        if g >= 0:
+            lo, hi = cur, prev
+            break
+        if n_evals >= max_evals:
+            return t, f, payload
+        t_next = _cubic_min(prev, cur, 1.1 * t, 10.0 * t, fallback=4.0 * t)
+        prev, t = cur, t_next
+    while n_evals < max_evals:
+        a, b = min(lo[0], hi[0]), max(lo[0], hi[0])
+        width = b - a
+        if width <= 1e-12 * max(b, 1.0):
+            break
+        t = _cubic_min(lo, hi, a + 0.1 * width, b - 0.1 * width, fallback=0.5 * (a + b))
+        f, g, payload = yield t
+        n_evals += 1
+        cur = (t, f, g, payload)
+        if not sufficient(t, f) or f >= lo[1]:
+            hi = cur
+        else:
+            if flat_enough(g):
+                return t, f, payload
+            if g * (hi[0] - lo[0]) >= 0:
+                hi = lo
+            lo = cur
+    return lo[0], lo[1], lo[3]
+
+
+# --------------------------------------------------------------------------- optimisers
+
+
+class _Optimizer:
+    """Per-pair state shared by both optimisers: knots, step counts, records."""
+
+    def __init__(self, problem: _Problem, interior: Tensor, config: GeodesicConfig):
+        self.problem = problem
+        self.interior = interior  # (K, n_nodes, C), detached
+        self.config = config
+        self.lr = config.resolved_lr
+        self.steps = [0] * interior.shape[0]  # optimiser steps per pair, over all stages
+
+    def ramps(self, pairs: list[int]) -> list[float]:
+        return [_ramp(self.steps[k], self.config) for k in pairs]
+
+    def check_params(self, pairs: list[int], stage: int) -> None:
+        finite = torch.isfinite(self.interior[pairs].reshape(len(pairs), -1)).all(-1).tolist()
+        for k, ok in zip(pairs, finite):
+            if not ok:
+                raise NonFiniteError(
+                    f"pair {k}: geodesic curve parameters became non-finite at stage {stage}, "
+                    f"step {self.steps[k]}; lower the learning rate"
+                )
+
+
+class _Adam(_Optimizer):
+    """``torch.optim.Adam`` (default betas and eps) with one step count per pair."""
+
+    def __init__(self, problem, interior, config):
+        super().__init__(problem, interior, config)
+        self.exp_avg = torch.zeros_like(interior)
+        self.exp_avg_sq = torch.zeros_like(interior)
+        self.n_updates = [0] * interior.shape[0]
+
+    def step(self, pairs: list[int], stage: int, n_points: int) -> list[dict[str, Any]]:
+        ramps = self.ramps(pairs)
+        index = torch.tensor(pairs, device=self.interior.device)
+        ev = self.problem.evaluate(pairs, self.interior[index], ramps, [self.steps[k] for k in pairs], grad=True)
+        values = torch.stack([ev.total, ev.energy]).tolist()
+        for i, k in enumerate(pairs):
+            if not math.isfinite(values[0][i]):
+                raise _non_finite(k, f"energy {values[1][i]}, penalties {ev.penalties[i]}",
+                                  stage, n_points, self.steps[k], self.interior[k])
+        grad = ev.grad
+        exp_avg, exp_avg_sq = self.exp_avg[index], self.exp_avg_sq[index]
+        exp_avg.lerp_(grad, 1 - _BETA1)
+        exp_avg_sq.mul_(_BETA2).addcmul_(grad, grad, value=1 - _BETA2)
+        for k in pairs:
+            self.n_updates[k] += 1
+        shape = (len(pairs), 1, 1)
+        step_size = [self.lr / (1 - _BETA1 ** self.n_updates[k]) for k in pairs]
+        bias2_sqrt = [(1 - _BETA2 ** self.n_updates[k]) ** 0.5 for k in pairs]
+        like = self.interior
+        denom = (exp_avg_sq.sqrt() / like.new_tensor(bias2_sqrt).reshape(shape)).add_(_EPS)
+        update = like.new_tensor([-s for s in step_size]).reshape(shape) * exp_avg / denom
+        self.interior[index] = self.interior[index] + update
+        self.exp_avg[index], self.exp_avg_sq[index] = exp_avg, exp_avg_sq
+        self.check_params(pairs, stage)
+        return [{"energy": values[1][i], "objective": values[0][i], "penalties": ev.penalties[i], "ramp": ramps[i]}
+                for i in range(len(pairs))]
+
+
+class _LBFGS(_Optimizer):
+    """L-BFGS with one curvature history and one strong-Wolfe line search per pair.
+
+    The two-loop recursion runs batched over pairs; the line searches run in lockstep (one
+    batched evaluation per round of trials). As in ``optimize_geodesic``'s torch L-BFGS:
+    history of 20 pairs, first step ``min(1, 1/|g|_1) * lr`` along ``-g``, later steps start
+    at ``lr``, at most 25 evaluations per line search, curvature pairs with ``y.s <= 1e-10``
+    skipped, the history carried over from one stage to the next.
+    """
+
+    def __init__(self, problem, interior, config):
+        super().__init__(problem, interior, config)
+        n_pairs, n_flat = interior.shape[0], interior[0].numel()
+        self.s_hist = interior.new_zeros(n_pairs, _HISTORY_SIZE, n_flat)
+        self.y_hist = interior.new_zeros(n_pairs, _HISTORY_SIZE, n_flat)
+        self.rho = interior.new_zeros(n_pairs, _HISTORY_SIZE)  # 0 marks an empty slot
+        self.gamma = interior.new_ones(n_pairs)  # initial inverse-Hessian scale
+        self.started = [False] * n_pairs
+        self.grad = interior.new_zeros(n_pairs, n_flat)  # at the current point
+        self.value: list[dict[str, Any] | None] = [None] * n_pairs  # objective record at the current point
+        self.key: list[tuple | None] = [None] * n_pairs  # (stage, ramp) of value and grad
+
+    def _direction(self, index: Tensor, grad: Tensor) -> Tensor:
+        """``-H g`` by the two-loop recursion, batched over pairs (newest history last)."""
+        s_hist, y_hist, rho = self.s_hist[index], self.y_hist[index], self.rho[index]
+        q = -grad
+        alphas = []
+        for i in range(_HISTORY_SIZE - 1, -1, -1):
+            a = rho[:, i] * (s_hist[:, i] * q).sum(-1)
+            q = q - a.unsqueeze(-1) * y_hist[:, i]
+            alphas.append(a)
+        r = q * self.gamma[index].unsqueeze(-1)
+        for i in range(_HISTORY_SIZE):
+            b = rho[:, i] * (y_hist[:, i] * r).sum(-1)
+            r = r + s_hist[:, i] * (alphas[_HISTORY_SIZE - 1 - i] - b).unsqueeze(-1)
+        return r
+
+    def _reset(self, pairs: list[int]) -> None:
+        index = torch.tensor(pairs, device=self.interior.device)
+        self.s_hist[index] = 0
+        self.y_hist[index] = 0
+        self.rho[index] = 0
+        self.gamma[index] = 1
+
+    def _record(self, ev: _Evaluation, i: int, ramp: float, values: list[list[float]]) -> dict[str, Any]:
+        return {"energy": values[1][i], "objective": values[0][i], "penalties": ev.penalties[i], "ramp": ramp}
+
+    def _evaluate(self, pairs, interior, ramps, stage, n_points, directions=None):
+        ev = self.problem.evaluate(pairs, interior, ramps, [self.steps[k] for k in pairs], grad=True)
+        grad = ev.grad.reshape(len(pairs), -1)
+        rows = [ev.total, ev.energy]
+        if directions is not None:
+            rows.append((grad * directions).sum(-1))
+        values = torch.stack(rows).tolist()
+        for i, k in enumerate(pairs):
+            if not math.isfinite(values[0][i]):
+                raise _non_finite(k, f"energy {values[1][i]}, penalties {ev.penalties[i]}",
+                                  stage, n_points, self.steps[k], interior[i])
+        return ev, grad, values
+
+    def step(self, pairs: list[int], stage: int, n_points: int) -> list[dict[str, Any]]:
+        device = self.interior.device
+        ramps = dict(zip(pairs, self.ramps(pairs)))
+        # Objective and gradient at the current point, where the objective changed (a new
+        # stage or a new constraint weight) or was never evaluated.
+        stale = [k for k in pairs if self.key[k] != (stage, ramps[k])]
+        if stale:
+            index = torch.tensor(stale, device=device)
+            ev, grad, values = self._evaluate(stale, self.interior[index], [ramps[k] for k in stale], stage, n_points)
+            self.grad[index] = grad
+            for i, k in enumerate(stale):
+                self.value[k] = self._record(ev, i, ramps[k], values)
+                self.key[k] = (stage, ramps[k])
+
+        index = torch.tensor(pairs, device=device)
+        grad = self.grad[index]
+        direction = self._direction(index, grad)
+        gtd = (grad * direction).sum(-1)
+        gnorm = grad.abs().sum(-1)
+        host = torch.stack([gtd, gnorm]).tolist()
+        bad = [i for i, k in enumerate(pairs) if not (host[0][i] < 0 and math.isfinite(host[0][i]))]
+        if bad:
+            # Not a descent direction (stale curvature after an objective change): restart
+            # those pairs from steepest descent.
+            self._reset([pairs[i] for i in bad])
+            rows = torch.tensor(bad, device=device)
+            direction[rows] = -grad[rows]
+            fixed = (grad[rows] * direction[rows]).sum(-1).tolist()
+            for i, v in zip(bad, fixed):
+                host[0][i] = v
+
+        searches: dict[int, Generator] = {}
+        trials: dict[int, float] = {}
+        outcome: dict[int, tuple] = {}
+        for i, k in enumerate(pairs):
+            if not host[0][i] < 0:  # zero gradient: nothing to do
+                outcome[k] = (0.0, self.value[k]["objective"], None)
+                continue
+            t0 = min(1.0, 1.0 / host[1][i]) * self.lr if not self.started[k] else self.lr
+            searches[k] = _wolfe_search(self.value[k]["objective"], host[0][i], t0)
+            trials[k] = next(searches[k])
+        position = {k: i for i, k in enumerate(pairs)}
+        while trials:
+            trying = list(trials)
+            rows = torch.tensor([position[k] for k in trying], device=device)
+            step_sizes = self.interior.new_tensor([trials[k] for k in trying]).unsqueeze(-1)
+            d = direction[rows]
+            point = self.interior[torch.tensor(trying, device=device)].reshape(len(trying), -1) + step_sizes * d
+            ev, g, values = self._evaluate(trying, point.reshape((len(trying),) + self.interior.shape[1:]),
+                                           [ramps[k] for k in trying], stage, n_points, directions=d)
+            for i, k in enumerate(trying):
+                payload = (point[i], g[i], self._record(ev, i, ramps[k], values))
+                try:
+                    trials[k] = searches[k].send((values[0][i], values[2][i], payload))
+                except StopIteration as done:
+                    outcome[k] = done.value
+                    del trials[k]
+
+        moved = [k for k in pairs if outcome[k][2] is not None]
+        failed = [k for k in pairs if outcome[k][2] is None and k in searches]
+        if failed:
+            self._reset(failed)  # no sufficient decrease along the L-BFGS direction
+        if moved:
+            index = torch.tensor(moved, device=device)
+            new_point = torch.stack([outcome[k][2][0] for k in moved])
+            new_grad = torch.stack([outcome[k][2][1] for k in moved])
+            old_point = self.interior[index].reshape(len(moved), -1)
+            s_vec, y_vec = new_point - old_point, new_grad - self.grad[index]
+            ys = (s_vec * y_vec).sum(-1)
+            yy = (y_vec * y_vec).sum(-1)
+            keep = ys > _MIN_CURVATURE
+            if bool(keep.any()):
+                upd = index[keep]
+                self.s_hist[upd] = torch.cat([self.s_hist[upd, 1:], s_vec[keep].unsqueeze(1)], dim=1)
+                self.y_hist[upd] = torch.cat([self.y_hist[upd, 1:], y_vec[keep].unsqueeze(1)], dim=1)
+                self.rho[upd] = torch.cat([self.rho[upd, 1:], (1.0 / ys[keep]).unsqueeze(1)], dim=1)
+                self.gamma[upd] = ys[keep] / yy[keep]
+            self.interior[index] = new_point.reshape((len(moved),) + self.interior.shape[1:])
+            self.grad[index] = new_grad
+            for k in moved:
+                self.value[k] = outcome[k][2][2]
+            self.check_params(moved, stage)
+        for k in pairs:
+            self.started[k] = True
+        return [self.value[k] for k in pairs]
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def optimize_geodesics(
+    denoiser: Denoiser,
+    starts: Sequence[SpacetimePoint],
+    ends: Sequence[SpacetimePoint],
+    config: GeodesicConfig | None = None,
+    constraints: Sequence[Constraint] | Sequence[Sequence[Constraint]] | None = None,
+    *,
+    seeds: Sequence[int] | None = None,
+    curves: Sequence[SplineCurve] | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> list[GeodesicResult]:
+    """Spacetime geodesics of ``K`` endpoint pairs, solved together with batched denoiser calls.
+
+    Each pair's problem is the one :func:`~spacetime_md.core.optimize_geodesic` solves, and
+    each pair is optimised independently of the others (see the module docstring); every
+    evaluation of the objective makes one denoiser call on the curve points of all pairs
+    being evaluated (with ``config.chunk_size``, the exact divergence splits it into chunks).
+
+    Parameters
+    ----------
+    denoiser : callable ``(x (B, D), log_snr (B,)) -> (B, D)``
+        Must treat batch rows independently (as the exact divergence already requires).
+    starts, ends : sequence of SpacetimePoint
+        ``K`` pairs ``(log_snr, x (D,))``, all with the same ``D``, dtype and device (those
+        of ``starts[0].x``).
+    config : GeodesicConfig, optional
+        Shared by all pairs.
+    constraints : sequence, optional
+        Either constraints applied to every pair (``[LowVariance(2.0)]``) or one sequence of
+        constraints per pair (``[[LowVariance(2.0)], [], [avoid]]``). An object used by
+        several pairs is deep-copied per pair (``setup`` stores per-pair state). Penalties
+        are evaluated pair by pair.
+    seeds : sequence of int, optional
+        Seed of each pair's Hutchinson probes; default ``config.seed`` for every pair (what
+        ``optimize_geodesic`` uses).
+    curves : sequence of SplineCurve, optional
+        Warm starts, one per pair, all with the same ``n_nodes``; their endpoints must equal
+        the pair's. They are optimised in place and returned as ``result.curve``. Default:
+        straight lines with ``config.n_nodes`` knots.
+    callback : callable, optional
+        Called after every step of every pair with a dict ``pair, step, stage, n_points,
+        energy, objective, penalties, ramp``.
+
+    Returns
+    -------
+    list of GeodesicResult
+        One per pair, in order. ``n_denoiser_evals`` counts the denoiser rows spent on that
+        pair (its share of the batched calls plus its constraints' own calls); ``wall_time``
+        is the time of the whole batch.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad input; the message names the pair (``starts[2].x: ...``, ``pair 2: ...``).
+    NonFiniteError
+        A pair's objective or curve became non-finite (names the pair; the batch stops).
+    """
+    t_start = time.perf_counter()
+    config = GeodesicConfig() if config is None else config
+    if not isinstance(config, GeodesicConfig):
+        raise TypeError(f"config: expected a GeodesicConfig, got {type(config).__name__}")
+    if not callable(denoiser):
+        raise TypeError(f"denoiser: expected a callable, got {type(denoiser).__name__}")
+    z0, z1 = _check_pairs(starts, ends)
+    n_pairs, dim = z0.shape[0], z0.shape[1] - 1
+    seeds = _check_seeds(seeds, n_pairs, config.seed)
+    per_pair = _per_pair_constraints(constraints, n_pairs)
+
+    if curves is None:
+        curves = [SplineCurve(SpacetimePoint(z0[k, 0], z0[k, 1:]), SpacetimePoint(z1[k, 0], z1[k, 1:]), config.n_nodes)
+                  for k in range(n_pairs)]
+    else:
+        if isinstance(curves, SplineCurve) or not isinstance(curves, Sequence) or len(curves) != n_pairs:
+            got = len(curves) if isinstance(curves, Sequence) else type(curves).__name__
+            raise ValueError(f"curves: expected {n_pairs} SplineCurve warm starts (one per pair), got {got}")
+        curves = list(curves)
+        for k, curve in enumerate(curves):
+            if not isinstance(curve, SplineCurve):
+                raise TypeError(f"curves[{k}]: expected a SplineCurve, got {type(curve).__name__}")
+            if curve.n_nodes != curves[0].n_nodes:
+                raise ValueError(f"curves[{k}]: expected n_nodes {curves[0].n_nodes} like curves[0], got {curve.n_nodes}")
+            if curve.start.shape != z0[k].shape or not (
+                torch.allclose(curve.start, z0[k]) and torch.allclose(curve.end, z1[k])
+            ):
+                raise ValueError(f"curves[{k}]: expected a warm-start curve with the same endpoints as pair {k}")
+    n_knots = curves[0].n_nodes + 2
+
+    pair_denoisers = [CountingDenoiser(denoiser) for _ in range(n_pairs)]
+    for k in range(n_pairs):
+        devices = [z0.device] if z0.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            for c in per_pair[k]:
+                if hasattr(c, "setup"):
+                    try:
+                        c.setup(pair_denoisers[k], z0[k], z1[k], config)
+                    except ValueError as exc:
+                        raise ValueError(f"pair {k}: {exc}") from None
+
+    problem = _Problem(denoiser, z0, z1, config, per_pair, pair_denoisers)
+    interior = torch.stack([curve.interior.detach() for curve in curves]).clone()
+    optimizer = (_LBFGS if config.optimizer == "lbfgs" else _Adam)(problem, interior, config)
+    generators = [torch.Generator(device=z0.device).manual_seed(seed) for seed in seeds]
+    histories: list[list[dict[str, Any]]] = [[] for _ in range(n_pairs)]
+    converged = [False] * n_pairs
+    initial_energy = [math.nan] * n_pairs
+    patience = config.resolved_patience
+    everyone = list(range(n_pairs))
+
+    def draw_probes(n_points: int) -> Tensor | None:
+        if problem.method != "hutchinson":
+            return None
+        return torch.stack([
+            rademacher_probes(config.n_probes, (n_points, dim), dtype=z0.dtype, device=z0.device, generator=gen)
+            for gen in generators
+        ])
+
+    bar = None
+    if config.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc=f"geodesics ({n_pairs} pairs)", unit="step")
+    try:
+        for stage, n_points in enumerate(config.n_points):
+            problem.set_stage(n_points, n_knots, draw_probes(n_points))
+            if stage == 0:
+                ev = problem.evaluate(everyone, optimizer.interior, [0.0] * n_pairs, optimizer.steps, grad=False)
+                initial_energy = ev.energy.tolist()
+            min_steps = config.min_steps if stage == 0 else 1
+            # Coarse stages only provide a warm start: a looser tolerance is enough.
+            rtol = config.rtol if stage == len(config.n_points) - 1 else 10 * config.rtol
+            best: list[list[float]] = [[] for _ in range(n_pairs)]
+            stage_converged = [False] * n_pairs
+            active = list(everyone)
+            for _ in range(config.max_steps):
+                if not active:
+                    break
+                records = optimizer.step(active, stage, n_points)
+                still = []
+                for k, record in zip(active, records):
+                    info = {"pair": k, "step": optimizer.steps[k], "stage": stage, "n_points": n_points, **record}
+                    histories[k].append({key: v for key, v in info.items() if key != "pair"})
+                    if callback is not None:
+                        callback(info)
+                    optimizer.steps[k] += 1
+                    total = record["objective"]
+                    best[k].append(min(total, best[k][-1]) if best[k] else total)
+                    ramp_done = _ramp(optimizer.steps[k], config) >= 1.0 or not per_pair[k]
+                    if ramp_done and len(best[k]) > max(patience, min_steps):
+                        old, new = best[k][-1 - patience], best[k][-1]
+                        if old - new <= rtol * max(abs(new), 1e-12):
+                            stage_converged[k] = True
+                            continue
+                    still.append(k)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(stage=stage, T=n_points, active=len(still))
+                active = still
+            logger.info("stage %d (T=%d): %d of %d pairs converged", stage, n_points, sum(stage_converged), n_pairs)
+            converged = stage_converged
+    finally:
+        if bar is not None:
+            bar.close()
+
+    problem.set_stage(config.n_points[-1], n_knots, draw_probes(config.n_points[-1]))
+    final = problem.evaluate(everyone, optimizer.interior, optimizer.ramps(everyone), optimizer.steps, grad=False)
+    terms = final.terms
+    tiny = torch.finfo(terms.dtype).tiny
+    lengths = terms.clamp_min(tiny).sqrt().where(terms > 0, terms.new_zeros(())).sum(-1)
+    energies, totals, lengths = final.energy.tolist(), final.total.tolist(), lengths.tolist()
+    wall_time = time.perf_counter() - t_start
+    results = []
+    for k, curve in enumerate(curves):
+        with torch.no_grad():
+            curve.interior.copy_(optimizer.interior[k])
+        results.append(GeodesicResult(
+            curve=curve,
+            log_snr=final.log_snr[k],
+            x=final.x[k],
+            energy=energies[k],
+            length=lengths[k],
+            objective=totals[k],
+            initial_energy=initial_energy[k],
+            n_steps=optimizer.steps[k],
+            n_denoiser_evals=problem.n_evals[k] + pair_denoisers[k].n_evals,
+            converged=converged[k],
+            history=histories[k],
+            wall_time=wall_time,
+            config=config,
+        ))
+    return results

@@ -1,0 +1,206 @@
+"""Batched geodesic solves: independence of pairs, agreement with single solves, batching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spacetime_md.core import (
+    AvoidRegion,
+    GeodesicConfig,
+    LowVariance,
+    SpacetimePoint,
+    alpha_sigma,
+    optimize_geodesic,
+    optimize_geodesics,
+)
+from spacetime_md.errors import NonFiniteError
+from spacetime_md.toy import GaussianMixture
+
+LAM = 3.0
+FAST = GeodesicConfig(n_nodes=5, n_points=(16, 32), max_steps=60)
+HUTCH = GeodesicConfig(n_nodes=5, n_points=(16, 24), max_steps=60, divergence="hutchinson", n_probes=2)
+# Endpoints (data space, scaled by alpha at LAM below) between and near the three modes.
+PAIRS = [([-2.0, 0.0], [2.0, 0.5]), ([2.0, 0.5], [0.0, 2.5]), ([0.0, 2.5], [-2.0, 0.0]), ([-1.8, 0.2], [1.5, 0.3])]
+
+
+@pytest.fixture(scope="module")
+def mixture():
+    return GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 0.5], [0.0, 2.5]]), [0.6, 0.6, 0.6])
+
+
+def point(xy, lam=LAM, dtype=torch.float64):
+    return SpacetimePoint(lam, float(alpha_sigma(lam)[0]) * torch.tensor(xy, dtype=dtype))
+
+
+def pairs(n=len(PAIRS)):
+    return [point(a) for a, _ in PAIRS[:n]], [point(b) for _, b in PAIRS[:n]]
+
+
+def assert_same(r, q, tol):
+    assert abs(r.energy - q.energy) <= tol * max(1.0, abs(q.energy))
+    torch.testing.assert_close(r.x, q.x, atol=tol, rtol=0)
+    torch.testing.assert_close(r.log_snr, q.log_snr, atol=tol, rtol=0)
+    assert (r.n_steps, r.n_denoiser_evals, r.converged) == (q.n_steps, q.n_denoiser_evals, q.converged)
+
+
+@pytest.mark.parametrize("config", [FAST, HUTCH], ids=["exact", "hutchinson"])
+def test_pairs_are_independent_of_the_batch(mixture, config):
+    starts, ends = pairs()
+    seeds = [3, 1, 4, 1]
+    batch = optimize_geodesics(mixture.denoiser, starts, ends, config, seeds=seeds)
+    order = [2, 0, 3, 1]
+    shuffled = optimize_geodesics(mixture.denoiser, [starts[k] for k in order], [ends[k] for k in order], config,
+                                  seeds=[seeds[k] for k in order])
+    for k in range(len(starts)):
+        alone = optimize_geodesics(mixture.denoiser, [starts[k]], [ends[k]], config, seeds=[seeds[k]])[0]
+        assert_same(batch[k], alone, 1e-8)
+        assert_same(shuffled[order.index(k)], alone, 1e-8)
+        assert len(batch[k].history) == batch[k].n_steps
+    # Different pairs really are different problems (the comparison above can fail).
+    assert len({round(r.energy, 6) for r in batch}) == len(batch)
+
+
+def test_energies_agree_with_single_solves(mixture):
+    starts, ends = pairs()
+    config = GeodesicConfig(n_nodes=5, n_points=(16, 32), max_steps=100, rtol=1e-6)
+    batch = optimize_geodesics(mixture.denoiser, starts, ends, config)
+    for k, r in enumerate(batch):
+        single = optimize_geodesic(mixture.denoiser, starts[k], ends[k], config)
+        # Same straight line, same discretisation: identical starting energy.
+        assert abs(r.initial_energy - single.initial_energy) <= 1e-9 * single.initial_energy
+        # Different L-BFGS implementations (paths differ), same optimum.
+        assert abs(r.energy - single.energy) <= 1e-3 * single.energy, (k, r.energy, single.energy)
+        assert r.converged and r.energy < 0.5 * r.initial_energy
+        assert abs(r.length - single.length) <= 1e-3 * single.length
+        assert r.curve(torch.linspace(0, 1, 5, dtype=torch.float64)).shape == (5, 3)
+
+
+@pytest.mark.parametrize("config", [FAST, HUTCH], ids=["exact", "hutchinson"])
+def test_one_denoiser_call_per_evaluation_carries_every_pair(mixture, config):
+    rows: list[int] = []
+
+    def counted(x, log_snr):
+        rows.append(x.shape[0])
+        return mixture.denoiser(x, log_snr)
+
+    starts, ends = pairs()
+    n_pairs, dim = len(starts), 2
+    batch = optimize_geodesics(counted, starts, ends, config)
+    per_point = dim if config.divergence_for(dim) == "exact" else config.n_probes
+    pair_evals = 0
+    for n in rows:
+        sizes = [n // (t * per_point) for t in config.n_points if n % (t * per_point) == 0]
+        assert any(1 <= k <= n_pairs for k in sizes), n
+        pair_evals += max(k for k in sizes if k <= n_pairs)
+    # The first calls (straight-line energies, then the first gradients) and the last (final
+    # energies) hold every pair.
+    assert rows[0] == rows[1] == n_pairs * config.n_points[0] * per_point
+    assert rows[-1] == n_pairs * config.n_points[-1] * per_point
+    assert sum(rows) == sum(r.n_denoiser_evals for r in batch)
+    # Pairs share calls: one call per pair and evaluation would give len(rows) == pair_evals
+    # (here pairs converge, and line searches end, at different times, so not every call has all).
+    assert len(rows) < 0.75 * pair_evals, (len(rows), pair_evals)
+
+
+def test_adam_batched_equals_adam_single(mixture):
+    config = GeodesicConfig(n_nodes=5, n_points=(16, 24), optimizer="adam", max_steps=120,
+                            divergence="hutchinson", n_probes=2)
+    starts, ends = pairs(3)
+    seen = []
+    batch = optimize_geodesics(mixture.denoiser, starts, ends, config, seeds=[0, 5, 9], callback=seen.append)
+    for k, seed in enumerate([0, 5, 9]):
+        single = optimize_geodesic(mixture.denoiser, starts[k], ends[k], GeodesicConfig(**{**config.to_dict(), "seed": seed}))
+        assert_same(batch[k], single, 1e-10)
+        assert [h["objective"] for h in batch[k].history] == pytest.approx([h["objective"] for h in single.history],
+                                                                            rel=1e-10, abs=1e-10)
+        assert sum(info["pair"] == k for info in seen) == single.n_steps
+    assert {info["pair"] for info in seen} == {0, 1, 2}
+
+
+def test_constraints_per_pair(mixture):
+    starts, ends = pairs(3)
+    floor = 2.0
+    z_star = float(alpha_sigma(LAM)[0]) * torch.tensor([0.0, 0.3], dtype=torch.float64)
+    config = GeodesicConfig(n_nodes=5, n_points=(24,), max_steps=80, constraint_warmup=3, constraint_ramp=5)
+
+    def make():
+        return [[LowVariance(floor, weight=1e3)], [], [LowVariance(floor, weight=1e3), AvoidRegion(LAM, z_star, 3.0)]]
+
+    batch = optimize_geodesics(mixture.denoiser, starts, ends, config, make())
+    free = optimize_geodesics(mixture.denoiser, starts, ends, config)
+    for k, cons in enumerate(make()):
+        single = optimize_geodesic(mixture.denoiser, starts[k], ends[k], config, cons)
+        assert abs(batch[k].objective - single.objective) <= 2e-2 * single.objective, (k, batch[k].objective, single.objective)
+        alone = optimize_geodesics(mixture.denoiser, [starts[k]], [ends[k]], config, [make()[k]])[0]
+        assert_same(batch[k], alone, 1e-8)
+        if cons:
+            assert float(batch[k].log_snr.min()) > floor - 0.15
+            assert float(free[k].log_snr.min()) < floor  # the constraint is active
+            assert batch[k].history[0]["ramp"] == 0.0 and batch[k].history[-1]["ramp"] == 1.0
+            assert set(batch[k].history[-1]["penalties"]) == {f"{type(c).__name__}_{i}" for i, c in enumerate(cons)}
+        else:
+            assert_same(batch[k], free[k], 1e-8)
+    # A flat list applies to every pair; a shared AvoidRegion is copied per pair.
+    avoid = AvoidRegion(LAM, z_star, 3.0)
+    shared = optimize_geodesics(mixture.denoiser, starts[2:], ends[2:], config, [LowVariance(floor, weight=1e3), avoid])
+    assert_same(shared[0], batch[2], 1e-8)
+
+
+def test_warm_start_curves(mixture):
+    starts, ends = pairs(2)
+    first = optimize_geodesics(mixture.denoiser, starts, ends, FAST)
+    again = optimize_geodesics(mixture.denoiser, starts, ends, FAST, curves=[r.curve for r in first])
+    for r, q in zip(again, first):
+        assert r.curve is q.curve and r.initial_energy < 0.5 * q.initial_energy
+        assert r.energy <= q.energy * (1 + 1e-3)
+
+
+def test_non_finite_objective_names_the_pair(mixture):
+    def bad(x, log_snr):
+        return torch.where(x[:, :1] > 3.0, torch.full_like(x, float("nan")), mixture.denoiser(x, log_snr))
+
+    starts = [point([-2.0, 0.0]), point([-1.0, 0.0])]
+    ends = [point([0.0, 0.0]), point([5.0, 0.0])]
+    with pytest.raises(NonFiniteError, match=r"pair 1: geodesic objective became non-finite \(energy nan, .*\) at stage 0"):
+        optimize_geodesics(bad, starts, ends, FAST)
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (lambda s, e: (s, e[:2] + [point([0.0, 0.0, 1.0])]), ValueError,
+         r"ends\[2\].x: expected shape \(2,\) like starts\[0\].x, got \(3,\)"),
+        (lambda s, e: ([s[0], point([0.0, 1.0], dtype=torch.float32), s[2]], e), ValueError,
+         r"starts\[1\].x: expected dtype torch.float64 like starts\[0\].x, got torch.float32"),
+        (lambda s, e: ([], []), ValueError, "starts: expected at least one pair, got none"),
+        (lambda s, e: (s, [e[0], e[1], s[2]]), ValueError,
+         "pair 2: start and end: expected two different spacetime points, got equal ones"),
+        (lambda s, e: (s, e[:2]), ValueError, r"ends: expected 3 points \(one per start\), got 2"),
+        (lambda s, e: (s[0], e[0]), TypeError, "starts: expected a sequence of SpacetimePoint .* use optimize_geodesic"),
+        (lambda s, e: (s[:1] + [torch.zeros(3)] + s[2:], e), TypeError, r"starts\[1\]: expected a SpacetimePoint"),
+    ],
+    ids=["dimension", "dtype", "empty", "equal-endpoints", "lengths", "single-point", "not-a-point"],
+)
+def test_bad_pairs(mixture, change, error, match):
+    starts, ends = change(*pairs(3))
+    with pytest.raises(error, match=match):
+        optimize_geodesics(mixture.denoiser, starts, ends, FAST)
+
+
+def test_bad_options(mixture):
+    starts, ends = pairs(3)
+    with pytest.raises(ValueError, match=r"seeds: expected 3 integers \(one per pair\), got 2"):
+        optimize_geodesics(mixture.denoiser, starts, ends, FAST, seeds=[0, 1])
+    with pytest.raises(ValueError, match=r"seeds\[1\]: expected an integer >= 0, got -1"):
+        optimize_geodesics(mixture.denoiser, starts, ends, FAST, seeds=[0, -1, 2])
+    with pytest.raises(ValueError, match="constraints: expected .* or 3 sequences .* got 2 entries"):
+        optimize_geodesics(mixture.denoiser, starts, ends, FAST, [[], [LowVariance(1.0)]])
+    with pytest.raises(TypeError, match=r"constraints\[1\]\[0\]: expected an object with penalty\(\) and weight, got int"):
+        optimize_geodesics(mixture.denoiser, starts, ends, FAST, [[], [3], []])
+    with pytest.raises(ValueError, match="pair 1: LowVariance: expected the start point's log_snr >= min_log_snr 5"):
+        optimize_geodesics(mixture.denoiser, starts, ends, FAST, [[], [LowVariance(5.0)], []])
+    with pytest.raises(ValueError, match=r"curves: expected 3 SplineCurve warm starts \(one per pair\), got 1"):
+        optimize_geodesics(mixture.denoiser, starts, ends, FAST, curves=[None])
+    with pytest.raises(TypeError, match="config: expected a GeodesicConfig, got dict"):
+        optimize_geodesics(mixture.denoiser, starts, ends, {"n_nodes": 3})
