@@ -1,19 +1,23 @@
 """Several spacetime geodesics solved together, with batched denoiser calls.
 
 :func:`optimize_geodesics` solves ``K`` independent geodesic problems - ``K`` endpoint pairs
-with the same denoiser and :class:`~spacetime_md.core.GeodesicConfig` - in lockstep. Every
+with the same denoiser and :class:`~spacetime_md.core.GeodesicConfig` - together. Every
 evaluation of the objective makes one denoiser call (exact divergence: one call on the
 ``D``-fold replicated batch; Hutchinson: one call on the ``P``-fold replicated batch) on the
-curve points of all pairs being evaluated, ``K * T`` points instead of ``K`` calls on ``T``
-points each. On a GPU that fills the device; on a CPU it saves the per-call overhead only.
+curve points of all pairs being evaluated, up to ``K * T`` points instead of ``K`` calls on
+``T`` points each. On a GPU that fills the device; on a CPU, where the cost grows with the
+rows, it saves the per-call overhead only.
 
 The pairs are independent: the result for pair ``k`` does not depend on which other pairs
 are in the batch (up to the floating-point rounding of a larger denoiser batch).
 
 - Each pair has its own optimiser state. L-BFGS: per-pair curvature history (the two-loop
-  recursion runs batched over pairs) and a per-pair strong-Wolfe line search; the line
-  searches run in lockstep, every trial evaluates all pairs still searching at once. Adam:
-  elementwise, per-pair step counts (the same update as ``torch.optim.Adam``).
+  recursion runs batched over the pairs starting a step together) and a per-pair
+  strong-Wolfe line search. Within a stage the pairs run asynchronously: each round makes
+  one batched evaluation of the point every running pair needs next (a line-search trial,
+  or its current point after the objective changed), so a pair whose line search takes
+  many trials does not hold the others back. Adam: elementwise, per-pair step counts (the
+  same update as ``torch.optim.Adam``), one round per step.
 - Each pair has its own convergence test (``rtol`` / ``patience`` / ``min_steps`` as in
   :func:`~spacetime_md.core.optimize_geodesic`). The coarse-to-fine stages advance
   together: a pair that has converged in a stage is frozen - not evaluated, so it costs
@@ -62,6 +66,7 @@ _HISTORY_SIZE = 20
 _MAX_EVALS = 25  # objective evaluations per line search
 _C1, _C2 = 1e-4, 0.9  # strong-Wolfe sufficient decrease and curvature constants
 _MIN_CURVATURE = 1e-10  # curvature pairs with y.s at or below this are skipped
+_BRACKET_RTOL = 1e-6  # the zoom stops at a bracket this narrow relative to its end or the first trial
 # Adam settings, torch.optim.Adam's defaults (what optimize_geodesic uses).
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 
@@ -259,15 +264,6 @@ class _Problem:
                            log_snr.detach(), x.detach())
 
 
-def _non_finite(k: int, detail: str, stage: int, n_points: int, step: int, interior: Tensor) -> NonFiniteError:
-    return NonFiniteError(
-        f"pair {k}: geodesic objective became non-finite ({detail}) at stage {stage} (n_points={n_points}), "
-        f"step {step}; "
-        "check the denoiser over the curve's log_snr range "
-        f"[{float(interior[:, 0].min()):.3g}, {float(interior[:, 0].max()):.3g}] or lower the learning rate"
-    )
-
-
 # --------------------------------------------------------------------------- line search
 
 
@@ -295,7 +291,8 @@ def _wolfe_search(f0: float, gtd0: float, t: float, max_evals: int = _MAX_EVALS)
 
     Yields trial steps ``t``; is sent ``(phi(t), phi'(t), payload)`` for each; returns
     ``(t, phi(t), payload)`` of the accepted trial, or ``(0.0, f0, None)`` when no trial
-    decreased the objective sufficiently. A bracketing phase (the step grows while the
+    decreased the objective sufficiently. A non-finite ``phi(t)`` is sent as ``inf``. A
+    bracketing phase (the step grows while the
     objective keeps decreasing) is followed by a zoom into the bracket by safeguarded cubic
     interpolation (Nocedal & Wright, Numerical Optimization, Algorithms 3.5 and 3.6). The
     driver advances many of these searches in lockstep, one batched evaluation per round.
@@ -308,6 +305,7 @@ def _wolfe_search(f0: float, gtd0: float, t: float, max_evals: int = _MAX_EVALS)
         return abs(g_) <= -_C2 * gtd0
 
     prev = (0.0, f0, gtd0, None)
+    t_init = t
     n_evals = 0
     while True:
         f, g, payload = yield t
@@ -328,9 +326,12 @@ def _wolfe_search(f0: float, gtd0: float, t: float, max_evals: int = _MAX_EVALS)
     while n_evals < max_evals:
         a, b = min(lo[0], hi[0]), max(lo[0], hi[0])
         width = b - a
-        if width <= 1e-12 * max(b, 1.0):
-            break
-        t = _cubic_min(lo, hi, a + 0.1 * width, b - 0.1 * width, fallback=0.5 * (a + b))
+        if width <= _BRACKET_RTOL * max(b, t_init):
+            break  # e.g. a kink of the clamped energy: no trial meets the curvature condition
+        if math.isfinite(hi[1]):
+            t = _cubic_min(lo, hi, a + 0.1 * width, b - 0.1 * width, fallback=0.5 * (a + b))
+        else:  # the objective was not finite there: step back hard towards lo
+            t = lo[0] + 0.1 * (hi[0] - lo[0])
         f, g, payload = yield t
         n_evals += 1
         cur = (t, f, g, payload)
@@ -349,7 +350,12 @@ def _wolfe_search(f0: float, gtd0: float, t: float, max_evals: int = _MAX_EVALS)
 
 
 class _Optimizer:
-    """Per-pair state shared by both optimisers: knots, step counts, records."""
+    """Per-pair state shared by both optimisers: knots and step counts.
+
+    ``run_stage(pairs, stage, n_points, finish_step)`` optimises ``pairs`` at one
+    discretisation; after each step of pair ``k`` it calls ``finish_step(k, record)``, which
+    records the step and returns whether ``k`` goes on (not converged, steps left).
+    """
 
     def __init__(self, problem: _Problem, interior: Tensor, config: GeodesicConfig):
         self.problem = problem
@@ -358,8 +364,8 @@ class _Optimizer:
         self.lr = config.resolved_lr
         self.steps = [0] * interior.shape[0]  # optimiser steps per pair, over all stages
 
-    def ramps(self, pairs: list[int]) -> list[float]:
-        return [_ramp(self.steps[k], self.config) for k in pairs]
+    def ramp(self, k: int) -> float:
+        return _ramp(self.steps[k], self.config)
 
     def check_params(self, pairs: list[int], stage: int) -> None:
         finite = torch.isfinite(self.interior[pairs].reshape(len(pairs), -1)).all(-1).tolist()
@@ -370,9 +376,35 @@ class _Optimizer:
                     f"step {self.steps[k]}; lower the learning rate"
                 )
 
+    def evaluate(self, pairs, interior, stage, n_points, directions=None):
+        """Objective and gradient of ``pairs`` at ``interior``, plus host values
+        ``[total, energy, g.d]`` (``g.d`` only with ``directions``, shape ``(k, N)``)."""
+        ev = self.problem.evaluate(pairs, interior, [self.ramp(k) for k in pairs], [self.steps[k] for k in pairs],
+                                   grad=True)
+        grad = ev.grad.reshape(len(pairs), -1)
+        rows = [ev.total, ev.energy]
+        if directions is not None:
+            rows.append((grad * directions).sum(-1))
+        values = torch.stack(rows).tolist()
+        return ev, grad, values
+
+    def record(self, ev: _Evaluation, i: int, k: int, values: list[list[float]]) -> dict[str, Any]:
+        return {"energy": values[1][i], "objective": values[0][i], "penalties": ev.penalties[i], "ramp": self.ramp(k)}
+
+    def raise_non_finite(self, ev, i, k, stage, n_points, values, interior):
+        raise NonFiniteError(
+            f"pair {k}: geodesic objective became non-finite (energy {values[1][i]}, penalties {ev.penalties[i]}) "
+            f"at stage {stage} (n_points={n_points}), step {self.steps[k]}; check the denoiser over the curve's "
+            f"log_snr range [{float(interior[:, 0].min()):.3g}, {float(interior[:, 0].max()):.3g}] "
+            "or lower the learning rate"
+        )
+
 
 class _Adam(_Optimizer):
-    """``torch.optim.Adam`` (default betas and eps) with one step count per pair."""
+    """``torch.optim.Adam`` (default betas and eps) with one step count per pair.
+
+    One evaluation per step, so every round of a stage evaluates all pairs still running.
+    """
 
     def __init__(self, problem, interior, config):
         super().__init__(problem, interior, config)
@@ -380,16 +412,20 @@ class _Adam(_Optimizer):
         self.exp_avg_sq = torch.zeros_like(interior)
         self.n_updates = [0] * interior.shape[0]
 
-    def step(self, pairs: list[int], stage: int, n_points: int) -> list[dict[str, Any]]:
-        ramps = self.ramps(pairs)
+    def run_stage(self, pairs: list[int], stage: int, n_points: int, finish_step) -> None:
+        active = list(pairs)
+        while active:
+            records = self._step(active, stage, n_points)
+            active = [k for k, record in zip(active, records) if finish_step(k, record)]
+
+    def _step(self, pairs: list[int], stage: int, n_points: int) -> list[dict[str, Any]]:
         index = torch.tensor(pairs, device=self.interior.device)
-        ev = self.problem.evaluate(pairs, self.interior[index], ramps, [self.steps[k] for k in pairs], grad=True)
-        values = torch.stack([ev.total, ev.energy]).tolist()
+        point = self.interior[index]
+        ev, grad, values = self.evaluate(pairs, point, stage, n_points)
         for i, k in enumerate(pairs):
             if not math.isfinite(values[0][i]):
-                raise _non_finite(k, f"energy {values[1][i]}, penalties {ev.penalties[i]}",
-                                  stage, n_points, self.steps[k], self.interior[k])
-        grad = ev.grad
+                self.raise_non_finite(ev, i, k, stage, n_points, values, point[i])
+        grad = grad.reshape(point.shape)
         exp_avg, exp_avg_sq = self.exp_avg[index], self.exp_avg_sq[index]
         exp_avg.lerp_(grad, 1 - _BETA1)
         exp_avg_sq.mul_(_BETA2).addcmul_(grad, grad, value=1 - _BETA2)
@@ -398,24 +434,29 @@ class _Adam(_Optimizer):
         shape = (len(pairs), 1, 1)
         step_size = [self.lr / (1 - _BETA1 ** self.n_updates[k]) for k in pairs]
         bias2_sqrt = [(1 - _BETA2 ** self.n_updates[k]) ** 0.5 for k in pairs]
-        like = self.interior
-        denom = (exp_avg_sq.sqrt() / like.new_tensor(bias2_sqrt).reshape(shape)).add_(_EPS)
-        update = like.new_tensor([-s for s in step_size]).reshape(shape) * exp_avg / denom
-        self.interior[index] = self.interior[index] + update
+        denom = (exp_avg_sq.sqrt() / point.new_tensor(bias2_sqrt).reshape(shape)).add_(_EPS)
+        # torch's addcdiv(param, exp_avg, denom, value=-step_size): param + (value * exp_avg) / denom
+        self.interior[index] = point + point.new_tensor([-s for s in step_size]).reshape(shape) * exp_avg / denom
         self.exp_avg[index], self.exp_avg_sq[index] = exp_avg, exp_avg_sq
         self.check_params(pairs, stage)
-        return [{"energy": values[1][i], "objective": values[0][i], "penalties": ev.penalties[i], "ramp": ramps[i]}
-                for i in range(len(pairs))]
+        return [self.record(ev, i, k, values) for i, k in enumerate(pairs)]
 
 
 class _LBFGS(_Optimizer):
     """L-BFGS with one curvature history and one strong-Wolfe line search per pair.
 
-    The two-loop recursion runs batched over pairs; the line searches run in lockstep (one
-    batched evaluation per round of trials). As in ``optimize_geodesic``'s torch L-BFGS:
-    history of 20 pairs, first step ``min(1, 1/|g|_1) * lr`` along ``-g``, later steps start
-    at ``lr``, at most 25 evaluations per line search, curvature pairs with ``y.s <= 1e-10``
-    skipped, the history carried over from one stage to the next.
+    Within a stage the pairs run asynchronously: every round makes one batched evaluation of
+    the point each running pair needs next (its current point after the objective changed,
+    or its line search's next trial); a pair whose line search ended updates its history,
+    finishes its step and starts the next one (the two-loop recursion batched over the pairs
+    starting a step together) before the next round. So rounds hold all running pairs even
+    when their line searches take different numbers of trials.
+
+    As in ``optimize_geodesic``'s torch L-BFGS: history of 20 pairs, first step
+    ``min(1, 1/|g|_1) * lr`` along ``-g`` (here also the first after a history reset),
+    later steps start at ``lr``, at most 25
+    evaluations per line search, curvature pairs with ``y.s <= 1e-10`` skipped, the history
+    carried over from one stage to the next.
     """
 
     def __init__(self, problem, interior, config):
@@ -425,12 +466,13 @@ class _LBFGS(_Optimizer):
         self.y_hist = interior.new_zeros(n_pairs, _HISTORY_SIZE, n_flat)
         self.rho = interior.new_zeros(n_pairs, _HISTORY_SIZE)  # 0 marks an empty slot
         self.gamma = interior.new_ones(n_pairs)  # initial inverse-Hessian scale
-        self.started = [False] * n_pairs
+        self.fresh = [True] * n_pairs  # no curvature history: first trial min(1, 1/|g|_1) * lr
         self.grad = interior.new_zeros(n_pairs, n_flat)  # at the current point
-        self.value: list[dict[str, Any] | None] = [None] * n_pairs  # objective record at the current point
+        self.direction = interior.new_zeros(n_pairs, n_flat)  # of the running line search
+        self.value: list[dict[str, Any] | None] = [None] * n_pairs  # record at the current point
         self.key: list[tuple | None] = [None] * n_pairs  # (stage, ramp) of value and grad
 
-    def _direction(self, index: Tensor, grad: Tensor) -> Tensor:
+    def _two_loop(self, index: Tensor, grad: Tensor) -> Tensor:
         """``-H g`` by the two-loop recursion, batched over pairs (newest history last)."""
         s_hist, y_hist, rho = self.s_hist[index], self.y_hist[index], self.rho[index]
         q = -grad
@@ -446,113 +488,125 @@ class _LBFGS(_Optimizer):
         return r
 
     def _reset(self, pairs: list[int]) -> None:
+        """Forget the curvature history; the next step starts like the first one."""
         index = torch.tensor(pairs, device=self.interior.device)
         self.s_hist[index] = 0
         self.y_hist[index] = 0
         self.rho[index] = 0
         self.gamma[index] = 1
+        for k in pairs:
+            self.fresh[k] = True
 
-    def _record(self, ev: _Evaluation, i: int, ramp: float, values: list[list[float]]) -> dict[str, Any]:
-        return {"energy": values[1][i], "objective": values[0][i], "penalties": ev.penalties[i], "ramp": ramp}
-
-    def _evaluate(self, pairs, interior, ramps, stage, n_points, directions=None):
-        ev = self.problem.evaluate(pairs, interior, ramps, [self.steps[k] for k in pairs], grad=True)
-        grad = ev.grad.reshape(len(pairs), -1)
-        rows = [ev.total, ev.energy]
-        if directions is not None:
-            rows.append((grad * directions).sum(-1))
-        values = torch.stack(rows).tolist()
-        for i, k in enumerate(pairs):
-            if not math.isfinite(values[0][i]):
-                raise _non_finite(k, f"energy {values[1][i]}, penalties {ev.penalties[i]}",
-                                  stage, n_points, self.steps[k], interior[i])
-        return ev, grad, values
-
-    def step(self, pairs: list[int], stage: int, n_points: int) -> list[dict[str, Any]]:
+    def _start_steps(self, pairs: list[int], searches: dict, trials: dict) -> list[int]:
+        """Directions and first trials of ``pairs``; returns the pairs with nothing to search
+        (zero gradient), whose step is then already over."""
         device = self.interior.device
-        ramps = dict(zip(pairs, self.ramps(pairs)))
-        # Objective and gradient at the current point, where the objective changed (a new
-        # stage or a new constraint weight) or was never evaluated.
-        stale = [k for k in pairs if self.key[k] != (stage, ramps[k])]
-        if stale:
-            index = torch.tensor(stale, device=device)
-            ev, grad, values = self._evaluate(stale, self.interior[index], [ramps[k] for k in stale], stage, n_points)
-            self.grad[index] = grad
-            for i, k in enumerate(stale):
-                self.value[k] = self._record(ev, i, ramps[k], values)
-                self.key[k] = (stage, ramps[k])
-
         index = torch.tensor(pairs, device=device)
         grad = self.grad[index]
-        direction = self._direction(index, grad)
-        gtd = (grad * direction).sum(-1)
-        gnorm = grad.abs().sum(-1)
-        host = torch.stack([gtd, gnorm]).tolist()
-        bad = [i for i, k in enumerate(pairs) if not (host[0][i] < 0 and math.isfinite(host[0][i]))]
+        direction = self._two_loop(index, grad)
+        host = torch.stack([(grad * direction).sum(-1), grad.abs().sum(-1)]).tolist()
+        bad = [i for i in range(len(pairs)) if not (host[0][i] < 0 and math.isfinite(host[0][i]))]
         if bad:
-            # Not a descent direction (stale curvature after an objective change): restart
+            # Not a descent direction (curvature from before an objective change): restart
             # those pairs from steepest descent.
             self._reset([pairs[i] for i in bad])
             rows = torch.tensor(bad, device=device)
             direction[rows] = -grad[rows]
-            fixed = (grad[rows] * direction[rows]).sum(-1).tolist()
-            for i, v in zip(bad, fixed):
+            for i, v in zip(bad, (grad[rows] * direction[rows]).sum(-1).tolist()):
                 host[0][i] = v
-
-        searches: dict[int, Generator] = {}
-        trials: dict[int, float] = {}
-        outcome: dict[int, tuple] = {}
+        self.direction[index] = direction
+        idle = []
         for i, k in enumerate(pairs):
-            if not host[0][i] < 0:  # zero gradient: nothing to do
-                outcome[k] = (0.0, self.value[k]["objective"], None)
+            if not host[0][i] < 0:  # zero gradient
+                idle.append(k)
                 continue
-            t0 = min(1.0, 1.0 / host[1][i]) * self.lr if not self.started[k] else self.lr
+            t0 = min(1.0, 1.0 / host[1][i]) * self.lr if self.fresh[k] else self.lr
+            self.fresh[k] = False
             searches[k] = _wolfe_search(self.value[k]["objective"], host[0][i], t0)
             trials[k] = next(searches[k])
-        position = {k: i for i, k in enumerate(pairs)}
-        while trials:
-            trying = list(trials)
-            rows = torch.tensor([position[k] for k in trying], device=device)
-            step_sizes = self.interior.new_tensor([trials[k] for k in trying]).unsqueeze(-1)
-            d = direction[rows]
-            point = self.interior[torch.tensor(trying, device=device)].reshape(len(trying), -1) + step_sizes * d
-            ev, g, values = self._evaluate(trying, point.reshape((len(trying),) + self.interior.shape[1:]),
-                                           [ramps[k] for k in trying], stage, n_points, directions=d)
-            for i, k in enumerate(trying):
-                payload = (point[i], g[i], self._record(ev, i, ramps[k], values))
-                try:
-                    trials[k] = searches[k].send((values[0][i], values[2][i], payload))
-                except StopIteration as done:
-                    outcome[k] = done.value
-                    del trials[k]
+        return idle
 
-        moved = [k for k in pairs if outcome[k][2] is not None]
-        failed = [k for k in pairs if outcome[k][2] is None and k in searches]
+    def _finish_searches(self, outcomes: dict[int, tuple], stage: int) -> None:
+        """Move the pairs whose line search ended and update their curvature history."""
+        failed = [k for k, out in outcomes.items() if out[2] is None]
         if failed:
             self._reset(failed)  # no sufficient decrease along the L-BFGS direction
-        if moved:
-            index = torch.tensor(moved, device=device)
-            new_point = torch.stack([outcome[k][2][0] for k in moved])
-            new_grad = torch.stack([outcome[k][2][1] for k in moved])
-            old_point = self.interior[index].reshape(len(moved), -1)
-            s_vec, y_vec = new_point - old_point, new_grad - self.grad[index]
-            ys = (s_vec * y_vec).sum(-1)
-            yy = (y_vec * y_vec).sum(-1)
-            keep = ys > _MIN_CURVATURE
-            if bool(keep.any()):
-                upd = index[keep]
-                self.s_hist[upd] = torch.cat([self.s_hist[upd, 1:], s_vec[keep].unsqueeze(1)], dim=1)
-                self.y_hist[upd] = torch.cat([self.y_hist[upd, 1:], y_vec[keep].unsqueeze(1)], dim=1)
-                self.rho[upd] = torch.cat([self.rho[upd, 1:], (1.0 / ys[keep]).unsqueeze(1)], dim=1)
-                self.gamma[upd] = ys[keep] / yy[keep]
-            self.interior[index] = new_point.reshape((len(moved),) + self.interior.shape[1:])
-            self.grad[index] = new_grad
-            for k in moved:
-                self.value[k] = outcome[k][2][2]
-            self.check_params(moved, stage)
+        moved = [k for k, out in outcomes.items() if out[2] is not None]
+        if not moved:
+            return
+        index = torch.tensor(moved, device=self.interior.device)
+        new_point = torch.stack([outcomes[k][2][0] for k in moved])
+        new_grad = torch.stack([outcomes[k][2][1] for k in moved])
+        s_vec = new_point - self.interior[index].reshape(len(moved), -1)
+        y_vec = new_grad - self.grad[index]
+        ys, yy = (s_vec * y_vec).sum(-1), (y_vec * y_vec).sum(-1)
+        keep = ys > _MIN_CURVATURE
+        if bool(keep.any()):
+            upd = index[keep]
+            self.s_hist[upd] = torch.cat([self.s_hist[upd, 1:], s_vec[keep].unsqueeze(1)], dim=1)
+            self.y_hist[upd] = torch.cat([self.y_hist[upd, 1:], y_vec[keep].unsqueeze(1)], dim=1)
+            self.rho[upd] = torch.cat([self.rho[upd, 1:], (1.0 / ys[keep]).unsqueeze(1)], dim=1)
+            self.gamma[upd] = ys[keep] / yy[keep]
+        self.interior[index] = new_point.reshape((len(moved),) + self.interior.shape[1:])
+        self.grad[index] = new_grad
+        for k in moved:
+            self.value[k] = outcomes[k][2][2]
+        self.check_params(moved, stage)
+
+    def run_stage(self, pairs: list[int], stage: int, n_points: int, finish_step) -> None:
+        device = self.interior.device
+        searches: dict[int, Generator] = {}
+        trials: dict[int, float] = {}
+        need_value: list[int] = []  # objective changed (new stage or constraint weight): evaluate
+        need_step: list[int] = []  # ready to start a step
+
+        def next_step(k: int) -> None:
+            (need_value if self.key[k] != (stage, self.ramp(k)) else need_step).append(k)
+
         for k in pairs:
-            self.started[k] = True
-        return [self.value[k] for k in pairs]
+            next_step(k)
+        while need_value or need_step or trials:
+            while need_step:
+                starting, need_step = need_step, []
+                for k in self._start_steps(starting, searches, trials):
+                    if finish_step(k, self.value[k]):
+                        next_step(k)
+            if not (need_value or trials):
+                break
+            current, trying = list(need_value), list(trials)
+            need_value = []
+            everyone = current + trying
+            index = torch.tensor(everyone, device=device)
+            base = self.interior[index].reshape(len(everyone), -1)
+            direction = self.direction[index]
+            step_sizes = base.new_tensor([0.0] * len(current) + [trials[k] for k in trying]).unsqueeze(-1)
+            direction[: len(current)] = 0  # current points: no move, g.d unused
+            point = base + step_sizes * direction
+            ev, grad, values = self.evaluate(everyone, point.reshape((len(everyone),) + self.interior.shape[1:]),
+                                             stage, n_points, directions=direction)
+            for i, k in enumerate(current):
+                if not math.isfinite(values[0][i]):
+                    self.raise_non_finite(ev, i, k, stage, n_points, values, self.interior[k])
+                self.grad[k] = grad[i]
+                self.value[k] = self.record(ev, i, k, values)
+                self.key[k] = (stage, self.ramp(k))
+                need_step.append(k)
+            ended: dict[int, tuple] = {}
+            for i in range(len(current), len(everyone)):
+                k = everyone[i]
+                f, gtd = values[0][i], values[2][i]
+                if not (math.isfinite(f) and math.isfinite(gtd)):
+                    f, gtd = math.inf, math.nan
+                try:
+                    trials[k] = searches[k].send((f, gtd, (point[i], grad[i], self.record(ev, i, k, values))))
+                except StopIteration as done:
+                    ended[k] = done.value
+                    del trials[k], searches[k]
+            if ended:
+                self._finish_searches(ended, stage)
+                for k in ended:
+                    if finish_step(k, self.value[k]):
+                        next_step(k)
 
 
 # --------------------------------------------------------------------------- driver
@@ -678,7 +732,7 @@ def optimize_geodesics(
     if config.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(desc=f"geodesics ({n_pairs} pairs)", unit="step")
+        bar = tqdm(desc=f"geodesics ({n_pairs} pairs)", unit="pair-step")
     try:
         for stage, n_points in enumerate(config.n_points):
             problem.set_stage(n_points, n_knots, draw_probes(n_points))
@@ -689,32 +743,31 @@ def optimize_geodesics(
             # Coarse stages only provide a warm start: a looser tolerance is enough.
             rtol = config.rtol if stage == len(config.n_points) - 1 else 10 * config.rtol
             best: list[list[float]] = [[] for _ in range(n_pairs)]
+            stage_steps = [0] * n_pairs
             stage_converged = [False] * n_pairs
-            active = list(everyone)
-            for _ in range(config.max_steps):
-                if not active:
-                    break
-                records = optimizer.step(active, stage, n_points)
-                still = []
-                for k, record in zip(active, records):
-                    info = {"pair": k, "step": optimizer.steps[k], "stage": stage, "n_points": n_points, **record}
-                    histories[k].append({key: v for key, v in info.items() if key != "pair"})
-                    if callback is not None:
-                        callback(info)
-                    optimizer.steps[k] += 1
-                    total = record["objective"]
-                    best[k].append(min(total, best[k][-1]) if best[k] else total)
-                    ramp_done = _ramp(optimizer.steps[k], config) >= 1.0 or not per_pair[k]
-                    if ramp_done and len(best[k]) > max(patience, min_steps):
-                        old, new = best[k][-1 - patience], best[k][-1]
-                        if old - new <= rtol * max(abs(new), 1e-12):
-                            stage_converged[k] = True
-                            continue
-                    still.append(k)
+
+            def finish_step(k: int, record: dict[str, Any]) -> bool:
+                """Record pair k's step; whether it goes on (the convergence test of optimize_geodesic)."""
+                info = {"pair": k, "step": optimizer.steps[k], "stage": stage, "n_points": n_points, **record}
+                histories[k].append({key: v for key, v in info.items() if key != "pair"})
+                if callback is not None:
+                    callback(info)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(stage=stage, T=n_points, active=len(still))
-                active = still
+                    bar.set_postfix(stage=stage, T=n_points, pair=k, energy=f"{record['energy']:.4g}")
+                optimizer.steps[k] += 1
+                stage_steps[k] += 1
+                total = record["objective"]
+                best[k].append(min(total, best[k][-1]) if best[k] else total)
+                ramp_done = _ramp(optimizer.steps[k], config) >= 1.0 or not per_pair[k]
+                if ramp_done and len(best[k]) > max(patience, min_steps):
+                    old, new = best[k][-1 - patience], best[k][-1]
+                    if old - new <= rtol * max(abs(new), 1e-12):
+                        stage_converged[k] = True
+                        return False
+                return stage_steps[k] < config.max_steps
+
+            optimizer.run_stage(everyone, stage, n_points, finish_step)
             logger.info("stage %d (T=%d): %d of %d pairs converged", stage, n_points, sum(stage_converged), n_pairs)
             converged = stage_converged
     finally:
@@ -722,7 +775,8 @@ def optimize_geodesics(
             bar.close()
 
     problem.set_stage(config.n_points[-1], n_knots, draw_probes(config.n_points[-1]))
-    final = problem.evaluate(everyone, optimizer.interior, optimizer.ramps(everyone), optimizer.steps, grad=False)
+    final = problem.evaluate(everyone, optimizer.interior, [optimizer.ramp(k) for k in everyone], optimizer.steps,
+                             grad=False)
     terms = final.terms
     tiny = torch.finfo(terms.dtype).tiny
     lengths = terms.clamp_min(tiny).sqrt().where(terms > 0, terms.new_zeros(())).sum(-1)

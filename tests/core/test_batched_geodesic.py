@@ -37,11 +37,12 @@ def pairs(n=len(PAIRS)):
     return [point(a) for a, _ in PAIRS[:n]], [point(b) for _, b in PAIRS[:n]]
 
 
-def assert_same(r, q, tol):
+def assert_same(r, q, tol, evals_rtol=0.0):
     assert abs(r.energy - q.energy) <= tol * max(1.0, abs(q.energy))
     torch.testing.assert_close(r.x, q.x, atol=tol, rtol=0)
     torch.testing.assert_close(r.log_snr, q.log_snr, atol=tol, rtol=0)
-    assert (r.n_steps, r.n_denoiser_evals, r.converged) == (q.n_steps, q.n_denoiser_evals, q.converged)
+    assert (r.n_steps, r.converged) == (q.n_steps, q.converged)
+    assert abs(r.n_denoiser_evals - q.n_denoiser_evals) <= evals_rtol * q.n_denoiser_evals
 
 
 @pytest.mark.parametrize("config", [FAST, HUTCH], ids=["exact", "hutchinson"])
@@ -54,8 +55,10 @@ def test_pairs_are_independent_of_the_batch(mixture, config):
                                   seeds=[seeds[k] for k in order])
     for k in range(len(starts)):
         alone = optimize_geodesics(mixture.denoiser, [starts[k]], [ends[k]], config, seeds=[seeds[k]])[0]
-        assert_same(batch[k], alone, 1e-8)
-        assert_same(shuffled[order.index(k)], alone, 1e-8)
+        # A line search stuck at a kink of the clamped energy compares objective values equal to
+        # rounding, which a larger batch changes: its trial count may differ, nothing else.
+        assert_same(batch[k], alone, 1e-8, evals_rtol=0.02)
+        assert_same(shuffled[order.index(k)], alone, 1e-8, evals_rtol=0.02)
         assert len(batch[k].history) == batch[k].n_steps
     # Different pairs really are different problems (the comparison above can fail).
     assert len({round(r.energy, 6) for r in batch}) == len(batch)
@@ -98,9 +101,11 @@ def test_one_denoiser_call_per_evaluation_carries_every_pair(mixture, config):
     assert rows[0] == rows[1] == n_pairs * config.n_points[0] * per_point
     assert rows[-1] == n_pairs * config.n_points[-1] * per_point
     assert sum(rows) == sum(r.n_denoiser_evals for r in batch)
-    # Pairs share calls: one call per pair and evaluation would give len(rows) == pair_evals
-    # (here pairs converge, and line searches end, at different times, so not every call has all).
-    assert len(rows) < 0.75 * pair_evals, (len(rows), pair_evals)
+    # Pairs share calls: one call per pair and evaluation would give len(rows) == pair_evals,
+    # all K pairs in every call 1/K (0.25); pairs converge at different times, and the
+    # Hutchinson case has one pair needing twice the evaluations of the others (measured 0.26
+    # exact, 0.42 Hutchinson).
+    assert len(rows) < 0.55 * pair_evals, (len(rows), pair_evals)
 
 
 def test_adam_batched_equals_adam_single(mixture):
@@ -204,3 +209,43 @@ def test_bad_options(mixture):
         optimize_geodesics(mixture.denoiser, starts, ends, FAST, curves=[None])
     with pytest.raises(TypeError, match="config: expected a GeodesicConfig, got dict"):
         optimize_geodesics(mixture.denoiser, starts, ends, {"n_nodes": 3})
+
+
+def _drive(search, phi):
+    """Run a line-search coroutine on ``phi(t) -> (value, slope)``; returns its result and trials."""
+    trials = []
+    t = next(search)
+    try:
+        while True:
+            trials.append(t)
+            f, g = phi(t)
+            t = search.send((f, g, t))
+    except StopIteration as done:
+        return done.value, trials
+
+
+@pytest.mark.parametrize("t0", [1e-3, 1.0, 50.0])
+def test_line_search_meets_strong_wolfe(t0):
+    from spacetime_md.core.batched import _C1, _C2, _wolfe_search
+
+    def phi(t):  # minimum at t = 3, phi(0) = 9, phi'(0) = -6
+        return (t - 3.0) ** 2 + 0.1 * (t - 3.0) ** 4, 2 * (t - 3.0) + 0.4 * (t - 3.0) ** 3
+
+    f0, g0 = phi(0.0)
+    (t, f, payload), trials = _drive(_wolfe_search(f0, g0, t0), phi)
+    assert payload == t and f == phi(t)[0]
+    assert f <= f0 + _C1 * t * g0 and abs(phi(t)[1]) <= -_C2 * g0
+    assert len(trials) <= 10
+
+
+def test_line_search_backs_off_from_non_finite_values():
+    from spacetime_md.core.batched import _wolfe_search
+
+    def phi(t):  # decreasing, but undefined beyond t = 0.01 (sent as inf, as the driver does)
+        return (1.0 - t, -1.0) if t <= 0.01 else (float("inf"), float("nan"))
+
+    (t, f, _), trials = _drive(_wolfe_search(1.0, -1.0, 1.0), phi)
+    assert 0 < t <= 0.01 and f < 1.0
+    # No point with sufficient decrease at all: step 0 and no payload.
+    (t, f, payload), _ = _drive(_wolfe_search(1.0, -1.0, 1.0), lambda t: (float("inf"), float("nan")))
+    assert (t, f, payload) == (0.0, 1.0, None)
