@@ -89,11 +89,12 @@ def main(argv=None) -> int:
         collected[name] = {"status": status, "wall_time_s": wall, "command": cmd[1:], "result": result}
 
     print()
-    print(f"{'benchmark':<12}{'status':<22}{'wall (s)':>9}  headline numbers")
+    width = max([12] + [len(name) + 2 for name in collected])
+    print(f"{'benchmark':<{width}}{'status':<22}{'wall (s)':>9}  headline numbers")
     for name, entry in collected.items():
         numbers = headline(entry["result"]) if entry["result"] else {}
         shown = ", ".join(f"{k}={v:.4g}" for k, v in list(numbers.items())[:8])
-        print(f"{name:<12}{entry['status']:<22}{entry['wall_time_s']:>9.1f}  {shown}")
+        print(f"{name:<{width}}{entry['status']:<22}{entry['wall_time_s']:>9.1f}  {shown}")
     summary = {
         "quick": args.quick,
         "python": sys.version.split()[0],
