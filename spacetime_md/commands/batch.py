@@ -17,7 +17,7 @@ import sys
 _PATH_OPTIONS = {
     "n_paths": (int, "transition paths per curve (default 8)"),
     "n_points": (int, "curve points sampled by annealed Langevin (default 64)"),
-    "n_steps": (int, "OpenMM steps per curve point (default 100)"),
+    "n_steps": (int, "OpenMM steps per curve point (default 300)"),
     "endpoint_log_snr": (float, "log_snr of the clean endpoints (default 4)"),
     "constraint": (str, "none, low-variance or avoid (default none)"),
     "min_log_snr": (float, "LowVariance floor, model units (default 1)"),
@@ -44,6 +44,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
     p.add_argument("--retries", type=int, default=1, help="extra attempts of a task that raised (default 1)")
     p.add_argument("--threads-per-task", type=int, default=1, help="torch threads inside each task (default 1)")
+    p.add_argument("--group-size", type=int, default=1,
+                   help="pairs whose geodesics one task solves together with batched denoiser calls "
+                        "(fills a GPU with --device cuda; default 1: each pair alone)")
     p.add_argument("--system", default="alanine-dipeptide", help="named system (default alanine-dipeptide)")
     p.add_argument("--solvent", choices=("vacuum", "implicit"), default="vacuum")
     p.add_argument("--checkpoint", help="model checkpoint (default: the shipped model for --system)")
@@ -78,6 +81,8 @@ def _base_config(args: argparse.Namespace):
     for name in ("relaxed", "baseline"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    if "n_steps" in overrides and overrides["n_steps"] % config.record_every:
+        overrides["record_every"] = None  # re-derived from the new n_steps (a divisor of it)
     return dataclasses.replace(config, **overrides) if overrides else config
 
 
@@ -144,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         args.pairs, args.out, config=config, system=args.system, solvent=args.solvent, checkpoint=args.checkpoint,
         platform=args.platform, plots=not args.no_plots, seed=args.seed, workers=args.workers,
         scheduler=args.scheduler, retries=args.retries, threads_per_task=args.threads_per_task,
+        group_size=args.group_size,
         dashboard=not args.no_dashboard, progress=args.progress, callback=report,
     )
     print(format_batch_table(result))

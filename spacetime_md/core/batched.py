@@ -623,6 +623,7 @@ def optimize_geodesics(
     constraints: Sequence[Constraint] | Sequence[Sequence[Constraint]] | None = None,
     *,
     seeds: Sequence[int] | None = None,
+    setup_seeds: Sequence[int] | None = None,
     curves: Sequence[SplineCurve] | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[GeodesicResult]:
@@ -650,6 +651,11 @@ def optimize_geodesics(
     seeds : sequence of int, optional
         Seed of each pair's Hutchinson probes; default ``config.seed`` for every pair (what
         ``optimize_geodesic`` uses).
+    setup_seeds : sequence of int, optional
+        Seed the global torch RNG with ``setup_seeds[k]`` before pair ``k``'s constraint
+        ``setup`` (inside a fork: the caller's RNG state is left as it was). Default: every
+        pair's setup sees the RNG state at entry. Lets a caller that seeds each job (e.g.
+        ``spacetime-md batch``) make a pair's result independent of its batch neighbours.
     curves : sequence of SplineCurve, optional
         Warm starts, one per pair, all with the same ``n_nodes``; their endpoints must equal
         the pair's. They are optimised in place and returned as ``result.curve``. Default:
@@ -681,6 +687,11 @@ def optimize_geodesics(
     z0, z1 = _check_pairs(starts, ends)
     n_pairs, dim = z0.shape[0], z0.shape[1] - 1
     seeds = _check_seeds(seeds, n_pairs, config.seed)
+    if setup_seeds is not None:
+        try:
+            setup_seeds = _check_seeds(setup_seeds, n_pairs, config.seed)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(str(exc).replace("seeds", "setup_seeds", 1)) from None
     per_pair = _per_pair_constraints(constraints, n_pairs)
 
     if curves is None:
@@ -706,6 +717,8 @@ def optimize_geodesics(
     for k in range(n_pairs):
         devices = [z0.device] if z0.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
+            if setup_seeds is not None:
+                torch.manual_seed(setup_seeds[k])
             for c in per_pair[k]:
                 if hasattr(c, "setup"):
                     try:

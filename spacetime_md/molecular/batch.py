@@ -37,6 +37,17 @@ times. A rerun into the same ``OUT`` skips finished tasks (their folder and ``ta
 exist with the same settings) and recomputes the rest. Run one batch per output folder at a
 time (a starting batch removes temporary folders left by interrupted ones).
 
+Grouped geodesic solves (``group_size=K``, ``--group-size K``): one task then handles up to
+``K`` pairs that share the geodesic settings. Their geodesics are solved together by
+:func:`~spacetime_md.core.optimize_geodesics` (one batched denoiser call per evaluation of the
+objective, which is what fills a GPU; ``device="cuda"`` in the path settings), then each
+pair's paths are run and written exactly as above (own folder, own ``task.json``, own
+manifest entry; a rerun skips finished pairs of a group). The batched solver keeps per-pair
+optimiser state, so a pair's geodesic does not depend on the other pairs in its group (to
+float rounding) - but it is a different L-BFGS from the single-pair solve, so the fingerprint
+records ``geodesic_solver`` (``"single"`` or ``"batched"``) and results of the two are not mixed
+in one output folder.
+
 Units as in :mod:`spacetime_md.molecular.paths` (nm, ps, kJ/mol, K; ``log_snr`` in model units).
 """
 
@@ -293,11 +304,12 @@ def _task_summary(report: Mapping[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
+def execute_task(spec: Mapping[str, Any], geodesic: Any = None) -> dict[str, Any]:
     """Run one task described by ``spec`` (built by :func:`run_batch`) and return its record.
 
     Idempotent: if the task folder already holds a finished result, nothing is computed and
-    the stored record is returned with ``"reused": True``.
+    the stored record is returned with ``"reused": True``. ``geodesic``: the pair's geodesic
+    when it was solved already (grouped solves, :func:`execute_group`).
     """
     import torch
 
@@ -318,7 +330,7 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
         report = run_paths(
             tmp, system=fp["system"], solvent=fp["solvent"], start=fp["start"], end=fp["end"],
             config=PathConfig.from_dict(fp["path_config"]), checkpoint=spec["checkpoint"],
-            platform=fp["platform"], plots=fp["plots"], progress=False,
+            platform=fp["platform"], plots=fp["plots"], progress=False, geodesic=geodesic,
         )
         record = {
             "task_id": spec["task_id"],
@@ -349,6 +361,89 @@ def execute_task(spec: Mapping[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(previous_threads)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _solve_group(specs: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Batched geodesics of ``specs`` (same system, checkpoint and geodesic settings)."""
+    import torch
+
+    from spacetime_md.core import optimize_geodesics
+    from spacetime_md.molecular.paths import prepare_geodesic_problem
+    from spacetime_md.molecular.pretrained import load_checkpoint
+    from spacetime_md.molecular.system import load_system
+
+    fp0 = specs[0]["fingerprint"]
+    mol = load_system(fp0["system"], solvent=fp0["solvent"], platform=fp0["platform"])
+    model = load_checkpoint(specs[0]["checkpoint"])
+    configs = [PathConfig.from_dict(spec["fingerprint"]["path_config"]) for spec in specs]
+    problems = []
+    for spec, config in zip(specs, configs):
+        torch.manual_seed(config.seed)
+        problems.append(prepare_geodesic_problem(mol, model, spec["fingerprint"]["start"],
+                                                 spec["fingerprint"]["end"], config))
+    return optimize_geodesics(
+        problems[0].model, [p.start for p in problems], [p.end for p in problems], configs[0].geodesic,
+        [p.constraints for p in problems], setup_seeds=[c.seed for c in configs],
+    )
+
+
+def execute_group(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any] | None, str | None]]:
+    """Run a group of tasks whose geodesics are solved together; see the module docstring.
+
+    Returns ``(task_id, record, None)`` or ``(task_id, None, error message)`` per task, so a
+    failing pair does not fail its neighbours. If the batched solve itself raises (one pair's
+    objective became non-finite, say), every pair is solved alone with the same batched solver,
+    which gives each the result it would have had in the group. Idempotent like
+    :func:`execute_task`.
+    """
+    import torch
+
+    results: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
+    todo = []
+    for spec in specs:
+        existing = _read_task_record(Path(spec["out"]) / spec["task_id"])
+        if existing is not None and existing.get("fingerprint") == spec["fingerprint"]:
+            results[spec["task_id"]] = ({**existing, "reused": True}, None)
+        else:
+            todo.append(spec)
+    geodesics: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    previous_threads = torch.get_num_threads()
+    try:
+        if todo:
+            torch.set_num_threads(int(todo[0]["threads"]))
+        try:
+            geodesics = dict(zip((s["task_id"] for s in todo), _solve_group(todo))) if todo else {}
+        except Exception as exc:  # solve each pair alone: the same solver, so the same result
+            logger.warning("grouped geodesic solve failed (%s: %s); solving the %d pairs one by one",
+                           type(exc).__name__, exc, len(todo))
+            for spec in todo:
+                try:
+                    geodesics[spec["task_id"]] = _solve_group([spec])[0]
+                except Exception as single:
+                    errors[spec["task_id"]] = " ".join(f"{type(single).__name__}: {single}".split())
+    finally:
+        torch.set_num_threads(previous_threads)
+    for spec in todo:
+        task_id = spec["task_id"]
+        if task_id in errors:
+            results[task_id] = (None, errors[task_id])
+            continue
+        try:
+            results[task_id] = (execute_task(spec, geodesic=geodesics[task_id]), None)
+        except Exception as exc:
+            results[task_id] = (None, " ".join(f"{type(exc).__name__}: {exc}".split()))
+    return [(spec["task_id"], *results[spec["task_id"]]) for spec in specs]
+
+
+def _groups(pending: Sequence[str], specs: Mapping[str, Mapping[str, Any]], size: int) -> list[list[str]]:
+    """Consecutive chunks of at most ``size`` pending tasks with equal geodesic settings."""
+    by_key: dict[str, list[str]] = {}
+    for task_id in pending:
+        pc = specs[task_id]["fingerprint"]["path_config"]
+        key = json.dumps([pc.get("geodesic"), pc.get("device"), pc.get("endpoint_log_snr")], sort_keys=True)
+        by_key.setdefault(key, []).append(task_id)
+    return [ids[i:i + size] for ids in by_key.values() for i in range(0, len(ids), size)]
 
 
 # --------------------------------------------------------------------------- the batch (driver)
@@ -462,6 +557,7 @@ def run_batch(
     scheduler: str | None = None,
     retries: int = 1,
     threads_per_task: int = 1,
+    group_size: int = 1,
     dashboard: bool = True,
     progress: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
@@ -491,6 +587,11 @@ def run_batch(
         Extra attempts of a task that raised (worker loss is handled by the scheduler).
     threads_per_task : int
         ``torch.set_num_threads`` inside each task.
+    group_size : int
+        Pairs whose geodesics one task solves together (batched solver, see the module
+        docstring); ``1`` (default) solves each pair alone, like ``spacetime-md paths``.
+        With groups, ``retries`` applies to a group that raised as a whole (e.g. worker loss);
+        a pair that fails inside a group is recorded as failed.
     dashboard : bool
         Serve the local cluster's dashboard (needs ``bokeh``).
     progress : bool
@@ -513,6 +614,8 @@ def run_batch(
         raise ValueError(f"retries: expected an integer >= 0, got {retries!r}")
     if isinstance(threads_per_task, bool) or not isinstance(threads_per_task, int) or threads_per_task < 1:
         raise ValueError(f"threads_per_task: expected an integer >= 1, got {threads_per_task!r}")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size: expected an integer >= 1, got {group_size!r}")
     pairs_source = None
     if isinstance(pairs, (str, os.PathLike)):
         pairs_source = str(Path(pairs).resolve())
@@ -540,6 +643,7 @@ def run_batch(
             "system": mol.name, "solvent": solvent, "start": task.start, "end": task.end,
             "checkpoint_sha256": checkpoint_sha, "platform": platform, "plots": bool(plots),
             "path_config": configs[task.task_id].to_dict(),
+            **({"geodesic_solver": "batched"} if group_size > 1 else {}),
         })
         specs[task.task_id] = {"task_id": task.task_id, "out": str(out), "checkpoint": str(checkpoint_path),
                                "threads": threads_per_task, "fingerprint": fingerprint}
@@ -553,7 +657,9 @@ def run_batch(
         done = _read_task_record(task_dir)
         if done is not None:
             if done.get("fingerprint") != spec["fingerprint"]:
-                changed = sorted(k for k in spec["fingerprint"] if done.get("fingerprint", {}).get(k) != spec["fingerprint"][k])
+                old_fp = done.get("fingerprint", {})
+                changed = sorted(k for k in set(spec["fingerprint"]) | set(old_fp)
+                                 if old_fp.get(k) != spec["fingerprint"].get(k))
                 raise ValueError(
                     f"{task_id}: expected the settings its finished result in {str(task_dir)!r} was computed with, "
                     f"got different {changed}; use another output folder or delete that task folder"
@@ -593,7 +699,7 @@ def run_batch(
         "command": "batch", "pairs": pairs_source, "system": mol.name, "solvent": solvent,
         "checkpoint": str(checkpoint_path), "checkpoint_sha256": checkpoint_sha, "platform": platform,
         "plots": bool(plots), "batch_seed": seed, "path_config": config.to_dict(), "retries": retries,
-        "threads_per_task": threads_per_task,
+        "threads_per_task": threads_per_task, "group_size": group_size,
         "tasks": {task_id: {"start": s["fingerprint"]["start"], "end": s["fingerprint"]["end"],
                             "path_config": s["fingerprint"]["path_config"]} for task_id, s in specs.items()},
     }, sort_keys=True)
@@ -638,7 +744,21 @@ def run_batch(
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(pending), desc="pairs", unit="pair", dynamic_ncols=True)
-        if client is None:
+        groups = _groups(pending, specs, group_size) if group_size > 1 else []
+        if client is None and groups:
+            for group in groups:
+                for attempt in range(retries + 1):
+                    try:
+                        outcomes = execute_group([specs[t] for t in group])
+                    except Exception as exc:
+                        if attempt == retries:
+                            for task_id in group:
+                                finish(task_id, None, exc)
+                    else:
+                        for task_id, record, error in outcomes:
+                            finish(task_id, record, None if error is None else RuntimeError(error))
+                        break
+        elif client is None:
             for task_id in pending:
                 for attempt in range(retries + 1):
                     try:
@@ -653,7 +773,24 @@ def run_batch(
             from distributed import as_completed
 
             token = uuid.uuid4().hex[:8]
-            futures = {
+            if groups:
+                group_futures = {
+                    client.submit(execute_group, [specs[t] for t in group], key=f"spacetime-md-batch-group-{group[0]}-{token}",
+                                  pure=False, retries=retries): group
+                    for group in groups
+                }
+                for future in as_completed(list(group_futures)):
+                    group = group_futures[future]
+                    try:
+                        outcomes = future.result()
+                    except Exception as exc:  # includes KilledWorker after repeated worker loss
+                        for task_id in group:
+                            finish(task_id, None, exc)
+                    else:
+                        for task_id, record, error in outcomes:
+                            finish(task_id, record, None if error is None else RuntimeError(error))
+                    future.release()
+            futures = {} if groups else {
                 client.submit(execute_task, specs[task_id], key=f"spacetime-md-batch-{task_id}-{token}",
                               pure=False, retries=retries): task_id
                 for task_id in pending

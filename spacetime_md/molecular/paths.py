@@ -43,6 +43,7 @@ import torch
 from spacetime_md.core import (
     AvoidRegion,
     GeodesicConfig,
+    GeodesicResult,
     LowVariance,
     SpacetimePoint,
     alpha_sigma,
@@ -50,6 +51,7 @@ from spacetime_md.core import (
     straight_line,
 )
 from spacetime_md.core._validation import resolve_device
+from spacetime_md.core.curves import _as_vector
 from spacetime_md.errors import TopologyMismatchError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,6 +67,8 @@ __all__ = [
     "kabsch_rmsd",
     "resolve_structure",
     "compute_transition_paths",
+    "prepare_geodesic_problem",
+    "GeodesicProblem",
     "DEFAULT_GEODESIC",
 ]
 
@@ -437,51 +441,45 @@ def _validate(system, frames, start_nm, start_energy, target_nm, target_phi_psi,
     return energies, phi_psi, metrics
 
 
-def compute_transition_paths(
+@dataclass
+class GeodesicProblem:
+    """One pair's geodesic problem as :func:`compute_transition_paths` sets it up.
+
+    ``start``/``end`` are the spacetime endpoints (model units, at ``config.endpoint_log_snr``),
+    ``constraints`` the core constraint objects of ``config.constraint``; ``start_nm`` (centred)
+    and ``end_nm`` (Kabsch-aligned onto it) the structures in nm; ``model`` is the denoiser on
+    ``config.device`` with gradients switched off.
+    """
+
+    start: SpacetimePoint
+    end: SpacetimePoint
+    constraints: list[Any]
+    start_nm: np.ndarray
+    end_nm: np.ndarray
+    start_label: str
+    end_label: str
+    avoid_label: str | None
+    model: "EquivariantDenoiser"
+
+
+def prepare_geodesic_problem(
     system: "MolecularSystem",
     model: "EquivariantDenoiser",
     start: Any,
     end: Any,
     config: PathConfig | None = None,
-    *,
-    progress: bool = False,
-    on_result: Callable[[str, Any], None] | None = None,
-) -> dict[str, Any]:
-    """Geodesic, OpenMM transition paths, baseline and validation between two structures.
+) -> GeodesicProblem:
+    """Resolve, centre and align the endpoints and build the constraints of one pair.
 
-    Parameters
-    ----------
-    system : MolecularSystem
-    model : EquivariantDenoiser
-        A denoiser trained for ``system``'s topology (e.g. ``load_pretrained(...)``).
-    start, end : str, path or coordinates
-        A state name (``"C7eq"``), a PDB file, or coordinates (nm, ``(N, 3)``).
-    config : PathConfig, optional
-    on_result : callable, optional
-        Called as soon as each stage is done, with ``("solve", {"geodesic": GeodesicResult,
-        "start_nm": ..., "end_nm": ...})`` and then ``(kind, TransitionPaths)`` per curve kind
-        (``"geodesic"``, ``"straight"``), so a caller can keep partial results if a later stage
-        fails (e.g. NaN in the baseline).
-
-    Returns
-    -------
-    dict
-        ``geodesic`` (:class:`~spacetime_md.core.GeodesicResult`), ``paths`` and (if enabled)
-        ``baseline`` (:class:`TransitionPaths`), ``report`` (JSON-serialisable), and the
-        aligned endpoint structures.
+    The first half of :func:`compute_transition_paths`, exposed so that several pairs can be
+    solved together (:func:`~spacetime_md.core.optimize_geodesics`, ``spacetime-md batch
+    --group-size``) and their geodesics handed back through ``compute_transition_paths(...,
+    geodesic=...)``.
     """
-    import openmm
-
-    from spacetime_md.molecular.energies import evaluate_energies
-    from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
-    from spacetime_md.molecular.units import kT_kj_per_mol
-
     config = PathConfig() if config is None else config
     if not isinstance(config, PathConfig):
         raise TypeError(f"config: expected a PathConfig, got {type(config).__name__}")
     check_model_matches_system(model, system)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     start_nm, start_label = resolve_structure(system, start, "start")
     end_nm, end_label = resolve_structure(system, end, "end")
     start_nm = start_nm - start_nm.mean(axis=0)
@@ -522,10 +520,77 @@ def compute_transition_paths(
 
     for p in model.parameters():
         p.requires_grad_(False)
-    geo = optimize_geodesic(model, a, b, config.geodesic, constraints)
+    return GeodesicProblem(a, b, constraints, start_nm, end_nm, start_label, end_label, avoid_label, model)
+
+
+def compute_transition_paths(
+    system: "MolecularSystem",
+    model: "EquivariantDenoiser",
+    start: Any,
+    end: Any,
+    config: PathConfig | None = None,
+    *,
+    progress: bool = False,
+    on_result: Callable[[str, Any], None] | None = None,
+    geodesic: GeodesicResult | None = None,
+) -> dict[str, Any]:
+    """Geodesic, OpenMM transition paths, baseline and validation between two structures.
+
+    Parameters
+    ----------
+    system : MolecularSystem
+    model : EquivariantDenoiser
+        A denoiser trained for ``system``'s topology (e.g. ``load_pretrained(...)``).
+    start, end : str, path or coordinates
+        A state name (``"C7eq"``), a PDB file, or coordinates (nm, ``(N, 3)``).
+    config : PathConfig, optional
+    on_result : callable, optional
+        Called as soon as each stage is done, with ``("solve", {"geodesic": GeodesicResult,
+        "start_nm": ..., "end_nm": ...})`` and then ``(kind, TransitionPaths)`` per curve kind
+        (``"geodesic"``, ``"straight"``), so a caller can keep partial results if a later stage
+        fails (e.g. NaN in the baseline).
+    geodesic : GeodesicResult, optional
+        A geodesic already solved for exactly this pair (e.g. by
+        :func:`~spacetime_md.core.optimize_geodesics` on :func:`prepare_geodesic_problem`'s
+        endpoints); the solve is skipped. Its endpoints must match, else ``ValueError``.
+
+    Returns
+    -------
+    dict
+        ``geodesic`` (:class:`~spacetime_md.core.GeodesicResult`), ``paths`` and (if enabled)
+        ``baseline`` (:class:`TransitionPaths`), ``report`` (JSON-serialisable), and the
+        aligned endpoint structures.
+    """
+    import openmm
+
+    from spacetime_md.molecular.energies import evaluate_energies
+    from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
+    from spacetime_md.molecular.units import kT_kj_per_mol
+
+    config = PathConfig() if config is None else config
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    problem = prepare_geodesic_problem(system, model, start, end, config)
+    model = problem.model
+    a, b = problem.start, problem.end
+    start_nm, end_nm = problem.start_nm, problem.end_nm
+    start_label, end_label, avoid_label = problem.start_label, problem.end_label, problem.avoid_label
+    if geodesic is None:
+        geo = optimize_geodesic(model, a, b, config.geodesic, problem.constraints)
+    else:
+        geo = geodesic
+        curve = getattr(geo, "curve", None)
+        z0, z1 = _as_vector("start", a), _as_vector("end", b)
+        if curve is None or curve.start.shape != z0.shape or not (
+            torch.allclose(curve.start, z0) and torch.allclose(curve.end, z1)
+        ):
+            raise ValueError(
+                "geodesic: expected a GeodesicResult whose curve joins this pair's endpoints "
+                f"({start_label} -> {end_label} at log_snr {config.endpoint_log_snr}), got one that does not"
+            )
     if on_result is not None:
         on_result("solve", {"geodesic": geo, "start_nm": start_nm, "end_nm": end_nm})
-    timings["geodesic_s"] = time.perf_counter() - t0
+    timings["geodesic_s"] = time.perf_counter() - t0 if geodesic is None else geo.wall_time
     logger.info("geodesic: energy %.4g (straight line %.4g), %d steps, %.1f s",
                 geo.energy, geo.initial_energy, geo.n_steps, timings["geodesic_s"])
 

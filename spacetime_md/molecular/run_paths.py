@@ -127,8 +127,13 @@ def run_paths(
     platform: str | None = None,
     plots: bool = True,
     progress: bool = False,
+    geodesic: Any = None,
 ) -> dict[str, Any]:
     """Run the transition-path job and write everything into ``out_dir``.
+
+    ``geodesic``: a :class:`~spacetime_md.core.GeodesicResult` already solved for this pair
+    (see :func:`~spacetime_md.molecular.paths.compute_transition_paths`); the solve is skipped
+    and ``config.json`` records ``"geodesic": "precomputed"``.
 
     Writes ``config.json`` (first), one DCD per path plus ``topology.pdb``, all paths in one
     HDF5 per curve kind, ``paths_<kind>.npz``, ``report.json`` and PNG plots. Returns the
@@ -155,6 +160,7 @@ def run_paths(
         "model": {"length_scale_nm": model.length_scale_nm, "n_atoms": model.n_atoms},
         # Float reductions depend on the thread count: same seed + same threads = same numbers.
         "torch_num_threads": torch.get_num_threads(),
+        "geodesic": "solved" if geodesic is None else "precomputed",
         "versions": {"spacetime_md": __version__, "torch": torch.__version__, "openmm": openmm.__version__},
     })
     files: dict[str, Any] = {}
@@ -168,7 +174,8 @@ def run_paths(
         else:
             files[stage] = value.save(out, mol)
 
-    result = compute_transition_paths(mol, model, start, end, config, progress=progress, on_result=keep)
+    result = compute_transition_paths(mol, model, start, end, config, progress=progress, on_result=keep,
+                                      geodesic=geodesic)
     report = result["report"]
     report["files"] = files
     if plots:

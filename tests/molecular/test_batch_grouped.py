@@ -1,0 +1,133 @@
+"""Grouped geodesic solves in batch mode (``group_size`` / ``--group-size``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("distributed")
+
+from spacetime_md import cli  # noqa: E402
+from spacetime_md.core import GeodesicConfig, optimize_geodesics  # noqa: E402
+from spacetime_md.molecular import load_system  # noqa: E402
+from spacetime_md.molecular.batch import run_batch  # noqa: E402
+from spacetime_md.molecular.model import EquivariantDenoiser  # noqa: E402
+from spacetime_md.molecular.paths import PathConfig, compute_transition_paths, prepare_geodesic_problem  # noqa: E402
+from spacetime_md.molecular.pretrained import load_checkpoint, save_checkpoint  # noqa: E402
+
+TINY = PathConfig(
+    n_paths=2, n_points=8, n_steps=10, baseline=False, relaxed=False,
+    geodesic=GeodesicConfig(n_nodes=3, n_points=(8,), divergence="hutchinson", n_probes=1, max_steps=3),
+)
+PAIRS = "id,start,end,seed\neq-ax,C7eq,C7ax,\nax-r,C7ax,alpha_R,5\neq-r,C7eq,alpha_R,\n"
+
+
+@pytest.fixture(scope="module")
+def system():
+    return load_system("alanine-dipeptide")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(system, tmp_path_factory):
+    torch.manual_seed(0)
+    model = EquivariantDenoiser(["X"] * system.n_atoms, system.bonds.tolist(), atom_names=list(system.atom_names),
+                                hidden_channels=8, n_layers=1, n_rbf=4)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model)
+
+
+def _run(root, name, checkpoint, group_size, **kwargs):
+    (root / "pairs.csv").write_text(PAIRS)
+    return run_batch(root / "pairs.csv", root / name, config=TINY, checkpoint=checkpoint, plots=False,
+                     workers=0, dashboard=False, group_size=group_size, **kwargs)
+
+
+def _geodesic(directory):
+    with np.load(directory / "geodesic.npz") as data:
+        return data["log_snr"].copy(), data["x"].copy()
+
+
+def test_group_results_do_not_depend_on_the_group(checkpoint, tmp_path):
+    """Groups of 2 (2 + 1 pairs) and of 3 give each pair the same geodesic and paths."""
+    two = _run(tmp_path, "g2", checkpoint, 2)
+    three = _run(tmp_path, "g3", checkpoint, 3)
+    assert two.ok and three.ok and sorted(two.computed) == sorted(three.computed) == ["ax-r", "eq-ax", "eq-r"]
+    for task_id in two.computed:
+        l2, x2 = _geodesic(two.out / task_id)
+        l3, x3 = _geodesic(three.out / task_id)
+        np.testing.assert_allclose(l2, l3, atol=1e-4)
+        np.testing.assert_allclose(x2, x3, atol=1e-4)
+        r2 = json.loads((two.out / task_id / "task.json").read_text())
+        r3 = json.loads((three.out / task_id / "task.json").read_text())
+        assert r2["fingerprint"]["geodesic_solver"] == "batched"
+        assert r2["summary"]["geodesic_energy"] == pytest.approx(r3["summary"]["geodesic_energy"], rel=1e-4)
+        config = json.loads((two.out / task_id / "config.json").read_text())
+        assert config["geodesic"] == "precomputed"
+    # Different pairs got different geodesics (the group did not share one).
+    assert not np.allclose(_geodesic(two.out / "eq-ax")[1], _geodesic(two.out / "eq-r")[1])
+
+
+def test_grouped_geodesic_equals_a_batched_solve_of_that_pair_alone(system, checkpoint, tmp_path):
+    result = _run(tmp_path, "g2", checkpoint, 2)
+    model = load_checkpoint(checkpoint)
+    config = PathConfig.from_dict(json.loads((result.out / "ax-r" / "task.json").read_text())["fingerprint"]["path_config"])
+    torch.manual_seed(config.seed)
+    problem = prepare_geodesic_problem(system, model, "C7ax", "alpha_R", config)
+    (alone,) = optimize_geodesics(problem.model, [problem.start], [problem.end], config.geodesic,
+                                  [problem.constraints], setup_seeds=[config.seed])
+    log_snr, x = _geodesic(result.out / "ax-r")
+    np.testing.assert_allclose(alone.log_snr.numpy(), log_snr, atol=1e-4)
+    np.testing.assert_allclose(alone.x.numpy(), x, atol=1e-4)
+
+
+def test_rerun_skips_finished_pairs_and_refuses_another_solver(checkpoint, tmp_path):
+    first = _run(tmp_path, "out", checkpoint, 2)
+    assert first.ok and len(first.computed) == 3
+    again = _run(tmp_path, "out", checkpoint, 2)
+    assert again.computed == [] and sorted(again.skipped) == ["ax-r", "eq-ax", "eq-r"]
+    with pytest.raises(ValueError, match="geodesic_solver"):
+        _run(tmp_path, "out", checkpoint, 1)
+
+
+def test_a_finished_pair_of_a_group_is_not_recomputed(checkpoint, tmp_path):
+    first = _run(tmp_path, "out", checkpoint, 3)
+    (first.out / "eq-r" / "task.json").unlink()  # make one pair unfinished...
+    import shutil
+
+    shutil.rmtree(first.out / "eq-r")
+    mtime = (first.out / "eq-ax" / "task.json").stat().st_mtime_ns
+    again = _run(tmp_path, "out", checkpoint, 3)
+    assert again.computed == ["eq-r"] and sorted(again.skipped) == ["ax-r", "eq-ax"]
+    assert (first.out / "eq-ax" / "task.json").stat().st_mtime_ns == mtime
+
+
+def test_a_precomputed_geodesic_must_join_the_pair(system, checkpoint):
+    model = load_checkpoint(checkpoint)
+    torch.manual_seed(0)
+    problem = prepare_geodesic_problem(system, model, "C7eq", "C7ax", TINY)
+    (geo,) = optimize_geodesics(problem.model, [problem.start], [problem.end], TINY.geodesic)
+    with pytest.raises(ValueError, match="geodesic: expected a GeodesicResult whose curve joins"):
+        compute_transition_paths(system, model, "C7eq", "alpha_R", TINY, geodesic=geo)
+
+
+def test_bad_group_size(checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="group_size: expected an integer >= 1, got 0"):
+        _run(tmp_path, "out", checkpoint, 0)
+
+
+def test_cli_group_size(checkpoint, tmp_path, capsys):
+    (tmp_path / "pairs.csv").write_text("start,end\nC7eq,C7ax\nC7ax,alpha_R\n")
+    code = cli.main(["batch", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "out"), "--checkpoint",
+                     str(checkpoint), "--workers", "0", "--group-size", "2", "--n-paths", "2", "--n-points", "8",
+                     "--n-steps", "10", "--no-baseline", "--no-plots", "--no-dashboard"])
+    assert code == 0
+    assert "2 pairs" in capsys.readouterr().err
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["group_size"] == 2
+    code = cli.main(["batch", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "out2"), "--workers", "0",
+                     "--group-size", "0", "--no-dashboard"])
+    assert code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "group_size" in err[0]
