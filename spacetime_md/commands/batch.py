@@ -49,7 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "(fills a GPU with --device cuda; default 1: each pair alone)")
     p.add_argument("--system", default="alanine-dipeptide", help="named system (default alanine-dipeptide)")
     p.add_argument("--solvent", choices=("vacuum", "implicit"), default="vacuum")
-    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped model for --system)")
+    p.add_argument("--checkpoint", help="model checkpoint file or shipped model name (default: the shipped model for --system)")
     p.add_argument("--platform", help="OpenMM platform (default: fastest measured for the system size)")
     p.add_argument("--path-config", help="JSON file with PathConfig fields (or a paths/batch config.json) "
                    "as the base settings, geodesic settings included; options below override it")

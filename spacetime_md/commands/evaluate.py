@@ -20,7 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Draw samples from a trained molecular denoiser (reverse SDE or probability-flow "
         "ODE) and compare them with the held-out part of the MD samples.",
     )
-    p.add_argument("--checkpoint", default=None, help="model.pt or training_state.pt (default: shipped model)")
+    p.add_argument("--checkpoint", default=None, help="model.pt, training_state.pt or a shipped model name, e.g. alanine-dipeptide-24k (default: the shipped alanine-dipeptide model)")
     p.add_argument("--data", required=True, help="directory with one *.h5 trajectory, or the file itself")
     p.add_argument("--holdout-fraction", type=float, default=None,
                    help="held-out fraction (default: the one the model was trained with, else 0.1)")

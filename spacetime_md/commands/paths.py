@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--avoid-log-snr", type=float, default=3.0)
     p.add_argument("--min-kl", type=float, default=20.0, help="AvoidRegion KL threshold")
     p.add_argument("--solvent", choices=("vacuum", "implicit"), default="vacuum")
-    p.add_argument("--checkpoint", help="model checkpoint (default: the shipped model for --system)")
+    p.add_argument("--checkpoint", help="model checkpoint file or shipped model name (default: the shipped model for --system)")
     p.add_argument("--n-points", type=int, default=64, help="curve points sampled by annealed Langevin")
     p.add_argument("--n-steps", type=int, default=300, help="OpenMM steps per curve point (default 300)")
     p.add_argument("--endpoint-log-snr", type=float, default=4.0, help="log_snr of the clean endpoints (default 4)")

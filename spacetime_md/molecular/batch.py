@@ -363,6 +363,12 @@ def execute_task(spec: Mapping[str, Any], geodesic: Any = None) -> dict[str, Any
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
+    from spacetime_md.molecular.pretrained import resolve_checkpoint
+
+    return resolve_checkpoint(checkpoint)
+
+
 def _solve_group(specs: Sequence[Mapping[str, Any]]) -> list[Any]:
     """Batched geodesics of ``specs`` (same system, checkpoint and geodesic settings)."""
     import torch
@@ -631,7 +637,7 @@ def run_batch(
 
     mol = load_system(system, solvent=solvent, platform=platform)
     checkpoint_path, configs = _validate_tasks(
-        tasks, mol, config, seed, Path(checkpoint).resolve() if checkpoint is not None else None
+        tasks, mol, config, seed, _resolve_checkpoint(checkpoint).resolve() if checkpoint is not None else None
     )
     checkpoint_sha = _sha256(checkpoint_path)
     out = Path(out_dir).resolve()

@@ -105,7 +105,7 @@ def test_save_type_message(tmp_path):
 
 
 def test_unknown_pretrained_name():
-    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-vacuum'\], got 'caffeine'"):
+    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-24k', 'alanine-dipeptide-vacuum'\], got 'caffeine'"):
         load_pretrained("caffeine")
 
 
@@ -122,3 +122,24 @@ def test_shipped_alanine_dipeptide_model():
     log_snr = torch.tensor([0.0, 4.0, 8.0], dtype=torch.float64)
     assert_equivariant(model64, x, log_snr, atol=1e-9)
     assert reflection_change(model64, x, log_snr) > 1e-4
+
+
+def test_shipped_models_match_their_cards_and_load_by_name(tmp_path, monkeypatch):
+    import hashlib
+
+    for name in ("alanine-dipeptide", "alanine-dipeptide-24k"):
+        path = pretrained_path(name)
+        card = json.loads(path.with_suffix(".json").read_text())
+        assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), name
+        assert card["evaluation"]["fraction_l_model"] >= 0.99
+        by_name = load_checkpoint(name)  # a shipped model's name works wherever a checkpoint path does
+        x, log_snr = torch.randn(2, 66), torch.tensor([1.0, 5.0])
+        with torch.no_grad():
+            assert torch.equal(by_name(x, log_snr), load_pretrained(name)(x, log_snr))
+    # The longer-trained model is a different model, not a copy.
+    assert pretrained_path("alanine-dipeptide-24k").read_bytes() != pretrained_path("alanine-dipeptide").read_bytes()
+    # A file that happens to carry a model's name wins over the name.
+    (tmp_path / "alanine-dipeptide").write_bytes(b"not a checkpoint")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint("alanine-dipeptide")
