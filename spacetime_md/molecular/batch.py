@@ -442,6 +442,13 @@ def execute_group(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[st
     return [(spec["task_id"], *results[spec["task_id"]]) for spec in specs]
 
 
+def _execute_single(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any], None]]:
+    """:func:`execute_task` for a unit of one task, in :func:`execute_group`'s return format
+    (an exception propagates, so the scheduler's retries apply)."""
+    (spec,) = specs
+    return [(spec["task_id"], execute_task(spec), None)]
+
+
 def _groups(pending: Sequence[str], specs: Mapping[str, Mapping[str, Any]], size: int) -> list[list[str]]:
     """Consecutive chunks of at most ``size`` pending tasks with equal geodesic settings."""
     by_key: dict[str, list[str]] = {}
@@ -750,65 +757,46 @@ def run_batch(
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(pending), desc="pairs", unit="pair", dynamic_ncols=True)
-        groups = _groups(pending, specs, group_size) if group_size > 1 else []
-        if client is None and groups:
-            for group in groups:
+        # A unit of work is one task, or a group of tasks whose geodesics are solved together.
+        units = _groups(pending, specs, group_size) if group_size > 1 else [[t] for t in pending]
+        run_unit = execute_group if group_size > 1 else _execute_single
+
+        def finish_unit(unit: list[str], outcomes: Any, error: BaseException | None) -> None:
+            if error is not None:
+                for task_id in unit:
+                    finish(task_id, None, error)
+                return
+            for task_id, record, message in outcomes:
+                finish(task_id, record, None if message is None else RuntimeError(message))
+
+        if client is None:
+            for unit in units:
                 for attempt in range(retries + 1):
                     try:
-                        outcomes = execute_group([specs[t] for t in group])
-                    except Exception as exc:
-                        if attempt == retries:
-                            for task_id in group:
-                                finish(task_id, None, exc)
-                    else:
-                        for task_id, record, error in outcomes:
-                            finish(task_id, record, None if error is None else RuntimeError(error))
-                        break
-        elif client is None:
-            for task_id in pending:
-                for attempt in range(retries + 1):
-                    try:
-                        record = execute_task(specs[task_id])
+                        outcomes = run_unit([specs[t] for t in unit])
                     except Exception as exc:  # a failed task is recorded; the batch goes on
                         if attempt == retries:
-                            finish(task_id, None, exc)
+                            finish_unit(unit, None, exc)
                     else:
-                        finish(task_id, record, None)
+                        finish_unit(unit, outcomes, None)
                         break
-        elif pending:
+        elif units:
             from distributed import as_completed
 
             token = uuid.uuid4().hex[:8]
-            if groups:
-                group_futures = {
-                    client.submit(execute_group, [specs[t] for t in group], key=f"spacetime-md-batch-group-{group[0]}-{token}",
-                                  pure=False, retries=retries): group
-                    for group in groups
-                }
-                for future in as_completed(list(group_futures)):
-                    group = group_futures[future]
-                    try:
-                        outcomes = future.result()
-                    except Exception as exc:  # includes KilledWorker after repeated worker loss
-                        for task_id in group:
-                            finish(task_id, None, exc)
-                    else:
-                        for task_id, record, error in outcomes:
-                            finish(task_id, record, None if error is None else RuntimeError(error))
-                    future.release()
-            futures = {} if groups else {
-                client.submit(execute_task, specs[task_id], key=f"spacetime-md-batch-{task_id}-{token}",
-                              pure=False, retries=retries): task_id
-                for task_id in pending
+            futures = {
+                client.submit(run_unit, [specs[t] for t in unit], key=f"spacetime-md-batch-{unit[0]}-{token}",
+                              pure=False, retries=retries): unit
+                for unit in units
             }
             for future in as_completed(list(futures)):
-                task_id = futures[future]
+                unit = futures[future]
                 try:
-                    record = future.result()
+                    outcomes = future.result()
                 except Exception as exc:  # includes KilledWorker after repeated worker loss
-                    finish(task_id, None, exc)
+                    finish_unit(unit, None, exc)
                 else:
-                    finish(task_id, record, None)
+                    finish_unit(unit, outcomes, None)
                 future.release()
     finally:
         if bar is not None:

@@ -1,4 +1,4 @@
-"""Fixtures shared by the committor and OpenPathSampling tests."""
+"""Fixtures shared by the committor, OpenPathSampling and batch tests."""
 
 from __future__ import annotations
 
@@ -19,3 +19,17 @@ def drive_path(system):
     from spacetime_md.molecular.committor import compute_dihedral_drive_path
 
     return compute_dihedral_drive_path(system, "C7eq", "C7ax", n_frames=24)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(system, tmp_path_factory):
+    """A small random (untrained) denoiser for the system, saved as a checkpoint file."""
+    import torch
+
+    from spacetime_md.molecular.model import EquivariantDenoiser
+    from spacetime_md.molecular.pretrained import save_checkpoint
+
+    torch.manual_seed(0)
+    model = EquivariantDenoiser(["X"] * system.n_atoms, system.bonds.tolist(), atom_names=list(system.atom_names),
+                                hidden_channels=8, n_layers=1, n_rbf=4)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model)

@@ -9,17 +9,13 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("distributed")
 
 from spacetime_md import cli  # noqa: E402
 from spacetime_md.core import GeodesicConfig  # noqa: E402
-from spacetime_md.molecular import load_system  # noqa: E402
 from spacetime_md.molecular.batch import BatchTask, derive_seed, read_pairs, run_batch  # noqa: E402
-from spacetime_md.molecular.model import EquivariantDenoiser  # noqa: E402
 from spacetime_md.molecular.paths import PathConfig  # noqa: E402
-from spacetime_md.molecular.pretrained import save_checkpoint  # noqa: E402
 from spacetime_md.molecular.run_paths import run_paths  # noqa: E402
 
 TINY = PathConfig(
@@ -30,16 +26,8 @@ PAIRS = "id,start,end,seed,n_paths\neq-ax,C7eq,C7ax,,\nax-r,C7ax,alpha_R,5,\neq-
 
 
 @pytest.fixture(scope="module")
-def system():
-    return load_system("alanine-dipeptide")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(system, tmp_path_factory):
-    torch.manual_seed(0)
-    model = EquivariantDenoiser(["X"] * system.n_atoms, system.bonds.tolist(), atom_names=list(system.atom_names),
-                                hidden_channels=8, n_layers=1, n_rbf=4)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model)
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

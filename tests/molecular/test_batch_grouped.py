@@ -12,11 +12,9 @@ pytest.importorskip("distributed")
 
 from spacetime_md import cli  # noqa: E402
 from spacetime_md.core import GeodesicConfig, optimize_geodesics  # noqa: E402
-from spacetime_md.molecular import load_system  # noqa: E402
 from spacetime_md.molecular.batch import run_batch  # noqa: E402
-from spacetime_md.molecular.model import EquivariantDenoiser  # noqa: E402
 from spacetime_md.molecular.paths import PathConfig, compute_transition_paths, prepare_geodesic_problem  # noqa: E402
-from spacetime_md.molecular.pretrained import load_checkpoint, save_checkpoint  # noqa: E402
+from spacetime_md.molecular.pretrained import load_checkpoint  # noqa: E402
 
 TINY = PathConfig(
     n_paths=2, n_points=8, n_steps=10, baseline=False, relaxed=False,
@@ -26,16 +24,8 @@ PAIRS = "id,start,end,seed\neq-ax,C7eq,C7ax,\nax-r,C7ax,alpha_R,5\neq-r,C7eq,alp
 
 
 @pytest.fixture(scope="module")
-def system():
-    return load_system("alanine-dipeptide")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(system, tmp_path_factory):
-    torch.manual_seed(0)
-    model = EquivariantDenoiser(["X"] * system.n_atoms, system.bonds.tolist(), atom_names=list(system.atom_names),
-                                hidden_channels=8, n_layers=1, n_rbf=4)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model)
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def _run(root, name, checkpoint, group_size, **kwargs):
@@ -89,6 +79,20 @@ def test_rerun_skips_finished_pairs_and_refuses_another_solver(checkpoint, tmp_p
     assert again.computed == [] and sorted(again.skipped) == ["ax-r", "eq-ax", "eq-r"]
     with pytest.raises(ValueError, match="geodesic_solver"):
         _run(tmp_path, "out", checkpoint, 1)
+
+
+def test_two_worker_cluster_runs_groups_like_the_serial_run(checkpoint, tmp_path):
+    serial = _run(tmp_path, "serial", checkpoint, 2)
+    (tmp_path / "pairs.csv").write_text(PAIRS)
+    cluster = run_batch(tmp_path / "pairs.csv", tmp_path / "cluster", config=TINY, checkpoint=checkpoint, plots=False,
+                        workers=2, dashboard=False, group_size=2)
+    assert cluster.ok and sorted(cluster.computed) == sorted(serial.computed)
+    for task_id in serial.computed:
+        np.testing.assert_allclose(_geodesic(cluster.out / task_id)[1], _geodesic(serial.out / task_id)[1], atol=1e-5)
+        with np.load(cluster.out / task_id / "paths_geodesic.npz") as a, np.load(serial.out / task_id / "paths_geodesic.npz") as b:
+            np.testing.assert_allclose(a["frames"], b["frames"], atol=1e-4)
+    manifest = json.loads((cluster.out / "manifest.json").read_text())
+    assert {e["status"] for e in manifest["tasks"].values()} == {"done"}
 
 
 def test_a_finished_pair_of_a_group_is_not_recomputed(checkpoint, tmp_path):
