@@ -102,18 +102,21 @@ __all__ += [
 # --- Transition paths: geodesic -> OpenMM annealed Langevin -> validation -> export (issue 5) ---
 from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
 from spacetime_md.molecular.paths import (
+    GeodesicProblem,
     PathConfig,
     TransitionPaths,
     check_model_matches_system,
     compute_transition_paths,
     kabsch_align,
     kabsch_rmsd,
+    prepare_geodesic_problem,
 )
 from spacetime_md.molecular.relaxed import DihedralQuencher, RelaxedMap, compute_relaxed_map
 from spacetime_md.molecular.run_paths import format_table, run_paths
 
 __all__ += [
     "DihedralQuencher",
+    "GeodesicProblem",
     "PathConfig",
     "RelaxedMap",
     "RestrainedLangevinSampler",
@@ -124,6 +127,7 @@ __all__ += [
     "format_table",
     "kabsch_align",
     "kabsch_rmsd",
+    "prepare_geodesic_problem",
     "run_paths",
 ]
 # --- end transition paths ---
