@@ -118,16 +118,16 @@ def _check_pairs(starts: Any, ends: Any) -> tuple[Tensor, Tensor]:
     return torch.stack(z0s), torch.stack(z1s)
 
 
-def _check_seeds(seeds: Sequence[int] | None, n_pairs: int, default: int) -> list[int]:
+def _check_seeds(seeds: Sequence[int] | None, n_pairs: int, default: int, name: str = "seeds") -> list[int]:
     if seeds is None:
         return [default] * n_pairs
     if isinstance(seeds, (int, str)) or not isinstance(seeds, Sequence):
-        raise TypeError(f"seeds: expected a sequence of {n_pairs} integers (one per pair), got {type(seeds).__name__}")
+        raise TypeError(f"{name}: expected a sequence of {n_pairs} integers (one per pair), got {type(seeds).__name__}")
     if len(seeds) != n_pairs:
-        raise ValueError(f"seeds: expected {n_pairs} integers (one per pair), got {len(seeds)}")
+        raise ValueError(f"{name}: expected {n_pairs} integers (one per pair), got {len(seeds)}")
     for k, seed in enumerate(seeds):
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seeds[{k}]: expected an integer >= 0, got {seed!r}")
+            raise ValueError(f"{name}[{k}]: expected an integer >= 0, got {seed!r}")
     return list(seeds)
 
 
@@ -689,10 +689,7 @@ def optimize_geodesics(
     n_pairs, dim = z0.shape[0], z0.shape[1] - 1
     seeds = _check_seeds(seeds, n_pairs, config.seed)
     if setup_seeds is not None:
-        try:
-            setup_seeds = _check_seeds(setup_seeds, n_pairs, config.seed)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(str(exc).replace("seeds", "setup_seeds", 1)) from None
+        setup_seeds = _check_seeds(setup_seeds, n_pairs, config.seed, "setup_seeds")
     per_pair = _per_pair_constraints(constraints, n_pairs)
 
     if curves is None:

@@ -45,8 +45,8 @@ pair's paths are run and written exactly as above (own folder, own ``task.json``
 manifest entry; a rerun skips finished pairs of a group). The batched solver keeps per-pair
 optimiser state, so a pair's geodesic does not depend on the other pairs in its group (to
 float rounding) - but it is a different L-BFGS from the single-pair solve, so the fingerprint
-records ``geodesic_solver`` (``"single"`` or ``"batched"``) and results of the two are not mixed
-in one output folder.
+of a grouped task records ``"geodesic_solver": "batched"`` (single-pair tasks have no such key)
+and results of the two are not mixed in one output folder.
 
 Units as in :mod:`spacetime_md.molecular.paths` (nm, ps, kJ/mol, K; ``log_snr`` in model units).
 """
@@ -363,83 +363,93 @@ def execute_task(spec: Mapping[str, Any], geodesic: Any = None) -> dict[str, Any
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
-    from spacetime_md.molecular.pretrained import resolve_checkpoint
+def _solve_geodesics(problems: Mapping[str, tuple[Any, PathConfig]]) -> dict[str, Any]:
+    """Task id -> GeodesicResult, or the exception its solve raised.
 
-    return resolve_checkpoint(checkpoint)
+    One batched solve for all ``problems`` (:func:`~spacetime_md.core.optimize_geodesics`);
+    if it raises (a group too large for the device, one pair's objective non-finite), each
+    pair is solved alone by the same solver, which gives it the result it had in the group.
+    """
+    from spacetime_md.core import optimize_geodesics
+
+    def solve(ids: list[str]) -> list[Any]:
+        chosen = [problems[i] for i in ids]
+        return optimize_geodesics(
+            chosen[0][0].model, [p.start for p, _ in chosen], [p.end for p, _ in chosen], chosen[0][1].geodesic,
+            [p.constraints for p, _ in chosen], setup_seeds=[c.seed for _, c in chosen],
+        )
+
+    ids = list(problems)
+    if not ids:
+        return {}
+    try:
+        return dict(zip(ids, solve(ids)))
+    except Exception as exc:
+        logger.warning("grouped geodesic solve failed (%s: %s); solving the %d pairs one by one",
+                       type(exc).__name__, exc, len(ids))
+    results: dict[str, Any] = {}
+    for task_id in ids:
+        try:
+            results[task_id] = solve([task_id])[0]
+        except Exception as exc:
+            results[task_id] = exc
+    return results
 
 
-def _solve_group(specs: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """Batched geodesics of ``specs`` (same system, checkpoint and geodesic settings)."""
+def execute_group(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any] | None, BaseException | None]]:
+    """Run a group of tasks whose geodesics are solved together; see the module docstring.
+
+    Returns ``(task_id, record, None)`` or ``(task_id, None, exception)`` per task: a pair
+    that fails (while its endpoints are prepared, its geodesic is solved or its paths are run)
+    does not fail its neighbours. Loading the system or the model is shared, so its failure
+    raises for the group. Idempotent like :func:`execute_task`.
+    """
     import torch
 
-    from spacetime_md.core import optimize_geodesics
     from spacetime_md.molecular.paths import prepare_geodesic_problem
     from spacetime_md.molecular.pretrained import load_checkpoint
     from spacetime_md.molecular.system import load_system
 
-    fp0 = specs[0]["fingerprint"]
-    mol = load_system(fp0["system"], solvent=fp0["solvent"], platform=fp0["platform"])
-    model = load_checkpoint(specs[0]["checkpoint"])
-    configs = [PathConfig.from_dict(spec["fingerprint"]["path_config"]) for spec in specs]
-    problems = []
-    for spec, config in zip(specs, configs):
-        torch.manual_seed(config.seed)
-        problems.append(prepare_geodesic_problem(mol, model, spec["fingerprint"]["start"],
-                                                 spec["fingerprint"]["end"], config))
-    return optimize_geodesics(
-        problems[0].model, [p.start for p in problems], [p.end for p in problems], configs[0].geodesic,
-        [p.constraints for p in problems], setup_seeds=[c.seed for c in configs],
-    )
-
-
-def execute_group(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any] | None, str | None]]:
-    """Run a group of tasks whose geodesics are solved together; see the module docstring.
-
-    Returns ``(task_id, record, None)`` or ``(task_id, None, error message)`` per task, so a
-    failing pair does not fail its neighbours. If the batched solve itself raises (one pair's
-    objective became non-finite, say), every pair is solved alone with the same batched solver,
-    which gives each the result it would have had in the group. Idempotent like
-    :func:`execute_task`.
-    """
-    import torch
-
-    results: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
+    outcomes: dict[str, tuple[dict[str, Any] | None, BaseException | None]] = {}
     todo = []
     for spec in specs:
         existing = _read_task_record(Path(spec["out"]) / spec["task_id"])
         if existing is not None and existing.get("fingerprint") == spec["fingerprint"]:
-            results[spec["task_id"]] = ({**existing, "reused": True}, None)
+            outcomes[spec["task_id"]] = ({**existing, "reused": True}, None)
         else:
             todo.append(spec)
     geodesics: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    previous_threads = torch.get_num_threads()
-    try:
-        if todo:
-            torch.set_num_threads(int(todo[0]["threads"]))
+    if todo:
+        previous_threads = torch.get_num_threads()
         try:
-            geodesics = dict(zip((s["task_id"] for s in todo), _solve_group(todo))) if todo else {}
-        except Exception as exc:  # solve each pair alone: the same solver, so the same result
-            logger.warning("grouped geodesic solve failed (%s: %s); solving the %d pairs one by one",
-                           type(exc).__name__, exc, len(todo))
+            torch.set_num_threads(int(todo[0]["threads"]))
+            fp0 = todo[0]["fingerprint"]
+            mol = load_system(fp0["system"], solvent=fp0["solvent"], platform=fp0["platform"])
+            model = load_checkpoint(todo[0]["checkpoint"])
+            problems = {}
             for spec in todo:
+                fp = spec["fingerprint"]
+                config = PathConfig.from_dict(fp["path_config"])
                 try:
-                    geodesics[spec["task_id"]] = _solve_group([spec])[0]
-                except Exception as single:
-                    errors[spec["task_id"]] = " ".join(f"{type(single).__name__}: {single}".split())
-    finally:
-        torch.set_num_threads(previous_threads)
+                    problems[spec["task_id"]] = (prepare_geodesic_problem(mol, model, fp["start"], fp["end"], config),
+                                                 config)
+                except Exception as exc:
+                    outcomes[spec["task_id"]] = (None, exc)
+            geodesics = _solve_geodesics(problems)
+        finally:
+            torch.set_num_threads(previous_threads)
     for spec in todo:
         task_id = spec["task_id"]
-        if task_id in errors:
-            results[task_id] = (None, errors[task_id])
+        if task_id in outcomes:
+            continue
+        if isinstance(geodesics[task_id], BaseException):
+            outcomes[task_id] = (None, geodesics[task_id])
             continue
         try:
-            results[task_id] = (execute_task(spec, geodesic=geodesics[task_id]), None)
+            outcomes[task_id] = (execute_task(spec, geodesic=geodesics[task_id]), None)
         except Exception as exc:
-            results[task_id] = (None, " ".join(f"{type(exc).__name__}: {exc}".split()))
-    return [(spec["task_id"], *results[spec["task_id"]]) for spec in specs]
+            outcomes[task_id] = (None, exc)
+    return [(spec["task_id"], *outcomes[spec["task_id"]]) for spec in specs]
 
 
 def _execute_single(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any], None]]:
@@ -613,6 +623,7 @@ def run_batch(
         Called with ``{"event": "start", ...}``, ``{"event": "task", "task_id", "record"}``
         after every finished or failed task, and ``{"event": "end", ...}``.
     """
+    from spacetime_md.molecular.pretrained import resolve_checkpoint
     from spacetime_md.molecular.system import load_system
 
     t_start = time.perf_counter()
@@ -644,7 +655,7 @@ def run_batch(
 
     mol = load_system(system, solvent=solvent, platform=platform)
     checkpoint_path, configs = _validate_tasks(
-        tasks, mol, config, seed, _resolve_checkpoint(checkpoint).resolve() if checkpoint is not None else None
+        tasks, mol, config, seed, resolve_checkpoint(checkpoint).resolve() if checkpoint is not None else None
     )
     checkpoint_sha = _sha256(checkpoint_path)
     out = Path(out_dir).resolve()
@@ -766,8 +777,8 @@ def run_batch(
                 for task_id in unit:
                     finish(task_id, None, error)
                 return
-            for task_id, record, message in outcomes:
-                finish(task_id, record, None if message is None else RuntimeError(message))
+            for task_id, record, task_error in outcomes:
+                finish(task_id, record, task_error)
 
         if client is None:
             for unit in units:

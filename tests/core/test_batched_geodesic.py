@@ -152,6 +152,33 @@ def test_constraints_per_pair(mixture):
     assert_same(shared[0], batch[2], 1e-8)
 
 
+def test_setup_seeds_make_constraint_setup_independent_of_the_caller_rng(mixture):
+    """AvoidRegion.setup draws Hutchinson probes from the global RNG: with setup_seeds each pair's
+    anchor comes from its own seed, whatever the RNG state at entry, and that state is kept."""
+    starts, ends = pairs(2)
+    # z* at another log_snr than the endpoints: the anchor's KL then has a time part, which
+    # carries the (probe-dependent) divergence.
+    lam_star = LAM - 1.0
+    z_star = float(alpha_sigma(lam_star)[0]) * torch.tensor([0.0, 0.3], dtype=torch.float64)
+    config = GeodesicConfig(n_nodes=4, n_points=(16,), max_steps=5, divergence="hutchinson", n_probes=1)
+
+    def anchors(entry_seed, **kwargs):
+        torch.manual_seed(entry_seed)
+        avoid = [AvoidRegion(lam_star, z_star, 3.0) for _ in starts]
+        optimize_geodesics(mixture.denoiser, starts, ends, config, [[c] for c in avoid], **kwargs)
+        return [float(c._start_kl) for c in avoid], torch.rand(1)
+
+    (a, after_a), (b, _) = anchors(1, setup_seeds=[5, 6]), anchors(2, setup_seeds=[5, 6])
+    assert a == b
+    torch.manual_seed(1)
+    assert torch.equal(after_a, torch.rand(1))  # the caller's RNG stream is untouched
+    c, d = anchors(1)[0], anchors(2)[0]  # without setup_seeds the entry state decides the anchor
+    assert c != d
+    alone = AvoidRegion(lam_star, z_star, 3.0)
+    optimize_geodesics(mixture.denoiser, starts[1:], ends[1:], config, [[alone]], setup_seeds=[6])
+    assert float(alone._start_kl) == a[1]  # a pair's anchor does not depend on its neighbours
+
+
 def test_warm_start_curves(mixture):
     starts, ends = pairs(2)
     first = optimize_geodesics(mixture.denoiser, starts, ends, FAST)
@@ -199,6 +226,12 @@ def test_bad_options(mixture):
         optimize_geodesics(mixture.denoiser, starts, ends, FAST, seeds=[0, 1])
     with pytest.raises(ValueError, match=r"seeds\[1\]: expected an integer >= 0, got -1"):
         optimize_geodesics(mixture.denoiser, starts, ends, FAST, seeds=[0, -1, 2])
+    with pytest.raises(ValueError, match=r"setup_seeds: expected 3 integers \(one per pair\), got 1"):
+        optimize_geodesics(mixture.denoiser, starts, ends, FAST, setup_seeds=[0])
+    with pytest.raises(ValueError, match=r"setup_seeds\[2\]: expected an integer >= 0, got 1.5"):
+        optimize_geodesics(mixture.denoiser, starts, ends, FAST, setup_seeds=[0, 1, 1.5])
+    with pytest.raises(TypeError, match="setup_seeds: expected a sequence of 3 integers"):
+        optimize_geodesics(mixture.denoiser, starts, ends, FAST, setup_seeds=3)
     with pytest.raises(ValueError, match="constraints: expected .* or 3 sequences .* got 2 entries"):
         optimize_geodesics(mixture.denoiser, starts, ends, FAST, [[], [LowVariance(1.0)]])
     with pytest.raises(TypeError, match=r"constraints\[1\]\[0\]: expected an object with penalty\(\) and weight, got int"):

@@ -135,3 +135,42 @@ def test_cli_group_size(checkpoint, tmp_path, capsys):
     assert code != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "group_size" in err[0]
+
+
+def test_a_failing_pair_of_a_group_is_recorded_and_its_neighbour_finishes(system, checkpoint, tmp_path):
+    # Same structure as C7eq under another name: passes the batch checks, fails while the
+    # group's endpoints are prepared; only that pair fails, with its own error.
+    import shutil
+
+    from spacetime_md.molecular.system import system_data_path
+
+    state = system.get_state("C7eq")
+    shutil.copy(str(system_data_path(f"alanine_dipeptide/{state.representative_pdb}")), tmp_path / "copy.pdb")
+    (tmp_path / "pairs.csv").write_text("id,start,end\nbad,C7eq,copy.pdb\ngood,C7eq,C7ax\n")
+    result = run_batch(tmp_path / "pairs.csv", tmp_path / "out", config=TINY, checkpoint=checkpoint, plots=False,
+                       workers=0, dashboard=False, group_size=2, retries=0)
+    assert result.failed == ["bad"] and result.computed == ["good"] and not result.ok
+    assert result.records["bad"]["error"].startswith("ValueError: start and end: expected two different structures")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["tasks"]["good"]["status"] == "done" and not (tmp_path / "out" / "bad").exists()
+
+
+def test_a_group_whose_solve_fails_is_solved_pair_by_pair_with_the_same_result(checkpoint, tmp_path, monkeypatch):
+    grouped = _run(tmp_path, "grouped", checkpoint, 3)
+    import spacetime_md.core as core
+
+    real = core.optimize_geodesics
+    calls = []
+
+    def no_room_for_groups(model, starts, ends, *args, **kwargs):
+        calls.append(len(starts))
+        if len(starts) > 1:
+            raise RuntimeError("CUDA out of memory (simulated: groups do not fit)")
+        return real(model, starts, ends, *args, **kwargs)
+
+    monkeypatch.setattr(core, "optimize_geodesics", no_room_for_groups)
+    alone = _run(tmp_path, "alone", checkpoint, 3)
+    assert calls == [3, 1, 1, 1]
+    assert alone.ok and sorted(alone.computed) == sorted(grouped.computed)
+    for task_id in grouped.computed:
+        np.testing.assert_allclose(_geodesic(alone.out / task_id)[1], _geodesic(grouped.out / task_id)[1], atol=1e-4)
