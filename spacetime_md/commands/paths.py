@@ -29,6 +29,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="model checkpoint file or shipped model name (default: the shipped model for --system)")
     p.add_argument("--n-points", type=int, default=64, help="curve points sampled by annealed Langevin")
     p.add_argument("--n-steps", type=int, default=300, help="OpenMM steps per curve point (default 300)")
+    p.add_argument("--record-every", type=int, default=None,
+                   help="keep a frame every this many OpenMM steps, a divisor of --n-steps (default: gcd(n_steps, 20), "
+                        "i.e. every 20 fs for the defaults; 1 keeps every step)")
     p.add_argument("--endpoint-log-snr", type=float, default=4.0, help="log_snr of the clean endpoints (default 4)")
     p.add_argument("--relaxed", action="store_true", help="also compute relaxed (quenched) barriers")
     p.add_argument("--no-baseline", action="store_true", help="skip the straight-line baseline")
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         endpoint_log_snr=args.endpoint_log_snr,
         n_points=args.n_points,
         n_steps=args.n_steps,
+        record_every=args.record_every,
         constraint=args.constraint,
         min_log_snr=args.min_log_snr,
         avoid_state=args.avoid_state,

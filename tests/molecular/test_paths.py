@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import mdtraj
@@ -200,3 +201,27 @@ def test_cli_num_threads_must_be_positive(tmp_path, tiny_checkpoint, capsys):
     code = cli.main(["paths", "--out", str(tmp_path), "--num-threads", "0", "--checkpoint", str(tiny_checkpoint)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == "spacetime-md: error: --num-threads: expected an integer >= 1, got 0"
+
+
+def test_cli_record_every(tmp_path, capsys):
+    assert cli.main(["paths", "--out", str(tmp_path), "--record-every", "5", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["path_config"]["record_every"] == 5
+    assert cli.main(["paths", "--out", str(tmp_path), "--n-steps", "30", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["path_config"]["record_every"] == 10
+    code = cli.main(["paths", "--out", str(tmp_path), "--record-every", "7", "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "spacetime-md: error: record_every: expected a divisor of n_steps (300), got 7"
+
+
+def test_record_every_sets_the_frame_spacing(tmp_path, tiny_checkpoint):
+    run_paths(tmp_path / "c", config=dataclasses.replace(TINY, baseline=False), checkpoint=tiny_checkpoint, plots=False)
+    fine_cfg = dataclasses.replace(TINY, baseline=False, record_every=1)
+    run_paths(tmp_path / "f", config=fine_cfg, checkpoint=tiny_checkpoint, plots=False)
+    a, b = TransitionPaths.load(tmp_path / "c"), TransitionPaths.load(tmp_path / "f")
+    every = TINY.record_every
+    assert b.frames.shape[1] == TINY.n_points * TINY.n_steps == a.frames.shape[1] * every
+    # Same seed, same dynamics: the coarse frames are every record_every-th fine frame.
+    np.testing.assert_allclose(a.frames, b.frames[:, every - 1 :: every], atol=1e-5)
+    for name, expected in (("c", every), ("f", 1)):
+        resolved = json.loads((tmp_path / name / "config.json").read_text())
+        assert resolved["path_config"]["record_every"] == expected
