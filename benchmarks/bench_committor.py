@@ -9,6 +9,13 @@ unbiased OpenMM shots each, and reports per curve kind:
   the geodesic paths: the energy maximum of a good path is its transition state);
 - undecided shots and wall time.
 
+``--dense SHOTS`` re-estimates, for each geodesic path, p_B at *every* recorded frame of the
+crossing window (between the evaluated frames that bracket the first p_B >= 1/2, widened to
+include the highest-relaxed-energy frame) with SHOTS shots each, and reports p_B of the
+highest-relaxed-energy frame there, the frame whose p_B is closest to 1/2 with its (phi, psi),
+and the spread of relaxed energies across the window: it tells whether a miss comes from the
+frame spacing or from the relaxed-energy criterion itself.
+
 ``--reference`` adds the classical dihedral-drive path (restrained minimisations along a line
 in (phi, psi)) as a third profile. Results are resumable (each path's shots are checkpointed in
 ``PATHS_DIR/committor_<kind>_path<P>``) and written as JSON.
@@ -61,6 +68,43 @@ def summarise(result) -> dict:
     return row
 
 
+def dense_window(paths_dir: Path, result, base: CommittorConfig, path: int, n_shots: int) -> dict:
+    """p_B at every frame of one geodesic path's crossing window (see the module docstring)."""
+    from spacetime_md.molecular.committor import _system_for_paths
+    from spacetime_md.molecular.relaxed import DihedralQuencher
+
+    system, _ = _system_for_paths(paths_dir, None)
+    frames = np.asarray(TransitionPaths.load(paths_dir, kind="geodesic").frames[path], dtype=np.float64)
+    evaluated, p_b = result.frames, np.nan_to_num(result.p_b, nan=0.0)
+    k = int(np.argmax(p_b >= 0.5)) if (p_b >= 0.5).any() else len(p_b) - 1
+    lo = int(evaluated[max(k - 1, 0)])
+    hi = int(evaluated[min(k + 1, len(evaluated) - 1)])
+    lo, hi = max(min(lo, result.max_energy_frame - 2), 0), min(max(hi, result.max_energy_frame + 2), len(frames) - 1)
+    window = frames[lo : hi + 1]
+    cfg = dataclasses.replace(base, n_frames=len(window), n_shots=n_shots, include_max_energy=False, energy="raw",
+                              start_state="C7eq", target_state="C7ax", kind="geodesic", path=0)
+    dense = estimate_committor(window, system, cfg)
+    quencher = DihedralQuencher(system.openmm_system, system.phi_indices, system.psi_indices,
+                                platform=system.platform_name)
+    relaxed = quencher.quench_frames(window[dense.frames])
+    index = lo + dense.frames
+    at_max = float(dense.p_b[int(np.flatnonzero(index == result.max_energy_frame)[0])])
+    half = int(np.nanargmin(np.abs(dense.p_b - 0.5)))
+    phi, psi = np.degrees(dense.phi_psi[half])
+    row = {"window": [lo, hi], "shots_per_frame": n_shots, "max_energy_frame": result.max_energy_frame,
+           "max_energy_p_b": at_max, "max_energy_within_tolerance": bool(abs(at_max - 0.5) <= TOLERANCE),
+           "closest_to_half_frame": int(index[half]), "closest_to_half_p_b": float(dense.p_b[half]),
+           "closest_to_half_phi_psi_deg": [float(phi), float(psi)],
+           "relaxed_energy_window_kj_mol": [float(relaxed.min()), float(relaxed.max())],
+           "relaxed_energy_top3_spread_kj_mol": float(np.ptp(np.sort(relaxed)[-3:])),
+           "p_b": dense.p_b.tolist(), "frames": index.tolist(), "relaxed_energies": relaxed.tolist()}
+    print(f"[geodesic path {path}, dense] frames {lo}-{hi} x {n_shots} shots: p_B at the relaxed-energy maximum "
+          f"(frame {result.max_energy_frame}) {at_max:.2f}; closest to 1/2: frame {index[half]} p_B "
+          f"{dense.p_b[half]:.2f} at (phi, psi) = ({phi:.1f}, {psi:.1f}) deg; top-3 relaxed energies within "
+          f"{row['relaxed_energy_top3_spread_kj_mol']:.2f} kJ/mol")
+    return row
+
+
 def worker_scaling(n_shots: int, n_workers: int) -> dict:
     """Same shots (barrier frames of the dihedral-drive path) in this process vs in workers.
 
@@ -103,6 +147,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-length-ps", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dense", type=int, metavar="SHOTS", default=0,
+                        help="also p_B at every frame of each geodesic path's crossing window, SHOTS shots each")
     parser.add_argument("--reference", action="store_true", help="also the dihedral-drive reference path")
     parser.add_argument("--scaling", type=int, metavar="SHOTS", default=0,
                         help="also time SHOTS shots per barrier frame in-process vs --workers processes")
@@ -132,6 +178,8 @@ def main(argv=None) -> int:
             result = run_committor(args.paths_dir, None, dataclasses.replace(base, kind=kind, path=p))
             rows.setdefault(kind, []).append({"path": p, **summarise(result)})
             print(f"[{kind} path {p}]\n{result.format_table()}\n")
+            if args.dense and kind == "geodesic":
+                rows[kind][-1]["dense"] = dense_window(Path(args.paths_dir), result, base, p, args.dense)
     if args.reference:
         from spacetime_md.molecular.committor import _system_for_paths
 
@@ -151,6 +199,12 @@ def main(argv=None) -> int:
               f"{sum(r['undecided'] for r in rs):>11}")
     geo = rows.get("geodesic", [])
     goal = bool(geo) and all(r["max_energy_within_tolerance"] for r in geo)
+    if args.dense and geo:
+        dense = [r["dense"] for r in geo]
+        phis = ", ".join(f"{d['closest_to_half_phi_psi_deg'][0]:.0f}" for d in dense)
+        hits = sum(d["max_energy_within_tolerance"] for d in dense)
+        print(f"dense windows ({args.dense} shots per frame): p_B at the relaxed-energy maximum within 0.5 +- "
+              f"{TOLERANCE} for {hits}/{len(dense)} geodesic paths; p_B closest to 1/2 at phi = {phis} deg")
     print(f"goal (geodesic highest-relaxed-energy frame has p_B within 0.5 +- {TOLERANCE}): "
           f"{'met' if goal else 'NOT met'}; total {time.perf_counter() - t0:.1f} s")
 
