@@ -35,6 +35,7 @@ from spacetime_md.toy.table1 import (
     TABLE1_PRESETS,
     Table1Config,
     format_table1,
+    crossing_diagnostics,
     path_max_energy,
     run_table1,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "TABLE1_PRESETS",
     "Table1Config",
     "format_table1",
+    "crossing_diagnostics",
     "path_max_energy",
     "run_table1",
 ]

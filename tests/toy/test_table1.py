@@ -18,6 +18,7 @@ from spacetime_md.toy.table1 import (
     TABLE1_PRESETS,
     Table1Config,
     format_table1,
+    crossing_diagnostics,
     path_max_energy,
     run_table1,
 )
@@ -68,6 +69,23 @@ def test_path_max_energy_frames_and_densified():
     # a path that stays on one side is unchanged by densification
     flat = torch.tensor([[[x_ridge - 3 * h, 0.0], [x_ridge - 2 * h, 0.5]]], dtype=torch.float64)
     assert float(path_max_energy(pot, flat, "bilinear", densify=0.25)) == 0.0
+
+
+def test_crossing_diagnostics_locates_each_paths_maximum():
+    pot = ridge_potential()
+    h = pot.spacing[0]
+    x_ridge = pot.lower[0] + 8 * h
+    # path 0 crosses the ridge at y = 0 (frame 2 of 4), path 1 at y = 1 (its last frame)
+    p0 = [[x_ridge - 2 * h, 0.0], [x_ridge - h, 0.0], [x_ridge, 0.0], [x_ridge + h, 0.0], [x_ridge + 2 * h, 0.0]]
+    p1 = [[x_ridge - 4 * h, 1.0], [x_ridge - 3 * h, 1.0], [x_ridge - 2 * h, 1.0], [x_ridge - h, 1.0], [x_ridge, 1.0]]
+    paths = torch.tensor([p0, p1], dtype=torch.float64)
+    # the saddle given one period away: distances are periodic
+    saddle = torch.tensor([x_ridge + 2 * math.pi, 0.0], dtype=torch.float64)
+    c = crossing_diagnostics(pot, paths, saddle)
+    assert c["max_distance_to_saddle_rad"]["min"] == pytest.approx(0.0, abs=1e-9)
+    assert c["max_distance_to_saddle_rad"]["max"] == pytest.approx(1.0)
+    assert c["fraction_max_within_0.1_rad"] == 0.5 and c["fraction_max_within_0.2_rad"] == 0.5
+    assert c["max_position_along_path"]["min"] == 0.5 and c["max_position_along_path"]["max"] == 1.0
 
 
 def test_path_max_energy_densified_matches_brute_force():
@@ -144,6 +162,10 @@ def test_run_table1_end_to_end(tmp_path):
         assert m["max_energy_bilinear_densified"]["mean"] >= m["max_energy_bilinear"]["mean"] - 1e-9
         assert m["max_energy_nearest"]["min"] >= 0.0
         assert 0.0 <= m["hit_rate"] <= 1.0
+        c = m["crossing"]
+        assert c["saddle"] == pytest.approx(saved["lower_bound"]["saddle"])
+        assert 0.0 <= c["max_position_along_path"]["min"] <= c["max_position_along_path"]["max"] <= 1.0
+        assert 0.0 <= c["fraction_max_within_0.1_rad"] <= c["fraction_max_within_0.2_rad"] <= 1.0
     assert report["variants"]["avoid_region"]["geodesic"]["min_kl_to_forbidden_point"] > 0
     assert report["model"]["source"] == "trained" and report["model"]["data_evaluations"] > 0
     text = format_table1(report)
