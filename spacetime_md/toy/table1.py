@@ -380,6 +380,7 @@ def run_table1(
     *,
     progress: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    denoiser: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> dict[str, Any]:
     """Run Table 1 end to end and write the outputs described in the module docstring.
 
@@ -392,6 +393,11 @@ def run_table1(
         tqdm bars for the long loops.
     callback : callable, optional
         Called with ``{"stage": ..., ...}`` after each stage.
+    denoiser : callable, optional
+        Any core denoiser ``(x (B, 2), log_snr (B,)) -> (B, 2)`` in angle units (e.g. an
+        :class:`~spacetime_md.toy.periodic_model.ExactPeriodicDenoiser`, or a transformed
+        model) used instead of loading or training one; ``config.model_path`` is then ignored
+        and the report's model source is ``"given"``.
 
     Returns
     -------
@@ -424,7 +430,14 @@ def run_table1(
 
     # 2-3. data and model
     scratch = out if out is not None else Path(os.environ.get("TMPDIR", "/tmp"))
-    model, model_info, data = _obtain_model(config, potential, scratch, progress)
+    if denoiser is None:
+        model, model_info, data = _obtain_model(config, potential, scratch, progress)
+    elif not callable(denoiser):
+        raise TypeError(f"denoiser: expected a callable (x, log_snr) -> x0_hat, got {type(denoiser).__name__}")
+    else:
+        model, data = denoiser, None
+        model_info = {"source": "given", "type": type(denoiser).__name__, "data_evaluations": 0,
+                      "data_time": 0.0, "train_time": 0.0, "n_data": 0}
     if config.evaluate_model:
         if data is None:
             gen = torch.Generator().manual_seed(config.seed + 1)

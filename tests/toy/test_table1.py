@@ -205,3 +205,16 @@ def test_cli_errors(capsys, tmp_path):
     assert main(["benchmark", "table1", "--out", str(tmp_path), "--variants", "nope", "--dry-run"]) == 2
     assert "variants: expected names from" in capsys.readouterr().err
     assert main(["benchmark"]) == 2
+
+
+def test_run_table1_with_a_given_denoiser(tmp_path):
+    from spacetime_md.toy.periodic_model import ExactPeriodicDenoiser
+
+    config = tiny_config(variants=("unconstrained",), model_path=str(tmp_path / "never.pt"), plots=False,
+                         geodesic=GeodesicConfig(n_nodes=4, n_points=(8,), max_steps=3))
+    report = run_table1(config, tmp_path, denoiser=ExactPeriodicDenoiser(alanine_dipeptide_fes(), n_images=1))
+    assert report["model"]["source"] == "given" and report["model"]["type"] == "ExactPeriodicDenoiser"
+    assert not (tmp_path / "never.pt").exists() and not (tmp_path / "model.pt").exists()
+    assert math.isfinite(report["variants"]["unconstrained"]["metrics"]["max_energy_nearest"]["mean"])
+    with pytest.raises(TypeError, match="denoiser: expected a callable"):
+        run_table1(config, None, denoiser="exact")
