@@ -82,7 +82,8 @@ def dense_window(paths_dir: Path, result, base: CommittorConfig, path: int, n_sh
     lo, hi = max(min(lo, result.max_energy_frame - 2), 0), min(max(hi, result.max_energy_frame + 2), len(frames) - 1)
     window = frames[lo : hi + 1]
     cfg = dataclasses.replace(base, n_frames=len(window), n_shots=n_shots, include_max_energy=False, energy="raw",
-                              start_state="C7eq", target_state="C7ax", kind="geodesic", path=0)
+                              start_state=result.start_state, target_state=result.target_state, kind="geodesic",
+                              path=0)
     dense = estimate_committor(window, system, cfg)
     quencher = DihedralQuencher(system.openmm_system, system.phi_indices, system.psi_indices,
                                 platform=system.platform_name)
