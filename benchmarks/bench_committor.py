@@ -68,13 +68,11 @@ def summarise(result) -> dict:
     return row
 
 
-def dense_window(paths_dir: Path, result, base: CommittorConfig, path: int, n_shots: int) -> dict:
+def dense_window(system, paths: TransitionPaths, result, base: CommittorConfig, path: int, n_shots: int) -> dict:
     """p_B at every frame of one geodesic path's crossing window (see the module docstring)."""
-    from spacetime_md.molecular.committor import _system_for_paths
-    from spacetime_md.molecular.relaxed import DihedralQuencher
+    from spacetime_md.molecular.committor import _relaxed_energies
 
-    system, _ = _system_for_paths(paths_dir, None)
-    frames = np.asarray(TransitionPaths.load(paths_dir, kind="geodesic").frames[path], dtype=np.float64)
+    frames = np.asarray(paths.frames[path], dtype=np.float64)
     evaluated, p_b = result.frames, np.nan_to_num(result.p_b, nan=0.0)
     k = int(np.argmax(p_b >= 0.5)) if (p_b >= 0.5).any() else len(p_b) - 1
     lo = int(evaluated[max(k - 1, 0)])
@@ -85,9 +83,7 @@ def dense_window(paths_dir: Path, result, base: CommittorConfig, path: int, n_sh
                               start_state=result.start_state, target_state=result.target_state, kind="geodesic",
                               path=0)
     dense = estimate_committor(window, system, cfg)
-    quencher = DihedralQuencher(system.openmm_system, system.phi_indices, system.psi_indices,
-                                platform=system.platform_name)
-    relaxed = quencher.quench_frames(window[dense.frames])
+    relaxed = _relaxed_energies(system, window[dense.frames])
     index = lo + dense.frames
     at_max = float(dense.p_b[int(np.flatnonzero(index == result.max_energy_frame)[0])])
     half = int(np.nanargmin(np.abs(dense.p_b - 0.5)))
@@ -173,18 +169,20 @@ def main(argv=None) -> int:
                            max_length_ps=args.max_length_ps, seed=args.seed)
     rows: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
+    system = None
+    if args.dense or args.reference:
+        from spacetime_md.molecular.committor import _system_for_paths
+
+        system, _ = _system_for_paths(Path(args.paths_dir), None)
     for kind in ("geodesic", "straight"):
-        n_avail = TransitionPaths.load(args.paths_dir, kind=kind).n_paths
-        for p in range(min(args.paths, n_avail)):
+        paths = TransitionPaths.load(args.paths_dir, kind=kind)
+        for p in range(min(args.paths, paths.n_paths)):
             result = run_committor(args.paths_dir, None, dataclasses.replace(base, kind=kind, path=p))
             rows.setdefault(kind, []).append({"path": p, **summarise(result)})
             print(f"[{kind} path {p}]\n{result.format_table()}\n")
             if args.dense and kind == "geodesic":
-                rows[kind][-1]["dense"] = dense_window(Path(args.paths_dir), result, base, p, args.dense)
+                rows[kind][-1]["dense"] = dense_window(system, paths, result, base, p, args.dense)
     if args.reference:
-        from spacetime_md.molecular.committor import _system_for_paths
-
-        system, _ = _system_for_paths(Path(args.paths_dir), None)
         ref = compute_dihedral_drive_path(system, "C7eq", "C7ax", n_frames=32)
         result = estimate_committor(ref, system, base, out_dir=Path(args.paths_dir) / "committor_dihedral_drive")
         rows["dihedral-drive"] = [{"path": 0, **summarise(result)}]

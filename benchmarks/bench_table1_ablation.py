@@ -53,10 +53,6 @@ class Tempered:
         return self.denoiser(x, log_snr) / self.tau + (1.0 - 1.0 / self.tau) * x / alpha
 
 
-def run_with(config: table1.Table1Config, denoiser) -> dict:
-    return table1.run_table1(config, None, denoiser=denoiser)
-
-
 def row(name: str, report: dict, extra: dict | None = None) -> dict:
     (variant, res), = report["variants"].items()
     m = res["metrics"]
@@ -78,6 +74,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "table1_ablation.json"))
     args = parser.parse_args(argv)
+    if args.model and not Path(args.model).is_file():
+        raise SystemExit(f"bench_table1_ablation: --model: expected an existing checkpoint file, got {args.model!r}")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     potential = alanine_dipeptide_fes()
@@ -87,7 +85,7 @@ def main(argv=None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     data = sample_boltzmann(potential, base.n_data, n_chains=base.n_chains, step_size=base.data_step_size,
                             thin=base.data_thin, burn_in=base.data_burn_in, generator=gen).flat()[: base.n_data]
-    if args.model and Path(args.model).is_file():
+    if args.model:
         model = PeriodicDenoiser.load(args.model)
     else:
         model = train_periodic_denoiser(data, base.model, base.train).model
@@ -99,7 +97,7 @@ def main(argv=None) -> int:
                                        generator=torch.Generator().manual_seed(2))[0.0]
 
     print(f"{'row':<22}{'variant':<15}{'MaxEnergy':>17}{'median':>9}{'to saddle':>11}{'at s':>10}")
-    rows = [row("baseline", run_with(base, model))]
+    rows = [row("baseline", table1.run_table1(base, None, denoiser=model))]
     lv = dataclasses.replace(base, variants=("low_variance",))
     knobs = {"nodes=6": GeodesicConfig(n_nodes=6), "nodes=16": GeodesicConfig(n_nodes=16),
              "points=16,32": GeodesicConfig(n_points=(16, 32))}
@@ -108,15 +106,17 @@ def main(argv=None) -> int:
     if args.quick:
         knobs, floors, taus = {"nodes=6": GeodesicConfig(n_nodes=6)}, (2.0,), (2.0,)
     for name, geo in knobs.items():
-        rows.append(row(name, run_with(dataclasses.replace(base, geodesic=geo), model)))
+        changed = dataclasses.replace(base, geodesic=geo)
+        rows.append(row(name, table1.run_table1(changed, None, denoiser=model)))
     for floor in floors:
-        rows.append(row(f"floor={floor:g}", run_with(dataclasses.replace(lv, min_log_snr=floor), model)))
+        floored = dataclasses.replace(lv, min_log_snr=floor)
+        rows.append(row(f"floor={floor:g}", table1.run_table1(floored, None, denoiser=model)))
     for tau in taus:
-        rows.append(row(f"score-tau={tau:g}", run_with(base, Tempered(model, tau))))
+        rows.append(row(f"score-tau={tau:g}", table1.run_table1(base, None, denoiser=Tempered(model, tau))))
     if args.exact:
         for tau in (1.0, 1.5, 2.5):
             den = ExactPeriodicDenoiser(PeriodicGridPotential(potential.values / tau), n_images=1)
-            rows.append(row(f"exact-tau={tau:g}", run_with(base, den)))
+            rows.append(row(f"exact-tau={tau:g}", table1.run_table1(base, None, denoiser=den)))
     trainings = {
         "train=300 steps": (base.model, PeriodicTrainConfig(n_steps=300, batch_size=512, seed=args.seed)),
         "train=64-wide, 4000": (PeriodicModelConfig(hidden=64, n_layers=3, n_frequencies=6),
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     print(f"(baseline model: rms err (log_snr 0) {rows[0]['rms_error_log_snr_0']:.3f})")
     for name, (mc, tc) in trainings.items():
         weak = train_periodic_denoiser(data, mc, tc).model
-        rows.append(row(name, run_with(base, weak), {"rms_error_log_snr_0": error(weak)}))
+        rows.append(row(name, table1.run_table1(base, None, denoiser=weak), {"rms_error_log_snr_0": error(weak)}))
     best = min(rows, key=lambda r: r["max_energy"])
     report = {"benchmark": "table1_ablation", "quick": args.quick, "n_paths": base.n_paths, "seed": args.seed,
               "rows": rows, "published": 37.36, "target": 36.9, "wall_time_s": time.perf_counter() - t0,

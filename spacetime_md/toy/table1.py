@@ -304,8 +304,7 @@ def crossing_diagnostics(potential: PeriodicGridPotential, paths: Tensor, saddle
     energy = potential.lookup(paths, "nearest")  # (P, F)
     argmax = energy.argmax(dim=1)
     where = paths[torch.arange(paths.shape[0]), argmax]  # (P, 2)
-    diff = torch.remainder(where - saddle.to(where) + math.pi, 2 * math.pi) - math.pi
-    dist = diff.norm(dim=-1)
+    dist = _periodic_distance(where, saddle.to(where))
     return {
         "saddle": [float(v) for v in saddle],
         "max_distance_to_saddle_rad": _stats(dist),
@@ -313,6 +312,11 @@ def crossing_diagnostics(potential: PeriodicGridPotential, paths: Tensor, saddle
         "fraction_max_within_0.2_rad": float((dist < 0.2).double().mean()),
         "max_position_along_path": _stats(argmax.double() / max(paths.shape[1] - 1, 1)),
     }
+
+
+def _periodic_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Euclidean distance between angle pairs ``(..., 2)`` on the 2-pi torus (broadcasting)."""
+    return (torch.remainder(a - b + math.pi, 2 * math.pi) - math.pi).norm(dim=-1)
 
 
 def _stats(values: Tensor) -> dict[str, float]:
@@ -407,6 +411,8 @@ def run_table1(
     config = Table1Config() if config is None else config
     if not isinstance(config, Table1Config):
         raise TypeError(f"config: expected a Table1Config, got {type(config).__name__}")
+    if denoiser is not None and not callable(denoiser):
+        raise TypeError(f"denoiser: expected a callable (x, log_snr) -> x0_hat, got {type(denoiser).__name__}")
     out = None if out_dir is None else Path(out_dir)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -432,8 +438,6 @@ def run_table1(
     scratch = out if out is not None else Path(os.environ.get("TMPDIR", "/tmp"))
     if denoiser is None:
         model, model_info, data = _obtain_model(config, potential, scratch, progress)
-    elif not callable(denoiser):
-        raise TypeError(f"denoiser: expected a callable (x, log_snr) -> x0_hat, got {type(denoiser).__name__}")
     else:
         model, data = denoiser, None
         model_info = {"source": "given", "type": type(denoiser).__name__, "data_evaluations": 0,
@@ -510,12 +514,10 @@ def run_table1(
         jumps = (frames[:, 1:] - frames[:, :-1]).norm(dim=-1)
         metrics["frame_jump_rad"] = {"mean": float(jumps.mean()), "max": float(jumps.max()),
                                      "max_in_grid_spacings": float(jumps.max()) / min(potential.spacing)}
-        dist_end = (potential.wrap(frames[:, -1]) - end)
-        dist_end = (torch.remainder(dist_end + math.pi, 2 * math.pi) - math.pi).norm(dim=-1)
+        dist_end = _periodic_distance(potential.wrap(frames[:, -1]), end)
         metrics["hit_rate"] = float((dist_end < config.hit_radius).double().mean())
         # closest approach of each path to the forbidden point (periodic distance)
-        diff = torch.remainder(frames - _angles(config.forbidden_point) + math.pi, 2 * math.pi) - math.pi
-        closest = diff.norm(dim=-1).min(dim=1).values
+        closest = _periodic_distance(frames, _angles(config.forbidden_point)).min(dim=1).values
         metrics["forbidden_point_distance"] = {
             **_stats(closest), "fraction_within_0.3_rad": float((closest < 0.3).double().mean())}
         metrics["metric_time"] = time.perf_counter() - t0
