@@ -80,6 +80,47 @@ def test_resume_continues_the_same_run(tmp_path):
     assert train(config_b, dataset=dataset, atom_types=ALA_TYPES, progress=False, resume=True).step == 10
 
 
+def test_compile_failure_falls_back_to_the_same_eager_run(tmp_path, monkeypatch, caplog):
+    # A compiled model that cannot be built (no C++ compiler, unsupported op) must not end a
+    # long run: the first step falls back to eager with a warning and the run is the eager one.
+    dataset = synthetic_dataset(60)
+    eager = train(TrainConfig(data="", out=str(tmp_path / "eager"), steps=6, **TINY),
+                  dataset=dataset, atom_types=ALA_TYPES, progress=False)
+
+    class BrokenCompiled:  # like torch's OptimizedModule: attributes come from the module
+        def __init__(self, module):
+            self.module = module
+
+        def __getattr__(self, name):
+            return getattr(self.module, name)
+
+        def __call__(self, *args, **kwargs):
+            raise RuntimeError("no working C++ compiler")
+
+    def broken_compile(module, **kwargs):
+        return BrokenCompiled(module)
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with caplog.at_level("WARNING", logger="spacetime_md.molecular.training"):
+        fallback = train(TrainConfig(data="", out=str(tmp_path / "fallback"), steps=6, compile=True, **TINY),
+                         dataset=dataset, atom_types=ALA_TYPES, progress=False)
+    assert "torch.compile failed (RuntimeError: no working C++ compiler); training uncompiled" in caplog.text
+    assert fallback.step == 6
+    for p, q in zip(eager.model.parameters(), fallback.model.parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    # Real torch.compile (about a minute on the 2-core machine): same weights as eager up to
+    # float reordering in the fused kernels.
+    dataset = synthetic_dataset(60)
+    runs = [train(TrainConfig(data="", out=str(tmp_path / str(c)), steps=5, compile=c, **TINY),
+                  dataset=dataset, atom_types=ALA_TYPES, progress=False) for c in (False, True)]
+    for p, q in zip(runs[0].model.parameters(), runs[1].model.parameters()):
+        assert torch.allclose(p, q, atol=1e-4), float((p - q).abs().max())
+
+
 def test_existing_run_needs_resume_and_same_architecture(tmp_path):
     dataset = synthetic_dataset(60)
     config = TrainConfig(data="", out=str(tmp_path), steps=2, **TINY)
@@ -110,6 +151,7 @@ def test_existing_run_needs_resume_and_same_architecture(tmp_path):
         ({"num_threads": 0}, "num_threads: expected None or an integer >= 1, got 0"),
         ({"time_limit_s": 0}, "time_limit_s: expected None or a number > 0, got 0"),
         ({"snapshot_every": 0}, "snapshot_every: expected None or an integer >= 1, got 0"),
+        ({"compile": "yes"}, "compile: expected True or False, got 'yes'"),
     ],
 )
 def test_config_messages(kwargs, message):
