@@ -20,6 +20,10 @@ _OPTIONAL = {
     "n_layers": (int, "number of EGNN layers (default 4)"),
     "log_snr_min": (float, "lowest training log_snr, model units (default -4)"),
     "log_snr_max": (float, "highest training log_snr, model units (default 10)"),
+    "focus_fraction": (float, "fraction of training noise levels drawn from the focus range (default 0: "
+                               "uniform over the full range)"),
+    "focus_log_snr_min": (float, "lower end of the focus range, model units (default 0)"),
+    "focus_log_snr_max": (float, "upper end of the focus range, model units (default 5)"),
     "ema_decay": (float, "EMA decay of the weights (default 0.999)"),
     "length_scale_nm": (float, "nm per model unit (default 0.15)"),
     "holdout_fraction": (float, "last fraction of the frames held out (default 0.1)"),

@@ -5,6 +5,8 @@ Recipe
 For a batch of clean centred samples ``x0`` (model units, see :mod:`.model`):
 
     log_snr ~ Uniform(log_snr_min, log_snr_max)            (default [-4, 10])
+              or, with ``focus_fraction = f > 0``, a mixture: with probability f
+              Uniform(focus_log_snr_min, focus_log_snr_max), else the full range
     eps     = P n,  n ~ N(0, I)                              (noise in the centred subspace)
     x_t     = alpha x0 + sigma eps
     loss    = mean_coords ((D(x_t, log_snr) - x0) / c_out)^2
@@ -99,6 +101,15 @@ class TrainConfig:
         preconditioned loss is nearly irreducible for this data (below: the posterior mean is
         the rotation-averaged mean; above: the noise is far below the thermal bond-length
         spread), so those levels would only add gradient noise.
+    focus_fraction, focus_log_snr_min, focus_log_snr_max : float
+        Draw this fraction of the training noise levels from the narrower uniform range
+        ``[focus_log_snr_min, focus_log_snr_max]`` (inside the full range) instead (the loss
+        is not reweighted: this changes which levels get trained, as EDM's ``p_train`` does).
+        ``0`` (default) is the plain uniform recipe with an unchanged random stream. For
+        alanine dipeptide the Ramachandran distribution is decided at log_snr 0-4: swapping
+        the 24k-step model in for the 12k one only there moves the JSD 0.117 -> 0.091 of the
+        0.117 -> 0.081 that swapping everywhere gives, below 0 it moves nothing (README).
+        The validation loss stays uniform over the full range, so runs stay comparable.
     hidden_channels, n_layers, n_rbf, rbf_cutoff, chirality, coord_gain, max_hops
         Architecture of :class:`~spacetime_md.molecular.EquivariantDenoiser`.
     length_scale_nm : float
@@ -138,6 +149,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     log_snr_min: float = -4.0
     log_snr_max: float = 10.0
+    focus_fraction: float = 0.0
+    focus_log_snr_min: float = 0.0
+    focus_log_snr_max: float = 5.0
     hidden_channels: int = 32
     n_layers: int = 4
     n_rbf: int = 16
@@ -188,6 +202,15 @@ class TrainConfig:
             raise ValueError(f"num_threads: expected None or an integer >= 1, got {self.num_threads!r}")
         if self.snapshot_every is not None and (isinstance(self.snapshot_every, bool) or not isinstance(self.snapshot_every, int) or self.snapshot_every < 1):
             raise ValueError(f"snapshot_every: expected None or an integer >= 1, got {self.snapshot_every!r}")
+        if not (isinstance(self.focus_fraction, (int, float)) and 0.0 <= self.focus_fraction <= 1.0):
+            raise ValueError(f"focus_fraction: expected a number in [0, 1], got {self.focus_fraction!r}")
+        if self.focus_fraction > 0 and not (
+            self.log_snr_min <= self.focus_log_snr_min < self.focus_log_snr_max <= self.log_snr_max
+        ):
+            raise ValueError(
+                f"focus_log_snr_min, focus_log_snr_max: expected log_snr_min <= min < max <= log_snr_max "
+                f"= [{self.log_snr_min}, {self.log_snr_max}], got [{self.focus_log_snr_min}, {self.focus_log_snr_max}]"
+            )
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile: expected True or False, got {self.compile!r}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
@@ -579,6 +602,12 @@ def train(
             log_snr = config.log_snr_min + (config.log_snr_max - config.log_snr_min) * torch.rand(
                 n_draw, generator=generator
             )
+            if config.focus_fraction > 0:
+                focused = torch.rand(n_draw, generator=generator) < config.focus_fraction
+                narrow = config.focus_log_snr_min + (config.focus_log_snr_max - config.focus_log_snr_min) * torch.rand(
+                    n_draw, generator=generator
+                )
+                log_snr = torch.where(focused, narrow, log_snr)
             noise = torch.randn(n_draw, train_x.shape[1], generator=generator)
             if procs.distributed:
                 mine = procs.local_slice(config.batch_size)

@@ -80,6 +80,25 @@ def test_resume_continues_the_same_run(tmp_path):
     assert train(config_b, dataset=dataset, atom_types=ALA_TYPES, progress=False, resume=True).step == 10
 
 
+def test_focus_range_gets_the_training_noise_levels(tmp_path):
+    dataset = synthetic_dataset(60)
+    # All levels from the focus range [4, 6]: only the loss bin [3, 6.5) of the four logged
+    # bins over [-4, 10] sees samples (the others report 0).
+    focused = train(TrainConfig(data="", out=str(tmp_path / "f"), steps=5, focus_fraction=1.0,
+                                focus_log_snr_min=4.0, focus_log_snr_max=6.0, **TINY),
+                    dataset=dataset, atom_types=ALA_TYPES, progress=False)
+    line = [l for l in focused.metrics if "loss_by_log_snr" in l][-1]
+    assert line["log_snr_bin_edges"] == [-4.0, -0.5, 3.0, 6.5, 10.0]
+    assert [v > 0 for v in line["loss_by_log_snr"]] == [False, False, True, False]
+    # focus_fraction 0 is the plain recipe with the same random stream, whatever the range
+    plain = train(TrainConfig(data="", out=str(tmp_path / "p"), steps=5, **TINY),
+                  dataset=dataset, atom_types=ALA_TYPES, progress=False)
+    off = train(TrainConfig(data="", out=str(tmp_path / "o"), steps=5, focus_log_snr_min=1.0, **TINY),
+                dataset=dataset, atom_types=ALA_TYPES, progress=False)
+    for p, q in zip(plain.model.parameters(), off.model.parameters()):
+        assert torch.equal(p, q)
+
+
 def test_compile_failure_falls_back_to_the_same_eager_run(tmp_path, monkeypatch, caplog):
     # A compiled model that cannot be built (no C++ compiler, unsupported op) must not end a
     # long run: the first step falls back to eager with a warning and the run is the eager one.
@@ -152,6 +171,9 @@ def test_existing_run_needs_resume_and_same_architecture(tmp_path):
         ({"time_limit_s": 0}, "time_limit_s: expected None or a number > 0, got 0"),
         ({"snapshot_every": 0}, "snapshot_every: expected None or an integer >= 1, got 0"),
         ({"compile": "yes"}, "compile: expected True or False, got 'yes'"),
+        ({"focus_fraction": 1.5}, r"focus_fraction: expected a number in \[0, 1\], got 1.5"),
+        ({"focus_fraction": 0.5, "focus_log_snr_min": -6.0},
+         r"expected log_snr_min <= min < max <= log_snr_max = \[-4.0, 10.0\], got \[-6.0, 5.0\]"),
     ],
 )
 def test_config_messages(kwargs, message):
