@@ -105,7 +105,7 @@ def test_save_type_message(tmp_path):
 
 
 def test_unknown_pretrained_name():
-    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-24k', 'alanine-dipeptide-vacuum'\], got 'caffeine'"):
+    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-24k', 'alanine-dipeptide-focus', 'alanine-dipeptide-vacuum'\], got 'caffeine'"):
         load_pretrained("caffeine")
 
 
@@ -127,7 +127,7 @@ def test_shipped_alanine_dipeptide_model():
 def test_shipped_models_match_their_cards_and_load_by_name(tmp_path, monkeypatch):
     import hashlib
 
-    for name in ("alanine-dipeptide", "alanine-dipeptide-24k"):
+    for name in ("alanine-dipeptide", "alanine-dipeptide-24k", "alanine-dipeptide-focus"):
         path = pretrained_path(name)
         card = json.loads(path.with_suffix(".json").read_text())
         assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), name
@@ -137,7 +137,9 @@ def test_shipped_models_match_their_cards_and_load_by_name(tmp_path, monkeypatch
         with torch.no_grad():
             assert torch.equal(by_name(x, log_snr), load_pretrained(name)(x, log_snr))
     # The longer-trained model is a different model, not a copy.
-    assert pretrained_path("alanine-dipeptide-24k").read_bytes() != pretrained_path("alanine-dipeptide").read_bytes()
+    shipped = {pretrained_path(n).read_bytes() for n in ("alanine-dipeptide", "alanine-dipeptide-24k",
+                                                          "alanine-dipeptide-focus")}
+    assert len(shipped) == 3
     # A file that happens to carry a model's name wins over the name.
     (tmp_path / "alanine-dipeptide").write_bytes(b"not a checkpoint")
     monkeypatch.chdir(tmp_path)
