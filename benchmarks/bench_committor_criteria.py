@@ -33,6 +33,7 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
+from spacetime_md._atomic import write_json_atomic
 from spacetime_md.molecular.committor import _system_for_paths
 from spacetime_md.molecular.paths import TransitionPaths
 from spacetime_md.molecular.relaxed import _dihedrals
@@ -127,14 +128,10 @@ def main(argv=None) -> int:
     print("paths with p_B within 0.5 +- 0.2 at the maximum: "
           + ", ".join(f"{name} {n}/{len(rows)}" for name, n in summary.items())
           + f" ({time.perf_counter() - t0:.1f} s)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps({"dense_json": str(args.dense_json), "theta_atoms": THETA, "tolerance": TOLERANCE,
-                               "n_paths": len(rows), "summary": {f"within_{k}": v for k, v in summary.items()},
-                               "per_path": results,
-                               "wall_time_s": time.perf_counter() - t0}, indent=2))
-    tmp.replace(out)
+    out = write_json_atomic(args.out, {
+        "dense_json": str(args.dense_json), "theta_atoms": THETA, "tolerance": TOLERANCE, "n_paths": len(rows),
+        "summary": {f"within_{k}": v for k, v in summary.items()}, "per_path": results,
+        "wall_time_s": time.perf_counter() - t0})
     print(f"written {out}")
     if scratch is not None:
         scratch.cleanup()

@@ -19,7 +19,6 @@ Without ``--reference`` (or if it does not exist) a 5 000-frame reference is sam
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spacetime_md._atomic import write_json_atomic
 from spacetime_md.molecular import load_checkpoint, load_pretrained
 from spacetime_md.molecular.evaluation import (
     jensen_shannon,
@@ -123,11 +123,7 @@ def main(argv=None) -> int:
               "summary": {"jsd_a": rows[0]["jsd"], "jsd_b": rows[1]["jsd"],
                           **{f"recovered_{k.replace(' ', '_')}": v for k, v in recovered.items()}},
               "wall_time_s": time.perf_counter() - t0}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out)
+    out = write_json_atomic(args.out, report)
     print(f"written {out} ({report['wall_time_s']:.0f} s)")
     if scratch is not None:
         scratch.cleanup()
