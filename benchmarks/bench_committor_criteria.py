@@ -6,6 +6,8 @@ every frame with a different set of dihedrals restrained to the frame's own valu
 frame of highest relaxed energy and looks up its p_B. Restraint sets:
 
 - ``phi,psi``: the project's criterion (:class:`~spacetime_md.molecular.relaxed.DihedralQuencher`);
+  every set is quenched by :class:`~spacetime_md.molecular.relaxed.TorsionQuencher` (same restraint,
+  force constant and minimiser);
 - ``phi,psi,theta`` and ``phi,theta``: theta = dihedral O(ACE)-C(ACE)-N-CA, the extra coordinate
   the alanine-dipeptide isomerisation literature points to in vacuum (phi and psi alone do not
   describe the committor there);
@@ -24,56 +26,19 @@ temporary directory and its dense committor windows (``--quick``: 2 paths, 10 + 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-import openmm
-import openmm.unit as unit
 
 from spacetime_md._atomic import write_json_atomic
 from spacetime_md.molecular.committor import _system_for_paths
 from spacetime_md.molecular.paths import TransitionPaths
-from spacetime_md.molecular.relaxed import _dihedrals
+from spacetime_md.molecular.relaxed import TorsionQuencher
 
 TOLERANCE = 0.2
 THETA = (5, 4, 6, 8)  # O(ACE), C(ACE), N, CA (zero-based, common PDB order)
-K_RESTRAINT = 4000.0  # kJ/mol/rad^2, as DihedralQuencher
-GROUP = 30
-
-
-class TorsionQuencher:
-    """Minimise with any set of dihedrals restrained at the frame's own values (Reference platform)."""
-
-    def __init__(self, system: openmm.System, torsions):
-        self.torsions = [tuple(t) for t in torsions]
-        system = copy.deepcopy(system)
-        self.force = openmm.CustomTorsionForce(
-            f"0.5*{K_RESTRAINT}*d^2; d = min(ad, 6.283185307179586 - ad); ad = abs(theta - theta0)")
-        self.force.addPerTorsionParameter("theta0")
-        for t in self.torsions:
-            self.force.addTorsion(*t, [0.0])
-        self.force.setForceGroup(GROUP)
-        system.addForce(self.force)
-        self.context = openmm.Context(system, openmm.VerletIntegrator(0.001),
-                                      openmm.Platform.getPlatformByName("Reference"))
-        self.groups = sum(1 << g for g in range(32) if g != GROUP)
-
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        targets = [_dihedrals(frames, t) for t in self.torsions]
-        energies = []
-        for f, x in enumerate(frames):
-            for k, t in enumerate(self.torsions):
-                self.force.setTorsionParameters(k, *t, [float(targets[k][f])])
-            self.force.updateParametersInContext(self.context)
-            self.context.setPositions(x)
-            self.context.applyConstraints(1e-6)
-            openmm.LocalEnergyMinimizer.minimize(self.context, 1.0, 0)
-            state = self.context.getState(getEnergy=True, groups=self.groups)
-            energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
-        return np.array(energies)
 
 
 def main(argv=None) -> int:
@@ -111,7 +76,8 @@ def main(argv=None) -> int:
     paths = TransitionPaths.load(args.paths_dir, kind="geodesic")
     phi, psi = tuple(system.phi_indices), tuple(system.psi_indices)
     sets = {"phi,psi": [phi, psi], "phi,psi,theta": [phi, psi, THETA], "phi,theta": [phi, THETA], "phi": [phi]}
-    quenchers = {name: TorsionQuencher(system.openmm_system, t) for name, t in sets.items()}
+    quenchers = {name: TorsionQuencher(system.openmm_system, t, platform=system.platform_name)
+                 for name, t in sets.items()}
     results = {name: [] for name in sets}
     for r in rows:
         frames = np.asarray(r["dense"]["frames"])
@@ -119,7 +85,7 @@ def main(argv=None) -> int:
         x = np.asarray(paths.frames[r["path"]][frames], dtype=float)
         cells = []
         for name, quench in quenchers.items():
-            i = int(np.argmax(quench(x)))
+            i = int(np.argmax(quench.quench_frames(x)))
             results[name].append({"path": r["path"], "frame": int(frames[i]), "p_b": float(p_b[i]),
                                   "within": bool(abs(p_b[i] - 0.5) <= TOLERANCE)})
             cells.append(f"{name} {p_b[i]:.2f}{'*' if results[name][-1]['within'] else ' '}")

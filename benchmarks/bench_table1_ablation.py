@@ -137,9 +137,7 @@ def main(argv=None) -> int:
                           "baseline_distance_to_saddle": rows[0]["distance_to_saddle_median"]}}
     print(f"best row: {best['name']} ({best['variant']}) {best['max_energy']:.3f} vs baseline "
           f"{rows[0]['max_energy']:.3f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, report)
+    out = write_json_atomic(args.out, report)
     print(f"written {out} ({report['wall_time_s']:.0f} s)")
     return 0
 

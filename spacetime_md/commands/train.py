@@ -52,8 +52,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--compile", action="store_true",
-                   help="train through torch.compile (about a minute to compile, then 1.2x-1.35x faster steps "
-                        "on CPU; falls back to eager with a warning if compilation fails)")
+                   help="train through torch.compile (about a minute to compile, then 1.45x faster steps on one "
+                        "CPU thread, little gain on two; falls back to eager with a warning if compilation fails)")
     for name, (kind, text) in _OPTIONAL.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=text)
     return p

@@ -111,7 +111,7 @@ from spacetime_md.molecular.paths import (
     kabsch_rmsd,
     prepare_geodesic_problem,
 )
-from spacetime_md.molecular.relaxed import DihedralQuencher, RelaxedMap, compute_relaxed_map
+from spacetime_md.molecular.relaxed import DihedralQuencher, RelaxedMap, TorsionQuencher, compute_relaxed_map
 from spacetime_md.molecular.run_paths import format_table, run_paths
 
 __all__ += [
@@ -120,6 +120,7 @@ __all__ += [
     "PathConfig",
     "RelaxedMap",
     "RestrainedLangevinSampler",
+    "TorsionQuencher",
     "TransitionPaths",
     "check_model_matches_system",
     "compute_relaxed_map",

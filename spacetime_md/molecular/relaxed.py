@@ -21,7 +21,7 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
-__all__ = ["DihedralQuencher", "RelaxedMap", "compute_relaxed_map"]
+__all__ = ["DihedralQuencher", "TorsionQuencher", "RelaxedMap", "compute_relaxed_map"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +38,15 @@ def _dihedrals(x: np.ndarray, atoms) -> np.ndarray:
     return np.arctan2((np.cross(b1n, v) * w).sum(-1), (v * w).sum(-1))
 
 
-class DihedralQuencher:
-    """Minimise structures with two dihedrals restrained to target values.
+class TorsionQuencher:
+    """Minimise structures with any set of dihedrals restrained to target values.
 
     Parameters
     ----------
     system : openmm.System
         Physical system (copied; the copy gets a ``CustomTorsionForce`` restraint).
-    phi_atoms, psi_atoms : tuple of 4 int
-        Atom indices of the two dihedrals.
+    torsions : sequence of (4 int)
+        Atom indices of the restrained dihedrals (at least one).
     k_restraint : float
         Restraint force constant in kJ/mol/rad^2.
     tolerance : float
@@ -54,17 +54,19 @@ class DihedralQuencher:
     platform : str
     """
 
-    def __init__(self, system: openmm.System, phi_atoms, psi_atoms, *, k_restraint: float = 4000.0,
+    def __init__(self, system: openmm.System, torsions, *, k_restraint: float = 4000.0,
                  tolerance: float = 1.0, platform: str = "Reference", max_iterations: int = 0):
+        self.torsions = [tuple(int(a) for a in t) for t in torsions]
+        if not self.torsions or any(len(t) != 4 for t in self.torsions):
+            raise ValueError(f"torsions: expected one or more quadruples of atom indices, got {torsions!r}")
         self.system = copy.deepcopy(system)
-        self.phi_atoms, self.psi_atoms = tuple(phi_atoms), tuple(psi_atoms)
         force = openmm.CustomTorsionForce(
             "0.5*k_dihedral*d^2; d = min(ad, 6.283185307179586 - ad); ad = abs(theta - theta0)"
         )
         force.addGlobalParameter("k_dihedral", float(k_restraint))
         force.addPerTorsionParameter("theta0")
-        force.addTorsion(*self.phi_atoms, [0.0])
-        force.addTorsion(*self.psi_atoms, [0.0])
+        for t in self.torsions:
+            force.addTorsion(*t, [0.0])
         force.setForceGroup(_RESTRAINT_GROUP)
         self.system.addForce(force)
         self.force = force
@@ -75,10 +77,11 @@ class DihedralQuencher:
         self.n_minimisations = 0
         self._physical_groups = sum(1 << g for g in range(32) if g != _RESTRAINT_GROUP)
 
-    def quench(self, positions: np.ndarray, phi: float, psi: float) -> tuple[float, np.ndarray]:
-        """Restrained minimisation from ``positions (N, 3)`` nm; returns (energy kJ/mol, positions)."""
-        self.force.setTorsionParameters(0, *self.phi_atoms, [float(phi)])
-        self.force.setTorsionParameters(1, *self.psi_atoms, [float(psi)])
+    def quench_at(self, positions: np.ndarray, targets) -> tuple[float, np.ndarray]:
+        """Restrained minimisation from ``positions (N, 3)`` nm with the torsions at ``targets``
+        (radians, one per torsion); returns (unrestrained energy kJ/mol, positions nm)."""
+        for k, (t, value) in enumerate(zip(self.torsions, targets, strict=True)):
+            self.force.setTorsionParameters(k, *t, [float(value)])
         self.force.updateParametersInContext(self.context)
         self.context.setPositions(positions)
         self.context.applyConstraints(1e-6)
@@ -89,11 +92,31 @@ class DihedralQuencher:
                 state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
 
     def quench_frames(self, frames: np.ndarray) -> np.ndarray:
-        """Relaxed energies (kJ/mol) of ``frames (F, N, 3)`` at their own (phi, psi)."""
+        """Relaxed energies (kJ/mol) of ``frames (F, N, 3)``, each at its own restrained dihedrals."""
         frames = np.asarray(frames, dtype=float)
-        phi = _dihedrals(frames, self.phi_atoms)
-        psi = _dihedrals(frames, self.psi_atoms)
-        return np.array([self.quench(f, a, b)[0] for f, a, b in zip(frames, phi, psi)])
+        targets = np.stack([_dihedrals(frames, t) for t in self.torsions], axis=-1)
+        return np.array([self.quench_at(f, a)[0] for f, a in zip(frames, targets)])
+
+
+class DihedralQuencher(TorsionQuencher):
+    """:class:`TorsionQuencher` for the two backbone dihedrals (phi, psi).
+
+    Parameters
+    ----------
+    system : openmm.System
+    phi_atoms, psi_atoms : tuple of 4 int
+        Atom indices of the two dihedrals.
+    **kwargs
+        ``k_restraint``, ``tolerance``, ``platform``, ``max_iterations`` of :class:`TorsionQuencher`.
+    """
+
+    def __init__(self, system: openmm.System, phi_atoms, psi_atoms, **kwargs):
+        super().__init__(system, [phi_atoms, psi_atoms], **kwargs)
+        self.phi_atoms, self.psi_atoms = self.torsions
+
+    def quench(self, positions: np.ndarray, phi: float, psi: float) -> tuple[float, np.ndarray]:
+        """Restrained minimisation from ``positions (N, 3)`` nm; returns (energy kJ/mol, positions)."""
+        return self.quench_at(positions, (phi, psi))
 
 
 @dataclass

@@ -132,10 +132,10 @@ class TrainConfig:
         Also keep the EMA weights every this many steps as ``model_step<N>.pt``.
     compile : bool
         Train through ``torch.compile`` (fused kernels; the same weights, checkpoints and
-        random stream). Costs about a minute of compilation at the start of each invocation
-        and pays back after a few hundred steps (1.2x-1.35x per step on the 2-core CPU
-        machine, see the README). If compilation fails (e.g. no C++ compiler), training goes
-        on uncompiled with a warning.
+        random stream). Costs about 45-90 s of compilation at the start of each invocation;
+        on the 2-core CPU machine a step is 1.45x faster on one thread and barely faster on
+        two (README). If compilation fails (e.g. no C++ compiler), training goes on
+        uncompiled with a warning.
     """
 
     data: str
@@ -616,14 +616,13 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = (train_x[idx.to(device)], log_snr.to(device), noise.to(device))
-            if train_model is not eager_model and step == first_step:
-                try:
-                    loss, per_sample = denoising_loss(train_model, *batch)
-                except Exception as exc:  # no compiler, unsupported op: an optimisation must not end the run
-                    logger.warning("torch.compile failed (%s: %s); training uncompiled", type(exc).__name__, exc)
-                    train_model = eager_model
-                    loss, per_sample = denoising_loss(train_model, *batch)
-            else:
+            try:
+                loss, per_sample = denoising_loss(train_model, *batch)
+            except Exception as exc:  # no compiler, unsupported op: an optimisation must not end the run
+                if train_model is eager_model or step != first_step:
+                    raise
+                logger.warning("torch.compile failed (%s: %s); training uncompiled", type(exc).__name__, exc)
+                train_model = eager_model
                 loss, per_sample = denoising_loss(train_model, *batch)
             if not procs.all_finite(loss):
                 from spacetime_md.errors import NonFiniteError

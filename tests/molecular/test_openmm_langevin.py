@@ -12,7 +12,7 @@ import openmm.unit as unit
 import pytest
 
 from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
-from spacetime_md.molecular.relaxed import DihedralQuencher, _dihedrals, compute_relaxed_map
+from spacetime_md.molecular.relaxed import DihedralQuencher, TorsionQuencher, _dihedrals, compute_relaxed_map
 
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
 
@@ -91,6 +91,20 @@ def test_quench_reaches_target_dihedrals_and_lowers_energy(alanine):
     context.setPositions(pos)
     raw = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     assert quencher.quench_frames(pos[None])[0] < raw
+
+
+def test_torsion_quencher_generalises_the_dihedral_one(alanine):
+    system, pos = alanine
+    frames = np.stack([pos, pos + 0.002 * np.random.default_rng(0).standard_normal(pos.shape)])
+    both = DihedralQuencher(system, PHI, PSI).quench_frames(frames)
+    np.testing.assert_array_equal(TorsionQuencher(system, [PHI, PSI]).quench_frames(frames), both)
+    # a third restrained dihedral (O-C-N-CA) can only keep the minimum as high or higher
+    theta = TorsionQuencher(system, [PHI, PSI, (5, 4, 6, 8)])
+    assert (theta.quench_frames(frames) >= both - 1.0).all() and theta.n_minimisations == 2
+    with pytest.raises(ValueError, match=r"torsions: expected one or more quadruples of atom indices, got \[\(1, 2, 3\)\]"):
+        TorsionQuencher(system, [(1, 2, 3)])
+    with pytest.raises(ValueError, match=r"torsions: expected one or more quadruples of atom indices, got \[\]"):
+        TorsionQuencher(system, [])
 
 
 def test_relaxed_map_minimum_is_c7eq(alanine):
