@@ -5,7 +5,9 @@
 
 Prints the metrics table (Ramachandran JSD, energies, C7ax population, bond lengths,
 L-chirality); ``--json FILE`` also writes the numbers. Without ``--checkpoint`` the shipped
-alanine dipeptide model is evaluated.
+alanine dipeptide model is evaluated. ``--guide EARLY.pt`` samples with autoguidance
+(the model extrapolated away from a weaker snapshot of itself, on a range of noise levels);
+``--checkpoint alanine-dipeptide-guided`` is the shipped pair.
 """
 
 from __future__ import annotations
@@ -21,6 +23,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "ODE) and compare them with the held-out part of the MD samples.",
     )
     p.add_argument("--checkpoint", default=None, help="model.pt, training_state.pt or a shipped model name, e.g. alanine-dipeptide-24k (default: the shipped alanine-dipeptide model)")
+    p.add_argument("--guide", default=None,
+                   help="autoguidance: a weaker model of the same molecule (e.g. an early snapshot "
+                   "model_step*.pt of the same run); samples use D + (w - 1)(D - guide) on the guided levels")
+    p.add_argument("--guidance-weight", type=float, default=None,
+                   help="autoguidance weight w (default 2.5, or the shipped pair's)")
+    p.add_argument("--guidance-log-snr-min", type=float, default=None,
+                   help="lowest guided noise level, model units (default -2, or the shipped pair's)")
+    p.add_argument("--guidance-log-snr-max", type=float, default=None,
+                   help="guided levels are below this one (default 8, or the shipped pair's)")
     p.add_argument("--data", required=True, help="directory with one *.h5 trajectory, or the file itself")
     p.add_argument("--holdout-fraction", type=float, default=None,
                    help="held-out fraction (default: the one the model was trained with, else 0.1)")
@@ -53,16 +64,33 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from spacetime_md.core import AutoGuidedDenoiser
     from spacetime_md.errors import TopologyMismatchError
     from spacetime_md.molecular.evaluation import evaluate_samples, sample_model
-    from spacetime_md.molecular.pretrained import load_checkpoint, load_pretrained
+    from spacetime_md.molecular.pretrained import GUIDED_PRETRAINED, load_checkpoint, load_guided, load_pretrained
     from spacetime_md.molecular.training import load_dataset
 
     if args.num_threads is not None:
         if args.num_threads < 1:
             raise ValueError(f"num_threads: expected an integer >= 1, got {args.num_threads}")
         torch.set_num_threads(args.num_threads)
-    model = load_pretrained() if args.checkpoint is None else load_checkpoint(args.checkpoint)
+    guidance = {k: v for k, v in (("weight", args.guidance_weight), ("log_snr_min", args.guidance_log_snr_min),
+                                  ("log_snr_max", args.guidance_log_snr_max)) if v is not None}
+    if args.checkpoint in GUIDED_PRETRAINED and not Path(args.checkpoint).exists():
+        if args.guide is not None:
+            raise ValueError(f"guide: {args.checkpoint!r} is a shipped guided pair and brings its own guide, "
+                             f"got --guide {args.guide!r} as well")
+        shipped = load_pretrained(args.checkpoint)
+        settings = {"weight": shipped.weight, "log_snr_min": shipped.log_snr_min,
+                    "log_snr_max": shipped.log_snr_max, **guidance}
+        model = AutoGuidedDenoiser(shipped.denoiser, shipped.guide, **settings)
+    elif args.guide is not None:
+        model = load_guided("alanine-dipeptide" if args.checkpoint is None else args.checkpoint, args.guide, **guidance)
+    else:
+        if guidance:
+            raise ValueError(f"guide: expected --guide (or a guided --checkpoint) with "
+                             f"{', '.join('--guidance-' + k.replace('_', '-') for k in guidance)}, got none")
+        model = load_pretrained() if args.checkpoint is None else load_checkpoint(args.checkpoint)
     holdout = args.holdout_fraction
     if holdout is None:
         holdout = float(model.metadata.get("train_config", {}).get("holdout_fraction", 0.1))
@@ -108,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         reference_b=dataset.train_xyz,
         energies=args.energies,
         sampler=f"{args.method}, {args.n_steps} steps, log_snr {args.log_snr_start}..{args.log_snr_end}"
+        + (f", autoguided (w = {model.weight:g} on log_snr [{model.log_snr_min:g}, {model.log_snr_max:g}))"
+           if isinstance(model, AutoGuidedDenoiser) else "")
         + (", D samples mirrored" if args.mirror_d else ""),
         sampling_time_s=elapsed,
     )

@@ -11,7 +11,7 @@ Conventions (DESIGN.md section 2): time is ``log_snr``; VP schedule
 
 from spacetime_md.core.batched import optimize_geodesics
 from spacetime_md.core.curves import SpacetimePoint, SplineCurve, spline_basis, straight_line
-from spacetime_md.core.denoisers import CountingDenoiser, Denoiser, from_edm, from_epsilon, from_v
+from spacetime_md.core.denoisers import AutoGuidedDenoiser, CountingDenoiser, Denoiser, from_edm, from_epsilon, from_v
 from spacetime_md.core.distance import diffusion_edit_distance
 from spacetime_md.core.geodesic import (
     AvoidRegion,
@@ -52,6 +52,7 @@ __all__ = [
     "edm_to_vp",
     "Denoiser",
     "CountingDenoiser",
+    "AutoGuidedDenoiser",
     "from_epsilon",
     "from_v",
     "from_edm",

@@ -73,7 +73,7 @@ from spacetime_md.molecular.chirality import compute_chirality, compute_signed_v
 from spacetime_md.molecular.egnn import EquivariantConv
 from spacetime_md.molecular.evaluation import EvaluationResult, evaluate_samples, sample_model
 from spacetime_md.molecular.model import EquivariantDenoiser, from_model, to_model
-from spacetime_md.molecular.pretrained import load_checkpoint, load_pretrained, save_checkpoint
+from spacetime_md.molecular.pretrained import load_checkpoint, load_guided, load_pretrained, save_checkpoint
 from spacetime_md.molecular.testing import assert_equivariant
 from spacetime_md.molecular.training import TrainConfig, TrainResult, load_dataset, train
 
@@ -92,6 +92,7 @@ __all__ += [
     "load_checkpoint",
     "load_dataset",
     "load_pretrained",
+    "load_guided",
     "sample_model",
     "save_checkpoint",
     "to_model",

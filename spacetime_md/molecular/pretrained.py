@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import torch
 
 from spacetime_md import __version__
+from spacetime_md.core.denoisers import AutoGuidedDenoiser
 from spacetime_md._atomic import torch_save_atomic
 from spacetime_md.errors import CheckpointError
 from spacetime_md.molecular.model import EquivariantDenoiser
@@ -35,11 +36,13 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "PRETRAINED",
+    "GUIDED_PRETRAINED",
     "resolve_checkpoint",
     "save_checkpoint",
     "load_checkpoint",
     "read_checkpoint",
     "load_pretrained",
+    "load_guided",
     "pretrained_path",
 ]
 
@@ -59,6 +62,19 @@ PRETRAINED: dict[str, str] = {
     # 14 000 steps with half the noise levels drawn from log_snr 0-5 (--focus-fraction 0.5),
     # 2 threads + torch.compile, 30.9 min: JSD 0.071, between the two above at the 12k time.
     "alanine-dipeptide-focus": "alanine_dipeptide_vacuum_focus.pt",
+    # The same focus recipe for 13 000 steps (26.0 min); its step-3250 EMA snapshot is the guide
+    # of "alanine-dipeptide-guided" below.
+    "alanine-dipeptide-focus13k": "alanine_dipeptide_vacuum_focus13k.pt",
+}
+
+#: Shipped autoguided pairs: name -> (model file, guide file, weight, log_snr_min, log_snr_max).
+#: The guide is an early EMA snapshot of the same training run; see :func:`load_guided`.
+GUIDED_PRETRAINED: dict[str, tuple[str, str, float, float, float]] = {
+    # The 13 000-step focus model guided by its own step-3250 snapshot, w = 2.5 on log_snr
+    # [-2, 8): Ramachandran JSD 0.093 -> 0.048 (1 000 samples; README section 2).
+    "alanine-dipeptide-guided": (
+        "alanine_dipeptide_vacuum_focus13k.pt", "alanine_dipeptide_vacuum_focus13k_guide.pt", 2.5, -2.0, 8.0,
+    ),
 }
 
 
@@ -186,8 +202,15 @@ def load_checkpoint(
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """``path`` as a file path: a shipped model's name (:data:`PRETRAINED`) becomes its file,
     anything else is taken as a path (an existing file of that name wins over a model name)."""
-    if isinstance(path, str) and path in PRETRAINED and not Path(path).exists():
-        return pretrained_path(path)
+    if isinstance(path, str) and not Path(path).exists():
+        if path in PRETRAINED:
+            return pretrained_path(path)
+        if path in GUIDED_PRETRAINED:
+            raise ValueError(
+                f"checkpoint: expected a single model, got the guided pair {path!r}; it is a sampling-time "
+                f"denoiser for load_pretrained() and `spacetime-md evaluate`, not for geodesics or paths "
+                f"(its model alone: {GUIDED_PRETRAINED[path][0]!r} under spacetime_md/data/models)"
+            )
     return Path(path)
 
 
@@ -195,8 +218,57 @@ def pretrained_path(name: str = "alanine-dipeptide") -> Path:
     """Path of a shipped checkpoint (see :data:`PRETRAINED`)."""
     if name not in PRETRAINED:
         raise ValueError(f"name: expected one of {sorted(PRETRAINED)}, got {name!r}")
-    resource = importlib.resources.files("spacetime_md") / "data" / "models" / PRETRAINED[name]
-    return Path(str(resource))
+    return _model_file(PRETRAINED[name])
+
+
+def _model_file(file_name: str) -> Path:
+    return Path(str(importlib.resources.files("spacetime_md") / "data" / "models" / file_name))
+
+
+def load_guided(
+    checkpoint: str | os.PathLike,
+    guide: str | os.PathLike,
+    *,
+    weight: float = 2.5,
+    log_snr_min: float = -2.0,
+    log_snr_max: float = 8.0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> AutoGuidedDenoiser:
+    """Load a model and a weaker guide model of the same molecule as an
+    :class:`~spacetime_md.core.AutoGuidedDenoiser` (autoguidance, for sampling).
+
+    Parameters
+    ----------
+    checkpoint, guide : path-like or str
+        Checkpoint files or shipped model names; typically the final and an early EMA snapshot
+        (``train --snapshot-every``) of one training run.
+    weight, log_snr_min, log_snr_max : float
+        Guidance weight and the levels (model units) where it applies. The defaults were selected
+        for alanine dipeptide by the Ramachandran JSD against the model's training samples
+        (``benchmarks/bench_autoguidance.py``, README section 2).
+
+    Raises
+    ------
+    CheckpointError
+        If the two checkpoints describe different molecules (atoms, atom names, bonds) or
+        different model units (``length_scale_nm``).
+    """
+    model = load_checkpoint(checkpoint, device=device, dtype=dtype)
+    weak = load_checkpoint(guide, device=device, dtype=dtype)
+    for key in ("atom_types", "atom_names", "bonds", "length_scale_nm"):
+        a, b = model.config.get(key), weak.config.get(key)
+        if a != b:
+            raise CheckpointError(
+                f"guide: expected a model of the same molecule and units as {str(checkpoint)!r} "
+                f"({key} = {_short(a)}), got {key} = {_short(b)} in {str(guide)!r}"
+            )
+    return AutoGuidedDenoiser(model, weak, weight, log_snr_min, log_snr_max)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def load_pretrained(
@@ -204,11 +276,18 @@ def load_pretrained(
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
-) -> EquivariantDenoiser:
+) -> EquivariantDenoiser | AutoGuidedDenoiser:
     """Load a shipped, frozen denoiser in one call.
 
     ``load_pretrained("alanine-dipeptide")`` returns the vacuum 300 K alanine dipeptide
     model (22 atoms, model units ``x_nm / model.length_scale_nm``); use it directly as a core
-    denoiser ``model(x (B, 66), log_snr (B,))``.
+    denoiser ``model(x (B, 66), log_snr (B,))``. A name in :data:`GUIDED_PRETRAINED` returns the
+    shipped model with its guide as an :class:`~spacetime_md.core.AutoGuidedDenoiser`.
     """
+    if name in GUIDED_PRETRAINED:
+        model_file, guide_file, weight, lo, hi = GUIDED_PRETRAINED[name]
+        return load_guided(_model_file(model_file), _model_file(guide_file), weight=weight,
+                           log_snr_min=lo, log_snr_max=hi, device=device, dtype=dtype)
+    if name not in PRETRAINED:
+        raise ValueError(f"name: expected one of {sorted(PRETRAINED) + sorted(GUIDED_PRETRAINED)}, got {name!r}")
     return load_checkpoint(pretrained_path(name), device=device, dtype=dtype)

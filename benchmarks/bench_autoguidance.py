@@ -1,0 +1,149 @@
+"""Autoguidance for the molecular model: which weight, on which noise levels? (issue 4)
+
+Samples a trained model with :class:`~spacetime_md.core.AutoGuidedDenoiser` (the model
+extrapolated away from an early EMA snapshot of the same run, ``D + (w - 1)(D - G)``) for a
+grid of weights ``w`` and guided ``log_snr`` windows, the same random numbers in every row
+(ancestral sampler). Settings are *selected* by the Ramachandran JSD against the model's own
+training frames; the JSD against an independent MD run is printed next to it for information
+only (that run is what `spacetime-md evaluate` reports, so it must not pick the settings).
+Every row also gives the median OpenMM energy, the bond-length RMS deviation and the C7ax
+fraction, and its JSD as a ratio to the unguided model (``w = 1``) of the same run.
+
+    python benchmarks/bench_autoguidance.py [--model runs/ala2_model_focus/model.pt]
+        [--guide runs/ala2_model_focus/model_step003500.pt] [--data runs/ala2_samples]
+        [--reference runs/ala2_samples_seed1] [--weights 1.5,2,2.5,3] [--windows=-1:6,all]
+        [--n-samples 1000] [--n-steps 150] [--quick]
+
+``--quick`` (300 samples, 60 steps, weight 2.5, window -2:8) uses the shipped guided pair when
+the default run directory does not exist. Where ``--data`` does not exist, 2 000 MD frames
+(seed 0) are sampled first and stand in for the training frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spacetime_md._atomic import write_json_atomic
+from spacetime_md.core import AutoGuidedDenoiser
+from spacetime_md.molecular import load_checkpoint, load_pretrained
+from spacetime_md.molecular.evaluation import (
+    bond_length_errors,
+    c7ax_population,
+    compute_energies,
+    jensen_shannon,
+    phi_psi,
+    ramachandran_histogram,
+    sample_model,
+)
+from spacetime_md.molecular.pretrained import GUIDED_PRETRAINED, _model_file
+from spacetime_md.molecular.training import load_dataset
+
+
+def _window(text: str) -> tuple[float, float]:
+    if text == "all":
+        return -math.inf, math.inf
+    lo, hi = (float(v) for v in text.split(":"))
+    return lo, hi
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="runs/ala2_model_focus/model.pt")
+    parser.add_argument("--guide", default="runs/ala2_model_focus/model_step003500.pt")
+    parser.add_argument("--data", default="runs/ala2_samples", help="the model's training samples (selection)")
+    parser.add_argument("--reference", default="runs/ala2_samples_seed1", help="independent MD samples (report)")
+    parser.add_argument("--weights", default="1.5,2,2.5,3")
+    parser.add_argument("--windows", default="-1:6,all", help="comma-separated lo:hi log_snr windows or 'all'")
+    parser.add_argument("--n-samples", type=int, default=1000)
+    parser.add_argument("--n-steps", type=int, default=150)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="benchmarks/results/autoguidance.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n_samples, args.n_steps = min(args.n_samples, 300), min(args.n_steps, 60)
+        args.weights, args.windows = "2.5", "-2:8"
+        if not Path(args.model).exists() and GUIDED_PRETRAINED:
+            model_file, guide_file = next(iter(GUIDED_PRETRAINED.values()))[:2]
+            args.model, args.guide = str(_model_file(model_file)), str(_model_file(guide_file))
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    model, guide = load_checkpoint(args.model), load_checkpoint(args.guide)
+    scratch = None
+    if not Path(args.data).exists():
+        from spacetime_md.cli import main as cli
+
+        scratch = tempfile.TemporaryDirectory(prefix="bench_autoguidance_")
+        print(f"{args.data} not found: sampling 2000 MD frames (seed 0) into {scratch.name} as the training frames")
+        cli(["sample", "--system", "alanine-dipeptide", "--n-samples", "2000", "--out", scratch.name, "--seed", "0"])
+        args.data = scratch.name
+    dataset = load_dataset(args.data, float(model.metadata.get("train_config", {}).get("holdout_fraction", 0.1)))
+    topology = dataset.topology
+    train_hist = ramachandran_histogram(phi_psi(dataset.train_xyz))
+    reference = None
+    if Path(args.reference).exists():
+        ref = load_dataset(args.reference, holdout_fraction=0.5)
+        reference = np.concatenate([ref.train_xyz, ref.test_xyz])
+    ref_hist = ramachandran_histogram(phi_psi(reference)) if reference is not None else None
+    md = dataset.train_xyz[np.linspace(0, len(dataset.train_xyz) - 1, 2000).astype(np.int64)]
+    md_energy = float(np.median(compute_energies(md, topology)))
+    bonds = [(b[0].index, b[1].index) for b in topology.bonds]
+
+    grid = [(1.0, (-math.inf, math.inf))] + [(float(w), _window(win)) for win in args.windows.split(",")
+                                             for w in args.weights.split(",")]
+    rows = []
+    header = (f"{'w':>5} {'log_snr window':>16} {'JSD train':>10} {'ratio':>6} {'JSD indep.':>11} "
+              f"{'E median':>9} {'bond RMS':>9} {'C7ax':>7} {'time s':>7}")
+    print(f"{args.n_samples} samples, ancestral {args.n_steps} steps; MD: E median {md_energy:.1f} kJ/mol, "
+          f"bond RMS {bond_length_errors(md, dataset.train_xyz, bonds)['reference_rms_deviation']:.4f} A, "
+          f"C7ax {c7ax_population(dataset.train_xyz):.4f}")
+    print(header)
+    for weight, (lo, hi) in grid:
+        t = time.perf_counter()
+        denoiser = AutoGuidedDenoiser(model, guide, weight, lo, hi)
+        x = sample_model(denoiser, args.n_samples, n_steps=args.n_steps, method="ancestral",
+                         generator=torch.Generator().manual_seed(args.seed), batch_size=250)
+        angles = phi_psi(x)
+        hist = ramachandran_histogram(angles)
+        row = {
+            "weight": weight, "log_snr_min": lo, "log_snr_max": hi,
+            "jsd_train": jensen_shannon(hist, train_hist),
+            "jsd_independent": jensen_shannon(hist, ref_hist) if ref_hist is not None else float("nan"),
+            "energy_median": float(np.median(compute_energies(x, topology))),
+            "bond_rms": bond_length_errors(x, dataset.train_xyz, bonds)["rms_deviation"],
+            "c7ax": c7ax_population(x),
+            "wall_time_s": time.perf_counter() - t,
+        }
+        row["jsd_train_ratio"] = row["jsd_train"] / rows[0]["jsd_train"] if rows else 1.0
+        rows.append(row)
+        window = "unguided" if weight == 1.0 else ("all" if math.isinf(lo) and math.isinf(hi) else f"[{lo:g}, {hi:g})")
+        print(f"{weight:>5g} {window:>16} {row['jsd_train']:>10.4f} {row['jsd_train_ratio']:>6.2f} "
+              f"{row['jsd_independent']:>11.4f} {row['energy_median']:>9.1f} {row['bond_rms']:>9.4f} "
+              f"{row['c7ax']:>7.4f} {row['wall_time_s']:>7.0f}", flush=True)
+    best = min(rows, key=lambda r: r["jsd_train"])
+    print(f"selected by JSD vs training frames: w = {best['weight']:g} on [{best['log_snr_min']:g}, "
+          f"{best['log_snr_max']:g}): {best['jsd_train']:.4f} ({best['jsd_train_ratio']:.2f}x the unguided "
+          f"{rows[0]['jsd_train']:.4f}); independent run {best['jsd_independent']:.4f} vs {rows[0]['jsd_independent']:.4f}")
+    report = {"model": args.model, "guide": args.guide, "data": args.data, "reference": args.reference,
+              "n_samples": args.n_samples, "n_steps": args.n_steps, "md_energy_median": md_energy,
+              "rows": rows, "selected": best,
+              "summary": {"jsd_unguided": rows[0]["jsd_train"], "jsd_selected": best["jsd_train"],
+                          "ratio_selected": best["jsd_train_ratio"], "weight_selected": best["weight"]},
+              "wall_time_s": time.perf_counter() - t0}
+    out = write_json_atomic(args.out, report)
+    print(f"written {out} ({report['wall_time_s']:.0f} s)")
+    if scratch is not None:
+        scratch.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
