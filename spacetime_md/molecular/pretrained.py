@@ -209,9 +209,13 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
             raise ValueError(
                 f"checkpoint: expected a single model, got the guided pair {path!r}; it is a sampling-time "
                 f"denoiser for load_pretrained() and `spacetime-md evaluate`, not for geodesics or paths "
-                f"(its model alone: {GUIDED_PRETRAINED[path][0]!r} under spacetime_md/data/models)"
+                f"(its model alone: {_single_name(GUIDED_PRETRAINED[path][0])!r})"
             )
     return Path(path)
+
+
+def _single_name(file_name: str) -> str:
+    return next(name for name, file in PRETRAINED.items() if file == file_name)
 
 
 def pretrained_path(name: str = "alanine-dipeptide") -> Path:

@@ -177,3 +177,29 @@ def test_cli_evaluate_against_an_independent_reference(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", data, "--reference", str(tmp_path / "bad.h5"),
                  "--n-samples", "2", "--n-steps", "2"]) == 2
     assert "reference: expected the data's 22 atoms" in capsys.readouterr().err
+
+
+def test_cli_evaluate_with_autoguidance(tmp_path, capsys):
+    data = write_synthetic_h5(tmp_path / "samples.h5", n_frames=30, noise_nm=0.005)
+    names = [a.name for a in alanine_trajectory().topology.atoms]
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "m.pt", tiny_model(atom_names=names))
+    guide = save_checkpoint(tmp_path / "g.pt", tiny_model(atom_names=names))
+    out_json = tmp_path / "metrics.json"
+    code = main(["evaluate", "--checkpoint", str(ckpt), "--guide", str(guide), "--guidance-weight", "3",
+                 "--data", data, "--n-samples", "4", "--n-steps", "4", "--no-energies", "--json", str(out_json)])
+    assert code == 0
+    metrics = json.loads(out_json.read_text())["metrics"]
+    assert metrics["sampler"].endswith("autoguided (w = 3 on log_snr [-2, 8))")
+    capsys.readouterr()
+    code = main(["evaluate", "--checkpoint", "alanine-dipeptide-guided", "--guidance-log-snr-max", "5",
+                 "--data", data, "--n-samples", "2", "--n-steps", "3", "--no-energies", "--json", str(out_json)])
+    assert code == 0
+    assert json.loads(out_json.read_text())["metrics"]["sampler"].endswith("autoguided (w = 2.5 on log_snr [-2, 5))")
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--guidance-weight", "2", "--data", data]) == 2
+    assert "guide: expected --guide (or a guided --checkpoint) with --guidance-weight, got none" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", "alanine-dipeptide-guided", "--guide", str(guide), "--data", data]) == 2
+    assert "brings its own guide" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--guide", str(guide), "--guidance-weight", "-1",
+                 "--data", data]) == 2
+    assert "weight: expected a finite number >= 0, got -1.0" in capsys.readouterr().err

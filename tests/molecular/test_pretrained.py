@@ -7,9 +7,12 @@ import json
 import pytest
 import torch
 
+from spacetime_md.core import AutoGuidedDenoiser
 from spacetime_md.errors import CheckpointError
 from spacetime_md.molecular.pretrained import (
+    GUIDED_PRETRAINED,
     load_checkpoint,
+    load_guided,
     load_pretrained,
     pretrained_path,
     read_checkpoint,
@@ -105,7 +108,7 @@ def test_save_type_message(tmp_path):
 
 
 def test_unknown_pretrained_name():
-    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-24k', 'alanine-dipeptide-focus', 'alanine-dipeptide-vacuum'\], got 'caffeine'"):
+    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-24k', 'alanine-dipeptide-focus', 'alanine-dipeptide-focus13k', 'alanine-dipeptide-vacuum', 'alanine-dipeptide-guided'\], got 'caffeine'"):
         load_pretrained("caffeine")
 
 
@@ -127,7 +130,7 @@ def test_shipped_alanine_dipeptide_model():
 def test_shipped_models_match_their_cards_and_load_by_name(tmp_path, monkeypatch):
     import hashlib
 
-    for name in ("alanine-dipeptide", "alanine-dipeptide-24k", "alanine-dipeptide-focus"):
+    for name in ("alanine-dipeptide", "alanine-dipeptide-24k", "alanine-dipeptide-focus", "alanine-dipeptide-focus13k"):
         path = pretrained_path(name)
         card = json.loads(path.with_suffix(".json").read_text())
         assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), name
@@ -138,10 +141,69 @@ def test_shipped_models_match_their_cards_and_load_by_name(tmp_path, monkeypatch
             assert torch.equal(by_name(x, log_snr), load_pretrained(name)(x, log_snr))
     # The longer-trained model is a different model, not a copy.
     shipped = {pretrained_path(n).read_bytes() for n in ("alanine-dipeptide", "alanine-dipeptide-24k",
-                                                          "alanine-dipeptide-focus")}
-    assert len(shipped) == 3
+                                                          "alanine-dipeptide-focus", "alanine-dipeptide-focus13k")}
+    assert len(shipped) == 4
     # A file that happens to carry a model's name wins over the name.
     (tmp_path / "alanine-dipeptide").write_bytes(b"not a checkpoint")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError):
         load_checkpoint("alanine-dipeptide")
+
+
+def test_load_guided_pairs_a_model_with_its_guide(tmp_path):
+    torch.manual_seed(0)
+    main = save_checkpoint(tmp_path / "m.pt", tiny_model(), metadata={"step": 9})
+    torch.manual_seed(1)
+    weak = save_checkpoint(tmp_path / "g.pt", tiny_model())
+    guided = load_guided(main, weak, weight=3.0, log_snr_min=0.0, log_snr_max=4.0)
+    assert isinstance(guided, AutoGuidedDenoiser)
+    assert guided.n_atoms == 22 and guided.dim == 66 and guided.metadata == {"step": 9}
+    x, log_snr = torch.randn(3, 66), torch.tensor([-1.0, 2.0, 5.0])
+    with torch.no_grad():
+        out, d, g = guided(x, log_snr), load_checkpoint(main)(x, log_snr), load_checkpoint(weak)(x, log_snr)
+    assert torch.equal(out[[0, 2]], d[[0, 2]])  # outside [0, 4): the model alone
+    torch.testing.assert_close(out[1], d[1] + 2.0 * (d[1] - g[1]))
+    assert (out[1] - d[1]).abs().max() > 1e-4
+    # A combination of two SE(3)-equivariant models is SE(3)-equivariant and still chiral.
+    guided64 = load_guided(main, weak, weight=3.0, log_snr_min=-10.0, log_snr_max=10.0, dtype=torch.float64)
+    x64 = 0.5 * torch.randn(2, 66, dtype=torch.float64)
+    ls64 = torch.tensor([0.5, 3.0], dtype=torch.float64)
+    assert_equivariant(guided64, x64, ls64, atol=1e-9)
+    assert reflection_change(guided64, x64, ls64) > 1e-4
+
+
+def test_load_guided_rejects_a_guide_for_another_molecule(tmp_path):
+    main = save_checkpoint(tmp_path / "m.pt", tiny_model())
+    other = save_checkpoint(tmp_path / "other.pt", tiny_model(atom_names=["X"] * 22))
+    with pytest.raises(CheckpointError, match=r"guide: expected a model of the same molecule and units as .*m\.pt' "
+                                              r"\(atom_names = None\), got atom_names = \['X', 'X'"):
+        load_guided(main, other)
+    scaled = save_checkpoint(tmp_path / "scaled.pt", tiny_model(length_scale_nm=0.3))
+    with pytest.raises(CheckpointError, match=r"length_scale_nm = 0.3"):
+        load_guided(main, scaled)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_guided(main, tmp_path / "missing.pt")
+
+
+def test_shipped_guided_pair():
+    import hashlib
+
+    model_file, guide_file, weight, lo, hi = GUIDED_PRETRAINED["alanine-dipeptide-guided"]
+    guided = load_pretrained("alanine-dipeptide-guided")
+    assert isinstance(guided, AutoGuidedDenoiser)
+    assert (guided.weight, guided.log_snr_min, guided.log_snr_max) == (weight, lo, hi) == (2.5, -2.0, 8.0)
+    assert guided.n_atoms == 22 and guided.length_scale_nm == 0.15
+    guide_path = pretrained_path("alanine-dipeptide-focus13k").with_name(guide_file)
+    card = json.loads(guide_path.with_suffix(".json").read_text())
+    assert card["sha256"] == hashlib.sha256(guide_path.read_bytes()).hexdigest()
+    assert card["step"] == 3250 and guide_path.read_bytes() != pretrained_path("alanine-dipeptide-focus13k").read_bytes()
+    x, log_snr = torch.randn(2, 66), torch.tensor([0.0, 9.0])
+    with torch.no_grad():
+        plain = load_pretrained("alanine-dipeptide-focus13k")(x, log_snr)
+        out = guided(x, log_snr)
+    assert torch.equal(out[1], plain[1]) and not torch.allclose(out[0], plain[0])  # 9.0 is outside [-2, 8)
+    main_card = json.loads(pretrained_path("alanine-dipeptide-focus13k").with_suffix(".json").read_text())
+    assert main_card["guided"]["evaluation"]["rama_jsd"] <= 0.05
+    # A guided pair is not a single checkpoint: geodesics and paths get a clear message.
+    with pytest.raises(ValueError, match=r"checkpoint: expected a single model, got the guided pair 'alanine-dipeptide-guided'"):
+        load_checkpoint("alanine-dipeptide-guided")
