@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from _md_frames import md_samples_or_sample
 from spacetime_md._atomic import write_json_atomic
 from spacetime_md.core import AutoGuidedDenoiser
-from spacetime_md.molecular import load_checkpoint, load_pretrained
+from spacetime_md.molecular import load_checkpoint
 from spacetime_md.molecular.evaluation import (
     bond_length_errors,
     c7ax_population,
@@ -77,15 +77,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     model, guide = load_checkpoint(args.model), load_checkpoint(args.guide)
-    scratch = None
-    if not Path(args.data).exists():
-        from spacetime_md.cli import main as cli
-
-        scratch = tempfile.TemporaryDirectory(prefix="bench_autoguidance_")
-        print(f"{args.data} not found: sampling 2000 MD frames (seed 0) into {scratch.name} as the training frames")
-        cli(["sample", "--system", "alanine-dipeptide", "--n-samples", "2000", "--out", scratch.name, "--seed", "0"])
-        args.data = scratch.name
-    dataset = load_dataset(args.data, float(model.metadata.get("train_config", {}).get("holdout_fraction", 0.1)))
+    data, scratch = md_samples_or_sample(args.data, 2000, 0, "bench_autoguidance_", "training frames")
+    dataset = load_dataset(data, float(model.metadata.get("train_config", {}).get("holdout_fraction", 0.1)))
     topology = dataset.topology
     train_hist = ramachandran_histogram(phi_psi(dataset.train_xyz))
     reference = None

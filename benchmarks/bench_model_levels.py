@@ -19,13 +19,12 @@ Without ``--reference`` (or if it does not exist) a 5 000-frame reference is sam
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from _md_frames import md_samples_or_sample
 from spacetime_md._atomic import write_json_atomic
 from spacetime_md.molecular import load_checkpoint, load_pretrained
 from spacetime_md.molecular.evaluation import (
@@ -74,17 +73,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     a, b = load(args.a), load(args.b)
-    scratch = None
-    reference_path = Path(args.reference)
-    if not reference_path.exists():
-        from spacetime_md.cli import main as cli
-
-        scratch = tempfile.TemporaryDirectory(prefix="bench_model_levels_")
-        n_ref = 2000 if args.quick else 5000
-        print(f"{reference_path} not found: sampling {n_ref} reference frames (seed 1) into {scratch.name}")
-        cli(["sample", "--system", "alanine-dipeptide", "--n-samples", str(n_ref), "--out", scratch.name,
-             "--seed", "1"])
-        reference_path = Path(scratch.name)
+    reference_path, scratch = md_samples_or_sample(args.reference, 2000 if args.quick else 5000, 1,
+                                                   "bench_model_levels_", "reference")
     ref = load_dataset(reference_path, holdout_fraction=0.5)
     ref = np.concatenate([ref.train_xyz, ref.test_xyz])
     second = ref[: len(ref) // 2], ref[len(ref) // 2:]
