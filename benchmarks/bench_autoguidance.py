@@ -14,8 +14,8 @@ fraction, and its JSD as a ratio to the unguided model (``w = 1``) of the same r
         [--reference runs/ala2_samples_seed1] [--weights 1.5,2,2.5,3] [--windows=-1:6,all]
         [--n-samples 1000] [--n-steps 150] [--quick]
 
-``--quick`` (300 samples, 60 steps, weight 2.5, window -2:8) uses the shipped guided pair when
-the default run directory does not exist. Where ``--data`` does not exist, 2 000 MD frames
+``--quick`` (300 samples, 60 steps, weight 2.5, window -2:8) uses the shipped guided pair
+(``alanine-dipeptide-guided``) when ``--model`` does not exist. Where ``--data`` does not exist, 2 000 MD frames
 (seed 0) are sampled first and stand in for the training frames.
 """
 
@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _md_frames import md_samples_or_sample
+from _md_frames import all_frames, md_samples_or_sample
 from spacetime_md._atomic import write_json_atomic
 from spacetime_md.core import AutoGuidedDenoiser
-from spacetime_md.molecular import load_checkpoint
+from spacetime_md.molecular import load_checkpoint, load_pretrained
 from spacetime_md.molecular.evaluation import (
     bond_length_errors,
     c7ax_population,
@@ -42,7 +42,6 @@ from spacetime_md.molecular.evaluation import (
     ramachandran_histogram,
     sample_model,
 )
-from spacetime_md.molecular.pretrained import GUIDED_PRETRAINED, _model_file
 from spacetime_md.molecular.training import load_dataset
 
 
@@ -71,21 +70,19 @@ def main(argv=None) -> int:
     if args.quick:
         args.n_samples, args.n_steps = min(args.n_samples, 300), min(args.n_steps, 60)
         args.weights, args.windows = "2.5", "-2:8"
-        if not Path(args.model).exists() and GUIDED_PRETRAINED:
-            model_file, guide_file = next(iter(GUIDED_PRETRAINED.values()))[:2]
-            args.model, args.guide = str(_model_file(model_file)), str(_model_file(guide_file))
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    model, guide = load_checkpoint(args.model), load_checkpoint(args.guide)
-    data, scratch = md_samples_or_sample(args.data, 2000, 0, "bench_autoguidance_", "training frames")
-    dataset = load_dataset(data, float(model.metadata.get("train_config", {}).get("holdout_fraction", 0.1)))
+    if args.quick and not Path(args.model).exists():
+        args.model = args.guide = "alanine-dipeptide-guided"
+        shipped = load_pretrained(args.model)
+        model, guide = shipped.denoiser, shipped.guide
+    else:
+        model, guide = load_checkpoint(args.model), load_checkpoint(args.guide)
+    with md_samples_or_sample(args.data, 2000, 0, "training frames") as data:
+        dataset = load_dataset(data, float(model.metadata.get("train_config", {}).get("holdout_fraction", 0.1)))
     topology = dataset.topology
     train_hist = ramachandran_histogram(phi_psi(dataset.train_xyz))
-    reference = None
-    if Path(args.reference).exists():
-        ref = load_dataset(args.reference, holdout_fraction=0.5)
-        reference = np.concatenate([ref.train_xyz, ref.test_xyz])
-    ref_hist = ramachandran_histogram(phi_psi(reference)) if reference is not None else None
+    ref_hist = ramachandran_histogram(phi_psi(all_frames(args.reference))) if Path(args.reference).exists() else None
     md = dataset.train_xyz[np.linspace(0, len(dataset.train_xyz) - 1, 2000).astype(np.int64)]
     md_energy = float(np.median(compute_energies(md, topology)))
     bonds = [(b[0].index, b[1].index) for b in topology.bonds]
@@ -133,8 +130,6 @@ def main(argv=None) -> int:
               "wall_time_s": time.perf_counter() - t0}
     out = write_json_atomic(args.out, report)
     print(f"written {out} ({report['wall_time_s']:.0f} s)")
-    if scratch is not None:
-        scratch.cleanup()
     return 0
 
 

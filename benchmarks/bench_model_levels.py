@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from _md_frames import md_samples_or_sample
+from _md_frames import all_frames, md_samples_or_sample
 from spacetime_md._atomic import write_json_atomic
 from spacetime_md.molecular import load_checkpoint, load_pretrained
 from spacetime_md.molecular.evaluation import (
@@ -33,7 +33,6 @@ from spacetime_md.molecular.evaluation import (
     ramachandran_histogram,
     sample_model,
 )
-from spacetime_md.molecular.training import load_dataset
 
 ROWS = (("A", None), ("B", (-99.0, 99.0)), ("B below 0", (-99.0, 0.0)), ("B in [0, 4)", (0.0, 4.0)),
         ("B from 4", (4.0, 99.0)))
@@ -73,10 +72,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     a, b = load(args.a), load(args.b)
-    reference_path, scratch = md_samples_or_sample(args.reference, 2000 if args.quick else 5000, 1,
-                                                   "bench_model_levels_", "reference")
-    ref = load_dataset(reference_path, holdout_fraction=0.5)
-    ref = np.concatenate([ref.train_xyz, ref.test_xyz])
+    with md_samples_or_sample(args.reference, 2000 if args.quick else 5000, 1, "reference") as reference_path:
+        ref = all_frames(reference_path)
     second = ref[: len(ref) // 2], ref[len(ref) // 2:]
     ref_hist = ramachandran_histogram(phi_psi(ref))
 
@@ -115,8 +112,6 @@ def main(argv=None) -> int:
               "wall_time_s": time.perf_counter() - t0}
     out = write_json_atomic(args.out, report)
     print(f"written {out} ({report['wall_time_s']:.0f} s)")
-    if scratch is not None:
-        scratch.cleanup()
     return 0
 
 
