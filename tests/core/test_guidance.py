@@ -84,6 +84,7 @@ def test_gradients_and_attribute_lookup():
         ({"weight": -1.0}, r"weight: expected a finite number >= 0, got -1.0"),
         ({"weight": math.nan}, r"weight: expected a finite number >= 0, got nan"),
         ({"log_snr_min": 2.0, "log_snr_max": 1.0}, r"expected log_snr_min < log_snr_max, got 2.0, 1.0"),
+        ({"log_snr_min": math.nan}, r"expected log_snr_min < log_snr_max, got nan, inf"),
         ({"guide": "model.pt"}, r"guide: expected a callable denoiser, got str"),
     ],
 )
