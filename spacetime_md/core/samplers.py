@@ -5,9 +5,22 @@ density is ``exp(-U_n)`` with
 
     U_n(y) = U(y) + SNR_n / 2 * |y - x_n / alpha_n|^2            (Eq. 19)
 
-where ``U`` is a reduced potential (energy / kT). ``n_steps`` unadjusted Langevin steps
+where ``U`` is a reduced potential (energy / kT). ``n_steps`` Langevin steps
 ``y <- y - eps_n grad U_n(y) + sqrt(2 eps_n) xi`` are run per point, carrying the state from
 point to point; the states form the transition path. All paths run as one batch.
+
+Two step rules (``method``):
+
+- ``"ula"`` (unadjusted Langevin, the paper's Algorithm 1): every proposal is taken. Its
+  stationary density is biased by the step: for a harmonic ``U_n`` of curvature ``k`` the
+  variance is ``1 / (k (1 - eps k / 2))`` instead of ``1 / k``, i.e. hotter where the
+  restraint is stiff, and it diverges for ``eps k >= 2``.
+- ``"mala"`` (Metropolis-adjusted Langevin): the same proposal, accepted with probability
+  ``min(1, exp(U_n(y) - U_n(y')) q(y | y') / q(y' | y))``, ``q`` the Gaussian proposal
+  density. Each point's chain then leaves ``exp(-U_n)`` exactly invariant at any step size;
+  a rejected step repeats the state. It needs ``U`` as well as its gradient at each proposal
+  but no extra evaluation (one energy-and-gradient per step, plus one at the start; the
+  restraint part is analytic). Non-finite proposals are rejected.
 """
 
 from __future__ import annotations
@@ -40,21 +53,31 @@ class AnnealedLangevinResult:
         States after the last step at every curve point (``record="points"``) or after every
         step (``record="steps"``).
     n_energy_evals : int
-        Potential-gradient evaluations, counted per path (``P * T * n_steps``).
+        Potential (-gradient) evaluations of all paths together: ``P * T * n_steps`` for
+        ``"ula"``, ``P * (T * n_steps + 1)`` for ``"mala"``.
     wall_time : float
         Seconds.
+    acceptance : Tensor or None, shape=(T,)
+        ``"mala"``: the fraction of accepted proposals at each curve point (over paths and
+        steps); ``None`` for ``"ula"``.
     """
 
     paths: Tensor
     n_energy_evals: int
     wall_time: float
+    acceptance: Tensor | None = None
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """Mean acceptance over all proposals (``None`` for ``"ula"``)."""
+        return None if self.acceptance is None else float(self.acceptance.mean())
 
     @property
     def evals_per_path(self) -> int:
         return self.n_energy_evals // max(self.paths.shape[0], 1)
 
 
-def _potential_grad(reduced_potential: Callable[[Tensor], Tensor], y: Tensor) -> Tensor:
+def _potential_energy_grad(reduced_potential: Callable[[Tensor], Tensor], y: Tensor) -> tuple[Tensor, Tensor]:
     with torch.enable_grad():
         y_req = y.detach().requires_grad_(True)
         energy = reduced_potential(y_req)
@@ -62,7 +85,45 @@ def _potential_grad(reduced_potential: Callable[[Tensor], Tensor], y: Tensor) ->
             got = tuple(energy.shape) if isinstance(energy, Tensor) else type(energy).__name__
             raise ValueError(f"reduced_potential output: expected shape ({y.shape[0]},), got {got}")
         (grad,) = torch.autograd.grad(energy.sum(), y_req)
-    return grad
+    return energy.detach(), grad
+
+
+def _potential_grad(reduced_potential: Callable[[Tensor], Tensor], y: Tensor) -> Tensor:
+    return _potential_energy_grad(reduced_potential, y)[1]
+
+
+def mala_step(
+    energy_grad: Callable[[Tensor], tuple[Tensor, Tensor]],
+    y: Tensor,
+    energy: Tensor,
+    grad: Tensor,
+    centre: Tensor,
+    stiffness: float,
+    eps: float,
+    noise: Tensor,
+    uniform: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One Metropolis-adjusted Langevin step on ``U(y) + stiffness / 2 |y - centre|^2``.
+
+    ``energy``, ``grad``: ``U`` and ``grad U`` (without the restraint) at ``y (P, D)``;
+    ``noise (P, D)`` standard normal, ``uniform (P,)`` in ``[0, 1)``. Returns the new
+    ``(y, energy, grad, accepted)`` with ``accepted (P,)`` boolean. Shared by the core and the
+    grid samplers so that both take the same decisions for the same random numbers.
+    """
+    offset = y - centre
+    total = energy + 0.5 * stiffness * (offset * offset).sum(-1)
+    drift = grad + stiffness * offset
+    proposal = y - eps * drift + (2 * eps) ** 0.5 * noise
+    energy_p, grad_p = energy_grad(proposal)
+    offset_p = proposal - centre
+    total_p = energy_p + 0.5 * stiffness * (offset_p * offset_p).sum(-1)
+    back = y - proposal + eps * (grad_p + stiffness * offset_p)
+    # log q(y | y') - log q(y' | y); the forward residual y' - y + eps drift is sqrt(2 eps) noise
+    log_q = 0.5 * (noise * noise).sum(-1) - (back * back).sum(-1) / (4 * eps)
+    accepted = torch.log(uniform) < (total - total_p + log_q)  # NaN -> False: rejected
+    keep = accepted.unsqueeze(-1)
+    return (torch.where(keep, proposal, y), torch.where(accepted, energy_p, energy),
+            torch.where(keep, grad_p, grad), accepted)
 
 
 def sample_annealed_langevin(
@@ -78,6 +139,7 @@ def sample_annealed_langevin(
     record: Literal["points", "steps"] = "points",
     progress: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    method: Literal["ula", "mala"] = "ula",
 ) -> AnnealedLangevinResult:
     """Transition paths by annealed Langevin dynamics along a spacetime curve (Algorithm 1).
 
@@ -102,6 +164,9 @@ def sample_annealed_langevin(
     progress : bool
     callback : callable, optional
         Called after every curve point with ``{"point": n, "state": y}``.
+    method : {"ula", "mala"}
+        Unadjusted (Algorithm 1) or Metropolis-adjusted steps (module docstring). ``"mala"``
+        draws one extra uniform number per path and step after the Gaussian noise.
 
     Returns
     -------
@@ -119,6 +184,7 @@ def sample_annealed_langevin(
         raise ValueError(f"n_steps: expected an integer >= 1, got {n_steps!r}")
     if record not in ("points", "steps"):
         raise ValueError(f"record: expected 'points' or 'steps', got {record!r}")
+    check_method(method)
     n_points, dim = x.shape
     x_init = check_tensor("x_init", x_init)
     if x_init.ndim == 1:
@@ -141,6 +207,13 @@ def sample_annealed_langevin(
     noise_scale = (2 * eps).sqrt()
     frames = []
     t0 = time.perf_counter()
+    mala = method == "mala"
+    if mala:
+        def energy_grad(z: Tensor) -> tuple[Tensor, Tensor]:
+            return _potential_energy_grad(reduced_potential, z)
+
+        energy, grad_u = energy_grad(y)
+        accepted = torch.zeros(n_points, dtype=torch.float64)
     iterator = range(n_points)
     if progress:
         from tqdm.auto import tqdm
@@ -148,9 +221,15 @@ def sample_annealed_langevin(
         iterator = tqdm(iterator, desc="annealed Langevin", unit="point")
     for n in iterator:
         for _ in range(n_steps):
-            grad = _potential_grad(reduced_potential, y) + stiffness[n] * (y - centres[n])
             noise = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=generator)
-            y = y - eps[n] * grad + noise_scale[n] * noise
+            if mala:
+                uniform = torch.rand(y.shape[0], dtype=y.dtype, device=y.device, generator=generator)
+                y, energy, grad_u, ok = mala_step(energy_grad, y, energy, grad_u, centres[n], float(stiffness[n]),
+                                                  float(eps[n]), noise, uniform)
+                accepted[n] += float(ok.double().sum())
+            else:
+                grad = _potential_grad(reduced_potential, y) + stiffness[n] * (y - centres[n])
+                y = y - eps[n] * grad + noise_scale[n] * noise
             if record == "steps":
                 frames.append(y)
         if not bool(torch.isfinite(y).all()):
@@ -165,8 +244,15 @@ def sample_annealed_langevin(
             callback({"point": n, "state": y})
     paths = torch.stack(frames, dim=1).detach()
     return AnnealedLangevinResult(
-        paths=paths, n_energy_evals=n_paths * n_points * n_steps, wall_time=time.perf_counter() - t0
+        paths=paths, n_energy_evals=n_paths * (n_points * n_steps + int(mala)), wall_time=time.perf_counter() - t0,
+        acceptance=accepted / (n_paths * n_steps) if mala else None,
     )
+
+
+def check_method(method: Any) -> None:
+    """Raise a ValueError unless ``method`` names a Langevin step rule (``"ula"``, ``"mala"``)."""
+    if method not in ("ula", "mala"):
+        raise ValueError(f"method: expected 'ula' or 'mala', got {method!r}")
 
 
 def sample_ddim(

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from spacetime_md.core._validation import check_positive, check_same_dtype_device, check_tensor
-from spacetime_md.core.samplers import AnnealedLangevinResult
+from spacetime_md.core.samplers import AnnealedLangevinResult, check_method, mala_step
 from spacetime_md.core.schedule import alpha_sigma
 from spacetime_md.errors import NonFiniteError
 
@@ -676,6 +676,7 @@ def sample_annealed_langevin_grid(
     record: Literal["points", "steps"] = "points",
     progress: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    method: Literal["ula", "mala"] = "ula",
 ) -> AnnealedLangevinResult:
     """Algorithm 1 on a grid potential with its analytic gradient (no autograd).
 
@@ -687,6 +688,8 @@ def sample_annealed_langevin_grid(
     ``y <- y - eps_n (grad U(y) + SNR_n (y - x_n / alpha_n)) + sqrt(2 eps_n) xi``, ``n_steps``
     times, state carried over. Shapes: ``log_snr (T,)``, ``x (T, 2)``, ``x_init (2,)`` or
     ``(n_paths, 2)``; ``paths (P, T, 2)`` or ``(P, T * n_steps, 2)`` (unwrapped angles).
+    ``method="mala"`` adds the Metropolis correction (energy and gradient from
+    :meth:`PeriodicGridPotential.energy_and_grad`; same decisions as the core sampler).
     """
     if not isinstance(potential, PeriodicGridPotential):
         raise TypeError(f"potential: expected a PeriodicGridPotential, got {type(potential).__name__}")
@@ -700,6 +703,7 @@ def sample_annealed_langevin_grid(
         raise ValueError(f"n_steps: expected an integer >= 1, got {n_steps!r}")
     if record not in ("points", "steps"):
         raise ValueError(f"record: expected 'points' or 'steps', got {record!r}")
+    check_method(method)
     n_points = x.shape[0]
     x_init = check_tensor("x_init", x_init)
     if x_init.ndim == 1:
@@ -721,6 +725,10 @@ def sample_annealed_langevin_grid(
     noise_list = (2 * eps).sqrt().tolist()
     frames = []
     t0 = time.perf_counter()
+    mala = method == "mala"
+    if mala:
+        energy, grad_u = potential.energy_and_grad(y)
+        accepted = torch.zeros(n_points, dtype=torch.float64)
     iterator = range(n_points)
     if progress:
         from tqdm.auto import tqdm
@@ -729,9 +737,16 @@ def sample_annealed_langevin_grid(
     for n in iterator:
         centre, k, e, c = centres[n], stiffness[n], eps_list[n], noise_list[n]
         for _ in range(n_steps):
-            grad = potential.grad(y).add_(y - centre, alpha=k)
-            noise = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=generator)
-            y = torch.add(y, grad, alpha=-e).add_(noise, alpha=c)
+            if mala:
+                noise = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=generator)
+                uniform = torch.rand(y.shape[0], dtype=y.dtype, device=y.device, generator=generator)
+                y, energy, grad_u, ok = mala_step(potential.energy_and_grad, y, energy, grad_u, centre, k, e,
+                                                  noise, uniform)
+                accepted[n] += float(ok.double().sum())
+            else:
+                grad = potential.grad(y).add_(y - centre, alpha=k)
+                noise = torch.randn(y.shape, dtype=y.dtype, device=y.device, generator=generator)
+                y = torch.add(y, grad, alpha=-e).add_(noise, alpha=c)
             if record == "steps":
                 frames.append(y)
         if not bool(torch.isfinite(y).all()):
@@ -744,8 +759,8 @@ def sample_annealed_langevin_grid(
         if callback is not None:
             callback({"point": n, "state": y})
     return AnnealedLangevinResult(
-        paths=torch.stack(frames, dim=1), n_energy_evals=n_paths * n_points * n_steps,
-        wall_time=time.perf_counter() - t0,
+        paths=torch.stack(frames, dim=1), n_energy_evals=n_paths * (n_points * n_steps + int(mala)),
+        wall_time=time.perf_counter() - t0, acceptance=accepted / (n_paths * n_steps) if mala else None,
     )
 
 

@@ -44,6 +44,46 @@ def test_annealed_langevin_stationary_distribution():
     assert bool(((final.var(0) - want_var).abs() < 0.05 * want_var).all()), final.var(0)
 
 
+@pytest.mark.parametrize("method, want_ratio", [("ula", 1 / (1 - 0.6)), ("mala", 1.0)])
+def test_mala_removes_the_step_size_bias(method, want_ratio):
+    # Harmonic U_n of curvature k = 1 + SNR = 4 and eps k = 1.2: unadjusted Langevin has variance
+    # 1 / (k (1 - eps k / 2)) = 2.5x the target's; the Metropolis-adjusted chain has the target's.
+    lam = math.log(3.0)
+    alpha = float(alpha_sigma(lam)[0])
+    c = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    log_snr = torch.full((3,), lam, dtype=torch.float64)
+    x = (alpha * c).expand(3, 2)
+    result = sample_annealed_langevin(
+        harmonic, log_snr, x, torch.zeros(2, dtype=torch.float64), n_paths=4000, n_steps=100, step_size=0.3,
+        generator=torch.Generator().manual_seed(0), method=method,
+    )
+    final = result.paths[:, -1]
+    want_var = 0.25 * want_ratio
+    assert bool(((final.var(0) - want_var).abs() < 0.08 * want_var).all()), final.var(0)
+    assert bool(((final.mean(0) - 0.75 * c).abs() < 0.05).all()), final.mean(0)
+    if method == "mala":
+        assert result.acceptance.shape == (3,)
+        assert 0.3 < result.acceptance_rate < 0.95
+        assert result.evals_per_path == 3 * 100 + 1
+    else:
+        assert result.acceptance is None and result.acceptance_rate is None
+        assert result.evals_per_path == 3 * 100
+
+
+def test_mala_rejects_non_finite_proposals():
+    # A hard wall at y_0 > 0.5: unadjusted steps would step into inf; the adjusted chain never does.
+    def walled(y):
+        return torch.where(y[:, 0] > 0.5, torch.full_like(y[:, 0], math.inf), harmonic(y))
+
+    log_snr, x = torch.zeros(4, dtype=torch.float64), torch.zeros(4, 2, dtype=torch.float64)
+    result = sample_annealed_langevin(walled, log_snr, x, torch.zeros(2, dtype=torch.float64), n_paths=200,
+                                      n_steps=20, step_size=0.2, generator=torch.Generator().manual_seed(3),
+                                      record="steps", method="mala")
+    assert bool(torch.isfinite(result.paths).all())
+    assert float(result.paths[..., 0].max()) <= 0.5
+    assert result.acceptance_rate < 1.0
+
+
 def test_annealed_langevin_record_steps_and_reproducible():
     log_snr = torch.linspace(2, -2, 5)
     x = torch.zeros(5, 3)
@@ -66,6 +106,8 @@ def test_annealed_langevin_errors():
         sample_annealed_langevin(lambda y: y * 1.0, log_snr, x, torch.zeros(2))
     with pytest.raises(ValueError, match="log_snr: expected size 5 for dimension T"):
         sample_annealed_langevin(harmonic, torch.zeros(4), x, torch.zeros(2))
+    with pytest.raises(ValueError, match="method: expected 'ula' or 'mala', got 'hmc'"):
+        sample_annealed_langevin(harmonic, log_snr, x, torch.zeros(2), method="hmc")
     with pytest.raises(NonFiniteError, match="non-finite states at curve point 0"):
         sample_annealed_langevin(harmonic, torch.full((5,), 8.0), x, torch.ones(2), step_size=1.0, n_steps=50)
 

@@ -351,14 +351,16 @@ def test_fast_gradient_matches_analytic(fes):
         fes.grad(torch.zeros(3))
 
 
-@pytest.mark.parametrize("record", ["points", "steps"])
-def test_grid_sampler_reproduces_the_core_sampler(fes, record):
+@pytest.mark.parametrize("record, method", [("points", "ula"), ("steps", "ula"), ("steps", "mala")])
+def test_grid_sampler_reproduces_the_core_sampler(fes, record, method):
     from spacetime_md.core import sample_annealed_langevin
 
     log_snr, x, start = table1_like_curve()
     step = torch.full((16,), 2e-3, dtype=torch.float64)
     step[8:] = 1e-3
-    kwargs = dict(n_paths=32, n_steps=5, step_size=step, record=record)
+    if method == "mala":
+        step = step * 8  # large enough that some proposals are rejected
+    kwargs = dict(n_paths=32, n_steps=5, step_size=step, record=record, method=method)
     core = sample_annealed_langevin(fes.as_autograd_function(), log_snr, x, start,
                                     generator=torch.Generator().manual_seed(5), **kwargs)
     seen = []
@@ -368,7 +370,13 @@ def test_grid_sampler_reproduces_the_core_sampler(fes, record):
                                          callback=seen.append, **kwargs)
     assert grid.paths.shape == core.paths.shape == (32, 16 if record == "points" else 80, 2)
     assert torch.allclose(grid.paths, core.paths, atol=1e-10)
-    assert grid.n_energy_evals == core.n_energy_evals == 32 * 16 * 5
+    assert grid.n_energy_evals == core.n_energy_evals == 32 * (16 * 5 + (method == "mala"))
+    if method == "mala":
+        assert torch.allclose(grid.acceptance, core.acceptance)
+        assert 0.5 < grid.acceptance_rate < 1.0
+        # a rejected step repeats the state exactly
+        repeats = (grid.paths[:, 1:] == grid.paths[:, :-1]).all(-1).double().mean()
+        assert float(repeats) == pytest.approx(1.0 - grid.acceptance_rate, abs=0.02)
     assert len(seen) == 16 and seen[-1]["point"] == 15
 
 
@@ -387,5 +395,7 @@ def test_grid_sampler_errors(fes):
         sample_annealed_langevin_grid(fes, log_snr[:5], x, start)
     with pytest.raises(TypeError, match="expected a PeriodicGridPotential"):
         sample_annealed_langevin_grid(None, log_snr, x, start)
+    with pytest.raises(ValueError, match="method: expected 'ula' or 'mala', got 'MALA'"):
+        sample_annealed_langevin_grid(fes, log_snr, x, start, method="MALA")
     with pytest.raises(NonFiniteError, match="reduce step_size"):
         sample_annealed_langevin_grid(fes, log_snr, x, start, n_steps=50, step_size=5.0)

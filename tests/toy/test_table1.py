@@ -121,6 +121,8 @@ def test_config_validation_and_round_trip():
         Table1Config(start=(0.0, math.inf))
     with pytest.raises(ValueError, match="min_log_snr: expected a value <= endpoint_log_snr"):
         Table1Config(min_log_snr=5.0)
+    with pytest.raises(ValueError, match="langevin_method: expected 'ula' or 'mala', got 'ULA'"):
+        Table1Config(langevin_method="ULA")
     with pytest.raises(ValueError, match="n_curve_points: expected an integer >= 2"):
         Table1Config(n_curve_points=1)
     with pytest.raises(TypeError, match="geodesic: expected a GeodesicConfig"):
@@ -131,7 +133,11 @@ def test_config_validation_and_round_trip():
     assert again == config
     with pytest.raises(KeyError, match="unknown \\['bogus'\\]"):
         Table1Config.from_dict({"bogus": 1})
-    assert TABLE1_PRESETS["default"]().evals_per_path <= 4000
+    default = TABLE1_PRESETS["default"]()
+    assert default.evals_per_path == 128 * 15 + 1 <= 4000
+    assert (default.langevin_method, default.step_size) == ("mala", 8e-3)
+    algorithm1 = TABLE1_PRESETS["algorithm1"]()
+    assert (algorithm1.langevin_method, algorithm1.step_size, algorithm1.evals_per_path) == ("ula", 2e-3, 128 * 15)
 
 
 # -- end to end ---------------------------------------------------------------------------------------
@@ -157,6 +163,7 @@ def test_run_table1_end_to_end(tmp_path):
         res = report["variants"][variant]
         m = res["metrics"]
         assert res["langevin"]["evaluations_per_path"] == config.evals_per_path
+        assert res["langevin"]["method"] == "mala" and 0.0 < res["langevin"]["acceptance_rate"] <= 1.0
         assert m["n_frames"] == n_frames
         # densification can only raise the maximum; every path starts in the start basin
         assert m["max_energy_bilinear_densified"]["mean"] >= m["max_energy_bilinear"]["mean"] - 1e-9
@@ -197,6 +204,10 @@ def test_cli_dry_run_prints_resolved_config(capsys, tmp_path):
     config = json.loads(capsys.readouterr().out)
     assert config["n_paths"] == 7 and config["variants"] == ["unconstrained", "low_variance"]
     assert config["train"]["n_steps"] == TABLE1_PRESETS["quick"]().train.n_steps
+    assert main(["benchmark", "table1", "--out", str(tmp_path), "--preset", "algorithm1", "--langevin", "mala",
+                 "--dry-run"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert (config["langevin_method"], config["step_size"]) == ("mala", 2e-3)
 
 
 def test_cli_errors(capsys, tmp_path):
