@@ -12,7 +12,9 @@ metric MaxEnergy = mean +- std over paths of the maximum grid energy along each 
    between the endpoints placed at ``log_snr`` 4 (``x = alpha * angles``, so that the
    restraint centre ``x / alpha`` at the ends is the end configuration itself);
 5. annealed Langevin (Algorithm 1, core :func:`~spacetime_md.core.sample_annealed_langevin`)
-   on the interpolated potential along the geodesic, all paths in one batch;
+   on the interpolated potential along the geodesic, all paths in one batch; by default with
+   Metropolis-adjusted steps (``langevin_method="mala"``, step 8e-3), which keep every curve
+   point's posterior exact at that step; ``"ula"`` is the paper's unadjusted rule;
 6. MaxEnergy with nearest-grid-point and bilinear lookup, evaluations, wall times.
 
 Path frames (documented choice): by default (``frames="steps"``) a path is the state after
