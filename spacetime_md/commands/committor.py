@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+#: Same as ``spacetime_md.molecular.committor.ENERGIES`` (kept literal: no OpenMM import to build the parser).
+ENERGIES = ("quenched", "relaxed", "raw")
+DEFAULT_ENERGY = "relaxed"
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -28,8 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--check-interval", type=int, default=10, help="MD steps between state checks (default 10)")
     p.add_argument("--start-state", help="start state name (default: the state of the path's first frame)")
     p.add_argument("--target-state", help="target state name (default: the state of the path's last frame)")
-    p.add_argument("--energy", choices=("relaxed", "raw"), default="relaxed",
-                   help="energy that picks the extra highest-energy frame (default relaxed)")
+    p.add_argument("--energy", choices=ENERGIES, default=DEFAULT_ENERGY,
+                   help="energy that picks the extra highest-energy frame: quenched (heavy atoms held, the rest "
+                   "minimised), relaxed (only phi, psi held) or raw (default %(default)s)")
     p.add_argument("--no-max-energy", action="store_true", help="do not add the highest-energy frame")
     p.add_argument("--workers", type=int, default=2, help="worker processes at most (default 2): shots start in this process and move to "
                    "workers when the rest would take longer than 20 s here; 1: never")

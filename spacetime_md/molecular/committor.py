@@ -76,6 +76,8 @@ _CHECKPOINT_VERSION = 1
 #: openmm and spacetime_md) costs about 5 s on a busy 2-core machine, and most alanine-dipeptide
 #: shots commit within a few hundred steps (about 3 ms), so small jobs never start one.
 WORKERS_AFTER_S = 20.0
+#: Energies that can pick the highest-energy frame (see :class:`CommittorConfig`).
+ENERGIES = ("quenched", "relaxed", "raw")
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,10 @@ class CommittorConfig:
         State names; default: the states of the path's first and last frame.
     include_max_energy : bool
         Also shoot from the frame of highest energy.
-    energy : {"relaxed", "raw"}
-        Which energy picks that frame.
+    energy : {"quenched", "relaxed", "raw"}
+        Which energy picks that frame: ``"quenched"`` minimises each frame with its heavy atoms
+        held near their positions (a local quench that keeps every dihedral), ``"relaxed"`` with
+        only (phi, psi) held (the adiabatic (phi, psi) energy), ``"raw"`` is the OpenMM energy.
     confidence : float
         Level of the Wilson interval.
     n_workers : int
@@ -143,8 +147,8 @@ class CommittorConfig:
                 raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence: expected a level in (0, 1), got {self.confidence!r}")
-        if self.energy not in ("relaxed", "raw"):
-            raise ValueError(f"energy: expected 'relaxed' or 'raw', got {self.energy!r}")
+        if self.energy not in ENERGIES:
+            raise ValueError(f"energy: expected one of {', '.join(map(repr, ENERGIES))}, got {self.energy!r}")
         if self.max_steps < self.check_interval_steps:
             raise ValueError(
                 f"max_length_ps: expected at least one check interval ({self.check_interval_steps} steps of "
@@ -216,11 +220,28 @@ def select_frames(n_path_frames: int, n_frames: int) -> np.ndarray:
 
 
 def _relaxed_energies(system: "MolecularSystem", frames: np.ndarray) -> np.ndarray:
+    """Energies (kJ/mol) after minimisation with (phi, psi) held at each frame's values."""
     from spacetime_md.molecular.relaxed import DihedralQuencher
 
     quencher = DihedralQuencher(system.openmm_system, system.phi_indices, system.psi_indices,
                                 platform=system.platform_name)
     return quencher.quench_frames(frames)
+
+
+def _quenched_energies(system: "MolecularSystem", frames: np.ndarray) -> np.ndarray:
+    """Energies (kJ/mol) after minimisation with the heavy atoms held near their positions
+    (:class:`~spacetime_md.molecular.relaxed.PositionQuencher`, 10 000 kJ/mol/nm^2)."""
+    from spacetime_md.molecular.relaxed import PositionQuencher
+
+    quencher = PositionQuencher(system.openmm_system, system.heavy_atom_indices, k_restraint=QUENCH_K,
+                                platform=system.platform_name)
+    return quencher.quench_frames(frames)
+
+
+#: Heavy-atom restraint of the ``"quenched"`` energy (kJ/mol/nm^2).
+QUENCH_K = 10_000.0
+#: Frame-wise energies that can pick the highest-energy frame (besides ``"raw"``).
+RELAXED_ENERGIES = {"relaxed": _relaxed_energies, "quenched": _quenched_energies}
 
 
 def _resolve_states(system: "MolecularSystem", frames: np.ndarray, config: CommittorConfig):
@@ -249,8 +270,9 @@ def _resolve_states(system: "MolecularSystem", frames: np.ndarray, config: Commi
 
 def shot_seed(seed: int, frame: int, shot: int) -> int:
     """The OpenMM random seed of one shot (in [1, 2**31 - 1), never 0: OpenMM's 'pick one')."""
-    state = np.random.SeedSequence([int(seed), int(frame), int(shot)]).generate_state(1, dtype=np.uint32)[0]
-    return int(state % (2**31 - 2)) + 1
+    from spacetime_md.molecular._seeds import openmm_seed
+
+    return openmm_seed(seed, frame, shot)
 
 
 class _ShotRunner:
@@ -369,7 +391,7 @@ class CommittorResult:
     max_energy_frame : int or None
         The path frame of highest energy, if it was included.
     max_energy_source : str
-        ``"relaxed"`` or ``"raw"``.
+        ``"quenched"``, ``"relaxed"`` or ``"raw"`` (see :class:`CommittorConfig`).
     start_state, target_state : str
     ts_candidates : list of int
         Path frames with ``p_B`` closest to 1/2.
@@ -629,13 +651,12 @@ def estimate_committor(
         energies_all = np.asarray(evaluate_energies(system, frames_all)._value, dtype=np.float64)
     relaxed_all = None
     source = "raw"
-    if config.include_max_energy or config.energy == "relaxed":
-        if config.energy == "relaxed":
-            try:
-                relaxed_all = _relaxed_energies(system, frames_all)
-                source = "relaxed"
-            except Exception as exc:  # noqa: BLE001 - any OpenMM failure falls back to raw energies
-                logger.warning("relaxed energies failed (%s); using raw OpenMM energies", exc)
+    if config.include_max_energy and config.energy != "raw":
+        try:
+            relaxed_all = RELAXED_ENERGIES[config.energy](system, frames_all)
+            source = config.energy
+        except Exception as exc:  # noqa: BLE001 - any OpenMM failure falls back to raw energies
+            logger.warning("%s energies failed (%s); using raw OpenMM energies", config.energy, exc)
     max_frame = None
     if config.include_max_energy:
         ranking = relaxed_all if relaxed_all is not None else energies_all

@@ -24,6 +24,8 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
+from spacetime_md.molecular._seeds import openmm_seed
+
 __all__ = ["RestrainedLangevinSampler", "RestrainedPaths", "RESTRAINT_FORCE_GROUP"]
 
 logger = logging.getLogger(__name__)
@@ -147,7 +149,8 @@ class RestrainedLangevinSampler:
         n_steps : int
             Integrator steps per curve point.
         seed : int
-            Paths use seeds ``seed + p`` for velocities and the integrator's noise.
+            Path ``p`` seeds its velocities and the integrator's noise with
+            ``openmm_seed(seed, p)`` (mixed, so runs with different seeds share no path).
         record_every : int, optional
             Record a frame every this many steps (must divide ``n_steps``); default
             ``n_steps``, i.e. one frame per curve point. Frames are ``T * n_steps / record_every``.
@@ -180,10 +183,11 @@ class RestrainedLangevinSampler:
         try:
             for p in range(n_paths):
                 # OpenMM reads the integrator's seed when the context is (re)initialised.
-                self.integrator.setRandomNumberSeed(seed + p + 1)
+                path_seed = openmm_seed(seed, p)
+                self.integrator.setRandomNumberSeed(path_seed)
                 self.context.reinitialize()
                 self.context.setPositions(x_init[p])
-                self.context.setVelocitiesToTemperature(self.temperature, seed + p + 1)
+                self.context.setVelocitiesToTemperature(self.temperature, path_seed)
                 for n in range(n_points):
                     self._set_restraint(centres[n], k[n])
                     for r in range(per_point):

@@ -1,10 +1,17 @@
-"""Relaxed (phi, psi) energies: restrained minimisation of frames and of a dihedral grid.
+"""Relaxed energies: restrained minimisation of frames and of a dihedral grid.
 
 The raw potential energy along a 300 K path carries about (3N - 6)/2 kT of thermal energy, so
-barriers are compared after *quenching*: minimise with the backbone dihedrals (phi, psi)
-restrained to given values, then evaluate the force field without the restraint. Doing this
-on a periodic grid gives the relaxed (adiabatic) map of the force field; the minimax
-(bottleneck) path on it is the lowest possible relaxed barrier between two states.
+barriers are compared after *quenching*: minimise with some coordinates restrained, then
+evaluate the force field without the restraint.
+
+- :class:`DihedralQuencher` / :class:`TorsionQuencher`: restrain the backbone dihedrals
+  (phi, psi) or any set of dihedrals to the frame's values; everything else relaxes (the
+  adiabatic energy in those coordinates). Doing this on a periodic grid gives the relaxed map
+  of the force field; the minimax (bottleneck) path on it is the lowest possible relaxed barrier
+  between two states.
+- :class:`PositionQuencher`: restrain chosen atoms (by default the heavy atoms) harmonically to
+  their positions in the frame; hydrogens and bond/angle vibrations relax, the conformation in
+  every soft coordinate is kept (a local quench).
 
 Units inside: nm, kJ/mol, radians.
 """
@@ -21,7 +28,7 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
-__all__ = ["DihedralQuencher", "TorsionQuencher", "RelaxedMap", "compute_relaxed_map"]
+__all__ = ["DihedralQuencher", "TorsionQuencher", "PositionQuencher", "RelaxedMap", "compute_relaxed_map"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +45,35 @@ def _dihedrals(x: np.ndarray, atoms) -> np.ndarray:
     return np.arctan2((np.cross(b1n, v) * w).sum(-1), (v * w).sum(-1))
 
 
-class TorsionQuencher:
+class _RestrainedMinimiser:
+    """A copy of a system plus one restraint force (its own group) in a Reference-style Context;
+    minimises and reports the physical (unrestrained) energy."""
+
+    def _setup(self, system: openmm.System, force: openmm.Force, *, tolerance: float, platform: str,
+               max_iterations: int) -> None:
+        self.system = copy.deepcopy(system)
+        force.setForceGroup(_RESTRAINT_GROUP)
+        self.system.addForce(force)
+        self.force = force
+        self.tolerance = tolerance
+        self.max_iterations = max_iterations
+        integrator = openmm.VerletIntegrator(0.001)
+        self.context = openmm.Context(self.system, integrator, openmm.Platform.getPlatformByName(platform))
+        self.n_minimisations = 0
+        self._physical_groups = sum(1 << g for g in range(32) if g != _RESTRAINT_GROUP)
+
+    def _minimise(self, positions: np.ndarray) -> tuple[float, np.ndarray]:
+        self.force.updateParametersInContext(self.context)
+        self.context.setPositions(positions)
+        self.context.applyConstraints(1e-6)
+        openmm.LocalEnergyMinimizer.minimize(self.context, self.tolerance, self.max_iterations)
+        self.n_minimisations += 1
+        state = self.context.getState(getEnergy=True, getPositions=True, groups=self._physical_groups)
+        return (state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+
+
+class TorsionQuencher(_RestrainedMinimiser):
     """Minimise structures with any set of dihedrals restrained to target values.
 
     Parameters
@@ -59,7 +94,6 @@ class TorsionQuencher:
         self.torsions = [tuple(int(a) for a in t) for t in torsions]
         if not self.torsions or any(len(t) != 4 for t in self.torsions):
             raise ValueError(f"torsions: expected one or more quadruples of atom indices, got {torsions!r}")
-        self.system = copy.deepcopy(system)
         force = openmm.CustomTorsionForce(
             "0.5*k_dihedral*d^2; d = min(ad, 6.283185307179586 - ad); ad = abs(theta - theta0)"
         )
@@ -67,29 +101,14 @@ class TorsionQuencher:
         force.addPerTorsionParameter("theta0")
         for t in self.torsions:
             force.addTorsion(*t, [0.0])
-        force.setForceGroup(_RESTRAINT_GROUP)
-        self.system.addForce(force)
-        self.force = force
-        self.tolerance = tolerance
-        self.max_iterations = max_iterations
-        integrator = openmm.VerletIntegrator(0.001)
-        self.context = openmm.Context(self.system, integrator, openmm.Platform.getPlatformByName(platform))
-        self.n_minimisations = 0
-        self._physical_groups = sum(1 << g for g in range(32) if g != _RESTRAINT_GROUP)
+        self._setup(system, force, tolerance=tolerance, platform=platform, max_iterations=max_iterations)
 
     def quench_at(self, positions: np.ndarray, targets) -> tuple[float, np.ndarray]:
         """Restrained minimisation from ``positions (N, 3)`` nm with the torsions at ``targets``
         (radians, one per torsion); returns (unrestrained energy kJ/mol, positions nm)."""
         for k, (t, value) in enumerate(zip(self.torsions, targets, strict=True)):
             self.force.setTorsionParameters(k, *t, [float(value)])
-        self.force.updateParametersInContext(self.context)
-        self.context.setPositions(positions)
-        self.context.applyConstraints(1e-6)
-        openmm.LocalEnergyMinimizer.minimize(self.context, self.tolerance, self.max_iterations)
-        self.n_minimisations += 1
-        state = self.context.getState(getEnergy=True, getPositions=True, groups=self._physical_groups)
-        return (state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
-                state.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        return self._minimise(positions)
 
     def quench_frames(self, frames: np.ndarray) -> np.ndarray:
         """Relaxed energies (kJ/mol) of ``frames (F, N, 3)``, each at its own restrained dihedrals."""
@@ -117,6 +136,58 @@ class DihedralQuencher(TorsionQuencher):
     def quench(self, positions: np.ndarray, phi: float, psi: float) -> tuple[float, np.ndarray]:
         """Restrained minimisation from ``positions (N, 3)`` nm; returns (energy kJ/mol, positions)."""
         return self.quench_at(positions, (phi, psi))
+
+
+class PositionQuencher(_RestrainedMinimiser):
+    """Minimise structures with chosen atoms harmonically restrained to their own positions.
+
+    The energy returned is the force field's at the restrained minimum, without the restraint:
+    thermal noise in hydrogens and stiff bonds and angles is removed while the frame's
+    conformation (all dihedrals, including those no reaction coordinate names) is kept. With the
+    default ``k_restraint`` the restrained atoms stay within about ``sqrt(kT / k) = 0.016`` nm of
+    the frame at 300 K.
+
+    Parameters
+    ----------
+    system : openmm.System
+        Physical system (copied; the copy gets a ``CustomExternalForce`` restraint).
+    atoms : sequence of int
+        Restrained atoms (at least one), e.g. ``MolecularSystem.heavy_atom_indices``.
+    k_restraint : float
+        Force constant in kJ/mol/nm^2.
+    tolerance : float
+        Minimiser tolerance in kJ/mol/nm.
+    platform : str
+    max_iterations : int
+        0: until converged.
+    """
+
+    def __init__(self, system: openmm.System, atoms, *, k_restraint: float = 10_000.0,
+                 tolerance: float = 1.0, platform: str = "Reference", max_iterations: int = 0):
+        self.atoms = np.asarray(atoms, dtype=np.int64).reshape(-1)
+        n = system.getNumParticles()
+        if self.atoms.size == 0 or self.atoms.min() < 0 or self.atoms.max() >= n:
+            raise ValueError(f"atoms: expected one or more indices in [0, {n}), got {list(atoms)!r}")
+        if not (isinstance(k_restraint, (int, float)) and math.isfinite(k_restraint) and k_restraint > 0):
+            raise ValueError(f"k_restraint: expected a finite number > 0 (kJ/mol/nm^2), got {k_restraint!r}")
+        force = openmm.CustomExternalForce("0.5*k_position*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
+        force.addGlobalParameter("k_position", float(k_restraint))
+        for name in ("x0", "y0", "z0"):
+            force.addPerParticleParameter(name)
+        for i in self.atoms:
+            force.addParticle(int(i), [0.0, 0.0, 0.0])
+        self._setup(system, force, tolerance=tolerance, platform=platform, max_iterations=max_iterations)
+
+    def quench(self, positions: np.ndarray) -> tuple[float, np.ndarray]:
+        """Restrained minimisation from ``positions (N, 3)`` nm; returns (unrestrained energy kJ/mol, positions nm)."""
+        x = np.asarray(positions, dtype=float)
+        for k, i in enumerate(self.atoms):
+            self.force.setParticleParameters(k, int(i), [float(v) for v in x[i]])
+        return self._minimise(x)
+
+    def quench_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Quenched energies (kJ/mol) of ``frames (F, N, 3)``."""
+        return np.array([self.quench(f)[0] for f in np.asarray(frames, dtype=float)])
 
 
 @dataclass

@@ -101,6 +101,20 @@ def test_relaxed_energy_maximum_is_the_transition_state(system):
     assert result.p_b_low[k] < 0.5 < result.p_b_high[k]
 
 
+def test_quenched_energy_picks_its_own_maximum(system, drive_path):
+    from spacetime_md.molecular.relaxed import PositionQuencher
+
+    frames = drive_path.frames[0]
+    energies = PositionQuencher(system.openmm_system, system.heavy_atom_indices).quench_frames(frames)
+    cfg = CommittorConfig(n_frames=2, n_shots=4, energy="quenched", **FAST)
+    result = estimate_committor(frames, system, cfg)
+    assert result.max_energy_source == "quenched"
+    assert result.max_energy_frame == int(np.argmax(energies))
+    # the drive path's frames are minimised already, so the quench moves them little and the
+    # maximum is at the barrier (neither end state)
+    assert system.assign_states(frames[result.max_energy_frame][None])[0] == -1
+
+
 def test_path_that_never_crosses_is_reported(system):
     # C7eq to just outside the disc, well before the barrier: every shot falls back to C7eq.
     path = compute_dihedral_drive_path(system, "C7eq", n_frames=6, waypoints_deg=[(-150, 160), (-25, 40)])
@@ -238,7 +252,7 @@ def test_errors(system, drive_path, paths_dir, tmp_path):
         (dict(n_shots=-1), "n_shots: expected an integer >= 1, got -1"),
         (dict(max_length_ps=0.0), "max_length_ps: expected a finite number > 0, got 0.0"),
         (dict(max_length_ps=0.001), "max_length_ps: expected at least one check interval"),
-        (dict(energy="kinetic"), "energy: expected 'relaxed' or 'raw', got 'kinetic'"),
+        (dict(energy="kinetic"), "energy: expected one of 'quenched', 'relaxed', 'raw', got 'kinetic'"),
         (dict(confidence=1.5), r"confidence: expected a level in \(0, 1\), got 1.5"),
         (dict(path=-1), "path: expected an integer >= 0, got -1"),
     ]:

@@ -12,7 +12,13 @@ import openmm.unit as unit
 import pytest
 
 from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
-from spacetime_md.molecular.relaxed import DihedralQuencher, TorsionQuencher, _dihedrals, compute_relaxed_map
+from spacetime_md.molecular.relaxed import (
+    DihedralQuencher,
+    PositionQuencher,
+    TorsionQuencher,
+    _dihedrals,
+    compute_relaxed_map,
+)
 
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
 
@@ -51,6 +57,19 @@ def test_stiff_restraint_holds_structure_at_centres(alanine):
     np.testing.assert_allclose(dense.frames[:, 3::4], out.frames)
     with pytest.raises(ValueError, match=r"record_every: expected a divisor of n_steps \(200\), got 30"):
         sampler.sample(centres, np.array([2e4, 2e4]), pos, n_steps=200, record_every=30)
+
+
+def test_runs_with_different_seeds_share_no_path(alanine):
+    # Path p of seed s used to be path p + 1 of seed s - 1 (seeds s + p + 1).
+    system, pos = alanine
+    sampler = RestrainedLangevinSampler(system)
+    centres, k = np.broadcast_to(pos, (2, 22, 3)), np.full(2, 1e3)
+    a = sampler.sample(centres, k, pos, n_paths=2, n_steps=20, seed=0).frames
+    b = sampler.sample(centres, k, pos, n_paths=2, n_steps=20, seed=1).frames
+    for i in range(2):
+        for j in range(2):
+            assert not np.allclose(a[i], b[j])
+    assert not np.allclose(a[0], a[1])
 
 
 def test_zero_restraint_is_plain_md_cost(alanine):
@@ -105,6 +124,36 @@ def test_torsion_quencher_generalises_the_dihedral_one(alanine):
         TorsionQuencher(system, [(1, 2, 3)])
     with pytest.raises(ValueError, match=r"torsions: expected one or more quadruples of atom indices, got \[\]"):
         TorsionQuencher(system, [])
+
+
+def test_position_quencher_keeps_the_conformation_and_removes_thermal_energy(alanine):
+    system, pos = alanine
+    heavy = [i for i, a in enumerate(app.PDBFile(str(Path(__import__("openmmtools").__file__).parent / "data"
+                                                     / "alanine-dipeptide-gbsa" / "alanine-dipeptide.pdb"))
+                                     .topology.atoms()) if a.element.symbol != "H"]
+    # a thermally perturbed frame: the quench lowers its energy a lot but keeps phi, psi and every
+    # heavy atom close to where they were
+    noisy = pos + 0.004 * np.random.default_rng(1).standard_normal(pos.shape)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(noisy)
+    raw = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    quencher = PositionQuencher(system, heavy)
+    energy, x = quencher.quench(noisy)
+    assert energy < raw - 50.0, (energy, raw)
+    shift = np.linalg.norm(x[heavy] - noisy[heavy], axis=-1)
+    assert shift.max() < 0.02, shift.max()  # nm; sqrt(kT / k) = 0.016 nm
+    for atoms in (PHI, PSI):
+        d = float(_dihedrals(x[None], atoms)[0] - _dihedrals(noisy[None], atoms)[0])
+        assert abs(math.remainder(d, 2 * math.pi)) < math.radians(20)  # states are ~100 deg apart
+    # a stiffer restraint keeps the frame closer, so its minimum is higher
+    stiff = PositionQuencher(system, heavy, k_restraint=1e6).quench_frames(noisy[None])[0]
+    soft = PositionQuencher(system, heavy, k_restraint=100.0).quench_frames(noisy[None])[0]
+    assert soft < energy < stiff
+    assert quencher.n_minimisations == 1
+    with pytest.raises(ValueError, match=r"atoms: expected one or more indices in \[0, 22\), got \[22\]"):
+        PositionQuencher(system, [22])
+    with pytest.raises(ValueError, match=r"k_restraint: expected a finite number > 0 \(kJ/mol/nm\^2\), got -1"):
+        PositionQuencher(system, heavy, k_restraint=-1)
 
 
 def test_relaxed_map_minimum_is_c7eq(alanine):
