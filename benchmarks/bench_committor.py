@@ -14,7 +14,9 @@ crossing window (between the evaluated frames that bracket the first p_B >= 1/2,
 include the highest-relaxed-energy frame) with SHOTS shots each, and reports p_B of the
 highest-relaxed-energy frame there, the frame whose p_B is closest to 1/2 with its (phi, psi),
 and the spread of relaxed energies across the window: it tells whether a miss comes from the
-frame spacing or from the relaxed-energy criterion itself.
+frame spacing or from the relaxed-energy criterion itself. The window also covers the maximum of
+every frame-wise criterion (``relaxed``: (phi, psi) held; ``quenched``: heavy atoms held), and
+p_B at each is reported on the same shots; ``--energy`` picks the criterion of the coarse run.
 
 ``--reference`` adds the classical dihedral-drive path (restrained minimisations along a line
 in (phi, psi)) as a third profile. Results are resumable (each path's shots are checkpointed in
@@ -22,7 +24,8 @@ in (phi, psi)) as a third profile. Results are resumable (each path's shots are 
 
     spacetime-md paths --out runs/c7eq_c7ax --relaxed
     python benchmarks/bench_committor.py [runs/c7eq_c7ax] [--frames 10] [--shots 20] [--paths 2] [--quick]
-        [--workers 2] [--reference] [--out benchmarks/results/committor.json]
+        [--workers 2] [--reference] [--dense SHOTS] [--energy quenched|relaxed|raw]
+        [--out benchmarks/results/committor.json]
 """
 
 from __future__ import annotations

@@ -112,13 +112,20 @@ from spacetime_md.molecular.paths import (
     kabsch_rmsd,
     prepare_geodesic_problem,
 )
-from spacetime_md.molecular.relaxed import DihedralQuencher, RelaxedMap, TorsionQuencher, compute_relaxed_map
+from spacetime_md.molecular.relaxed import (
+    DihedralQuencher,
+    PositionQuencher,
+    RelaxedMap,
+    TorsionQuencher,
+    compute_relaxed_map,
+)
 from spacetime_md.molecular.run_paths import format_table, run_paths
 
 __all__ += [
     "DihedralQuencher",
     "GeodesicProblem",
     "PathConfig",
+    "PositionQuencher",
     "RelaxedMap",
     "RestrainedLangevinSampler",
     "TorsionQuencher",
