@@ -78,10 +78,11 @@ def dense_window(system, paths: TransitionPaths, result, base: CommittorConfig, 
     The window also covers the highest-energy frame of every criterion in ``RELAXED_ENERGIES``
     (computed on the whole path), so the criteria are compared on the same shots.
     """
-    from spacetime_md.molecular.committor import RELAXED_ENERGIES, _relaxed_energies
+    from spacetime_md.molecular.committor import RELAXED_ENERGIES
 
     frames = np.asarray(paths.frames[path], dtype=np.float64)
-    maxima = {name: int(np.argmax(fn(system, frames))) for name, fn in RELAXED_ENERGIES.items()}
+    energies = {name: fn(system, frames) for name, fn in RELAXED_ENERGIES.items()}
+    maxima = {name: int(np.argmax(e)) for name, e in energies.items()}
     maxima[result.max_energy_source] = result.max_energy_frame
     evaluated, p_b = result.frames, np.nan_to_num(result.p_b, nan=0.0)
     k = int(np.argmax(p_b >= 0.5)) if (p_b >= 0.5).any() else len(p_b) - 1
@@ -94,8 +95,8 @@ def dense_window(system, paths: TransitionPaths, result, base: CommittorConfig, 
                               start_state=result.start_state, target_state=result.target_state, kind="geodesic",
                               path=0)
     dense = estimate_committor(window, system, cfg)
-    relaxed = _relaxed_energies(system, window[dense.frames])
     index = lo + dense.frames
+    relaxed = energies["relaxed"][index]
     at_max = float(dense.p_b[int(np.flatnonzero(index == result.max_energy_frame)[0])])
     half = int(np.nanargmin(np.abs(dense.p_b - 0.5)))
     phi, psi = np.degrees(dense.phi_psi[half])

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from spacetime_md._atomic import atomic_path, write_text_atomic
+from spacetime_md.molecular._seeds import openmm_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     from spacetime_md.molecular.paths import TransitionPaths
@@ -270,8 +271,6 @@ def _resolve_states(system: "MolecularSystem", frames: np.ndarray, config: Commi
 
 def shot_seed(seed: int, frame: int, shot: int) -> int:
     """The OpenMM random seed of one shot (in [1, 2**31 - 1), never 0: OpenMM's 'pick one')."""
-    from spacetime_md.molecular._seeds import openmm_seed
-
     return openmm_seed(seed, frame, shot)
 
 

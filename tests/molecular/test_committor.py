@@ -290,3 +290,8 @@ def test_cli(paths_dir, tmp_path, capsys):
     assert code == 2 and err == "spacetime-md: error: n_shots: expected an integer >= 1, got 0"
     assert cli.main(["committor", str(paths_dir), "--dry-run"]) == 0
     assert '"n_shots": 20' in capsys.readouterr().out
+    # the parser keeps its energy choices literal (no OpenMM import to build it): same as the API's
+    from spacetime_md.commands import committor as command
+    from spacetime_md.molecular.committor import ENERGIES
+
+    assert command.ENERGIES == ENERGIES and command.DEFAULT_ENERGY == CommittorConfig().energy
