@@ -5,8 +5,11 @@ For paths of a `spacetime-md paths` run directory (which holds both kinds), esti
 unbiased OpenMM shots each, and reports per curve kind:
 
 - whether p_B crosses 1/2 along the path, and the transition-state candidate (p_B closest to 1/2);
-- p_B of the highest-relaxed-energy frame and whether it lies within 0.5 +- 0.2 (the goal for
-  the geodesic paths: the energy maximum of a good path is its transition state);
+- p_B of the highest-relaxed-energy frame and of the *refined* relaxed-energy maximum (the
+  path's (phi, psi) route around that frame subdivided and relaxed, see
+  ``CommittorConfig.refine``), and whether each lies within 0.5 +- 0.2. The goal, for the
+  geodesic paths (the energy maximum of a good path is its transition state): the median p_B at
+  the refined maximum within 0.5 +- 0.2, and at least ``GOAL_FRACTION`` of the paths within;
 - undecided shots and wall time.
 
 ``--dense SHOTS`` re-estimates, for each geodesic path, p_B at *every* recorded frame of the
@@ -23,7 +26,7 @@ in (phi, psi)) as a third profile. Results are resumable (each path's shots are 
 ``PATHS_DIR/committor_<kind>_path<P>``) and written as JSON.
 
     spacetime-md paths --out runs/c7eq_c7ax --relaxed
-    python benchmarks/bench_committor.py [runs/c7eq_c7ax] [--frames 10] [--shots 20] [--paths 2] [--quick]
+    python benchmarks/bench_committor.py [runs/c7eq_c7ax ...] [--frames 10] [--shots 20] [--paths 2] [--quick]
         [--workers 2] [--reference] [--dense SHOTS] [--energy quenched|relaxed|raw]
         [--out benchmarks/results/committor.json]
 """
@@ -48,6 +51,19 @@ from spacetime_md.molecular.committor import (
 from spacetime_md.molecular.paths import TransitionPaths
 
 TOLERANCE = 0.2
+#: Share of paths whose refined maximum must lie within the tolerance (with 20 shots, a point at
+#: exactly p_B = 1/2 falls within 0.5 +- 0.2 with probability 0.96, so "every path" would fail
+#: by chance on a large set).
+GOAL_FRACTION = 0.75
+
+
+def goal_met(rows: list[dict]) -> bool:
+    """The benchmark's goal on one curve's rows (see ``GOAL_FRACTION``)."""
+    pb = [r["refined_p_b"] for r in rows if r.get("refined_p_b") is not None]
+    if not rows or len(pb) < len(rows):
+        return False
+    within = sum(r["refined_within_tolerance"] for r in rows)
+    return bool(abs(float(np.median(pb)) - 0.5) <= TOLERANCE and within >= GOAL_FRACTION * len(rows))
 
 
 def summarise(result) -> dict:
@@ -69,6 +85,15 @@ def summarise(result) -> dict:
         "wall_time_s": result.wall_time_s,
         "message": result.message,
     }
+    r = result.refined
+    if r is not None:
+        row.update({
+            "refined_p_b": r["p_b"],
+            "refined_p_b_interval": r["p_b_interval"],
+            "refined_within_tolerance": bool(r["p_b"] is not None and abs(r["p_b"] - 0.5) <= TOLERANCE),
+            "refined_frame_position": r["frame_position"],
+            "refined_phi_psi_deg": r["phi_psi_deg"],
+        })
     return row
 
 
@@ -151,9 +176,10 @@ def worker_scaling(n_shots: int, n_workers: int) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths_dir", nargs="?", default=None,
-                        help="output directory of `spacetime-md paths` (with the baseline); default: run the "
-                             "main command's job (shipped model, 4 paths per kind) into a temporary directory")
+    parser.add_argument("paths_dirs", nargs="*", metavar="PATHS_DIR",
+                        help="output directories of `spacetime-md paths` (with the baseline; several are pooled); "
+                             "default: run the main command's job (shipped model, 4 paths per kind) into a temporary "
+                             "directory")
     parser.add_argument("--quick", action="store_true", help="fewer frames and shots (for run_all.py --quick)")
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--shots", type=int, default=20)
@@ -173,14 +199,14 @@ def main(argv=None) -> int:
     if args.quick:
         args.frames, args.shots = min(args.frames, 8), min(args.shots, 10)
     scratch = None
-    if args.paths_dir is None:
+    if not args.paths_dirs:
         import tempfile
 
         from spacetime_md.molecular.paths import PathConfig
         from spacetime_md.molecular.run_paths import run_paths
 
         scratch = tempfile.TemporaryDirectory(prefix="bench_committor_")
-        args.paths_dir = scratch.name
+        args.paths_dirs = [scratch.name]
         print(f"no paths directory given: running C7eq -> C7ax with the shipped model into {scratch.name}")
         run_paths(scratch.name, config=PathConfig(n_paths=max(args.paths, 1), seed=args.seed), plots=False)
 
@@ -192,31 +218,35 @@ def main(argv=None) -> int:
     if args.dense or args.reference:
         from spacetime_md.molecular.committor import _system_for_paths
 
-        system, _ = _system_for_paths(Path(args.paths_dir), None)
-    for kind in ("geodesic", "straight"):
-        paths = TransitionPaths.load(args.paths_dir, kind=kind)
-        for p in range(min(args.paths, paths.n_paths)):
-            result = run_committor(args.paths_dir, None, dataclasses.replace(base, kind=kind, path=p))
-            rows.setdefault(kind, []).append({"path": p, **summarise(result)})
-            print(f"[{kind} path {p}]\n{result.format_table()}\n")
-            if args.dense and kind == "geodesic":
-                rows[kind][-1]["dense"] = dense_window(system, paths, result, base, p, args.dense)
+        system, _ = _system_for_paths(Path(args.paths_dirs[0]), None)
+    for paths_dir in args.paths_dirs:
+        for kind in ("geodesic", "straight"):
+            paths = TransitionPaths.load(paths_dir, kind=kind)
+            for p in range(min(args.paths, paths.n_paths)):
+                result = run_committor(paths_dir, None, dataclasses.replace(base, kind=kind, path=p))
+                rows.setdefault(kind, []).append({"paths_dir": paths_dir, "path": p, **summarise(result)})
+                print(f"[{paths_dir}: {kind} path {p}]\n{result.format_table()}\n")
+                if args.dense and kind == "geodesic":
+                    rows[kind][-1]["dense"] = dense_window(system, paths, result, base, p, args.dense)
     if args.reference:
         ref = compute_dihedral_drive_path(system, "C7eq", "C7ax", n_frames=32)
-        result = estimate_committor(ref, system, base, out_dir=Path(args.paths_dir) / "committor_dihedral_drive")
+        result = estimate_committor(ref, system, base, out_dir=Path(args.paths_dirs[0]) / "committor_dihedral_drive")
         rows["dihedral-drive"] = [{"path": 0, **summarise(result)}]
         print(f"[dihedral-drive reference]\n{result.format_table()}\n")
 
-    print(f"{'curve':<16}{'paths':>6}{'crosses 1/2':>13}{'mean p_B at max E':>20}{'within 0.5+-0.2':>18}"
-          f"{'undecided':>11}")
+    print(f"{'curve':<16}{'paths':>6}{'crosses 1/2':>13}{'median p_B at max E':>21}{'within 0.5+-0.2':>17}"
+          f"{'refined: median p_B':>21}{'within':>9}{'undecided':>11}")
     for kind, rs in rows.items():
         pb = [r["max_energy_p_b"] for r in rs if r["max_energy_p_b"] is not None]
+        rpb = [r["refined_p_b"] for r in rs if r.get("refined_p_b") is not None]
         print(f"{kind:<16}{len(rs):>6}{sum(r['crosses_half'] for r in rs):>9}/{len(rs):<3}"
-              f"{(np.mean(pb) if pb else float('nan')):>20.2f}"
-              f"{sum(r['max_energy_within_tolerance'] for r in rs):>14}/{len(rs):<3}"
+              f"{(np.median(pb) if pb else float('nan')):>21.2f}"
+              f"{sum(r['max_energy_within_tolerance'] for r in rs):>13}/{len(rs):<3}"
+              f"{(np.median(rpb) if rpb else float('nan')):>21.2f}"
+              f"{sum(r.get('refined_within_tolerance', False) for r in rs):>6}/{len(rs):<3}"
               f"{sum(r['undecided'] for r in rs):>11}")
     geo = rows.get("geodesic", [])
-    goal = bool(geo) and all(r["max_energy_within_tolerance"] for r in geo)
+    goal = goal_met(geo)
     if args.dense and geo:
         dense = [r["dense"] for r in geo]
         phis = ", ".join(f"{d['closest_to_half_phi_psi_deg'][0]:.0f}" for d in dense)
@@ -226,17 +256,18 @@ def main(argv=None) -> int:
         for name in dense[0]["criteria"]:
             n_in = sum(d["criteria"][name]["within_tolerance"] for d in dense)
             print(f"  same shots, highest {name} energy: within 0.5 +- {TOLERANCE} for {n_in}/{len(dense)}")
-    print(f"goal (geodesic highest-{base.energy}-energy frame has p_B within 0.5 +- {TOLERANCE}): "
-          f"{'met' if goal else 'NOT met'}; total {time.perf_counter() - t0:.1f} s")
+    print(f"goal (p_B at the geodesic paths' refined highest-relaxed-energy point: median within 0.5 +- {TOLERANCE}, "
+          f"and at least {GOAL_FRACTION:.0%} of the paths within): {'met' if goal else 'NOT met'}; "
+          f"total {time.perf_counter() - t0:.1f} s")
 
-    report: dict = {"paths_dir": str(Path(args.paths_dir).resolve()), "config": base.to_dict(),
+    report: dict = {"paths_dirs": [str(Path(d).resolve()) for d in args.paths_dirs], "config": base.to_dict(),
                     "tolerance": TOLERANCE, "goal_met": goal, "curves": rows,
                     "wall_time_s": time.perf_counter() - t0}
     if args.scaling:
         report["worker_scaling"] = worker_scaling(args.scaling, args.workers)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    paths_config = Path(args.paths_dir) / "config.json"
+    paths_config = Path(args.paths_dirs[0]) / "config.json"
     if paths_config.is_file():
         report["paths_checkpoint"] = json.loads(paths_config.read_text()).get("checkpoint")
     tmp = out.with_name(f".{out.name}.tmp")

@@ -16,7 +16,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Shoot unbiased MD (fresh Maxwell-Boltzmann velocities) from frames of a path written by "
         "`spacetime-md paths`, stop each shot in the start or target state, and estimate p_B per frame with a "
         "Wilson interval. Writes config.json, shots.json (checkpoint; a rerun skips finished shots), "
-        "committor.json, committor.png and the transition-state candidates as PDB files.",
+        "committor.json, committor.png, the transition-state candidates and the refined relaxed-energy maximum as "
+        "PDB files.",
     )
     p.add_argument("paths_dir", metavar="PATHS_DIR", help="output directory of `spacetime-md paths`")
     p.add_argument("--frames", type=int, default=10, help="frames evenly spaced along the path (default 10)")
@@ -36,6 +37,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="energy that picks the extra highest-energy frame: quenched (heavy atoms held, the rest "
                    "minimised), relaxed (only phi, psi held) or raw (default %(default)s)")
     p.add_argument("--no-max-energy", action="store_true", help="do not add the highest-energy frame")
+    p.add_argument("--no-refine", action="store_true",
+                   help="do not also shoot from the refined relaxed-energy maximum (the path's (phi, psi) route "
+                   "around the highest-energy frame, subdivided and minimised with phi, psi held)")
+    p.add_argument("--refine-window", type=int, default=2,
+                   help="frames on each side of the highest-energy frame that the refinement covers (default 2)")
+    p.add_argument("--refine-substeps", type=int, default=10,
+                   help="refinement points per frame interval (default 10)")
     p.add_argument("--workers", type=int, default=2, help="worker processes at most (default 2): shots start in this process and move to "
                    "workers when the rest would take longer than 20 s here; 1: never")
     p.add_argument("--seed", type=int, default=0)
@@ -65,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
         target_state=args.target_state,
         include_max_energy=not args.no_max_energy,
         energy=args.energy,
+        refine=not args.no_refine,
+        refine_window=args.refine_window,
+        refine_substeps=args.refine_substeps,
         n_workers=args.workers,
         seed=args.seed,
     )

@@ -115,9 +115,11 @@ from spacetime_md.molecular.paths import (
 from spacetime_md.molecular.relaxed import (
     DihedralQuencher,
     PositionQuencher,
+    RefinedMaximum,
     RelaxedMap,
     TorsionQuencher,
     compute_relaxed_map,
+    refine_relaxed_maximum,
 )
 from spacetime_md.molecular.run_paths import format_table, run_paths
 
@@ -126,6 +128,7 @@ __all__ += [
     "GeodesicProblem",
     "PathConfig",
     "PositionQuencher",
+    "RefinedMaximum",
     "RelaxedMap",
     "RestrainedLangevinSampler",
     "TorsionQuencher",
@@ -137,6 +140,7 @@ __all__ += [
     "kabsch_align",
     "kabsch_rmsd",
     "prepare_geodesic_problem",
+    "refine_relaxed_maximum",
     "run_paths",
 ]
 # --- end transition paths ---

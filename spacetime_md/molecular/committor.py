@@ -8,7 +8,11 @@ the transition state. :func:`estimate_committor` measures it:
 1. **Frames.** ``n_frames`` frames evenly spaced along one path (both ends included), plus
    the frame of highest *relaxed* energy (each frame quenched at its own (phi, psi), see
    :class:`~spacetime_md.molecular.relaxed.DihedralQuencher`) or, with ``energy="raw"``, of
-   highest raw OpenMM potential energy. Which one was used is recorded.
+   highest raw OpenMM potential energy (``energy="quenched"``: heavy atoms held). Which one was
+   used is recorded. With ``refine`` (default) also the *refined* relaxed-energy maximum: the
+   path's (phi, psi) route around that frame, subdivided and minimised continuously from the
+   start side (:func:`~spacetime_md.molecular.relaxed.refine_relaxed_maximum`); at the barrier
+   20-fs frames are 20-30 degrees apart in phi, while p_B goes from 0 to 1 within a few degrees.
 2. **Shots.** From each frame, ``n_shots`` unbiased MD runs (``LangevinMiddleIntegrator`` on
    the system's force field at its temperature), each with fresh Maxwell-Boltzmann velocities.
    Every ``check_interval_steps`` steps (and at time 0) the frame's (phi, psi) is assigned to
@@ -71,6 +75,7 @@ SHOTS_FILE = "shots.json"
 RESULT_FILE = "committor.json"
 CONFIG_FILE = "config.json"
 PLOT_FILE = "committor.png"
+REFINED_PDB = "ts_refined_max_energy.pdb"
 _CHECKPOINT_VERSION = 1
 #: Shots run in the calling process first; once the rest is projected to take longer than this
 #: (seconds) there, it goes to the worker processes. Starting a worker (spawn, then importing
@@ -109,6 +114,15 @@ class CommittorConfig:
         Which energy picks that frame: ``"quenched"`` minimises each frame with its heavy atoms
         held near their positions (a local quench that keeps every dihedral), ``"relaxed"`` with
         only (phi, psi) held (the adiabatic (phi, psi) energy), ``"raw"`` is the OpenMM energy.
+    refine : bool
+        Also shoot from the *refined* relaxed-energy maximum: the path's (phi, psi) route within
+        ``refine_window`` frames of the highest-energy frame, cut into ``refine_substeps`` steps
+        per frame interval and minimised with (phi, psi) held, continuously from the start side
+        (:func:`~spacetime_md.molecular.relaxed.refine_relaxed_maximum`); the highest of those
+        relaxed structures is the transition-state estimate between frames. Needs
+        ``include_max_energy``.
+    refine_window, refine_substeps : int
+        See ``refine``.
     confidence : float
         Level of the Wilson interval.
     n_workers : int
@@ -129,12 +143,15 @@ class CommittorConfig:
     target_state: str | None = None
     include_max_energy: bool = True
     energy: str = "relaxed"
+    refine: bool = True
+    refine_window: int = 2
+    refine_substeps: int = 10
     confidence: float = 0.95
     n_workers: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_frames", "n_shots", "check_interval_steps", "n_workers"):
+        for name in ("n_frames", "n_shots", "check_interval_steps", "n_workers", "refine_window", "refine_substeps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
@@ -407,6 +424,12 @@ class CommittorResult:
         Shots of this call run in worker processes.
     md_steps : int
         Integration steps of all shots.
+    refined : dict or None
+        The refined relaxed-energy maximum (``config.refine``): ``around_frame``, ``window``,
+        ``frame_position`` (fractional frame index), ``s``, ``phi_psi_deg``,
+        ``relaxed_energy_kj_mol``, shot counts, ``p_b``, ``p_b_interval``, ``mean_commit_ps``.
+    refined_positions : ndarray or None, shape=(N, 3)
+        Its structure (nm).
     """
 
     frames: np.ndarray
@@ -434,11 +457,29 @@ class CommittorResult:
     crossing_bracket: tuple[int, int] | None = None
     n_shots_in_workers: int = 0
     wall_time_s: float = 0.0
+    refined: dict[str, Any] | None = None
+    refined_positions: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_shots_total(self) -> int:
-        return int(self.n_start.sum() + self.n_target.sum() + self.n_undecided.sum())
+        """All shots, the refined maximum's included."""
+        r = self.refined or {}
+        extra = r.get("n_start", 0) + r.get("n_target", 0) + r.get("n_undecided", 0)
+        return int(self.n_start.sum() + self.n_target.sum() + self.n_undecided.sum()) + extra
+
+    @property
+    def refined_message(self) -> str | None:
+        """One line on p_B at the refined relaxed-energy maximum, if there is one."""
+        r = self.refined
+        if r is None:
+            return None
+        where = (f"refined relaxed-energy maximum (frame {r['frame_position']:.1f}, (phi, psi) = "
+                 f"({r['phi_psi_deg'][0]:.1f}, {r['phi_psi_deg'][1]:.1f}) deg, {r['relaxed_energy_kj_mol']:.1f} kJ/mol)")
+        if r["p_b"] is None:
+            return f"{where}: no shot committed"
+        low, high = r["p_b_interval"]
+        return f"{where}: p_B = {r['p_b']:.2f} [{low:.2f}, {high:.2f}] from {r['n_start'] + r['n_target']} shots"
 
     @property
     def message(self) -> str:
@@ -492,6 +533,7 @@ class CommittorResult:
             "crosses_half": self.crosses_half,
             "crossing_bracket": None if self.crossing_bracket is None else list(self.crossing_bracket),
             "message": self.message,
+            "refined_max_energy": self.refined,
             "shots": {
                 "total": self.n_shots_total,
                 "run": self.n_shots_run,
@@ -519,6 +561,8 @@ class CommittorResult:
             lines.append(f"{int(f):>6}{self.s[k]:>6.2f}{phi:>7.0f}{psi:>7.0f}{e:>11.1f}{self.n_start[k]:>5}"
                          f"{self.n_target[k]:>5}{self.n_undecided[k]:>4} {p}  {ci}{mark}")
         lines.append(self.message)
+        if self.refined is not None:
+            lines.append(self.refined_message)
         lines.append(f"shots: {self.n_shots_total} ({self.n_shots_run} run now, {self.n_shots_resumed} from checkpoint, "
                      f"{int(self.n_undecided.sum())} undecided after {self.config.max_length_ps:g} ps); "
                      f"{self.md_steps} MD steps; {self.wall_time_s:.1f} s")
@@ -551,7 +595,10 @@ def _summarise(outcomes: dict[int, dict[int, tuple[int, int]]], frames: np.ndarr
 # --------------------------------------------------------------------------- checkpoint
 
 
-def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[int, dict[int, tuple[int, int]]]:
+def _load_checkpoint(path: Path, fingerprint: dict[str, Any], refined_key: int | None = None,
+                     refined_sha: str | None = None) -> dict[int, dict[int, tuple[int, int]]]:
+    """Shot outcomes of a checkpoint made with ``fingerprint``; the refined maximum's shots
+    (under ``refined_key``) only if they were shot from the same structure (``refined_sha``)."""
     if not path.is_file():
         return {}
     try:
@@ -567,14 +614,21 @@ def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[int, dict[
             f"out_dir: expected {path.name} of the same committor run to resume, got one made with different "
             f"settings ({', '.join(diff)}); use another output directory or overwrite=True"
         )
-    return {int(f): {int(k): (int(v[0]), int(v[1])) for k, v in shots.items()} for f, shots in data["frames"].items()}
+    outcomes = {int(f): {int(k): (int(v[0]), int(v[1])) for k, v in shots.items()}
+                for f, shots in data["frames"].items()}
+    if refined_key is not None and data.get("refined_sha256") != refined_sha:
+        outcomes.pop(refined_key, None)  # shot from another structure (other energy or refinement settings)
+    return outcomes
 
 
-def _save_checkpoint(path: Path, fingerprint: dict[str, Any], outcomes: dict[int, dict[int, tuple[int, int]]]) -> None:
+def _save_checkpoint(path: Path, fingerprint: dict[str, Any], outcomes: dict[int, dict[int, tuple[int, int]]],
+                     refined_key: int | None = None, refined_sha: str | None = None) -> None:
     data = {
         "version": _CHECKPOINT_VERSION,
         "fingerprint": fingerprint,
         "frames": {str(f): {str(k): list(v) for k, v in sorted(shots.items())} for f, shots in sorted(outcomes.items())},
+        "refined_key": refined_key,
+        "refined_sha256": refined_sha,
     }
     write_text_atomic(path, json.dumps(data))
 
@@ -661,6 +715,19 @@ def estimate_committor(
         ranking = relaxed_all if relaxed_all is not None else energies_all
         max_frame = int(np.argmax(ranking))
         selected = np.unique(np.append(selected, max_frame))
+    # Shots are kept per frame index; the refined maximum (a structure between frames) is
+    # booked under the index one past the path's last frame.
+    positions = {int(f): frames_all[f] for f in selected}
+    refined = None
+    refined_key = n_path
+    if config.include_max_energy and config.refine:
+        from spacetime_md.molecular.relaxed import DihedralQuencher, refine_relaxed_maximum
+
+        quencher = DihedralQuencher(system.openmm_system, system.phi_indices, system.psi_indices,
+                                    platform=system.platform_name)
+        refined = refine_relaxed_maximum(quencher, frames_all, max_frame, window=config.refine_window,
+                                         substeps=config.refine_substeps)
+        positions[refined_key] = refined.positions
 
     import openmm
 
@@ -688,8 +755,10 @@ def estimate_committor(
         "start_disc": [start.phi_deg, start.psi_deg, start.radius_deg],
         "target_disc": [target.phi_deg, target.psi_deg, target.radius_deg],
         **{k: v for k, v in config.to_dict().items() if k not in ("n_frames", "n_shots", "n_workers", "confidence",
-                                                                   "include_max_energy", "energy", "kind", "path")},
+                                                                   "include_max_energy", "energy", "kind", "path",
+                                                                   "refine", "refine_window", "refine_substeps")},
     }
+    refined_sha = None if refined is None else hashlib.sha256(np.ascontiguousarray(refined.positions).tobytes()).hexdigest()
 
     checkpoint = None
     outcomes: dict[int, dict[int, tuple[int, int]]] = {}
@@ -698,13 +767,13 @@ def estimate_committor(
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         if overwrite and checkpoint.is_file():
             checkpoint.unlink()
-        outcomes = _load_checkpoint(checkpoint, fingerprint)
-    n_resumed = sum(1 for f in selected for k in outcomes.get(int(f), {}) if k < config.n_shots)
+        outcomes = _load_checkpoint(checkpoint, fingerprint, refined_key, refined_sha)
+    n_resumed = sum(1 for f in positions for k in outcomes.get(f, {}) if k < config.n_shots)
 
     # Frames already in A or B commit at t = 0: settled here, without MD or worker processes.
     runner = _ShotRunner(spec)
-    pending = {int(f): [k for k in range(config.n_shots) if k not in outcomes.get(int(f), {})] for f in selected}
-    at_start = {f: runner.initial_state(frames_all[f]) for f, todo in pending.items() if todo}
+    pending = {f: [k for k in range(config.n_shots) if k not in outcomes.get(f, {})] for f in positions}
+    at_start = {f: runner.initial_state(positions[f]) for f, todo in pending.items() if todo}
     n_todo = sum(len(todo) for todo in pending.values())
     # Batches of the others' pending shots: split each frame's shots over the workers.
     tasks = []
@@ -715,8 +784,8 @@ def estimate_committor(
         for i in range(0, len(todo), size):
             tasks.append((f, todo[i : i + size]))
     n_md = sum(len(shots) for _, shots in tasks)
-    logger.info("committor: %d frames x %d shots; %d to run (%d with MD), %d from checkpoint",
-                len(selected), config.n_shots, n_todo, n_md, n_resumed)
+    logger.info("committor: %d structures x %d shots; %d to run (%d with MD), %d from checkpoint",
+                len(positions), config.n_shots, n_todo, n_md, n_resumed)
 
     bar = None
     if progress and n_todo:
@@ -732,7 +801,7 @@ def estimate_committor(
             store[k] = (outcome, steps)
         done += len(results)
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, fingerprint, outcomes)
+            _save_checkpoint(checkpoint, fingerprint, outcomes, refined_key, refined_sha)
         if bar is not None:
             bar.update(len(results))
         if callback is not None:
@@ -746,7 +815,7 @@ def estimate_committor(
         t_local, n_local, n_in_workers = time.perf_counter(), 0, 0
         while tasks:
             f, shots = tasks.pop(0)
-            finished(*runner.run(f, frames_all[f], shots))
+            finished(*runner.run(f, positions[f], shots))
             n_local += len(shots)
             per_shot = (time.perf_counter() - t_local) / n_local
             if config.n_workers > 1 and per_shot * sum(len(s) for _, s in tasks) > WORKERS_AFTER_S:
@@ -758,7 +827,7 @@ def estimate_committor(
             ctx = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(max_workers=min(config.n_workers, len(tasks)), mp_context=ctx,
                                                         initializer=_init_worker, initargs=(spec,)) as pool:
-                futures = [pool.submit(_worker_run, f, frames_all[f], shots) for f, shots in tasks]
+                futures = [pool.submit(_worker_run, f, positions[f], shots) for f, shots in tasks]
                 try:
                     for fut in concurrent.futures.as_completed(futures):
                         frame, results = fut.result()
@@ -772,9 +841,27 @@ def estimate_committor(
         if bar is not None:
             bar.close()
 
-    n_a, n_b, n_u, p, low, high, commit, steps = _summarise(
-        {f: {k: v for k, v in s.items() if k < config.n_shots} for f, s in outcomes.items()},
-        selected, config.timestep_fs, config.confidence)
+    kept = {f: {k: v for k, v in s.items() if k < config.n_shots} for f, s in outcomes.items()}
+    n_a, n_b, n_u, p, low, high, commit, steps = _summarise(kept, selected, config.timestep_fs, config.confidence)
+    refined_row = None
+    if refined is not None:
+        ra, rb, ru, rp, rlo, rhi, rc, rsteps = _summarise(kept, np.array([refined_key]), config.timestep_fs,
+                                                          config.confidence)
+        steps += rsteps
+
+        def num(v):
+            return None if not np.isfinite(v) else float(v)
+
+        refined_row = {
+            "around_frame": max_frame,
+            "window": list(refined.window),
+            "frame_position": refined.frame_position,
+            "s": refined.frame_position / (n_path - 1),
+            "phi_psi_deg": [float(v) for v in np.degrees(refined.phi_psi)],
+            "relaxed_energy_kj_mol": refined.energy,
+            "n_start": int(ra[0]), "n_target": int(rb[0]), "n_undecided": int(ru[0]),
+            "p_b": num(rp[0]), "p_b_interval": [num(rlo[0]), num(rhi[0])], "mean_commit_ps": num(rc[0]),
+        }
     decided = np.isfinite(p)
     crosses = bool(decided.any() and np.nanmin(p) <= 0.5 <= np.nanmax(p))
     candidates: list[int] = []
@@ -808,6 +895,7 @@ def estimate_committor(
         ts_candidates=candidates, crosses_half=crosses, crossing_bracket=bracket,
         n_shots_run=n_todo, n_shots_resumed=n_resumed, md_steps=steps, n_shots_in_workers=n_in_workers,
         config=config, wall_time_s=time.perf_counter() - t0,
+        refined=refined_row, refined_positions=None if refined is None else refined.positions,
     )
 
 
@@ -834,6 +922,11 @@ def plot_committor(result: CommittorResult, path: str | os.PathLike, title: str 
     for c in result.ts_candidates if result.crosses_half else []:
         k = int(np.flatnonzero(result.frames == c)[0])
         ax.plot(result.s[k], result.p_b[k], "*", ms=14, color="tab:green")
+    r = result.refined
+    if r is not None and r["p_b"] is not None:
+        lo, hi = r["p_b_interval"]
+        ax.errorbar([r["s"]], [r["p_b"]], yerr=[[r["p_b"] - lo], [hi - r["p_b"]]], fmt="D", color="tab:purple",
+                    capsize=3, label="refined relaxed maximum")
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel("position along the path s")
@@ -885,8 +978,9 @@ def run_committor(
 
     Reads ``paths_<kind>.npz`` and ``config.json`` of a ``spacetime-md paths`` run. Writes
     into ``out_dir`` (default ``PATHS_DIR/committor_<kind>_path<P>``): ``config.json`` (first),
-    the checkpoint ``shots.json`` (after every batch), ``committor.json``, ``committor.png``
-    and one PDB per transition-state candidate (``ts_candidate_frame<F>.pdb``). A rerun with
+    the checkpoint ``shots.json`` (after every batch), ``committor.json``, ``committor.png``,
+    one PDB per transition-state candidate (``ts_candidate_frame<F>.pdb``) and the refined
+    relaxed-energy maximum (``ts_refined_max_energy.pdb``). A rerun with
     the same settings skips the shots already in ``shots.json``.
     """
     from spacetime_md.molecular.paths import TransitionPaths
@@ -930,6 +1024,10 @@ def run_committor(
         with atomic_path(out / name) as tmp:
             system.to_mdtraj(paths.frames[config.path, c]).save_pdb(str(tmp))
         files["ts_candidates"].append(name)
+    if result.refined_positions is not None:
+        with atomic_path(out / REFINED_PDB) as tmp:
+            system.to_mdtraj(result.refined_positions).save_pdb(str(tmp))
+        files["refined_max_energy"] = REFINED_PDB
     if plot:
         plot_committor(result, out / PLOT_FILE)
         files["plot"] = PLOT_FILE

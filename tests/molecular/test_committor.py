@@ -84,7 +84,10 @@ def test_committor_rises_across_the_barrier(system, drive_path):
     assert first <= result.max_energy_frame <= last
     k = int(np.flatnonzero(result.frames == result.max_energy_frame)[0])
     assert result.relaxed_energies[k] == result.relaxed_energies.max()
-    assert result.n_shots_total == 24 * 8 and result.n_shots_run == 24 * 8 and result.n_undecided.sum() == 0
+    # 24 frames and the refined relaxed-energy maximum, 8 shots each
+    assert result.n_shots_total == 25 * 8 and result.n_shots_run == 25 * 8 and result.n_undecided.sum() == 0
+    assert result.refined["around_frame"] == result.max_energy_frame
+    assert result.refined["n_start"] + result.refined["n_target"] + result.refined["n_undecided"] == 8
     assert result.md_steps > 0
     assert np.all(result.p_b_low <= result.p_b) and np.all(result.p_b <= result.p_b_high)
 
@@ -99,6 +102,47 @@ def test_relaxed_energy_maximum_is_the_transition_state(system):
     # 60 shots at p_B ~ 0.5: binomial std 0.065, the window is 3 sigma.
     assert abs(result.p_b[k] - 0.5) <= 0.2, result.p_b
     assert result.p_b_low[k] < 0.5 < result.p_b_high[k]
+
+
+def test_refined_maximum_lies_between_frames(system):
+    from spacetime_md.molecular.relaxed import DihedralQuencher, refine_relaxed_maximum
+
+    # A coarse drive path: 8 frames, about 30 deg apart in phi, like 20-fs frames at the barrier.
+    coarse = compute_dihedral_drive_path(system, "C7eq", "C7ax", n_frames=8)
+    frames = coarse.frames[0]
+    quencher = DihedralQuencher(system.openmm_system, system.phi_indices, system.psi_indices)
+    relaxed = quencher.quench_frames(frames)
+    top = int(np.argmax(relaxed))
+    refined = refine_relaxed_maximum(quencher, frames, top, window=1, substeps=6)
+    assert refined.window == (top - 1, top + 1) and len(refined.route) == 2 * 6 + 1
+    assert top - 1 <= refined.frame_position <= top + 1
+    # The frames themselves are route points, so the refined maximum is at least as high.
+    assert refined.energy >= relaxed[top] - 1e-6 and refined.energy == refined.energies.max()
+    np.testing.assert_allclose(refined.route[::6], np.unwrap(system.compute_phi_psi(frames[top - 1 : top + 2]), axis=0),
+                               atol=1e-9)
+    # The structure is held at its route point: (phi, psi) within a degree.
+    got = np.asarray(system.compute_phi_psi(refined.positions[None]))[0]
+    assert np.degrees(np.abs(np.angle(np.exp(1j * (got - refined.phi_psi))))).max() < 1.0
+    # On the fine 64-frame drive path the maximum sits near phi = -6 deg (see the test below).
+    assert -20.0 < np.degrees(refined.phi_psi[0]) < 10.0, np.degrees(refined.phi_psi)
+    for kwargs, match in [(dict(window=0), "window: expected an integer >= 1, got 0"),
+                          (dict(substeps=True), "substeps: expected an integer >= 1, got True")]:
+        with pytest.raises(ValueError, match=match):
+            refine_relaxed_maximum(quencher, frames, top, **kwargs)
+    with pytest.raises(ValueError, match=r"around: expected a frame index in \[0, 8\), got 8"):
+        refine_relaxed_maximum(quencher, frames, 8)
+
+
+def test_refined_shots_resume_only_from_the_same_structure(system, drive_path, tmp_path):
+    cfg = CommittorConfig(n_frames=2, n_shots=3, **FAST)
+    first = estimate_committor(drive_path, system, cfg, out_dir=tmp_path)
+    assert first.refined is not None and first.refined_positions.shape == (22, 3)
+    again = estimate_committor(drive_path, system, cfg, out_dir=tmp_path)
+    assert again.n_shots_run == 0 and again.refined == first.refined
+    # Other refinement settings move the structure: only its shots are run again.
+    other = estimate_committor(drive_path, system, dataclasses.replace(cfg, refine_substeps=3), out_dir=tmp_path)
+    assert other.n_shots_run == 3 and other.n_shots_resumed == 3 * len(other.frames)
+    assert estimate_committor(drive_path, system, dataclasses.replace(cfg, refine=False)).refined is None
 
 
 def test_quenched_energy_picks_its_own_maximum(system, drive_path):
@@ -132,7 +176,8 @@ def test_profile_that_jumps_is_unresolved(system, drive_path):
     states = system.assign_states(frames)
     inside = frames[states != -1]  # drop the barrier region: the path jumps from C7eq to C7ax
     n_a = int((states == 0).sum())
-    result = estimate_committor(inside, system, CommittorConfig(n_frames=len(inside), n_shots=2, **FAST))
+    cfg = CommittorConfig(n_frames=len(inside), n_shots=2, refine=False, **FAST)  # frames only
+    result = estimate_committor(inside, system, cfg)
     assert result.md_steps == 0 and result.n_shots_run == 2 * len(inside)
     assert result.crosses_half and result.ts_candidates == []
     assert result.crossing_bracket == (n_a - 1, n_a)
@@ -189,7 +234,7 @@ def test_run_outputs_and_resume(system, paths_dir, tmp_path):
         assert traj.n_atoms == 22
     # More shots per frame reuse the finished ones.
     more = run_committor(paths_dir, out, dataclasses.replace(cfg, n_shots=6))
-    assert more.n_shots_resumed == resumed.n_shots_total and more.n_shots_run == 2 * len(more.frames)
+    assert more.n_shots_resumed == resumed.n_shots_total and more.n_shots_run == 2 * (len(more.frames) + 1)
     # Other dynamics: refuse to mix, unless asked to start over.
     other = dataclasses.replace(cfg, friction_per_ps=5.0)
     with pytest.raises(ValueError, match=r"different settings \(friction_per_ps\)"):
@@ -201,15 +246,17 @@ def test_parallel_workers_match_in_process(system, paths_dir, tmp_path, monkeypa
     from spacetime_md.molecular import committor
 
     monkeypatch.setattr(committor, "WORKERS_AFTER_S", 0.0)  # hand shots to workers even in this small job
-    # Ends in the states (settled in-process) plus the barrier frame (MD, split over 2 workers).
+    # Ends in the states (settled in-process) plus the barrier frame and the refined maximum (MD,
+    # each split into 2 batches: the first runs in-process, the other three in the workers).
     cfg = CommittorConfig(n_frames=2, n_shots=4, max_length_ps=1.0)
     one = run_committor(paths_dir, tmp_path / "one", dataclasses.replace(cfg, n_workers=1), plot=False)
     two = run_committor(paths_dir, tmp_path / "two", dataclasses.replace(cfg, n_workers=2), plot=False)
-    assert two.n_shots_run == 12 and two.md_steps > 0
-    assert two.n_shots_in_workers == 2 and one.n_shots_in_workers == 0  # the barrier frame's second batch of 2 shots
+    assert two.n_shots_run == 16 and two.md_steps > 0
+    assert two.n_shots_in_workers == 6 and one.n_shots_in_workers == 0
     assert json.loads((tmp_path / "one" / SHOTS_FILE).read_text())["frames"] == \
         json.loads((tmp_path / "two" / SHOTS_FILE).read_text())["frames"]
     np.testing.assert_array_equal(one.p_b, two.p_b)
+    assert one.refined == two.refined
 
 
 def test_tiny_model_paths_directory(tmp_path):
@@ -255,6 +302,7 @@ def test_errors(system, drive_path, paths_dir, tmp_path):
         (dict(energy="kinetic"), "energy: expected one of 'quenched', 'relaxed', 'raw', got 'kinetic'"),
         (dict(confidence=1.5), r"confidence: expected a level in \(0, 1\), got 1.5"),
         (dict(path=-1), "path: expected an integer >= 0, got -1"),
+        (dict(refine_window=0), "refine_window: expected an integer >= 1, got 0"),
     ]:
         with pytest.raises(ValueError, match=match):
             CommittorConfig(**kwargs)
@@ -281,7 +329,15 @@ def test_cli(paths_dir, tmp_path, capsys):
                      "--max-length-ps", "1", "--out", str(out), "--no-plot"])
     printed = capsys.readouterr().out
     assert code == 0 and "p_B" in printed and "shots: " in printed
-    assert json.loads((out / "committor.json").read_text())["shots"]["total"] == 2 * 4
+    report = json.loads((out / "committor.json").read_text())
+    assert report["shots"]["total"] == 2 * 5  # 3 frames, the highest-energy one, the refined maximum
+    assert report["refined_max_energy"]["n_start"] + report["refined_max_energy"]["n_target"] == 2
+    assert mdtraj.load(out / "ts_refined_max_energy.pdb").n_atoms == 22
+    code = cli.main(["committor", str(paths_dir), "--frames", "3", "--shots", "2", "--workers", "1",
+                     "--max-length-ps", "1", "--out", str(tmp_path / "plain"), "--no-plot", "--no-refine"])
+    capsys.readouterr()
+    plain = json.loads((tmp_path / "plain" / "committor.json").read_text())
+    assert code == 0 and plain["refined_max_energy"] is None and plain["shots"]["total"] == 2 * 4
     code = cli.main(["committor", str(tmp_path / "missing")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "paths_dir: expected a directory" in err
