@@ -57,6 +57,19 @@ TOLERANCE = 0.2
 GOAL_FRACTION = 0.75
 
 
+def headline(rows: dict[str, list[dict]], goal: bool) -> dict:
+    """Flat numbers for ``run_all.py``: per curve, paths, paths within the tolerance at the refined
+    maximum and at the highest-energy frame, and the refined maximum's median p_B."""
+    out: dict = {"goal_met": int(goal)}
+    for kind, rs in rows.items():
+        rpb = [r["refined_p_b"] for r in rs if r.get("refined_p_b") is not None]
+        out[f"{kind}_paths"] = len(rs)
+        out[f"{kind}_refined_within"] = sum(r.get("refined_within_tolerance", False) for r in rs)
+        out[f"{kind}_frame_within"] = sum(r["max_energy_within_tolerance"] for r in rs)
+        out[f"{kind}_refined_median_p_b"] = float(np.median(rpb)) if rpb else float("nan")
+    return out
+
+
 def goal_met(rows: list[dict]) -> bool:
     """The benchmark's goal on one curve's rows (see ``GOAL_FRACTION``)."""
     pb = [r["refined_p_b"] for r in rows if r.get("refined_p_b") is not None]
@@ -261,7 +274,7 @@ def main(argv=None) -> int:
           f"total {time.perf_counter() - t0:.1f} s")
 
     report: dict = {"paths_dirs": [str(Path(d).resolve()) for d in args.paths_dirs], "config": base.to_dict(),
-                    "tolerance": TOLERANCE, "goal_met": goal, "curves": rows,
+                    "tolerance": TOLERANCE, "goal_met": goal, "curves": rows, "summary": headline(rows, goal),
                     "wall_time_s": time.perf_counter() - t0}
     if args.scaling:
         report["worker_scaling"] = worker_scaling(args.scaling, args.workers)
