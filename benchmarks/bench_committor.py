@@ -28,6 +28,7 @@ in (phi, psi)) as a third profile. Results are resumable (each path's shots are 
     spacetime-md paths --out runs/c7eq_c7ax --relaxed
     python benchmarks/bench_committor.py [runs/c7eq_c7ax ...] [--frames 10] [--shots 20] [--paths 2] [--quick]
         [--workers 2] [--reference] [--dense SHOTS] [--energy quenched|relaxed|raw]
+        [--refine-window 2] [--refine-substeps 10]
         [--out benchmarks/results/committor.json]
 """
 
@@ -202,6 +203,9 @@ def main(argv=None) -> int:
     parser.add_argument("--energy", choices=ENERGIES, default=CommittorConfig.energy,
                         help="energy that picks the highest-energy frame (default: the committor's default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--refine-window", type=int, default=CommittorConfig.refine_window,
+                        help="frames on each side of the highest-energy frame that the refinement covers")
+    parser.add_argument("--refine-substeps", type=int, default=CommittorConfig.refine_substeps)
     parser.add_argument("--dense", type=int, metavar="SHOTS", default=0,
                         help="also p_B at every frame of each geodesic path's crossing window, SHOTS shots each")
     parser.add_argument("--reference", action="store_true", help="also the dihedral-drive reference path")
@@ -224,7 +228,8 @@ def main(argv=None) -> int:
         run_paths(scratch.name, config=PathConfig(n_paths=max(args.paths, 1), seed=args.seed), plots=False)
 
     base = CommittorConfig(n_frames=args.frames, n_shots=args.shots, n_workers=args.workers,
-                           max_length_ps=args.max_length_ps, seed=args.seed, energy=args.energy)
+                           max_length_ps=args.max_length_ps, seed=args.seed, energy=args.energy,
+                           refine_window=args.refine_window, refine_substeps=args.refine_substeps)
     rows: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
     system = None
