@@ -252,19 +252,19 @@ def main(argv=None) -> int:
         rows["dihedral-drive"] = [{"path": 0, **summarise(result)}]
         print(f"[dihedral-drive reference]\n{result.format_table()}\n")
 
+    geo = rows.get("geodesic", [])
+    goal = goal_met(geo)
+    summary = headline(rows, goal)
     print(f"{'curve':<16}{'paths':>6}{'crosses 1/2':>13}{'median p_B at max E':>21}{'within 0.5+-0.2':>17}"
           f"{'refined: median p_B':>21}{'within':>9}{'undecided':>11}")
     for kind, rs in rows.items():
         pb = [r["max_energy_p_b"] for r in rs if r["max_energy_p_b"] is not None]
-        rpb = [r["refined_p_b"] for r in rs if r.get("refined_p_b") is not None]
         print(f"{kind:<16}{len(rs):>6}{sum(r['crosses_half'] for r in rs):>9}/{len(rs):<3}"
               f"{(np.median(pb) if pb else float('nan')):>21.2f}"
               f"{sum(r['max_energy_within_tolerance'] for r in rs):>13}/{len(rs):<3}"
-              f"{(np.median(rpb) if rpb else float('nan')):>21.2f}"
-              f"{sum(r.get('refined_within_tolerance', False) for r in rs):>6}/{len(rs):<3}"
+              f"{summary[f'{kind}_refined_median_p_b']:>21.2f}"
+              f"{summary[f'{kind}_refined_within']:>6}/{len(rs):<3}"
               f"{sum(r['undecided'] for r in rs):>11}")
-    geo = rows.get("geodesic", [])
-    goal = goal_met(geo)
     if args.dense and geo:
         dense = [r["dense"] for r in geo]
         phis = ", ".join(f"{d['closest_to_half_phi_psi_deg'][0]:.0f}" for d in dense)
@@ -279,7 +279,7 @@ def main(argv=None) -> int:
           f"total {time.perf_counter() - t0:.1f} s")
 
     report: dict = {"paths_dirs": [str(Path(d).resolve()) for d in args.paths_dirs], "config": base.to_dict(),
-                    "tolerance": TOLERANCE, "goal_met": goal, "curves": rows, "summary": headline(rows, goal),
+                    "tolerance": TOLERANCE, "goal_met": goal, "curves": rows, "summary": summary,
                     "wall_time_s": time.perf_counter() - t0}
     if args.scaling:
         report["worker_scaling"] = worker_scaling(args.scaling, args.workers)

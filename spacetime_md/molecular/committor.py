@@ -185,6 +185,11 @@ class CommittorConfig:
 # --------------------------------------------------------------------------- statistics
 
 
+def _finite_or_none(v: Any) -> float | None:
+    """A float for JSON, or None where the value is missing or not finite (no committed shot)."""
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
 def wilson_interval(successes: Any, trials: Any, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval of a binomial proportion.
 
@@ -504,9 +509,6 @@ class CommittorResult:
                 f"[{self.p_b_low[k]:.2f}, {self.p_b_high[k]:.2f}]")
 
     def to_dict(self) -> dict[str, Any]:
-        def num(v):
-            return None if v is None or not np.isfinite(v) else float(v)
-
         per_frame = []
         for k, f in enumerate(self.frames):
             per_frame.append({
@@ -518,9 +520,9 @@ class CommittorResult:
                 "n_start": int(self.n_start[k]),
                 "n_target": int(self.n_target[k]),
                 "n_undecided": int(self.n_undecided[k]),
-                "p_b": num(self.p_b[k]),
-                "p_b_interval": [num(self.p_b_low[k]), num(self.p_b_high[k])],
-                "mean_commit_ps": num(self.mean_commit_ps[k]),
+                "p_b": _finite_or_none(self.p_b[k]),
+                "p_b_interval": [_finite_or_none(self.p_b_low[k]), _finite_or_none(self.p_b_high[k])],
+                "mean_commit_ps": _finite_or_none(self.mean_commit_ps[k]),
                 "max_energy_frame": bool(self.max_energy_frame is not None and int(f) == self.max_energy_frame),
             })
         return {
@@ -622,12 +624,11 @@ def _load_checkpoint(path: Path, fingerprint: dict[str, Any], refined_key: int |
 
 
 def _save_checkpoint(path: Path, fingerprint: dict[str, Any], outcomes: dict[int, dict[int, tuple[int, int]]],
-                     refined_key: int | None = None, refined_sha: str | None = None) -> None:
+                     refined_sha: str | None = None) -> None:
     data = {
         "version": _CHECKPOINT_VERSION,
         "fingerprint": fingerprint,
         "frames": {str(f): {str(k): list(v) for k, v in sorted(shots.items())} for f, shots in sorted(outcomes.items())},
-        "refined_key": refined_key,
         "refined_sha256": refined_sha,
     }
     write_text_atomic(path, json.dumps(data))
@@ -801,7 +802,7 @@ def estimate_committor(
             store[k] = (outcome, steps)
         done += len(results)
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, fingerprint, outcomes, refined_key, refined_sha)
+            _save_checkpoint(checkpoint, fingerprint, outcomes, refined_sha)
         if bar is not None:
             bar.update(len(results))
         if callback is not None:
@@ -848,10 +849,6 @@ def estimate_committor(
         ra, rb, ru, rp, rlo, rhi, rc, rsteps = _summarise(kept, np.array([refined_key]), config.timestep_fs,
                                                           config.confidence)
         steps += rsteps
-
-        def num(v):
-            return None if not np.isfinite(v) else float(v)
-
         refined_row = {
             "around_frame": max_frame,
             "window": list(refined.window),
@@ -860,7 +857,8 @@ def estimate_committor(
             "phi_psi_deg": [float(v) for v in np.degrees(refined.phi_psi)],
             "relaxed_energy_kj_mol": refined.energy,
             "n_start": int(ra[0]), "n_target": int(rb[0]), "n_undecided": int(ru[0]),
-            "p_b": num(rp[0]), "p_b_interval": [num(rlo[0]), num(rhi[0])], "mean_commit_ps": num(rc[0]),
+            "p_b": _finite_or_none(rp[0]), "p_b_interval": [_finite_or_none(rlo[0]), _finite_or_none(rhi[0])],
+            "mean_commit_ps": _finite_or_none(rc[0]),
         }
     decided = np.isfinite(p)
     crosses = bool(decided.any() and np.nanmin(p) <= 0.5 <= np.nanmax(p))

@@ -327,8 +327,7 @@ def refine_relaxed_maximum(quencher: DihedralQuencher, frames: np.ndarray, aroun
         raise ValueError(f"around: expected a frame index in [0, {len(frames)}), got {around}")
     lo, hi = max(around - window, 0), min(around + window, len(frames) - 1)
     stretch = frames[lo : hi + 1]
-    angles = np.unwrap(np.stack([_dihedrals(stretch, t) for t in (quencher.phi_atoms, quencher.psi_atoms)], axis=-1),
-                       axis=0)
+    angles = np.unwrap(np.stack([_dihedrals(stretch, t) for t in quencher.torsions], axis=-1), axis=0)
     steps = np.arange(substeps) / substeps
     route = (angles[:-1, None, :] + steps[None, :, None] * np.diff(angles, axis=0)[:, None, :]).reshape(-1, 2)
     route = np.concatenate([route, angles[-1:]])
@@ -339,6 +338,5 @@ def refine_relaxed_maximum(quencher: DihedralQuencher, frames: np.ndarray, aroun
         x = np.asarray(x, dtype=np.float64)
         if best is None or energies[i] > energies[best]:
             best, best_x = i, x
-    j = best
-    phi_psi = (route[j] + math.pi) % (2 * math.pi) - math.pi
-    return RefinedMaximum(best_x, phi_psi, float(energies[j]), lo + j / substeps, (lo, hi), route, energies)
+    phi_psi = (route[best] + math.pi) % (2 * math.pi) - math.pi
+    return RefinedMaximum(best_x, phi_psi, float(energies[best]), lo + best / substeps, (lo, hi), route, energies)

@@ -131,6 +131,8 @@ def test_refined_maximum_lies_between_frames(system):
             refine_relaxed_maximum(quencher, frames, top, **kwargs)
     with pytest.raises(ValueError, match=r"around: expected a frame index in \[0, 8\), got 8"):
         refine_relaxed_maximum(quencher, frames, 8)
+    with pytest.raises(ValueError, match=r"frames: expected a path of shape \(T >= 2, N, 3\), got \(1, 22, 3\)"):
+        refine_relaxed_maximum(quencher, frames[:1], 0)
 
 
 def test_refined_shots_resume_only_from_the_same_structure(system, drive_path, tmp_path):
