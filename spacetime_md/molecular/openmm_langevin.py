@@ -9,7 +9,8 @@ force field plus a per-particle harmonic restraint
 
 implemented as one ``CustomExternalForce`` in its own force group whose targets and force
 constant are updated per curve point; OpenMM's ``LangevinMiddleIntegrator`` runs the
-``n_steps`` steps per point. Units inside: nm, ps, kJ/mol, K.
+``n_steps`` steps per point. :func:`restraint_schedule` turns a curve in model units into these
+centres and force constants. Units inside: nm, ps, kJ/mol, K.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import openmm
@@ -26,7 +27,10 @@ import openmm.unit as unit
 
 from spacetime_md.molecular._seeds import openmm_seed
 
-__all__ = ["RestrainedLangevinSampler", "RestrainedPaths", "RESTRAINT_FORCE_GROUP"]
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = ["RestrainedLangevinSampler", "RestrainedPaths", "RESTRAINT_FORCE_GROUP", "restraint_schedule"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,69 @@ class RestrainedPaths:
     frames: np.ndarray
     n_force_evals: int
     wall_time: float
+
+
+def restraint_schedule(
+    log_snr: Tensor,
+    x_model: Tensor,
+    length_scale_nm: float,
+    temperature_k: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Restraint centres and force constants in OpenMM units for a curve in model units.
+
+    The model-unit target ``SNR_n/2 |x - x_n/alpha_n|^2`` (in units of kT) of curve point ``n``
+    becomes, with ``x_model = x_nm / s``, the harmonic restraint
+    ``k_n/2 |r - c_n|^2`` (kJ/mol) with (DESIGN.md section 5)
+
+        c_n = s * x_n / alpha_n               (nm)
+        k_n = kT * exp(log_snr_n) / s^2       (kJ/mol/nm^2)
+
+    where ``alpha_n^2 = sigmoid(log_snr_n)`` (VP schedule, :func:`spacetime_md.core.alpha_sigma`).
+
+    Parameters
+    ----------
+    log_snr : Tensor, shape=(T,)
+        Curve log-SNR (of model units).
+    x_model : Tensor, shape=(T, 3N) or (T, N, 3)
+        Curve points in model units (:func:`spacetime_md.molecular.model.to_model`).
+    length_scale_nm : float
+        Model length scale ``s`` (nm per model unit), > 0.
+    temperature_k : float
+        Temperature (K), > 0.
+
+    Returns
+    -------
+    centres : ndarray of float64, shape=(T, N, 3)
+        Restraint centres ``c_n`` (nm).
+    force_constants : ndarray of float64, shape=(T,)
+        Restraint force constants ``k_n`` (kJ/mol/nm^2), as :meth:`RestrainedLangevinSampler.sample`
+        takes them.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Non-tensor inputs, wrong shapes, non-finite values, or a length scale or temperature
+        that is not a finite number > 0.
+    """
+    from spacetime_md.core._validation import check_tensor
+    from spacetime_md.core.schedule import alpha_sigma
+    from spacetime_md.molecular.model import from_model
+    from spacetime_md.molecular.units import kT_kj_per_mol
+
+    for name, value in (("length_scale_nm", length_scale_nm), ("temperature_k", temperature_k)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < float("inf")):
+            raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+    log_snr = check_tensor("log_snr", log_snr, ("T",))
+    n_points = log_snr.shape[0]
+    x_model = check_tensor("x_model", x_model)
+    if x_model.ndim == 3 and x_model.shape[0] == n_points and x_model.shape[2] == 3:
+        x_model = x_model.reshape(n_points, -1)
+    if x_model.ndim != 2 or x_model.shape[0] != n_points or x_model.shape[1] % 3:
+        raise ValueError(f"x_model: expected shape ({n_points}, 3N) or ({n_points}, N, 3), got {tuple(x_model.shape)}")
+    alpha, _ = alpha_sigma(log_snr)
+    centres = from_model((x_model / alpha[:, None]).detach().cpu(), length_scale_nm).double().numpy()
+    force_constants = kT_kj_per_mol(temperature_k) * log_snr.detach().exp().cpu().double().numpy() / length_scale_nm**2
+    return centres, force_constants
 
 
 def _in_units(value: Any, target: unit.Unit, name: str) -> float:

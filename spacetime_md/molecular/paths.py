@@ -222,7 +222,6 @@ def _is_state_name(spec: Any) -> bool:
 def resolve_structure(system: "MolecularSystem", spec: Any, what: str) -> tuple[np.ndarray, str]:
     """Coordinates (nm, ``(N, 3)``) and a label for a state name, PDB path or coordinates."""
     from spacetime_md.molecular.energies import coordinates_to_nm
-    from spacetime_md.molecular.system import system_data_path
 
     if isinstance(spec, os.PathLike) or (isinstance(spec, str) and not _is_state_name(spec)):
         import openmm.app as app
@@ -251,7 +250,7 @@ def resolve_structure(system: "MolecularSystem", spec: Any, what: str) -> tuple[
         state = system.get_state(spec)
         if not state.representative_pdb:
             raise ValueError(f"{what}: state {state.name!r} has no representative structure")
-        pdb_path = Path(str(system_data_path(f"alanine_dipeptide/{state.representative_pdb}")))
+        pdb_path = Path(state.representative_pdb)
         if not pdb_path.is_file():
             raise FileNotFoundError(f"{what}: representative structure of {state.name} missing: {pdb_path}")
         return resolve_structure(system, str(pdb_path), what)[0], state.name
@@ -599,10 +598,9 @@ def compute_transition_paths(
     kT = kT_kj_per_mol(system.temperature_k)
 
     def schedule(log_snr: torch.Tensor, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        alpha, _ = alpha_sigma(log_snr)
-        centres = model.from_model((x / alpha[:, None]).detach().cpu()).double().numpy()
-        k = kT * log_snr.detach().exp().cpu().double().numpy() / s**2
-        return centres, k
+        from spacetime_md.molecular.openmm_langevin import restraint_schedule
+
+        return restraint_schedule(log_snr, x, s, system.temperature_k)
 
     with torch.no_grad():
         geo_l, geo_x = geo.curve.evaluate(config.n_points)

@@ -52,6 +52,7 @@ __all__ = [
     "FORCEFIELDS",
     "KNOWN_SYSTEMS",
     "system_data_path",
+    "resolve_system",
 ]
 
 logger = logging.getLogger(__name__)
@@ -160,7 +161,9 @@ class MolecularSystem:
     constraints : str
         ``"hbonds"``, ``"allbonds"``, ``"hangles"`` or ``"none"``.
     states : tuple of MetastableState
-        Metastable states in (phi, psi) (empty for systems without definitions).
+        Metastable states in CV space (empty for systems without definitions).
+    cvs : CollectiveVariables
+        Collective variables (default: every backbone phi/psi; see :mod:`.cvs`).
     n_energy_evaluations : int
         Energies evaluated through :func:`evaluate_energies` so far.
     """
@@ -178,7 +181,9 @@ class MolecularSystem:
         temperature_k: float,
         platform: str | None = None,
         source_pdb: str | None = None,
-        states: Sequence[MetastableState] = (),
+        states: Sequence[MetastableState] | str | Path = (),
+        cvs: Any = None,
+        pdb_text: str | None = None,
     ) -> None:
         self.topology = topology
         self.openmm_system = openmm_system
@@ -187,7 +192,7 @@ class MolecularSystem:
         self.forcefield_files = tuple(forcefield_files)
         self.constraints = constraints
         self.source_pdb = source_pdb
-        self.states = tuple(states)
+        self.pdb_text = pdb_text
         self._positions_nm = np.array(positions_nm, dtype=np.float64)
         self._temperature_k = float(temperature_k)
         self._platform = resolve_platform(platform, self.n_atoms)
@@ -197,6 +202,23 @@ class MolecularSystem:
         self._mdtraj_topology = None
         self._bonds = np.array([[b[0].index, b[1].index] for b in topology.bonds()], dtype=np.int64).reshape(-1, 2)
         self._phi_psi_indices = self._find_phi_psi()
+        from spacetime_md.molecular.cvs import CollectiveVariables, default_cvs, load_cvs
+
+        if cvs is None:
+            self.cvs = default_cvs(self)
+        elif isinstance(cvs, CollectiveVariables):
+            cvs.check(self.n_atoms)
+            self.cvs = cvs
+        elif isinstance(cvs, (str, Path)):
+            self.cvs = load_cvs(cvs, self)
+        else:
+            self.cvs = CollectiveVariables.from_spec(list(cvs), self)
+        if isinstance(states, (str, Path)):
+            self.states = load_states(states, self)
+        else:
+            self.states = tuple(states)
+            for s in self.states:
+                s.check(self.cvs)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -209,7 +231,8 @@ class MolecularSystem:
         platform: str | None = None,
         constraints: str | None = "hbonds",
         name: str | None = None,
-        states: Sequence[MetastableState] = (),
+        states: Sequence[MetastableState] | str | Path = (),
+        cvs: Any = None,
     ) -> "MolecularSystem":
         """Parameterise a PDB file with an OpenMM force field.
 
@@ -226,6 +249,11 @@ class MolecularSystem:
             OpenMM platform name, or ``None`` for the automatic choice.
         constraints : {"hbonds", "allbonds", "hangles", "none", None}
             Rigid bonds (default: bonds to hydrogen).
+        states : sequence of MetastableState, or a state file (JSON/YAML)
+            Metastable states in CV space (see :mod:`spacetime_md.molecular.states`).
+        cvs : CollectiveVariables, sequence of CV specs, or a CV file, optional
+            Collective variables (default: every backbone phi/psi, see
+            :func:`~spacetime_md.molecular.cvs.default_cvs`).
         """
         temperature_k = to_md_float("temperature", temperature, KELVIN)
         if temperature_k <= 0:
@@ -237,7 +265,8 @@ class MolecularSystem:
         if key not in _CONSTRAINTS:
             raise ValueError(f"constraints: expected one of {list(_CONSTRAINTS)} or None, got {constraints!r}")
         files = _resolve_forcefield(forcefield, solvent)
-        pdb = app.PDBFile(str(path))
+        pdb_text = _read_pdb_text(path)
+        pdb = _parse_pdb(pdb_text, path.name)
         ff = app.ForceField(*files)
         try:
             omm_system = ff.createSystem(
@@ -263,7 +292,67 @@ class MolecularSystem:
             platform=platform,
             source_pdb=str(path),
             states=states,
+            cvs=cvs,
+            pdb_text=pdb_text,
         )
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], platform: str | None = None) -> "MolecularSystem":
+        """Rebuild a system from :meth:`spec` (e.g. the ``system`` entry of a checkpoint)."""
+        import tempfile
+
+        from spacetime_md.molecular.states import _state_from_dict
+
+        required = ("name", "pdb", "forcefield_files", "solvent", "constraints", "temperature_k")
+        missing = [k for k in required if k not in spec]
+        if missing:
+            raise ValueError(f"system spec: expected keys {list(required)}, missing {missing}")
+        with tempfile.TemporaryDirectory() as tmp:
+            pdb = Path(tmp) / f"{spec['name']}.pdb"
+            pdb.write_text(spec["pdb"])
+            system = cls.from_pdb(
+                pdb, forcefield=list(spec["forcefield_files"]), solvent=spec["solvent"],
+                temperature=float(spec["temperature_k"]) * unit.kelvin, platform=platform,
+                constraints=spec["constraints"], name=spec["name"], cvs=spec.get("cvs"),
+            )
+        system.source_pdb = spec.get("source_pdb")
+        system.states = tuple(_state_from_dict(s, None, None, []) for s in spec.get("states", ()))
+        for s in system.states:
+            s.check(system.cvs)
+        return system
+
+    def spec(self) -> dict[str, Any]:
+        """Everything needed to rebuild this system (JSON-serialisable; stored in checkpoints).
+
+        The PDB text, force-field files, solvent, constraints, temperature, collective
+        variables (RMSD references inline) and states (structure files by absolute path).
+        """
+        cvs = []
+        for c in self.cvs:
+            d = c.to_dict()
+            if d.get("type") == "rmsd":
+                d.pop("reference", None)
+                d["reference_nm"] = np.asarray(c.reference).tolist()
+            cvs.append(d)
+        pdb_text = self.pdb_text
+        if pdb_text is None:
+            import io
+
+            buf = io.StringIO()
+            app.PDBFile.writeFile(self.topology, self._positions_nm * 10.0 * unit.angstrom, buf, keepIds=True)
+            pdb_text = buf.getvalue()
+        return {
+            "name": self.name,
+            "pdb": pdb_text,
+            "source_pdb": self.source_pdb,
+            "forcefield_files": list(self.forcefield_files),
+            "solvent": self.solvent,
+            "constraints": self.constraints,
+            "temperature_k": self._temperature_k,
+            "cvs": cvs,
+            "states": [s.to_dict() for s in self.states],
+            "fingerprint": self.fingerprint(),
+        }
 
     # ------------------------------------------------------------------ basic properties
     @property
@@ -392,14 +481,16 @@ class MolecularSystem:
             coordinates = np.asarray(coordinates.value_in_unit(NM))
         return _compute_phi_psi(coordinates, self.phi_indices, self.psi_indices)
 
+    def compute_cvs(self, coordinates: Any) -> np.ndarray:
+        """Collective-variable values (radians / nm) of coordinates (nm), shape=(F, N, 3) -> (F, K)."""
+        return self.cvs.compute(coordinates)
+
     def assign_states(self, coordinates: Any) -> np.ndarray:
         """Index into :attr:`states` of each frame (nm, shape=(F, N, 3)), ``-1`` if in none."""
         if not self.states:
             raise ValueError(f"{self.name}: expected metastable-state definitions, this system has none")
-        phi_psi = self.compute_phi_psi(coordinates)
-        if hasattr(phi_psi, "detach"):
-            phi_psi = phi_psi.detach().cpu().numpy()
-        return _assign_states(np.atleast_2d(phi_psi), self.states)
+        values = self.compute_cvs(coordinates)
+        return _assign_states(np.atleast_2d(values), self.states, self.cvs)
 
     def get_state(self, name: str) -> MetastableState:
         """The metastable state called ``name`` (or one of its aliases)."""
@@ -486,6 +577,27 @@ class MolecularSystem:
         return np.asarray(out, dtype=np.float64) * NM
 
 
+def _read_pdb_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path.name}: expected a text PDB file, got binary data") from None
+    except OSError as exc:
+        raise ValueError(f"{path.name}: cannot read ({exc.strerror})") from None
+
+
+def _parse_pdb(text: str, label: str) -> "app.PDBFile":
+    import io
+
+    try:
+        pdb = app.PDBFile(io.StringIO(text))
+    except Exception as exc:  # OpenMM raises assorted errors for malformed files
+        raise ValueError(f"{label}: expected a readable PDB file, got {type(exc).__name__}: {exc}") from None
+    if pdb.topology.getNumAtoms() == 0:
+        raise ValueError(f"{label}: expected a PDB file with ATOM/HETATM records, found no atoms")
+    return pdb
+
+
 def _positions_to_nm(name: str, positions: Any, n_atoms: int) -> np.ndarray:
     if not unit.is_quantity(positions):
         raise TypeError(f"{name}: expected an openmm.unit.Quantity in nanometer, got bare {type(positions).__name__}")
@@ -515,7 +627,6 @@ def load_system(
     if key not in KNOWN_SYSTEMS:
         raise ValueError(f"system: expected one of {list(known_systems())}, got {name!r}")
     entry = KNOWN_SYSTEMS[key]
-    states = load_states(system_data_path(entry["states"])) if "states" in entry else ()
     return MolecularSystem.from_pdb(
         system_data_path(entry["pdb"]),
         forcefield=forcefield,
@@ -524,8 +635,51 @@ def load_system(
         platform=platform,
         constraints=constraints,
         name=key,
-        states=states,
+        states=system_data_path(entry["states"]) if "states" in entry else (),
     )
+
+
+def resolve_system(
+    system: "str | Path | MolecularSystem",
+    *,
+    solvent: str = "vacuum",
+    forcefield: str | Sequence[str] = "amber99sbildn",
+    temperature: unit.Quantity = 300.0 * unit.kelvin,
+    platform: str | None = None,
+    constraints: str | None = "hbonds",
+    cvs: Any = None,
+    states: Any = None,
+) -> MolecularSystem:
+    """A named preset (``"alanine-dipeptide"``) or any PDB file, as a :class:`MolecularSystem`.
+
+    ``cvs`` (a CV file or specs) and ``states`` (a state file) replace the defaults (a
+    preset's own states; for a PDB, no states and every backbone phi/psi as CVs).
+    """
+    if isinstance(system, MolecularSystem):
+        if cvs is not None:
+            from spacetime_md.molecular.cvs import CollectiveVariables, load_cvs
+
+            system.cvs = load_cvs(cvs, system) if isinstance(cvs, (str, Path)) else CollectiveVariables.from_spec(cvs, system)
+        if states is not None:
+            system.states = load_states(states, system) if isinstance(states, (str, Path)) else tuple(states)
+        return system
+    text = str(system)
+    is_file = isinstance(system, Path) or text.lower().endswith(".pdb") or Path(text).is_file()
+    if is_file:
+        mol = MolecularSystem.from_pdb(Path(text), forcefield=forcefield, solvent=solvent, temperature=temperature,
+                                       platform=platform, constraints=constraints, cvs=cvs)
+    else:
+        mol = load_system(text, solvent=solvent, forcefield=forcefield, temperature=temperature,
+                          platform=platform, constraints=constraints)
+        if cvs is not None:
+            from spacetime_md.molecular.cvs import CollectiveVariables, load_cvs
+
+            mol.cvs = load_cvs(cvs, mol) if isinstance(cvs, (str, Path)) else CollectiveVariables.from_spec(cvs, mol)
+            for s in mol.states:
+                s.check(mol.cvs)
+    if states is not None:
+        mol.states = load_states(states, mol) if isinstance(states, (str, Path)) else tuple(states)
+    return mol
 
 
 def _deg(value: float) -> unit.Quantity:

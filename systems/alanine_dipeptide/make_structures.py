@@ -87,15 +87,16 @@ def main() -> int:
         x_f = system.minimize(x_r * unit.nanometer).value_in_unit(unit.nanometer)
         released_ok = int(system.assign_states(x_f[None])[0]) == index
         x = x_f if released_ok else x_r
+        rep = Path(state.representative_pdb).name
         _write_pdb(
-            system, x, DATA / state.representative_pdb,
+            system, x, DATA / rep,
             f"{state.label} representative (amber99sbildn, vacuum), "
             + ("restrained then released minimum" if released_ok else "restrained minimum (not a free minimum)"),
         )
-        record["structures"][state.representative_pdb] = {
+        record["structures"][rep] = {
             **describe(x), "state": state.name, "target_deg": [phi_t, psi_t], "restrained": not released_ok,
         }
-        print(f"{state.name:8s} -> {state.representative_pdb}: {record['structures'][state.representative_pdb]}")
+        print(f"{state.name:8s} -> {rep}: {record['structures'][rep]}")
     write_json_atomic(DATA / "structures.json", record)
     print(f"wrote {DATA}")
     return 0

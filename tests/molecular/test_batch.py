@@ -244,7 +244,7 @@ def test_a_failing_pair_is_recorded_and_the_batch_goes_on(system, checkpoint, tm
     from spacetime_md.molecular.system import system_data_path
 
     state = system.get_state("C7eq")
-    shutil.copy(str(system_data_path(f"alanine_dipeptide/{state.representative_pdb}")), tmp_path / "copy.pdb")
+    shutil.copy(str(state.representative_pdb), tmp_path / "copy.pdb")
     (tmp_path / "pairs.csv").write_text("id,start,end\nbad,C7eq,copy.pdb\ngood,C7eq,C7ax\n")
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY.to_dict()))

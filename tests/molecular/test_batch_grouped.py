@@ -145,7 +145,7 @@ def test_a_failing_pair_of_a_group_is_recorded_and_its_neighbour_finishes(system
     from spacetime_md.molecular.system import system_data_path
 
     state = system.get_state("C7eq")
-    shutil.copy(str(system_data_path(f"alanine_dipeptide/{state.representative_pdb}")), tmp_path / "copy.pdb")
+    shutil.copy(str(state.representative_pdb), tmp_path / "copy.pdb")
     (tmp_path / "pairs.csv").write_text("id,start,end\nbad,C7eq,copy.pdb\ngood,C7eq,C7ax\n")
     result = run_batch(tmp_path / "pairs.csv", tmp_path / "out", config=TINY, checkpoint=checkpoint, plots=False,
                        workers=0, dashboard=False, group_size=2, retries=0)

@@ -111,11 +111,11 @@ def test_states_and_representatives(vacuum):
         vacuum.get_state("alpha_L")
     record = json.loads(system_data_path("alanine_dipeptide/structures.json").read_text())
     for k, state in enumerate(vacuum.states):
-        pdb = app.PDBFile(str(system_data_path(f"alanine_dipeptide/{state.representative_pdb}")))
+        pdb = app.PDBFile(str(state.representative_pdb))
         x = pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)[None]
         assert vacuum.assign_states(x)[0] == k
         phi, psi = np.degrees(vacuum.compute_phi_psi(x)[0])
-        entry = record["structures"][state.representative_pdb]
+        entry = record["structures"][Path(state.representative_pdb).name]
         assert abs(phi - entry["phi_deg"]) < 0.1 and abs(psi - entry["psi_deg"]) < 0.1
     # The basins: C7eq/C5 near (-150, 160), C7ax near (+60, -40..20).
     assert vacuum.assign_states(np.zeros((1, 22, 3)) + vacuum.positions_nm)[0] == 0
@@ -134,7 +134,7 @@ def test_state_definition_errors(tmp_path):
         {"name": "b", "phi_deg": 60, "psi_deg": 0, "radius_deg": 50}]}))
     with pytest.raises(ValueError, match="expected non-overlapping discs, got a and b"):
         load_states(path)
-    with pytest.raises(FileNotFoundError, match="states file: expected an existing JSON file"):
+    with pytest.raises(FileNotFoundError, match="states file: expected an existing file"):
         load_states(tmp_path / "none.json")
     with pytest.raises(ValueError, match=r"phi_psi: expected shape \(F, 2\)"):
         assign_states(np.zeros((3, 3)), load_states())
@@ -182,5 +182,5 @@ def test_unit_and_misc_errors(vacuum, tmp_path):
         MetastableState("", 0.0, 0.0, 10.0)
     path = tmp_path / "s.json"
     path.write_text("{}")
-    with pytest.raises(ValueError, match="states file: expected a top-level key 'states'"):
+    with pytest.raises(ValueError, match="states file s.json: expected a top-level key 'states'"):
         load_states(path)
