@@ -44,6 +44,8 @@ __all__ = [
     "load_pretrained",
     "load_guided",
     "pretrained_path",
+    "checkpoint_system",
+    "PRETRAINED_SYSTEMS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,34 @@ GUIDED_PRETRAINED: dict[str, tuple[str, str, float, float, float]] = {
         "alanine_dipeptide_vacuum_focus13k.pt", "alanine_dipeptide_vacuum_focus13k_guide.pt", 2.5, -2.0, 8.0,
     ),
 }
+
+
+#: The preset system of each shipped model (shipped checkpoints predate embedded system specs).
+PRETRAINED_SYSTEMS: dict[str, str] = {file: "alanine-dipeptide" for file in set(PRETRAINED.values())}
+
+
+def checkpoint_system(model: "EquivariantDenoiser", *, platform: str | None = None, solvent: str | None = None):
+    """The :class:`~spacetime_md.molecular.MolecularSystem` a model was trained for, or ``None``.
+
+    Models trained by :func:`~spacetime_md.molecular.train` record their system (PDB text,
+    force field, solvent, CVs, states) in ``metadata["system"]``; shipped models map to their
+    preset (:data:`PRETRAINED_SYSTEMS`). ``solvent`` overrides the recorded solvent for presets.
+    """
+    from spacetime_md.molecular.system import MolecularSystem, load_system
+
+    meta = getattr(model, "metadata", None) or {}
+    spec = meta.get("system")
+    if isinstance(spec, dict) and "pdb" in spec:
+        if solvent is not None and solvent != spec.get("solvent"):
+            raise ValueError(
+                f"solvent: the model was trained for {spec.get('name')} in {spec.get('solvent')}, got {solvent!r}"
+            )
+        return MolecularSystem.from_spec(spec, platform=platform)
+    source = getattr(model, "source_file", None)
+    preset = PRETRAINED_SYSTEMS.get(Path(source).name) if source else None
+    if preset is not None:
+        return load_system(preset, solvent=solvent or "vacuum", platform=platform)
+    return None
 
 
 def save_checkpoint(
@@ -196,6 +226,7 @@ def load_checkpoint(
         model.eval()
         model.requires_grad_(False)
     model.metadata = dict(payload.get("metadata") or {})
+    model.source_file = str(path)
     return model
 
 
