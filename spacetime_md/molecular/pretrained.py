@@ -10,7 +10,11 @@ A denoiser checkpoint is a ``torch.save`` file holding a plain dictionary
     metadata         free JSON-like information (command, data, metrics, ...)
 
 Files are read with ``torch.load(weights_only=True)`` (no arbitrary code runs) and written
-atomically. The training loop's resumable state file (``format`` ending in
+atomically. Integrity is verified on load: a checkpoint written by :func:`save_checkpoint`
+carries ``weights_sha256`` (a digest of every tensor's name, dtype, shape and bytes), and a
+shipped model's file must match the ``sha256`` of its model card; a mismatch raises
+:class:`~spacetime_md.errors.CheckpointError` (``verify=False`` loads anyway, for your own
+files only). The training loop's resumable state file (``format`` ending in
 ``training_state``) can be loaded too: its EMA weights are used.
 Every failure to read a file as a denoiser raises :class:`~spacetime_md.errors.CheckpointError`
 with the path and the reason.
@@ -45,6 +49,8 @@ __all__ = [
     "load_guided",
     "pretrained_path",
     "checkpoint_system",
+    "verify_checkpoint",
+    "weights_digest",
     "PRETRAINED_SYSTEMS",
 ]
 
@@ -124,9 +130,77 @@ def save_checkpoint(
         "spacetime_md_version": __version__,
         "model_config": model.config,
         "state_dict": state,
+        "weights_sha256": weights_digest(state),
         "metadata": dict(metadata or {}),
     }
     return torch_save_atomic(payload, path)
+
+
+def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in sorted name order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _shipped_card_sha256(path: Path) -> str | None:
+    """The model card's sha256 when ``path`` is a shipped model file, else ``None``."""
+    import json
+
+    models_dir = _model_file("x").parent.resolve()
+    try:
+        resolved = path.resolve()
+    except OSError:
+        return None
+    if resolved.parent != models_dir:
+        return None
+    card = resolved.with_suffix(".json")
+    if not card.is_file():
+        return None
+    return json.loads(card.read_text()).get("sha256")
+
+
+def verify_checkpoint(path: Path, payload: Mapping[str, Any]) -> str:
+    """Check a loaded checkpoint's integrity; return how (``"card"``, ``"embedded"``, ``"none"``).
+
+    Raises :class:`CheckpointError` when the file differs from its shipped model card's sha256 or
+    the weights differ from the embedded ``weights_sha256``.
+    """
+    expected = _shipped_card_sha256(path)
+    if expected is not None:
+        actual = _file_sha256(path)
+        if actual != expected:
+            raise CheckpointError(
+                f"{path}: corrupted shipped model: sha256 {actual[:12]}... differs from its model card's "
+                f"{expected[:12]}... (reinstall the package)"
+            )
+        return "card"
+    recorded = payload.get("weights_sha256")
+    if recorded is None:
+        return "none"
+    weights = payload["ema_state_dict" if payload["format"] == TRAINING_STATE_FORMAT else "state_dict"]
+    actual = weights_digest(weights)
+    if actual != recorded:
+        raise CheckpointError(
+            f"{path}: corrupted checkpoint: weights sha256 {actual[:12]}... differs from the recorded "
+            f"{recorded[:12]}... (verify=False / --no-verify loads it anyway)"
+        )
+    return "embedded"
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -170,6 +244,7 @@ def load_checkpoint(
     dtype: torch.dtype = torch.float32,
     freeze: bool = True,
     n_atoms: int | None = None,
+    verify: bool = True,
 ) -> EquivariantDenoiser:
     """Build an :class:`EquivariantDenoiser` from a checkpoint file.
 
@@ -185,6 +260,10 @@ def load_checkpoint(
     n_atoms : int, optional
         Expected number of atoms; a checkpoint for another molecule raises
         :class:`CheckpointError`.
+    verify : bool
+        Check integrity (the shipped model card's sha256, or the embedded weights digest);
+        a mismatch raises :class:`CheckpointError`. ``False`` skips the check (your own files
+        only: shipped models are always verified).
 
     Returns
     -------
@@ -193,6 +272,10 @@ def load_checkpoint(
     """
     path = resolve_checkpoint(path)
     payload = read_checkpoint(path)
+    if verify or _shipped_card_sha256(path) is not None:
+        how = verify_checkpoint(path, payload)
+        if how == "none":
+            logger.info("%s: no integrity record (written before checkpoints carried one); not verified", path)
     weights = payload["ema_state_dict" if payload["format"] == TRAINING_STATE_FORMAT else "state_dict"]
     config = payload["model_config"]
     try:
