@@ -494,7 +494,7 @@ def load_cvs(path: str | Path, system: "MolecularSystem") -> CollectiveVariables
     entries = data.get("cvs") if isinstance(data, dict) else data
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"cvs file {path.name}: expected a non-empty list under 'cvs'")
-    return CollectiveVariables.from_spec(entries, system, base=path.parent)
+    return CollectiveVariables.from_spec(entries, system, base=path.resolve().parent)
 
 
 def _read_mapping(path: Path, what: str) -> Any:

@@ -377,9 +377,9 @@ def load_states(
     if system is not None and data.get("cvs"):
         from spacetime_md.molecular.cvs import CollectiveVariables
 
-        user_cvs = CollectiveVariables.from_spec(data["cvs"], system, base=path.parent)
+        user_cvs = CollectiveVariables.from_spec(data["cvs"], system, base=path.resolve().parent)
         system.cvs = user_cvs
-    states = tuple(_state_from_dict(e, path.parent, system, extra) for e in data["states"])
+    states = tuple(_state_from_dict(e, path.resolve().parent, system, extra) for e in data["states"])
     names = [s.name for s in states]
     if len(set(names)) != len(names):
         raise ValueError(f"states file {path.name}: expected unique state names, got {names}")
