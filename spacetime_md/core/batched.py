@@ -679,10 +679,19 @@ def optimize_geodesics(
     NonFiniteError
         A pair's objective or curve became non-finite (names the pair; the batch stops).
     """
-    t_start = time.perf_counter()
     config = GeodesicConfig() if config is None else config
     if not isinstance(config, GeodesicConfig):
         raise TypeError(f"config: expected a GeodesicConfig, got {type(config).__name__}")
+    from spacetime_md.core.geodesic import torch_threads
+
+    with torch_threads(config.num_threads):
+        return _optimize_geodesics(denoiser, starts, ends, config, constraints, seeds=seeds,
+                                   setup_seeds=setup_seeds, curves=curves, callback=callback)
+
+
+def _optimize_geodesics(denoiser, starts, ends, config, constraints, *, seeds, setup_seeds, curves,
+                        callback) -> list[GeodesicResult]:
+    t_start = time.perf_counter()
     if not callable(denoiser):
         raise TypeError(f"denoiser: expected a callable, got {type(denoiser).__name__}")
     z0, z1 = _check_pairs(starts, ends)

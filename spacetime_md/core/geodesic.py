@@ -20,6 +20,8 @@ warm-up.
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import logging
 import math
@@ -100,6 +102,10 @@ class GeodesicConfig:
         Seed of the probe vectors.
     progress : bool
         Show a tqdm progress bar.
+    num_threads : int, optional
+        torch threads used during the solve (restored afterwards); ``None`` keeps the
+        current setting. Float reductions depend on the thread count, so the same seed and
+        thread count give the same curve.
     """
 
     n_nodes: int = 10
@@ -119,6 +125,7 @@ class GeodesicConfig:
     constraint_ramp: int = 0
     seed: int = 0
     progress: bool = False
+    num_threads: int | None = None
 
     def __post_init__(self):
         if isinstance(self.n_points, int):
@@ -149,6 +156,10 @@ class GeodesicConfig:
             check_positive("lr", self.lr)
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
             raise ValueError(f"patience: expected an integer >= 1, got {self.patience!r}")
+        if self.num_threads is not None and (
+            isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or self.num_threads < 1
+        ):
+            raise ValueError(f"num_threads: expected an integer >= 1 or None, got {self.num_threads!r}")
 
     @property
     def resolved_lr(self) -> float:
@@ -418,6 +429,25 @@ def optimize_geodesic(
     config = GeodesicConfig() if config is None else config
     if not isinstance(config, GeodesicConfig):
         raise TypeError(f"config: expected a GeodesicConfig, got {type(config).__name__}")
+    with torch_threads(config.num_threads):
+        return _optimize_geodesic(denoiser, start, end, config, constraints, curve=curve, callback=callback)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run a block with ``torch.set_num_threads(n)`` and restore the previous count (``None``: no change)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, callback) -> GeodesicResult:
     if not callable(denoiser):
         raise TypeError(f"denoiser: expected a callable, got {type(denoiser).__name__}")
     z0, z1 = _as_vector("start", start), _as_vector("end", end)
