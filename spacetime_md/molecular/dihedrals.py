@@ -19,9 +19,8 @@ __all__ = [
     "wrap_angle",
 ]
 
-#: Zero-based atom indices of phi (C-N-CA-C) and psi (N-CA-C-N) in ACE-ALA-NME (22 atoms).
-ALANINE_DIPEPTIDE_PHI: tuple[int, int, int, int] = (4, 6, 8, 14)
-ALANINE_DIPEPTIDE_PSI: tuple[int, int, int, int] = (6, 8, 14, 16)
+# Re-exported for compatibility; they belong to the alanine-dipeptide preset.
+from spacetime_md.molecular.presets import ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI  # noqa: E402
 
 
 def _is_torch(x: Any) -> bool:
@@ -87,20 +86,17 @@ def compute_dihedrals(coordinates: Any, indices: Sequence[Sequence[int]]) -> Any
     return angles[0] if single else angles
 
 
-def compute_phi_psi(
-    coordinates: Any,
-    phi: Sequence[int] = ALANINE_DIPEPTIDE_PHI,
-    psi: Sequence[int] = ALANINE_DIPEPTIDE_PSI,
-) -> Any:
-    """Backbone (phi, psi) in radians; defaults are the alanine-dipeptide atoms.
+def compute_phi_psi(coordinates: Any, phi: Sequence[int], psi: Sequence[int]) -> Any:
+    """Backbone (phi, psi) in radians of one residue.
+
+    For any molecule prefer :attr:`MolecularSystem.cvs` (every residue's phi/psi).
 
     Parameters
     ----------
     coordinates : ndarray or Tensor, shape=(F, N, 3) or (N, 3)
         Positions (nm).
     phi, psi : sequence of 4 int
-        Atom quadruplets (zero-based). :attr:`MolecularSystem.phi_indices` gives them for
-        any peptide.
+        Atom quadruplets (zero-based), e.g. ``system.cvs["phi 2"].atoms``.
 
     Returns
     -------

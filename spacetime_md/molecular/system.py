@@ -64,14 +64,7 @@ FORCEFIELDS: dict[str, dict[str, tuple[str, ...]]] = {
     "amber14": {"vacuum": ("amber14-all.xml",), "implicit": ("amber14-all.xml", "implicit/obc2.xml")},
 }
 
-#: Named systems shipped with the package: name -> files under ``spacetime_md/data``.
-KNOWN_SYSTEMS: dict[str, dict[str, str]] = {
-    "alanine-dipeptide": {
-        "pdb": "alanine_dipeptide/alanine-dipeptide.pdb",
-        "states": "alanine_dipeptide/states.json",
-        "description": "ACE-ALA-NME, 22 atoms; phi = atoms (4, 6, 8, 14), psi = (6, 8, 14, 16)",
-    },
-}
+from spacetime_md.molecular.presets import KNOWN_SYSTEMS, SYSTEM_ALIASES  # noqa: E402  (re-exported)
 
 _SOLVENTS = ("vacuum", "implicit")
 _CONSTRAINTS = {"hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles, "none": None}
@@ -615,15 +608,12 @@ def load_system(
     platform: str | None = None,
     constraints: str | None = "hbonds",
 ) -> MolecularSystem:
-    """A named system shipped with the package (see :func:`known_systems`).
-
-    ``"alanine-dipeptide"``: ACE-ALA-NME (22 atoms) from
-    ``spacetime_md/data/alanine_dipeptide/alanine-dipeptide.pdb`` (energy-minimised with
-    amber99sbildn in vacuum) with the metastable states C7eq/C5, C7ax and alpha_R.
+    """A named system shipped with the package (see :func:`known_systems` and
+    :mod:`spacetime_md.molecular.presets`): ``"alanine-dipeptide"`` (22 atoms, states C7eq/C5,
+    C7ax, alpha_R) or ``"alanine-tetrapeptide"`` (42 atoms, per-residue states).
     """
     key = str(name).lower().replace("_", "-")
-    aliases = {"ala2": "alanine-dipeptide", "alanine-dipeptide": "alanine-dipeptide", "ad": "alanine-dipeptide"}
-    key = aliases.get(key, key)
+    key = SYSTEM_ALIASES.get(key, key)
     if key not in KNOWN_SYSTEMS:
         raise ValueError(f"system: expected one of {list(known_systems())}, got {name!r}")
     entry = KNOWN_SYSTEMS[key]

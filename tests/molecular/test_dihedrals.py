@@ -28,7 +28,7 @@ def test_phi_psi_indices_are_the_common_ones():
 
 
 def test_phi_psi_matches_mdtraj(frames):
-    ours = compute_phi_psi(frames.xyz)
+    ours = compute_phi_psi(frames.xyz, ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI)
     assert ours.shape == (64, 2)
     ref_phi = mdtraj.compute_phi(frames)[1][:, 0]
     ref_psi = mdtraj.compute_psi(frames)[1][:, 0]
@@ -49,16 +49,16 @@ def test_general_dihedrals_match_mdtraj(frames):
 
 def test_torch_input_stays_torch_and_differentiable(frames):
     x = torch.tensor(frames.xyz[:4], dtype=torch.float64, requires_grad=True)
-    angles = compute_phi_psi(x)
+    angles = compute_phi_psi(x, ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI)
     assert isinstance(angles, torch.Tensor) and angles.shape == (4, 2)
-    np.testing.assert_allclose(angles.detach().numpy(), compute_phi_psi(frames.xyz[:4]), atol=1e-6)
+    np.testing.assert_allclose(angles.detach().numpy(), compute_phi_psi(frames.xyz[:4], ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI), atol=1e-6)
     angles.sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
 def test_single_frame_and_system_helper(frames):
     system = load_system("alanine-dipeptide")
-    one = compute_phi_psi(frames.xyz[0])
+    one = compute_phi_psi(frames.xyz[0], ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI)
     assert one.shape == (2,)
     np.testing.assert_allclose(system.compute_phi_psi(frames.xyz[:1])[0], one)
 

@@ -72,7 +72,7 @@ def test_any_pdb(tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"system: expected one of \['alanine-dipeptide'\], got 'chignolin'"):
+    with pytest.raises(ValueError, match=r"system: expected one of \['alanine-dipeptide', 'alanine-tetrapeptide'\], got 'chignolin'"):
         load_system("chignolin")
     assert "alanine-dipeptide" in known_systems()
     with pytest.raises(TypeError, match="temperature: expected an openmm.unit.Quantity in kelvin"):
