@@ -174,6 +174,15 @@ def evaluate_energies(
         if forces:
             out_forces[i] = state.getForces(asNumpy=True)._value
         system.n_energy_evaluations += 1
+    if not np.isfinite(energies).all():
+        from spacetime_md.errors import NonFiniteError
+
+        bad = np.flatnonzero(~np.isfinite(energies))
+        raise NonFiniteError(
+            f"coordinates: OpenMM returned a non-finite energy for {len(bad)} of {n} frames (first: frame "
+            f"{int(bad[0])}); overlapping or collapsed atoms? spacetime_md.molecular.checks.check_structure "
+            "names the problem"
+        )
     if forces:
         return energies * KJ_PER_MOL, out_forces * (KJ_PER_MOL / NM)
     return energies * KJ_PER_MOL
