@@ -12,6 +12,7 @@ energy ``0.5 * k * |r - c|^2`` loses its 0.5, or if the centre ``c = s * x / alp
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import openmm
@@ -51,7 +52,7 @@ def test_restraint_schedule_matches_hand_computed_point(dtype, tol):
     #   c = s x / alpha,  alpha = sqrt(sigmoid(2)) = sqrt(1 / (1 + e^-2)) = 0.93851
     s = 0.15
     log_snr = torch.tensor([2.0, -1.0, 0.0], dtype=dtype)
-    x = torch.randn(3, 3 * 4, dtype=dtype)
+    x = torch.randn(3, 3 * 5, dtype=dtype)
     centres, k = restraint_schedule(log_snr, x, s, TEMPERATURE_K)
 
     k_hand = np.array([R_KJ_PER_MOL_K * 300.0 * math.exp(l) / 0.15**2 for l in (2.0, -1.0, 0.0)])
@@ -59,12 +60,12 @@ def test_restraint_schedule_matches_hand_computed_point(dtype, tol):
     alpha_hand = np.array([math.sqrt(1.0 / (1.0 + math.exp(-l))) for l in (2.0, -1.0, 0.0)])
     centres_hand = 0.15 * x.double().numpy() / alpha_hand[:, None]
     assert centres.dtype == np.float64 and k.dtype == np.float64
-    assert centres.shape == (3, 4, 3) and k.shape == (3,)
+    assert centres.shape == (3, 5, 3) and k.shape == (3,)
     np.testing.assert_allclose(k, k_hand, rtol=tol)
-    np.testing.assert_allclose(centres, centres_hand.reshape(3, 4, 3), rtol=tol, atol=tol * 1e-3)
+    np.testing.assert_allclose(centres, centres_hand.reshape(3, 5, 3), rtol=tol, atol=tol * 1e-3)
 
     # (T, N, 3) input gives the same schedule; gradients on the curve are not a problem.
-    again = restraint_schedule(log_snr, x.reshape(3, 4, 3).requires_grad_(True), s, TEMPERATURE_K)
+    again = restraint_schedule(log_snr, x.reshape(3, 5, 3).requires_grad_(True), s, TEMPERATURE_K)
     np.testing.assert_array_equal(again[0], centres)
     np.testing.assert_array_equal(again[1], k)
     # k is proportional to T: at 600 K it doubles exactly.
@@ -146,3 +147,39 @@ def test_schedule_through_sampler_gives_model_unit_variance_one_over_snr():
     expected = 3 * n_atoms * s**2 / math.exp(log_snr)
     assert sem < 0.05 * expected, (sem, expected)
     assert abs(mean - expected) < 5 * sem, (mean, expected, sem)
+
+
+def test_sampler_defaults_reach_the_integrator_and_the_restraint_starts_off():
+    # The documented defaults (300 K, 1 fs, 1 / ps) in OpenMM's units, and kT = R T.
+    sampler = RestrainedLangevinSampler(_free_particles(2))
+    assert sampler.temperature == 300.0 and sampler.kT == pytest.approx(KT, rel=1e-12)
+    assert sampler.integrator.getTemperature().value_in_unit(unit.kelvin) == pytest.approx(300.0, rel=1e-12)
+    assert sampler.integrator.getStepSize().value_in_unit(unit.picosecond) == pytest.approx(0.001, rel=1e-12)
+    assert sampler.integrator.getFriction().value_in_unit(unit.picosecond**-1) == pytest.approx(1.0, rel=1e-12)
+    # Until a schedule sets it, the restraint adds no energy.
+    sampler.context.setPositions(np.ones((2, 3)))
+    state = sampler.context.getState(getEnergy=True, groups={RESTRAINT_FORCE_GROUP})
+    assert state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) == 0.0
+
+
+def test_sampler_bookkeeping(capsys):
+    # Frames, force-evaluation counts, wall time, progress bar and callback of one default run.
+    sampler = RestrainedLangevinSampler(_free_particles(2))
+    centres, k = np.zeros((3, 2, 3)), np.full(3, 500.0)
+    seen = []
+    t0 = time.perf_counter()
+    out = sampler.sample(centres, k, centres[0], progress=True, callback=seen.append)
+    elapsed = time.perf_counter() - t0
+    assert out.frames.shape == (1, 3, 2, 3)  # defaults: one path, one frame per curve point
+    assert out.n_force_evals == 3 * 100 and sampler.n_force_evals == 3 * 100  # default n_steps = 100
+    assert 0.0 <= out.wall_time <= elapsed
+    assert "3/3" in capsys.readouterr().err
+    assert [info["path"] for info in seen] == [0]
+    np.testing.assert_array_equal(seen[0]["frames"], out.frames[0])
+    # The default seed is 0; the sampler's own counter accumulates over runs.
+    np.testing.assert_array_equal(sampler.sample(centres, k, centres[0], seed=0).frames, out.frames)
+    assert sampler.n_force_evals == 2 * 3 * 100
+    dense = sampler.sample(centres, k, centres[0], n_steps=2, record_every=1)
+    assert dense.frames.shape == (1, 6, 2, 3) and dense.n_force_evals == 6
+    with pytest.raises(ValueError, match=r"record_every: expected a divisor of n_steps \(2\), got 0"):
+        sampler.sample(centres, k, centres[0], n_steps=2, record_every=0)
