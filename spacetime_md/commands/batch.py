@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from spacetime_md.commands._system import add_system_arguments
+
 #: Path options shared with ``spacetime-md paths``: (type, help). ``None`` keeps the base value.
 _PATH_OPTIONS = {
     "n_paths": (int, "transition paths per curve (default 8)"),
@@ -24,6 +26,7 @@ _PATH_OPTIONS = {
     "avoid_state": (str, "state to avoid with --constraint avoid"),
     "avoid_log_snr": (float, "log_snr of the forbidden point (default 3)"),
     "min_kl": (float, "AvoidRegion KL threshold (default 20)"),
+    "hit_length_nm": (float, "target hit for length CVs, nm (default 0.3 x the endpoints' heavy-atom RMSD)"),
     "device": (str, "torch device of the geodesic (default cpu)"),
 }
 
@@ -47,9 +50,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--group-size", type=int, default=1,
                    help="pairs whose geodesics one task solves together with batched denoiser calls "
                         "(fills a GPU with --device cuda; default 1: each pair alone)")
-    p.add_argument("--system", default="alanine-dipeptide", help="named system (default alanine-dipeptide)")
-    p.add_argument("--solvent", choices=("vacuum", "implicit"), default="vacuum")
-    p.add_argument("--checkpoint", help="model checkpoint file or shipped model name (default: the shipped model for --system)")
+    add_system_arguments(p, default_system=None)
+    p.add_argument("--checkpoint", help="model checkpoint file or shipped model name (default: the shipped model for "
+                   "--system); its recorded system is the default --system (else alanine-dipeptide)")
     p.add_argument("--platform", help="OpenMM platform (default: fastest measured for the system size)")
     p.add_argument("--path-config", help="JSON file with PathConfig fields (or a paths/batch config.json) "
                    "as the base settings, geodesic settings included; options below override it")
@@ -117,16 +120,37 @@ def _quiet_dask(verbose: int) -> None:
         logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
+def _system_options(args: argparse.Namespace) -> dict:
+    from spacetime_md.commands._system import forcefield_from_arg
+
+    for flag, value in (("--cvs", args.cvs), ("--states", args.states)):
+        if value is not None:
+            from pathlib import Path
+
+            if not Path(value).is_file():
+                raise FileNotFoundError(f"{flag}: expected an existing file, got {value!r}")
+    return {"system": args.system, "solvent": args.solvent, "cvs": args.cvs, "states": args.states,
+            "forcefield": forcefield_from_arg(args.forcefield) if args.forcefield is not None else None}
+
+
 def run(args: argparse.Namespace) -> int:
     from spacetime_md.molecular.batch import read_pairs, run_batch
 
     config = _base_config(args)
     tasks = read_pairs(args.pairs)
     _quiet_dask(getattr(args, "verbose", 0))
+    options = _system_options(args)
     if args.dry_run:
+        from spacetime_md.molecular.batch import _resolve_system_and_checkpoint
+
+        mol, checkpoint, _ = _resolve_system_and_checkpoint(args.checkpoint, platform=args.platform, **options)
         resolved = {
-            "out": args.out, "workers": args.workers, "scheduler": args.scheduler, "system": args.system,
-            "solvent": args.solvent, "checkpoint": args.checkpoint, "batch_seed": args.seed,
+            "out": args.out, "workers": args.workers, "scheduler": args.scheduler,
+            "system": {"name": mol.name, "source_pdb": mol.source_pdb, "n_atoms": mol.n_atoms,
+                       "forcefield_files": list(mol.forcefield_files), "solvent": mol.solvent,
+                       "cvs": list(mol.cvs.names) or "rmsd to the endpoints (no CV defined)", "cvs_file": args.cvs,
+                       "states": [s.name for s in mol.states], "states_file": args.states},
+            "checkpoint": str(checkpoint), "batch_seed": args.seed,
             "path_config": config.to_dict(),
             "tasks": [{"id": t.task_id, "start": t.start, "end": t.end,
                        "path_config_overrides": dict(t.overrides),
@@ -146,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"pair {info['task_id']} failed: {info['record']['error']}", file=sys.stderr, flush=True)
 
     result = run_batch(
-        args.pairs, args.out, config=config, system=args.system, solvent=args.solvent, checkpoint=args.checkpoint,
+        args.pairs, args.out, config=config, **options, checkpoint=args.checkpoint,
         platform=args.platform, plots=not args.no_plots, seed=args.seed, workers=args.workers,
         scheduler=args.scheduler, retries=args.retries, threads_per_task=args.threads_per_task,
         group_size=args.group_size,

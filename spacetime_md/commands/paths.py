@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from spacetime_md.commands._system import add_system_arguments
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -13,9 +15,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "diffusion model, turn it into transition paths by annealed Langevin dynamics in OpenMM, validate "
         "them against the force field and export trajectories, report.json, config.json and plots.",
     )
-    p.add_argument("--system", default="alanine-dipeptide", help="named system (default alanine-dipeptide)")
-    p.add_argument("--start", default="C7eq", help="start state name (default C7eq)")
-    p.add_argument("--end", default="C7ax", help="end state name (default C7ax)")
+    add_system_arguments(p, default_system=None)
+    p.add_argument("--start", help="start state name (default C7eq for alanine-dipeptide; other systems: "
+                                   "required unless --start-pdb)")
+    p.add_argument("--end", help="end state name (default C7ax for alanine-dipeptide; other systems: "
+                                 "required unless --end-pdb)")
     p.add_argument("--start-pdb", help="start structure (PDB, same atoms and order as the system)")
     p.add_argument("--end-pdb", help="end structure (PDB, same atoms and order as the system)")
     p.add_argument("--n-paths", type=int, default=8)
@@ -25,8 +29,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--avoid-state", help="state to avoid (with --constraint avoid), e.g. alpha_R")
     p.add_argument("--avoid-log-snr", type=float, default=3.0)
     p.add_argument("--min-kl", type=float, default=20.0, help="AvoidRegion KL threshold")
-    p.add_argument("--solvent", choices=("vacuum", "implicit"), default="vacuum")
-    p.add_argument("--checkpoint", help="model checkpoint file or shipped model name (default: the shipped model for --system)")
+    p.add_argument("--checkpoint", help="model checkpoint file or shipped model name (default: the shipped model for "
+                   "--system); its recorded system is the default --system")
+    p.add_argument("--hit-length-nm", type=float, default=None,
+                   help="target hit for length CVs (distances, RMSDs): within this many nm of the end structure's "
+                        "value (default 0.3 x the heavy-atom RMSD between start and end)")
     p.add_argument("--n-points", type=int, default=64, help="curve points sampled by annealed Langevin")
     p.add_argument("--n-steps", type=int, default=300, help="OpenMM steps per curve point (default 300)")
     p.add_argument("--record-every", type=int, default=None,
@@ -47,16 +54,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _endpoint(args: argparse.Namespace, name: str, system) -> object:
+    """``--NAME-pdb`` (a file whatever its suffix), else ``--NAME``, else the alanine default."""
+    from pathlib import Path
+
+    from spacetime_md.molecular.run_paths import ALANINE_PRESET
+
+    pdb = getattr(args, f"{name}_pdb")
+    if pdb:
+        return Path(pdb)
+    state = getattr(args, name)
+    if state:
+        return state
+    if system.name == ALANINE_PRESET:
+        return {"start": "C7eq", "end": "C7ax"}[name]
+    names = [s.name for s in system.states]
+    raise ValueError(
+        f"--{name}: expected a state name of {system.name} or --{name}-pdb FILE, got neither "
+        f"(states: {', '.join(names) if names else 'none defined; give --start-pdb and --end-pdb'})"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from spacetime_md.commands._system import system_from_args
     from spacetime_md.molecular.paths import PathConfig
 
-    from pathlib import Path
-
-    # Explicit --start-pdb/--end-pdb are files whatever their suffix; names are states.
-    start = Path(args.start_pdb) if args.start_pdb else args.start
-    end = Path(args.end_pdb) if args.end_pdb else args.end
     config = PathConfig(
         n_paths=args.n_paths,
         endpoint_log_snr=args.endpoint_log_snr,
@@ -68,28 +92,44 @@ def run(args: argparse.Namespace) -> int:
         avoid_state=args.avoid_state,
         avoid_log_snr=args.avoid_log_snr,
         min_kl=args.min_kl,
+        hit_length_nm=args.hit_length_nm,
         baseline=not args.no_baseline,
         relaxed=args.relaxed,
         seed=args.seed,
         device=args.device,
     )
-    resolved = {"system": args.system, "solvent": args.solvent, "start": str(start), "end": str(end),
-                "checkpoint": args.checkpoint, "platform": args.platform, "path_config": config.to_dict()}
+    if args.num_threads < 1:
+        raise ValueError(f"--num-threads: expected an integer >= 1, got {args.num_threads}")
+
+    from spacetime_md.molecular.pretrained import load_checkpoint
+
+    model = load_checkpoint(args.checkpoint) if args.checkpoint else None
+    if args.system is None and model is None:
+        args.system = "alanine-dipeptide"
+    system = system_from_args(args, model=model)
+    start = _endpoint(args, "start", system)
+    end = _endpoint(args, "end", system)
+    resolved = {
+        "system": {"name": system.name, "source_pdb": system.source_pdb, "n_atoms": system.n_atoms,
+                   "forcefield_files": list(system.forcefield_files), "solvent": system.solvent,
+                   "cvs": list(system.cvs.names) or "rmsd to the endpoints (no CV defined)",
+                   "cvs_file": args.cvs, "states": [s.name for s in system.states], "states_file": args.states},
+        "start": str(start), "end": str(end), "checkpoint": args.checkpoint, "platform": args.platform,
+        "path_config": config.to_dict(),
+    }
     if args.dry_run:
         print(json.dumps(resolved, indent=2))
         return 0
 
     from spacetime_md.molecular.run_paths import run_paths
 
-    if args.num_threads < 1:
-        raise ValueError(f"--num-threads: expected an integer >= 1, got {args.num_threads}")
     import torch
 
     torch.set_num_threads(args.num_threads)
 
     report = run_paths(
-        args.out, system=args.system, solvent=args.solvent, start=start, end=end, config=config,
-        checkpoint=args.checkpoint, platform=args.platform, plots=not args.no_plots, progress=args.progress,
+        args.out, system=system, start=start, end=end, config=config, checkpoint=args.checkpoint,
+        platform=args.platform, plots=not args.no_plots, progress=args.progress,
     )
     print(report["table"])
     return 0

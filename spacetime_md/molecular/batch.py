@@ -8,11 +8,20 @@ A *pairs file* lists endpoint pairs, one task per row (CSV with a header, or YAM
     custom,structures/a.pdb,alpha_R,7,16,,
 
 ``start`` and ``end`` are required: a state name of the system (``C7eq``, ``C7ax``,
-``alpha_R``) or a PDB file (relative paths are relative to the pairs file). The optional
+``alpha_R`` for alanine dipeptide; a ``--states`` file's names for your own molecule) or a PDB
+file (relative paths are relative to the pairs file; any suffix other than ``.pdb`` is read
+as a state name). The optional
 columns override the batch's :class:`~spacetime_md.molecular.paths.PathConfig` for that row:
 ``id`` (the task's folder name; default ``<row>-<start>-<end>``), ``seed``, ``n_paths``,
 ``constraint``, ``avoid_state``, ``min_log_snr``, ``avoid_log_snr``. A YAML file holds a
 list of mappings with the same keys (or a mapping with that list under ``pairs``).
+
+The system is resolved once by the driver, like ``spacetime-md paths`` does it
+(:func:`~spacetime_md.molecular.run_paths.resolve_paths_system`: a preset name, a PDB file plus
+force field, solvent, CV and state files, or the system the checkpoint records), and handed
+to every task as its :meth:`~spacetime_md.molecular.MolecularSystem.spec` dictionary, from
+which a worker rebuilds it (:meth:`~spacetime_md.molecular.MolecularSystem.from_spec`); a task's
+fingerprint holds the spec's SHA-256.
 
 Every task runs the single-pair job :func:`~spacetime_md.molecular.run_paths.run_paths`
 (the ``spacetime-md paths`` command) into ``OUT/<id>/``. The task writes into a hidden
@@ -328,7 +337,7 @@ def execute_task(spec: Mapping[str, Any], geodesic: Any = None) -> dict[str, Any
         t0, c0 = time.perf_counter(), time.process_time()
         fp = spec["fingerprint"]
         report = run_paths(
-            tmp, system=fp["system"], solvent=fp["solvent"], start=fp["start"], end=fp["end"],
+            tmp, system=spec["system"], start=fp["start"], end=fp["end"],
             config=PathConfig.from_dict(fp["path_config"]), checkpoint=spec["checkpoint"],
             platform=fp["platform"], plots=fp["plots"], progress=False, geodesic=geodesic,
         )
@@ -408,7 +417,7 @@ def execute_group(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[st
 
     from spacetime_md.molecular.paths import prepare_geodesic_problem
     from spacetime_md.molecular.pretrained import load_checkpoint
-    from spacetime_md.molecular.system import load_system
+    from spacetime_md.molecular.system import MolecularSystem
 
     outcomes: dict[str, tuple[dict[str, Any] | None, BaseException | None]] = {}
     todo = []
@@ -424,7 +433,7 @@ def execute_group(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[st
         try:
             torch.set_num_threads(int(todo[0]["threads"]))
             fp0 = todo[0]["fingerprint"]
-            mol = load_system(fp0["system"], solvent=fp0["solvent"], platform=fp0["platform"])
+            mol = MolecularSystem.from_spec(todo[0]["system"], platform=fp0["platform"])
             model = load_checkpoint(todo[0]["checkpoint"])
             problems = {}
             for spec in todo:
@@ -512,20 +521,45 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def _validate_tasks(tasks, system, base: PathConfig, batch_seed: int, checkpoint: Path | None):
-    """Check every endpoint and the model against the system before anything is submitted."""
-    from spacetime_md.molecular.paths import check_model_matches_system, resolve_structure
-    from spacetime_md.molecular.pretrained import load_checkpoint, pretrained_path
+def _resolve_system_and_checkpoint(checkpoint, system, **system_options):
+    """(system, checkpoint file, model): the batch's system (see
+    :func:`~spacetime_md.molecular.run_paths.resolve_paths_system`) and the model file, checked
+    against each other."""
+    from spacetime_md.molecular.paths import check_model_matches_system
+    from spacetime_md.molecular.pretrained import PRETRAINED, load_checkpoint, pretrained_path, resolve_checkpoint
+    from spacetime_md.molecular.run_paths import ALANINE_PRESET, resolve_paths_system
 
-    if checkpoint is None:
-        checkpoint = pretrained_path(system.name)
-        if not checkpoint.is_file():
-            raise FileNotFoundError(
-                f"checkpoint: expected a shipped model for {system.name} at {str(checkpoint)!r}, got none; pass a checkpoint"
+    path = resolve_checkpoint(checkpoint).resolve() if checkpoint is not None else None
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"checkpoint: expected a model file, got missing path {str(path)!r}")
+    model = load_checkpoint(path) if path is not None else None
+    mol = resolve_paths_system(system, model=model, **system_options)
+    if path is None:
+        if mol.name not in PRETRAINED:
+            raise ValueError(
+                f"checkpoint: expected a model trained for {mol.name} (pass checkpoint=... / --checkpoint); "
+                f"shipped models exist for {ALANINE_PRESET} only"
             )
-    elif not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint: expected a model file, got missing path {str(checkpoint)!r}")
-    check_model_matches_system(load_checkpoint(checkpoint), system)
+        path = pretrained_path(mol.name)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"checkpoint: expected a shipped model for {mol.name} at {str(path)!r}, got none; pass a checkpoint"
+            )
+        model = load_checkpoint(path)
+    check_model_matches_system(model, mol)
+    return mol, path.resolve(), model
+
+
+def _system_sha256(spec: Mapping[str, Any]) -> str:
+    """SHA-256 of a system spec (everything but where its PDB came from)."""
+    text = json.dumps({k: v for k, v in spec.items() if k != "source_pdb"}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _validate_tasks(tasks, system, base: PathConfig, batch_seed: int):
+    """Check every endpoint against the system before anything is submitted."""
+    from spacetime_md.molecular.paths import resolve_structure
+
     configs = {}
     for task in tasks:
         config = task.resolve_config(base, batch_seed)
@@ -544,7 +578,7 @@ def _validate_tasks(tasks, system, base: PathConfig, batch_seed: int, checkpoint
                 text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
                 raise type(exc)(f"{task._prefix()}{text}") from None
         configs[task.task_id] = config
-    return checkpoint.resolve(), configs
+    return configs
 
 
 def _cleanup_tmp(out: Path) -> None:
@@ -570,8 +604,11 @@ def run_batch(
     out_dir: str | os.PathLike,
     *,
     config: PathConfig | None = None,
-    system: str = "alanine-dipeptide",
-    solvent: str = "vacuum",
+    system: Any = None,
+    solvent: str | None = None,
+    forcefield: Any = None,
+    cvs: Any = None,
+    states: Any = None,
     checkpoint: str | os.PathLike | None = None,
     platform: str | None = None,
     plots: bool = True,
@@ -596,9 +633,11 @@ def run_batch(
     config : PathConfig, optional
         Settings shared by all tasks (rows may override some); its ``seed`` is ignored, see
         ``seed``.
-    system, solvent, checkpoint, platform, plots
-        As for :func:`~spacetime_md.molecular.run_paths.run_paths` (``checkpoint`` defaults
-        to the shipped model of ``system``).
+    system, solvent, forcefield, cvs, states, checkpoint, platform, plots
+        As for :func:`~spacetime_md.molecular.run_paths.run_paths`: ``system`` is a preset
+        name, a PDB file, a :class:`~spacetime_md.molecular.MolecularSystem` or ``None`` (the
+        checkpoint's recorded system, else alanine dipeptide); ``checkpoint`` defaults to the
+        shipped model of a preset.
     seed : int
         Batch seed: a row without ``seed`` uses ``derive_seed(seed, id)``.
     workers : int, optional
@@ -623,9 +662,6 @@ def run_batch(
         Called with ``{"event": "start", ...}``, ``{"event": "task", "task_id", "record"}``
         after every finished or failed task, and ``{"event": "end", ...}``.
     """
-    from spacetime_md.molecular.pretrained import resolve_checkpoint
-    from spacetime_md.molecular.system import load_system
-
     t_start = time.perf_counter()
     config = PathConfig() if config is None else config
     if not isinstance(config, PathConfig):
@@ -653,24 +689,27 @@ def run_batch(
             raise ValueError("pairs: expected at least one pair, got none")
         _check_unique(tasks)
 
-    mol = load_system(system, solvent=solvent, platform=platform)
-    checkpoint_path, configs = _validate_tasks(
-        tasks, mol, config, seed, resolve_checkpoint(checkpoint).resolve() if checkpoint is not None else None
+    mol, checkpoint_path, _ = _resolve_system_and_checkpoint(
+        checkpoint, system, solvent=solvent, forcefield=forcefield, platform=platform, cvs=cvs, states=states
     )
+    configs = _validate_tasks(tasks, mol, config, seed)
     checkpoint_sha = _sha256(checkpoint_path)
+    system_spec = _jsonable(mol.spec())
+    system_sha = _system_sha256(system_spec)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
     specs: dict[str, dict[str, Any]] = {}
     for task in tasks:
         fingerprint = _jsonable({
-            "system": mol.name, "solvent": solvent, "start": task.start, "end": task.end,
+            "system": mol.name, "solvent": mol.solvent, "system_sha256": system_sha,
+            "start": task.start, "end": task.end,
             "checkpoint_sha256": checkpoint_sha, "platform": platform, "plots": bool(plots),
             "path_config": configs[task.task_id].to_dict(),
             **({"geodesic_solver": "batched"} if group_size > 1 else {}),
         })
         specs[task.task_id] = {"task_id": task.task_id, "out": str(out), "checkpoint": str(checkpoint_path),
-                               "threads": threads_per_task, "fingerprint": fingerprint}
+                               "threads": threads_per_task, "fingerprint": fingerprint, "system": system_spec}
 
     # Finished tasks (folder + task.json) are skipped; a folder computed with other settings is an error.
     records: dict[str, dict[str, Any]] = {}
@@ -720,7 +759,12 @@ def run_batch(
                                 "pairs": pairs_source, "finished_at": None}
     manifest["runs"].append(run_info)
     write_json_atomic(out / "config.json", {
-        "command": "batch", "pairs": pairs_source, "system": mol.name, "solvent": solvent,
+        "command": "batch", "pairs": pairs_source, "system": mol.name, "solvent": mol.solvent,
+        "system_source_pdb": mol.source_pdb, "forcefield_files": list(mol.forcefield_files),
+        "cvs_file": str(Path(cvs).resolve()) if isinstance(cvs, (str, os.PathLike)) else None,
+        "cv_names": list(mol.cvs.names),
+        "states_file": str(Path(states).resolve()) if isinstance(states, (str, os.PathLike)) else None,
+        "state_names": [s.name for s in mol.states], "system_sha256": system_sha,
         "checkpoint": str(checkpoint_path), "checkpoint_sha256": checkpoint_sha, "platform": platform,
         "plots": bool(plots), "batch_seed": seed, "path_config": config.to_dict(), "retries": retries,
         "threads_per_task": threads_per_task, "group_size": group_size,

@@ -16,10 +16,26 @@ Method (DESIGN.md sections 4-5):
    ``record_every`` steps (default 20 fs), so the barrier crossing is resolved in time.
 4. **Baseline.** The straight spacetime line between the same endpoints, sampled the same way.
 5. **Validation.** OpenMM potential energy of every frame, ETS (maximum), barrier (maximum
-   minus the start structure's energy), final (phi, psi), target hit (within ``hit_radius``
-   rad of the target structure's angles), heavy-atom Kabsch RMSD of the final frame to the
-   target (Angstrom), chirality of every frame, evaluation counts, wall time per stage;
-   optionally the *relaxed* barrier (frames quenched at their own (phi, psi)).
+   minus the start structure's energy), the final frame's collective variables (CVs, see
+   :mod:`spacetime_md.molecular.cvs`), target hit, heavy-atom Kabsch RMSD of the final frame
+   to the target (Angstrom), chirality of every frame (the start structure's handedness kept
+   at every stereocentre of
+   :func:`~spacetime_md.molecular.chirality.chiral_centres_from_topology`; n/a without one),
+   evaluation counts, wall time per stage; optionally the *relaxed* barrier (frames quenched
+   with every torsion CV held at its own value).
+
+CVs and endpoint states. The CVs are the system's (default: every backbone (phi, psi) of a
+peptide); a molecule without any gets, for the run only, the heavy-atom RMSDs to the two
+endpoints (``"rmsd start"``, ``"rmsd end"``; all atoms if it has fewer than 3 heavy atoms),
+see :func:`path_cvs`. The *target state* is
+:func:`~spacetime_md.molecular.states.endpoint_state` around the end structure's CV values:
+one disc of ``hit_radius`` rad per residue's (phi, psi) (and per other angle CV), and
+``value +- hit_length_nm`` for length CVs (``[0, hit_length_nm]`` for an RMSD to the end
+itself). A path *hits* when its final frame lies in the target state, i.e. in every one of
+these regions (all residues at once); :func:`compute_target_hit` is that test. For alanine
+dipeptide this is the single (phi 2, psi 2) disc of 0.75 rad. The *start state* is built the
+same way around the start structure; frames in neither are the transition region of the
+relaxed barrier.
 
 Units inside: nm, ps, kJ/mol, K; ``log_snr`` values refer to model units.
 """
@@ -57,6 +73,7 @@ from spacetime_md.errors import TopologyMismatchError
 if TYPE_CHECKING:  # pragma: no cover
     import mdtraj
 
+    from spacetime_md.molecular.cvs import CollectiveVariables
     from spacetime_md.molecular.model import EquivariantDenoiser
     from spacetime_md.molecular.system import MolecularSystem
 
@@ -70,6 +87,10 @@ __all__ = [
     "prepare_geodesic_problem",
     "GeodesicProblem",
     "DEFAULT_GEODESIC",
+    "HIT_LENGTH_FRACTION",
+    "path_cvs",
+    "default_hit_length_nm",
+    "compute_target_hit",
 ]
 
 logger = logging.getLogger(__name__)
@@ -108,7 +129,12 @@ class PathConfig:
     constraint_weight : float
         Weight of each constraint penalty.
     hit_radius : float
-        Target hit: final (phi, psi) within this periodic distance (rad) of the target's.
+        Target hit, angle CVs: the final frame's (phi, psi) of every residue (and every other
+        angle CV) within this periodic distance (rad) of the target's.
+    hit_length_nm : float, optional
+        Target hit, length CVs (distances, RMSDs): within this many nm of the target's value.
+        ``None`` (default): ``HIT_LENGTH_FRACTION`` (0.3) times the heavy-atom RMSD between the
+        start and end structures, so the tolerance scales with how far apart they are.
     baseline : bool
         Also sample the straight spacetime line.
     relaxed : bool
@@ -117,9 +143,8 @@ class PathConfig:
         Record a frame every this many OpenMM steps (a divisor of ``n_steps``); default
         ``gcd(n_steps, 20)`` (every 20 steps for the default 300 steps per point).
     relaxed_stride : int
-        For the relaxed barrier, quench every frame in the transition region (farther than
-        ``hit_radius`` in (phi, psi) from both endpoints), every ``relaxed_stride``-th other
-        frame, and the last.
+        For the relaxed barrier, quench every frame in the transition region (in neither
+        endpoint state), every ``relaxed_stride``-th other frame, and the last.
     seed : int
     device : str
         Torch device of the geodesic.
@@ -139,6 +164,7 @@ class PathConfig:
     min_kl: float = 20.0
     constraint_weight: float = 100.0
     hit_radius: float = 0.75
+    hit_length_nm: float | None = None
     baseline: bool = True
     relaxed: bool = False
     record_every: int | None = None
@@ -163,6 +189,11 @@ class PathConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
                 raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+        if self.hit_length_nm is not None and (
+            isinstance(self.hit_length_nm, bool) or not isinstance(self.hit_length_nm, (int, float))
+            or not self.hit_length_nm > 0 or not math.isfinite(self.hit_length_nm)
+        ):
+            raise ValueError(f"hit_length_nm: expected None or a finite number > 0 (nm), got {self.hit_length_nm!r}")
         if self.constraint not in ("none", "low-variance", "avoid"):
             raise ValueError(f"constraint: expected 'none', 'low-variance' or 'avoid', got {self.constraint!r}")
         if self.constraint == "avoid" and not self.avoid_state:
@@ -366,12 +397,106 @@ class TransitionPaths:
         return cls(frames, log_snr, energies, kind, metrics, str(top) if top.is_file() else None)
 
 
-# --------------------------------------------------------------------------- pipeline
+# --------------------------------------------------------------------------- pipeline: CVs, endpoint states, hit test
+
+#: Default ``hit_length_nm``: this fraction of the heavy-atom RMSD between start and end.
+HIT_LENGTH_FRACTION = 0.3
+#: Why the relaxed barrier is undefined for CVs without a torsion.
+NO_TORSION_REASON = "no torsion collective variable to hold"
 
 
-def _periodic_angle_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    d = np.abs((a - b + np.pi) % (2 * np.pi) - np.pi)
-    return np.sqrt((d**2).sum(-1))
+def _fit_atoms(system: "MolecularSystem") -> np.ndarray:
+    """Heavy atoms, or all atoms when there are fewer than 3 heavy atoms."""
+    heavy = np.asarray(system.heavy_atom_indices, dtype=np.int64)
+    return heavy if len(heavy) >= 3 else np.arange(system.n_atoms)
+
+
+def path_cvs(system: "MolecularSystem", start_nm: np.ndarray, end_nm: np.ndarray) -> "CollectiveVariables":
+    """The CVs of a transition-path run: ``system.cvs``, or if the system has none, the RMSDs to
+    the two endpoints (``"rmsd start"``, ``"rmsd end"``; heavy atoms, all atoms if fewer than 3).
+
+    The system itself is not changed (a new set is returned).
+
+    Parameters
+    ----------
+    system : MolecularSystem
+    start_nm, end_nm : ndarray, shape=(N, 3)
+        The endpoint structures (nm).
+    """
+    from spacetime_md.molecular.cvs import RMSD, CollectiveVariables
+
+    if len(system.cvs):
+        return system.cvs
+    atoms = tuple(int(i) for i in _fit_atoms(system))
+    return CollectiveVariables([RMSD("rmsd start", np.asarray(start_nm, dtype=np.float64), atoms),
+                                RMSD("rmsd end", np.asarray(end_nm, dtype=np.float64), atoms)])
+
+
+def default_hit_length_nm(system: "MolecularSystem", start_nm: np.ndarray, end_nm: np.ndarray) -> float:
+    """``HIT_LENGTH_FRACTION`` x the heavy-atom (all-atom if fewer than 3) RMSD of end to start, nm."""
+    return HIT_LENGTH_FRACTION * float(kabsch_rmsd(end_nm, start_nm, _fit_atoms(system)))
+
+
+def _group_label(region: Any) -> str:
+    return "/".join(region.cvs)
+
+
+def compute_target_hit(
+    cvs: "CollectiveVariables",
+    values: np.ndarray,
+    target_values: np.ndarray,
+    hit_radius: float = 0.75,
+    hit_length_nm: float = 0.05,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The target-hit test of the path validation, on CV values.
+
+    A frame hits when it lies in ``endpoint_state(cvs, target_values, "target", hit_radius,
+    hit_length_nm)``: for each residue its (phi, psi) within ``hit_radius`` rad (periodic) of the
+    target's, every other angle CV likewise, and every length CV within ``hit_length_nm`` nm.
+
+    Parameters
+    ----------
+    cvs : CollectiveVariables
+    values : ndarray, shape=(F, K)
+        CV values (radians / nm) of the frames to test (e.g. the final frame of every path).
+    target_values : ndarray, shape=(K,)
+        The target structure's CV values.
+    hit_radius, hit_length_nm : float
+
+    Returns
+    -------
+    hit : ndarray of bool, shape=(F,)
+    by_group : dict
+        ``"phi 2/psi 2"`` (the region's CV names joined by ``/``) -> bool array, shape=(F,),
+        one entry per region of the target state (per residue for peptides).
+    """
+    from spacetime_md.molecular.states import endpoint_state
+
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    state = endpoint_state(cvs, target_values, "target", angle_radius=hit_radius, length_tolerance=hit_length_nm)
+    by_group = {_group_label(r): r.contains(values, cvs) for r in state.regions}
+    hit = np.ones(len(values), dtype=bool)
+    for mask in by_group.values():
+        hit &= mask
+    return hit, by_group
+
+
+def _display_value(cv: Any, value: float) -> str:
+    return f"{math.degrees(value):.0f} deg" if cv.periodic else f"{value:.3f} nm"
+
+
+def _cv_summary(cvs: "CollectiveVariables") -> list[dict[str, Any]]:
+    """``cvs.to_list()`` for reports: an RMSD's reference by name, never inlined coordinates."""
+    out = []
+    for c in cvs:
+        d = c.to_dict()
+        if "reference_nm" in d:
+            d.pop("reference_nm")
+            d["reference"] = c.name.removeprefix("rmsd ") + " structure" if c.name in ("rmsd start", "rmsd end") \
+                else "inline coordinates"
+        d["unit"] = c.unit
+        out.append(d)
+    return out
 
 
 def _summary(values: Sequence[float]) -> dict[str, float]:
@@ -380,50 +505,65 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
             "median": float(np.median(arr))}
 
 
-def _validate(system, frames, start_nm, start_energy, target_nm, target_phi_psi, config, relaxed=None):
-    from spacetime_md.molecular.chirality import chiral_atoms_from_topology, compute_chirality
+def _validate(system, cvs, frames, start_nm, start_energy, target_nm, target_values, endpoint_states, config,
+              hit_length_nm, relaxed=None):
+    from spacetime_md.molecular.chirality import NO_CHIRAL_CENTRE, chiral_centres_from_topology, compute_signed_volume
     from spacetime_md.molecular.energies import evaluate_energies
 
     n_paths, n_frames = frames.shape[:2]
     flat = frames.reshape(-1, *frames.shape[2:])
     energies = evaluate_energies(system, flat).value_in_unit(unit.kilojoule_per_mole).reshape(n_paths, n_frames)
-    phi_psi = np.asarray(system.compute_phi_psi(flat)).reshape(n_paths, n_frames, 2)
-    final = phi_psi[:, -1]
-    hit = _periodic_angle_distance(final, target_phi_psi[None]) <= config.hit_radius
+    values = np.asarray(cvs.compute(flat)).reshape(n_paths, n_frames, len(cvs))
+    final = values[:, -1]
+    hit, hit_by_group = compute_target_hit(cvs, final, target_values, config.hit_radius, hit_length_nm)
+    rama = cvs.ramachandran_pairs()
     heavy = system.heavy_atom_indices
     rmsd_a = 10.0 * kabsch_rmsd(frames[:, -1], target_nm, heavy)
-    try:
-        chiral = chiral_atoms_from_topology(system.mdtraj_topology)
-        ref_sign = compute_chirality(start_nm[None], chiral)[0]
-        kept = (compute_chirality(flat, chiral).reshape(n_paths, n_frames) == ref_sign)
-    except ValueError:
-        kept = np.ones((n_paths, n_frames), dtype=bool)
+    centres = chiral_centres_from_topology(system.mdtraj_topology)
+    kept = None
+    if centres:
+        signs = np.stack([np.sign(compute_signed_volume(flat, c.atoms)) for c in centres], axis=-1)
+        ref = np.stack([np.sign(compute_signed_volume(start_nm[None], c.atoms)) for c in centres], axis=-1)
+        kept = (signs == ref).all(-1).reshape(n_paths, n_frames)
     ets = energies.max(axis=1)
     per_path = []
     for p in range(n_paths):
-        per_path.append({
+        entry = {
             "path": p,
             "max_energy_kj_mol": float(ets[p]),
             "barrier_kj_mol": float(ets[p] - start_energy),
-            "final_phi_psi_rad": [float(final[p, 0]), float(final[p, 1])],
-            "target_hit": bool(hit[p]),
-            "final_heavy_rmsd_angstrom": float(rmsd_a[p]),
-            "chirality_kept_fraction": float(kept[p].mean()),
-        })
+            "final_cvs": {name: float(final[p, k]) for k, name in enumerate(cvs.names)},
+        }
+        if len(rama) == 1:
+            _, i_phi, i_psi = rama[0]
+            entry["final_phi_psi_rad"] = [float(final[p, i_phi]), float(final[p, i_psi])]
+        entry["target_hit"] = bool(hit[p])
+        if len(hit_by_group) > 1:
+            entry["target_hit_by_group"] = {k: bool(v[p]) for k, v in hit_by_group.items()}
+        entry["final_heavy_rmsd_angstrom"] = float(rmsd_a[p])
+        entry["chirality_kept_fraction"] = None if kept is None else float(kept[p].mean())
+        per_path.append(entry)
     metrics = {
         "per_path": per_path,
         "max_energy_kj_mol": _summary(ets),
         "barrier_kj_mol": _summary(ets - start_energy),
         "final_heavy_rmsd_angstrom": _summary(rmsd_a),
         "target_hit_rate": float(hit.mean()),
-        "chirality_kept_fraction": float(kept.mean()),
+        "chirality_kept_fraction": None if kept is None else float(kept.mean()),
         "start_energy_kj_mol": float(start_energy),
     }
+    if len(hit_by_group) > 1:
+        metrics["target_hit_by_group"] = {k: float(v.mean()) for k, v in hit_by_group.items()}
+    if kept is None:
+        metrics["chirality_na_reason"] = NO_CHIRAL_CENTRE
+    else:
+        metrics["chiral_centres"] = [c.name for c in centres]
     if relaxed is not None:
         quencher, start_relaxed = relaxed
-        start_phi_psi = np.asarray(system.compute_phi_psi(start_nm[None]))[0]
-        away = ((_periodic_angle_distance(phi_psi, start_phi_psi[None, None]) > config.hit_radius)
-                & (_periodic_angle_distance(phi_psi, target_phi_psi[None, None]) > config.hit_radius))
+        start_state, target_state = endpoint_states
+        flat_values = values.reshape(-1, len(cvs))
+        away = ~(start_state.contains(flat_values, cvs) | target_state.contains(flat_values, cvs))
+        away = away.reshape(n_paths, n_frames)
         stride = np.zeros(n_frames, dtype=bool)
         stride[::config.relaxed_stride] = True
         stride[-1] = True
@@ -437,7 +577,13 @@ def _validate(system, frames, start_nm, start_energy, target_nm, target_phi_psi,
             per_path[p]["relaxed_barrier_kj_mol"] = float(rel_barrier[p])
         metrics["relaxed_barrier_kj_mol"] = _summary(rel_barrier)
         metrics["relaxed_frames_per_path"] = n_quenched / n_paths
-    return energies, phi_psi, metrics
+        metrics["relaxed_torsions"] = [c.name for c in cvs.torsions]
+    elif config.relaxed:
+        for p in range(n_paths):
+            per_path[p]["relaxed_barrier_kj_mol"] = None
+        metrics["relaxed_barrier_kj_mol"] = None
+        metrics["relaxed_barrier_na_reason"] = NO_TORSION_REASON
+    return energies, values, metrics
 
 
 @dataclass
@@ -447,7 +593,9 @@ class GeodesicProblem:
     ``start``/``end`` are the spacetime endpoints (model units, at ``config.endpoint_log_snr``),
     ``constraints`` the core constraint objects of ``config.constraint``; ``start_nm`` (centred)
     and ``end_nm`` (Kabsch-aligned onto it) the structures in nm; ``model`` is the denoiser on
-    ``config.device`` with gradients switched off.
+    ``config.device`` with gradients switched off. ``cvs`` are the run's collective variables
+    (:func:`path_cvs`), ``start_state``/``target_state`` the endpoint states around the two
+    structures and ``hit_length_nm`` the resolved length tolerance of the hit test.
     """
 
     start: SpacetimePoint
@@ -459,6 +607,30 @@ class GeodesicProblem:
     end_label: str
     avoid_label: str | None
     model: "EquivariantDenoiser"
+    cvs: "CollectiveVariables | None" = None
+    start_state: Any = None
+    target_state: Any = None
+    hit_length_nm: float | None = None
+
+
+def _endpoint_states(system, cvs, start_nm, end_nm, config):
+    """(hit_length_nm, start state, target state) of a pair (see the module docstring)."""
+    from spacetime_md.molecular.states import endpoint_state
+
+    hit_length = config.hit_length_nm
+    if hit_length is None:
+        hit_length = default_hit_length_nm(system, start_nm, end_nm)
+        if not hit_length > 0 and not cvs.periodic.all():
+            raise ValueError(
+                "start and end: expected structures whose heavy atoms differ (the default hit_length_nm is "
+                f"{HIT_LENGTH_FRACTION} x their RMSD), got an RMSD of 0; pass hit_length_nm"
+            )
+    start_values = np.asarray(cvs.compute(start_nm[None]))[0]
+    target_values = np.asarray(cvs.compute(end_nm[None]))[0]
+    tol = hit_length if hit_length > 0 else 1.0  # unused when every CV is an angle
+    start_state = endpoint_state(cvs, start_values, "start", angle_radius=config.hit_radius, length_tolerance=tol)
+    target_state = endpoint_state(cvs, target_values, "target", angle_radius=config.hit_radius, length_tolerance=tol)
+    return float(hit_length), start_state, target_state
 
 
 def prepare_geodesic_problem(
@@ -485,6 +657,8 @@ def prepare_geodesic_problem(
     end_nm = kabsch_align(end_nm, start_nm)
     if np.allclose(start_nm, end_nm, atol=1e-4):
         raise ValueError(f"start and end: expected two different structures, got equal ones ({start_label}, {end_label})")
+    cvs = path_cvs(system, start_nm, end_nm)
+    hit_length, start_state, target_state = _endpoint_states(system, cvs, start_nm, end_nm, config)
 
     dtype = next(model.parameters()).dtype
     device = resolve_device(config.device)
@@ -505,12 +679,15 @@ def prepare_geodesic_problem(
         if _is_state_name(config.avoid_state):
             state = system.get_state(config.avoid_state)
             for which, xyz in (("start", start_nm), ("end", end_nm)):
-                pp = np.asarray(system.compute_phi_psi(xyz[None]))
-                if state.contains(pp)[0]:
+                values = np.atleast_2d(system.compute_cvs(xyz[None]))
+                if state.contains(values, system.cvs)[0]:
+                    shown = ", ".join(
+                        f"{system.cvs[n].name} = {_display_value(system.cvs[n], values[0, system.cvs.index(n)])}"
+                        for n in state.cv_names
+                    )
                     raise ValueError(
                         f"avoid_state: expected a state that contains neither endpoint, got {state.name}, "
-                        f"which contains the {which} structure (phi, psi) = "
-                        f"({math.degrees(pp[0, 0]):.0f}, {math.degrees(pp[0, 1]):.0f}) deg"
+                        f"which contains the {which} structure ({shown})"
                     )
         avoid_nm = kabsch_align(avoid_nm - avoid_nm.mean(axis=0), start_nm)
         alpha_a = float(alpha_sigma(config.avoid_log_snr)[0])
@@ -519,7 +696,8 @@ def prepare_geodesic_problem(
 
     for p in model.parameters():
         p.requires_grad_(False)
-    return GeodesicProblem(a, b, constraints, start_nm, end_nm, start_label, end_label, avoid_label, model)
+    return GeodesicProblem(a, b, constraints, start_nm, end_nm, start_label, end_label, avoid_label, model,
+                           cvs, start_state, target_state, hit_length)
 
 
 def compute_transition_paths(
@@ -545,9 +723,9 @@ def compute_transition_paths(
     config : PathConfig, optional
     on_result : callable, optional
         Called as soon as each stage is done, with ``("solve", {"geodesic": GeodesicResult,
-        "start_nm": ..., "end_nm": ...})`` and then ``(kind, TransitionPaths)`` per curve kind
-        (``"geodesic"``, ``"straight"``), so a caller can keep partial results if a later stage
-        fails (e.g. NaN in the baseline).
+        "start_nm": ..., "end_nm": ..., "cvs": CollectiveVariables})`` and then
+        ``(kind, TransitionPaths)`` per curve kind (``"geodesic"``, ``"straight"``), so a caller
+        can keep partial results if a later stage fails (e.g. NaN in the baseline).
     geodesic : GeodesicResult, optional
         A geodesic already solved for exactly this pair (e.g. by
         :func:`~spacetime_md.core.optimize_geodesics` on :func:`prepare_geodesic_problem`'s
@@ -557,8 +735,21 @@ def compute_transition_paths(
     -------
     dict
         ``geodesic`` (:class:`~spacetime_md.core.GeodesicResult`), ``paths`` and (if enabled)
-        ``baseline`` (:class:`TransitionPaths`), ``report`` (JSON-serialisable), and the
-        aligned endpoint structures.
+        ``baseline`` (:class:`TransitionPaths`), ``report`` (JSON-serialisable), the aligned
+        endpoint structures and ``cvs``, the run's collective variables (:func:`path_cvs`).
+
+        ``report[kind]`` (``"geodesic"``, ``"straight"``) holds per path ``final_cvs`` (name ->
+        radians / nm), ``target_hit`` (see :func:`compute_target_hit`), ``final_phi_psi_rad``
+        (only for a single backbone (phi, psi) pair, e.g. alanine dipeptide), the energies, the
+        final heavy-atom RMSD and the chirality kept, and aggregates: ``target_hit_rate``,
+        ``target_hit_by_group`` (per residue / CV group, when there are several),
+        ``chirality_kept_fraction`` (``None`` plus ``chirality_na_reason`` without chiral centre),
+        ``relaxed_barrier_kj_mol`` (with ``relaxed``; ``None`` plus ``relaxed_barrier_na_reason``
+        when no CV is a torsion), ``cvs`` (CV values of every frame, ``(P, T, K)``, columns
+        ``report["cv_names"]``) and ``phi_psi`` (single-pair systems only).
+        ``report["endpoints"]`` holds the labels, ``start_cvs``/``target_cvs``, the endpoint
+        states (``start_state``/``target_state``, ``MetastableState.to_dict()``), the hit
+        tolerances and the CV definitions (RMSD references by name).
     """
     import openmm
 
@@ -588,7 +779,7 @@ def compute_transition_paths(
                 f"({start_label} -> {end_label} at log_snr {config.endpoint_log_snr}), got one that does not"
             )
     if on_result is not None:
-        on_result("solve", {"geodesic": geo, "start_nm": start_nm, "end_nm": end_nm})
+        on_result("solve", {"geodesic": geo, "start_nm": start_nm, "end_nm": end_nm, "cvs": problem.cvs})
     timings["geodesic_s"] = time.perf_counter() - t0 if geodesic is None else geo.wall_time
     logger.info("geodesic: energy %.4g (straight line %.4g), %d steps, %.1f s",
                 geo.energy, geo.initial_energy, geo.n_steps, timings["geodesic_s"])
@@ -609,13 +800,20 @@ def compute_transition_paths(
         curves["straight"] = straight_line(a, b, config.n_points)
 
     start_energy = float(evaluate_energies(system, start_nm[None]).value_in_unit(unit.kilojoule_per_mole)[0])
-    target_phi_psi = np.asarray(system.compute_phi_psi(end_nm[None]))[0]
+    cvs = problem.cvs
+    start_values = np.asarray(cvs.compute(start_nm[None]))[0]
+    target_values = np.asarray(cvs.compute(end_nm[None]))[0]
+    rama = cvs.ramachandran_pairs()
+    if problem.target_state.contains(start_values[None], cvs)[0]:
+        logger.warning("the start structure already lies in the target state (its CVs %s are within the hit "
+                       "tolerance of the end's): every path counts as a hit; choose CVs that separate the endpoints",
+                       list(cvs.names))
     relaxed = None
-    if config.relaxed:
-        from spacetime_md.molecular.relaxed import DihedralQuencher
+    if config.relaxed and cvs.torsions:
+        from spacetime_md.molecular.relaxed import TorsionQuencher
 
-        quencher = DihedralQuencher(system.openmm_system, system.phi_indices, system.psi_indices,
-                                    platform=system.platform_name)
+        quencher = TorsionQuencher(system.openmm_system, [t.atoms for t in cvs.torsions],
+                                   platform=system.platform_name)
         relaxed = (quencher, float(quencher.quench_frames(start_nm[None])[0]))
 
     sampler = RestrainedLangevinSampler(
@@ -636,12 +834,15 @@ def compute_transition_paths(
                                  seed=config.seed, record_every=config.record_every, progress=progress)
         timings["paths_s"] += time.perf_counter() - t1
         t2 = time.perf_counter()
-        energies, phi_psi, metrics = _validate(system, sampled.frames, start_nm, start_energy, end_nm,
-                                               target_phi_psi, config, relaxed)
+        energies, values, metrics = _validate(system, cvs, sampled.frames, start_nm, start_energy, end_nm,
+                                              target_values, (problem.start_state, problem.target_state), config,
+                                              problem.hit_length_nm, relaxed)
         timings["validation_s"] += time.perf_counter() - t2
         metrics["force_evaluations"] = sampled.n_force_evals
         metrics["force_evaluations_per_path"] = sampled.n_force_evals // config.n_paths
-        metrics["phi_psi"] = phi_psi.tolist()
+        metrics["cvs"] = values.tolist()
+        if len(rama) == 1:
+            metrics["phi_psi"] = values[..., [rama[0][1], rama[0][2]]].tolist()
         frame_log_snr = np.repeat(c_l.detach().cpu().double().numpy(), config.n_steps // config.record_every)
         results[kind] = TransitionPaths(sampled.frames, frame_log_snr, energies, kind, metrics)
         if on_result is not None:
@@ -651,9 +852,19 @@ def compute_transition_paths(
         **{k: v for k, v in geo.summary().items() if k != "config"},
         "log_snr": geo_l.detach().cpu().double().numpy().tolist(),
     }
-    report["endpoints"] = {"start": start_label, "end": end_label,
-                           "target_phi_psi_rad": target_phi_psi.tolist(),
-                           "avoid": avoid_label}
+    report["cv_names"] = list(cvs.names)
+    report["endpoints"] = {
+        "start": start_label, "end": end_label, "avoid": avoid_label,
+        "start_cvs": dict(zip(cvs.names, map(float, start_values))),
+        "target_cvs": dict(zip(cvs.names, map(float, target_values))),
+        "start_state": problem.start_state.to_dict(),
+        "target_state": problem.target_state.to_dict(),
+        "start_in_target_state": bool(problem.target_state.contains(start_values[None], cvs)[0]),
+        "hit_radius_rad": float(config.hit_radius),
+        **({"hit_length_nm": problem.hit_length_nm} if not cvs.periodic.all() else
+           {"hit_length_nm": None, "hit_length_na_reason": "no length collective variable"}),
+        "cvs": _cv_summary(cvs),
+    }
     report["energy_evaluations"] = {
         "denoiser_rows_geodesic": geo.n_denoiser_evals,
         "openmm_force_evaluations": sampler.n_force_evals,
@@ -664,4 +875,4 @@ def compute_transition_paths(
     report["platform"] = system.platform_name
     report["openmm_version"] = openmm.__version__
     return {"geodesic": geo, "paths": results["geodesic"], "baseline": results.get("straight"),
-            "report": report, "start_nm": start_nm, "end_nm": end_nm}
+            "report": report, "start_nm": start_nm, "end_nm": end_nm, "cvs": cvs}

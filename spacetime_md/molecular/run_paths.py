@@ -1,30 +1,59 @@
-"""The ``spacetime-md paths`` job: load, compute, write outputs (files, report, plots)."""
+"""The ``spacetime-md paths`` job: load, compute, write outputs (files, report, plots).
+
+The system is a preset name (``"alanine-dipeptide"``), a PDB file, a
+:class:`~spacetime_md.molecular.MolecularSystem`, a :meth:`MolecularSystem.spec` dictionary,
+or (with a checkpoint and no system) the system the checkpoint records
+(:func:`~spacetime_md.molecular.pretrained.checkpoint_system`). Units as in
+:mod:`spacetime_md.molecular.paths` (nm, ps, kJ/mol, K; radians for angle CVs).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from spacetime_md._atomic import write_json_atomic
-from spacetime_md.molecular.paths import PathConfig, TransitionPaths, compute_transition_paths
+from spacetime_md.molecular.paths import (
+    PathConfig,
+    TransitionPaths,
+    check_model_matches_system,
+    compute_transition_paths,
+    resolve_structure,
+)
 
-__all__ = ["run_paths", "format_table"]
+if TYPE_CHECKING:  # pragma: no cover
+    from spacetime_md.molecular.cvs import CollectiveVariables
+    from spacetime_md.molecular.system import MolecularSystem
+
+__all__ = ["run_paths", "format_table", "resolve_paths_system", "ALANINE_PRESET"]
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_HISTOGRAM = "alanine_dipeptide/ramachandran_reference.npz"
+#: The preset whose shipped Ramachandran reference histogram is drawn under its paths.
+ALANINE_PRESET = "alanine-dipeptide"
+SYSTEM_FILE = "system.json"
+
+
+def _pct(value: float | None, width: int) -> str:
+    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}.0%}"
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """The printed summary: one row per curve kind, mean +- std over paths."""
+    """The printed summary: one row per curve kind, mean +- std over paths.
+
+    Below a row: the hit rate of every residue / CV group when there are several, the relaxed
+    barrier when computed (``n/a (reason)`` when undefined), and why a column reads ``n/a``.
+    """
     lines = [
         f"{'curve':<10}{'hit':>7}{'max E (kJ/mol)':>20}{'barrier':>18}{'RMSD (A)':>15}{'chiral':>8}{'evals/path':>12}",
     ]
+    notes: list[str] = []
     for kind in ("geodesic", "straight"):
         m = report.get(kind)
         if not m:
@@ -34,11 +63,20 @@ def format_table(report: dict[str, Any]) -> str:
             f"{m['max_energy_kj_mol']['mean']:>12.1f} +- {m['max_energy_kj_mol']['std']:<5.1f}"
             f"{m['barrier_kj_mol']['mean']:>10.1f} +- {m['barrier_kj_mol']['std']:<5.1f}"
             f"{m['final_heavy_rmsd_angstrom']['mean']:>8.2f} +- {m['final_heavy_rmsd_angstrom']['std']:<4.2f}"
-            f"{m['chirality_kept_fraction']:>8.0%}{m['force_evaluations_per_path']:>12d}"
+            f"{_pct(m['chirality_kept_fraction'], 8)}{m['force_evaluations_per_path']:>12d}"
         )
-        if "relaxed_barrier_kj_mol" in m:
+        for group, rate in (m.get("target_hit_by_group") or {}).items():
+            lines.append(f"{'':<10}hit {group}: {rate:.0%}")
+        if m.get("relaxed_barrier_kj_mol") is not None:
             r = m["relaxed_barrier_kj_mol"]
             lines.append(f"{'':<10}relaxed barrier {r['mean']:.1f} +- {r['std']:.1f} kJ/mol")
+        elif "relaxed_barrier_na_reason" in m:
+            lines.append(f"{'':<10}relaxed barrier n/a ({m['relaxed_barrier_na_reason']})")
+        if m.get("chirality_kept_fraction") is None and "chirality_na_reason" in m:
+            note = f"chiral: n/a ({m['chirality_na_reason']})"
+            if note not in notes:
+                notes.append(note)
+    lines.extend(notes)
     t = report["timings"]
     g = report["geodesic_curve"]
     lines.append(
@@ -49,42 +87,154 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _plots(out: Path, result: dict[str, Any], system) -> list[str]:
+# --------------------------------------------------------------------------- plots
+
+_CMAPS = {"geodesic": "autumn", "straight": "Greys"}
+_RANGES = {"geodesic": (0.0, 0.85), "straight": (0.35, 1.0)}
+
+
+def _progress_lines(ax, x: np.ndarray, y: np.ndarray, kind: str, periodic: tuple[bool, bool]):
+    """Draw one path as line segments coloured by progress (0 -> 1); segments that wrap a
+    periodic axis (jump > pi) are left out instead of crossing the panel."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    pts = np.stack([x, y], axis=-1)
+    seg = np.stack([pts[:-1], pts[1:]], axis=1)
+    keep = np.ones(len(seg), dtype=bool)
+    for axis, is_periodic in enumerate(periodic):
+        if is_periodic:
+            keep &= np.abs(np.diff(pts[:, axis])) < np.pi
+    lo, hi = _RANGES[kind]
+    progress = np.linspace(0.0, 1.0, len(seg))
+    cmap = plt.get_cmap(_CMAPS[kind])
+    lc = LineCollection(seg[keep], colors=cmap(lo + (hi - lo) * progress[keep]), linewidths=0.8,
+                        alpha=0.8 if kind == "geodesic" else 0.5, zorder=3 if kind == "geodesic" else 2)
+    ax.add_collection(lc)
+    return lc
+
+
+def _legend_and_colourbar(fig, axes, kinds) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import LinearSegmentedColormap, Normalize
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for kind in kinds:  # curve kinds, "geodesic" / "straight"
+        lo, hi = _RANGES[kind]
+        handles.append(Line2D([], [], color=plt.get_cmap(_CMAPS[kind])(0.5 * (lo + hi)), label=kind))
+    handles.append(Line2D([], [], marker="o", ls="", color="k", label="start"))
+    handles.append(Line2D([], [], marker="*", ls="", color="k", ms=9, label="target"))
+    axes[0].legend(handles=handles, loc="lower left", fontsize=7)
+    lo, hi = _RANGES["geodesic"]
+    cmap = LinearSegmentedColormap.from_list("progress", plt.get_cmap(_CMAPS["geodesic"])(np.linspace(lo, hi, 64)))
+    fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=list(axes), fraction=0.04, pad=0.02,
+                 label="progress along the path (geodesic colours)")
+
+
+def _endpoint_markers(ax, report: dict[str, Any], cvs: "CollectiveVariables", i: int, j: int | None) -> None:
+    ends = report.get("endpoints", {})
+    for key, marker, size in (("start_cvs", "o", 5), ("target_cvs", "*", 10)):
+        values = ends.get(key)
+        if not values:
+            continue
+        x = (0.0 if key == "start_cvs" else 1.0) if j is None else values[cvs[i].name]
+        y = values[cvs[i if j is None else j].name]
+        ax.plot([x], [y], marker, color="k", mec="w", ms=size, zorder=5)
+
+
+def _axis_label(cv) -> str:
+    return f"{cv.name} ({cv.unit})"
+
+
+def _plot_ramachandran(path: Path, result: dict[str, Any], kinds, cvs, system, report) -> None:
+    import matplotlib.pyplot as plt
+
+    from spacetime_md.molecular.system import system_data_path
+
+    pairs = cvs.ramachandran_pairs()
+    n = len(pairs)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n + 1.0, 4.8), squeeze=False, layout="constrained")
+    axes = list(axes[0])
+    hist = None
+    if system.name == ALANINE_PRESET and n == 1:
+        try:
+            hist_path = Path(str(system_data_path(REFERENCE_HISTOGRAM)))
+        except (FileNotFoundError, ValueError):
+            hist_path = None
+        if hist_path is not None and hist_path.is_file():
+            with np.load(hist_path) as h:
+                hist = (h["phi_edges"].copy(), h["psi_edges"].copy(), h["counts"].copy())
+    for ax, (residue, i_phi, i_psi) in zip(axes, pairs):
+        if hist is not None:
+            counts = np.ma.masked_equal(hist[2], 0)
+            ax.pcolormesh(hist[0], hist[1], np.ma.log(counts).T, cmap="Blues", shading="flat")
+        for key in kinds:
+            paths: TransitionPaths = result[key]
+            values = np.asarray(paths.metrics["cvs"])
+            for p in range(values.shape[0]):
+                _progress_lines(ax, values[p, :, i_phi], values[p, :, i_psi], paths.kind, (True, True))
+        _endpoint_markers(ax, report, cvs, i_phi, i_psi)
+        ax.set_xlim(-np.pi, np.pi)
+        ax.set_ylim(-np.pi, np.pi)
+        ax.set_xlabel(_axis_label(cvs[i_phi]))
+        ax.set_ylabel(_axis_label(cvs[i_psi]))
+        ax.set_title(f"residue {residue}" + (" over the Boltzmann samples" if hist is not None else ""), fontsize=9)
+    _legend_and_colourbar(fig, axes, [result[k].kind for k in kinds])
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_cvs(path: Path, result: dict[str, Any], kinds, cvs, report) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.8), layout="constrained")
+    for key in kinds:
+        paths: TransitionPaths = result[key]
+        values = np.asarray(paths.metrics["cvs"])
+        s = np.linspace(0.0, 1.0, values.shape[1])
+        for p in range(values.shape[0]):
+            if len(cvs) >= 2:
+                _progress_lines(ax, values[p, :, 0], values[p, :, 1], paths.kind, (cvs[0].periodic, cvs[1].periodic))
+            else:
+                _progress_lines(ax, s, values[p, :, 0], paths.kind, (False, cvs[0].periodic))
+    if len(cvs) >= 2:
+        _endpoint_markers(ax, report, cvs, 0, 1)
+        ax.set_xlabel(_axis_label(cvs[0]))
+        ax.set_ylabel(_axis_label(cvs[1]))
+        for cv, setter in ((cvs[0], ax.set_xlim), (cvs[1], ax.set_ylim)):
+            if cv.periodic:
+                setter(-np.pi, np.pi)
+    else:
+        _endpoint_markers(ax, report, cvs, 0, None)
+        ax.set_xlabel("curve parameter s")
+        ax.set_ylabel(_axis_label(cvs[0]))
+        if cvs[0].periodic:
+            ax.set_ylim(-np.pi, np.pi)
+    ax.autoscale_view()
+    ax.set_title("Transition paths in the collective variables", fontsize=9)
+    _legend_and_colourbar(fig, [ax], [result[k].kind for k in kinds])
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plots(out: Path, result: dict[str, Any], system, report: dict[str, Any]) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from spacetime_md.molecular.system import system_data_path
-
     written = []
+    cvs = result["cvs"]
     kinds = [k for k in ("paths", "baseline") if result.get(k) is not None]
     colours = {"geodesic": "tab:red", "straight": "tab:gray"}
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    try:
-        hist_path = Path(str(system_data_path(REFERENCE_HISTOGRAM)))
-    except (FileNotFoundError, ValueError):
-        hist_path = None
-    if hist_path is not None and hist_path.is_file():
-        with np.load(hist_path) as h:
-            counts = np.ma.masked_equal(h["counts"], 0)
-            ax.pcolormesh(h["phi_edges"], h["psi_edges"], np.ma.log(counts).T, cmap="Blues", shading="flat")
-    for key in kinds:
-        paths: TransitionPaths = result[key]
-        pp = np.asarray(paths.metrics["phi_psi"])
-        for p in range(pp.shape[0]):
-            ax.plot(pp[p, :, 0], pp[p, :, 1], ".", ms=2, color=colours[paths.kind],
-                    label=paths.kind if p == 0 else None)
-    ax.set_xlim(-np.pi, np.pi)
-    ax.set_ylim(-np.pi, np.pi)
-    ax.set_xlabel("phi (rad)")
-    ax.set_ylabel("psi (rad)")
-    ax.set_title("Transition paths over the Boltzmann samples")
-    ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "ramachandran.png", dpi=120)
-    plt.close(fig)
-    written.append("ramachandran.png")
+    if cvs.ramachandran_pairs():
+        _plot_ramachandran(out / "ramachandran.png", result, kinds, cvs, system, report)
+        written.append("ramachandran.png")
+    elif len(cvs):
+        _plot_cvs(out / "cvs.png", result, kinds, cvs, report)
+        written.append("cvs.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in kinds:
@@ -115,13 +265,85 @@ def _plots(out: Path, result: dict[str, Any], system) -> list[str]:
     return written
 
 
+# --------------------------------------------------------------------------- the job
+
+
+def resolve_paths_system(
+    system: Any = None,
+    *,
+    model: Any = None,
+    solvent: str | None = None,
+    forcefield: Any = None,
+    platform: str | None = None,
+    cvs: Any = None,
+    states: Any = None,
+) -> "MolecularSystem":
+    """The system of a paths job.
+
+    Parameters
+    ----------
+    system : str, path, MolecularSystem, dict or None
+        A preset name, a PDB file, a system, or a :meth:`MolecularSystem.spec` dictionary.
+        ``None``: the system ``model`` records (its checkpoint's), else ``"alanine-dipeptide"``.
+    model : EquivariantDenoiser, optional
+        The loaded checkpoint (only read when ``system`` is ``None``).
+    solvent, forcefield, platform
+        For a preset or PDB (defaults ``"vacuum"``, ``"amber99sbildn"``); a recorded system
+        keeps its own force field and solvent (a different ``solvent`` is an error).
+    cvs, states : file or specs, optional
+        Replace the collective variables / states (see
+        :func:`~spacetime_md.molecular.system.resolve_system`).
+    """
+    from spacetime_md.molecular.pretrained import checkpoint_system
+    from spacetime_md.molecular.system import MolecularSystem, resolve_system
+
+    if isinstance(system, dict):
+        mol = MolecularSystem.from_spec(system, platform=platform)
+        if solvent is not None and solvent != mol.solvent:
+            raise ValueError(f"solvent: the system spec of {mol.name} is in {mol.solvent}, got {solvent!r}")
+        return resolve_system(mol, cvs=cvs, states=states)
+    if isinstance(system, MolecularSystem):
+        return resolve_system(system, cvs=cvs, states=states)
+    if system is None and model is not None:
+        mol = checkpoint_system(model, platform=platform, solvent=solvent)
+        if mol is None:
+            raise ValueError(
+                "system: the checkpoint records no system (trained before systems were recorded); "
+                "pass system='alanine-dipeptide' (--system NAME) or a PDB file of the molecule"
+            )
+        if forcefield is not None:
+            raise ValueError("forcefield: the checkpoint records its force field; pass a system too to change it")
+        return resolve_system(mol, cvs=cvs, states=states)
+    return resolve_system(ALANINE_PRESET if system is None else system, solvent=solvent or "vacuum",
+                          forcefield=forcefield or "amber99sbildn", platform=platform, cvs=cvs, states=states)
+
+
+def _inline_cv_specs(cvs: "CollectiveVariables") -> list[dict[str, Any]]:
+    """CV dictionaries with RMSD references inline (as :meth:`MolecularSystem.spec` stores them)."""
+    out = []
+    for c in cvs:
+        d = c.to_dict()
+        if d.get("type") == "rmsd":
+            d.pop("reference", None)
+            d["reference_nm"] = np.asarray(c.reference).tolist()
+        out.append(d)
+    return out
+
+
+def _file_or_none(value: Any) -> str | None:
+    return str(Path(value).resolve()) if isinstance(value, (str, os.PathLike)) else None
+
+
 def run_paths(
     out_dir: str | os.PathLike,
     *,
-    system: str = "alanine-dipeptide",
-    solvent: str = "vacuum",
-    start: Any = "C7eq",
-    end: Any = "C7ax",
+    system: Any = None,
+    solvent: str | None = None,
+    forcefield: Any = None,
+    cvs: Any = None,
+    states: Any = None,
+    start: Any = None,
+    end: Any = None,
     config: PathConfig | None = None,
     checkpoint: str | os.PathLike | None = None,
     platform: str | None = None,
@@ -131,30 +353,78 @@ def run_paths(
 ) -> dict[str, Any]:
     """Run the transition-path job and write everything into ``out_dir``.
 
-    ``geodesic``: a :class:`~spacetime_md.core.GeodesicResult` already solved for this pair
-    (see :func:`~spacetime_md.molecular.paths.compute_transition_paths`); the solve is skipped
-    and ``config.json`` records ``"geodesic": "precomputed"``.
+    Parameters
+    ----------
+    out_dir : path-like
+    system : str, path, MolecularSystem, dict or None
+        See :func:`resolve_paths_system`: default the checkpoint's recorded system, or
+        alanine dipeptide without a checkpoint.
+    solvent, forcefield, cvs, states, platform
+        System options (see :func:`resolve_paths_system`).
+    start, end : str, path or coordinates
+        State names or PDB files; default ``"C7eq"``/``"C7ax"`` for the alanine-dipeptide
+        preset, required for every other system.
+    config : PathConfig, optional
+    checkpoint : path or shipped model name, optional
+        Default: the shipped model of a preset system.
+    plots, progress : bool
+    geodesic : GeodesicResult, optional
+        A geodesic already solved for this pair (see
+        :func:`~spacetime_md.molecular.paths.compute_transition_paths`); the solve is skipped and
+        ``config.json`` records ``"geodesic": "precomputed"``.
 
-    Writes ``config.json`` (first), one DCD per path plus ``topology.pdb``, all paths in one
-    HDF5 per curve kind, ``paths_<kind>.npz``, ``report.json`` and PNG plots. Returns the
-    report with an extra ``table`` entry (the printed summary).
+    Writes ``config.json`` (first; the system's name, source PDB, force field, solvent, CV and
+    state files), ``system.json`` (:meth:`MolecularSystem.spec` of the system with the run's
+    CVs, RMSD references inline; rebuild with :meth:`MolecularSystem.from_spec`), one DCD per
+    path plus ``topology.pdb``, all paths in one HDF5 per curve kind, ``paths_<kind>.npz``,
+    ``report.json`` and PNG plots (``ramachandran.png``, one panel per residue, for peptides;
+    ``cvs.png`` otherwise; ``energies.png``, ``log_snr.png``). Returns the report with an extra
+    ``table`` entry (the printed summary). The system, model and endpoints are checked before
+    ``out_dir`` is created.
     """
     import openmm
 
     from spacetime_md import __version__
     from spacetime_md.molecular._io import save_npz_atomic
-    from spacetime_md.molecular.pretrained import load_checkpoint, load_pretrained
-    from spacetime_md.molecular.system import load_system
+    from spacetime_md.molecular.pretrained import PRETRAINED, load_checkpoint, load_pretrained
 
     config = config or PathConfig()
+    if not isinstance(config, PathConfig):
+        raise TypeError(f"config: expected a PathConfig, got {type(config).__name__}")
+    model = load_checkpoint(checkpoint) if checkpoint else None
+    mol = resolve_paths_system(system, model=model, solvent=solvent, forcefield=forcefield, platform=platform,
+                               cvs=cvs, states=states)
+    if model is None:
+        if mol.name not in PRETRAINED:
+            raise ValueError(
+                f"checkpoint: expected a model trained for {mol.name} (pass checkpoint=... / --checkpoint); "
+                f"shipped models exist for {ALANINE_PRESET} only"
+            )
+        model = load_pretrained(mol.name)
+    check_model_matches_system(model, mol)
+    if start is None or end is None:
+        if mol.name != ALANINE_PRESET:
+            missing = "start" if start is None else "end"
+            names = [s.name for s in mol.states]
+            raise ValueError(
+                f"{missing}: expected a state name or a PDB file for {mol.name}, got none "
+                f"(states: {names if names else 'none defined'})"
+            )
+        start = "C7eq" if start is None else start
+        end = "C7ax" if end is None else end
+    for value, what in ((start, "start"), (end, "end")):
+        resolve_structure(mol, value, what)  # a bad endpoint fails before anything is written
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    mol = load_system(system, solvent=solvent, platform=platform)
-    model = load_checkpoint(checkpoint) if checkpoint else load_pretrained(mol.name)
     write_json_atomic(out / "config.json", {
-        "command": "paths", "system": mol.name, "solvent": solvent, "start": str(start), "end": str(end),
+        "command": "paths", "system": mol.name, "system_source_pdb": mol.source_pdb,
+        "forcefield_files": list(mol.forcefield_files), "solvent": mol.solvent, "temperature_k": mol.temperature_k,
+        "constraints": mol.constraints, "cvs_file": _file_or_none(cvs), "cv_names": list(mol.cvs.names),
+        "states_file": _file_or_none(states), "state_names": [s.name for s in mol.states],
+        "system_file": SYSTEM_FILE, "start": str(start), "end": str(end),
         "checkpoint": str(checkpoint) if checkpoint else f"pretrained:{mol.name}",
         "platform": mol.platform_name, "path_config": config.to_dict(),
         "model": {"length_scale_nm": model.length_scale_nm, "n_atoms": model.n_atoms},
@@ -171,15 +441,21 @@ def run_paths(
             geo = value["geodesic"]
             save_npz_atomic(out / "geodesic.npz", log_snr=geo.log_snr.cpu().numpy(), x=geo.x.cpu().numpy(),
                             start_nm=value["start_nm"], end_nm=value["end_nm"])
+            spec = mol.spec()
+            spec["cvs"] = _inline_cv_specs(value["cvs"])
+            write_json_atomic(out / SYSTEM_FILE, spec)
         else:
             files[stage] = value.save(out, mol)
 
     result = compute_transition_paths(mol, model, start, end, config, progress=progress, on_result=keep,
                                       geodesic=geodesic)
     report = result["report"]
+    files["system"] = SYSTEM_FILE
     report["files"] = files
+    report["system"] = {"name": mol.name, "n_atoms": mol.n_atoms, "source_pdb": mol.source_pdb,
+                        "forcefield_files": list(mol.forcefield_files), "solvent": mol.solvent}
     if plots:
-        report["plots"] = _plots(out, result, mol)
+        report["plots"] = _plots(out, result, mol, report)
     write_json_atomic(out / "report.json", report)
     report["table"] = format_table(report)
     return report

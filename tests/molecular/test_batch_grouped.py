@@ -24,8 +24,13 @@ PAIRS = "id,start,end,seed\neq-ax,C7eq,C7ax,\nax-r,C7ax,alpha_R,5\neq-r,C7eq,alp
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_checkpoint):
-    return tiny_checkpoint
+def checkpoint(system, tiny_checkpoint, tmp_path_factory):
+    """The shared tiny model saved with its system recorded (as training writes it), so the batch
+    needs no --system."""
+    from spacetime_md.molecular.pretrained import load_checkpoint, save_checkpoint
+
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_with_system.pt", load_checkpoint(tiny_checkpoint),
+                           {"system": system.spec()})
 
 
 def _run(root, name, checkpoint, group_size, **kwargs):

@@ -23,8 +23,11 @@ def test_readme_main_command_meets_the_path_targets(tmp_path, capsys):
     assert report["geodesic_curve"]["log_snr_min"] < 3.0  # the geodesic goes through noise
     config = json.loads((out / "config.json").read_text())
     assert config["torch_num_threads"] == 1 and config["path_config"]["n_paths"] == 8
+    assert report["cv_names"] == ["phi 2", "psi 2"]  # the old (phi, psi) of ALA2, by name
+    assert len(report["geodesic"]["per_path"][0]["final_phi_psi_rad"]) == 2
+    assert report["plots"] == ["ramachandran.png", "energies.png", "log_snr.png"]
     for name in ("topology.pdb", "geodesic_all_paths.h5", "straight_all_paths.h5", "ramachandran.png",
-                 "energies.png", "log_snr.png", "geodesic.npz"):
+                 "energies.png", "log_snr.png", "geodesic.npz", "system.json"):
         assert (out / name).is_file(), name
     assert len(list(out.glob("geodesic_path*.dcd"))) == 8
     import mdtraj

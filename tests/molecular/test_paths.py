@@ -44,8 +44,9 @@ def tiny_model(system):
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tiny_model, tmp_path_factory):
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_model)
+def tiny_checkpoint(system, tiny_model, tmp_path_factory):
+    """The tiny model saved with its system recorded, as training writes it."""
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_model, {"system": system.spec()})
 
 
 def test_kabsch_recovers_rotation_and_keeps_handedness():
@@ -140,7 +141,7 @@ def test_cli_paths_errors_are_one_line(tmp_path, tiny_checkpoint, capsys):
 def test_avoid_state_containing_an_endpoint_is_rejected_by_name(system, tiny_model):
     cfg = PathConfig(n_paths=1, n_points=8, n_steps=5, constraint="avoid", avoid_state="C5", geodesic=TINY.geodesic)
     with pytest.raises(ValueError, match=r"avoid_state: expected a state that contains neither endpoint, got C7eq, "
-                                         r"which contains the start structure"):
+                                         r"which contains the start structure \(phi 2 = -147 deg, psi 2 = 159 deg\)"):
         compute_transition_paths(system, tiny_model, "C7eq", "C7ax", cfg)
 
 
@@ -225,3 +226,50 @@ def test_record_every_sets_the_frame_spacing(tmp_path, tiny_checkpoint):
     for name, expected in (("c", every), ("f", 1)):
         resolved = json.loads((tmp_path / name / "config.json").read_text())
         assert resolved["path_config"]["record_every"] == expected
+
+
+def test_a_checkpoint_without_a_recorded_system_needs_one(system, tiny_model, tmp_path, capsys):
+    plain = save_checkpoint(tmp_path / "plain.pt", tiny_model)  # as written before systems were recorded
+    with pytest.raises(ValueError, match=r"system: the checkpoint records no system .* pass system='alanine-dipeptide'"):
+        run_paths(tmp_path / "out", config=TINY, checkpoint=plain)
+    assert not (tmp_path / "out").exists()
+    code = cli.main(["paths", "--out", str(tmp_path / "out"), "--checkpoint", str(plain), "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("spacetime-md: error: --system: the checkpoint records no system")
+    assert cli.main(["paths", "--out", str(tmp_path / "out"), "--checkpoint", str(plain), "--system",
+                     "alanine-dipeptide", "--dry-run"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["system"]["name"] == "alanine-dipeptide" and resolved["system"]["cvs"] == ["phi 2", "psi 2"]
+    assert (resolved["start"], resolved["end"]) == ("C7eq", "C7ax")
+
+
+def test_report_names_the_cvs_and_the_endpoint_states(tmp_path, tiny_checkpoint):
+    report = run_paths(tmp_path, config=dataclasses.replace(TINY, baseline=False), checkpoint=tiny_checkpoint,
+                       plots=False)
+    assert report["cv_names"] == ["phi 2", "psi 2"]
+    ends = report["endpoints"]
+    assert set(ends["target_cvs"]) == {"phi 2", "psi 2"} and "target_phi_psi_rad" not in ends
+    disc = ends["target_state"]["regions"][0]
+    assert disc["radius"] == pytest.approx(np.degrees(0.75))
+    assert disc["disc"]["phi 2"] == pytest.approx(np.degrees(ends["target_cvs"]["phi 2"]))
+    assert ends["hit_length_nm"] is None and ends["hit_length_na_reason"] == "no length collective variable"
+    m = report["geodesic"]
+    values = np.asarray(m["cvs"])
+    np.testing.assert_array_equal(values, np.asarray(m["phi_psi"]))  # single residue: the same columns
+    for p, entry in enumerate(m["per_path"]):
+        assert entry["final_phi_psi_rad"] == values[p, -1].tolist()
+        assert entry["chirality_kept_fraction"] is not None
+    assert m["chiral_centres"] == ["CA ALA2"]
+    from spacetime_md.molecular.system import MolecularSystem
+
+    rebuilt = MolecularSystem.from_spec(json.loads((tmp_path / "system.json").read_text()))
+    assert rebuilt.name == "alanine-dipeptide" and rebuilt.cvs.names == ("phi 2", "psi 2")
+    assert [s.name for s in rebuilt.states] == ["C7eq", "C7ax", "alpha_R"]
+
+
+def test_cli_hit_length_nm(tmp_path, capsys):
+    assert cli.main(["paths", "--out", str(tmp_path), "--hit-length-nm", "0.02", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["path_config"]["hit_length_nm"] == 0.02
+    code = cli.main(["paths", "--out", str(tmp_path), "--hit-length-nm", "-1", "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "spacetime-md: error: hit_length_nm: expected None or a finite number > 0 (nm), got -1.0"
