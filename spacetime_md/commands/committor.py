@@ -14,7 +14,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "committor",
         help="committor p_B along a transition path from unbiased OpenMM shots",
         description="Shoot unbiased MD (fresh Maxwell-Boltzmann velocities) from frames of a path written by "
-        "`spacetime-md paths`, stop each shot in the start or target state, and estimate p_B per frame with a "
+        "`spacetime-md paths` (any molecule: the run's system.json holds its system and collective variables), "
+        "stop each shot in the start or target state (regions in CV space), and estimate p_B per frame with a "
         "Wilson interval. Writes config.json, shots.json (checkpoint; a rerun skips finished shots), "
         "committor.json, committor.png, the transition-state candidates and the refined relaxed-energy maximum as "
         "PDB files.",
@@ -31,15 +32,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--timestep-fs", type=float, default=2.0)
     p.add_argument("--friction", type=float, default=1.0, help="Langevin friction, 1/ps (default 1)")
     p.add_argument("--check-interval", type=int, default=10, help="MD steps between state checks (default 10)")
-    p.add_argument("--start-state", help="start state name (default: the state of the path's first frame)")
-    p.add_argument("--target-state", help="target state name (default: the state of the path's last frame)")
+    p.add_argument("--states", metavar="FILE",
+                   help="state file (JSON/YAML; structure paths relative to it) replacing the run's states")
+    p.add_argument("--start-state", help="start state name (default: the state of the path's first frame, else the "
+                   "run's endpoint state 'start' built around its start structure)")
+    p.add_argument("--target-state", help="target state name (default: the state of the path's last frame, else "
+                   "the run's endpoint state 'target')")
     p.add_argument("--energy", choices=ENERGIES, default=DEFAULT_ENERGY,
                    help="energy that picks the extra highest-energy frame: quenched (heavy atoms held, the rest "
-                   "minimised), relaxed (only phi, psi held) or raw (default %(default)s)")
+                   "minimised), relaxed (every torsion CV held; n/a without torsion CVs, quenched is used then) or "
+                   "raw (default %(default)s)")
     p.add_argument("--no-max-energy", action="store_true", help="do not add the highest-energy frame")
     p.add_argument("--no-refine", action="store_true",
-                   help="do not also shoot from the refined relaxed-energy maximum (the path's (phi, psi) route "
-                   "around the highest-energy frame, subdivided and minimised with phi, psi held)")
+                   help="do not also shoot from the refined relaxed-energy maximum (the path's torsion-CV route "
+                   "around the highest-energy frame, subdivided and minimised with the torsions held; n/a without "
+                   "torsion CVs)")
     p.add_argument("--refine-window", type=int, default=2,
                    help="frames on each side of the highest-energy frame that the refinement covers (default 2)")
     p.add_argument("--refine-substeps", type=int, default=10,
@@ -79,15 +86,20 @@ def run(args: argparse.Namespace) -> int:
         n_workers=args.workers,
         seed=args.seed,
     )
+    if args.states is not None:
+        from pathlib import Path
+
+        if not Path(args.states).is_file():
+            raise FileNotFoundError(f"--states: expected an existing file, got {args.states!r}")
     if args.dry_run:
         print(json.dumps({"paths_dir": args.paths_dir, "out": args.out, "platform": args.platform,
-                          "committor_config": config.to_dict()}, indent=2))
+                          "states": args.states, "committor_config": config.to_dict()}, indent=2))
         return 0
 
     from spacetime_md.molecular.committor import run_committor
 
-    result = run_committor(args.paths_dir, args.out, config, platform=args.platform, overwrite=args.overwrite,
-                           plot=not args.no_plot, progress=args.progress)
+    result = run_committor(args.paths_dir, args.out, config, platform=args.platform, states=args.states,
+                           overwrite=args.overwrite, plot=not args.no_plot, progress=args.progress)
     print(result.format_table())
     print(f"results in {result.extra['out_dir']}")
     return 0

@@ -3,31 +3,39 @@
 The committor ``p_B(x)`` of a configuration ``x`` is the probability that dynamics started
 from ``x`` with Maxwell-Boltzmann velocities reaches the target state B before the start
 state A. Along a good transition path it rises from 0 (in A) to 1 (in B) and crosses 1/2 at
-the transition state. :func:`estimate_committor` measures it:
+the transition state. :func:`estimate_committor` measures it for any molecule:
 
-1. **Frames.** ``n_frames`` frames evenly spaced along one path (both ends included), plus
-   the frame of highest *relaxed* energy (each frame quenched at its own (phi, psi), see
-   :class:`~spacetime_md.molecular.relaxed.DihedralQuencher`) or, with ``energy="raw"``, of
-   highest raw OpenMM potential energy (``energy="quenched"``: heavy atoms held). Which one was
-   used is recorded. With ``refine`` (default) also the *refined* relaxed-energy maximum: the
-   path's (phi, psi) route around that frame, subdivided and minimised continuously from the
+1. **States.** A and B are regions in the space of the system's collective variables
+   (:mod:`spacetime_md.molecular.cvs`, :mod:`spacetime_md.molecular.states`: torsions,
+   distances, RMSDs). By default they are the states (of ``system.states``) of the path's first
+   and last frame; where the system has no states or a path end is in none, the endpoint states
+   of the paths run (built around its start and end structures) are used.
+2. **Frames.** ``n_frames`` frames evenly spaced along one path (both ends included), plus
+   the frame of highest *relaxed* energy (each frame quenched with all its torsion CVs held, see
+   :func:`~spacetime_md.molecular.relaxed.cv_torsion_quencher`) or, with ``energy="raw"``, of
+   highest raw OpenMM potential energy (``energy="quenched"``: heavy atoms held). A system whose
+   CVs have no torsion has no relaxed energy: the quenched energy is used instead and the
+   result says so. With ``refine`` (default) also the *refined* relaxed-energy maximum: the
+   path's torsion-CV route around that frame, subdivided and minimised continuously from the
    start side (:func:`~spacetime_md.molecular.relaxed.refine_relaxed_maximum`); at the barrier
    20-fs frames are 20-30 degrees apart in phi, while p_B goes from 0 to 1 within a few degrees.
-2. **Shots.** From each frame, ``n_shots`` unbiased MD runs (``LangevinMiddleIntegrator`` on
+   Without torsion CVs the refinement is n/a (skipped, with the reason recorded).
+3. **Shots.** From each frame, ``n_shots`` unbiased MD runs (``LangevinMiddleIntegrator`` on
    the system's force field at its temperature), each with fresh Maxwell-Boltzmann velocities.
-   Every ``check_interval_steps`` steps (and at time 0) the frame's (phi, psi) is assigned to
-   the metastable states (:mod:`spacetime_md.molecular.states`); a shot stops when it is in A
-   or B. Shots still in neither after ``max_length_ps`` are *undecided*: counted and reported,
-   and left out of the estimate.
-3. **Estimate.** ``p_B = n_B / (n_A + n_B)`` with a Wilson score interval (:func:`wilson_interval`).
+   Every ``check_interval_steps`` steps (and at time 0) the CVs the two states use are computed
+   and tested against A and B (:class:`CVStateChecker`); a shot stops when it is in A or B.
+   Shots still in neither after ``max_length_ps`` are *undecided*: counted and reported, and
+   left out of the estimate.
+4. **Estimate.** ``p_B = n_B / (n_A + n_B)`` with a Wilson score interval (:func:`wilson_interval`).
    The frames with ``p_B`` closest to 1/2 are the transition-state candidates; a path whose
    estimates never reach 1/2 from both sides is reported as not crossing.
 
 Each shot has its own seed derived from ``(seed, frame, shot)`` and its own OpenMM Context, so
 results do not depend on how shots are scheduled over worker processes and a resumed run
 reproduces an uninterrupted one exactly. :func:`run_committor` is the job behind
-``spacetime-md committor``: it checkpoints every finished batch of shots to ``shots.json``
-and skips them when rerun.
+``spacetime-md committor``: it loads the system of a paths run (``system.json``, or the preset
+named in ``config.json`` for older runs), checkpoints every finished batch of shots to
+``shots.json`` and skips them when rerun.
 
 Units inside: nm, ps, kJ/mol, K, radians.
 """
@@ -53,7 +61,9 @@ from spacetime_md._atomic import atomic_path, write_text_atomic
 from spacetime_md.molecular._seeds import openmm_seed
 
 if TYPE_CHECKING:  # pragma: no cover
+    from spacetime_md.molecular.cvs import CollectiveVariables
     from spacetime_md.molecular.paths import TransitionPaths
+    from spacetime_md.molecular.states import MetastableState
     from spacetime_md.molecular.system import MolecularSystem
 
 __all__ = [
@@ -65,6 +75,7 @@ __all__ = [
     "wilson_interval",
     "select_frames",
     "compute_dihedral_drive_path",
+    "CVStateChecker",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,7 +87,12 @@ RESULT_FILE = "committor.json"
 CONFIG_FILE = "config.json"
 PLOT_FILE = "committor.png"
 REFINED_PDB = "ts_refined_max_energy.pdb"
-_CHECKPOINT_VERSION = 1
+#: Files of a ``spacetime-md paths`` run read here: the system (a ``MolecularSystem.spec()``;
+#: older runs have only the preset name in ``config.json``) and the report with the endpoint states.
+SYSTEM_FILE = "system.json"
+REPORT_FILE = "report.json"
+#: 2: states are regions in CV space (version 1 stored (phi, psi) discs; its shots are not reused).
+_CHECKPOINT_VERSION = 2
 #: Shots run in the calling process first; once the rest is projected to take longer than this
 #: (seconds) there, it goes to the worker processes. Starting a worker (spawn, then importing
 #: openmm and spacetime_md) costs about 5 s on a busy 2-core machine, and most alanine-dipeptide
@@ -107,20 +123,24 @@ class CommittorConfig:
     kind : str
         Which curve's paths in a run directory (``"geodesic"`` or ``"straight"``).
     start_state, target_state : str, optional
-        State names; default: the states of the path's first and last frame.
+        State names (of the system's states or the run's endpoint states); default: the states
+        of the path's first and last frame, or the endpoint states where those are in none (or
+        in the same state).
     include_max_energy : bool
         Also shoot from the frame of highest energy.
     energy : {"quenched", "relaxed", "raw"}
         Which energy picks that frame: ``"quenched"`` minimises each frame with its heavy atoms
         held near their positions (a local quench that keeps every dihedral), ``"relaxed"`` with
-        only (phi, psi) held (the adiabatic (phi, psi) energy), ``"raw"`` is the OpenMM energy.
+        only the torsion CVs held (the adiabatic energy in those torsions; for alanine dipeptide
+        (phi, psi)), ``"raw"`` is the OpenMM energy. Without torsion CVs ``"relaxed"`` is n/a and
+        ``"quenched"`` is used (recorded as ``energy_used`` with ``energy_na_reason``).
     refine : bool
-        Also shoot from the *refined* relaxed-energy maximum: the path's (phi, psi) route within
+        Also shoot from the *refined* relaxed-energy maximum: the path's torsion-CV route within
         ``refine_window`` frames of the highest-energy frame, cut into ``refine_substeps`` steps
-        per frame interval and minimised with (phi, psi) held, continuously from the start side
-        (:func:`~spacetime_md.molecular.relaxed.refine_relaxed_maximum`); the highest of those
-        relaxed structures is the transition-state estimate between frames. Needs
-        ``include_max_energy``.
+        per frame interval and minimised with the torsion CVs held, continuously from the start
+        side (:func:`~spacetime_md.molecular.relaxed.refine_relaxed_maximum`); the highest of
+        those relaxed structures is the transition-state estimate between frames. Needs
+        ``include_max_energy`` and at least one torsion CV (otherwise n/a, with the reason).
     refine_window, refine_substeps : int
         See ``refine``.
     confidence : float
@@ -243,12 +263,12 @@ def select_frames(n_path_frames: int, n_frames: int) -> np.ndarray:
 
 
 def _relaxed_energies(system: "MolecularSystem", frames: np.ndarray) -> np.ndarray:
-    """Energies (kJ/mol) after minimisation with (phi, psi) held at each frame's values."""
-    from spacetime_md.molecular.relaxed import DihedralQuencher
+    """Energies (kJ/mol) after minimisation with every torsion CV held at each frame's values
+    (:func:`~spacetime_md.molecular.relaxed.cv_torsion_quencher`; raises ``ValueError`` if the
+    system's CVs have no torsion)."""
+    from spacetime_md.molecular.relaxed import cv_torsion_quencher
 
-    quencher = DihedralQuencher(system.openmm_system, system.phi_indices, system.psi_indices,
-                                platform=system.platform_name)
-    return quencher.quench_frames(frames)
+    return cv_torsion_quencher(system).quench_frames(frames)
 
 
 def _quenched_energies(system: "MolecularSystem", frames: np.ndarray) -> np.ndarray:
@@ -267,25 +287,145 @@ QUENCH_K = 10_000.0
 RELAXED_ENERGIES = {"relaxed": _relaxed_energies, "quenched": _quenched_energies}
 
 
-def _resolve_states(system: "MolecularSystem", frames: np.ndarray, config: CommittorConfig):
-    if not system.states:
-        raise ValueError(f"system: expected metastable-state definitions for {system.name}, it has none")
-    assigned = system.assign_states(frames[[0, -1]])
-    names = []
-    for which, given, k, where in (("start_state", config.start_state, assigned[0], "first"),
-                                  ("target_state", config.target_state, assigned[1], "last")):
+def _resolve_states(system: "MolecularSystem", frames: np.ndarray, config: CommittorConfig,
+                    endpoint_states: "Sequence[MetastableState] | None" = None):
+    """Start and target states, and where each came from (``"named"``, ``"system"``, ``"endpoints"``).
+
+    Named states are looked up in ``system.states`` and then ``endpoint_states``; otherwise the
+    state (of ``system.states``) of the path's first / last frame, or else the endpoint state.
+    When both ends fall in the same system state, the endpoint states are used for both.
+    """
+    endpoints = tuple(endpoint_states) if endpoint_states is not None else ()
+    candidates = (*system.states, *endpoints)
+    if not candidates:
+        raise ValueError(
+            f"system: expected metastable-state definitions for {system.name}, it has none (and no endpoint "
+            "states of a paths run); pass a states file"
+        )
+    assigned = system.assign_states(frames[[0, -1]]) if system.states else np.array([-1, -1])
+    chosen, sources = [], []
+    for i, (which, given, k, where) in enumerate((("start_state", config.start_state, assigned[0], "first"),
+                                                  ("target_state", config.target_state, assigned[1], "last"))):
         if given is not None:
-            names.append(system.get_state(given))
-        elif k < 0:
+            match = [s for s in candidates if s.matches(given)]
+            if not match:
+                raise KeyError(f"state: expected one of {[s.name for s in candidates]}, got {given!r}")
+            chosen.append(match[0])
+            sources.append("named")
+        elif k >= 0:
+            chosen.append(system.states[k])
+            sources.append("system")
+        elif len(endpoints) == 2:
+            chosen.append(endpoints[i])
+            sources.append("endpoints")
+        else:
             raise ValueError(
                 f"{which}: the path's {where} frame is in no state of {[s.name for s in system.states]}; "
                 f"expected it in one, or name the state explicitly"
             )
-        else:
-            names.append(system.states[k])
-    if names[0].name == names[1].name:
-        raise ValueError(f"start_state and target_state: expected two different states, got {names[0].name} twice")
-    return names[0], names[1]
+    start, target = chosen
+    if start.name == target.name and sources == ["system", "system"] and len(endpoints) == 2:
+        # Both ends in one of the system's states (the transition is finer than its states): the
+        # states built around the run's end structures tell them apart.
+        logger.warning("committor: both ends of the path are in state %s; using the run's endpoint states %s and %s",
+                       start.name, endpoints[0].name, endpoints[1].name)
+        (start, target), sources = endpoints, ["endpoints", "endpoints"]
+    if start.name == target.name:
+        raise ValueError(f"start_state and target_state: expected two different states, got {start.name} twice")
+    for state in (start, target):
+        state.check(system.cvs)
+    values = system.compute_cvs(frames[[0, -1]])
+    if not start.contains(values[:1], system.cvs)[0]:
+        logger.warning("committor: the path's first frame is not in the start state %s", start.name)
+    if target.contains(values[:1], system.cvs)[0]:
+        logger.warning("committor: the path's first frame is already in the target state %s", target.name)
+    return start, target, tuple(sources)
+
+
+def _cv_dict(cv: Any) -> dict[str, Any]:
+    """A CV as a self-contained dictionary (RMSD references inline, in nm)."""
+    d = cv.to_dict()
+    if d.get("type") == "rmsd":
+        d.pop("reference", None)
+        d["reference_nm"] = np.asarray(cv.reference).tolist()
+    return d
+
+
+def _cv_from_dict(d: dict[str, Any]) -> Any:
+    """Inverse of :func:`_cv_dict` (no system needed: atoms and references are explicit)."""
+    from spacetime_md.molecular.cvs import RMSD, Distance, Torsion
+
+    kind = d.get("type")
+    if kind == "torsion":
+        return Torsion(d["name"], tuple(d["atoms"]), residue=d.get("residue"))
+    if kind == "distance":
+        return Distance(d["name"], tuple(d["atoms"]))
+    if kind == "rmsd":
+        return RMSD(d["name"], np.asarray(d["reference_nm"], dtype=np.float64), tuple(d["atoms"]))
+    raise ValueError(f"cv {d.get('name')!r}: expected type 'torsion', 'distance' or 'rmsd', got {kind!r}")
+
+
+class CVStateChecker:
+    """Which of two states a configuration is in, from collective variables; picklable.
+
+    Built from plain dictionaries (the CVs the two states use, RMSD references inline, and the
+    states' :meth:`~spacetime_md.molecular.states.MetastableState.to_dict`), so it travels to
+    worker processes without OpenMM objects. Works for any CVs: torsions (periodic), distances,
+    RMSDs.
+
+    Parameters
+    ----------
+    cvs : list of dict
+        CV dictionaries (``{"type": "torsion", "name", "atoms"}``, ...; RMSDs with ``reference_nm``).
+    start, target : dict
+        State dictionaries (``{"name", "regions": [...]}``) over those CVs.
+
+    Examples
+    --------
+    >>> checker = CVStateChecker.from_system(system, start_state, target_state)   # doctest: +SKIP
+    >>> checker.outcomes(frames)          # 0 start, 1 target, -1 neither
+    """
+
+    def __init__(self, cvs: Sequence[dict[str, Any]], start: dict[str, Any], target: dict[str, Any]) -> None:
+        from spacetime_md.molecular.cvs import CollectiveVariables
+        from spacetime_md.molecular.states import _state_from_dict
+
+        self.cv_dicts = [dict(c) for c in cvs]
+        self.state_dicts = (dict(start), dict(target))
+        self.cvs: CollectiveVariables = CollectiveVariables(_cv_from_dict(c) for c in self.cv_dicts)
+        self.start, self.target = (_state_from_dict(d, None, None, []) for d in self.state_dicts)
+        for state in (self.start, self.target):
+            state.check(self.cvs)
+
+    @classmethod
+    def from_system(cls, system: "MolecularSystem", start: "MetastableState",
+                    target: "MetastableState") -> "CVStateChecker":
+        """The checker of ``start`` and ``target`` over the CVs of ``system`` they use (only those
+        are computed during shots)."""
+        used = sorted({system.cvs.index(name) for state in (start, target) for name in state.cv_names})
+        return cls([_cv_dict(system.cvs[k]) for k in used], _state_dict(start), _state_dict(target))
+
+    def to_spec(self) -> dict[str, Any]:
+        """Plain data to rebuild the checker: ``CVStateChecker(**spec)``."""
+        return {"cvs": self.cv_dicts, "start": self.state_dicts[0], "target": self.state_dicts[1]}
+
+    def outcomes(self, coordinates: Any) -> np.ndarray:
+        """``TARGET`` (1), ``START`` (0) or ``UNDECIDED`` (-1) per frame of coordinates (nm),
+        shape=(F, N, 3) -> (F,). A frame in both states counts as the target's."""
+        x = np.asarray(coordinates, dtype=np.float64)
+        values = np.atleast_2d(self.cvs.compute(x[None] if x.ndim == 2 else x))
+        in_b = self.target.contains(values, self.cvs)
+        in_a = self.start.contains(values, self.cvs)
+        return np.where(in_b, TARGET, np.where(in_a, START, UNDECIDED)).astype(np.int64)
+
+    def __call__(self, positions: np.ndarray) -> int:
+        """Outcome code of one configuration (nm), shape=(N, 3)."""
+        return int(self.outcomes(np.asarray(positions)[None])[0])
+
+
+def _state_dict(state: "MetastableState") -> dict[str, Any]:
+    """What decides membership: the name and the regions (no structure files)."""
+    return {"name": state.name, "regions": [r.to_dict() for r in state.regions]}
 
 
 # --------------------------------------------------------------------------- shots
@@ -305,18 +445,7 @@ class _ShotRunner:
         self.spec = spec
         self.system = openmm.XmlSerializer.deserialize(spec["system_xml"])
         self.platform = openmm.Platform.getPlatformByName(spec["platform"])
-        self.phi = np.asarray(spec["phi"])
-        self.psi = np.asarray(spec["psi"])
-        self.centres = np.asarray(spec["centres"], dtype=np.float64)  # (2 states, 2) rad
-        self.radii = np.asarray(spec["radii"], dtype=np.float64)
-
-    def _state(self, x: np.ndarray) -> int:
-        from spacetime_md.molecular.dihedrals import compute_phi_psi
-        from spacetime_md.molecular.states import periodic_distance
-
-        phi_psi = compute_phi_psi(x[None], self.phi, self.psi)[0]
-        inside = periodic_distance(phi_psi[None], self.centres) <= self.radii
-        return TARGET if inside[1] else START if inside[0] else UNDECIDED
+        self._state = CVStateChecker(**spec["checker"])
 
     def initial_state(self, positions: np.ndarray) -> int:
         """State of a frame after OpenMM's constraints: where every shot from it starts."""
@@ -397,12 +526,14 @@ class CommittorResult:
         Indices into the path, increasing.
     s : ndarray, shape=(K,)
         Position along the path in [0, 1] (``frame / (n_path_frames - 1)``).
-    phi_psi : ndarray, shape=(K, 2)
-        Radians.
+    cv_values : ndarray, shape=(K, C)
+        The system's collective variables at each frame (radians for angles, nm otherwise), in
+        the order of ``cv_names``.
     energies : ndarray, shape=(K,)
         Raw OpenMM potential energy, kJ/mol.
     relaxed_energies : ndarray or None, shape=(K,)
-        Relaxed energy (kJ/mol) when computed.
+        The energy that picked the highest-energy frame (``max_energy_source``: relaxed or
+        quenched, kJ/mol) when computed.
     n_start, n_target, n_undecided : ndarray of int, shape=(K,)
         Shot outcomes.
     p_b, p_b_low, p_b_high : ndarray, shape=(K,)
@@ -412,7 +543,7 @@ class CommittorResult:
     max_energy_frame : int or None
         The path frame of highest energy, if it was included.
     max_energy_source : str
-        ``"quenched"``, ``"relaxed"`` or ``"raw"`` (see :class:`CommittorConfig`).
+        The energy used: ``"quenched"``, ``"relaxed"`` or ``"raw"`` (see :class:`CommittorConfig`).
     start_state, target_state : str
     ts_candidates : list of int
         Path frames with ``p_B`` closest to 1/2.
@@ -429,17 +560,35 @@ class CommittorResult:
         Shots of this call run in worker processes.
     md_steps : int
         Integration steps of all shots.
+    cv_names : tuple of str
+    cv_periodic : ndarray of bool, shape=(C,)
+        Angle CVs (shown in degrees).
+    phi_psi_columns : (int, int) or None
+        Columns of the backbone (phi, psi) when the CVs hold exactly one residue's pair (a
+        dipeptide), else ``None``: :attr:`phi_psi` and ``phi_psi_deg`` are then n/a.
+    energy_requested : str
+        ``config.energy``.
+    energy_na_reason : str or None
+        Why the requested energy was not used (``max_energy_source`` differs), else ``None``.
     refined : dict or None
         The refined relaxed-energy maximum (``config.refine``): ``around_frame``, ``window``,
-        ``frame_position`` (fractional frame index), ``s``, ``phi_psi_deg``,
+        ``frame_position`` (fractional frame index), ``s``, ``torsions_deg`` (each held torsion
+        CV), ``phi_psi_deg`` (``None`` unless the CVs hold one residue's (phi, psi)),
         ``relaxed_energy_kj_mol``, shot counts, ``p_b``, ``p_b_interval``, ``mean_commit_ps``.
+    refined_na_reason : str or None
+        Why there is no refined maximum (not requested, or no torsion CV to hold).
     refined_positions : ndarray or None, shape=(N, 3)
         Its structure (nm).
+    states : dict
+        ``{"start": ..., "target": ...}``: the two states (name and regions in CV space).
+    state_sources : (str, str)
+        Where each state came from: ``"named"``, ``"system"`` (the system's states) or
+        ``"endpoints"`` (built around the paths run's start / end structure).
     """
 
     frames: np.ndarray
     s: np.ndarray
-    phi_psi: np.ndarray
+    cv_values: np.ndarray
     energies: np.ndarray
     relaxed_energies: np.ndarray | None
     n_start: np.ndarray
@@ -462,9 +611,24 @@ class CommittorResult:
     crossing_bracket: tuple[int, int] | None = None
     n_shots_in_workers: int = 0
     wall_time_s: float = 0.0
+    cv_names: tuple[str, ...] = ()
+    cv_periodic: np.ndarray | None = None
+    phi_psi_columns: tuple[int, int] | None = None
+    energy_requested: str = "relaxed"
+    energy_na_reason: str | None = None
     refined: dict[str, Any] | None = None
+    refined_na_reason: str | None = None
     refined_positions: np.ndarray | None = None
+    states: dict[str, Any] = field(default_factory=dict)
+    state_sources: tuple[str, str] = ("system", "system")
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def phi_psi(self) -> np.ndarray:
+        """(phi, psi) in radians, shape=(K, 2), when the CVs are one residue's backbone pair."""
+        if self.phi_psi_columns is None:
+            raise ValueError(f"phi_psi: n/a, {_phi_psi_na_reason(self.cv_names)}; use cv_values")
+        return self.cv_values[:, list(self.phi_psi_columns)]
 
     @property
     def n_shots_total(self) -> int:
@@ -474,13 +638,23 @@ class CommittorResult:
         return int(self.n_start.sum() + self.n_target.sum() + self.n_undecided.sum()) + extra
 
     @property
+    def energy_message(self) -> str | None:
+        """One line when the requested energy was n/a and another was used."""
+        if self.energy_na_reason is None:
+            return None
+        return f"{self.energy_requested} energy {self.energy_na_reason}; used the {self.max_energy_source} energy"
+
+    @property
     def refined_message(self) -> str | None:
-        """One line on p_B at the refined relaxed-energy maximum, if there is one."""
+        """One line on p_B at the refined relaxed-energy maximum, or why there is none."""
         r = self.refined
         if r is None:
-            return None
-        where = (f"refined relaxed-energy maximum (frame {r['frame_position']:.1f}, (phi, psi) = "
-                 f"({r['phi_psi_deg'][0]:.1f}, {r['phi_psi_deg'][1]:.1f}) deg, {r['relaxed_energy_kj_mol']:.1f} kJ/mol)")
+            if self.refined_na_reason is None or self.refined_na_reason.startswith("not requested"):
+                return None
+            return f"refined relaxed-energy maximum {self.refined_na_reason}"
+        held = ", ".join(f"{name} = {value:.1f}" for name, value in r["torsions_deg"].items())
+        where = (f"refined relaxed-energy maximum (frame {r['frame_position']:.1f}, {held} deg, "
+                 f"{r['relaxed_energy_kj_mol']:.1f} kJ/mol)")
         if r["p_b"] is None:
             return f"{where}: no shot committed"
         low, high = r["p_b_interval"]
@@ -508,13 +682,27 @@ class CommittorResult:
         return (f"p_B crosses 0.5 {where}; closest frame {c} (s = {self.s[k]:.2f}) has p_B = {self.p_b[k]:.2f} "
                 f"[{self.p_b_low[k]:.2f}, {self.p_b_high[k]:.2f}]")
 
+    def _periodic(self) -> np.ndarray:
+        if self.cv_periodic is None:
+            return np.zeros(len(self.cv_names), dtype=bool)
+        return np.asarray(self.cv_periodic, dtype=bool)
+
+    def _display(self, k: int) -> dict[str, float]:
+        """CV values of evaluated frame ``k``: degrees for angles, nm otherwise."""
+        periodic = self._periodic()
+        return {name: float(np.degrees(v) if periodic[j] else v)
+                for j, (name, v) in enumerate(zip(self.cv_names, self.cv_values[k]))}
+
     def to_dict(self) -> dict[str, Any]:
+        periodic = self._periodic()
         per_frame = []
         for k, f in enumerate(self.frames):
             per_frame.append({
                 "frame": int(f),
                 "s": float(self.s[k]),
-                "phi_psi_deg": [float(v) for v in np.degrees(self.phi_psi[k])],
+                "cvs": self._display(k),
+                "phi_psi_deg": (None if self.phi_psi_columns is None else
+                                [float(v) for v in np.degrees(self.cv_values[k, list(self.phi_psi_columns)])]),
                 "energy_kj_mol": float(self.energies[k]),
                 "relaxed_energy_kj_mol": None if self.relaxed_energies is None else float(self.relaxed_energies[k]),
                 "n_start": int(self.n_start[k]),
@@ -528,14 +716,23 @@ class CommittorResult:
         return {
             "start_state": self.start_state,
             "target_state": self.target_state,
+            "states": self.states,
+            "state_sources": {"start": self.state_sources[0], "target": self.state_sources[1]},
+            "cv_names": list(self.cv_names),
+            "cv_units": {name: ("deg" if periodic[j] else "nm") for j, name in enumerate(self.cv_names)},
+            "phi_psi_na_reason": None if self.phi_psi_columns is not None else _phi_psi_na_reason(self.cv_names),
             "frames": per_frame,
             "max_energy_frame": self.max_energy_frame,
             "max_energy_source": self.max_energy_source,
+            "energy_requested": self.energy_requested,
+            "energy_used": self.max_energy_source,
+            "energy_na_reason": self.energy_na_reason,
             "ts_candidates": list(self.ts_candidates),
             "crosses_half": self.crosses_half,
             "crossing_bracket": None if self.crossing_bracket is None else list(self.crossing_bracket),
             "message": self.message,
             "refined_max_energy": self.refined,
+            "refined_max_energy_na_reason": self.refined_na_reason,
             "shots": {
                 "total": self.n_shots_total,
                 "run": self.n_shots_run,
@@ -550,25 +747,43 @@ class CommittorResult:
         }
 
     def format_table(self) -> str:
-        """Printable per-frame summary."""
-        energy = "E relaxed" if self.relaxed_energies is not None else "E raw"
-        lines = [f"{'frame':>6}{'s':>6}{'phi':>7}{'psi':>7}{energy:>11}{'A':>5}{'B':>5}{'?':>4}"
-                 f"{'p_B':>7}  interval"]
+        """Printable per-frame summary (CV columns in degrees for angles, nm otherwise)."""
+        energy = f"E {self.max_energy_source}" if self.relaxed_energies is not None else "E raw"
+        periodic = self._periodic()
+        widths = [max(8, len(n) + 2) for n in self.cv_names]
+        head = "".join(f"{n:>{w}}" for n, w in zip(self.cv_names, widths))
+        lines = [f"{'frame':>6}{'s':>6}{head}{energy:>13}{'A':>5}{'B':>5}{'?':>4}{'p_B':>7}  interval"]
         for k, f in enumerate(self.frames):
             e = self.relaxed_energies[k] if self.relaxed_energies is not None else self.energies[k]
             p = "   n/a" if not np.isfinite(self.p_b[k]) else f"{self.p_b[k]:6.2f}"
             ci = "" if not np.isfinite(self.p_b[k]) else f"[{self.p_b_low[k]:.2f}, {self.p_b_high[k]:.2f}]"
             mark = "  <- max energy" if f == self.max_energy_frame else ""
-            phi, psi = np.degrees(self.phi_psi[k])
-            lines.append(f"{int(f):>6}{self.s[k]:>6.2f}{phi:>7.0f}{psi:>7.0f}{e:>11.1f}{self.n_start[k]:>5}"
+            cvs = "".join(f"{np.degrees(v):>{w}.0f}" if periodic[j] else f"{v:>{w}.3f}"
+                          for j, (v, w) in enumerate(zip(self.cv_values[k], widths)))
+            lines.append(f"{int(f):>6}{self.s[k]:>6.2f}{cvs}{e:>13.1f}{self.n_start[k]:>5}"
                          f"{self.n_target[k]:>5}{self.n_undecided[k]:>4} {p}  {ci}{mark}")
+        if len(self.cv_names) and not periodic.all():
+            lines.append("(angles in deg, lengths in nm)")
         lines.append(self.message)
-        if self.refined is not None:
-            lines.append(self.refined_message)
+        for extra in (self.energy_message, self.refined_message):
+            if extra is not None:
+                lines.append(extra)
         lines.append(f"shots: {self.n_shots_total} ({self.n_shots_run} run now, {self.n_shots_resumed} from checkpoint, "
                      f"{int(self.n_undecided.sum())} undecided after {self.config.max_length_ps:g} ps); "
                      f"{self.md_steps} MD steps; {self.wall_time_s:.1f} s")
         return "\n".join(lines)
+
+
+def _phi_psi_na_reason(cv_names: Sequence[str]) -> str:
+    return (f"the collective variables ({', '.join(cv_names) or 'none'}) do not hold exactly one residue's "
+            "backbone (phi, psi)")
+
+
+def _phi_psi_columns(cvs: "CollectiveVariables") -> tuple[int, int] | None:
+    pairs = cvs.ramachandran_pairs()
+    if len(pairs) != 1:
+        return None
+    return pairs[0][1], pairs[0][2]
 
 
 def _summarise(outcomes: dict[int, dict[int, tuple[int, int]]], frames: np.ndarray, timestep_fs: float,
@@ -609,6 +824,13 @@ def _load_checkpoint(path: Path, fingerprint: dict[str, Any], refined_key: int |
         from spacetime_md.errors import CheckpointError
 
         raise CheckpointError(f"{path}: expected a JSON shot checkpoint, got unreadable text ({exc})") from exc
+    version = data.get("version")
+    if version != _CHECKPOINT_VERSION:
+        raise ValueError(
+            f"out_dir: expected {path.name} of checkpoint version {_CHECKPOINT_VERSION} to resume, got version "
+            f"{version} (written before states were regions in CV space; its shots cannot be reused); use another "
+            "output directory or overwrite=True (--overwrite)"
+        )
     old = data.get("fingerprint", {})
     if old != fingerprint:
         diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
@@ -665,6 +887,7 @@ def estimate_committor(
     overwrite: bool = False,
     progress: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    endpoint_states: "Sequence[MetastableState] | None" = None,
 ) -> CommittorResult:
     """Committor ``p_B`` at frames of one transition path from unbiased OpenMM shots.
 
@@ -673,8 +896,8 @@ def estimate_committor(
     paths : TransitionPaths or array-like, shape=(T, N, 3)
         A path set (``config.path`` picks the path) or one path's frames (nm).
     system : MolecularSystem
-        The system the path belongs to; its temperature, force field, platform and states
-        are used.
+        The system the path belongs to; its temperature, force field, platform, collective
+        variables and states are used.
     config : CommittorConfig, optional
     out_dir : path, optional
         Directory for the shot checkpoint ``shots.json``; shots recorded there (by an
@@ -685,32 +908,48 @@ def estimate_committor(
         tqdm bar over shots.
     callback : callable, optional
         Called with ``{"frame", "shots_done", "shots_total"}`` after each finished batch.
+    endpoint_states : (MetastableState, MetastableState), optional
+        Start and target states to fall back on where the system has no states or the path's
+        first / last frame is in none of them (e.g. states built around the path's end
+        structures with :func:`~spacetime_md.molecular.states.endpoint_state`); over
+        ``system.cvs``.
 
     Returns
     -------
     CommittorResult
     """
     from spacetime_md.molecular.energies import evaluate_energies
+    from spacetime_md.molecular.relaxed import relaxed_na_reason
 
     t0 = time.perf_counter()
     config = CommittorConfig() if config is None else config
     if not isinstance(config, CommittorConfig):
         raise TypeError(f"config: expected a CommittorConfig, got {type(config).__name__}")
+    if endpoint_states is not None and len(endpoint_states) != 2:
+        raise ValueError(f"endpoint_states: expected (start, target), got {len(endpoint_states)} states")
     frames_all, energies_all = _path_frames(paths, config.path, system)
     n_path = len(frames_all)
-    start, target = _resolve_states(system, frames_all, config)
+    start, target, sources = _resolve_states(system, frames_all, config, endpoint_states)
     selected = select_frames(n_path, config.n_frames)
+    no_torsion = relaxed_na_reason(system)
 
     if energies_all is None:
         energies_all = np.asarray(evaluate_energies(system, frames_all)._value, dtype=np.float64)
     relaxed_all = None
     source = "raw"
+    energy_na_reason = None
     if config.include_max_energy and config.energy != "raw":
+        wanted = config.energy
+        if wanted == "relaxed" and no_torsion is not None:
+            energy_na_reason = no_torsion
+            wanted = "quenched"
+            logger.warning("committor: relaxed energy %s; using the quenched energy", no_torsion)
         try:
-            relaxed_all = RELAXED_ENERGIES[config.energy](system, frames_all)
-            source = config.energy
+            relaxed_all = RELAXED_ENERGIES[wanted](system, frames_all)
+            source = wanted
         except Exception as exc:  # noqa: BLE001 - any OpenMM failure falls back to raw energies
-            logger.warning("%s energies failed (%s); using raw OpenMM energies", config.energy, exc)
+            logger.warning("%s energies failed (%s); using raw OpenMM energies", wanted, exc)
+            energy_na_reason = f"n/a: the {wanted} energies failed ({type(exc).__name__}: {exc})"
     max_frame = None
     if config.include_max_energy:
         ranking = relaxed_all if relaxed_all is not None else energies_all
@@ -721,24 +960,29 @@ def estimate_committor(
     positions = {int(f): frames_all[f] for f in selected}
     refined = None
     refined_key = n_path
-    if config.include_max_energy and config.refine:
-        from spacetime_md.molecular.relaxed import DihedralQuencher, refine_relaxed_maximum
+    if not config.refine:
+        refined_na_reason = "not requested (refine=False)"
+    elif not config.include_max_energy:
+        refined_na_reason = "not requested (include_max_energy=False: no highest-energy frame to refine around)"
+    elif no_torsion is not None:
+        refined_na_reason = f"{no_torsion}, so no torsion route to refine along; skipped"
+        logger.warning("committor: refined relaxed-energy maximum %s", refined_na_reason)
+    else:
+        from spacetime_md.molecular.relaxed import cv_torsion_quencher, refine_relaxed_maximum
 
-        quencher = DihedralQuencher(system.openmm_system, system.phi_indices, system.psi_indices,
-                                    platform=system.platform_name)
+        refined_na_reason = None
+        quencher = cv_torsion_quencher(system)
         refined = refine_relaxed_maximum(quencher, frames_all, max_frame, window=config.refine_window,
                                          substeps=config.refine_substeps)
         positions[refined_key] = refined.positions
 
     import openmm
 
+    checker = CVStateChecker.from_system(system, start, target)
     spec = {
         "system_xml": openmm.XmlSerializer.serialize(system.openmm_system),
         "platform": system.platform_name,
-        "phi": list(system.phi_indices),
-        "psi": list(system.psi_indices),
-        "centres": [start.centre.tolist(), target.centre.tolist()],
-        "radii": [start.radius, target.radius],
+        "checker": checker.to_spec(),
         "temperature_k": system.temperature_k,
         "timestep_fs": float(config.timestep_fs),
         "friction_per_ps": float(config.friction_per_ps),
@@ -753,8 +997,8 @@ def estimate_committor(
         "temperature_k": system.temperature_k,
         "start_state": start.name,
         "target_state": target.name,
-        "start_disc": [start.phi_deg, start.psi_deg, start.radius_deg],
-        "target_disc": [target.phi_deg, target.psi_deg, target.radius_deg],
+        # What decides a shot's outcome: the two states' regions and the CVs they use.
+        "states_sha256": hashlib.sha256(json.dumps(spec["checker"], sort_keys=True).encode()).hexdigest(),
         **{k: v for k, v in config.to_dict().items() if k not in ("n_frames", "n_shots", "n_workers", "confidence",
                                                                    "include_max_energy", "energy", "kind", "path",
                                                                    "refine", "refine_window", "refine_substeps")},
@@ -845,16 +1089,23 @@ def estimate_committor(
     kept = {f: {k: v for k, v in s.items() if k < config.n_shots} for f, s in outcomes.items()}
     n_a, n_b, n_u, p, low, high, commit, steps = _summarise(kept, selected, config.timestep_fs, config.confidence)
     refined_row = None
+    phi_psi_cols = _phi_psi_columns(system.cvs)
     if refined is not None:
         ra, rb, ru, rp, rlo, rhi, rc, rsteps = _summarise(kept, np.array([refined_key]), config.timestep_fs,
                                                           config.confidence)
         steps += rsteps
+        held = dict(zip((t.name for t in system.cvs.torsions), (float(v) for v in np.degrees(refined.angles))))
+        phi_psi_deg = None
+        if phi_psi_cols is not None:
+            names = [system.cvs[k].name for k in phi_psi_cols]
+            phi_psi_deg = [held[n] for n in names]
         refined_row = {
             "around_frame": max_frame,
             "window": list(refined.window),
             "frame_position": refined.frame_position,
             "s": refined.frame_position / (n_path - 1),
-            "phi_psi_deg": [float(v) for v in np.degrees(refined.phi_psi)],
+            "torsions_deg": held,
+            "phi_psi_deg": phi_psi_deg,
             "relaxed_energy_kj_mol": refined.energy,
             "n_start": int(ra[0]), "n_target": int(rb[0]), "n_undecided": int(ru[0]),
             "p_b": _finite_or_none(rp[0]), "p_b_interval": [_finite_or_none(rlo[0]), _finite_or_none(rhi[0])],
@@ -879,11 +1130,10 @@ def estimate_committor(
         # Frames that are all-A or all-B are no transition-state candidates, however close.
         if best < 0.5:
             candidates = [int(selected[k]) for k in np.flatnonzero(decided & np.isclose(gap, best))]
-    phi_psi = np.asarray(system.compute_phi_psi(frames_all[selected]))
     return CommittorResult(
         frames=selected,
         s=selected / (n_path - 1),
-        phi_psi=phi_psi,
+        cv_values=np.atleast_2d(system.compute_cvs(frames_all[selected])).reshape(len(selected), len(system.cvs)),
         energies=energies_all[selected],
         relaxed_energies=None if relaxed_all is None else relaxed_all[selected],
         n_start=n_a, n_target=n_b, n_undecided=n_u,
@@ -893,7 +1143,11 @@ def estimate_committor(
         ts_candidates=candidates, crosses_half=crosses, crossing_bracket=bracket,
         n_shots_run=n_todo, n_shots_resumed=n_resumed, md_steps=steps, n_shots_in_workers=n_in_workers,
         config=config, wall_time_s=time.perf_counter() - t0,
-        refined=refined_row, refined_positions=None if refined is None else refined.positions,
+        cv_names=tuple(system.cvs.names), cv_periodic=system.cvs.periodic, phi_psi_columns=phi_psi_cols,
+        energy_requested=config.energy, energy_na_reason=energy_na_reason,
+        refined=refined_row, refined_na_reason=refined_na_reason,
+        refined_positions=None if refined is None else refined.positions,
+        states={"start": start.to_dict(), "target": target.to_dict()}, state_sources=sources,
     )
 
 
@@ -932,7 +1186,8 @@ def plot_committor(result: CommittorResult, path: str | os.PathLike, title: str 
     ax2 = ax.twinx()
     e = result.relaxed_energies if result.relaxed_energies is not None else result.energies
     ax2.plot(result.s, e, "s-", color="tab:gray", ms=3, lw=0.8, alpha=0.7)
-    ax2.set_ylabel(f"{'relaxed' if result.relaxed_energies is not None else 'raw'} energy (kJ/mol)", color="tab:gray")
+    label = result.max_energy_source if result.relaxed_energies is not None else "raw"
+    ax2.set_ylabel(f"{label} energy (kJ/mol)", color="tab:gray")
     ax.legend(loc="upper left", fontsize=8)
     import textwrap
 
@@ -948,17 +1203,64 @@ def plot_committor(result: CommittorResult, path: str | os.PathLike, title: str 
 
 
 def _system_for_paths(paths_dir: Path, platform: str | None):
-    from spacetime_md.molecular.system import load_system
+    """The system of a paths run and its ``config.json``.
 
-    cfg = paths_dir / "config.json"
+    From ``system.json`` (a :meth:`MolecularSystem.spec`, with the run's CVs and states) when the
+    run wrote one; older runs name a preset system in ``config.json``.
+    """
+    from spacetime_md.molecular.system import MolecularSystem, known_systems, load_system
+
+    cfg = paths_dir / CONFIG_FILE
     if not cfg.is_file():
         raise FileNotFoundError(
             f"paths_dir: expected config.json (written by `spacetime-md paths`) in {paths_dir}, not found"
         )
-    data = json.loads(cfg.read_text())
+    data = _read_json(cfg)
+    spec_file = paths_dir / SYSTEM_FILE
+    if spec_file.is_file():
+        spec = _read_json(spec_file)
+        if not isinstance(spec, dict):
+            raise ValueError(f"{spec_file}: expected a system spec (a JSON object), got {type(spec).__name__}")
+        return MolecularSystem.from_spec(spec, platform=platform), data
     if "system" not in data:
         raise ValueError(f"{cfg}: expected a 'system' entry, got keys {sorted(data)}")
+    name = str(data["system"]).lower().replace("_", "-")
+    if name not in {*known_systems(), "ala2", "ad"}:
+        raise FileNotFoundError(
+            f"paths_dir: expected {SYSTEM_FILE} (the run's system) in {paths_dir} for system {data['system']!r}, "
+            f"which is no preset ({', '.join(known_systems())}); rerun `spacetime-md paths`"
+        )
     return load_system(data["system"], solvent=data.get("solvent", "vacuum"), platform=platform), data
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: expected JSON, got unreadable text ({exc})") from None
+
+
+def _endpoint_states(paths_dir: Path, system: "MolecularSystem") -> "tuple[MetastableState, MetastableState] | None":
+    """The start and target states a paths run built around its end structures (``report.json``
+    ``endpoints``), if it recorded them and they fit the system's CVs; else ``None``."""
+    from spacetime_md.molecular.states import _state_from_dict
+
+    report = paths_dir / REPORT_FILE
+    if not report.is_file():
+        return None
+    endpoints = (_read_json(report) or {}).get("endpoints") or {}
+    entries = [endpoints.get("start_state"), endpoints.get("target_state")]
+    if not all(isinstance(e, dict) for e in entries):
+        return None
+    states = tuple(_state_from_dict(e, None, None, []) for e in entries)
+    for state in states:
+        try:
+            state.check(system.cvs)
+        except ValueError as exc:
+            logger.warning("committor: the run's endpoint state %s does not fit the CVs (%s); not used",
+                           state.name, exc)
+            return None
+    return states
 
 
 def run_committor(
@@ -967,6 +1269,7 @@ def run_committor(
     config: CommittorConfig | None = None,
     *,
     platform: str | None = None,
+    states: str | os.PathLike | None = None,
     overwrite: bool = False,
     plot: bool = True,
     progress: bool = False,
@@ -974,7 +1277,10 @@ def run_committor(
 ) -> CommittorResult:
     """The ``spacetime-md committor`` job: load a paths directory, shoot, write outputs.
 
-    Reads ``paths_<kind>.npz`` and ``config.json`` of a ``spacetime-md paths`` run. Writes
+    Reads ``paths_<kind>.npz``, ``config.json``, ``system.json`` (the run's system with its
+    collective variables and states; older runs name a preset in ``config.json``) and the
+    endpoint states in ``report.json`` of a ``spacetime-md paths`` run. ``states`` (a state file,
+    see :func:`~spacetime_md.molecular.states.load_states`) replaces the system's states. Writes
     into ``out_dir`` (default ``PATHS_DIR/committor_<kind>_path<P>``): ``config.json`` (first),
     the checkpoint ``shots.json`` (after every batch), ``committor.json``, ``committor.png``,
     one PDB per transition-state candidate (``ts_candidate_frame<F>.pdb``) and the refined
@@ -993,6 +1299,8 @@ def run_committor(
         )
     if config.kind not in ("geodesic", "straight"):
         raise ValueError(f"kind: expected 'geodesic' or 'straight', got {config.kind!r}")
+    if states is not None and not Path(states).is_file():
+        raise FileNotFoundError(f"states: expected an existing state file, got {str(states)!r}")
     paths = TransitionPaths.load(paths_dir, kind=config.kind)
     system, paths_config = _system_for_paths(paths_dir, platform)
     if paths.frames.shape[2] != system.n_atoms:
@@ -1001,21 +1309,29 @@ def run_committor(
         raise TopologyMismatchError(
             f"paths: expected frames of {system.n_atoms} atoms like {system.name}, got {paths.frames.shape[2]}"
         )
+    if states is not None:
+        from spacetime_md.molecular.states import load_states
+
+        system.states = load_states(states, system)
+    endpoints = _endpoint_states(paths_dir, system)
     out = Path(out_dir) if out_dir is not None else paths_dir / f"committor_{config.kind}_path{config.path:03d}"
     out.mkdir(parents=True, exist_ok=True)
     resolved = {
         "command": "committor",
         "paths_dir": str(paths_dir.resolve()),
         "system": system.name,
+        "system_source": SYSTEM_FILE if (paths_dir / SYSTEM_FILE).is_file() else f"{CONFIG_FILE} (preset)",
         "solvent": system.solvent,
         "temperature_k": system.temperature_k,
         "platform": system.platform_name,
+        "cv_names": list(system.cvs.names),
+        "states_file": None if states is None else str(Path(states).resolve()),
         "paths_checkpoint": paths_config.get("checkpoint"),
         "committor_config": config.to_dict(),
     }
     write_text_atomic(out / CONFIG_FILE, json.dumps(resolved, indent=2))
     result = estimate_committor(paths, system, config, out_dir=out, overwrite=overwrite, progress=progress,
-                                callback=callback)
+                                callback=callback, endpoint_states=endpoints)
     files = {"checkpoint": SHOTS_FILE, "ts_candidates": []}
     for c in result.ts_candidates:
         name = f"ts_candidate_frame{c:03d}.pdb"
@@ -1031,6 +1347,7 @@ def run_committor(
         files["plot"] = PLOT_FILE
     result.extra.update({
         "paths_dir": str(paths_dir.resolve()),
+        "system": system.name,
         "kind": config.kind,
         "path": config.path,
         "n_path_frames": int(paths.frames.shape[1]),
@@ -1052,15 +1369,29 @@ def compute_dihedral_drive_path(
     end: Any = "C7ax",
     n_frames: int = 32,
     *,
-    waypoints_deg: Sequence[tuple[float, float]] | None = None,
+    waypoints_deg: Sequence[Sequence[float]] | None = None,
 ) -> "TransitionPaths":
-    """A classical reference path: restrained minimisations along a line in (phi, psi).
+    """A classical reference path: restrained minimisations along a line in torsion-CV space.
 
-    Frame ``i`` is the structure minimised with (phi, psi) restrained to the ``i``-th point of
-    the piecewise-linear route through ``waypoints_deg`` (degrees, not wrapped: ``(-150, 160)``
-    to ``(60, -40)`` goes through phi = 0), starting from the previous frame. Default route:
-    the start structure's angles to the end structure's. Deterministic; about 4 ms per frame
-    for alanine dipeptide.
+    Frame ``i`` is the structure minimised with every torsion CV of the system (for a peptide
+    with the default CVs, every backbone phi and psi; see
+    :func:`~spacetime_md.molecular.relaxed.cv_torsion_quencher`) restrained to the ``i``-th point
+    of the piecewise-linear route through ``waypoints_deg``, starting from the previous frame.
+    Points are degrees, one value per torsion CV in the order of ``system.cvs.torsions``, and
+    not wrapped: for alanine dipeptide ``(-150, 160)`` to ``(60, -40)`` goes through phi = 0.
+    Default route: the start structure's torsions to the end structure's. Deterministic; about
+    4 ms per frame for alanine dipeptide.
+
+    Parameters
+    ----------
+    system : MolecularSystem
+        Needs at least one torsion CV.
+    start, end : state name, PDB path or coordinates
+        See :func:`~spacetime_md.molecular.paths.resolve_structure`; ``end`` only sets the default
+        route.
+    n_frames : int
+    waypoints_deg : array-like, shape=(W >= 2, K), optional
+        Route through the K torsion CVs.
 
     Returns
     -------
@@ -1069,32 +1400,33 @@ def compute_dihedral_drive_path(
     """
     from spacetime_md.molecular.energies import evaluate_energies
     from spacetime_md.molecular.paths import TransitionPaths, resolve_structure
-    from spacetime_md.molecular.relaxed import DihedralQuencher
+    from spacetime_md.molecular.relaxed import cv_torsion_quencher
 
     if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 2:
         raise ValueError(f"n_frames: expected an integer >= 2, got {n_frames!r}")
+    quencher = cv_torsion_quencher(system)
+    names = [t.name for t in system.cvs.torsions]
+    columns = [system.cvs.index(n) for n in names]
     x0, _ = resolve_structure(system, start, "start")
     if waypoints_deg is None:
         x1, _ = resolve_structure(system, end, "end")
-        a = np.degrees(np.asarray(system.compute_phi_psi(x0[None]))[0])
-        b = np.degrees(np.asarray(system.compute_phi_psi(x1[None]))[0])
-        waypoints_deg = [tuple(a), tuple(b)]
+        values = np.atleast_2d(system.compute_cvs(np.stack([x0, x1])))[:, columns]
+        waypoints_deg = np.degrees(values)
     way = np.asarray(waypoints_deg, dtype=np.float64)
-    if way.ndim != 2 or way.shape[1] != 2 or len(way) < 2:
-        raise ValueError(f"waypoints_deg: expected at least two (phi, psi) pairs, got shape {way.shape}")
+    if way.ndim != 2 or way.shape[1] != len(names) or len(way) < 2:
+        raise ValueError(f"waypoints_deg: expected at least two points of {len(names)} torsion values "
+                         f"({', '.join(names)}), got shape {way.shape}")
     seg = np.linalg.norm(np.diff(way, axis=0), axis=1)
     cum = np.concatenate([[0.0], np.cumsum(seg)])
     t = np.linspace(0.0, cum[-1], n_frames)
-    route = np.radians(np.stack([np.interp(t, cum, way[:, 0]), np.interp(t, cum, way[:, 1])], axis=1))
-    quencher = DihedralQuencher(system.openmm_system, system.phi_indices, system.psi_indices,
-                                platform=system.platform_name)
+    route = np.radians(np.stack([np.interp(t, cum, way[:, k]) for k in range(way.shape[1])], axis=1))
     frames = []
     x = x0
-    for phi, psi in route:
-        _, x = quencher.quench(x, phi, psi)
+    for point in route:
+        _, x = quencher.quench_at(x, point)
         x = np.asarray(x, dtype=np.float64)
         frames.append(x)
     frames = np.asarray(frames)[None]
     energies = np.asarray(evaluate_energies(system, frames[0])._value)[None]
     return TransitionPaths(frames, np.zeros(n_frames), energies, "dihedral-drive",
-                           {"waypoints_deg": way.tolist()})
+                           {"waypoints_deg": way.tolist(), "torsions": names})

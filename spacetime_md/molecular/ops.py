@@ -3,11 +3,12 @@
 TPS needs an initial trajectory that connects the two states; :func:`to_openpathsampling`
 turns one of our paths into one:
 
-1. **States.** Each metastable state of the project (a disc in the periodic (phi, psi)
-   plane, :mod:`spacetime_md.molecular.states`) becomes an OPS ``CVDefinedVolume`` on a
-   collective variable computed with ``mdtraj.compute_dihedrals``: the periodic distance of
-   (phi, psi) to the disc's centre, at most its radius. Frames are in the same state for OPS
-   as for :meth:`MolecularSystem.assign_states`.
+1. **States.** Each metastable state of the project (regions in the space of the system's
+   collective variables: torsions, distances, RMSDs; :mod:`spacetime_md.molecular.states`)
+   becomes an OPS ``CVDefinedVolume`` on a 0/1 indicator CV (:func:`state_indicator`, an OPS
+   ``MDTrajFunctionCV``) that computes the CVs of each frame and tests the state's regions.
+   Frames are in the same state for OPS as for :meth:`MetastableState.contains` (and
+   :meth:`MolecularSystem.assign_states`).
 2. **Trim.** The path is cut to the segment from the last frame in the start state (before
    the first frame in the target state) to that first frame in the target state, so it
    begins in A, ends in B and is in neither in between: exactly what OPS's TPS ensemble
@@ -25,10 +26,12 @@ Units inside: nm, ps, K, radians; the public arguments are ``openmm.unit`` quant
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import openmm.unit as unit
@@ -46,7 +49,7 @@ __all__ = [
     "state_volume",
     "sample_tps",
     "trim_to_transition",
-    "periodic_state_distance",
+    "state_indicator",
 ]
 
 logger = logging.getLogger(__name__)
@@ -93,48 +96,66 @@ def _constrained_random_velocities_class():
     return _CONSTRAINED_RANDOM_VELOCITIES
 
 
-def periodic_state_distance(traj, phi: Sequence[int], psi: Sequence[int], centre: Sequence[float]) -> np.ndarray:
-    """Periodic distance (rad) of each frame's (phi, psi) to ``centre``; shape=(F, 1).
+@functools.lru_cache(maxsize=64)
+def _checker(spec: str):
+    """CVs and state of a :func:`state_indicator` spec, built once per spec string."""
+    from spacetime_md.molecular.committor import _cv_from_dict
+    from spacetime_md.molecular.cvs import CollectiveVariables
+    from spacetime_md.molecular.states import _state_from_dict
+
+    data = json.loads(spec)
+    cvs = CollectiveVariables(_cv_from_dict(c) for c in data["cvs"])
+    state = _state_from_dict(data["state"], None, None, [])
+    state.check(cvs)
+    return cvs, state
+
+
+def state_indicator(traj, spec: str) -> np.ndarray:
+    """1.0 for each frame in the state, 0.0 otherwise; shape=(F, 1).
 
     The collective variable behind :func:`state_volume` (an OPS ``MDTrajFunctionCV``: it
     receives an ``mdtraj.Trajectory``; the trailing singleton axis makes OPS treat it as a
-    scalar).
+    scalar). ``spec`` is a JSON string ``{"cvs": [...], "state": {...}}``: the CVs the state
+    uses (self-contained dictionaries, RMSD references inline) and the state's name and regions.
     """
-    import mdtraj
+    cvs, state = _checker(spec)
+    values = np.atleast_2d(cvs.compute(np.asarray(traj.xyz, dtype=np.float64)))
+    return state.contains(values, cvs).astype(np.float64)[:, None]
 
-    angles = mdtraj.compute_dihedrals(traj, [list(phi), list(psi)], periodic=False)
-    d = (angles - np.asarray(centre, dtype=np.float64) + np.pi) % (2 * np.pi) - np.pi
-    return np.sqrt((d**2).sum(-1))[:, None]
+
+def _indicator_spec(state: "MetastableState", system: "MolecularSystem") -> str:
+    from spacetime_md.molecular.committor import _cv_dict, _state_dict
+
+    try:
+        state.check(system.cvs)
+    except ValueError as exc:
+        raise ValueError(f"state: expected a state over the CVs of {system.name}, got {exc}") from None
+    used = sorted({system.cvs.index(name) for name in state.cv_names})
+    return json.dumps({"cvs": [_cv_dict(system.cvs[k]) for k in used], "state": _state_dict(state)}, sort_keys=True)
 
 
 def state_volume(state: "MetastableState", system: "MolecularSystem", topology=None):
-    """An OPS volume of the frames in ``state`` (periodic (phi, psi) disc).
+    """An OPS volume of the frames in ``state`` (any regions in the system's CV space).
 
     Parameters
     ----------
     state : MetastableState
+        Over ``system.cvs`` (torsions, distances, RMSDs; e.g. a state of ``system.states`` or
+        one built by :func:`~spacetime_md.molecular.states.endpoint_state`).
     system : MolecularSystem
-        Provides the phi/psi atoms and (unless ``topology`` is given) the topology.
+        Provides the collective variables and (unless ``topology`` is given) the topology.
     topology : openpathsampling.engines.MDTrajTopology, optional
 
     Returns
     -------
     openpathsampling.CVDefinedVolume
-        Named ``state.name``.
+        Named ``state.name``: the frames where :func:`state_indicator` is 1.
     """
     paths = _import_ops()
-    if system.phi_indices is None or system.psi_indices is None:
-        raise ValueError(f"{system.name}: expected a peptide with backbone phi and psi, found none")
+    spec = _indicator_spec(state, system)
     topology = topology if topology is not None else paths.engines.MDTrajTopology(system.mdtraj_topology)
-    cv = paths.MDTrajFunctionCV(
-        f"distance_to_{state.name}",
-        periodic_state_distance,
-        topology,
-        phi=[int(i) for i in system.phi_indices],
-        psi=[int(i) for i in system.psi_indices],
-        centre=[float(v) for v in state.centre],
-    )
-    return paths.CVDefinedVolume(cv, 0.0, float(state.radius)).named(state.name)
+    cv = paths.MDTrajFunctionCV(f"in_{state.name}", state_indicator, topology, spec=spec)
+    return paths.CVDefinedVolume(cv, 0.5, 1.5).named(state.name)
 
 
 def trim_to_transition(states: np.ndarray, start: int, target: int) -> tuple[int, int]:
@@ -243,8 +264,8 @@ def to_openpathsampling(
     system: "MolecularSystem",
     *,
     path_index: int = 0,
-    start_state: str | None = None,
-    target_state: str | None = None,
+    start_state: "str | MetastableState | None" = None,
+    target_state: "str | MetastableState | None" = None,
     timestep: unit.Quantity = 2.0 * unit.femtosecond,
     collision_rate: unit.Quantity = 1.0 / unit.picosecond,
     n_steps_per_frame: int = 10,
@@ -259,9 +280,11 @@ def to_openpathsampling(
     path : TransitionPaths, mdtraj.Trajectory or array-like, shape=(T, N, 3)
         The path (``path_index`` picks one from a set); coordinates in nm.
     system : MolecularSystem
-        Force field, temperature, platform and states.
-    start_state, target_state : str, optional
-        State names; default: the states of the path's first and last frame.
+        Force field, temperature, platform, collective variables and states.
+    start_state, target_state : str or MetastableState, optional
+        State names (of ``system.states``) or states over ``system.cvs`` (e.g. built with
+        :func:`~spacetime_md.molecular.states.endpoint_state` for a system without states);
+        default: the states of the path's first and last frame.
     timestep, collision_rate : Quantity
         ``LangevinMiddleIntegrator`` of the OPS engine (femtosecond, 1/picosecond).
     n_steps_per_frame, n_frames_max : int
@@ -303,14 +326,23 @@ def to_openpathsampling(
     frames = np.asarray(frames, dtype=np.float64)
     if frames.ndim != 3 or len(frames) < 2:
         raise ValueError(f"path: expected at least 2 frames of shape ({system.n_atoms}, 3), got shape {frames.shape}")
-    if not system.states:
-        raise ValueError(f"system: expected metastable-state definitions for {system.name}, it has none")
+    from spacetime_md.molecular.states import MetastableState
 
-    assigned = system.assign_states(frames)
+    given = (start_state, target_state)
+    if not system.states and not all(isinstance(g, MetastableState) for g in given):
+        raise ValueError(
+            f"system: expected metastable-state definitions for {system.name}, it has none; pass start_state and "
+            "target_state as MetastableState objects (e.g. endpoint_state(system.cvs, values, name))"
+        )
+    values = np.atleast_2d(system.compute_cvs(frames))
+    assigned = (system.assign_states(frames) if system.states else np.full(len(frames), -1))
     chosen = []
     for which, name, k, where in (("start_state", start_state, assigned[0], "first"),
                                   ("target_state", target_state, assigned[-1], "last")):
-        if name is not None:
+        if isinstance(name, MetastableState):
+            name.check(system.cvs)
+            chosen.append(name)
+        elif name is not None:
             chosen.append(system.get_state(name))
         elif k < 0:
             raise ValueError(f"{which}: the path's {where} frame is in no state; expected it in one, or name the state")
@@ -319,8 +351,9 @@ def to_openpathsampling(
     a, b = chosen
     if a.name == b.name:
         raise ValueError(f"start_state and target_state: expected two different states, got {a.name} twice")
-    index = {s.name: k for k, s in enumerate(system.states)}
-    i, j = trim_to_transition(assigned, index[a.name], index[b.name])
+    # A -> B membership of every frame (0: A, 1: B, -1: neither; a frame in both counts as B).
+    in_a, in_b = a.contains(values, system.cvs), b.contains(values, system.cvs)
+    i, j = trim_to_transition(np.where(in_b, 1, np.where(in_a, 0, -1)), 0, 1)
     segment = frames[i : j + 1]
 
     topology = paths.engines.MDTrajTopology(system.mdtraj_topology)

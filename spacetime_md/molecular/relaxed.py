@@ -4,11 +4,14 @@ The raw potential energy along a 300 K path carries about (3N - 6)/2 kT of therm
 barriers are compared after *quenching*: minimise with some coordinates restrained, then
 evaluate the force field without the restraint.
 
-- :class:`DihedralQuencher` / :class:`TorsionQuencher`: restrain the backbone dihedrals
-  (phi, psi) or any set of dihedrals to the frame's values; everything else relaxes (the
-  adiabatic energy in those coordinates). Doing this on a periodic grid gives the relaxed map
-  of the force field; the minimax (bottleneck) path on it is the lowest possible relaxed barrier
-  between two states.
+- :class:`TorsionQuencher`: restrain any set of dihedrals to the frame's values; everything
+  else relaxes (the adiabatic energy in those coordinates). :func:`cv_torsion_quencher` holds
+  every torsion collective variable of a system (for a peptide with the default CVs, every
+  backbone phi and psi); a system whose CVs have no torsion has no relaxed energy
+  (:func:`relaxed_na_reason` says why). :class:`DihedralQuencher` is the two-torsion (phi, psi)
+  case; on a periodic (phi, psi) grid it gives the relaxed map of the force field
+  (:func:`compute_relaxed_map`), whose minimax (bottleneck) path is the lowest possible relaxed
+  barrier between two states.
 - :class:`PositionQuencher`: restrain chosen atoms (by default the heavy atoms) harmonically to
   their positions in the frame; hydrogens and bond/angle vibrations relax, the conformation in
   every soft coordinate is kept (a local quench).
@@ -23,13 +26,17 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import openmm
 import openmm.unit as unit
 
+if TYPE_CHECKING:  # pragma: no cover
+    from spacetime_md.molecular.system import MolecularSystem
+
 __all__ = ["DihedralQuencher", "TorsionQuencher", "PositionQuencher", "RelaxedMap", "compute_relaxed_map",
-           "RefinedMaximum", "refine_relaxed_maximum"]
+           "RefinedMaximum", "refine_relaxed_maximum", "cv_torsion_quencher", "relaxed_na_reason"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +144,34 @@ class DihedralQuencher(TorsionQuencher):
     def quench(self, positions: np.ndarray, phi: float, psi: float) -> tuple[float, np.ndarray]:
         """Restrained minimisation from ``positions (N, 3)`` nm; returns (energy kJ/mol, positions)."""
         return self.quench_at(positions, (phi, psi))
+
+
+def relaxed_na_reason(system: "MolecularSystem") -> str | None:
+    """Why a system has no relaxed energy (its CVs hold no torsion), or ``None`` if it has one."""
+    if system.cvs.torsions:
+        return None
+    names = ", ".join(system.cvs.names) or "none"
+    return f"n/a: the collective variables of {system.name} ({names}) have no torsion to hold"
+
+
+def cv_torsion_quencher(system: "MolecularSystem", **kwargs: Any) -> TorsionQuencher:
+    """A :class:`TorsionQuencher` holding every torsion collective variable of ``system``.
+
+    For a peptide with the default CVs these are all backbone phi and psi (for alanine
+    dipeptide exactly the :class:`DihedralQuencher` of (phi, psi)). The torsions are in the
+    order of ``system.cvs.torsions``; ``kwargs`` go to :class:`TorsionQuencher` (default
+    platform: the system's).
+
+    Raises
+    ------
+    ValueError
+        If the system's CVs have no torsion (see :func:`relaxed_na_reason`).
+    """
+    reason = relaxed_na_reason(system)
+    if reason is not None:
+        raise ValueError(f"relaxed energy: {reason}")
+    kwargs.setdefault("platform", system.platform_name)
+    return TorsionQuencher(system.openmm_system, [t.atoms for t in system.cvs.torsions], **kwargs)
 
 
 class PositionQuencher(_RestrainedMinimiser):
@@ -266,48 +301,60 @@ class RefinedMaximum:
     ----------
     positions : ndarray, shape=(N, 3)
         The relaxed structure at the maximum (nm).
-    phi_psi : ndarray, shape=(2,)
-        Its restrained (phi, psi), radians in [-pi, pi).
+    angles : ndarray, shape=(K,)
+        Its restrained torsions (one per quencher torsion, in the quencher's order), radians in
+        [-pi, pi).
     energy : float
         Its relaxed energy (kJ/mol).
     frame_position : float
         Fractional path-frame index of the maximum (``lo + j / substeps``).
     window : (int, int)
         First and last path frame of the refined stretch.
-    route : ndarray, shape=(M, 2)
-        The (phi, psi) points minimised (radians, unwrapped along the stretch).
+    route : ndarray, shape=(M, K)
+        The torsion points minimised (radians, unwrapped along the stretch).
     energies : ndarray, shape=(M,)
         Relaxed energy at each route point (kJ/mol).
     """
 
     positions: np.ndarray
-    phi_psi: np.ndarray
+    angles: np.ndarray
     energy: float
     frame_position: float
     window: tuple[int, int]
     route: np.ndarray
     energies: np.ndarray
 
+    @property
+    def phi_psi(self) -> np.ndarray:
+        """``angles`` of a two-torsion refinement (a :class:`DihedralQuencher`'s (phi, psi))."""
+        if len(self.angles) != 2:
+            raise ValueError(f"phi_psi: expected a refinement over 2 torsions (phi, psi), got {len(self.angles)}; "
+                             "use angles")
+        return self.angles
 
-def refine_relaxed_maximum(quencher: DihedralQuencher, frames: np.ndarray, around: int, *, window: int = 2,
+
+def refine_relaxed_maximum(quencher: TorsionQuencher, frames: np.ndarray, around: int, *, window: int = 2,
                            substeps: int = 10) -> RefinedMaximum:
     """Locate a path's relaxed-energy maximum between frames (a local dihedral drive).
 
     Consecutive 20-fs frames of a path can be 20-30 degrees apart in phi at the barrier, while
     the committor of relaxed structures goes from 0 to 1 within a few degrees there; the
     highest-energy *frame* then often lies past the transition state. This takes the frames
-    ``around - window ... around + window``, joins their (phi, psi) by straight segments (angles
-    unwrapped, so a segment never goes the long way round), cuts every segment into
-    ``substeps`` steps, and minimises with (phi, psi) held at each point in order, each
-    minimisation starting from the previous minimum (the first from frame ``around - window``):
-    the relaxed structures follow the path's own route continuously from its start side, as in
+    ``around - window ... around + window``, joins their values of the quencher's torsions (any
+    number: for a system, :func:`cv_torsion_quencher` holds every torsion CV) by straight
+    segments (angles unwrapped along the frames, so a segment never goes the long way round),
+    cuts every segment into ``substeps`` steps, and minimises with the torsions held at each
+    point in order, each minimisation starting from the previous minimum (the first from frame
+    ``around - window``): the relaxed structures follow the path's own CV route continuously
+    from its start side, as in
     :func:`~spacetime_md.molecular.committor.compute_dihedral_drive_path`. The highest of them is
     returned. Cost: ``2 * window * substeps + 1`` minimisations (about 4 ms each for alanine
     dipeptide).
 
     Parameters
     ----------
-    quencher : DihedralQuencher
+    quencher : TorsionQuencher
+        Holds the torsions of the route (e.g. :class:`DihedralQuencher` for (phi, psi)).
     frames : ndarray, shape=(T, N, 3)
         One path's frames (nm).
     around : int
@@ -317,6 +364,8 @@ def refine_relaxed_maximum(quencher: DihedralQuencher, frames: np.ndarray, aroun
     substeps : int
         Route points per frame interval.
     """
+    if not isinstance(quencher, TorsionQuencher):
+        raise TypeError(f"quencher: expected a TorsionQuencher, got {type(quencher).__name__}")
     frames = np.asarray(frames, dtype=np.float64)
     if frames.ndim != 3 or frames.shape[-1] != 3 or len(frames) < 2:
         raise ValueError(f"frames: expected a path of shape (T >= 2, N, 3), got {frames.shape}")
@@ -327,16 +376,17 @@ def refine_relaxed_maximum(quencher: DihedralQuencher, frames: np.ndarray, aroun
         raise ValueError(f"around: expected a frame index in [0, {len(frames)}), got {around}")
     lo, hi = max(around - window, 0), min(around + window, len(frames) - 1)
     stretch = frames[lo : hi + 1]
+    n_torsions = len(quencher.torsions)
     angles = np.unwrap(np.stack([_dihedrals(stretch, t) for t in quencher.torsions], axis=-1), axis=0)
     steps = np.arange(substeps) / substeps
-    route = (angles[:-1, None, :] + steps[None, :, None] * np.diff(angles, axis=0)[:, None, :]).reshape(-1, 2)
+    route = (angles[:-1, None, :] + steps[None, :, None] * np.diff(angles, axis=0)[:, None, :]).reshape(-1, n_torsions)
     route = np.concatenate([route, angles[-1:]])
     energies = np.empty(len(route))
     x, best = stretch[0], None
-    for i, (phi, psi) in enumerate(route):  # sequential by design: each minimisation starts from the last
-        energies[i], x = quencher.quench(x, phi, psi)
+    for i, point in enumerate(route):  # sequential by design: each minimisation starts from the last
+        energies[i], x = quencher.quench_at(x, point)
         x = np.asarray(x, dtype=np.float64)
         if best is None or energies[i] > energies[best]:
             best, best_x = i, x
-    phi_psi = (route[best] + math.pi) % (2 * math.pi) - math.pi
-    return RefinedMaximum(best_x, phi_psi, float(energies[best]), lo + best / substeps, (lo, hi), route, energies)
+    held = (route[best] + math.pi) % (2 * math.pi) - math.pi
+    return RefinedMaximum(best_x, held, float(energies[best]), lo + best / substeps, (lo, hi), route, energies)

@@ -276,7 +276,9 @@ def test_tiny_model_paths_directory(tmp_path):
     ckpt = save_checkpoint(tmp_path / "tiny.pt", model)
     cfg = PathConfig(n_paths=1, n_points=8, n_steps=200, geodesic=GeodesicConfig(
         n_nodes=3, n_points=(8,), divergence="hutchinson", n_probes=1, max_steps=2))
-    run_paths(tmp_path / "run", config=cfg, checkpoint=ckpt, plots=False)
+    run_paths(tmp_path / "run", system="alanine-dipeptide", config=cfg, checkpoint=ckpt, plots=False)
+    # The run records its system (system.json): the committor rebuilds it from there.
+    assert (tmp_path / "run" / "system.json").is_file()
     for kind in ("geodesic", "straight"):
         result = run_committor(tmp_path / "run", None, CommittorConfig(n_frames=2, n_shots=2, kind=kind, **FAST),
                                plot=False)

@@ -124,3 +124,54 @@ def test_seeded_tps_runs_repeat(system, drive_path):
             for _ in range(2)]
     assert runs[0].path_lengths == runs[1].path_lengths and runs[0].n_accepted == runs[1].n_accepted
     np.testing.assert_array_equal(runs[0].final_trajectory.xyz, runs[1].final_trajectory.xyz)
+
+
+# --------------------------------------------------------------------------- other molecules
+
+
+@pytest.fixture(scope="module")
+def nma():
+    from tests.molecular.test_own_molecule_committor import nma_path
+
+    from spacetime_md.molecular.states import endpoint_state
+
+    system, frames = nma_path()
+    values = system.compute_cvs(frames[[0, -1]])
+    # +-0.015 nm boxes leave frames 2-5 in neither state (see test_own_molecule_committor).
+    ends = [endpoint_state(system.cvs, v, name, length_tolerance=0.015) for v, name in zip(values, ("trans", "cis"))]
+    return system, frames, ends
+
+
+def test_volumes_of_cv_states_agree_with_contains(nma):
+    import openpathsampling as paths
+
+    from tests.molecular.test_own_molecule_committor import glycine_path
+
+    from spacetime_md.molecular.states import endpoint_state
+
+    gly, gly_frames = glycine_path()
+    gly_values = gly.compute_cvs(gly_frames)
+    gly_states = [endpoint_state(gly.cvs, gly_values[k], name) for k, name in ((0, "C7eq"), (-1, "C7ax"))]
+    nma_system, nma_frames, nma_states = nma
+    for system, frames, states in ((gly, gly_frames, gly_states), (nma_system, nma_frames, nma_states)):
+        traj = paths.engines.openmm.tools.trajectory_from_mdtraj(mdtraj.Trajectory(frames, system.mdtraj_topology))
+        values = system.compute_cvs(frames)
+        for state in states:
+            volume = state_volume(state, system)
+            assert volume.name == state.name
+            want = state.contains(values, system.cvs)
+            assert [bool(volume(snap)) for snap in traj] == want.tolist()
+            assert want.any() and not want.all()
+    with pytest.raises(ValueError, match="state: expected a state over the CVs of n-methylacetamide"):
+        state_volume(gly_states[0], nma_system)
+
+
+def test_seed_from_rmsd_states_of_a_molecule_without_backbone(nma):
+    system, frames, (trans, cis) = nma
+    with pytest.raises(ValueError, match="system: expected metastable-state definitions for n-methylacetamide"):
+        to_openpathsampling(frames, system)
+    seed = to_openpathsampling(frames, system, start_state=trans, target_state=cis)
+    assert seed.frame_range == (1, 6) and seed.ensemble(seed.trajectory)
+    assert seed.start_state.name == "trans" and seed.target_state.name == "cis"
+    result = sample_tps(seed, 3, shooting="two-way", random_seed=0)
+    assert result.n_trials == 3 and seed.ensemble(result.final_trajectory)
