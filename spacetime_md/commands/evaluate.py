@@ -3,19 +3,33 @@
     spacetime-md evaluate --checkpoint runs/ala/model.pt \
         --data /work/data/alanine_dipeptide_vacuum_300K --n-samples 2000
 
-Prints the metrics table (Ramachandran JSD, energies, C7ax population, bond lengths,
-L-chirality); ``--json FILE`` also writes the numbers. Without ``--checkpoint`` the shipped
-alanine dipeptide model is evaluated. ``--guide EARLY.pt`` samples with autoguidance
-(the model extrapolated away from a weaker snapshot of itself, on a range of noise levels);
-``--checkpoint alanine-dipeptide-guided`` is the shipped pair.
+Prints the metrics table (Ramachandran JSD per residue, energies, state populations, C7ax
+population where defined, bond lengths, chirality of every chiral centre); ``--json FILE``
+also writes the numbers (``null`` plus a ``*_na_reason`` for what is undefined for the
+molecule). Without ``--checkpoint`` the shipped alanine dipeptide model is evaluated.
+``--guide EARLY.pt`` samples with autoguidance (the model extrapolated away from a weaker
+snapshot of itself, on a range of noise levels); ``--checkpoint alanine-dipeptide-guided`` is
+the shipped pair.
+
+The molecule (its collective variables, states and chiral centres) is the one the checkpoint
+records; ``--system``/``--cvs``/``--states`` override it. A checkpoint that records none uses
+the ``system.json`` beside the data (written by ``spacetime-md sample``), the alanine-dipeptide
+preset for its atoms, or else the data's topology with the default force field.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from spacetime_md.commands._system import add_system_arguments
+
     p = subparsers.add_parser(
         "evaluate",
         help="sample a trained denoiser and print quality metrics against held-out MD",
@@ -32,7 +46,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="lowest guided noise level, model units (default -2, or the shipped pair's)")
     p.add_argument("--guidance-log-snr-max", type=float, default=None,
                    help="guided levels are below this one (default 8, or the shipped pair's)")
-    p.add_argument("--data", required=True, help="directory with one *.h5 trajectory, or the file itself")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="MD samples: a directory with one *.h5 trajectory (as written by `spacetime-md sample`), "
+                        "or trajectory files mdtraj reads")
+    p.add_argument("--top", default=None, help="topology (PDB) for --data formats without one (DCD, XTC, TRR, NetCDF)")
+    add_system_arguments(p)
     p.add_argument("--holdout-fraction", type=float, default=None,
                    help="held-out fraction (default: the one the model was trained with, else 0.1)")
     p.add_argument("--reference", default=None,
@@ -60,12 +78,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
     import torch
 
     from spacetime_md.core import AutoGuidedDenoiser
     from spacetime_md.errors import TopologyMismatchError
+    from spacetime_md.molecular.chirality import chiral_centres_from_topology, compute_chirality
     from spacetime_md.molecular.evaluation import evaluate_samples, sample_model
     from spacetime_md.molecular.pretrained import GUIDED_PRETRAINED, load_checkpoint, load_guided, load_pretrained
     from spacetime_md.molecular.training import load_dataset
@@ -91,29 +109,38 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"guide: expected --guide (or a guided --checkpoint) with "
                              f"{', '.join('--guidance-' + k.replace('_', '-') for k in guidance)}, got none")
         model = load_pretrained() if args.checkpoint is None else load_checkpoint(args.checkpoint)
+    system = _declared_system(args, model)
     holdout = args.holdout_fraction
     if holdout is None:
         holdout = float(model.metadata.get("train_config", {}).get("holdout_fraction", 0.1))
-    dataset = load_dataset(args.data, holdout)
+    data = args.data[0] if len(args.data) == 1 else list(args.data)
+    dataset = load_dataset(data, holdout) if args.top is None else load_dataset(data, holdout, top=args.top)
+    if system is None:
+        system = _data_system(args, dataset)
     names = [a.name for a in dataset.topology.atoms]
     if dataset.n_atoms != model.n_atoms or (model.atom_names is not None and names != model.atom_names):
         raise TopologyMismatchError(
             f"data: expected the model's {model.n_atoms} atoms {model.atom_names}, got {dataset.n_atoms} atoms {names}"
         )
+    mismatch = _atom_mismatch(system.mdtraj_topology, dataset.topology)
+    if mismatch:
+        raise TopologyMismatchError(f"system: expected the data's atoms for {system.name}, got {mismatch}")
     reference, reference_source = dataset.test_xyz, f"held-out last {holdout:.0%} of {dataset.source}"
     if args.reference is not None:
         import mdtraj
         import numpy as np
 
-        from spacetime_md.molecular.training import _find_trajectory
-
-        ref_file = _find_trajectory(Path(args.reference))
+        ref_file = _trajectory_file(Path(args.reference), "reference")
         ref = mdtraj.load(str(ref_file))
         ref_names = [a.name for a in ref.topology.atoms]
         if ref_names != names:
             raise TopologyMismatchError(f"reference: expected the data's {len(names)} atoms {names}, "
                                         f"got {ref.n_atoms} atoms {ref_names} in {ref_file}")
         reference, reference_source = ref.xyz.astype(np.float64), f"all {ref.n_frames} frames of {ref_file}"
+    centres = chiral_centres_from_topology(system.mdtraj_topology)
+    signs = [int(compute_chirality(system.positions_nm[None], c.atoms)[0]) or 1 for c in centres]
+    if args.mirror_d and not centres:
+        logger.warning("--mirror-d: %s has no chiral centre, nothing to mirror", system.name)
     generator = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
     samples = sample_model(
@@ -126,13 +153,17 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         generator=generator,
         mirror_d=args.mirror_d,
+        chiral_atoms=[c.atoms for c in centres],
+        chiral_signs=signs,
         progress=args.progress,
     )
     elapsed = time.perf_counter() - start
     result = evaluate_samples(
         samples,
         reference,
-        dataset.topology,
+        system.mdtraj_topology,
+        system=system,
+        chiral_centres=centres,
         reference_b=dataset.train_xyz,
         energies=args.energies,
         sampler=f"{args.method}, {args.n_steps} steps, log_snr {args.log_snr_start}..{args.log_snr_end}"
@@ -141,6 +172,10 @@ def run(args: argparse.Namespace) -> int:
         + (", D samples mirrored" if args.mirror_d else ""),
         sampling_time_s=elapsed,
     )
+    print(f"system: {system.name} ({system.n_atoms} atoms); collective variables: "
+          + (", ".join(system.cvs.names) or "none")
+          + f"; states: {', '.join(s.name for s in system.states) or 'none'}"
+          + f"; chiral centres: {', '.join(c.name for c in centres) or 'none'}")
     print(f"reference MD: {reference_source}")
     print(result.to_table())
     if args.save_samples:
@@ -150,7 +185,97 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         from spacetime_md._atomic import write_json_atomic
 
-        payload = {"metrics": result.to_dict(), "reference": reference_source,
+        payload = {"metrics": result.to_dict(), "reference": reference_source, "system": system.name,
                    "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
         write_json_atomic(args.json_out, payload)
     return 0
+
+
+def _atom_mismatch(expected: Any, got: Any) -> str | None:
+    """``None`` when two mdtraj topologies have the same atoms (names, in order), else what differs."""
+    if expected.n_atoms != got.n_atoms:
+        return f"{got.n_atoms} atoms instead of {expected.n_atoms}"
+    for a, b in zip(expected.atoms, got.atoms):
+        if a.name != b.name:
+            return (f"atom {a.index} {b.name} ({b.residue.name}{b.residue.resSeq}) instead of "
+                    f"{a.name} ({a.residue.name}{a.residue.resSeq})")
+    return None
+
+
+def _declared_system(args: argparse.Namespace, model: Any):
+    """``--system``, else the system the checkpoint records; ``None`` if neither."""
+    from spacetime_md.commands._system import system_from_args
+    from spacetime_md.molecular.pretrained import checkpoint_system
+
+    if args.system is not None or checkpoint_system(model) is not None:
+        return system_from_args(args, model=model)
+    return None
+
+
+def _data_system(args: argparse.Namespace, dataset: Any):
+    """The system of a checkpoint that records none (trained before systems were recorded):
+    ``system.json`` beside the data (written by ``spacetime-md sample``), else the
+    alanine-dipeptide preset when the data has its atoms, else the data's topology and first
+    frame with ``--forcefield`` (default amber99sbildn; a warning says so)."""
+    import json
+
+    from spacetime_md.commands._system import forcefield_from_arg, system_from_args
+    from spacetime_md.molecular.system import MolecularSystem, resolve_system
+
+    first = Path(args.data[0])
+    spec_file = (first if first.is_dir() else first.parent) / "system.json"
+    if spec_file.is_file():
+        try:
+            spec = json.loads(spec_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{spec_file}: expected the JSON written by `spacetime-md sample`, got {exc}") from None
+        logger.info("system: from %s", spec_file)
+        return resolve_system(MolecularSystem.from_spec(spec), cvs=args.cvs, states=args.states)
+    preset = _matching_preset(dataset.topology)
+    if preset is not None:
+        logger.info("system: the data has the atoms of the %s preset", preset)
+        args.system = preset
+        return system_from_args(args)
+    import tempfile
+
+    import mdtraj
+
+    forcefield = forcefield_from_arg(args.forcefield)
+    logger.warning("--system: the checkpoint records no system; using the data's topology with force field %s "
+                   "(pass --system to choose)", forcefield)
+    with tempfile.TemporaryDirectory() as tmp:
+        pdb = Path(tmp) / "data_topology.pdb"
+        mdtraj.Trajectory(dataset.train_xyz[:1], dataset.topology).save_pdb(str(pdb))
+        try:
+            return resolve_system(pdb, solvent=args.solvent or "vacuum", forcefield=forcefield,
+                                  cvs=args.cvs, states=args.states)
+        except ValueError as exc:
+            raise ValueError(f"--system: the checkpoint records no system and the data's topology does not "
+                             f"parameterise ({exc}); pass --system NAME or --system your.pdb") from None
+
+
+def _trajectory_file(path: Path, flag: str) -> Path:
+    """A trajectory file, or the one ``*.h5`` of a directory (the layout of ``spacetime-md sample``)."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"{flag}: no such file or directory {str(path)!r}")
+    candidates = sorted(path.glob("*.h5"))
+    preferred = [p for p in candidates if any(k in p.name for k in ("sample", "traj"))]
+    if len(candidates) == 1 or len(preferred) == 1:
+        return candidates[0] if len(candidates) == 1 else preferred[0]
+    found = ", ".join(p.name for p in candidates) or "none"
+    raise FileNotFoundError(f"{flag}: expected one mdtraj HDF5 trajectory (*.h5) in {str(path)!r}, found {found}")
+
+
+def _matching_preset(topology: Any) -> str | None:
+    import mdtraj
+
+    from spacetime_md.molecular.system import KNOWN_SYSTEMS, system_data_path
+
+    for name, entry in KNOWN_SYSTEMS.items():
+        preset = mdtraj.load_topology(str(system_data_path(entry["pdb"])))
+        same_residues = [r.name for r in preset.residues] == [r.name for r in topology.residues]
+        if same_residues and _atom_mismatch(preset, topology) is None:
+            return name
+    return None

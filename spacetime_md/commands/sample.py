@@ -1,28 +1,35 @@
 """``spacetime-md sample``: Boltzmann samples by temperature replica exchange (OpenMM).
 
-Writes ``samples.h5`` (mdtraj HDF5), ``energies.npy``, ``config.json``, ``report.json`` and
-``ramachandran.png`` to ``--out``; prints exchange acceptance, throughput and, for systems with
-state definitions, the C7ax vs C7eq/C5 populations with block-averaged errors next to the
-independent reference estimate shipped with the package.
+Writes ``samples.h5`` (mdtraj HDF5), ``energies.npy``, ``config.json``, ``system.json`` (the
+system: PDB text, force field, solvent, CVs, states; ``train`` records it in the checkpoint),
+``report.json`` and a free-energy plot in the collective variables (``ramachandran.png``, one
+panel per residue, or ``cvs.png``) to ``--out``; prints exchange acceptance, throughput and,
+for systems with states, their populations with block-averaged errors (for alanine dipeptide
+next to the independent reference estimate shipped with the package).
+
+The molecule is ``--system`` (a preset name or any PDB file; ``--pdb`` is an alias) with
+``--forcefield``, ``--solvent``, ``--cvs`` and ``--states`` (see :mod:`spacetime_md.commands._system`).
 """
 
 from __future__ import annotations
 
 import argparse
 
+DEFAULT_SYSTEM = "alanine-dipeptide"
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from spacetime_md.commands._system import add_system_arguments
+
     p = subparsers.add_parser(
         "sample",
         help="Boltzmann samples at 300 K by temperature replica exchange (OpenMM)",
         description="Temperature replica exchange on OpenMM; saves the samples at the lowest "
         "temperature with checkpoints every --chunk-size samples (resume with --resume).",
     )
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--system", default=None, help="named system (default: alanine-dipeptide)")
-    src.add_argument("--pdb", default=None, help="any PDB file the force field can parameterise")
-    p.add_argument("--solvent", choices=("vacuum", "implicit"), default="vacuum")
-    p.add_argument("--forcefield", default="amber99sbildn", help="preset name or comma-separated XML files")
+    add_system_arguments(p, default_system=DEFAULT_SYSTEM)
+    p.set_defaults(system=None)  # so that --system and its alias --pdb can be told apart
+    p.add_argument("--pdb", default=None, help="alias of --system for a PDB file of your molecule")
     p.add_argument("--n-samples", type=int, required=True)
     p.add_argument("--out", required=True, help="output / checkpoint directory")
     p.add_argument("--seed", type=int, default=0)
@@ -41,25 +48,53 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _check_pdb_file(path: str) -> None:
+    """One-line errors for a PDB path that is missing or has no atom records."""
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--system: expected a preset name or an existing PDB file, got {path!r}")
+    try:
+        text = file.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"--system: expected a text PDB file, got binary data in {path!r}") from None
+    if not any(line.startswith(("ATOM", "HETATM")) for line in text.splitlines()):
+        raise ValueError(f"--system: expected a PDB file with ATOM/HETATM records, got none in {path!r}")
+
+
+def resolve_sample_system(args: argparse.Namespace):
+    """The :class:`MolecularSystem` of the ``sample`` flags (``--pdb`` is an alias of ``--system``)."""
+    from pathlib import Path
+
+    import openmm.unit as unit
+
+    from spacetime_md.commands._system import forcefield_from_arg
+    from spacetime_md.molecular.system import resolve_system
+
+    if args.pdb is not None and args.system is not None:
+        raise ValueError(f"--pdb: an alias of --system, expected one of them, got --system {args.system!r} "
+                         f"and --pdb {args.pdb!r}")
+    system = args.pdb if args.pdb is not None else (args.system or DEFAULT_SYSTEM)
+    if args.pdb is not None or str(system).lower().endswith(".pdb") or Path(system).is_file():
+        _check_pdb_file(system)
+    for flag, value in (("--cvs", args.cvs), ("--states", args.states)):
+        if value is not None and not Path(value).is_file():
+            raise FileNotFoundError(f"{flag}: expected an existing file, got {value!r}")
+    return resolve_system(
+        system, solvent=args.solvent or "vacuum", forcefield=forcefield_from_arg(args.forcefield),
+        temperature=args.temperature * unit.kelvin, platform=args.platform, cvs=args.cvs, states=args.states,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
     import openmm.unit as unit
 
     from spacetime_md.molecular import sampling
-    from spacetime_md.molecular.system import MolecularSystem, load_system
 
-    forcefield = args.forcefield.split(",") if "," in args.forcefield else args.forcefield
-    temperature = args.temperature * unit.kelvin
-    if args.pdb is not None:
-        system = MolecularSystem.from_pdb(
-            args.pdb, forcefield=forcefield, solvent=args.solvent, temperature=temperature, platform=args.platform
-        )
-    else:
-        system = load_system(
-            args.system or "alanine-dipeptide", solvent=args.solvent, forcefield=forcefield,
-            temperature=temperature, platform=args.platform,
-        )
+    system = resolve_sample_system(args)
     kwargs = {}
     if args.n_replicas is not None:
         kwargs["n_replicas"] = args.n_replicas
@@ -81,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
     if not result.complete:
         print(f"stopped after {result.n_frames}/{args.n_samples} samples; rerun with --resume to continue")
     else:
-        print(f"wrote {args.out}/samples.h5 ({result.n_frames} frames), energies.npy, config.json, report.json"
-              + ("" if args.no_plot else ", ramachandran.png"))
+        plot = None if args.no_plot else sampling.plot_file_name(system)
+        print(f"wrote {args.out}/samples.h5 ({result.n_frames} frames), energies.npy, config.json, "
+              f"{sampling.SYSTEM_FILE}, report.json" + (f", {plot}" if plot else ""))
     return 0
 
 
@@ -98,6 +134,9 @@ def format_report(report: dict, reference: dict | None = None) -> str:
         f"throughput: {report['samples_per_minute']:.0f} samples/min, {report['ns_per_day_T0']:.0f} ns/day at T0 "
         f"({report['ns_per_day_all_replicas']:.0f} ns/day all replicas)",
     ]
+    if report.get("cv_names") is not None:
+        names = report["cv_names"]
+        lines.append("collective variables: " + (", ".join(names) if names else "none (no backbone phi/psi; pass a --cvs file)"))
     pops = report.get("populations")
     if pops:
         lines.append(f"{'population':<12} {'fraction':>9} {'+- error':>9} {'ESS':>8} {'reference':>10} {'+- error':>9} {'z':>6}")
@@ -110,4 +149,6 @@ def format_report(report: dict, reference: dict | None = None) -> str:
             lines.append(row)
         if reference:
             lines.append(f"reference: {reference['method']}")
+    elif report.get("populations_na_reason"):
+        lines.append(f"state populations: n/a ({report['populations_na_reason']})")
     return "\n".join(lines)

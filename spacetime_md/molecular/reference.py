@@ -1,7 +1,9 @@
 """Independent references for state populations (different methods from replica exchange).
 
-Two estimators, both plain Langevin MD at the system temperature with a bias on phi only
-(psi is free), reweighted exactly:
+Two estimators, both plain Langevin MD at the system temperature with a bias on one torsion
+only, reweighted exactly. The biased torsion is a collective variable of the system
+(:mod:`.cvs`): by default the phi of its first residue with a backbone (phi, psi) pair ("phi 2"
+of alanine dipeptide), or ``bias_cv``; states are assigned through the system's CVs:
 
 :func:`estimate_populations_umbrella`
     Umbrella sampling: windows restrain phi harmonically (periodic distance) to centres spaced
@@ -116,11 +118,14 @@ def estimate_populations_umbrella(
     seed: int = 0,
     progress: bool = False,
     return_samples: bool = False,
+    bias_cv: str | None = None,
 ) -> dict[str, Any]:
     """Populations of ``system.states`` (and of phi > 0) from umbrella sampling along phi + MBAR.
 
-    With ``return_samples=True`` returns the pooled ``phi_psi`` (radians, shape (M, 2)) and
-    their MBAR ``log_weights`` instead (used to build the bias of :func:`estimate_populations_flat_bias`).
+    ``bias_cv`` names the torsion CV to bias (default: the phi of the system's first backbone
+    (phi, psi) pair). With ``return_samples=True`` returns the pooled CV values ``cv_values``
+    (radians / nm, shape (M, K), the biased torsion in column ``bias_column``) and their MBAR
+    ``log_weights`` instead (used to build the bias of :func:`estimate_populations_flat_bias`).
 
     Returns
     -------
@@ -130,8 +135,8 @@ def estimate_populations_umbrella(
     """
     from spacetime_md.molecular.states import assign_states
 
-    if system.phi_indices is None:
-        raise ValueError(f"{system.name}: expected a peptide with a phi dihedral, found none")
+    col = _bias_column(system, bias_cv)
+    positive = _positive_key(system, col)
     if n_blocks < 2:
         raise ValueError(f"n_blocks: expected >= 2, got {n_blocks}")
     k = to_md_float("force_constant", force_constant, unit.kilojoule_per_mole / unit.radian**2)
@@ -152,7 +157,7 @@ def estimate_populations_umbrella(
     )
     force.addGlobalParameter("k_umbrella", k)
     force.addGlobalParameter("phi0", 0.0)
-    force.addTorsion(*system.phi_indices, [])
+    force.addTorsion(*system.cvs[col].atoms, [])
     biased.addForce(force)
 
     rng = np.random.SeedSequence([int(seed), 7])
@@ -171,7 +176,7 @@ def estimate_populations_umbrella(
         iterator = tqdm(iterator, desc="umbrella windows")
     # Visit windows starting from the one nearest the minimum, walking around the circle, so
     # each window starts from the end of its neighbour.
-    phi_start = float(system.compute_phi_psi(x[None])[0, 0])
+    phi_start = float(system.compute_cvs(x[None])[0, col])
     first = int(np.argmin(np.abs(_periodic(centres - phi_start))))
     order = [(first + i) % n_windows for i in range(n_windows)]
     results: dict[int, np.ndarray] = {}
@@ -185,29 +190,31 @@ def estimate_populations_umbrella(
         for n in range(n_per_window):
             integrator.step(steps_per_sample)
             xs[n] = ctx.getState(getPositions=True).getPositions(asNumpy=True)._value
-        results[w] = system.compute_phi_psi(xs)
+        results[w] = system.compute_cvs(xs)
     wall = time.perf_counter() - t0
-    angles = np.stack([results[w] for w in range(n_windows)])  # (K, n, 2)
+    values = np.stack([results[w] for w in range(n_windows)])  # (windows, n, K)
+    n_cvs = values.shape[-1]
 
     def solve(block: slice) -> dict[str, float]:
-        a = angles[:, block]  # (K, m, 2)
-        flat = a.reshape(-1, 2)
-        bias = 0.5 * k * beta * _periodic(flat[None, :, 0] - centres[:, None]) ** 2  # (K, Ntot)
+        a = values[:, block]  # (windows, m, K)
+        flat = a.reshape(-1, n_cvs)
+        bias = 0.5 * k * beta * _periodic(flat[None, :, col] - centres[:, None]) ** 2  # (windows, Ntot)
         _, log_w = solve_mbar(bias, np.full(n_windows, a.shape[1]))
         wts = np.exp(log_w)
-        labels = assign_states(flat, system.states) if system.states else np.full(len(flat), -1)
+        labels = assign_states(flat, system.states, system.cvs) if system.states else np.full(len(flat), -1)
         out = {s.name: float(wts[labels == j].sum()) for j, s in enumerate(system.states)}
-        out["phi>0"] = float(wts[flat[:, 0] > 0].sum())
+        out[positive] = float(wts[flat[:, col] > 0].sum())
         if "C7ax" in out and "C7eq" in out and out["C7eq"] > 0:
             out["C7ax/C7eq"] = out["C7ax"] / out["C7eq"]
         return out
 
     full = solve(slice(None))
     if return_samples:
-        flat = angles.reshape(-1, 2)
-        bias = 0.5 * k * beta * _periodic(flat[None, :, 0] - centres[:, None]) ** 2
+        flat = values.reshape(-1, n_cvs)
+        bias = 0.5 * k * beta * _periodic(flat[None, :, col] - centres[:, None]) ** 2
         _, log_w = solve_mbar(bias, np.full(n_windows, n_per_window))
-        return {"phi_psi": flat, "log_weights": log_w, "md_time_ns": n_windows * (t_win + t_eq) * 1e-3, "wall_seconds": wall}
+        return {"cv_values": flat, "bias_column": col, "cv_names": list(system.cvs.names), "log_weights": log_w,
+                "md_time_ns": n_windows * (t_win + t_eq) * 1e-3, "wall_seconds": wall}
     size = n_per_window // n_blocks
     blocks = [solve(slice(b * size, (b + 1) * size)) for b in range(n_blocks)]
     populations = {
@@ -221,7 +228,7 @@ def estimate_populations_umbrella(
             f"plain Langevin MD at {temp:g} K) + MBAR; errors from {n_blocks} time blocks"
         ),
         "settings": {
-            "n_windows": n_windows, "force_constant_kj_per_mol_rad2": k, "window_time_ps": t_win,
+            "n_windows": n_windows, "bias_cv": system.cvs[col].name, "force_constant_kj_per_mol_rad2": k, "window_time_ps": t_win,
             "equilibration_ps": t_eq, "sample_interval_ps": dt_s, "timestep_fs": dt * 1000, "friction_per_ps": gamma,
             "n_blocks": n_blocks, "seed": seed, "temperature_k": temp,
         },
@@ -229,6 +236,32 @@ def estimate_populations_umbrella(
         "wall_seconds": wall,
         "system": system.fingerprint(),
     }
+
+
+def _bias_column(system: "MolecularSystem", bias_cv: str | None) -> int:
+    """Column in ``system.cvs`` of the torsion to bias: ``bias_cv``, else the first residue's phi."""
+    from spacetime_md.molecular.cvs import Torsion
+
+    if bias_cv is not None:
+        col = system.cvs.index(bias_cv)
+        if not isinstance(system.cvs[col], Torsion):
+            raise ValueError(f"bias_cv: expected a torsion collective variable, got {bias_cv!r} ({system.cvs[col].kind})")
+        return col
+    pairs = system.cvs.ramachandran_pairs()
+    if not pairs:
+        raise ValueError(
+            f"{system.name}: expected a backbone phi among the collective variables (or a torsion CV named by "
+            f"bias_cv) to bias, found none"
+        )
+    return pairs[0][1]
+
+
+def _positive_key(system: "MolecularSystem", col: int) -> str:
+    """``"phi>0"`` for the one backbone phi of a single-residue peptide, else ``"<cv name>>0"``."""
+    pairs = system.cvs.ramachandran_pairs()
+    if len(pairs) == 1 and pairs[0][1] == col:
+        return "phi>0"
+    return f"{system.cvs[col].name}>0"
 
 
 def reference_key(system: "MolecularSystem") -> str:
@@ -293,8 +326,12 @@ def estimate_populations_flat_bias(
     n_blocks: int = 20,
     seed: int = 0,
     progress: bool = False,
+    bias_cv: str | None = None,
 ) -> dict[str, Any]:
     """Populations from one long MD run at the system temperature with a fixed phi bias, reweighted.
+
+    ``bias_cv`` names the biased torsion CV (default: the phi of the system's first backbone
+    (phi, psi) pair).
 
     1. A short umbrella run (:func:`estimate_populations_umbrella`, ``umbrella_window_time`` per
        window) + MBAR gives a rough free-energy profile ``F(phi)``, fitted by a Fourier series.
@@ -308,6 +345,7 @@ def estimate_populations_flat_bias(
 
     if not (0.0 <= flatten <= 1.0):
         raise ValueError(f"flatten: expected a value in [0, 1], got {flatten}")
+    col = _bias_column(system, bias_cv)
     t_prod = to_md_float("production", production, PS)
     dt_s = to_md_float("sample_interval", sample_interval, PS)
     dt = to_md_float("timestep", timestep, PS)
@@ -317,9 +355,9 @@ def estimate_populations_flat_bias(
     t0 = time.perf_counter()
     pre = estimate_populations_umbrella(
         system, window_time=umbrella_window_time, equilibration=umbrella_equilibration, seed=seed,
-        return_samples=True,
+        return_samples=True, bias_cv=system.cvs[col].name,
     )
-    coef = fit_free_energy_profile(pre["phi_psi"][:, 0], pre["log_weights"], order=fourier_order)
+    coef = fit_free_energy_profile(pre["cv_values"][:, col], pre["log_weights"], order=fourier_order)
     # V(theta) = -flatten * kT * (F(theta) - c0), in kJ/mol.
     terms = []
     for m in range(1, fourier_order + 1):
@@ -328,7 +366,7 @@ def estimate_populations_flat_bias(
     expression = f"-({float(flatten * kT)!r})*(" + " + ".join(terms) + ")"
     biased = copy.deepcopy(system.openmm_system)
     force = openmm.CustomTorsionForce(expression)
-    force.addTorsion(*system.phi_indices, [])
+    force.addTorsion(*system.cvs[col].atoms, [])
     biased.addForce(force)
 
     def bias_kj(phi: np.ndarray) -> np.ndarray:
@@ -352,12 +390,13 @@ def estimate_populations_flat_bias(
     for i in iterator:
         integrator.step(steps)
         xs[i] = ctx.getState(getPositions=True).getPositions(asNumpy=True)._value
-    phi_psi = system.compute_phi_psi(xs)
-    log_w = bias_kj(phi_psi[:, 0]) / kT
+    values = system.compute_cvs(xs)
+    phi = values[:, col]
+    log_w = bias_kj(phi) / kT
     w = np.exp(log_w - log_w.max())
-    labels = assign_states(phi_psi, system.states) if system.states else np.full(n, -1)
+    labels = assign_states(values, system.states, system.cvs) if system.states else np.full(n, -1)
     indicators = {s.name: labels == j for j, s in enumerate(system.states)}
-    indicators["phi>0"] = phi_psi[:, 0] > 0
+    indicators[_positive_key(system, col)] = phi > 0
     size = n // n_blocks
     den = np.add.reduceat(w[: size * n_blocks], np.arange(0, size * n_blocks, size))
     populations = {}
@@ -371,7 +410,7 @@ def estimate_populations_flat_bias(
         frac, err = _jackknife_ratio(a, b)
         populations["C7ax/C7eq"] = {"fraction": frac, "error": err}
     ess = float(w.sum() ** 2 / (w**2).sum())
-    n_cross = int(np.sum(np.abs(np.diff(np.sign(phi_psi[:, 0]))) > 0))
+    n_cross = int(np.sum(np.abs(np.diff(np.sign(phi))) > 0))
     return {
         "populations": populations,
         "method": (
@@ -380,7 +419,7 @@ def estimate_populations_flat_bias(
             f"exactly by exp(V/kT); errors: jackknife over {n_blocks} time blocks"
         ),
         "settings": {
-            "production_ps": t_prod, "sample_interval_ps": dt_s, "flatten": flatten, "fourier_order": fourier_order,
+            "production_ps": t_prod, "bias_cv": system.cvs[col].name, "sample_interval_ps": dt_s, "flatten": flatten, "fourier_order": fourier_order,
             "umbrella_window_time_ps": to_md_float("umbrella_window_time", umbrella_window_time, PS),
             "timestep_fs": dt * 1000, "friction_per_ps": gamma, "n_blocks": n_blocks, "seed": seed,
             "temperature_k": temp, "bias_fourier_coefficients_kT": coef.tolist(),

@@ -23,8 +23,12 @@ the replica state to ``checkpoint.npz``, both atomically; a kill loses at most t
 
 Outputs in ``out_dir``: ``samples.h5`` (mdtraj HDF5: topology, coordinates in nm (float32),
 time in ps, potential energies in kJ/mol), ``energies.npy`` (kJ/mol, float64), ``config.json``
-(the resolved config), ``report.json`` (exchange statistics, populations with errors,
-throughput) and ``ramachandran.png``.
+(the resolved config), ``system.json`` (:meth:`MolecularSystem.spec`: PDB text, force field,
+solvent, CVs, states; :meth:`MolecularSystem.from_spec` rebuilds the system, and training
+records it in the checkpoint), ``report.json`` (exchange statistics, populations of the
+system's states with errors, throughput) and a free-energy plot in the collective variables:
+``ramachandran.png`` (one panel per residue) for a peptide, ``cvs.png`` (the first two CVs)
+otherwise, none for a molecule without CVs.
 
 Units inside: nm, ps, kJ/mol, K. The public function takes ``openmm.unit`` quantities.
 """
@@ -61,6 +65,8 @@ __all__ = [
     "geometric_temperatures",
     "DEFAULT_N_REPLICAS",
     "DEFAULT_MAX_TEMPERATURE",
+    "SYSTEM_FILE",
+    "plot_file_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,6 +74,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_N_REPLICAS = 4
 DEFAULT_MAX_TEMPERATURE = 800.0 * unit.kelvin
 DEFAULT_EXCHANGE_INTERVAL = 0.25 * unit.picosecond
+#: The system the samples belong to (``MolecularSystem.spec()``), next to the samples; training
+#: reads it to record the system in its checkpoint.
+SYSTEM_FILE = "system.json"
 _FORMAT_VERSION = 1
 
 
@@ -461,7 +470,7 @@ def sample_boltzmann(
         ``n_samples``, ``acceptance``, ``wall_time``). An exception it raises stops the run;
         the checkpoint is already written, so it can be resumed.
     plot : bool
-        Write ``ramachandran.png`` (systems with phi/psi only).
+        Write ``ramachandran.png`` (peptides: one panel per residue) or ``cvs.png`` (other CVs).
 
     Returns
     -------
@@ -496,6 +505,8 @@ def sample_boltzmann(
         (out / "chunks").mkdir(exist_ok=True)
         if st is None:
             write_json_atomic(out / "config.json", config.to_dict())
+        if st is None or not (out / SYSTEM_FILE).exists():
+            write_json_atomic(out / SYSTEM_FILE, system.spec())
 
     R = config.n_replicas
     platform = system.platform
@@ -646,9 +657,13 @@ def _make_report(system: "MolecularSystem", config: SamplingConfig, st: _Replica
         "ns_per_day_T0": sim_ps * 1e-3 / (secs / 86400.0) if secs > 0 else float("nan"),
         "ns_per_day_all_replicas": config.n_replicas * sim_ps * 1e-3 / (secs / 86400.0) if secs > 0 else float("nan"),
     }
-    if system.states and system.phi_indices is not None and n >= 2:
-        phi_psi = system.compute_phi_psi(coords)
-        report["populations"] = state_populations(phi_psi, system.states)
+    report["cv_names"] = list(system.cvs.names)
+    if not system.states:
+        report["populations_na_reason"] = "no states defined for this molecule; pass a --states file"
+    elif n < 2:
+        report["populations_na_reason"] = f"fewer than 2 samples ({n})"
+    else:
+        report["populations"] = state_populations(system.compute_cvs(coords), system.states, system.cvs)
         from spacetime_md.molecular.populations import compare_to_reference
         from spacetime_md.molecular.reference import reference_populations
 
@@ -674,16 +689,26 @@ def _write_outputs(system: "MolecularSystem", samples: BoltzmannSamples, out: Pa
                 potentialEnergy=samples.energies_kj_per_mol.astype(np.float32),
             )
     save_npy_atomic(out / "energies.npy", samples.energies_kj_per_mol)
-    if plot and system.phi_indices is not None and len(coords) > 1:
-        from spacetime_md.molecular.populations import plot_ramachandran
+    if plot and len(coords) > 1:
+        name = plot_file_name(system)
+        if name is None:
+            logger.info("no collective variables to plot for %s; no plot written", system.name)
+            return
+        from spacetime_md.molecular.populations import plot_cvs
 
-        phi_psi = system.compute_phi_psi(coords)
         r = samples.report
         title = f"{system.name} ({system.solvent}), {len(coords)} samples at {samples.config.temperatures_k[0]:g} K"
         if "populations" in r and "C7ax" in r["populations"]:
             p = r["populations"]["C7ax"]
             title += f"\nC7ax {p['fraction']:.4f} +- {p['error']:.4f}"
-        plot_ramachandran(phi_psi, out / "ramachandran.png", system.states, title=title)
+        plot_cvs(system.compute_cvs(coords), system.cvs, out / name, system.states, title=title)
+
+
+def plot_file_name(system: "MolecularSystem") -> str | None:
+    """``ramachandran.png`` for a peptide, ``cvs.png`` for other CVs, ``None`` without CVs."""
+    if system.cvs.ramachandran_pairs():
+        return "ramachandran.png"
+    return "cvs.png" if len(system.cvs) else None
 
 
 def load_samples(out_dir: str | Path) -> BoltzmannSamples:

@@ -54,12 +54,28 @@ def test_sample_model_with_equivariant_model_and_messages():
     assert a.shape == (5, 22, 3) and np.array_equal(a, b)
     from spacetime_md.molecular.chirality import compute_chirality
 
-    fixed = sample_model(model, 5, n_steps=4, batch_size=3, generator=torch.Generator().manual_seed(1), mirror_d=True)
-    assert (compute_chirality(fixed) > 0).all()
-    is_l = compute_chirality(a) > 0
+    ala = (8, 6, 14, 10)  # (CA, N, C, CB)
+    fixed = sample_model(model, 5, n_steps=4, batch_size=3, generator=torch.Generator().manual_seed(1), mirror_d=True,
+                         chiral_atoms=ala)
+    assert (compute_chirality(fixed, ala) > 0).all()
+    is_l = compute_chirality(a, ala) > 0
     assert is_l.any() and not is_l.all()  # the untrained model makes both
     assert np.array_equal(fixed[is_l], a[is_l])
     assert np.allclose(fixed[~is_l], a[~is_l] * np.array([1.0, 1.0, -1.0]))
+    # Expected sign -1: the L samples are the ones mirrored.
+    flipped = sample_model(model, 5, n_steps=4, batch_size=3, generator=torch.Generator().manual_seed(1),
+                           mirror_d=True, chiral_atoms=[ala], chiral_signs=[-1])
+    assert (compute_chirality(flipped, ala) < 0).all() and np.array_equal(flipped[~is_l], a[~is_l])
+    # No centre to check: nothing is mirrored.
+    same = sample_model(model, 5, n_steps=4, batch_size=3, generator=torch.Generator().manual_seed(1),
+                        mirror_d=True, chiral_atoms=[])
+    assert np.array_equal(same, a)
+    with pytest.raises(ValueError, match="chiral_atoms: expected the chiral centres to check with mirror_d=True, got None"):
+        sample_model(model, 2, n_steps=2, mirror_d=True)
+    with pytest.raises(ValueError, match=r"chiral_signs: expected 1 values of \+1 or -1, got \[0\]"):
+        sample_model(model, 2, n_steps=2, mirror_d=True, chiral_atoms=ala, chiral_signs=[0])
+    with pytest.raises(ValueError, match=r"chiral_atoms: expected \(centre, a, b, c\) quadruples, got \[\(1, 2, 3\)\]"):
+        sample_model(model, 2, n_steps=2, mirror_d=True, chiral_atoms=[(1, 2, 3)])
     with pytest.raises(ValueError, match="method: expected 'heun', 'ancestral' or 'ddim', got 'euler'"):
         sample_model(model, 2, method="euler")
     with pytest.raises(ValueError, match="log_snr_end: expected a value > log_snr_start = 3.0, got 2.0"):
@@ -134,8 +150,47 @@ def test_evaluate_samples_table():
     assert "| fraction L-chirality | 0.9000 | 1.0000 | >= 0.99 (NOT met) |" in table
     assert np.isfinite(result.rama_jsd_md)
     assert json.loads(json.dumps(result.to_dict()))["n_samples"] == 10
-    with pytest.raises(ValueError, match=r"samples: expected shape \(n_frames, 22, 3\), got \(2, 21, 3\)"):
+    with pytest.raises(ValueError, match=r"samples: expected shape \(n_frames >= 1, 22, 3\), got \(2, 21, 3\)"):
         evaluate_samples(np.zeros((2, 21, 3)), ref, traj.topology)
+    with pytest.raises(ValueError, match="topology: expected an mdtraj topology or a system, got neither"):
+        evaluate_samples(samples, ref)
+    # Without a system there are no states: C7ax and the populations are n/a, with the reason.
+    assert result.c7ax_model is None and "no state called C7ax" in result.c7ax_na_reason
+    assert result.populations is None and "no states defined" in result.populations_na_reason
+    assert "| C7ax population (phi > 0) | n/a (no state called C7ax" in table
+
+
+def test_evaluate_samples_of_alanine_dipeptide_through_its_system():
+    """The preset's CVs and states: the numbers of the (phi 2, psi 2) pair, C7ax = phi > 0, and
+    state populations of model and MD; a mirrored sample is D at the one centre."""
+    from spacetime_md.molecular import load_system
+
+    system = load_system("alanine-dipeptide")
+    rng = np.random.default_rng(3)
+    base = system.positions_nm
+    ref = base + 0.004 * rng.standard_normal((60, 22, 3))
+    samples = ref[:20].copy()
+    samples[:5] *= np.array([1.0, 1.0, -1.0])  # phi -> -phi, L -> D
+    result = evaluate_samples(samples, ref[30:], system=system, reference_b=ref[:30], energies=False)
+    pp = phi_psi(samples)
+    assert result.c7ax_model == pytest.approx(np.mean(pp[:, 0] > 0)) == pytest.approx(0.25)
+    assert result.c7ax_md == 0.0 and result.c7ax_na_reason is None
+    assert result.rama_jsd == pytest.approx(jensen_shannon(ramachandran_histogram(pp), ramachandran_histogram(phi_psi(ref[30:]))))
+    assert [r["residue"] for r in result.rama_jsd_by_residue] == [2]
+    assert result.rama_jsd_by_residue[0]["cvs"] == ["phi 2", "psi 2"]
+    assert result.fraction_l_model == pytest.approx(0.75) and result.fraction_l_md == 1.0
+    assert result.chirality_by_centre == [{"name": "CA ALA2", "atoms": [8, 6, 14, 10], "residue": 2, "alpha": True,
+                                           "expected": "L", "fraction_model": 0.75, "fraction_md": 1.0}]
+    pops = result.populations
+    assert set(pops) == {"C7eq", "C7ax", "alpha_R", "phi>0", "C7ax/C7eq"}
+    labels = system.assign_states(samples)
+    assert pops["C7eq"]["model"]["fraction"] == pytest.approx(np.mean(labels == 0))
+    assert pops["C7eq"]["md"]["fraction"] == 1.0
+    table = result.to_table()
+    assert "| Ramachandran JSD (nats, 36x36) |" in table and "| population C7eq |" in table
+    assert "| ratio C7ax/C7eq |" in table and "| C7ax population (phi > 0) | 0.2500 |" in table
+    assert "| fraction L-chirality | 0.7500 | 1.0000 | >= 0.99 (NOT met) |" in table
+    assert "| energy median (kJ/mol) | n/a | n/a |" in table
 
 
 def test_cli_evaluate(tmp_path, capsys):

@@ -45,7 +45,8 @@ def test_outputs(tmp_path, system):
     out = tmp_path / "run"
     res = sample_boltzmann(system, 10, out, seed=1, **FAST)
     assert res.complete and res.n_frames == 10
-    for name in ("samples.h5", "energies.npy", "config.json", "report.json", "ramachandran.png", "checkpoint.npz"):
+    for name in ("samples.h5", "energies.npy", "config.json", "system.json", "report.json", "ramachandran.png",
+                 "checkpoint.npz"):
         assert (out / name).exists(), name
     assert sorted(p.name for p in (out / "chunks").iterdir()) == [f"chunk_00000{i}.npz" for i in (1, 2, 3)]
     traj = mdtraj.load(str(out / "samples.h5"))
@@ -65,6 +66,17 @@ def test_outputs(tmp_path, system):
     assert report["n_samples"] == 10 and len(report["exchange_acceptance"]) == 2
     assert 0.0 < np.mean(report["exchange_acceptance"]) <= 1.0
     assert set(report["populations"]) >= {"C7eq", "C7ax", "alpha_R", "phi>0"}
+    assert report["cv_names"] == ["phi 2", "psi 2"]
+    # The populations go through the system's CVs and states.
+    labels = system.assign_states(res.coordinates_nm)
+    assert report["populations"]["C7eq"]["fraction"] == pytest.approx(np.mean(labels == 0))
+    assert report["populations"]["phi>0"]["fraction"] == pytest.approx(np.mean(system.compute_cvs(res.coordinates_nm)[:, 0] > 0))
+    # system.json rebuilds the system (the contract with training).
+    from spacetime_md.molecular import MolecularSystem
+
+    rebuilt = MolecularSystem.from_spec(json.loads((out / "system.json").read_text()))
+    assert rebuilt.fingerprint() == system.fingerprint() and rebuilt.cvs.names == system.cvs.names
+    assert [s.name for s in rebuilt.states] == ["C7eq", "C7ax", "alpha_R"]
     loaded = load_samples(out)
     np.testing.assert_array_equal(loaded.coordinates_nm, res.coordinates_nm)
     assert loaded.config == res.config and loaded.to_mdtraj().n_frames == 10
@@ -217,7 +229,7 @@ def test_cli_sample_resume_and_dry_run(tmp_path, capsys, system):
     assert cfg["n_samples"] == 5 and cfg["n_replicas"] == 4 and cfg["temperatures_k"][-1] == pytest.approx(800)
     assert not (tmp_path / "d").exists()
     assert main(["sample", "--system", "nope", "--n-samples", "5", "--out", str(tmp_path / "e")]) == 2
-    assert "system: expected one of ['alanine-dipeptide']" in capsys.readouterr().err
+    assert "system: expected one of ['alanine-dipeptide'" in capsys.readouterr().err
 
 
 def test_reference_lookup(system):
@@ -235,9 +247,34 @@ def test_cli_any_pdb(tmp_path, capsys):
     assert main(["sample", "--pdb", str(pdb), "--n-samples", "4", "--out", str(out), "--n-replicas", "2",
                  "--exchange-interval", "0.02", "--equilibration", "0.1", "--no-progress", "--no-plot"]) == 0
     text = capsys.readouterr().out
-    assert "C7ax (vacuum): 4 samples at 300 K" in text and "population" not in text
+    assert "C7ax (vacuum): 4 samples at 300 K" in text
+    assert "state populations: n/a (no states defined for this molecule; pass a --states file)" in text
+    assert "collective variables: phi 2, psi 2" in text
     assert json.loads((out / "config.json").read_text())["system"]["name"] == "C7ax"
     assert not (out / "ramachandran.png").exists()
+    spec = json.loads((out / "system.json").read_text())
+    assert spec["name"] == "C7ax" and [c["name"] for c in spec["cvs"]] == ["phi 2", "psi 2"]
+    # --pdb is an alias of --system: both at once is an error; so is a PDB without atoms.
+    assert main(["sample", "--pdb", str(pdb), "--system", "alanine-dipeptide", "--n-samples", "4",
+                 "--out", str(tmp_path / "x"), "--dry-run"]) == 2
+    assert "--pdb: an alias of --system, expected one of them" in capsys.readouterr().err
+    (tmp_path / "garbage.pdb").write_text("garbage\nhello world\n")
+    for flags in (["--pdb", str(tmp_path / "garbage.pdb")], ["--system", str(tmp_path / "garbage.pdb")]):
+        assert main(["sample", *flags, "--n-samples", "4", "--out", str(tmp_path / "g"), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert err.strip().endswith("--system: expected a PDB file with ATOM/HETATM records, got none in "
+                                    f"'{tmp_path / 'garbage.pdb'}'") and len(err.strip().splitlines()) == 1
+    (tmp_path / "binary.pdb").write_bytes(bytes(range(256)))
+    assert main(["sample", "--pdb", str(tmp_path / "binary.pdb"), "--n-samples", "4", "--out", str(tmp_path / "g"),
+                 "--dry-run"]) == 2
+    assert "--system: expected a text PDB file, got binary data" in capsys.readouterr().err
+    assert main(["sample", "--pdb", str(tmp_path / "missing.pdb"), "--n-samples", "4", "--out", str(tmp_path / "g"),
+                 "--dry-run"]) == 2
+    assert "--system: expected a preset name or an existing PDB file, got" in capsys.readouterr().err
+    assert main(["sample", "--n-samples", "4", "--out", str(tmp_path / "g"), "--states", str(tmp_path / "no.json"),
+                 "--dry-run"]) == 2
+    assert "--states: expected an existing file, got" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
 
 
 @pytest.mark.slow
@@ -331,6 +368,9 @@ def test_more_sampling_errors(tmp_path, system):
 def test_reference_errors(system, tmp_path):
     from spacetime_md.molecular import MolecularSystem
     from spacetime_md.molecular.reference import estimate_populations_umbrella
+    from spacetime_md.molecular.system import resolve_system
+
+    system = load_system("alanine-dipeptide")  # a copy: its CVs are replaced below
 
     with pytest.raises(ValueError, match="n_blocks: expected >= 2, got 1"):
         estimate_populations_umbrella(system, n_blocks=1)
@@ -343,5 +383,8 @@ def test_reference_errors(system, tmp_path):
     with open(tmp_path / "w.pdb", "w") as fh:
         app.PDBFile.writeFile(modeller.topology, modeller.positions, fh)
     water = MolecularSystem.from_pdb(tmp_path / "w.pdb", forcefield=["amber14-all.xml", "amber14/tip3p.xml"])
-    with pytest.raises(ValueError, match="w: expected a peptide with a phi dihedral, found none"):
+    with pytest.raises(ValueError, match="w: expected a backbone phi among the collective variables"):
         estimate_populations_umbrella(water)
+    with pytest.raises(ValueError, match=r"bias_cv: expected a torsion collective variable, got 'd' \(distance\)"):
+        estimate_populations_umbrella(resolve_system(system, cvs=[{"type": "distance", "name": "d", "atoms": [0, 1]}]),
+                                      bias_cv="d")
