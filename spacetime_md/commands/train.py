@@ -2,9 +2,19 @@
 
     spacetime-md train --data /work/data/alanine_dipeptide_vacuum_300K --out runs/ala \
         --steps 20000 --seed 0 --device cpu [--resume]
+    spacetime-md train --data md1.dcd md2.dcd --top my.pdb --stride 10 --out runs/mine
+    spacetime-md train --data md.xtc --system my.pdb --forcefield amber14 --states states.json --out runs/mine
 
-Writes ``config.json``, ``metrics.jsonl``, ``training_state.pt`` (resumable) and ``model.pt``
-(EMA weights) to ``--out``; see :mod:`spacetime_md.molecular.training`.
+``--data`` is any trajectory mdtraj reads (DCD, XTC, TRR, NetCDF, HDF5, multi-model PDB), several
+files, or a directory (the ``*.h5`` written by ``spacetime-md sample``). Formats without a
+topology need ``--top`` (or ``--system`` PDB). The system recorded in ``model.pt`` (so that
+``spacetime-md paths --checkpoint model.pt`` needs nothing else) is ``--system``, else the data
+directory's ``system.json``, else ``--top``, else the data's own topology (with amber99sbildn in
+vacuum unless ``--forcefield``/``--solvent`` say otherwise; atoms identical to a preset's, e.g.
+alanine dipeptide, record that preset with its states). Data and system are checked before
+``--out`` is created. Writes ``config.json``, ``metrics.jsonl``, ``training_state.pt``
+(resumable) and ``model.pt`` (EMA weights) to ``--out``; see
+:mod:`spacetime_md.molecular.training`.
 """
 
 from __future__ import annotations
@@ -39,10 +49,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "train",
         help="train the equivariant diffusion denoiser on Boltzmann samples",
         description="Train the SE(3)-equivariant, chirality-aware denoiser (VP diffusion in log_snr, "
-        "x0-prediction) on an mdtraj HDF5 trajectory of Boltzmann samples.",
+        "x0-prediction) on Boltzmann samples from any trajectory mdtraj reads; the checkpoint records the "
+        "molecular system, so 'paths --checkpoint' needs nothing else.",
     )
-    p.add_argument("--data", required=True, help="directory with one *.h5 trajectory, or the file itself")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--data", required=True, nargs="+", metavar="PATH",
+                   help="trajectory file(s) mdtraj reads (DCD, XTC, TRR, NetCDF, HDF5, multi-model PDB), "
+                        "concatenated in order, or a directory (its *.h5 as written by 'spacetime-md sample', "
+                        "else its DCD/XTC/TRR/NetCDF files by name)")
+    p.add_argument("--top", default=None,
+                   help="topology (a PDB of the same atoms) for data without one: DCD, XTC, TRR, NetCDF "
+                        "(default: the topology of --system, of the data directory's system.json or of the resumed run)")
+    p.add_argument("--stride", type=int, default=None, help="keep every N-th frame of each file (default 1)")
+    p.add_argument("--out", required=True, help="output directory (created only when training starts)")
     p.add_argument("--steps", type=int, default=20000, help="total optimisation steps (default 20000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -56,14 +74,35 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "CPU thread, little gain on two; falls back to eager with a warning if compilation fails)")
     for name, (kind, text) in _OPTIONAL.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=text)
+    from spacetime_md.commands._system import add_system_arguments
+
+    add_system_arguments(p, default_system=None)
+    for action in p._actions:  # training has no checkpoint to take defaults from
+        if action.dest in _SYSTEM_HELP:
+            action.help = _SYSTEM_HELP[action.dest]
     return p
+
+
+_SYSTEM_HELP = {
+    "system": "preset name (alanine-dipeptide) or a PDB file of your molecule, recorded in model.pt "
+              "(default: the data directory's system.json, else --top, else the data's own topology; a preset's "
+              "atoms give the preset)",
+    "forcefield": "force-field preset (amber99sbildn, amber96, amber14) or comma-separated OpenMM XML files "
+                  "for a system built from a PDB or the data (default amber99sbildn; also gives the atom types)",
+    "solvent": "vacuum or implicit (OBC GB) solvent for a system built from a PDB or the data (default vacuum)",
+    "cvs": "collective-variable file (JSON/YAML) recorded with the system (default: every backbone phi/psi)",
+    "states": "state file (JSON/YAML, structure paths relative to it) recorded with the system",
+}
 
 
 def build_config(args: argparse.Namespace):
     from spacetime_md.molecular.training import TrainConfig
 
+    data = args.data
+    if isinstance(data, (list, tuple)):
+        data = data[0] if len(data) == 1 else list(data)
     kwargs = {
-        "data": args.data,
+        "data": data,
         "out": args.out,
         "steps": args.steps,
         "seed": args.seed,
@@ -71,8 +110,8 @@ def build_config(args: argparse.Namespace):
         "chirality": args.chirality,
         "compile": args.compile,
     }
-    for name in _OPTIONAL:
-        value = getattr(args, name)
+    for name in (*_OPTIONAL, "top", "stride", "system", "forcefield", "solvent", "cvs", "states"):
+        value = getattr(args, name, None)
         if value is not None:
             kwargs[name] = value
     return TrainConfig(**kwargs)
@@ -90,4 +129,9 @@ def run(args: argparse.Namespace) -> int:
         f"trained {result.step} steps in {result.wall_time / 60:.1f} min; "
         f"final loss {result.final_loss:.4f}; model: {result.out / 'model.pt'}"
     )
+    system = result.system
+    if system is not None:
+        print(f"system recorded in the checkpoint: {system.name} ({system.n_atoms} atoms, "
+              f"{', '.join(system.forcefield_files)}, {system.solvent}; CVs: {', '.join(system.cvs.names) or 'none'}; "
+              f"states: {', '.join(s.name for s in system.states) or 'none'})")
     return 0

@@ -225,6 +225,9 @@ def _two_h5(tmp_path):
 def test_atom_types(caplog):
     top = alanine_trajectory().topology
     assert atom_types_from_topology(top) == ALA_TYPES
+    # a preset name or a system's force-field files (implicit solvent adds a GB file) give the same types
+    assert atom_types_from_topology(top, "amber99sbildn") == ALA_TYPES
+    assert atom_types_from_topology(top, ("amber99sbildn.xml", "amber99_obc.xml")) == ALA_TYPES
     fallback = atom_types_from_topology(top, forcefield="no_such_forcefield.xml")
     assert fallback[:2] == ["H", "C"]
     assert "using element symbols" in caplog.text
@@ -240,6 +243,10 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert main(args) == 0
     assert "trained 3 steps" in capsys.readouterr().out
     assert {"config.json", "metrics.jsonl", "model.pt", "training_state.pt"} <= {p.name for p in out.iterdir()}
+    # the checkpoint records the system: the samples' atoms are the alanine-dipeptide preset's
+    spec = load_checkpoint(out / "model.pt").metadata["system"]
+    assert spec["name"] == "alanine-dipeptide" and spec["fingerprint"]["n_atoms"] == 22
+    assert spec["forcefield_files"] == ["amber99sbildn.xml"] and [s["name"] for s in spec["states"]][:2] == ["C7eq", "C7ax"]
     assert main(args) == 2
     assert "expected a directory without training_state.pt" in capsys.readouterr().err
     assert main([*args[:6], "5", *args[7:], "--resume"]) == 0
