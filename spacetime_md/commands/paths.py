@@ -22,24 +22,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                  "required unless --end-pdb)")
     p.add_argument("--start-pdb", help="start structure (PDB, same atoms and order as the system)")
     p.add_argument("--end-pdb", help="end structure (PDB, same atoms and order as the system)")
-    p.add_argument("--n-paths", type=int, default=8)
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--n-paths", type=int, default=8, help="paths per curve, >= 1 (default 8)")
+    p.add_argument("--out", required=True, help="output directory (ASCII path; refused if it holds other results)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of another run in --out (its outputs are removed first)")
+    p.add_argument("--allow-mirror", action="store_true",
+                   help="accept endpoint structures whose stereocentres are inverted (mirror images); refused by default")
     p.add_argument("--constraint", choices=("none", "low-variance", "avoid"), default="none")
-    p.add_argument("--min-log-snr", type=float, default=1.0, help="LowVariance floor (model units)")
+    p.add_argument("--min-log-snr", type=float, default=1.0,
+                   help="LowVariance floor, model units, in [-4, endpoint log_snr) (default 1)")
     p.add_argument("--avoid-state", help="state to avoid (with --constraint avoid), e.g. alpha_R")
-    p.add_argument("--avoid-log-snr", type=float, default=3.0)
-    p.add_argument("--min-kl", type=float, default=20.0, help="AvoidRegion KL threshold")
+    p.add_argument("--avoid-log-snr", type=float, default=3.0,
+                   help="log_snr of the avoided structure, in [-4, 12] (default 3)")
+    p.add_argument("--min-kl", type=float, default=20.0, help="AvoidRegion KL threshold, > 0 (default 20)")
     p.add_argument("--checkpoint", help="model checkpoint file or shipped model name (default: the shipped model for "
                    "--system); its recorded system is the default --system")
     p.add_argument("--hit-length-nm", type=float, default=None,
                    help="target hit for length CVs (distances, RMSDs): within this many nm of the end structure's "
                         "value (default 0.3 x the heavy-atom RMSD between start and end)")
-    p.add_argument("--n-points", type=int, default=64, help="curve points sampled by annealed Langevin")
-    p.add_argument("--n-steps", type=int, default=300, help="OpenMM steps per curve point (default 300)")
+    p.add_argument("--n-points", type=int, default=64, help="curve points sampled by annealed Langevin, >= 2 (default 64)")
+    p.add_argument("--n-steps", type=int, default=300, help="OpenMM steps per curve point, >= 1 (default 300)")
     p.add_argument("--record-every", type=int, default=None,
                    help="keep a frame every this many OpenMM steps, a divisor of --n-steps (default: gcd(n_steps, 20), "
                         "i.e. every 20 fs for the defaults; 1 keeps every step)")
-    p.add_argument("--endpoint-log-snr", type=float, default=4.0, help="log_snr of the clean endpoints (default 4)")
+    p.add_argument("--endpoint-log-snr", type=float, default=4.0,
+                   help="log_snr of the clean endpoints, model units, in [1, 12] (default 4; the paper uses 4-7)")
     p.add_argument("--relaxed", action="store_true", help="also compute relaxed (quenched) barriers")
     p.add_argument("--no-baseline", action="store_true", help="skip the straight-line baseline")
     p.add_argument("--no-plots", action="store_true")
@@ -47,8 +54,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device of the geodesic (cpu or cuda)")
     p.add_argument("--platform", help="OpenMM platform (default: fastest measured for the system size)")
     p.add_argument("--num-threads", type=int, default=1,
-                   help="torch threads for the geodesic (default 1: as fast as 2 for this small model and "
-                        "immune to other load; results are reproducible for the same seed and thread count)")
+                   help="torch threads for the geodesic, 1-256 (default 1, like the Python API: results are "
+                        "reproducible for the same seed and thread count)")
     p.add_argument("--progress", action="store_true", help="progress bars")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     return p
@@ -61,9 +68,11 @@ def _endpoint(args: argparse.Namespace, name: str, system) -> object:
     from spacetime_md.molecular.run_paths import ALANINE_PRESET
 
     pdb = getattr(args, f"{name}_pdb")
+    state = getattr(args, name)
+    if pdb and state:
+        raise ValueError(f"--{name} and --{name}-pdb: expected one of them, got both ({state!r} and {pdb!r})")
     if pdb:
         return Path(pdb)
-    state = getattr(args, name)
     if state:
         return state
     if system.name == ALANINE_PRESET:
@@ -78,9 +87,15 @@ def _endpoint(args: argparse.Namespace, name: str, system) -> object:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from spacetime_md.commands._system import system_from_args
-    from spacetime_md.molecular.paths import PathConfig
+    import dataclasses
 
+    from spacetime_md.commands._system import system_from_args
+    from spacetime_md.molecular.paths import DEFAULT_GEODESIC, PathConfig
+
+    if not 1 <= args.num_threads <= 256:
+        raise ValueError(f"--num-threads: expected an integer in [1, 256], got {args.num_threads}")
+    if args.avoid_state and args.constraint != "avoid":
+        raise ValueError(f"--avoid-state: only used with --constraint avoid, got --constraint {args.constraint}")
     config = PathConfig(
         n_paths=args.n_paths,
         endpoint_log_snr=args.endpoint_log_snr,
@@ -97,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
         relaxed=args.relaxed,
         seed=args.seed,
         device=args.device,
+        allow_mirror=args.allow_mirror,
+        geodesic=dataclasses.replace(DEFAULT_GEODESIC, num_threads=args.num_threads),
     )
-    if args.num_threads < 1:
-        raise ValueError(f"--num-threads: expected an integer >= 1, got {args.num_threads}")
 
     from spacetime_md.molecular.pretrained import load_checkpoint
 
@@ -118,18 +133,32 @@ def run(args: argparse.Namespace) -> int:
         "path_config": config.to_dict(),
     }
     if args.dry_run:
+        # Everything a real run checks, except the computation.
+        from spacetime_md._outputs import prepare_output_dir
+        from spacetime_md.molecular.paths import check_model_matches_system, resolve_structure
+        from spacetime_md.molecular.pretrained import PRETRAINED
+        from spacetime_md.molecular.run_paths import check_memory
+
+        if model is None and system.name in PRETRAINED:
+            from spacetime_md.molecular.pretrained import load_pretrained
+
+            model = load_pretrained(system.name)
+        if model is not None:
+            check_model_matches_system(model, system)
+        for value, what in ((start, "start"), (end, "end")):
+            resolve_structure(system, value, what, allow_mirror=config.allow_mirror)
+        if config.constraint == "avoid":
+            resolve_structure(system, config.avoid_state, "avoid_state", allow_mirror=config.allow_mirror)
+        check_memory(config, system.n_atoms)
+        prepare_output_dir(args.out, "paths", overwrite=args.overwrite, ascii_only=True, dry_run=True)
         print(json.dumps(resolved, indent=2))
         return 0
 
     from spacetime_md.molecular.run_paths import run_paths
 
-    import torch
-
-    torch.set_num_threads(args.num_threads)
-
     report = run_paths(
         args.out, system=system, start=start, end=end, config=config, checkpoint=args.checkpoint,
-        platform=args.platform, plots=not args.no_plots, progress=args.progress,
+        platform=args.platform, plots=not args.no_plots, progress=args.progress, overwrite=args.overwrite,
     )
     print(report["table"])
     return 0

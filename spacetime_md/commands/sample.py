@@ -34,6 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output / checkpoint directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of another run in --out (its outputs are removed first)")
     p.add_argument("--platform", default=None, help="OpenMM platform (default: automatic, Reference for small systems)")
     p.add_argument("--temperature", type=float, default=300.0, help="sampling temperature in K (default 300)")
     p.add_argument("--n-replicas", type=int, default=None, help="replicas (default 4)")
@@ -104,10 +106,16 @@ def run(args: argparse.Namespace) -> int:
         kwargs["exchange_interval"] = args.exchange_interval * unit.picosecond
     if args.equilibration is not None:
         kwargs["equilibration"] = args.equilibration * unit.picosecond
+    from spacetime_md._outputs import finish_output_dir, list_outputs, prepare_output_dir
+
+    outputs = ("samples.h5", "energies.npy", "checkpoint.npz", "config.json", "report.json", sampling.SYSTEM_FILE,
+               "*.png")
     if args.dry_run:
         config = sampling.resolve_config(system, args.n_samples, chunk_size=args.chunk_size, seed=args.seed, **kwargs)
+        prepare_output_dir(args.out, "sample", resume=args.resume, overwrite=args.overwrite, dry_run=True)
         print(json.dumps(config.to_dict(), indent=2))
         return 0
+    prepare_output_dir(args.out, "sample", resume=args.resume, overwrite=args.overwrite, outputs=outputs)
     result = sampling.sample_boltzmann(
         system, args.n_samples, args.out, seed=args.seed, resume=args.resume, chunk_size=args.chunk_size,
         max_chunks=args.max_chunks, progress=not args.no_progress, plot=not args.no_plot, **kwargs,
@@ -117,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"stopped after {result.n_frames}/{args.n_samples} samples; rerun with --resume to continue")
     else:
         plot = None if args.no_plot else sampling.plot_file_name(system)
+        finish_output_dir(args.out, list_outputs(args.out, outputs))
         print(f"wrote {args.out}/samples.h5 ({result.n_frames} frames), energies.npy, config.json, "
               f"{sampling.SYSTEM_FILE}, report.json" + (f", {plot}" if plot else ""))
     return 0

@@ -65,6 +65,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/training_state.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of another run in --out (its outputs are removed first)")
     p.add_argument("--no-chirality", dest="chirality", action="store_false",
                    help="E(3)-equivariant model without the pseudo-vector term (ablation)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -118,13 +120,21 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from spacetime_md._outputs import finish_output_dir, list_outputs, prepare_output_dir
+
     config = build_config(args)
+    outputs = ("model.pt", "model_step*.pt", "training_state.pt", "metrics.jsonl", "config.json", "system.json")
+    # Checked before anything is created; the directory itself appears only when training starts.
+    prepare_output_dir(args.out, "train", resume=args.resume, overwrite=args.overwrite, dry_run=True)
     if args.dry_run:
         print(json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
         return 0
     from spacetime_md.molecular.training import train
 
+    if args.overwrite:
+        prepare_output_dir(args.out, "train", overwrite=True, outputs=outputs)
     result = train(config, resume=args.resume, progress=args.progress)
+    finish_output_dir(args.out, list_outputs(args.out, outputs))
     print(
         f"trained {result.step} steps in {result.wall_time / 60:.1f} min; "
         f"final loss {result.final_loss:.4f}; model: {result.out / 'model.pt'}"

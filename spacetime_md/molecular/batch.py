@@ -565,7 +565,7 @@ def _validate_tasks(tasks, system, base: PathConfig, batch_seed: int):
         config = task.resolve_config(base, batch_seed)
         for name in ("start", "end"):
             try:
-                resolve_structure(system, getattr(task, name), name)
+                resolve_structure(system, getattr(task, name), name, allow_mirror=config.allow_mirror)
             except (KeyError, ValueError, FileNotFoundError) as exc:
                 text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
                 raise type(exc)(f"{task._prefix()}{text}") from None
@@ -573,7 +573,7 @@ def _validate_tasks(tasks, system, base: PathConfig, batch_seed: int):
             raise ValueError(f"{task._prefix()}start and end: expected two different structures, got {task.start!r} twice")
         if config.constraint == "avoid":
             try:
-                resolve_structure(system, config.avoid_state, "avoid_state")
+                resolve_structure(system, config.avoid_state, "avoid_state", allow_mirror=config.allow_mirror)
             except (KeyError, ValueError, FileNotFoundError) as exc:
                 text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
                 raise type(exc)(f"{task._prefix()}{text}") from None
@@ -674,6 +674,8 @@ def run_batch(
         raise ValueError(f"retries: expected an integer >= 0, got {retries!r}")
     if isinstance(threads_per_task, bool) or not isinstance(threads_per_task, int) or threads_per_task < 1:
         raise ValueError(f"threads_per_task: expected an integer >= 1, got {threads_per_task!r}")
+    # The geodesic solve runs with the task's torch threads (the PathConfig default is 1).
+    config = dataclasses.replace(config, geodesic=dataclasses.replace(config.geodesic, num_threads=threads_per_task))
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size: expected an integer >= 1, got {group_size!r}")
     pairs_source = None
@@ -697,7 +699,10 @@ def run_batch(
     system_spec = _jsonable(mol.spec())
     system_sha = _system_sha256(system_spec)
     out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    from spacetime_md._outputs import prepare_output_dir
+
+    # A batch resumes its own folder (finished pairs are skipped); other commands' results are refused.
+    prepare_output_dir(out, "batch", resume=True, ascii_only=True)
 
     specs: dict[str, dict[str, Any]] = {}
     for task in tasks:

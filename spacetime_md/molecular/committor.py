@@ -1315,7 +1315,10 @@ def run_committor(
         system.states = load_states(states, system)
     endpoints = _endpoint_states(paths_dir, system)
     out = Path(out_dir) if out_dir is not None else paths_dir / f"committor_{config.kind}_path{config.path:03d}"
-    out.mkdir(parents=True, exist_ok=True)
+    from spacetime_md._outputs import finish_output_dir, prepare_output_dir
+
+    # Reruns continue from shots.json (resume); another command's results are never overwritten.
+    prepare_output_dir(out, "committor", resume=True, overwrite=overwrite)
     resolved = {
         "command": "committor",
         "paths_dir": str(paths_dir.resolve()),
@@ -1356,6 +1359,8 @@ def run_committor(
         "files": files,
     })
     write_text_atomic(out / RESULT_FILE, json.dumps(result.to_dict(), indent=2))
+    finish_output_dir(out, [RESULT_FILE, SHOTS_FILE, CONFIG_FILE, *[f for v in files.values()
+                                                                  for f in (v if isinstance(v, list) else [v])]])
     result.extra["out_dir"] = str(out)
     return result
 

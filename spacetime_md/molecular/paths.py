@@ -97,8 +97,14 @@ logger = logging.getLogger(__name__)
 
 #: Geodesic settings of the shipped defaults (measured to fit the README's time budget).
 DEFAULT_GEODESIC = GeodesicConfig(
-    n_nodes=8, n_points=(16, 32), divergence="hutchinson", n_probes=1, max_steps=60, rtol=1e-3
+    n_nodes=8, n_points=(16, 32), divergence="hutchinson", n_probes=1, max_steps=60, rtol=1e-3, num_threads=1
 )
+
+
+#: Accepted ``endpoint_log_snr`` (model units): clean enough to be a structure, within training ranges.
+ENDPOINT_LOG_SNR_RANGE = (1.0, 12.0)
+#: Accepted range of the other log_snr settings (the models are trained on [-4, 10]).
+LOG_SNR_RANGE = (-4.0, 12.0)
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,12 @@ class PathConfig:
     seed : int
     device : str
         Torch device of the geodesic.
+    allow_mirror : bool
+        Accept endpoint structures whose stereocentres are inverted relative to the system's
+        reference structure (a mirror image is refused by default).
     geodesic : GeodesicConfig
+        Solver settings; the default solves with one torch thread (``num_threads=1``), like
+        the CLI, so the Python API gives the same curve as ``spacetime-md paths``.
     """
 
     n_paths: int = 8
@@ -171,6 +182,7 @@ class PathConfig:
     relaxed_stride: int = 16
     seed: int = 0
     device: str = "cpu"
+    allow_mirror: bool = False
     geodesic: GeodesicConfig = DEFAULT_GEODESIC
 
     def __post_init__(self) -> None:
@@ -198,6 +210,32 @@ class PathConfig:
             raise ValueError(f"constraint: expected 'none', 'low-variance' or 'avoid', got {self.constraint!r}")
         if self.constraint == "avoid" and not self.avoid_state:
             raise ValueError("avoid_state: expected a state name with constraint 'avoid', got none")
+        if self.avoid_state and self.constraint != "avoid":
+            raise ValueError(
+                f"avoid_state: only used with constraint 'avoid', got avoid_state={self.avoid_state!r} with "
+                f"constraint {self.constraint!r}"
+            )
+        lo, hi = ENDPOINT_LOG_SNR_RANGE
+        for name in ("endpoint_log_snr", "min_log_snr", "avoid_log_snr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name}: expected a finite number (model log_snr), got {value!r}")
+        if not lo <= self.endpoint_log_snr <= hi:
+            raise ValueError(
+                f"endpoint_log_snr: expected a value in [{lo:g}, {hi:g}] (clean endpoints; the paper uses 4-7), "
+                f"got {self.endpoint_log_snr!r}"
+            )
+        if not LOG_SNR_RANGE[0] <= self.min_log_snr < self.endpoint_log_snr:
+            raise ValueError(
+                f"min_log_snr: expected a value in [{LOG_SNR_RANGE[0]:g}, endpoint_log_snr={self.endpoint_log_snr:g}), "
+                f"got {self.min_log_snr!r}"
+            )
+        if not LOG_SNR_RANGE[0] <= self.avoid_log_snr <= LOG_SNR_RANGE[1]:
+            raise ValueError(
+                f"avoid_log_snr: expected a value in [{LOG_SNR_RANGE[0]:g}, {LOG_SNR_RANGE[1]:g}], got {self.avoid_log_snr!r}"
+            )
+        if not isinstance(self.allow_mirror, bool):
+            raise TypeError(f"allow_mirror: expected a bool, got {type(self.allow_mirror).__name__}")
         if not isinstance(self.geodesic, GeodesicConfig):
             raise TypeError(f"geodesic: expected a GeodesicConfig, got {type(self.geodesic).__name__}")
 
@@ -250,9 +288,18 @@ def _is_state_name(spec: Any) -> bool:
     return isinstance(spec, str) and not spec.lower().endswith(".pdb")
 
 
-def resolve_structure(system: "MolecularSystem", spec: Any, what: str) -> tuple[np.ndarray, str]:
-    """Coordinates (nm, ``(N, 3)``) and a label for a state name, PDB path or coordinates."""
-    from spacetime_md.molecular.energies import coordinates_to_nm
+def resolve_structure(
+    system: "MolecularSystem", spec: Any, what: str, *, allow_mirror: bool = False
+) -> tuple[np.ndarray, str]:
+    """Coordinates (nm, ``(N, 3)``) and a label for a state name, PDB path or coordinates.
+
+    Every structure passes :func:`~spacetime_md.molecular.checks.check_structure` (units,
+    bond lengths, overlaps, chirality against the system's reference unless ``allow_mirror``).
+    """
+    from spacetime_md.molecular.checks import check_structure
+
+    def coordinates_to_nm(label, x, system):
+        return check_structure(system, x, label, allow_mirror=allow_mirror)
 
     if isinstance(spec, os.PathLike) or (isinstance(spec, str) and not _is_state_name(spec)):
         import openmm.app as app
@@ -284,7 +331,7 @@ def resolve_structure(system: "MolecularSystem", spec: Any, what: str) -> tuple[
         pdb_path = Path(state.representative_pdb)
         if not pdb_path.is_file():
             raise FileNotFoundError(f"{what}: representative structure of {state.name} missing: {pdb_path}")
-        return resolve_structure(system, str(pdb_path), what)[0], state.name
+        return resolve_structure(system, str(pdb_path), what, allow_mirror=allow_mirror)[0], state.name
     x = coordinates_to_nm(what, spec, system)
     if x.shape[0] != 1:
         raise ValueError(f"{what}: expected one structure of shape ({system.n_atoms}, 3), got {x.shape[0]} frames")
@@ -651,8 +698,8 @@ def prepare_geodesic_problem(
     if not isinstance(config, PathConfig):
         raise TypeError(f"config: expected a PathConfig, got {type(config).__name__}")
     check_model_matches_system(model, system)
-    start_nm, start_label = resolve_structure(system, start, "start")
-    end_nm, end_label = resolve_structure(system, end, "end")
+    start_nm, start_label = resolve_structure(system, start, "start", allow_mirror=config.allow_mirror)
+    end_nm, end_label = resolve_structure(system, end, "end", allow_mirror=config.allow_mirror)
     start_nm = start_nm - start_nm.mean(axis=0)
     end_nm = kabsch_align(end_nm, start_nm)
     if np.allclose(start_nm, end_nm, atol=1e-4):
@@ -675,7 +722,8 @@ def prepare_geodesic_problem(
     if config.constraint in ("low-variance", "avoid"):
         constraints.append(LowVariance(config.min_log_snr, weight=config.constraint_weight))
     if config.constraint == "avoid":
-        avoid_nm, avoid_label = resolve_structure(system, config.avoid_state, "avoid_state")
+        avoid_nm, avoid_label = resolve_structure(system, config.avoid_state, "avoid_state",
+                                                  allow_mirror=config.allow_mirror)
         if _is_state_name(config.avoid_state):
             state = system.get_state(config.avoid_state)
             for which, xyz in (("start", start_nm), ("end", end_nm)):

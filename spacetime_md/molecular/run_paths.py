@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from spacetime_md._atomic import write_json_atomic
+from spacetime_md._outputs import finish_output_dir, list_outputs, prepare_output_dir
 from spacetime_md.molecular.paths import (
     PathConfig,
     TransitionPaths,
@@ -350,6 +351,7 @@ def run_paths(
     plots: bool = True,
     progress: bool = False,
     geodesic: Any = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run the transition-path job and write everything into ``out_dir``.
 
@@ -372,6 +374,10 @@ def run_paths(
         A geodesic already solved for this pair (see
         :func:`~spacetime_md.molecular.paths.compute_transition_paths`); the solve is skipped and
         ``config.json`` records ``"geodesic": "precomputed"``.
+    overwrite : bool
+        Replace the results of another run in ``out_dir`` (they are removed first); without
+        it a directory holding another run's or another command's results is refused
+        (:class:`~spacetime_md._outputs.OutputExistsError`).
 
     Writes ``config.json`` (first; the system's name, source PDB, force field, solvent, CV and
     state files), ``system.json`` (:meth:`MolecularSystem.spec` of the system with the run's
@@ -413,10 +419,10 @@ def run_paths(
         start = "C7eq" if start is None else start
         end = "C7ax" if end is None else end
     for value, what in ((start, "start"), (end, "end")):
-        resolve_structure(mol, value, what)  # a bad endpoint fails before anything is written
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+        # A bad endpoint fails before anything is written.
+        resolve_structure(mol, value, what, allow_mirror=config.allow_mirror)
+    check_memory(config, mol.n_atoms)
+    out = prepare_output_dir(out_dir, "paths", overwrite=overwrite, ascii_only=True, outputs=PATHS_OUTPUTS)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     write_json_atomic(out / "config.json", {
@@ -429,7 +435,7 @@ def run_paths(
         "platform": mol.platform_name, "path_config": config.to_dict(),
         "model": {"length_scale_nm": model.length_scale_nm, "n_atoms": model.n_atoms},
         # Float reductions depend on the thread count: same seed + same threads = same numbers.
-        "torch_num_threads": torch.get_num_threads(),
+        "torch_num_threads": config.geodesic.num_threads or torch.get_num_threads(),
         "geodesic": "solved" if geodesic is None else "precomputed",
         "versions": {"spacetime_md": __version__, "torch": torch.__version__, "openmm": openmm.__version__},
     })
@@ -457,5 +463,34 @@ def run_paths(
     if plots:
         report["plots"] = _plots(out, result, mol, report)
     write_json_atomic(out / "report.json", report)
+    finish_output_dir(out, list_outputs(out, PATHS_OUTPUTS))
     report["table"] = format_table(report)
     return report
+
+
+#: Files a paths run writes (removed from a directory that ``overwrite`` reuses).
+PATHS_OUTPUTS = ("*_path*.dcd", "*_all_paths.h5", "paths_*.npz", "geodesic.npz", "topology.pdb", "*.png",
+                 "report.json", "config.json", SYSTEM_FILE)
+
+
+def estimate_memory_bytes(config: PathConfig, n_atoms: int) -> int:
+    """Bytes the frames of a run hold at once (float64 frames and energies of every curve kind, with
+    the copies made for export and validation, about 3x)."""
+    frames = config.n_points * (config.n_steps // config.record_every)
+    kinds = 2 if config.baseline else 1
+    return int(3 * kinds * config.n_paths * frames * (n_atoms * 3 + 1) * 8)
+
+
+def check_memory(config: PathConfig, n_atoms: int, fraction: float = 0.5) -> None:
+    """Refuse a run whose frames would not fit in ``fraction`` of the machine's memory."""
+    need = estimate_memory_bytes(config, n_atoms)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return
+    if need > fraction * total:
+        raise ValueError(
+            f"n_paths: {config.n_paths} paths of {config.n_points * (config.n_steps // config.record_every)} frames "
+            f"would need about {need / 2**30:.1f} GiB, more than {fraction:.0%} of this machine's "
+            f"{total / 2**30:.1f} GiB; use fewer paths, a larger record_every or several runs (spacetime-md batch)"
+        )

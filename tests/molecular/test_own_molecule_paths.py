@@ -218,7 +218,14 @@ def test_glycine_needs_endpoints_and_names_its_states(glycine_run, tmp_path, cap
     # The checkpoint's system is the default; --system PDB and --dry-run show the resolved one.
     code = cli.main(["paths", "--checkpoint", str(checkpoint), "--system", str(MOLECULES / "glycine-dipeptide.pdb"),
                      "--start-pdb", "a.pdb", "--end-pdb", "b.pdb", "--out", str(tmp_path / "o"), "--dry-run"])
+    # --dry-run checks what a real run checks: a missing endpoint file is an error.
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "start: expected a PDB file, got missing path 'a.pdb'" in err
+    code = cli.main(["paths", "--checkpoint", str(checkpoint), "--system", str(MOLECULES / "glycine-dipeptide.pdb"),
+                     "--start-pdb", str(MOLECULES / "gly_C7eq.pdb"), "--end-pdb", str(MOLECULES / "gly_C7ax.pdb"),
+                     "--out", str(tmp_path / "o"), "--dry-run"])
     resolved = json.loads(capsys.readouterr().out)
+    assert not (tmp_path / "o").exists()
     assert code == 0 and resolved["system"]["name"] == "glycine-dipeptide" and resolved["system"]["n_atoms"] == 19
     assert resolved["system"]["cvs"] == ["phi 2", "psi 2"]
     # A model for another molecule is refused in one line before anything is written.

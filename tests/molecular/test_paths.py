@@ -201,7 +201,7 @@ def test_record_every_must_divide_n_steps_and_defaults_to_a_divisor():
 def test_cli_num_threads_must_be_positive(tmp_path, tiny_checkpoint, capsys):
     code = cli.main(["paths", "--out", str(tmp_path), "--num-threads", "0", "--checkpoint", str(tiny_checkpoint)])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err == "spacetime-md: error: --num-threads: expected an integer >= 1, got 0"
+    assert code == 2 and err == "spacetime-md: error: --num-threads: expected an integer in [1, 256], got 0"
 
 
 def test_cli_record_every(tmp_path, capsys):
