@@ -186,3 +186,54 @@ __all__ += [
     "wilson_interval",
 ]
 # --- end committor / OPS ---
+
+# --- your own molecule: collective variables, states in CV space, checks (issues 19, 20) ---
+from spacetime_md.molecular.checks import check_structure
+from spacetime_md.molecular.chirality import ChiralCentre, chiral_centres_from_topology
+from spacetime_md.molecular.committor import CVStateChecker
+from spacetime_md.molecular.cvs import (
+    RMSD,
+    CollectiveVariable,
+    CollectiveVariables,
+    Distance,
+    Torsion,
+    backbone_torsions,
+    default_cvs,
+    load_cvs,
+    parse_cv,
+)
+from spacetime_md.molecular.openmm_langevin import restraint_schedule
+from spacetime_md.molecular.paths import compute_target_hit
+from spacetime_md.molecular.populations import plot_cvs
+from spacetime_md.molecular.pretrained import checkpoint_system
+from spacetime_md.molecular.relaxed import cv_torsion_quencher, relaxed_na_reason
+from spacetime_md.molecular.states import Region, endpoint_state
+from spacetime_md.molecular.system import resolve_system
+from spacetime_md.molecular.training import resolve_training_system
+
+__all__ += [
+    "CVStateChecker",
+    "ChiralCentre",
+    "CollectiveVariable",
+    "CollectiveVariables",
+    "Distance",
+    "RMSD",
+    "Region",
+    "Torsion",
+    "backbone_torsions",
+    "check_structure",
+    "checkpoint_system",
+    "chiral_centres_from_topology",
+    "compute_target_hit",
+    "cv_torsion_quencher",
+    "default_cvs",
+    "endpoint_state",
+    "load_cvs",
+    "parse_cv",
+    "plot_cvs",
+    "relaxed_na_reason",
+    "resolve_system",
+    "resolve_training_system",
+    "restraint_schedule",
+]
+# --- end your own molecule ---

@@ -879,6 +879,10 @@ def run_batch(
     _write_summary_csv(out, {t: records[t] for t in specs if t in records})
     result = BatchResult(out, {t: records[t] for t in specs if t in records}, computed, skipped, failed,
                          time.perf_counter() - t_start, dashboard_link)
+    if not failed:
+        from spacetime_md._outputs import finish_output_dir
+
+        finish_output_dir(out, [MANIFEST_FILE, *sorted(specs)])
     if callback is not None:
         callback({"event": "end", "computed": len(computed), "skipped": len(skipped), "failed": len(failed),
                   "wall_s": result.wall_s})

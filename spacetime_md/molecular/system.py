@@ -582,6 +582,8 @@ def _read_pdb_text(path: Path) -> str:
 def _parse_pdb(text: str, label: str) -> "app.PDBFile":
     import io
 
+    if not any(line.startswith(("ATOM", "HETATM")) for line in text.splitlines()):
+        raise ValueError(f"{label}: expected a PDB file with ATOM/HETATM records, found none")
     try:
         pdb = app.PDBFile(io.StringIO(text))
     except Exception as exc:  # OpenMM raises assorted errors for malformed files

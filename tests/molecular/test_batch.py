@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from spacetime_md._outputs import MARKER
+
 import json
 import os
 import signal
@@ -131,7 +133,7 @@ def test_two_worker_cluster_matches_the_serial_run(cluster_run, checkpoint):
     assert {k: v["status"] for k, v in manifest["tasks"].items()} == dict.fromkeys(["eq-ax", "ax-r", "eq-r"], "done")
     assert manifest["runs"][-1]["computed"] == 3 and manifest["runs"][-1]["finished_at"] is not None
     assert (out / "summary.csv").read_text().count("\n") == 4
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary folders left
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != MARKER]  # no temporary folders left
     for task in read_pairs(root / "pairs.csv"):
         config = task.resolve_config(TINY, batch_seed=0)
         serial = root / f"serial-{task.task_id}"
@@ -210,7 +212,7 @@ def test_killing_a_worker_loses_no_finished_result(local_cluster, checkpoint, tm
     assert (tmp_path / "out" / task_id / "task.json").read_text() == text
     for task in tasks:
         assert _frames(tmp_path / "out" / task.task_id)[0].shape == (2, 8, 22, 3)
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".") and p.name != MARKER]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert all(v["status"] == "done" for v in manifest["tasks"].values())
     assert time.time() - min(r["finished_at"] for r in result.records.values()) < 300
