@@ -10,9 +10,9 @@ SYS=systems/alanine_tetrapeptide
 mkdir -p "$OUT"
 # 1. Boltzmann samples: any PDB works as --system; the states file is per residue in CV space.
 $SMD sample --system $SYS/alanine-tetrapeptide.pdb --states $SYS/states.json \
-    --n-samples 3000 --n-replicas 6 --max-temperature 600 --out "$OUT/samples" --seed 0
+    --n-samples 3000 --n-replicas 6 --max-temperature 600 --out "$OUT/samples" --seed 0 --no-progress
 # 2. Train: the checkpoint records the system (PDB, force field, CVs, states) from samples/system.json.
-$SMD train --data "$OUT/samples" --out "$OUT/model" --steps 800 --seed 0 --num-threads 2 --no-progress
+$SMD train --data "$OUT/samples" --out "$OUT/model" --steps 300 --batch-size 32 --seed 0 --num-threads 1 --no-progress
 # 3. Evaluate: per-residue Ramachandran JSD, every chiral centre, state populations.
 $SMD evaluate --checkpoint "$OUT/model/model.pt" --data "$OUT/samples" --n-samples 300 --n-steps 100 \
     --json "$OUT/evaluate.json"

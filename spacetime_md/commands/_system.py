@@ -53,7 +53,6 @@ def system_from_args(args: argparse.Namespace, *, model: Any = None, platform: s
     is used (``--cvs``/``--states`` still apply); a ``--system`` that disagrees with the model's
     atoms is an error raised later by the caller's topology check.
     """
-    from spacetime_md.molecular.pretrained import checkpoint_system
     from spacetime_md.molecular.system import resolve_system
 
     system = getattr(args, "system", None)
@@ -66,15 +65,10 @@ def system_from_args(args: argparse.Namespace, *, model: Any = None, platform: s
         if value is not None and not Path(value).is_file():
             raise FileNotFoundError(f"{flag}: expected an existing file, got {value!r}")
     if system is None and model is not None:
-        mol = checkpoint_system(model, platform=platform, solvent=solvent)
-        if mol is None:
-            raise ValueError(
-                "--system: the checkpoint records no system (trained before systems were recorded); "
-                "pass --system NAME or --system your.pdb"
-            )
-        if forcefield is not None:
-            raise ValueError("--forcefield: the checkpoint records its force field; pass --system too to change it")
-        return resolve_system(mol, cvs=cvs, states=states)
+        from spacetime_md.molecular.run_paths import resolve_paths_system
+
+        return resolve_paths_system(None, model=model, solvent=solvent, forcefield=forcefield, platform=platform,
+                                    cvs=cvs, states=states)
     if system is None:
         raise ValueError("--system: expected a preset name or a PDB file, got none")
     return resolve_system(system, solvent=solvent or "vacuum", forcefield=forcefield_from_arg(forcefield),

@@ -526,8 +526,8 @@ def _resolve_system_and_checkpoint(checkpoint, system, **system_options):
     :func:`~spacetime_md.molecular.run_paths.resolve_paths_system`) and the model file, checked
     against each other."""
     from spacetime_md.molecular.paths import check_model_matches_system
-    from spacetime_md.molecular.pretrained import PRETRAINED, load_checkpoint, pretrained_path, resolve_checkpoint
-    from spacetime_md.molecular.run_paths import ALANINE_PRESET, resolve_paths_system
+    from spacetime_md.molecular.pretrained import load_checkpoint, resolve_checkpoint
+    from spacetime_md.molecular.run_paths import resolve_paths_system, shipped_checkpoint
 
     path = resolve_checkpoint(checkpoint).resolve() if checkpoint is not None else None
     if path is not None and not path.is_file():
@@ -535,12 +535,7 @@ def _resolve_system_and_checkpoint(checkpoint, system, **system_options):
     model = load_checkpoint(path) if path is not None else None
     mol = resolve_paths_system(system, model=model, **system_options)
     if path is None:
-        if mol.name not in PRETRAINED:
-            raise ValueError(
-                f"checkpoint: expected a model trained for {mol.name} (pass checkpoint=... / --checkpoint); "
-                f"shipped models exist for {ALANINE_PRESET} only"
-            )
-        path = pretrained_path(mol.name)
+        path = shipped_checkpoint(mol)
         if not path.is_file():
             raise FileNotFoundError(
                 f"checkpoint: expected a shipped model for {mol.name} at {str(path)!r}, got none; pass a checkpoint"

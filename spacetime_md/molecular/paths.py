@@ -803,7 +803,6 @@ def compute_transition_paths(
 
     from spacetime_md.molecular.energies import evaluate_energies
     from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
-    from spacetime_md.molecular.units import kT_kj_per_mol
 
     config = PathConfig() if config is None else config
     timings: dict[str, float] = {}
@@ -834,7 +833,6 @@ def compute_transition_paths(
 
     # Restraint schedule in OpenMM units.
     s = model.length_scale_nm
-    kT = kT_kj_per_mol(system.temperature_k)
 
     def schedule(log_snr: torch.Tensor, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         from spacetime_md.molecular.openmm_langevin import restraint_schedule

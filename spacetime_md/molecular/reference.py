@@ -167,7 +167,6 @@ def estimate_populations_umbrella(
     ctx = openmm.Context(biased, integrator, system.platform)
     x = system.minimize().value_in_unit(NM)
     ctx.setPositions(x)
-    phi_all, psi_all = [], []
     t0 = time.perf_counter()
     iterator = range(n_windows)
     if progress:

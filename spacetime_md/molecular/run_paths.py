@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from spacetime_md.molecular.cvs import CollectiveVariables
     from spacetime_md.molecular.system import MolecularSystem
 
-__all__ = ["run_paths", "format_table", "resolve_paths_system", "ALANINE_PRESET"]
+__all__ = ["run_paths", "format_table", "resolve_paths_system", "shipped_checkpoint", "ALANINE_PRESET"]
 
 logger = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ def run_paths(
 
     from spacetime_md import __version__
     from spacetime_md.molecular._io import save_npz_atomic
-    from spacetime_md.molecular.pretrained import PRETRAINED, load_checkpoint, load_pretrained
+    from spacetime_md.molecular.pretrained import load_checkpoint
 
     config = config or PathConfig()
     if not isinstance(config, PathConfig):
@@ -401,12 +401,7 @@ def run_paths(
     mol = resolve_paths_system(system, model=model, solvent=solvent, forcefield=forcefield, platform=platform,
                                cvs=cvs, states=states)
     if model is None:
-        if mol.name not in PRETRAINED:
-            raise ValueError(
-                f"checkpoint: expected a model trained for {mol.name} (pass checkpoint=... / --checkpoint); "
-                f"shipped models exist for {ALANINE_PRESET} only"
-            )
-        model = load_pretrained(mol.name)
+        model = load_checkpoint(shipped_checkpoint(mol))
     check_model_matches_system(model, mol)
     if start is None or end is None:
         if mol.name != ALANINE_PRESET:
@@ -466,6 +461,18 @@ def run_paths(
     finish_output_dir(out, list_outputs(out, PATHS_OUTPUTS))
     report["table"] = format_table(report)
     return report
+
+
+def shipped_checkpoint(system: "MolecularSystem") -> Path:
+    """The shipped model file of a preset system; ``ValueError`` for any other system."""
+    from spacetime_md.molecular.pretrained import PRETRAINED, pretrained_path
+
+    if system.name not in PRETRAINED:
+        raise ValueError(
+            f"checkpoint: expected a model trained for {system.name} (pass checkpoint=... / --checkpoint); "
+            f"shipped models exist for {ALANINE_PRESET} only"
+        )
+    return pretrained_path(system.name)
 
 
 #: Files a paths run writes (removed from a directory that ``overwrite`` reuses).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from spacetime_md.core import (
     GeodesicConfig,
     LowVariance,
     SpacetimePoint,
+    SplineCurve,
     alpha_sigma,
     optimize_geodesic,
     optimize_geodesics,
@@ -282,3 +285,103 @@ def test_line_search_backs_off_from_non_finite_values():
     # No point with sufficient decrease at all: step 0 and no payload.
     (t, f, payload), _ = _drive(_wolfe_search(1.0, -1.0, 1.0), lambda t: (float("inf"), float("nan")))
     assert (t, f, payload) == (0.0, 1.0, None)
+
+
+# --- contracts found unchecked by mutation testing (docs/mutation_testing.md) --------------
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_cubic_interpolation_step_closed_form(swap):
+    from spacetime_md.core.batched import _cubic_min
+
+    # f(t) = t^3 - 3t, a cubic: its interpolant through two points is itself, local minimum t = 1.
+    p, q = (0.0, 0.0, -3.0), (2.0, 2.0, 9.0)
+    if swap:
+        p, q = q, p
+    assert _cubic_min(p, q, -10.0, 10.0, fallback=-1.0) == pytest.approx(1.0, abs=1e-12)
+    assert _cubic_min(p, q, 1.5, 10.0, fallback=-1.0) == 1.5  # clipped to [low, high]
+    assert _cubic_min(p, p, 0.0, 1.0, fallback=0.25) == 0.25  # one point: no cubic
+
+
+def test_two_loop_recursion_is_the_dense_bfgs_inverse_hessian():
+    # L-BFGS direction -H g, H from H0 = gamma I by the BFGS update
+    # H <- (I - rho s y^T) H (I - rho y s^T) + rho s s^T over the stored pairs, oldest first.
+    from spacetime_md.core.batched import _HISTORY_SIZE, _LBFGS
+
+    gen = torch.Generator().manual_seed(0)
+    n = 6
+    a = torch.randn(n, n, dtype=torch.float64, generator=gen)
+    hessian = a @ a.T + n * torch.eye(n, dtype=torch.float64)
+    opt = _LBFGS(None, torch.zeros(2, 2, 3, dtype=torch.float64), FAST)  # two pairs, N = 6 each
+    dense = []
+    for k, m in enumerate((3, 1)):  # pair 0 holds 3 curvature pairs, pair 1 one
+        s = torch.randn(m, n, dtype=torch.float64, generator=gen)
+        y = s @ hessian
+        gamma = float((s[-1] @ y[-1]) / (y[-1] @ y[-1]))
+        opt.s_hist[k, _HISTORY_SIZE - m:], opt.y_hist[k, _HISTORY_SIZE - m:] = s, y
+        opt.rho[k, _HISTORY_SIZE - m:] = 1.0 / (s * y).sum(-1)
+        opt.gamma[k] = gamma
+        h = gamma * torch.eye(n, dtype=torch.float64)
+        for s_i, y_i in zip(s, y):
+            rho = 1.0 / (s_i @ y_i)
+            left = torch.eye(n, dtype=torch.float64) - rho * torch.outer(s_i, y_i)
+            h = left @ h @ left.T + rho * torch.outer(s_i, s_i)
+        dense.append(h)
+        # Secant condition of the newest pair: H y = s.
+        torch.testing.assert_close(h @ y[-1], s[-1], rtol=1e-10, atol=1e-12)
+    grad = torch.randn(2, n, dtype=torch.float64, generator=gen)
+    direction = opt._two_loop(torch.tensor([0, 1]), grad)
+    for k in range(2):
+        torch.testing.assert_close(direction[k], -dense[k] @ grad[k], rtol=1e-10, atol=1e-12)
+
+
+def test_batched_stages_stop_by_the_documented_convergence_rule(mixture):
+    from tests.core.conftest import stops_as_documented
+
+    starts, ends = pairs(2)
+    config = GeodesicConfig(n_nodes=4, n_points=(8, 16), max_steps=60, rtol=1e-5, min_steps=8, patience=3)
+    for constraints in (None, [LowVariance(-50.0)]):  # a constraint at full weight: the same rule
+        for r in optimize_geodesics(mixture.denoiser, starts, ends, config, constraints):
+            assert stops_as_documented(r.history, config) == [True, True]
+            assert r.converged and r.n_steps == len(r.history)
+    capped = GeodesicConfig(n_nodes=4, n_points=(8, 16), max_steps=4, rtol=0.0)
+    for r in optimize_geodesics(mixture.denoiser, starts, ends, capped):
+        assert stops_as_documented(r.history, capped) == [False, False] and not r.converged
+
+
+def test_objective_is_energy_plus_ramped_weighted_penalties(mixture):
+    # "weight * penalty(state) is added to the curve energy", the weight ramped after the warm-up.
+    starts, ends = pairs(2)
+    config = GeodesicConfig(n_nodes=4, n_points=(12,), max_steps=12, constraint_warmup=2, constraint_ramp=3)
+    batch = optimize_geodesics(mixture.denoiser, starts, ends, config, [LowVariance(LAM - 0.5, weight=3.0)])
+    single = optimize_geodesic(mixture.denoiser, starts[0], ends[0], config, [LowVariance(LAM - 0.5, weight=3.0)])
+    for r in (*batch, single):
+        assert any(h["penalties"]["LowVariance_0"] > 0 and h["ramp"] > 0 for h in r.history)
+        for h in r.history:
+            want = h["energy"] + h["ramp"] * 3.0 * h["penalties"]["LowVariance_0"]
+            assert h["objective"] == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+def test_flat_objective_is_converged_without_moving():
+    # D(x) = 0: mu is constant, so every curve has energy 0 and zero gradient.
+    def zero(x, log_snr):
+        return 0.0 * x
+
+    starts, ends = pairs(2)
+    config = GeodesicConfig(n_nodes=3, n_points=(8,), max_steps=20, min_steps=2)
+    for r in (*optimize_geodesics(zero, starts, ends, config), optimize_geodesic(zero, starts[0], ends[0], config)):
+        assert r.converged and r.energy == 0.0 and r.n_steps < config.max_steps
+        line = SplineCurve(SpacetimePoint(r.curve.start[0], r.curve.start[1:]),
+                           SpacetimePoint(r.curve.end[0], r.curve.end[1:]), config.n_nodes)
+        torch.testing.assert_close(r.curve.interior.detach(), line.interior.detach(), rtol=0, atol=0)
+
+
+def test_non_finite_penalty_names_the_pair(mixture):
+    from spacetime_md.core import Penalty
+
+    def blows_up(state):
+        return state.log_snr.sum() * math.inf
+
+    starts, ends = pairs(2)
+    with pytest.raises(NonFiniteError, match=r"pair 1: geodesic objective became non-finite \(energy [0-9.e+-]+, "):
+        optimize_geodesics(mixture.denoiser, starts, ends, FAST, [[], [Penalty(blows_up)]])

@@ -180,3 +180,95 @@ def test_endpoint_validation(mixture_1d):
         optimize_geodesic(mixture_1d.denoiser, SpacetimePoint(4.0, torch.tensor([float("nan")])), b, FAST)
     with pytest.raises(TypeError, match="config: expected a GeodesicConfig, got dict"):
         optimize_geodesic(mixture_1d.denoiser, a, b, {"n_nodes": 3})
+
+
+# --- contracts found unchecked by mutation testing (docs/mutation_testing.md) --------------
+
+
+def test_auto_divergence_is_exact_up_to_exact_max_dim():
+    config = GeodesicConfig(exact_max_dim=3)
+    assert (config.divergence_for(3), config.divergence_for(4)) == ("exact", "hutchinson")
+    assert GeodesicConfig(divergence="hutchinson").divergence_for(1) == "hutchinson"
+    assert GeodesicConfig(optimizer="adam").resolved_lr == 0.1 and GeodesicConfig().resolved_lr == 1.0
+    assert GeodesicConfig(optimizer="adam").resolved_patience == 50 and GeodesicConfig().resolved_patience == 5
+
+
+def _gaussian_posterior(m, s, log_snr, x):
+    """Posterior N(mean, v I) of x0 given x_t for data x0 ~ N(m, s^2 I) (closed form)."""
+    snr = log_snr.exp()
+    v = 1.0 / (1.0 / s**2 + snr)
+    ratio = (torch.sigmoid(log_snr).sqrt() / torch.sigmoid(-log_snr)).unsqueeze(-1)  # alpha / sigma^2
+    return v.unsqueeze(-1) * (m / s**2 + ratio * x), v
+
+
+def _gaussian_kl(mean1, v1, mean2, v2, dim):
+    return 0.5 * (dim * v1 / v2 + (mean2 - mean1).square().sum(-1) / v2 - dim + dim * torch.log(v2 / v1))
+
+
+def test_constraint_penalties_closed_form():
+    from spacetime_md.core import CurveState, expectation_params, natural_params
+
+    # LowVariance: mean_n relu(min_log_snr - log_snr_n)^2.
+    state = CurveState(None, torch.tensor([0.0, 1.0, 3.0, 2.0]), torch.zeros(4, 1), None, None, None, 0)
+    assert float(LowVariance(2.0).penalty(state)) == pytest.approx((4.0 + 1.0) / 4)
+    # AvoidRegion: absolute KL(p(.|z*) || p(.|gamma_n)) for Gaussian data, and mean relu(min_kl - KL)^2.
+    m, s = torch.tensor([0.3, -1.2, 0.7], dtype=torch.float64), 0.8
+    gm = GaussianMixture(m[None], [s])
+    start = SpacetimePoint(2.0, torch.tensor([-1.5, 0.0, 0.5], dtype=torch.float64))
+    end = SpacetimePoint(2.5, torch.tensor([1.5, -1.0, 0.0], dtype=torch.float64))
+    z_l, z_x = 2.0, torch.tensor([0.1, -0.2, 0.4], dtype=torch.float64)
+    log_snr, x = straight_line(start, end, 150)
+    mean_star, v_star = _gaussian_posterior(m, s, torch.tensor([z_l], dtype=torch.float64), z_x[None])
+    want = _gaussian_kl(mean_star, v_star, *_gaussian_posterior(m, s, log_snr, x), 3)
+    min_kl = float(want.min() + want[[0, -1]].min()) / 2  # between the curve's closest point and its ends
+    assert AvoidRegion(z_l, z_x, min_kl=min_kl, n_bridge=2).n_bridge == 2  # the smallest allowed
+    avoid = AvoidRegion(z_l, z_x, min_kl=min_kl, n_bridge=150)
+    avoid.setup(gm.denoiser, torch.cat([torch.tensor([2.0]), start.x]), torch.cat([torch.tensor([2.5]), end.x]),
+                GeodesicConfig())
+    state = CurveState(torch.linspace(0, 1, 150), log_snr, x, natural_params(log_snr, x),
+                       expectation_params(gm.denoiser, log_snr, x), gm.denoiser, 0)
+    kl = avoid.kl(state)
+    torch.testing.assert_close(kl, want, rtol=2e-3, atol=0)
+    penalty = (min_kl - kl).clamp_min(0).square().mean()
+    assert float(penalty) > 0
+    torch.testing.assert_close(avoid.penalty(state), penalty, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="n_bridge: expected an integer >= 2, got 1"):
+        AvoidRegion(z_l, z_x, min_kl=min_kl, n_bridge=1)
+
+
+def test_constraint_weight_ramps_linearly_after_the_warm_up():
+    gm = GaussianMixture([[-1.0], [1.0]], 0.5)
+    a = SpacetimePoint(2.0, torch.tensor([-0.8], dtype=torch.float64))
+    b = SpacetimePoint(2.0, torch.tensor([0.8], dtype=torch.float64))
+    config = GeodesicConfig(n_nodes=2, n_points=(8,), optimizer="adam", max_steps=12, constraint_warmup=3,
+                            constraint_ramp=4)
+    ramps = [h["ramp"] for h in optimize_geodesic(gm.denoiser, a, b, config, [LowVariance(-50.0)]).history]
+    assert len(ramps) == 12 and ramps[:3] == [0.0] * 3  # weights at 0 during the warm-up
+    steps = [r1 - r0 for r0, r1 in zip(ramps, ramps[1:]) if r1 != r0]
+    assert steps == pytest.approx([0.25] * 4)  # then linear, in constraint_ramp steps, to full weight
+    assert ramps[-1] == 1.0 and ramps.index(1.0) <= 3 + 4
+
+
+def test_stages_stop_by_the_documented_convergence_rule(mixture_1d):
+    from tests.core.conftest import stops_as_documented
+
+    a, b = endpoints()
+    config = GeodesicConfig(n_nodes=4, n_points=(8, 16), max_steps=60, rtol=1e-5, min_steps=8, patience=3)
+    for constraints in ([], [LowVariance(-50.0)]):  # a constraint at full weight: the same rule
+        result = optimize_geodesic(mixture_1d.denoiser, a, b, config, constraints)
+        assert stops_as_documented(result.history, config) == [True, True]
+        assert result.converged and result.n_steps == len(result.history)
+
+
+def test_public_defaults():
+    # The defaults are public API (they are what every caller who omits an argument gets, and
+    # the README numbers are produced with them): a changed default must be a deliberate change
+    # of this test. DESIGN.md section 4: 10 nodes, T = 128 points at the finest stage.
+    assert GeodesicConfig() == GeodesicConfig(
+        n_nodes=10, n_points=(16, 32, 64, 128), optimizer="lbfgs", lr=None, max_steps=200, rtol=1e-4, patience=None,
+        min_steps=10, divergence="auto", n_probes=4, exact_max_dim=16, chunk_size=None, clamp="segment",
+        constraint_warmup=0, constraint_ramp=0, seed=0, progress=False, num_threads=None,
+    )
+    assert LowVariance(1.0).weight == 100.0 and Penalty(lambda state: state.log_snr.sum()).weight == 1.0
+    avoid = AvoidRegion(1.0, torch.zeros(2), min_kl=1.0)
+    assert (avoid.weight, avoid.n_bridge) == (10.0, 33)

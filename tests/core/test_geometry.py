@@ -17,6 +17,7 @@ from spacetime_md.core import (
     kl_along_curve,
     log_snr_to_edm_sigma,
     natural_params,
+    rademacher_probes,
     straight_line,
     SpacetimePoint,
 )
@@ -259,3 +260,60 @@ def test_bad_curve_and_options():
         edm_sigma_to_log_snr(-1.0)
     with pytest.raises(ValueError, match=r"probes: expected shape \(\*, 2, 3\), got \(1, 2, 2\)"):
         divergence(gm.denoiser, torch.zeros(2), torch.zeros(2, 3), method="hutchinson", probes=torch.ones(1, 2, 2))
+
+
+# --- contracts found unchecked by mutation testing (docs/mutation_testing.md) --------------
+
+
+def test_rademacher_probes_are_fair_signs():
+    probes = rademacher_probes(2000, (3, 2), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert probes.shape == (2000, 3, 2) and probes.dtype == torch.float64
+    assert set(probes.unique().tolist()) == {-1.0, 1.0}
+    # Each entry is +-1 with probability 1/2: mean 0, standard error 1/sqrt(n); a 5-sigma bound.
+    assert float(probes.mean().abs()) < 5 / math.sqrt(probes.numel())
+
+
+def test_exact_divergence_chunk_size_bounds_the_rows_per_call():
+    gm = GaussianMixture(torch.randn(3, 6), [0.5, 0.9, 1.3])
+    lam = torch.linspace(-2, 3, 4, dtype=torch.float64)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    _, want = divergence(gm.denoiser, lam, x, method="exact")
+    rows = []
+
+    def recording(x, log_snr):
+        rows.append(x.shape[0])
+        return gm.denoiser(x, log_snr)
+
+    for chunk_size in (4, 9, 13, 100):
+        rows.clear()
+        _, div = divergence(recording, lam, x, method="exact", chunk_size=chunk_size)
+        torch.testing.assert_close(div, want, rtol=1e-12, atol=1e-12)
+        assert max(rows) <= chunk_size and sum(rows) == 4 * 6, (chunk_size, rows)
+
+
+def test_hutchinson_with_given_probes_is_the_mean_quadratic_form():
+    # With fixed probes v_p the estimate is mean_p v_p^T J v_p, whatever the probes (Gaussian here).
+    gm = GaussianMixture(torch.randn(4, 3) * 2, [0.4, 0.9, 1.3, 0.6])
+    lam = torch.tensor([0.0, 1.0, -0.5], dtype=torch.float64)
+    x = torch.randn(3, 3, dtype=torch.float64) * 2
+    probes = torch.randn(5, 3, 3, dtype=torch.float64)
+    denoised, est = divergence(gm.denoiser, lam, x, method="hutchinson", probes=probes)
+    for b in range(3):
+        jac = torch.autograd.functional.jacobian(lambda v: gm.denoiser(v[None], lam[b : b + 1])[0], x[b])
+        want = torch.einsum("pi,ij,pj->p", probes[:, b], jac, probes[:, b]).mean()
+        torch.testing.assert_close(est[b], want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(denoised, gm.denoiser(x, lam), rtol=1e-12, atol=0)
+
+
+def test_kl_along_curve_starts_at_the_curves_first_point(gaussian):
+    # A two-point curve with a long first step: kl[0] is KL(z* || z_0), whatever comes next.
+    m, s, gm = gaussian
+    ref_l, ref_x = torch.tensor(1.0, dtype=torch.float64), torch.tensor([0.5, 0.0, -0.5], dtype=torch.float64)
+    log_snr = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    x = torch.tensor([[0.2, -0.4, 0.9], [1.5, 1.0, -2.0]], dtype=torch.float64)
+    kl = kl_along_curve(gm.denoiser, log_snr, x, ref_l, ref_x, n_bridge=200)
+    mean_ref, v_ref = gaussian_posterior(m, s, ref_l.reshape(1), ref_x[None])
+    mean, v = gaussian_posterior(m, s, log_snr[:1], x[:1])
+    want = float(gaussian_kl(mean_ref, v_ref, mean, v, 3))
+    assert kl.shape == (2,)
+    assert abs(float(kl[0]) - want) < 1e-3 * want, (float(kl[0]), want)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -139,3 +140,64 @@ def test_diffusion_edit_distance_symmetric_and_zero_on_identity():
         diffusion_edit_distance(gm.denoiser, a, torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="t_min: expected a number > 0, got 0"):
         diffusion_edit_distance(gm.denoiser, a, b, t_min=0)
+
+
+# --- contracts found unchecked by mutation testing (docs/mutation_testing.md) --------------
+
+
+def test_mala_step_accepts_by_the_metropolis_hastings_ratio():
+    # Target pi(y) ~ exp(-U(y) - k/2 |y - c|^2) with a non-Gaussian U = sum(y^4)/4. Proposal
+    # y' = y - eps grad U_tot(y) + sqrt(2 eps) xi, so q(a | b) = N(a; b - eps grad U_tot(b), 2 eps I).
+    # Accept iff u < pi(y') q(y | y') / (pi(y) q(y' | y)) (textbook Metropolis-Hastings).
+    from spacetime_md.core.samplers import mala_step
+
+    k, eps = 1.5, 0.4
+    centre = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(2)
+    y = torch.randn(256, 2, dtype=torch.float64, generator=gen) * 1.5
+    noise = torch.randn(256, 2, dtype=torch.float64, generator=gen)
+
+    def energy_grad(z):
+        return 0.25 * z.pow(4).sum(-1), z.pow(3)
+
+    def log_pi(z):
+        return -0.25 * z.pow(4).sum(-1) - 0.5 * k * (z - centre).square().sum(-1)
+
+    def log_q(a, b):
+        return -(a - b + eps * (b.pow(3) + k * (b - centre))).square().sum(-1) / (4 * eps)
+
+    proposal = y - eps * (y.pow(3) + k * (y - centre)) + math.sqrt(2 * eps) * noise
+    log_ratio = log_pi(proposal) - log_pi(y) + log_q(y, proposal) - log_q(proposal, y)
+    accept_prob = log_ratio.clamp_max(0.0).exp()
+    uncertain = accept_prob < 0.999
+    rows = accept_prob > 1e-8  # u = accept_prob * (1 + 1e-6) must not underflow to 0
+    assert int((uncertain & rows).sum()) > 20 and int((~uncertain).sum()) > 20, "needs sure and unsure acceptances"
+    energy, grad = energy_grad(y)
+    # u just below the acceptance probability: accepted; just above (where it is < 1): rejected.
+    for factor, want in ((1 - 1e-6, torch.ones(256, dtype=torch.bool)), (1 + 1e-6, ~uncertain)):
+        uniform = (accept_prob * factor).clamp_max(1 - 1e-9)
+        new_y, new_energy, new_grad, accepted = mala_step(energy_grad, y, energy, grad, centre, k, eps, noise, uniform)
+        assert torch.equal(accepted[rows], want[rows])
+        keep = accepted.unsqueeze(-1)
+        torch.testing.assert_close(new_y, torch.where(keep, proposal, y), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(new_energy, torch.where(accepted, energy_grad(proposal)[0], energy), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(new_grad, torch.where(keep, proposal.pow(3), grad), rtol=1e-12, atol=1e-12)
+
+
+def test_annealed_langevin_defaults_one_step_and_step_size_checks():
+    log_snr, x = torch.zeros(3, dtype=torch.float64), torch.zeros(3, 2, dtype=torch.float64)
+    start = torch.ones(2, dtype=torch.float64)
+    t0 = time.perf_counter()
+    default = sample_annealed_langevin(harmonic, log_snr, x, start, generator=torch.Generator().manual_seed(4))
+    elapsed = time.perf_counter() - t0
+    assert 0.0 <= default.wall_time <= elapsed  # timed inside the call (no speed asserted)
+    # Documented defaults: one path, 10 steps per point, step size 1e-3.
+    explicit = sample_annealed_langevin(harmonic, log_snr, x, start, generator=torch.Generator().manual_seed(4),
+                                        n_paths=1, n_steps=10, step_size=1e-3)
+    assert torch.equal(default.paths, explicit.paths) and default.paths.shape == (1, 3, 2)
+    one = sample_annealed_langevin(harmonic, log_snr, x, start, n_steps=1, record="steps")
+    assert one.paths.shape == (1, 3, 2) and one.n_energy_evals == 3
+    with pytest.raises(ValueError, match=r"step_size: expected values > 0, got minimum 0.0"):
+        sample_annealed_langevin(harmonic, log_snr, x, start, step_size=torch.tensor([0.1, 0.0, 0.1], dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"n_steps: expected an integer >= 1, got 0"):
+        sample_annealed_langevin(harmonic, log_snr, x, start, n_steps=0)

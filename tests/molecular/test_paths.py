@@ -235,7 +235,7 @@ def test_a_checkpoint_without_a_recorded_system_needs_one(system, tiny_model, tm
     assert not (tmp_path / "out").exists()
     code = cli.main(["paths", "--out", str(tmp_path / "out"), "--checkpoint", str(plain), "--dry-run"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("spacetime-md: error: --system: the checkpoint records no system")
+    assert code == 2 and err.startswith("spacetime-md: error: system: the checkpoint records no system")
     assert cli.main(["paths", "--out", str(tmp_path / "out"), "--checkpoint", str(plain), "--system",
                      "alanine-dipeptide", "--dry-run"]) == 0
     resolved = json.loads(capsys.readouterr().out)
