@@ -13,7 +13,8 @@ directory's ``system.json``, else ``--top``, else the data's own topology (with 
 vacuum unless ``--forcefield``/``--solvent`` say otherwise; atoms identical to a preset's, e.g.
 alanine dipeptide, record that preset with its states). Data and system are checked before
 ``--out`` is created. Writes ``config.json``, ``metrics.jsonl``, ``training_state.pt``
-(resumable) and ``model.pt`` (EMA weights) to ``--out``; see
+(resumable; ``--resume`` refuses other data or settings, naming the field) and ``model.pt``
+(EMA weights) to ``--out``; see
 :mod:`spacetime_md.molecular.training`.
 """
 
@@ -64,7 +65,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20000, help="total optimisation steps (default 20000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/training_state.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/training_state.pt: the data (by hash) and every setting but --steps "
+                        "(which may grow), --device, threads, checkpoints, time limit, snapshots and --compile "
+                        "must be the saved run's")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of another run in --out (its outputs are removed first)")
     p.add_argument("--no-chirality", dest="chirality", action="store_false",
@@ -126,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
     outputs = ("model.pt", "model_step*.pt", "training_state.pt", "metrics.jsonl", "config.json", "system.json")
     # Checked before anything is created; the directory itself appears only when training starts.
     prepare_output_dir(args.out, "train", resume=args.resume, overwrite=args.overwrite, dry_run=True)
+    if args.resume:  # a state to continue, with the same settings (the data are compared once read)
+        from spacetime_md.molecular.training import _read_resume_state
+
+        _read_resume_state(config)
     if args.dry_run:
         print(json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
         return 0

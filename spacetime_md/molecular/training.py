@@ -41,7 +41,9 @@ be the data's (count, then element, name and residue of each atom).
 
 Outputs in ``out``: ``config.json`` (resolved config and data summary), ``metrics.jsonl``
 (one JSON line every ``log_every`` steps, plus validation lines), ``training_state.pt``
-(everything needed to resume at the same step with the same random stream) and ``model.pt``
+(everything needed to resume at the same step with the same random stream, and the run's
+fingerprint: sha256 of the training data, the data files, and the settings a resumed run must
+keep; also in ``config.json`` under ``derived``) and ``model.pt``
 (EMA weights, loadable with :func:`~spacetime_md.molecular.load_checkpoint`). ``out`` is created
 only once the data and the system have passed their checks, so a failed start leaves nothing
 behind. All writes are atomic. Units: input trajectories in nm (mdtraj), everything else in
@@ -52,6 +54,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -104,6 +107,18 @@ SYSTEM_FILE = "system.json"
 
 #: Keys of TrainConfig that fix the architecture (must match when resuming).
 _ARCH_KEYS = ("hidden_channels", "n_layers", "n_rbf", "rbf_cutoff", "chirality", "coord_gain", "max_hops")
+#: Architecture, scaling and seed: checked on resume even against the oldest training states.
+_MODEL_KEYS = _ARCH_KEYS + ("length_scale_nm", "seed")
+#: Every TrainConfig setting that changes what a run computes: a resumed run must keep them all.
+#: Not here: ``steps`` (a run may be extended), the data paths (the data are compared by hash),
+#: the system options (compared by :func:`_check_resumed_system`) and the settings that change
+#: only how a run is executed or logged: out, device, num_threads, compile, log_every,
+#: checkpoint_every, time_limit_s, snapshot_every.
+_RESUME_KEYS = (
+    "batch_size", "lr", "warmup_steps", "final_lr_fraction", "ema_decay", "grad_clip",
+    "log_snr_min", "log_snr_max", "focus_fraction", "focus_log_snr_min", "focus_log_snr_max",
+    *_MODEL_KEYS, "holdout_fraction", "stride", "n_val",
+)
 
 
 @dataclass(frozen=True)
@@ -896,6 +911,106 @@ def _check_resumed_system(saved_spec: dict[str, Any], system: "MolecularSystem")
         raise ValueError(f"resume: expected the system of the saved run ({saved_spec.get('name')}), got {detail}")
 
 
+def _data_fingerprint(dataset: MolecularDataset) -> dict[str, Any]:
+    """sha256 of the frames a run trains and validates on: float32 nm after stride and hold-out.
+
+    The shapes are hashed too, so the same frames split differently give another hash.
+    """
+    digest = hashlib.sha256()
+    for name, xyz in (("train", dataset.train_xyz), ("test", dataset.test_xyz)):
+        digest.update(f"{name} {[int(n) for n in xyz.shape]}\n".encode())
+        for start in range(0, xyz.shape[0], 4096):
+            digest.update(np.ascontiguousarray(xyz[start:start + 4096], dtype="<f4").tobytes())
+    return {
+        "sha256": digest.hexdigest(),
+        "train_shape": [int(n) for n in dataset.train_xyz.shape],
+        "test_shape": [int(n) for n in dataset.test_xyz.shape],
+        "files": list(dataset.sources),
+    }
+
+
+def _describe_data(fingerprint: dict[str, Any]) -> str:
+    n_frames = int(fingerprint["train_shape"][0]) + int(fingerprint["test_shape"][0])
+    text = f"sha256 {fingerprint['sha256'][:12]}..., {n_frames} frames"
+    names = [Path(f).name for f in fingerprint.get("files") or ()]
+    if names:
+        text += f" ({', '.join(names)})" if len(names) <= 3 else f" ({', '.join(names[:2])}, ... {len(names)} files)"
+    return text
+
+
+def _legacy_world_size(out: Path) -> int:
+    """Processes of a run whose training state has no fingerprint (from its ``config.json``; else 1)."""
+    try:
+        return int(json.loads((out / CONFIG_FILE).read_text())["derived"]["world_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 1
+
+
+def _read_resume_state(config: TrainConfig, world_size: int = 1) -> dict[str, Any]:
+    """The training state in ``config.out``, its settings checked against ``config``'s.
+
+    Raises ``ValueError`` when there is no state to continue or when a setting that changes
+    what the run computes (:data:`_RESUME_KEYS`; ``batch_size`` as the global batch over
+    ``world_size`` processes) differs from the saved run's; the message names each field with
+    its saved and its new value. A state written before fingerprints existed is checked
+    against the settings it recorded (its ``train_config``).
+    """
+    state_path = Path(config.out) / STATE_FILE
+    if not state_path.exists():
+        raise ValueError(f"resume: expected {state_path} to continue, found none; drop --resume to start a new run")
+    payload = read_checkpoint(state_path)
+    if payload["format"] != TRAINING_STATE_FORMAT:
+        raise ValueError(f"out: expected {STATE_FILE} to be a training state, got format {payload['format']!r}")
+    fingerprint = payload.get("fingerprint")
+    if isinstance(fingerprint, dict) and isinstance(fingerprint.get("settings"), dict):
+        saved, saved_world = fingerprint["settings"], int(fingerprint.get("world_size", 1))
+    else:  # before fingerprints: the recorded config (older ones lack the newer keys)
+        recorded = payload.get("train_config") or {}
+        saved = {k: recorded[k] for k in _RESUME_KEYS if k in recorded}
+        saved.update({k: recorded.get(k) for k in _MODEL_KEYS})
+        saved_world = _legacy_world_size(state_path.parent)
+    unused = ("focus_log_snr_min", "focus_log_snr_max") if not saved.get("focus_fraction") and not config.focus_fraction else ()
+    changed = []
+    for key in _RESUME_KEYS:
+        if key not in saved or key in unused:
+            continue
+        old, new = saved[key], getattr(config, key)
+        if key == "batch_size":  # the global batch: DDP runs and single-process runs resume each other
+            if old is None or old * saved_world != new * world_size:
+                changed.append((key, _batch_text(old, saved_world), _batch_text(new, world_size)))
+        elif old != new:
+            changed.append((key, repr(old), repr(new)))
+    if changed:
+        what = "architecture, scaling and seed" if all(k in _MODEL_KEYS for k, _, _ in changed) else "training settings"
+        detail = ", ".join(f"{k}: {old} -> {new}" for k, old, new in changed)
+        values = "value" if len(changed) == 1 else "values"
+        raise ValueError(
+            f"resume: expected the same {what} as the saved run, got {detail} (saved in {state_path}); "
+            f"start a new --out or pass the original {values}"
+        )
+    return payload
+
+
+def _batch_text(batch_size: Any, world_size: int) -> str:
+    return repr(batch_size) if world_size == 1 else f"{batch_size!r} x {world_size} processes"
+
+
+def _check_resumed_data(payload: dict[str, Any], data: dict[str, Any], state_path: Path) -> None:
+    """Resuming must train on the saved run's frames (by hash); a state without a hash gets a warning."""
+    saved = (payload.get("fingerprint") or {}).get("data")
+    if not isinstance(saved, dict) or "sha256" not in saved:
+        logger.warning(
+            "resume: %s was written without a fingerprint of its training data (spacetime_md %s); whether "
+            "the data are the saved run's cannot be checked", state_path, payload.get("spacetime_md_version", "unknown"),
+        )
+        return
+    if saved["sha256"] != data["sha256"]:
+        raise ValueError(
+            f"resume: expected the same training data as the saved run, got data: {_describe_data(saved)} -> "
+            f"{_describe_data(data)} (saved in {state_path}); start a new --out or pass the original data"
+        )
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Keep the metric lines of steps <= ``step`` (a resumed run rewrites the rest)."""
     if not path.exists():
@@ -955,8 +1070,13 @@ def train(
         Node labels; default AMBER atom types of the dataset's topology from the system's
         force-field files.
     resume : bool
-        Continue from ``out/training_state.pt`` (same step count and random stream) if it
-        exists. Without ``resume`` an existing state file is an error.
+        Continue from ``out/training_state.pt`` (same step count and random stream). The saved
+        run's fingerprint must match: the training data (sha256 of the frames after stride and
+        hold-out) and every setting that changes what the run computes (optimiser, schedule,
+        noise levels, architecture, scaling, split, seed; ``steps`` may grow), else
+        ``ValueError`` naming each differing field; a state written before fingerprints existed
+        resumes with a warning that its data cannot be checked. ``resume`` without a state file
+        is a ``ValueError``, and so is an existing state file without ``resume``.
     max_new_steps : int, optional
         Stop this invocation after this many steps (the state is saved; resume later).
     progress : bool
@@ -981,16 +1101,11 @@ def train(
             f"got {str(out)!r} which already holds one"
         )
     device = resolve_device(config.device)
-    payload = None
-    if resume and state_path.exists():
-        payload = read_checkpoint(state_path)
-        if payload["format"] != TRAINING_STATE_FORMAT:
-            raise ValueError(f"out: expected {STATE_FILE} to be a training state, got format {payload['format']!r}")
-        saved = payload.get("train_config", {})
-        changed = [k for k in _ARCH_KEYS + ("length_scale_nm", "seed") if saved.get(k) != getattr(config, k)]
-        if changed:
-            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
-            raise ValueError(f"resume: expected the same architecture, scaling and seed as the saved run, got {detail}")
+    from spacetime_md.molecular.ddp import ProcessGroupContext
+
+    procs = ProcessGroupContext.from_default_group() if distributed else ProcessGroupContext.single()
+    # Settings are checked before the data are read, the data (by hash) before anything is written.
+    payload = _read_resume_state(config, procs.world_size) if resume else None
     saved_spec = (payload.get("metadata") or {}).get("system") if payload is not None else None
 
     # Data and system are checked before anything is written: a failed start leaves no folder.
@@ -1003,15 +1118,19 @@ def train(
         _check_system_atoms(system, how, dataset)
     if saved_spec is not None:
         _check_resumed_system(saved_spec, system)
+    fingerprint = {
+        "data": _data_fingerprint(dataset),
+        "settings": {k: getattr(config, k) for k in _RESUME_KEYS},
+        "world_size": procs.world_size,
+    }
+    if payload is not None:
+        _check_resumed_data(payload, fingerprint["data"], state_path)
     system_spec = _plain(system.spec())
     if atom_types is None:
         atom_types = atom_types_from_topology(dataset.topology, system.forcefield_files)
     if len(atom_types) != dataset.n_atoms:
         raise ValueError(f"atom_types: expected {dataset.n_atoms} labels, got {len(atom_types)}")
 
-    from spacetime_md.molecular.ddp import ProcessGroupContext
-
-    procs = ProcessGroupContext.from_default_group() if distributed else ProcessGroupContext.single()
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     train_x = to_model(dataset.train_xyz, config.length_scale_nm).to(torch.float32)
@@ -1050,7 +1169,7 @@ def train(
         if procs.is_main:
             _truncate_metrics(out / METRICS_FILE, step)
         logger.info("resumed from %s at step %d", state_path, step)
-    elif not resume and procs.is_main:
+    elif procs.is_main:
         (out / METRICS_FILE).unlink(missing_ok=True)
 
     resolved = {
@@ -1075,6 +1194,7 @@ def train(
             "spacetime_md_version": __version__,
             "torch_version": torch.__version__,
             "world_size": procs.world_size,
+            "fingerprint": fingerprint,
         },
     }
     if procs.is_main:
@@ -1105,6 +1225,7 @@ def train(
             "wall_time": wall_before + (time.perf_counter() - start_time),
             "cpu_time": cpu_before + (time.process_time() - cpu_start),
             "train_config": config.to_dict(),
+            "fingerprint": fingerprint,
             "metadata": {"step": step, "system": system_spec},
         }
         torch_save_atomic(payload, state_path)
