@@ -14,7 +14,7 @@ $SMD sample --system $SYS/alanine-tetrapeptide.pdb --states $SYS/states.json \
 # 2. Train: the checkpoint records the system (PDB, force field, CVs, states) from samples/system.json.
 $SMD train --data "$OUT/samples" --out "$OUT/model" --steps 300 --batch-size 32 --seed 0 --num-threads 1 --no-progress
 # 3. Evaluate: per-residue Ramachandran JSD, every chiral centre, state populations.
-$SMD evaluate --checkpoint "$OUT/model/model.pt" --data "$OUT/samples" --n-samples 300 --n-steps 100 \
+$SMD evaluate --checkpoint "$OUT/model/model.pt" --data "$OUT/samples" --n-samples 300 --n-steps 100 --num-threads 1 \
     --json "$OUT/evaluate.json"
 # 4. Paths between two states of the checkpoint's system: nothing else is needed.
 $SMD paths --checkpoint "$OUT/model/model.pt" --start all_C7eq --end mid_C7ax --n-paths 4 --relaxed \
