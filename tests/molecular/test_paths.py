@@ -273,3 +273,15 @@ def test_cli_hit_length_nm(tmp_path, capsys):
     code = cli.main(["paths", "--out", str(tmp_path), "--hit-length-nm", "-1", "--dry-run"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == "spacetime-md: error: hit_length_nm: expected None or a finite number > 0 (nm), got -1.0"
+
+
+def test_python_api_defaults_equal_the_cli(tmp_path, capsys):
+    """The API's default PathConfig is the CLI's resolved config (same threads, same solver)."""
+    import dataclasses
+
+    assert cli.main(["paths", "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    resolved = json.loads(capsys.readouterr().out)["path_config"]
+    api = json.loads(json.dumps(PathConfig().to_dict()))
+    assert resolved == api
+    assert api["geodesic"]["num_threads"] == 1
+    assert dataclasses.replace(PathConfig(), n_paths=3).geodesic.num_threads == 1
