@@ -15,7 +15,11 @@ repository (``.git``, ``.venv`` and caches left out) and the selected tests run 
 ``pytest -x -q -p no:cacheprovider`` under ``PYTHONPATH=<copy>`` (so the copy's package is the
 one imported, also when the package is installed in editable mode) and without bytecode files.
 A mutant is *killed* when pytest fails (or errors, or runs past ``--timeout``) and *survives*
-when every selected test passes. The unmutated copy must pass first (the baseline).
+when every selected test passes; the first failing test is recorded (``killed_by`` in the JSON).
+The unmutated copy must pass first (the baseline). Ctrl-C or SIGTERM stops the run cleanly: the
+running pytest is killed, the copies are removed, and the table covers the mutants run so far.
+On a shared machine set ``OMP_NUM_THREADS=1`` (torch threads of the pytest runs; recorded in
+the output): see ``docs/mutation_testing.md``.
 
 Example (about 3 minutes on a 2-core CPU)::
 
@@ -41,9 +45,11 @@ import queue
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,6 +81,7 @@ class Mutant:
     replacement: str
     status: str = "not run"  # killed | timeout | survived | not run
     seconds: float = 0.0
+    killed_by: str = ""  # the first failing test (pytest node id), when pytest names one
 
     def apply(self, source: bytes) -> bytes:
         return source[: self.start] + self.replacement.encode() + source[self.end :]
@@ -194,14 +201,49 @@ def _env(copy: Path) -> dict[str, str]:
     return env
 
 
+_FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
+
+
+def _first_failure(output: str) -> str:
+    """The node id of the first ``FAILED``/``ERROR`` line of pytest's short summary, or ``""``."""
+    match = _FAILED.search(output)
+    return match.group(1) if match else ""
+
+
+#: Set by SIGINT/SIGTERM: no new mutant starts, running test processes are killed, the copies removed.
+_STOP = threading.Event()
+_RUNNING: set[subprocess.Popen] = set()
+_RUNNING_LOCK = threading.RLock()  # re-entrant: the signal handler runs in the main thread
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    _STOP.set()
+    with _RUNNING_LOCK:
+        for proc in list(_RUNNING):
+            proc.kill()
+
+
 def _run(command: list[str], copy: Path, timeout: float | None) -> tuple[str, float, str]:
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(command, cwd=copy, env=_env(copy), capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return "timeout", time.perf_counter() - t0, ""
+    if _STOP.is_set():
+        return "not run", 0.0, ""
+    with subprocess.Popen(command, cwd=copy, env=_env(copy), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        with _RUNNING_LOCK:
+            _RUNNING.add(proc)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return "timeout", time.perf_counter() - t0, ""
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(proc)
+    if _STOP.is_set():  # killed by the interrupt, not by the mutant
+        return "not run", time.perf_counter() - t0, ""
     status = "survived" if proc.returncode == 0 else "killed"
-    return status, time.perf_counter() - t0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return status, time.perf_counter() - t0, stdout[-3000:] + stderr[-2000:]
 
 
 def _make_copy(root: Path, index: int, python: str) -> Path:
@@ -268,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     command = _pytest_command(args.python, args.tests, args.keyword)
     print(f"# {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, {platform.platform()})")
     print("# tests: " + " ".join(command[1:]))
+    threads = {name: os.environ[name] for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if name in os.environ}
+    if threads:
+        print("# environment: " + " ".join(f"{k}={v}" for k, v in threads.items()))
+    _STOP.clear()
+    handlers = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     root = Path(tempfile.mkdtemp(prefix="mutation_test_"))
     try:
         copies: queue.Queue[Path] = queue.Queue()
@@ -276,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         base = copies.get()
         status, baseline_s, output = _run(command, base, None)
         copies.put(base)
+        if _STOP.is_set():
+            print("interrupted during the baseline run")
+            return 130
         if status != "survived":
             print(output)
             print("baseline: the selected tests fail on the unmutated code; no mutation score")
@@ -284,22 +334,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# baseline: tests pass in {baseline_s:.1f} s; timeout per mutant {timeout:.0f} s")
 
         def run_one(mutant: Mutant) -> Mutant:
+            if _STOP.is_set():
+                return mutant
             copy = copies.get()
             target = copy / mutant.module
             try:
                 target.write_bytes(mutant.apply(sources[mutant.module]))
-                mutant.status, mutant.seconds, _ = _run(command, copy, timeout)
+                mutant.status, mutant.seconds, output = _run(command, copy, timeout)
+                if mutant.status == "killed":
+                    mutant.killed_by = _first_failure(output)
             finally:
                 target.write_bytes(sources[mutant.module])
                 copies.put(copy)
+            if mutant.status == "not run":
+                return mutant
             print(f"  {mutant.status:8s} {mutant.seconds:5.1f} s  {mutant.module}:{mutant.line}:{mutant.col} [{mutant.kind}] "
-                  f"{mutant.description}", flush=True)
+                  f"{mutant.description}" + (f"   <- {mutant.killed_by}" if mutant.killed_by else ""), flush=True)
             return mutant
 
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(run_one, selected))
-        print(f"# {len(selected)} mutants in {time.perf_counter() - t0:.0f} s\n")
+        n_run = sum(m.status != "not run" for m in selected)
+        if _STOP.is_set():
+            print(f"# interrupted: {n_run} of {len(selected)} mutants run")
+        print(f"# {n_run} mutants in {time.perf_counter() - t0:.0f} s\n")
         print(_table(selected, args.modules))
         survivors = [m for m in selected if m.status == "survived"]
         if survivors:
@@ -310,11 +369,13 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json_out).write_text(json.dumps({
                 "command": ["benchmarks/mutation_test.py", *(sys.argv[1:] if argv is None else argv)],
                 "tests": command[1:], "baseline_s": baseline_s, "timeout_s": timeout,
-                "date": str(datetime.date.today()), "machine": platform.node(),
+                "date": str(datetime.date.today()), "machine": platform.node(), "environment": threads,
                 "mutants": [asdict(m) for m in selected]}, indent=1))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return 0
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return 130 if _STOP.is_set() else 0
 
 
 if __name__ == "__main__":

@@ -385,3 +385,14 @@ def test_non_finite_penalty_names_the_pair(mixture):
     starts, ends = pairs(2)
     with pytest.raises(NonFiniteError, match=r"pair 1: geodesic objective became non-finite \(energy [0-9.e+-]+, "):
         optimize_geodesics(mixture.denoiser, starts, ends, FAST, [[], [Penalty(blows_up)]])
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_more_pairs_than_nodes(mixture, optimizer):
+    # Per-pair optimiser state is sized by the number of pairs, whatever the curve's size.
+    config = GeodesicConfig(n_nodes=2, n_points=(8,), max_steps=8, optimizer=optimizer)
+    starts, ends = pairs(4)
+    batch = optimize_geodesics(mixture.denoiser, starts, ends, config)
+    for k in range(4):
+        alone = optimize_geodesics(mixture.denoiser, [starts[k]], [ends[k]], config)[0]
+        assert_same(batch[k], alone, 1e-8, evals_rtol=0.02)

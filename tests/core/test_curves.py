@@ -27,7 +27,8 @@ def test_spline_basis_clamps_outside_the_unit_interval():
     W_out = spline_basis(torch.tensor([-0.5, 1.5, 3.0], dtype=torch.float64), 5)
     W_end = spline_basis(torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64), 5)
     torch.testing.assert_close(W_out, W_end, rtol=0, atol=1e-14)
-    torch.testing.assert_close(W_end[:, [0, -1]], torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=torch.float64))
+    ends = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(W_end[:, [0, -1]], ends)
 
 
 def test_curve_evaluates_its_spline_and_refine_keeps_the_curve_at_the_new_knots():
@@ -39,7 +40,8 @@ def test_curve_evaluates_its_spline_and_refine_keeps_the_curve_at_the_new_knots(
     knots = torch.linspace(0, 1, 6, dtype=torch.float64)
     values = curve.knots().detach()
     log_snr, x = curve.evaluate(11)
-    spline = CubicSpline(knots.numpy(), values.numpy(), bc_type="natural")(torch.linspace(0, 1, 11, dtype=torch.float64).numpy())
+    s = torch.linspace(0, 1, 11, dtype=torch.float64)
+    spline = CubicSpline(knots.numpy(), values.numpy(), bc_type="natural")(s.numpy())
     torch.testing.assert_close(log_snr.detach(), torch.as_tensor(spline[:, 0]), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(x.detach(), torch.as_tensor(spline[:, 1:]), rtol=1e-10, atol=1e-10)
     finer = curve.refine(7)

@@ -180,7 +180,8 @@ def test_mala_step_accepts_by_the_metropolis_hastings_ratio():
         assert torch.equal(accepted[rows], want[rows])
         keep = accepted.unsqueeze(-1)
         torch.testing.assert_close(new_y, torch.where(keep, proposal, y), rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(new_energy, torch.where(accepted, energy_grad(proposal)[0], energy), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(new_energy, torch.where(accepted, energy_grad(proposal)[0], energy),
+                                   rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(new_grad, torch.where(keep, proposal.pow(3), grad), rtol=1e-12, atol=1e-12)
 
 
@@ -198,6 +199,7 @@ def test_annealed_langevin_defaults_one_step_and_step_size_checks():
     one = sample_annealed_langevin(harmonic, log_snr, x, start, n_steps=1, record="steps")
     assert one.paths.shape == (1, 3, 2) and one.n_energy_evals == 3
     with pytest.raises(ValueError, match=r"step_size: expected values > 0, got minimum 0.0"):
-        sample_annealed_langevin(harmonic, log_snr, x, start, step_size=torch.tensor([0.1, 0.0, 0.1], dtype=torch.float64))
+        sample_annealed_langevin(harmonic, log_snr, x, start,
+                                 step_size=torch.tensor([0.1, 0.0, 0.1], dtype=torch.float64))
     with pytest.raises(ValueError, match=r"n_steps: expected an integer >= 1, got 0"):
         sample_annealed_langevin(harmonic, log_snr, x, start, n_steps=0)
