@@ -14,20 +14,31 @@ import json
 import sys
 
 from spacetime_md.commands._system import add_system_arguments
+from spacetime_md.commands.toy import SEED, THREADS_MAX, check_options, int_range, ranged
 
 #: Path options shared with ``spacetime-md paths``: (type, help). ``None`` keeps the base value.
+#: Their ranges are PathConfig's (checked when the config is built; messages name its fields).
 _PATH_OPTIONS = {
-    "n_paths": (int, "transition paths per curve (default 8)"),
-    "n_points": (int, "curve points sampled by annealed Langevin (default 64)"),
-    "n_steps": (int, "OpenMM steps per curve point (default 300)"),
-    "endpoint_log_snr": (float, "log_snr of the clean endpoints (default 4)"),
+    "n_paths": (int, "transition paths per curve, >= 1 (default 8)"),
+    "n_points": (int, "curve points sampled by annealed Langevin, >= 2 (default 64)"),
+    "n_steps": (int, "OpenMM steps per curve point, >= 1 (default 300)"),
+    "endpoint_log_snr": (float, "log_snr of the clean endpoints, model units, in [1, 12] (default 4)"),
     "constraint": (str, "none, low-variance or avoid (default none)"),
-    "min_log_snr": (float, "LowVariance floor, model units (default 1)"),
+    "min_log_snr": (float, "LowVariance floor, model units, in [-4, endpoint log_snr) (default 1)"),
     "avoid_state": (str, "state to avoid with --constraint avoid"),
-    "avoid_log_snr": (float, "log_snr of the forbidden point (default 3)"),
-    "min_kl": (float, "AvoidRegion KL threshold (default 20)"),
-    "hit_length_nm": (float, "target hit for length CVs, nm (default 0.3 x the endpoints' heavy-atom RMSD)"),
+    "avoid_log_snr": (float, "log_snr of the forbidden point, in [-4, 12] (default 3)"),
+    "min_kl": (float, "AvoidRegion KL threshold, > 0 (default 20)"),
+    "hit_length_nm": (float, "target hit for length CVs, nm, > 0 (default 0.3 x the endpoints' heavy-atom RMSD)"),
     "device": (str, "torch device of the geodesic (default cpu)"),
+}
+
+#: Valid values of the batch's own numeric options (argparse dest -> range), checked first.
+RANGES = {
+    "workers": int_range(0, THREADS_MAX),
+    "retries": int_range(0),
+    "threads_per_task": int_range(1, THREADS_MAX),
+    "group_size": int_range(1),
+    "seed": SEED,
 }
 
 
@@ -43,13 +54,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("pairs", help="pairs file (.csv with a header row, .yaml or .yml)")
     p.add_argument("--out", required=True, help="output directory (one folder per pair)")
     p.add_argument("--workers", type=int, default=None,
-                   help="worker processes of the local cluster (default: number of CPUs; 0: serial, no Dask)")
+                   help=ranged("worker processes of the local cluster (default: number of CPUs; 0: serial, no Dask)",
+                               RANGES["workers"]))
     p.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
-    p.add_argument("--retries", type=int, default=1, help="extra attempts of a task that raised (default 1)")
-    p.add_argument("--threads-per-task", type=int, default=1, help="torch threads inside each task (default 1)")
+    p.add_argument("--retries", type=int, default=1,
+                   help=ranged("extra attempts of a task that raised (default 1)", RANGES["retries"]))
+    p.add_argument("--threads-per-task", type=int, default=1,
+                   help=ranged("torch threads inside each task (default 1)", RANGES["threads_per_task"]))
     p.add_argument("--group-size", type=int, default=1,
-                   help="pairs whose geodesics one task solves together with batched denoiser calls "
-                        "(fills a GPU with --device cuda; default 1: each pair alone)")
+                   help=ranged("pairs whose geodesics one task solves together with batched denoiser calls "
+                               "(fills a GPU with --device cuda; default 1: each pair alone)", RANGES["group_size"]))
     add_system_arguments(p, default_system=None)
     p.add_argument("--checkpoint", help="model checkpoint file or shipped model name (default: the shipped model for "
                    "--system); its recorded system is the default --system (else alanine-dipeptide)")
@@ -62,10 +76,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-baseline", dest="baseline", action="store_false", default=None,
                    help="skip the straight-line baseline")
     p.add_argument("--no-plots", action="store_true", help="no PNG plots per pair")
-    p.add_argument("--seed", type=int, default=0, help="batch seed; rows without a seed get one derived from it")
+    p.add_argument("--seed", type=int, default=0,
+                   help=ranged("batch seed; rows without a seed get one derived from it (default 0)", RANGES["seed"]))
     p.add_argument("--no-dashboard", action="store_true", help="do not serve the local Dask dashboard")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.add_argument("--dry-run", action="store_true", help="read and check the pairs, print the tasks and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the pairs, endpoints, system, checkpoint, memory and --out; print the tasks and exit")
     return p
 
 
@@ -133,17 +149,35 @@ def _system_options(args: argparse.Namespace) -> dict:
             "forcefield": forcefield_from_arg(args.forcefield) if args.forcefield is not None else None}
 
 
+def check_batch_run(args: argparse.Namespace, config, tasks, options: dict):
+    """What a real run checks before it starts Dask: the system and checkpoint, every pair's
+    endpoints and settings, the memory of each pair's frames and ``--out`` (an ASCII path: the
+    pairs' trajectories are DCD files). Returns ``(system, checkpoint file)``."""
+    from spacetime_md._outputs import prepare_output_dir
+    from spacetime_md.molecular.batch import _resolve_system_and_checkpoint, _validate_tasks
+    from spacetime_md.molecular.run_paths import check_memory
+
+    mol, checkpoint, _ = _resolve_system_and_checkpoint(args.checkpoint, platform=args.platform, **options)
+    configs = _validate_tasks(tasks, mol, config, args.seed)
+    for task in tasks:
+        try:
+            check_memory(configs[task.task_id], mol.n_atoms)
+        except ValueError as exc:
+            raise ValueError(f"{task._prefix()}{exc}") from None
+    prepare_output_dir(args.out, "batch", resume=True, ascii_only=True, dry_run=True)
+    return mol, checkpoint
+
+
 def run(args: argparse.Namespace) -> int:
     from spacetime_md.molecular.batch import read_pairs, run_batch
 
+    check_options(args, RANGES)
     config = _base_config(args)
     tasks = read_pairs(args.pairs)
     _quiet_dask(getattr(args, "verbose", 0))
     options = _system_options(args)
+    mol, checkpoint = check_batch_run(args, config, tasks, options)
     if args.dry_run:
-        from spacetime_md.molecular.batch import _resolve_system_and_checkpoint
-
-        mol, checkpoint, _ = _resolve_system_and_checkpoint(args.checkpoint, platform=args.platform, **options)
         resolved = {
             "out": args.out, "workers": args.workers, "scheduler": args.scheduler,
             "system": {"name": mol.name, "source_pdb": mol.source_pdb, "n_atoms": mol.n_atoms,
@@ -162,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     def report(info):
         if info["event"] == "start":
             link = info["dashboard"]
-            if link:
+            if link and not args.no_dashboard:
                 print(f"Dask dashboard: {link}", file=sys.stderr, flush=True)
             print(f"{info['n_tasks']} pairs: {info['n_skipped']} already finished, {info['n_pending']} to run "
                   f"-> {info['out']}", file=sys.stderr, flush=True)

@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "solve the spacetime geodesics (unconstrained, low-variance, region-avoiding) and sample "
         "transition paths by annealed Langevin; report MaxEnergy next to the paper's Table 1.",
     )
-    t1.add_argument("--out", required=True, help="output directory")
+    t1.add_argument("--out", required=True, help="output directory (refused if it holds another command's results)")
     t1.add_argument("--n-paths", type=int, default=None, help="paths per variant (default 1000)")
     t1.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     t1.add_argument("--quick", action="store_true", help="tiny smoke-test settings (seconds)")
@@ -92,8 +92,16 @@ def resolve_table1_config(args: argparse.Namespace):
     return dataclasses.replace(config, **changes) if changes else config
 
 
+#: Files ``benchmark table1`` writes into ``--out``.
+TABLE1_OUTPUTS = ("report.json", "config.json", "paths_*.npz", "*.png", "model.pt")
+
+
 def _run_table1(args: argparse.Namespace) -> int:
+    from spacetime_md._outputs import finish_output_dir, list_outputs, prepare_output_dir
+
     config = resolve_table1_config(args)
+    # A rerun replaces the benchmark's own files; another command's results are refused.
+    prepare_output_dir(args.out, "benchmark table1", resume=True, outputs=TABLE1_OUTPUTS, dry_run=args.dry_run)
     if args.dry_run:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
@@ -106,6 +114,7 @@ def _run_table1(args: argparse.Namespace) -> int:
             raise ValueError(f"--threads: expected an integer >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     report = run_table1(config, args.out, progress=args.progress)
+    finish_output_dir(args.out, list_outputs(args.out, TABLE1_OUTPUTS))
     print(format_table1(report))
     best = min(
         report["variants"].items(), key=lambda kv: kv[1]["metrics"]["max_energy_nearest"]["mean"]

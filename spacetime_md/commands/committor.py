@@ -4,9 +4,27 @@ from __future__ import annotations
 
 import argparse
 
+from spacetime_md.commands.toy import SEED, THREADS_MAX, check_options, float_range, int_range, ranged
+
 #: Same as ``spacetime_md.molecular.committor.ENERGIES`` (kept literal: no OpenMM import to build the parser).
 ENERGIES = ("quenched", "relaxed", "raw")
 DEFAULT_ENERGY = "relaxed"
+
+#: Valid values of the numeric options (argparse dest -> range), shown in --help. The lower
+#: bounds are CommittorConfig's (its messages name the config fields); the rest is checked here.
+RANGES = {
+    "frames": int_range(1),
+    "shots": int_range(1),
+    "path": int_range(0),
+    "max_length_ps": float_range(0, low_open=True),
+    "timestep_fs": float_range(0, 5, low_open=True),
+    "friction": float_range(0, low_open=True),
+    "check_interval": int_range(1),
+    "refine_window": int_range(1),
+    "refine_substeps": int_range(1),
+    "workers": int_range(1, THREADS_MAX),
+    "seed": SEED,
+}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -21,17 +39,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "PDB files.",
     )
     p.add_argument("paths_dir", metavar="PATHS_DIR", help="output directory of `spacetime-md paths`")
-    p.add_argument("--frames", type=int, default=10, help="frames evenly spaced along the path (default 10)")
-    p.add_argument("--shots", type=int, default=20, help="MD shots per frame (default 20)")
+    p.add_argument("--frames", type=int, default=10,
+                   help=ranged("frames evenly spaced along the path, at most its length (default 10)", RANGES["frames"]))
+    p.add_argument("--shots", type=int, default=20, help=ranged("MD shots per frame (default 20)", RANGES["shots"]))
     p.add_argument("--out", help="output directory (default PATHS_DIR/committor_<kind>_path<P>)")
     p.add_argument("--kind", choices=("geodesic", "straight"), default="geodesic",
                    help="which curve's paths (default geodesic)")
-    p.add_argument("--path", type=int, default=0, help="path index within the set (default 0)")
+    p.add_argument("--path", type=int, default=0,
+                   help=ranged("path index within the set, below its number of paths (default 0)", RANGES["path"]))
     p.add_argument("--max-length-ps", type=float, default=5.0,
-                   help="shots still in neither state after this long count as undecided (default 5 ps)")
-    p.add_argument("--timestep-fs", type=float, default=2.0)
-    p.add_argument("--friction", type=float, default=1.0, help="Langevin friction, 1/ps (default 1)")
-    p.add_argument("--check-interval", type=int, default=10, help="MD steps between state checks (default 10)")
+                   help=ranged("shots still in neither state after this long count as undecided, at least one check "
+                               "interval (default 5 ps)", RANGES["max_length_ps"]))
+    p.add_argument("--timestep-fs", type=float, default=2.0,
+                   help=ranged("MD time step in fs (default 2)", RANGES["timestep_fs"]))
+    p.add_argument("--friction", type=float, default=1.0,
+                   help=ranged("Langevin friction, 1/ps (default 1)", RANGES["friction"]))
+    p.add_argument("--check-interval", type=int, default=10,
+                   help=ranged("MD steps between state checks (default 10)", RANGES["check_interval"]))
     p.add_argument("--states", metavar="FILE",
                    help="state file (JSON/YAML; structure paths relative to it) replacing the run's states")
     p.add_argument("--start-state", help="start state name (default: the state of the path's first frame, else the "
@@ -48,17 +72,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "around the highest-energy frame, subdivided and minimised with the torsions held; n/a without "
                    "torsion CVs)")
     p.add_argument("--refine-window", type=int, default=2,
-                   help="frames on each side of the highest-energy frame that the refinement covers (default 2)")
+                   help=ranged("frames on each side of the highest-energy frame that the refinement covers (default 2)",
+                               RANGES["refine_window"]))
     p.add_argument("--refine-substeps", type=int, default=10,
-                   help="refinement points per frame interval (default 10)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes at most (default 2): shots start in this process and move to "
-                   "workers when the rest would take longer than 20 s here; 1: never")
-    p.add_argument("--seed", type=int, default=0)
+                   help=ranged("refinement points per frame interval (default 10)", RANGES["refine_substeps"]))
+    p.add_argument("--workers", type=int, default=2,
+                   help=ranged("worker processes at most (default 2)", RANGES["workers"])
+                   + ": shots start in this process and move to workers when the rest would take longer than 20 s "
+                   "here; 1: never")
+    p.add_argument("--seed", type=int, default=0, help=ranged("random seed (default 0)", RANGES["seed"]))
     p.add_argument("--platform", help="OpenMM platform (default: fastest measured for the system size)")
     p.add_argument("--overwrite", action="store_true", help="discard a checkpoint made with other settings")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--progress", action="store_true", help="progress bar")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the inputs (paths, system, states, frames, --out) and print the resolved config")
     return p
 
 
@@ -86,14 +114,19 @@ def run(args: argparse.Namespace) -> int:
         n_workers=args.workers,
         seed=args.seed,
     )
+    check_options(args, RANGES)  # what the config leaves open (upper bounds)
     if args.states is not None:
         from pathlib import Path
 
         if not Path(args.states).is_file():
             raise FileNotFoundError(f"--states: expected an existing file, got {args.states!r}")
+    # Checked before the run writes anything into --out (a finished run there stays as it was).
+    resolved = check_committor_run(args, config)
     if args.dry_run:
-        print(json.dumps({"paths_dir": args.paths_dir, "out": args.out, "platform": args.platform,
-                          "states": args.states, "committor_config": config.to_dict()}, indent=2))
+        print(json.dumps({"paths_dir": args.paths_dir, "out": resolved["out"], "platform": args.platform,
+                          "states": args.states, "start_state": resolved["start_state"],
+                          "target_state": resolved["target_state"], "n_path_frames": resolved["n_path_frames"],
+                          "committor_config": config.to_dict()}, indent=2))
         return 0
 
     from spacetime_md.molecular.committor import run_committor
@@ -103,3 +136,25 @@ def run(args: argparse.Namespace) -> int:
     print(result.format_table())
     print(f"results in {result.extra['out_dir']}")
     return 0
+
+
+def check_committor_run(args: argparse.Namespace, config) -> dict:
+    """What a real run checks before its first shot: the paths directory and its files, the
+    system, the states file, the path index, the frame count, the start and target states and
+    ``--out``. Returns the resolved names (``out``, ``start_state``, ``target_state``,
+    ``n_path_frames``)."""
+    from pathlib import Path
+
+    from spacetime_md._outputs import prepare_output_dir
+    from spacetime_md.molecular.committor import (
+        _path_frames, _resolve_states, load_committor_inputs, select_frames,
+    )
+
+    paths, system, _, endpoints = load_committor_inputs(args.paths_dir, config.kind, platform=args.platform,
+                                                        states=args.states)
+    frames, _ = _path_frames(paths, config.path, system)
+    select_frames(len(frames), config.n_frames)
+    start, target, _ = _resolve_states(system, frames, config, endpoints)
+    out = Path(args.out) if args.out is not None else Path(args.paths_dir) / f"committor_{config.kind}_path{config.path:03d}"
+    prepare_output_dir(out, "committor", resume=True, overwrite=args.overwrite, dry_run=True)
+    return {"out": str(out), "start_state": start.name, "target_state": target.name, "n_path_frames": len(frames)}

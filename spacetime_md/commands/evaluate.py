@@ -24,7 +24,29 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from spacetime_md.commands.toy import (
+    SEED, THREADS_MAX, check_memory_need, check_options, check_output_file, float_range, int_range, ranged,
+)
+
 logger = logging.getLogger(__name__)
+
+#: Valid values of the numeric options (argparse dest -> range); shown in --help, checked first.
+RANGES = {
+    "guidance_weight": float_range(0),
+    "guidance_log_snr_min": float_range(-20, 20),
+    "guidance_log_snr_max": float_range(-20, 20),
+    "holdout_fraction": float_range(0, 1, low_open=True, high_open=True),
+    "n_samples": int_range(1),
+    "n_steps": int_range(1),
+    "log_snr_start": float_range(-20, 20),
+    "log_snr_end": float_range(-20, 20),
+    "batch_size": int_range(1),
+    "seed": SEED,
+    "num_threads": int_range(1, THREADS_MAX),
+}
+#: Rough model activation memory per structure in a batch, per squared atom count (measured:
+#: about 0.4 MiB per alanine-dipeptide structure, 22 atoms, for the shipped model).
+_ACTIVATION_BYTES_PER_ATOM_PAIR = 1024
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -41,37 +63,49 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="autoguidance: a weaker model of the same molecule (e.g. an early snapshot "
                    "model_step*.pt of the same run); samples use D + (w - 1)(D - guide) on the guided levels")
     p.add_argument("--guidance-weight", type=float, default=None,
-                   help="autoguidance weight w (default 2.5, or the shipped pair's)")
+                   help=ranged("autoguidance weight w (default 2.5, or the shipped pair's)", RANGES["guidance_weight"]))
     p.add_argument("--guidance-log-snr-min", type=float, default=None,
-                   help="lowest guided noise level, model units (default -2, or the shipped pair's)")
+                   help=ranged("lowest guided noise level, model units (default -2, or the shipped pair's)",
+                               RANGES["guidance_log_snr_min"]))
     p.add_argument("--guidance-log-snr-max", type=float, default=None,
-                   help="guided levels are below this one (default 8, or the shipped pair's)")
+                   help=ranged("guided levels are below this one (default 8, or the shipped pair's)",
+                               RANGES["guidance_log_snr_max"]))
     p.add_argument("--data", required=True, nargs="+",
                    help="MD samples: a directory with one *.h5 trajectory (as written by `spacetime-md sample`), "
                         "or trajectory files mdtraj reads")
     p.add_argument("--top", default=None, help="topology (PDB) for --data formats without one (DCD, XTC, TRR, NetCDF)")
     add_system_arguments(p)
     p.add_argument("--holdout-fraction", type=float, default=None,
-                   help="held-out fraction (default: the one the model was trained with, else 0.1)")
+                   help=ranged("held-out fraction (default: the one the model was trained with, else 0.1)",
+                               RANGES["holdout_fraction"]))
     p.add_argument("--reference", default=None,
                    help="independent MD samples (directory with one *.h5, or the file), e.g. `spacetime-md "
                         "sample --seed 1`: all its frames are the reference instead of the held-out part of --data")
-    p.add_argument("--n-samples", type=int, default=2000, help="model samples (default 2000)")
-    p.add_argument("--n-steps", type=int, default=300, help="sampler noise levels (default 300)")
+    p.add_argument("--n-samples", type=int, default=2000,
+                   help=ranged("model samples (default 2000)", RANGES["n_samples"])
+                   + "; refused up front if they would not fit in memory")
+    p.add_argument("--n-steps", type=int, default=300,
+                   help=ranged("sampler noise levels (default 300)", RANGES["n_steps"]))
     p.add_argument("--method", choices=("heun", "ancestral", "ddim"), default="ancestral",
                    help="reverse SDE (ancestral, default: its noise corrects model errors, e.g. bond lengths "
                    "match MD where the ODE's are 1.7x too spread), or probability-flow ODE, 2nd order "
                    "(heun) or 1st order (ddim)")
-    p.add_argument("--log-snr-start", type=float, default=-8.0, help="first noise level (default -8)")
-    p.add_argument("--log-snr-end", type=float, default=10.0, help="last noise level (default 10)")
-    p.add_argument("--batch-size", type=int, default=128, help="samples integrated at once (default 128)")
+    p.add_argument("--log-snr-start", type=float, default=-8.0,
+                   help=ranged("first noise level, model log_snr (default -8)", RANGES["log_snr_start"]))
+    p.add_argument("--log-snr-end", type=float, default=10.0,
+                   help=ranged("last noise level, above --log-snr-start (default 10)", RANGES["log_snr_end"]))
+    p.add_argument("--batch-size", type=int, default=128,
+                   help=ranged("samples integrated at once (default 128)", RANGES["batch_size"]))
     p.add_argument("--mirror-d", action="store_true",
                    help="post-hoc correction: reflect samples with D chirality (reported as such)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help=ranged("sampling seed (default 0)", RANGES["seed"]))
     p.add_argument("--no-energies", dest="energies", action="store_false", help="skip OpenMM energies")
-    p.add_argument("--save-samples", default=None, help="write the model samples as an mdtraj HDF5 file")
-    p.add_argument("--json", dest="json_out", default=None, help="write the metrics as JSON")
-    p.add_argument("--num-threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--save-samples", default=None,
+                   help="write the model samples as an mdtraj HDF5 file (a file is replaced; folders are created)")
+    p.add_argument("--json", dest="json_out", default=None,
+                   help="write the metrics as JSON (a file is replaced; folders are created)")
+    p.add_argument("--num-threads", type=int, default=None,
+                   help=ranged("torch threads (default: torch's choice)", RANGES["num_threads"]))
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     return p
 
@@ -88,9 +122,16 @@ def run(args: argparse.Namespace) -> int:
     from spacetime_md.molecular.pretrained import GUIDED_PRETRAINED, load_checkpoint, load_guided, load_pretrained
     from spacetime_md.molecular.training import load_dataset
 
+    check_options(args, RANGES)
+    if not args.log_snr_end > args.log_snr_start:
+        raise ValueError(f"--log-snr-end: expected a number > --log-snr-start ({args.log_snr_start:g}), "
+                         f"got {args.log_snr_end:g}")
+    # Outputs are written after the sampling: check them first.
+    if args.save_samples:
+        check_output_file(args.save_samples, "--save-samples")
+    if args.json_out:
+        check_output_file(args.json_out, "--json")
     if args.num_threads is not None:
-        if args.num_threads < 1:
-            raise ValueError(f"num_threads: expected an integer >= 1, got {args.num_threads}")
         torch.set_num_threads(args.num_threads)
     guidance = {k: v for k, v in (("weight", args.guidance_weight), ("log_snr_min", args.guidance_log_snr_min),
                                   ("log_snr_max", args.guidance_log_snr_max)) if v is not None}
@@ -109,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"guide: expected --guide (or a guided --checkpoint) with "
                              f"{', '.join('--guidance-' + k.replace('_', '-') for k in guidance)}, got none")
         model = load_pretrained() if args.checkpoint is None else load_checkpoint(args.checkpoint)
+    _check_evaluate_memory(args.n_samples, args.batch_size, model.n_atoms)
     system = _declared_system(args, model)
     holdout = args.holdout_fraction
     if holdout is None:
@@ -178,17 +220,38 @@ def run(args: argparse.Namespace) -> int:
           + f"; chiral centres: {', '.join(c.name for c in centres) or 'none'}")
     print(f"reference MD: {reference_source}")
     print(result.to_table())
+    from spacetime_md._atomic import atomic_path, write_json_atomic
+
     if args.save_samples:
         import mdtraj
 
-        mdtraj.Trajectory(samples.astype("float32"), dataset.topology).save_hdf5(args.save_samples)
+        try:
+            with atomic_path(args.save_samples) as tmp:
+                mdtraj.Trajectory(samples.astype("float32"), dataset.topology).save_hdf5(str(tmp))
+        except OSError as exc:
+            raise ValueError(f"--save-samples: cannot write {args.save_samples!r} ({exc.strerror or exc})") from None
     if args.json_out:
-        from spacetime_md._atomic import write_json_atomic
-
         payload = {"metrics": result.to_dict(), "reference": reference_source, "system": system.name,
                    "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
-        write_json_atomic(args.json_out, payload)
+        try:
+            write_json_atomic(args.json_out, payload)
+        except OSError as exc:
+            raise ValueError(f"--json: cannot write {args.json_out!r} ({exc.strerror or exc})") from None
     return 0
+
+
+def _check_evaluate_memory(n_samples: int, batch_size: int, n_atoms: int) -> None:
+    """Refuse a run whose samples (float64, a few copies while evaluated) or whose batch of model
+    activations cannot fit in memory."""
+    samples = n_samples * n_atoms * 3 * 8 * 4
+    batch = min(batch_size, n_samples) * n_atoms**2 * _ACTIVATION_BYTES_PER_ATOM_PAIR
+    if batch > samples:
+        what = f"--batch-size: batches of {min(batch_size, n_samples)} structures of {n_atoms} atoms"
+        advice = "use a smaller --batch-size"
+    else:
+        what = f"--n-samples: {n_samples} samples of {n_atoms} atoms"
+        advice = "use fewer samples"
+    check_memory_need(samples + batch, what, advice)
 
 
 def _atom_mismatch(expected: Any, got: Any) -> str | None:

@@ -17,20 +17,46 @@ import argparse
 import json
 import shlex
 
+from spacetime_md.commands.toy import (
+    SEED, THREADS_MAX, check_options, check_output_file, float_range, int_range, ranged,
+)
+
 PRESET_NAMES = ("fast", "accurate")
+
+#: Valid values of the numeric options (argparse dest -> range); shown in --help, checked first.
+GEODESIC_RANGES = {
+    "t_min": float_range(0, 80, low_open=True),
+    "chunk_points": int_range(2),
+    "max_steps": int_range(1),
+    "seed": SEED,
+    "threads": int_range(0, THREADS_MAX),
+}
+FRAMES = int_range(2, 100)
+TRAIN_RANGES = {
+    "steps": int_range(1),
+    "batch_size": int_range(1, 4096),
+    "lr": float_range(0, 1, low_open=True),
+    "base_channels": int_range(1, 256),
+    "seed": SEED,
+    "threads": int_range(0, THREADS_MAX),
+}
 
 
 def _add_geodesic_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="image model checkpoint (default: shipped 8x8 digits model)")
     p.add_argument("--preset", choices=PRESET_NAMES, default="fast", help="geodesic solver settings (default fast)")
     p.add_argument("--t-min", type=float, default=None,
-                   help="anchor noise level (EDM sigma, model units; default 0.1)")
+                   help=ranged("anchor noise level (EDM sigma, model units; default 0.1)", GEODESIC_RANGES["t_min"]))
     p.add_argument("--chunk-points", type=int, default=None,
-                   help="evaluate the curve energy in chunks of this many points (bounded memory)")
-    p.add_argument("--max-steps", type=int, default=None, help="override the preset's optimiser steps per stage")
-    p.add_argument("--seed", type=int, default=0, help="seed of the Hutchinson probes")
+                   help=ranged("evaluate the curve energy in chunks of this many points (bounded memory)",
+                               GEODESIC_RANGES["chunk_points"]))
+    p.add_argument("--max-steps", type=int, default=None,
+                   help=ranged("override the preset's optimiser steps per stage", GEODESIC_RANGES["max_steps"]))
+    p.add_argument("--seed", type=int, default=0,
+                   help=ranged("seed of the Hutchinson probes (default 0)", GEODESIC_RANGES["seed"]))
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: small models run fastest on one thread; 0 = torch default)")
+                   help=ranged("torch threads, 0 = torch default (default 1: small models run fastest on one thread)",
+                               GEODESIC_RANGES["threads"]))
     p.add_argument("--convert", action="store_true",
                    help="convert images to the model's channel count (e.g. RGB -> grey) instead of failing")
     p.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
@@ -49,31 +75,40 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     d = sub.add_parser("distance", help="Diffusion Edit Distance between two PNG images")
     d.add_argument("image_a")
     d.add_argument("image_b")
-    d.add_argument("--json", dest="json_out", default=None, help="also write the result and settings as JSON")
+    d.add_argument("--json", dest="json_out", default=None,
+                   help="also write the result and settings as JSON (a file is replaced; folders are created)")
     _add_geodesic_options(d)
 
     g = sub.add_parser("geodesic", help="geodesic between two images as a PNG strip of denoising means")
     g.add_argument("image_a")
     g.add_argument("image_b")
-    g.add_argument("--out", required=True, help="output PNG (a JSON with settings and numbers is written beside it)")
-    g.add_argument("--frames", type=int, default=9, help="images in the strip (default 9)")
+    g.add_argument("--out", required=True,
+                   help="output PNG (a JSON with settings and numbers is written beside it; files are replaced, "
+                        "folders created)")
+    g.add_argument("--frames", type=int, default=9, help=ranged("images in the strip (default 9)", FRAMES))
     _add_geodesic_options(g)
 
     m = sub.add_parser("matrix", help="Diffusion Edit Distance matrix of all PNG images in a folder")
     m.add_argument("directory")
-    m.add_argument("--out", required=True, help="output CSV (a JSON with settings is written beside it)")
+    m.add_argument("--out", required=True,
+                   help="output CSV (a JSON with settings is written beside it; files are replaced, folders created)")
     m.add_argument("--pattern", default="*.png", help="file pattern inside the folder (default *.png)")
     m.add_argument("--progress", action="store_true", help="show a progress bar")
     _add_geodesic_options(m)
 
     t = sub.add_parser("train", help="train the small EDM model on scikit-learn's 8x8 digits")
-    t.add_argument("--out", required=True, help="run directory (resumes if it holds last.pt)")
-    t.add_argument("--steps", type=int, default=3000)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--base-channels", type=int, default=16)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    t.add_argument("--out", required=True,
+                   help="run directory (resumes if it holds last.pt; refused if it holds another command's results)")
+    t.add_argument("--steps", type=int, default=3000, help=ranged("optimiser steps (default 3000)", TRAIN_RANGES["steps"]))
+    t.add_argument("--batch-size", type=int, default=128,
+                   help=ranged("images per step (default 128)", TRAIN_RANGES["batch_size"]))
+    t.add_argument("--lr", type=float, default=2e-3,
+                   help=ranged("Adam learning rate (default 0.002)", TRAIN_RANGES["lr"]))
+    t.add_argument("--base-channels", type=int, default=16,
+                   help=ranged("U-Net width (default 16)", TRAIN_RANGES["base_channels"]))
+    t.add_argument("--seed", type=int, default=0, help=ranged("random seed (default 0)", TRAIN_RANGES["seed"]))
+    t.add_argument("--threads", type=int, default=1,
+                   help=ranged("torch threads, 0 = torch default (default 1)", TRAIN_RANGES["threads"]))
     t.add_argument("--progress", action="store_true")
     t.add_argument("--dry-run", action="store_true", help="print the resolved settings and exit")
     return p
@@ -84,8 +119,7 @@ def _geodesic_settings(args):
 
     from spacetime_md.image.distance import DEFAULT_T_MIN, resolve_preset
 
-    if args.threads < 0:
-        raise ValueError(f"--threads: expected an integer >= 0, got {args.threads}")
+    check_options(args, GEODESIC_RANGES)
     if args.threads and not args.dry_run:
         torch.set_num_threads(args.threads)
 
@@ -98,6 +132,24 @@ def _settings_dict(args, config, t_min) -> dict:
     return {"checkpoint": args.checkpoint, "preset": args.preset, "t_min": t_min,
             "chunk_points": args.chunk_points, "seed": args.seed, "threads": args.threads,
             "geodesic_config": config.to_dict()}
+
+
+def _check_file_out(path: str, flag: str, beside_json: bool) -> None:
+    """``--out``/``--json`` must be writable files, checked before the geodesic is solved."""
+    from pathlib import Path
+
+    if beside_json and Path(path).suffix.lower() == ".json":
+        raise ValueError(f"{flag}: expected a file name not ending in .json (the settings are written to a .json "
+                         f"beside it), got {path!r}")
+    check_output_file(path, flag, beside=(".json",) if beside_json else ())
+
+
+def _check_image_files(*paths: str) -> None:
+    """Each input image exists and reads (the model's shape is checked once it is loaded)."""
+    from spacetime_md.image.io import load_image
+
+    for path in paths:
+        load_image(path)
 
 
 def _load_pair(args, model):
@@ -115,7 +167,10 @@ def _run_distance(args) -> int:
 
     config, t_min = _geodesic_settings(args)
     settings = _settings_dict(args, config, t_min)
+    if args.json_out:
+        _check_file_out(args.json_out, "--json", beside_json=False)
     if args.dry_run:
+        _check_image_files(args.image_a, args.image_b)
         print(json.dumps(settings, indent=2))
         return 0
     model = load_image_model(args.checkpoint)
@@ -138,13 +193,14 @@ def _run_geodesic(args) -> int:
     from spacetime_md.image.io import save_geodesic_strip, write_json
     from spacetime_md.image.model import load_image_model
 
+    FRAMES.check("--frames", args.frames)
     config, t_min = _geodesic_settings(args)
     settings = {**_settings_dict(args, config, t_min), "frames": args.frames}
+    _check_file_out(args.out, "--out", beside_json=True)
     if args.dry_run:
+        _check_image_files(args.image_a, args.image_b)
         print(json.dumps(settings, indent=2))
         return 0
-    if args.frames < 2:
-        raise ValueError(f"--frames: expected an integer >= 2, got {args.frames}")
     model = load_image_model(args.checkpoint)
     a, b = _load_pair(args, model)
     geo = image_geodesic(model.denoiser(), model.to_model(a), model.to_model(b), t_min=t_min,
@@ -168,6 +224,7 @@ def _run_matrix(args) -> int:
 
     config, t_min = _geodesic_settings(args)
     settings = {**_settings_dict(args, config, t_min), "directory": args.directory, "pattern": args.pattern}
+    _check_file_out(args.out, "--out", beside_json=True)
     if args.dry_run:
         print(json.dumps(settings, indent=2))
         return 0
@@ -195,10 +252,15 @@ def _train_command(args) -> str:
 
 
 def _run_train(args) -> int:
+    from spacetime_md._outputs import finish_output_dir, list_outputs, prepare_output_dir
     from spacetime_md.image.training import ImageTrainConfig
 
+    check_options(args, TRAIN_RANGES)
     config = ImageTrainConfig(n_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                               base_channels=args.base_channels, seed=args.seed, threads=args.threads)
+    outputs = ("config.json", "metrics.jsonl", "last.pt", "model.pt", "model.json")
+    # A rerun continues (or repeats) the training in --out; another command's results are refused.
+    prepare_output_dir(args.out, "image train", resume=True, outputs=outputs, dry_run=args.dry_run)
     if args.dry_run:
         print(json.dumps({"train_config": config.to_dict(), "out": args.out, "data": "sklearn load_digits (train split)"},
                          indent=2))
@@ -213,6 +275,7 @@ def _run_train(args) -> int:
                 "command": _train_command(args)}
     model = train_image_model(ImageDiffusionModel.to_model(pixels), config, args.out, metadata=metadata,
                               progress=args.progress)
+    finish_output_dir(args.out, list_outputs(args.out, outputs))
     print(f"trained {model.n_parameters()} parameters for {config.n_steps} steps; wrote {args.out}/model.pt "
           f"and {args.out}/model.json")
     return 0

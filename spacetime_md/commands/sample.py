@@ -15,7 +15,22 @@ from __future__ import annotations
 
 import argparse
 
+from spacetime_md.commands.toy import SEED, check_memory_need, check_options, float_range, int_range, ranged
+
 DEFAULT_SYSTEM = "alanine-dipeptide"
+
+#: Valid values of the numeric options (argparse dest -> range); shown in --help, checked first.
+RANGES = {
+    "n_samples": int_range(1),
+    "seed": SEED,
+    "temperature": float_range(0, 5000, low_open=True),
+    "n_replicas": int_range(1, 256),
+    "max_temperature": float_range(0, 5000, low_open=True),
+    "exchange_interval": float_range(0, low_open=True),
+    "equilibration": float_range(0),
+    "chunk_size": int_range(1),
+    "max_chunks": int_range(0),
+}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,20 +45,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_system_arguments(p, default_system=DEFAULT_SYSTEM)
     p.set_defaults(system=None)  # so that --system and its alias --pdb can be told apart
     p.add_argument("--pdb", default=None, help="alias of --system for a PDB file of your molecule")
-    p.add_argument("--n-samples", type=int, required=True)
+    p.add_argument("--n-samples", type=int, required=True,
+                   help=ranged("samples at --temperature", RANGES["n_samples"])
+                   + "; refused up front if they would not fit in memory")
     p.add_argument("--out", required=True, help="output / checkpoint directory")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help=ranged("random seed (default 0)", RANGES["seed"]))
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of another run in --out (its outputs are removed first)")
     p.add_argument("--platform", default=None, help="OpenMM platform (default: automatic, Reference for small systems)")
-    p.add_argument("--temperature", type=float, default=300.0, help="sampling temperature in K (default 300)")
-    p.add_argument("--n-replicas", type=int, default=None, help="replicas (default 4)")
-    p.add_argument("--max-temperature", type=float, default=None, help="hottest replica in K (default 800)")
-    p.add_argument("--exchange-interval", type=float, default=None, help="ps between exchanges/samples (default 0.25)")
-    p.add_argument("--equilibration", type=float, default=None, help="discarded ps before sampling (default 20)")
-    p.add_argument("--chunk-size", type=int, default=1000, help="samples per checkpoint (default 1000)")
-    p.add_argument("--max-chunks", type=int, default=None, help="stop after this many chunks (resume later)")
+    p.add_argument("--temperature", type=float, default=300.0,
+                   help=ranged("sampling temperature in K (default 300)", RANGES["temperature"]))
+    p.add_argument("--n-replicas", type=int, default=None, help=ranged("replicas (default 4)", RANGES["n_replicas"]))
+    p.add_argument("--max-temperature", type=float, default=None,
+                   help=ranged("hottest replica in K, above --temperature (default 800)", RANGES["max_temperature"]))
+    p.add_argument("--exchange-interval", type=float, default=None,
+                   help=ranged("ps between exchanges/samples (default 0.25)", RANGES["exchange_interval"])
+                   + "; at least one 2 fs time step")
+    p.add_argument("--equilibration", type=float, default=None,
+                   help=ranged("discarded ps before sampling (default 20)", RANGES["equilibration"]))
+    p.add_argument("--chunk-size", type=int, default=1000,
+                   help=ranged("samples per checkpoint (default 1000)", RANGES["chunk_size"]))
+    p.add_argument("--max-chunks", type=int, default=None,
+                   help=ranged("stop after this many chunks (resume later)", RANGES["max_chunks"]))
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -89,13 +113,30 @@ def resolve_sample_system(args: argparse.Namespace):
     )
 
 
+def check_sample_memory(n_samples: int, chunk_size: int, n_atoms: int) -> None:
+    """Refuse a run whose samples cannot be held in memory: the finished run concatenates every
+    chunk (float32 coordinates, copied twice on the way to ``samples.h5``) after filling one
+    chunk buffer at a time."""
+    per_sample = n_atoms * 3 * 4
+    need = n_samples * (3 * per_sample + 48) + min(chunk_size, n_samples) * (per_sample + 16)
+    check_memory_need(need, f"--n-samples: {n_samples} samples of {n_atoms} atoms", "use fewer samples")
+
+
 def run(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
     import openmm.unit as unit
 
     from spacetime_md.molecular import sampling
 
+    check_options(args, RANGES)
+    n_replicas = args.n_replicas if args.n_replicas is not None else sampling.DEFAULT_N_REPLICAS
+    max_temperature = (args.max_temperature if args.max_temperature is not None
+                       else sampling.DEFAULT_MAX_TEMPERATURE.value_in_unit(unit.kelvin))
+    if n_replicas > 1 and not max_temperature > args.temperature:
+        raise ValueError(f"--max-temperature: expected a number > --temperature ({args.temperature:g} K) with "
+                         f"{n_replicas} replicas, got {max_temperature:g}")
     system = resolve_sample_system(args)
     kwargs = {}
     if args.n_replicas is not None:
@@ -106,13 +147,21 @@ def run(args: argparse.Namespace) -> int:
         kwargs["exchange_interval"] = args.exchange_interval * unit.picosecond
     if args.equilibration is not None:
         kwargs["equilibration"] = args.equilibration * unit.picosecond
+    # The settings a real run resolves (and checks) first.
+    config = sampling.resolve_config(system, args.n_samples, chunk_size=args.chunk_size, seed=args.seed, **kwargs)
+    check_sample_memory(args.n_samples, args.chunk_size, system.n_atoms)
     from spacetime_md._outputs import finish_output_dir, list_outputs, prepare_output_dir
 
     outputs = ("samples.h5", "energies.npy", "checkpoint.npz", "config.json", "report.json", sampling.SYSTEM_FILE,
                "*.png")
     if args.dry_run:
-        config = sampling.resolve_config(system, args.n_samples, chunk_size=args.chunk_size, seed=args.seed, **kwargs)
         prepare_output_dir(args.out, "sample", resume=args.resume, overwrite=args.overwrite, dry_run=True)
+        out = Path(args.out)
+        if (out / "checkpoint.npz").exists() and not args.overwrite:
+            if not args.resume:
+                raise ValueError(f"--out: {str(out)!r} already holds a sampling run; pass --resume to continue it, "
+                                 "--overwrite to replace it, or choose another directory")
+            sampling._check_resume_config(out / "config.json", config)
         print(json.dumps(config.to_dict(), indent=2))
         return 0
     prepare_output_dir(args.out, "sample", resume=args.resume, overwrite=args.overwrite, outputs=outputs)

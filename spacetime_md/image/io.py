@@ -64,6 +64,8 @@ def _read_pixels(path: Path) -> np.ndarray:
             arr = np.asarray(im, dtype=np.float64)
     except UnidentifiedImageError:
         raise ValueError(f"{path}: expected an image file (PNG), got a file that is not a readable image") from None
+    except PermissionError as exc:
+        raise ValueError(f"{path}: expected a readable image file, got {exc.strerror or exc}") from None
     except OSError as exc:
         raise ValueError(f"{path}: expected a readable image file (PNG), got a damaged or truncated one ({exc})") from None
     if mode == "1":
@@ -112,9 +114,14 @@ def load_image(
     FileNotFoundError
         No such file.
     ValueError
-        Not an image, a directory, wrong size or wrong channel count.
+        Not an image, unreadable, a directory, pixel values outside ``[0, 1]`` (float images are
+        not rescaled), wrong size or wrong channel count.
     """
     path = Path(path)
+    try:
+        os.fsencode(str(path))
+    except UnicodeEncodeError:
+        raise ValueError(f"{str(path)!r}: expected a path the file system can encode") from None
     if path.is_dir():
         raise ValueError(f"{path}: expected an image file, got a directory")
     if not path.exists():
@@ -122,6 +129,10 @@ def load_image(
     arr = _read_pixels(path)
     if not np.isfinite(arr).all():
         raise ValueError(f"{path}: expected finite pixel values, got NaN or infinity")
+    if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+        # Integer images are scaled by their bit depth; a float image must already be in [0, 1].
+        raise ValueError(f"{path}: expected pixel values in [0, 1] (a float image is not rescaled), got "
+                         f"[{arr.min():.4g}, {arr.max():.4g}]")
     if event_shape is not None:
         shape = tuple(int(s) for s in event_shape)
         if len(shape) != 3:

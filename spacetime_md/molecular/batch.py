@@ -62,6 +62,7 @@ Units as in :mod:`spacetime_md.molecular.paths` (nm, ps, kJ/mol, K; ``log_snr`` 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -856,18 +857,7 @@ def run_batch(
     finally:
         if bar is not None:
             bar.close()
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            # Worker processes can take longer than Dask's 4 s to exit on a busy machine; the
-            # nanny then kills them, which is fine once every result is on disk.
-            nanny_log = logging.getLogger("distributed.nanny")
-            level = nanny_log.level
-            nanny_log.setLevel(logging.ERROR)
-            try:
-                cluster.close()
-            finally:
-                nanny_log.setLevel(level)
+        close_dask(client, cluster)
         run_info["finished_at"] = time.time()
         write_json_atomic(manifest_path, manifest, sort_keys=True)
         _cleanup_tmp(out)
@@ -886,6 +876,8 @@ def run_batch(
 
 def _connect(scheduler: str | None, workers: int | None, dashboard: bool):
     """A Dask client (and the local cluster it owns, if any)."""
+    import warnings
+
     try:
         from distributed import Client, LocalCluster
     except ImportError as exc:
@@ -905,7 +897,63 @@ def _connect(scheduler: str | None, workers: int | None, dashboard: bool):
     n = workers if workers is not None else (os.cpu_count() or 1)
     # Dask's nannies set MALLOC_TRIM_THRESHOLD_=65536 in their workers; with the many small
     # tensors of a geodesic solve that made it 2-4x slower here (measured), so unset it.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
+            warnings.catch_warnings():
+        # The scheduler's HTTP server moves to a free port when 8787 is taken (the link printed
+        # says where); that is no reason for a multi-line warning.
+        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                dashboard_address=":8787" if dashboard else None)
-    return Client(cluster), cluster
+    try:
+        return Client(cluster), cluster
+    except BaseException:
+        close_dask(None, cluster)
+        raise
+
+
+#: Loggers whose records while a client and its cluster shut down are connection noise (e.g. a
+#: ``CommClosedError`` traceback from a worker stream that closes after the scheduler).
+SHUTDOWN_LOGGERS = ("distributed", "tornado", "asyncio")
+
+
+@contextlib.contextmanager
+def _quiet_shutdown(level: int = logging.CRITICAL):
+    """Raise :data:`SHUTDOWN_LOGGERS` and their existing children to ``level`` and ignore
+    warnings; restored on exit. Only for the teardown: task errors are reported through their
+    futures (and recorded in the manifest) before it starts."""
+    import warnings
+
+    names = set(SHUTDOWN_LOGGERS) | {name for name in logging.root.manager.loggerDict
+                                     if name.split(".")[0] in SHUTDOWN_LOGGERS}
+    saved = {}
+    for name in names:
+        log = logging.getLogger(name)
+        saved[name] = log.level
+        log.setLevel(max(level, log.getEffectiveLevel()))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, old in saved.items():
+            logging.getLogger(name).setLevel(old)
+
+
+def close_dask(client: Any, cluster: Any, timeout: float = 20.0) -> None:
+    """Close ``client``, then the local ``cluster`` it owns (either may be ``None``), quietly.
+
+    The client goes first, so the scheduler does not see it vanish with the workers; each close
+    gets ``timeout`` seconds. Worker processes can take longer than Dask's 4 s to exit on a busy
+    machine and are then killed by their nanny, and streams that close in the wrong order log
+    ``CommClosedError`` tracebacks: neither matters once every result is on disk, so the
+    ``distributed`` loggers are raised to CRITICAL meanwhile and a failing close is logged at
+    DEBUG level instead of raised.
+    """
+    with _quiet_shutdown():
+        for what, obj in (("client", client), ("cluster", cluster)):
+            if obj is None:
+                continue
+            try:
+                obj.close(timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - shutdown noise (CommClosedError, TimeoutError, OSError)
+                logger.debug("closing the Dask %s: %s: %s", what, type(exc).__name__, exc)

@@ -1236,8 +1236,78 @@ def _system_for_paths(paths_dir: Path, platform: str | None):
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: expected JSON, got unreadable text ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: expected a readable JSON file, got {exc.strerror or exc}") from None
+
+
+def _load_paths(paths_dir: Path, kind: str) -> "TransitionPaths":
+    """:meth:`TransitionPaths.load` with one-line errors for a missing, truncated or damaged
+    ``paths_<kind>.npz`` (or ``report.json``) instead of zip/pickle tracebacks."""
+    import zipfile
+    import zlib
+
+    from spacetime_md.molecular.paths import TransitionPaths
+
+    npz = paths_dir / f"paths_{kind}.npz"
+    report = paths_dir / REPORT_FILE
+    if report.is_file():
+        _read_json(report)  # its own message names the file
+    try:
+        paths = TransitionPaths.load(paths_dir, kind=kind)
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise ValueError(
+            f"paths: expected {npz.name} as written by `spacetime-md paths` in {paths_dir}, got a truncated or "
+            f"damaged file ({type(exc).__name__}: {' '.join(str(text).split())})"
+        ) from None
+    frames = np.asarray(paths.frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1 or frames.shape[1] < 2:
+        raise ValueError(f"paths: expected frames of shape (paths, T >= 2, atoms, 3) in {npz}, got {frames.shape}")
+    if not np.isfinite(frames).all():
+        raise ValueError(f"paths: expected finite coordinates in {npz}, got NaN or infinity")
+    return paths
+
+
+def load_committor_inputs(
+    paths_dir: str | os.PathLike,
+    kind: str = "geodesic",
+    *,
+    platform: str | None = None,
+    states: str | os.PathLike | None = None,
+) -> "tuple[TransitionPaths, MolecularSystem, dict[str, Any], tuple[MetastableState, MetastableState] | None]":
+    """Everything :func:`run_committor` reads from a paths directory, checked, before any shot.
+
+    Returns ``(paths, system, paths_config, endpoint_states)``: the ``paths_<kind>.npz`` path set,
+    the run's system (with ``states`` loaded if given), its ``config.json`` and the endpoint
+    states of its ``report.json`` (``None`` if it recorded none). Missing or unreadable inputs
+    raise ``FileNotFoundError`` / ``ValueError`` naming the file.
+    """
+    paths_dir = Path(paths_dir)
+    if not paths_dir.is_dir():
+        raise FileNotFoundError(
+            f"paths_dir: expected a directory written by `spacetime-md paths`, got missing {str(paths_dir)!r}"
+        )
+    if kind not in ("geodesic", "straight"):
+        raise ValueError(f"kind: expected 'geodesic' or 'straight', got {kind!r}")
+    if states is not None and not Path(states).is_file():
+        raise FileNotFoundError(f"states: expected an existing state file, got {str(states)!r}")
+    paths = _load_paths(paths_dir, kind)
+    system, paths_config = _system_for_paths(paths_dir, platform)
+    if paths.frames.shape[2] != system.n_atoms:
+        from spacetime_md.errors import TopologyMismatchError
+
+        raise TopologyMismatchError(
+            f"paths: expected frames of {system.n_atoms} atoms like {system.name}, got {paths.frames.shape[2]}"
+        )
+    if states is not None:
+        from spacetime_md.molecular.states import load_states
+
+        system.states = load_states(states, system)
+    return paths, system, paths_config, _endpoint_states(paths_dir, system)
 
 
 def _endpoint_states(paths_dir: Path, system: "MolecularSystem") -> "tuple[MetastableState, MetastableState] | None":
@@ -1287,33 +1357,12 @@ def run_committor(
     relaxed-energy maximum (``ts_refined_max_energy.pdb``). A rerun with
     the same settings skips the shots already in ``shots.json``.
     """
-    from spacetime_md.molecular.paths import TransitionPaths
-
     config = CommittorConfig() if config is None else config
     if not isinstance(config, CommittorConfig):
         raise TypeError(f"config: expected a CommittorConfig, got {type(config).__name__}")
     paths_dir = Path(paths_dir)
-    if not paths_dir.is_dir():
-        raise FileNotFoundError(
-            f"paths_dir: expected a directory written by `spacetime-md paths`, got missing {str(paths_dir)!r}"
-        )
-    if config.kind not in ("geodesic", "straight"):
-        raise ValueError(f"kind: expected 'geodesic' or 'straight', got {config.kind!r}")
-    if states is not None and not Path(states).is_file():
-        raise FileNotFoundError(f"states: expected an existing state file, got {str(states)!r}")
-    paths = TransitionPaths.load(paths_dir, kind=config.kind)
-    system, paths_config = _system_for_paths(paths_dir, platform)
-    if paths.frames.shape[2] != system.n_atoms:
-        from spacetime_md.errors import TopologyMismatchError
-
-        raise TopologyMismatchError(
-            f"paths: expected frames of {system.n_atoms} atoms like {system.name}, got {paths.frames.shape[2]}"
-        )
-    if states is not None:
-        from spacetime_md.molecular.states import load_states
-
-        system.states = load_states(states, system)
-    endpoints = _endpoint_states(paths_dir, system)
+    paths, system, paths_config, endpoints = load_committor_inputs(paths_dir, config.kind, platform=platform,
+                                                                    states=states)
     out = Path(out_dir) if out_dir is not None else paths_dir / f"committor_{config.kind}_path{config.path:03d}"
     from spacetime_md._outputs import finish_output_dir, prepare_output_dir
 

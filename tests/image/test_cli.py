@@ -96,7 +96,7 @@ def test_rgb_converted_on_request(pair, tmp_path, capsys):
 
 def test_other_cli_errors(pair, tmp_path, capsys):
     assert main(["image", "geodesic", *pair, "--out", str(tmp_path / "s.png"), "--frames", "1"]) == 2
-    assert "--frames: expected an integer >= 2, got 1" in capsys.readouterr().err
+    assert "--frames: expected an integer in [2, 100], got 1" in capsys.readouterr().err
     assert main(["image", "distance", *pair, "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "checkpoint: expected an existing file" in capsys.readouterr().err
     assert main(["image", "matrix", str(tmp_path), "--out", str(tmp_path / "m.csv")]) == 2

@@ -109,4 +109,4 @@ def test_geodesic_argument_errors(gaussian_images, image_pair):
 
 def test_cli_threads_error(capsys):
     assert main(["image", "distance", "a.png", "b.png", "--threads", "-1"]) == 2
-    assert "--threads: expected an integer >= 0, got -1" in capsys.readouterr().err
+    assert "--threads: expected an integer in [0, 256], got -1" in capsys.readouterr().err

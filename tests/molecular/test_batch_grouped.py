@@ -139,7 +139,7 @@ def test_cli_group_size(checkpoint, tmp_path, capsys):
                      "--group-size", "0", "--no-dashboard"])
     assert code != 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "group_size" in err[0]
+    assert len(err) == 1 and "--group-size" in err[0]
 
 
 def test_a_failing_pair_of_a_group_is_recorded_and_its_neighbour_finishes(system, checkpoint, tmp_path):

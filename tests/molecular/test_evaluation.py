@@ -210,7 +210,7 @@ def test_cli_evaluate(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(wrong), "--data", data, "--n-samples", "2", "--n-steps", "2"]) == 2
     assert "data: expected the model's 22 atoms" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", data, "--num-threads", "0"]) == 2
-    assert "num_threads: expected an integer >= 1, got 0" in capsys.readouterr().err
+    assert "--num-threads: expected an integer in [1, 256], got 0" in capsys.readouterr().err
 
 
 def test_cli_evaluate_against_an_independent_reference(tmp_path, capsys):
