@@ -94,12 +94,18 @@ class ImageDenoiser:
         ``log_snr (B,)``) to what the network receives as ``cond``. Default: identity.
     dtype : torch.dtype, optional
         Cast network inputs to this dtype (outputs are cast back to the input's dtype).
+    data_range : (float, float), optional
+        The range of the data the network was trained on, in its own units (e.g. ``(-1, 1)``
+        for pixels mapped by ``2 p - 1``). When given, :func:`~spacetime_md.image.image_geodesic`
+        refuses images outside it, and images that look like ``[0, 1]`` pixels for a
+        ``(-1, 1)`` model, instead of returning a silently wrong distance.
 
     Attributes
     ----------
     event_shape : tuple of int
     dim : int
         ``D = prod(event_shape)``.
+    data_range : (float, float) or None
     """
 
     def __init__(
@@ -110,6 +116,7 @@ class ImageDenoiser:
         *,
         noise_conditioning: Callable[[Tensor], Tensor] | None = None,
         dtype: torch.dtype | None = None,
+        data_range: tuple[float, float] | None = None,
     ):
         if not callable(network):
             raise TypeError(f"network: expected a callable, got {type(network).__name__}")
@@ -125,6 +132,12 @@ class ImageDenoiser:
         self.prediction = prediction
         self.noise_conditioning = noise_conditioning
         self.dtype = dtype
+        if data_range is not None:
+            low, high = (float(v) for v in data_range)
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ValueError(f"data_range: expected (low, high) with low < high, got {data_range!r}")
+            data_range = (low, high)
+        self.data_range = data_range
         flat = self._flat_network
         if prediction == "edm":
             self._denoiser = from_edm(flat)
@@ -189,12 +202,14 @@ def from_edm_image(
     *,
     noise_conditioning: Callable[[Tensor], Tensor] | None = None,
     dtype: torch.dtype | None = None,
+    data_range: tuple[float, float] | None = None,
 ) -> ImageDenoiser:
     """Adapter for an EDM denoiser ``network(x_edm (B, *event_shape), sigma (B,)) -> x_0``.
 
     The VP point ``x`` is rescaled to ``x / alpha`` and ``sigma = exp(-log_snr / 2)``.
     """
-    return ImageDenoiser(network, event_shape, "edm", noise_conditioning=noise_conditioning, dtype=dtype)
+    return ImageDenoiser(network, event_shape, "edm", noise_conditioning=noise_conditioning, dtype=dtype,
+                         data_range=data_range)
 
 
 def from_epsilon_image(

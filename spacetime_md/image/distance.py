@@ -94,8 +94,31 @@ def _check_denoiser(denoiser) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _check_image(name: str, image: object, event_shape: tuple[int, ...]) -> Tensor:
-    return check_tensor(name, image, event_shape)
+def _check_image(name: str, image: object, event_shape: tuple[int, ...], data_range=None) -> Tensor:
+    """Shape, finiteness and -- when the denoiser knows its ``data_range`` -- the value range.
+
+    Images outside the model's range, 8-bit pixels (values up to 255) and ``[0, 1]`` pixels
+    handed to a ``(-1, 1)`` model would otherwise give a silently wrong distance.
+    """
+    image = check_tensor(name, image, event_shape)
+    if data_range is None:
+        return image
+    low, high = data_range
+    lo, hi = float(image.min()), float(image.max())
+    slack = 1e-3 * (high - low)
+    convert = "convert pixels p in [0, 1] with model.to_model(p) = 2 p - 1" if (low, high) == (-1.0, 1.0) else \
+        f"rescale it to [{low:g}, {high:g}]"
+    if hi > 2.0 and hi <= 255.0 + slack and lo >= -slack:
+        raise ValueError(f"{name}: expected model units in [{low:g}, {high:g}], got values in [{lo:g}, {hi:g}] "
+                         f"(8-bit pixels?): divide by 255, then {convert}")
+    if lo < low - slack or hi > high + slack:
+        raise ValueError(f"{name}: expected model units in [{low:g}, {high:g}], got values in [{lo:g}, {hi:g}]: "
+                         f"{convert}")
+    if low < 0.0 and lo >= 0.0 and hi <= 1.0 + slack and (high - low) >= 1.5:
+        raise ValueError(f"{name}: expected model units in [{low:g}, {high:g}], got values in [{lo:g}, {hi:g}], "
+                         f"which look like [0, 1] pixels: {convert} (or pass check_range=False if this image "
+                         f"really has no value below 0)")
+    return image
 
 
 def _anchor(t_min: float) -> tuple[float, float]:
@@ -215,6 +238,7 @@ def image_geodesic(
     chunk_points: int | None = None,
     amp_dtype: torch.dtype | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    check_range: bool = True,
 ) -> ImageGeodesic:
     """Spacetime geodesic between two images anchored at ``t_min``.
 
@@ -235,14 +259,18 @@ def image_geodesic(
         Mixed precision for the denoiser (chunked solver only, e.g. ``torch.bfloat16`` on GPU).
     callback : callable, optional
         Called after every optimiser step (chunked solver only).
+    check_range : bool
+        Refuse images outside the denoiser's ``data_range`` (8-bit pixels, ``[0, 1]`` pixels for a
+        ``(-1, 1)`` model) with a ``ValueError``; ``False`` skips the check.
 
     Returns
     -------
     ImageGeodesic
     """
     event_shape = _check_denoiser(denoiser)
-    a = _check_image("image_a", image_a, event_shape)
-    b = _check_image("image_b", image_b, event_shape).to(a.dtype)
+    data_range = getattr(denoiser, "data_range", None) if check_range else None
+    a = _check_image("image_a", image_a, event_shape, data_range)
+    b = _check_image("image_b", image_b, event_shape, data_range).to(a.dtype)
     config = IMAGE_PRESETS["fast"] if config is None else config
     if not isinstance(config, GeodesicConfig):
         raise TypeError(f"config: expected a GeodesicConfig, got {type(config).__name__}")
@@ -280,10 +308,11 @@ def image_edit_distance(
     config: GeodesicConfig | None = None,
     chunk_points: int | None = None,
     amp_dtype: torch.dtype | None = None,
+    check_range: bool = True,
 ) -> float:
     """Diffusion Edit Distance between two images (Eq. 17); see :func:`image_geodesic`."""
     return image_geodesic(denoiser, image_a, image_b, t_min=t_min, config=config, chunk_points=chunk_points,
-                          amp_dtype=amp_dtype).distance
+                          amp_dtype=amp_dtype, check_range=check_range).distance
 
 
 @dataclass
@@ -334,14 +363,20 @@ def distance_matrix(
     amp_dtype: torch.dtype | None = None,
     progress: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    check_range: bool = True,
 ) -> DistanceMatrix:
     """Diffusion Edit Distance between all pairs of ``images (N, *event_shape)``.
 
     ``N (N - 1) / 2`` geodesics are solved (``i < j``); the matrix is mirrored. ``callback``
-    receives ``{"i", "j", "distance", "seconds"}`` after each pair.
+    receives ``{"i", "j", "distance", "seconds"}`` after each pair. Every image is checked
+    against the denoiser's ``data_range`` before the first pair (``check_range``, see
+    :func:`image_geodesic`).
     """
     event_shape = _check_denoiser(denoiser)
     images = check_tensor("images", images, (None, *event_shape))
+    data_range = getattr(denoiser, "data_range", None) if check_range else None
+    for k in range(images.shape[0]):
+        _check_image(f"images[{k}]", images[k], event_shape, data_range)
     if images.shape[0] < 2:
         raise ValueError(f"images: expected at least 2 images, got {images.shape[0]}")
     config = IMAGE_PRESETS["fast"] if config is None else config
@@ -356,7 +391,7 @@ def distance_matrix(
     t0 = time.perf_counter()
     for i, j in iterator:
         geo = image_geodesic(denoiser, images[i], images[j], t_min=t_min, config=config,
-                             chunk_points=chunk_points, amp_dtype=amp_dtype)
+                             chunk_points=chunk_points, amp_dtype=amp_dtype, check_range=False)
         dist[i, j] = dist[j, i] = geo.distance
         energy[i, j] = energy[j, i] = geo.energy
         line[i, j] = line[j, i] = geo.straight_line_energy

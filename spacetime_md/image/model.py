@@ -236,7 +236,7 @@ class ImageDiffusionModel(nn.Module):
         """The core denoiser ``(B, D), (B,) -> (B, D)`` of this model (an ``ImageDenoiser``)."""
         from spacetime_md.image.adapters import from_edm_image
 
-        return from_edm_image(self, self.event_shape, dtype=dtype)
+        return from_edm_image(self, self.event_shape, dtype=dtype, data_range=(-1.0, 1.0))
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -110,3 +110,31 @@ def test_geodesic_argument_errors(gaussian_images, image_pair):
 def test_cli_threads_error(capsys):
     assert main(["image", "distance", "a.png", "b.png", "--threads", "-1"]) == 2
     assert "--threads: expected an integer in [0, 256], got -1" in capsys.readouterr().err
+
+
+def test_images_outside_the_models_range_are_refused_before_any_work():
+    """8-bit pixels, [0, 1] pixels and out-of-range values given to a (-1, 1) model: a ValueError
+    that says how to convert, raised before the geodesic (the shipped model's adapter knows its range)."""
+    from spacetime_md.image import distance_matrix, load_digits_model
+
+    model = load_digits_model()
+    den = model.denoiser()
+    assert den.data_range == (-1.0, 1.0)
+    digits = load_digits_images("test")[0][:2]  # pixels in [0, 1]
+    pixels_a, pixels_b = digits[0], digits[1]
+    model_a, model_b = model.to_model(pixels_a), model.to_model(pixels_b)
+    with pytest.raises(ValueError, match=r"image_a: expected model units in \[-1, 1\].*8-bit pixels\?.*divide by 255"):
+        image_geodesic(den, (pixels_a * 255).round(), model_b)
+    with pytest.raises(ValueError, match=r"image_b: .*look like \[0, 1\] pixels: convert pixels p in \[0, 1\] "
+                                         r"with model.to_model\(p\) = 2 p - 1"):
+        image_geodesic(den, model_a, pixels_b)
+    with pytest.raises(ValueError, match=r"image_a: expected model units in \[-1, 1\], got values in \[-3"):
+        image_geodesic(den, 3 * model_a, model_b)
+    with pytest.raises(ValueError, match=r"images\[1\]: .*look like \[0, 1\] pixels"):
+        distance_matrix(den, torch.stack([model_a, pixels_b, model_b]))
+    with pytest.raises(ValueError, match=r"data_range: expected \(low, high\) with low < high"):
+        from_edm_image(model, model.event_shape, data_range=(1.0, -1.0))
+    # the opt-out: a [0, 1] image is accepted as model units when asked (the check only, no solve here)
+    from spacetime_md.image.distance import _check_image
+
+    assert _check_image("image_b", pixels_b, model.event_shape, None) is not None
