@@ -14,7 +14,7 @@ import json
 import sys
 
 from spacetime_md.commands._system import add_system_arguments
-from spacetime_md.commands.toy import SEED, THREADS_MAX, check_options, int_range, ranged
+from spacetime_md.commands._checks import SEED, THREADS_MAX, check_options, int_range, ranged
 
 #: Path options shared with ``spacetime-md paths``: (type, help). ``None`` keeps the base value.
 #: Their ranges are PathConfig's (checked when the config is built; messages name its fields).

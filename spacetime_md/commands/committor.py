@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from spacetime_md.commands.toy import SEED, THREADS_MAX, check_options, float_range, int_range, ranged
+from spacetime_md.commands._checks import SEED, THREADS_MAX, check_options, float_range, int_range, ranged
 
 #: Same as ``spacetime_md.molecular.committor.ENERGIES`` (kept literal: no OpenMM import to build the parser).
 ENERGIES = ("quenched", "relaxed", "raw")

@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from spacetime_md.commands.toy import (
+from spacetime_md.commands._checks import (
     SEED, THREADS_MAX, check_memory_need, check_options, check_output_file, float_range, int_range, ranged,
 )
 

@@ -17,7 +17,7 @@ import argparse
 import json
 import shlex
 
-from spacetime_md.commands.toy import (
+from spacetime_md.commands._checks import (
     SEED, THREADS_MAX, check_options, check_output_file, float_range, int_range, ranged,
 )
 

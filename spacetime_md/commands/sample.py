@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from spacetime_md.commands.toy import SEED, check_memory_need, check_options, float_range, int_range, ranged
+from spacetime_md.commands._checks import SEED, check_memory_need, check_options, float_range, int_range, ranged
 
 DEFAULT_SYSTEM = "alanine-dipeptide"
 
