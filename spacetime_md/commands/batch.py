@@ -151,13 +151,20 @@ def _system_options(args: argparse.Namespace) -> dict:
 
 def check_batch_run(args: argparse.Namespace, config, tasks, options: dict):
     """What a real run checks before it starts Dask: the system and checkpoint, every pair's
-    endpoints and settings, the memory of each pair's frames and ``--out`` (an ASCII path: the
-    pairs' trajectories are DCD files). Returns ``(system, checkpoint file)``."""
+    endpoints and settings, the memory of each pair's frames, ``--out`` (an ASCII path: the
+    pairs' trajectories are DCD files) and the finished pairs it holds (their settings must be
+    this run's). Returns ``(system, checkpoint file, finished task ids)``."""
+    import dataclasses
+    from pathlib import Path
+
     from spacetime_md._outputs import prepare_output_dir
-    from spacetime_md.molecular.batch import _resolve_system_and_checkpoint, _validate_tasks
+    from spacetime_md.molecular.batch import _resolve_system_and_checkpoint, _validate_tasks, plan_batch
     from spacetime_md.molecular.run_paths import check_memory
 
     mol, checkpoint, _ = _resolve_system_and_checkpoint(args.checkpoint, platform=args.platform, **options)
+    # as run_batch: the geodesic solve runs with the task's threads
+    config = dataclasses.replace(config, geodesic=dataclasses.replace(config.geodesic,
+                                                                      num_threads=args.threads_per_task))
     configs = _validate_tasks(tasks, mol, config, args.seed)
     for task in tasks:
         try:
@@ -165,7 +172,10 @@ def check_batch_run(args: argparse.Namespace, config, tasks, options: dict):
         except ValueError as exc:
             raise ValueError(f"{task._prefix()}{exc}") from None
     prepare_output_dir(args.out, "batch", resume=True, ascii_only=True, dry_run=True)
-    return mol, checkpoint
+    _, _, finished, _ = plan_batch(tasks, mol, checkpoint, configs, Path(args.out).resolve(), platform=args.platform,
+                                   plots=not args.no_plots, group_size=args.group_size,
+                                   threads_per_task=args.threads_per_task)
+    return mol, checkpoint, set(finished)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     tasks = read_pairs(args.pairs)
     _quiet_dask(getattr(args, "verbose", 0))
     options = _system_options(args)
-    mol, checkpoint = check_batch_run(args, config, tasks, options)
+    mol, checkpoint, finished = check_batch_run(args, config, tasks, options)
     if args.dry_run:
         resolved = {
             "out": args.out, "workers": args.workers, "scheduler": args.scheduler,
@@ -188,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
             "path_config": config.to_dict(),
             "tasks": [{"id": t.task_id, "start": t.start, "end": t.end,
                        "path_config_overrides": dict(t.overrides),
-                       "seed": t.resolve_config(config, args.seed).seed} for t in tasks],
+                       "seed": t.resolve_config(config, args.seed).seed,
+                       "status": "finished (skipped)" if t.task_id in finished else "to run"} for t in tasks],
         }
         print(json.dumps(resolved, indent=2))
         return 0

@@ -595,6 +595,69 @@ def _write_summary_csv(out: Path, records: Mapping[str, Mapping[str, Any]]) -> N
                              *[summary.get(k, "") for k in keys]])
 
 
+def plan_batch(
+    tasks: Sequence[BatchTask],
+    mol: Any,
+    checkpoint_path: Path,
+    configs: Mapping[str, PathConfig],
+    out: Path,
+    *,
+    platform: str | None,
+    plots: bool,
+    group_size: int,
+    threads_per_task: int,
+    checkpoint_sha256: str | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], list[str], list[str]]:
+    """Each task's spec and fingerprint, and which tasks ``out`` already holds finished.
+
+    Writes nothing (``batch --dry-run`` calls it too). Returns ``(specs, records, skipped,
+    pending)``; a finished task folder computed with other settings, or a task folder that is
+    not a finished result, is a ``ValueError`` naming the task and the fields that differ.
+    """
+    checkpoint_sha = _sha256(checkpoint_path) if checkpoint_sha256 is None else checkpoint_sha256
+    system_spec = _jsonable(mol.spec())
+    system_sha = _system_sha256(system_spec)
+    out = Path(out)
+    specs: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        fingerprint = _jsonable({
+            "system": mol.name, "solvent": mol.solvent, "system_sha256": system_sha,
+            "start": task.start, "end": task.end,
+            "checkpoint_sha256": checkpoint_sha, "platform": platform, "plots": bool(plots),
+            "path_config": configs[task.task_id].to_dict(),
+            **({"geodesic_solver": "batched"} if group_size > 1 else {}),
+        })
+        specs[task.task_id] = {"task_id": task.task_id, "out": str(out), "checkpoint": str(checkpoint_path),
+                               "threads": threads_per_task, "fingerprint": fingerprint, "system": system_spec}
+
+    # Finished tasks (folder + task.json) are skipped; a folder computed with other settings is an error.
+    records: dict[str, dict[str, Any]] = {}
+    skipped: list[str] = []
+    pending: list[str] = []
+    for task_id, spec in specs.items():
+        task_dir = out / task_id
+        done = _read_task_record(task_dir)
+        if done is not None:
+            if done.get("fingerprint") != spec["fingerprint"]:
+                old_fp = done.get("fingerprint", {})
+                changed = sorted(k for k in set(spec["fingerprint"]) | set(old_fp)
+                                 if old_fp.get(k) != spec["fingerprint"].get(k))
+                raise ValueError(
+                    f"{task_id}: expected the settings its finished result in {str(task_dir)!r} was computed with, "
+                    f"got different {changed}; use another output folder or delete that task folder"
+                )
+            records[task_id] = done
+            skipped.append(task_id)
+        else:
+            if task_dir.exists():  # results are renamed into place whole, so this is not ours
+                raise ValueError(
+                    f"{task_id}: expected no folder or a finished task folder at {str(task_dir)!r}, got one without "
+                    f"{TASK_FILE}; move it away"
+                )
+            pending.append(task_id)
+    return specs, records, skipped, pending
+
+
 def run_batch(
     pairs: str | os.PathLike | Iterable[BatchTask],
     out_dir: str | os.PathLike,
@@ -700,43 +763,10 @@ def run_batch(
     # A batch resumes its own folder (finished pairs are skipped); other commands' results are refused.
     prepare_output_dir(out, "batch", resume=True, ascii_only=True)
 
-    specs: dict[str, dict[str, Any]] = {}
-    for task in tasks:
-        fingerprint = _jsonable({
-            "system": mol.name, "solvent": mol.solvent, "system_sha256": system_sha,
-            "start": task.start, "end": task.end,
-            "checkpoint_sha256": checkpoint_sha, "platform": platform, "plots": bool(plots),
-            "path_config": configs[task.task_id].to_dict(),
-            **({"geodesic_solver": "batched"} if group_size > 1 else {}),
-        })
-        specs[task.task_id] = {"task_id": task.task_id, "out": str(out), "checkpoint": str(checkpoint_path),
-                               "threads": threads_per_task, "fingerprint": fingerprint, "system": system_spec}
-
-    # Finished tasks (folder + task.json) are skipped; a folder computed with other settings is an error.
-    records: dict[str, dict[str, Any]] = {}
-    skipped: list[str] = []
-    pending: list[str] = []
-    for task_id, spec in specs.items():
-        task_dir = out / task_id
-        done = _read_task_record(task_dir)
-        if done is not None:
-            if done.get("fingerprint") != spec["fingerprint"]:
-                old_fp = done.get("fingerprint", {})
-                changed = sorted(k for k in set(spec["fingerprint"]) | set(old_fp)
-                                 if old_fp.get(k) != spec["fingerprint"].get(k))
-                raise ValueError(
-                    f"{task_id}: expected the settings its finished result in {str(task_dir)!r} was computed with, "
-                    f"got different {changed}; use another output folder or delete that task folder"
-                )
-            records[task_id] = done
-            skipped.append(task_id)
-        else:
-            if task_dir.exists():  # results are renamed into place whole, so this is not ours
-                raise ValueError(
-                    f"{task_id}: expected no folder or a finished task folder at {str(task_dir)!r}, got one without "
-                    f"{TASK_FILE}; move it away"
-                )
-            pending.append(task_id)
+    specs, records, skipped, pending = plan_batch(
+        tasks, mol, checkpoint_path, configs, out, platform=platform, plots=plots, group_size=group_size,
+        threads_per_task=threads_per_task, checkpoint_sha256=checkpoint_sha,
+    )
     _cleanup_tmp(out)
 
     manifest_path = out / MANIFEST_FILE
