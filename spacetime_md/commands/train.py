@@ -42,6 +42,7 @@ _OPTIONAL = {
     "checkpoint_every": (int, "steps between checkpoints (default 500)"),
     "time_limit_s": (float, "stop and checkpoint after this many seconds"),
     "snapshot_every": (int, "keep the EMA weights every N steps as model_step<N>.pt"),
+    "graph_cutoff_nm": (float, "distance cutoff of --graph sparse in nm (default 0.5)"),
 }
 
 
@@ -73,6 +74,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="replace the results of another run in --out (its outputs are removed first)")
     p.add_argument("--no-chirality", dest="chirality", action="store_false",
                    help="E(3)-equivariant model without the pseudo-vector term (ablation)")
+    p.add_argument("--graph", choices=("dense", "sparse"), default=None,
+                   help="atom graph of the EGNN: dense (all pairs, default) or sparse (bonds up to 3 apart plus "
+                        "pairs within --graph-cutoff-nm; cost grows about linearly with the atoms)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--compile", action="store_true",
@@ -116,7 +120,7 @@ def build_config(args: argparse.Namespace):
         "chirality": args.chirality,
         "compile": args.compile,
     }
-    for name in (*_OPTIONAL, "top", "stride", "system", "forcefield", "solvent", "cvs", "states"):
+    for name in (*_OPTIONAL, "top", "stride", "system", "forcefield", "solvent", "cvs", "states", "graph"):
         value = getattr(args, name, None)
         if value is not None:
             kwargs[name] = value

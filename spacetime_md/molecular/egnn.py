@@ -115,7 +115,8 @@ class EquivariantConv(MessagePassing):
     Shapes:
         - **input:** node features ``h`` :math:`(|V|, H)`, positions ``pos`` :math:`(|V|, 3)`,
           ``edge_index`` :math:`(2, |E|)`, static edge features ``edge_attr``
-          :math:`(|E|, F_e)`, neighbour count ``norm`` (float)
+          :math:`(|E|, F_e)`, neighbour count ``norm`` (float), optional ``edge_weight``
+          :math:`(|E|, 1)`
         - **output:** node features :math:`(|V|, H)`, positions :math:`(|V|, 3)`
     """
 
@@ -143,6 +144,7 @@ class EquivariantConv(MessagePassing):
         self.n_vectors = 6 if self.chirality else 1
         self.frame_eps = 1e-2
         self._degree: int | None = None
+        self._edge_weight: Tensor | None = None
 
         self.rbf = GaussianRBF(n_rbf, rbf_cutoff)
         self.lin_node = nn.Linear(hidden_channels, 2 * hidden_channels)
@@ -181,6 +183,7 @@ class EquivariantConv(MessagePassing):
         edge_attr: Tensor,
         norm: float,
         degree: int | None = None,
+        edge_weight: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Update node features and positions.
 
@@ -197,11 +200,21 @@ class EquivariantConv(MessagePassing):
             Promise that the edges are sorted by target and every node has exactly ``degree``
             incoming edges (a complete graph built by :class:`EquivariantDenoiser`). Enables a
             reshape-and-sum aggregation instead of a scatter; the result is the same.
+        edge_weight : Tensor, shape=(|E|, 1), optional
+            Invariant per-edge weight multiplying the edge's message and its vector
+            contributions (a smooth cutoff envelope that vanishes where an edge enters or
+            leaves a sparse graph, so the layer stays continuous and twice differentiable).
         """
         H = self.hidden_channels
         ab = self.lin_node(h)
         a, b = ab[:, :H], ab[:, H:]
         self._degree = degree
+        if edge_weight is not None and edge_weight.shape != (edge_index.shape[1], 1):
+            raise ValueError(
+                f"edge_weight: expected shape ({edge_index.shape[1]}, 1), got {tuple(edge_weight.shape)}"
+            )
+        # Read by message(); PyG's generated propagate only forwards the arguments message names.
+        self._edge_weight = edge_weight
         if degree is not None:
             if edge_index.shape[1] != degree * h.shape[0]:
                 raise ValueError(
@@ -217,6 +230,7 @@ class EquivariantConv(MessagePassing):
             out = self.propagate(edge_index, a_edge=a_edge, b=b, pos=pos, edge_attr=edge_attr)
         finally:
             self._degree = None
+            self._edge_weight = None
         out = out / norm
         m_agg = out[:, :H]
         vec = out[:, H:].reshape(-1, self.n_vectors, 3)
@@ -242,7 +256,8 @@ class EquivariantConv(MessagePassing):
         coef = self.coord_out(m)
         unit = rel / (dist + 1.0)
         vec = coef.unsqueeze(-1) * unit.unsqueeze(-2)
-        return torch.cat([m, vec.flatten(1)], dim=-1)
+        out = torch.cat([m, vec.flatten(1)], dim=-1)
+        return out if self._edge_weight is None else out * self._edge_weight
 
     def aggregate(self, inputs: Tensor, index: Tensor, ptr: Tensor | None = None, dim_size: int | None = None) -> Tensor:
         if self._degree is not None:

@@ -30,6 +30,24 @@ coordinate ``sigma_data`` (model units),
 where ``F`` is the EGNN displacement ``pos_L - pos_0`` of the stacked :class:`EquivariantConv`
 layers. This is EDM's preconditioning written for VP in ``log_snr``: the network's target
 ``(x0 - c_skip x_t) / c_out`` has unit variance at every noise level.
+
+Graphs
+------
+``graph="dense"`` (the default, and what every checkpoint without a ``graph`` entry uses)
+connects all ``N (N - 1)`` ordered atom pairs: the cost of a layer grows with ``N^2``.
+``graph="sparse"`` keeps, per structure, the pairs at most ``max_hops`` bonds apart (always,
+weight 1) and every other pair whose distance in the network input ``c_in P x`` is below
+``r_c = graph_cutoff_nm / (length_scale_nm * sigma_data)``; at low noise ``c_in = 1 /
+sigma_data``, so ``r_c`` is ``graph_cutoff_nm`` in real space, and at high noise the input is
+a unit-variance cloud, so the number of neighbours stays bounded at every noise level.
+Non-bonded edges carry the weight ``w(d) = 1 - 10 t^3 + 15 t^4 - 6 t^5`` with ``t =
+clip((d - 0.75 r_c) / (0.25 r_c), 0, 1)`` (C^2, zero at the cutoff), so edges enter and leave
+the graph with zero weight and the denoiser stays twice differentiable in ``x`` and
+``log_snr``, as the geometry needs. Distances and weights are invariant, so equivariance and
+the chirality terms are those of the dense model; messages are divided by the fixed
+``min(N - 1, SPARSE_NORM)``. With a cutoff that covers every pair the sparse model *is*
+the dense one. A k-nearest-neighbour graph was not used: its edge set jumps when neighbours
+swap rank, which makes the denoiser discontinuous.
 """
 
 from __future__ import annotations
@@ -52,12 +70,25 @@ __all__ = [
     "from_model",
     "center",
     "bond_graph_distances",
+    "sparse_edges",
+    "smooth_cutoff",
     "DEFAULT_LENGTH_SCALE_NM",
+    "DEFAULT_GRAPH_CUTOFF_NM",
+    "GRAPHS",
+    "SPARSE_NORM",
 ]
 
 #: Default length scale: 0.15 nm is about the RMS centred coordinate of alanine dipeptide,
 #: so model coordinates have roughly unit variance.
 DEFAULT_LENGTH_SCALE_NM = 0.15
+#: Graphs of :class:`EquivariantDenoiser` (``graph=``); checkpoints without one are dense.
+GRAPHS = ("dense", "sparse")
+#: Default distance cutoff of the sparse graph (nm, at low noise).
+DEFAULT_GRAPH_CUTOFF_NM = 0.5
+#: Sparse graphs divide aggregated messages by ``min(N - 1, SPARSE_NORM)``.
+SPARSE_NORM = 32.0
+#: The smooth cutoff switches off between ``SWITCH_START * r_c`` and ``r_c``.
+SWITCH_START = 0.75
 
 
 def center(x: Tensor) -> Tensor:
@@ -116,6 +147,52 @@ def bond_graph_distances(n_atoms: int, bonds: Sequence[Sequence[int]]) -> np.nda
     return dist
 
 
+def smooth_cutoff(dist: Tensor, cutoff: float) -> Tensor:
+    """C^2 switch: 1 below ``SWITCH_START * cutoff``, ``1 - 10 t^3 + 15 t^4 - 6 t^5`` between,
+    0 at and beyond ``cutoff`` (``t`` the position inside the switching interval)."""
+    start = SWITCH_START * cutoff
+    t = ((dist - start) / (cutoff - start)).clamp(0.0, 1.0)
+    return 1.0 - t**3 * (10.0 - 15.0 * t + 6.0 * t * t)
+
+
+def sparse_edges(pos: Tensor, cutoff: float, always: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Edges of a batch of structures: pairs closer than ``cutoff`` or marked in ``always``.
+
+    Vectorised over the batch (one ``(B, N, N)`` distance matrix, no loops over atoms or
+    edges); the selection itself is not differentiated, the weights are.
+
+    Parameters
+    ----------
+    pos : Tensor, shape=(B, N, 3)
+    cutoff : float
+        Distance cutoff, units of ``pos``.
+    always : BoolTensor, shape=(N, N)
+        Pairs that are edges whatever their distance (bonded); the diagonal is ignored.
+
+    Returns
+    -------
+    edge_index : LongTensor, shape=(2, E)
+        Source ``j`` (row 0) and target ``i`` (row 1) as flat indices ``b * N + atom``, sorted
+        by target.
+    i, j : LongTensor, shape=(E,)
+        Target and source atom indices within their structure.
+    weight : Tensor, shape=(E, 1)
+        1 on ``always`` pairs, :func:`smooth_cutoff` of the distance otherwise.
+    """
+    B, N, _ = pos.shape
+    with torch.no_grad():
+        d2 = (pos.unsqueeze(2) - pos.unsqueeze(1)).square().sum(-1)
+        mask = (d2 < cutoff * cutoff) | always
+        mask &= ~torch.eye(N, dtype=torch.bool, device=pos.device)
+        b, i, j = mask.nonzero(as_tuple=True)
+        flat_i, flat_j = b * N + i, b * N + j
+    flat = pos.reshape(B * N, 3)
+    rel = flat.index_select(0, flat_i) - flat.index_select(0, flat_j)
+    dist = torch.sqrt(rel.square().sum(-1, keepdim=True) + 1e-12)
+    weight = torch.where(always[i, j].unsqueeze(-1), torch.ones_like(dist), smooth_cutoff(dist, cutoff))
+    return torch.stack([flat_j, flat_i]), i, j, weight
+
+
 class _TimeEmbedding(nn.Module):
     """Fourier features of ``log_snr`` followed by a two-layer MLP: ``(B,) -> (B, H)``.
 
@@ -145,7 +222,8 @@ class EquivariantDenoiser(nn.Module):
     """SE(3)-equivariant, chirality-aware denoiser ``D(x (B, 3N), log_snr (B,)) -> (B, 3N)``.
 
     Returns ``E[x_0 | x_t]`` in model units (see the module docstring for the subspace,
-    scaling and preconditioning). The molecular graph is fully connected; node features are
+    scaling and preconditioning). The molecular graph is fully connected (``graph="dense"``) or
+    bonded hops plus a smooth distance cutoff (``graph="sparse"``); node features are
     learned embeddings of ``atom_types`` (e.g. AMBER atom types), static edge features are the
     one-hot bond-graph distance (1, 2, ..., ``max_hops`` or more bonds apart), and ``log_snr``
     enters through a Fourier-feature embedding added to the node features before every layer.
@@ -165,7 +243,12 @@ class EquivariantDenoiser(nn.Module):
     atom_names : sequence of str, optional
         Stored for topology checks; not used by the network.
     max_hops : int
-        Bond-graph distances at or beyond this share one edge class.
+        Bond-graph distances at or beyond this share one edge class; with ``graph="sparse"``
+        pairs up to ``max_hops`` bonds apart are always connected.
+    graph : {"dense", "sparse"}
+        All atom pairs, or bonded hops plus a smooth distance cutoff (module docstring).
+    graph_cutoff_nm : float
+        Distance cutoff of the sparse graph, nm at low noise (ignored by the dense graph).
 
     Notes
     -----
@@ -188,6 +271,8 @@ class EquivariantDenoiser(nn.Module):
         length_scale_nm: float = DEFAULT_LENGTH_SCALE_NM,
         atom_names: Sequence[str] | None = None,
         max_hops: int = 3,
+        graph: str = "dense",
+        graph_cutoff_nm: float = DEFAULT_GRAPH_CUTOFF_NM,
     ):
         super().__init__()
         atom_types = [str(t) for t in atom_types]
@@ -202,6 +287,11 @@ class EquivariantDenoiser(nn.Module):
             raise ValueError(f"length_scale_nm: expected a number > 0, got {length_scale_nm}")
         if max_hops < 1:
             raise ValueError(f"max_hops: expected an integer >= 1, got {max_hops}")
+        if graph not in GRAPHS:
+            raise ValueError(f"graph: expected one of {', '.join(GRAPHS)}, got {graph!r}")
+        if (isinstance(graph_cutoff_nm, bool) or not isinstance(graph_cutoff_nm, (int, float))
+                or not 0 < graph_cutoff_nm < math.inf):
+            raise ValueError(f"graph_cutoff_nm: expected a finite number > 0, got {graph_cutoff_nm!r}")
         if atom_names is not None and len(atom_names) != n_atoms:
             raise ValueError(f"atom_names: expected {n_atoms} names, got {len(atom_names)}")
         self.n_atoms = n_atoms
@@ -217,6 +307,8 @@ class EquivariantDenoiser(nn.Module):
         self.sigma_data = float(sigma_data)
         self.length_scale_nm = float(length_scale_nm)
         self.max_hops = int(max_hops)
+        self.graph = str(graph)
+        self.graph_cutoff_nm = float(graph_cutoff_nm)
         #: Free-form information attached by :func:`~spacetime_md.molecular.load_checkpoint`.
         self.metadata: dict[str, Any] = {}
 
@@ -234,6 +326,12 @@ class EquivariantDenoiser(nn.Module):
             "_edge_index", torch.as_tensor(np.stack([src, dst]), dtype=torch.long), persistent=False
         )
         self.register_buffer("_edge_attr", torch.as_tensor(edge_attr), persistent=False)
+        # Sparse graph: per-pair edge features and the always-connected (bonded) pairs.
+        pair_class = np.clip(hops, 1, max_hops) - 1
+        self.register_buffer(
+            "_pair_attr", torch.as_tensor(np.eye(max_hops, dtype=np.float32)[pair_class]), persistent=False
+        )
+        self.register_buffer("_bonded", torch.as_tensor(hops <= max_hops), persistent=False)
         self._graph_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
         H = self.hidden_channels
@@ -275,6 +373,8 @@ class EquivariantDenoiser(nn.Module):
             "length_scale_nm": self.length_scale_nm,
             "atom_names": None if self.atom_names is None else list(self.atom_names),
             "max_hops": self.max_hops,
+            "graph": self.graph,
+            "graph_cutoff_nm": self.graph_cutoff_nm,
         }
 
     def to_model(self, x_nm: Tensor | np.ndarray) -> Tensor:
@@ -307,6 +407,25 @@ class EquivariantDenoiser(nn.Module):
         self._graph_cache[key] = (edge_index, edge_attr)
         return edge_index, edge_attr
 
+    @property
+    def graph_cutoff(self) -> float:
+        """Sparse-graph cutoff in network-input units: ``graph_cutoff_nm / (length_scale_nm sigma_data)``."""
+        return self.graph_cutoff_nm / (self.length_scale_nm * self.sigma_data)
+
+    @property
+    def graph_norm(self) -> float:
+        """Divisor of the aggregated messages: ``N - 1`` (dense) or ``min(N - 1, SPARSE_NORM)``."""
+        return float(self.n_atoms - 1) if self.graph == "dense" else min(float(self.n_atoms - 1), SPARSE_NORM)
+
+    def edges(self, pos: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(edge_index (2, E), edge_attr (E, F_e), edge_weight (E, 1) or None)`` for
+        network inputs ``pos (B, N, 3)``; the dense graph has no weights."""
+        if self.graph == "dense":
+            edge_index, edge_attr = self._graph(pos.shape[0], pos.device, pos.dtype)
+            return edge_index, edge_attr, None
+        edge_index, i, j, weight = sparse_edges(pos, self.graph_cutoff, self._bonded)
+        return edge_index, self._pair_attr[i, j].to(pos.dtype), weight
+
     def _apply(self, fn, *args, **kwargs):  # device/dtype moves invalidate the graph cache
         self._graph_cache = {}
         return super()._apply(fn, *args, **kwargs)
@@ -315,7 +434,8 @@ class EquivariantDenoiser(nn.Module):
         """Raw network ``F``: scaled positions ``(B, N, 3)`` -> displacement ``(B, N, 3)``."""
         B, N, _ = pos.shape
         H = self.hidden_channels
-        edge_index, edge_attr = self._graph(B, pos.device, pos.dtype)
+        edge_index, edge_attr, edge_weight = self.edges(pos)
+        dense = edge_weight is None
         t = self.time_embedding(log_snr)
         t_layers = self.time_proj(t).reshape(B, 1, self.n_layers, H)
         h = self.atom_embedding(self.type_index).unsqueeze(0).expand(B, N, H)
@@ -323,7 +443,8 @@ class EquivariantDenoiser(nn.Module):
         p = pos0
         for layer, conv in enumerate(self.convs):
             h = (h + t_layers[:, :, layer]).reshape(B * N, H)
-            h, p = conv(h, p, edge_index, edge_attr, norm=float(N - 1), degree=N - 1)
+            h, p = conv(h, p, edge_index, edge_attr, norm=self.graph_norm, degree=N - 1 if dense else None,
+                        edge_weight=edge_weight)
             h = h.reshape(B, N, H)
         return (p - pos0).reshape(B, N, 3)
 
@@ -361,4 +482,5 @@ class EquivariantDenoiser(nn.Module):
         return (
             f"n_atoms={self.n_atoms}, sigma_data={self.sigma_data:.4g}, "
             f"length_scale_nm={self.length_scale_nm}"
+            + (f", graph=sparse, graph_cutoff_nm={self.graph_cutoff_nm}" if self.graph == "sparse" else "")
         )

@@ -71,7 +71,9 @@ from torch import Tensor
 from spacetime_md._atomic import torch_save_atomic, write_json_atomic, write_text_atomic
 from spacetime_md.core._validation import resolve_device
 from spacetime_md.core.schedule import alpha_sigma
-from spacetime_md.molecular.model import DEFAULT_LENGTH_SCALE_NM, EquivariantDenoiser, center, to_model
+from spacetime_md.molecular.model import (
+    DEFAULT_GRAPH_CUTOFF_NM, DEFAULT_LENGTH_SCALE_NM, GRAPHS, EquivariantDenoiser, center, to_model,
+)
 from spacetime_md.molecular.pretrained import (
     CHECKPOINT_VERSION,
     TRAINING_STATE_FORMAT,
@@ -107,6 +109,8 @@ SYSTEM_FILE = "system.json"
 
 #: Keys of TrainConfig that fix the architecture (must match when resuming).
 _ARCH_KEYS = ("hidden_channels", "n_layers", "n_rbf", "rbf_cutoff", "chirality", "coord_gain", "max_hops")
+#: The model's graph: part of the architecture; states saved before it existed were dense.
+_GRAPH_KEYS = ("graph", "graph_cutoff_nm")
 #: Architecture, scaling and seed: checked on resume even against the oldest training states.
 _MODEL_KEYS = _ARCH_KEYS + ("length_scale_nm", "seed")
 #: Every TrainConfig setting that changes what a run computes: a resumed run must keep them all.
@@ -117,7 +121,7 @@ _MODEL_KEYS = _ARCH_KEYS + ("length_scale_nm", "seed")
 _RESUME_KEYS = (
     "batch_size", "lr", "warmup_steps", "final_lr_fraction", "ema_decay", "grad_clip",
     "log_snr_min", "log_snr_max", "focus_fraction", "focus_log_snr_min", "focus_log_snr_max",
-    *_MODEL_KEYS, "holdout_fraction", "stride", "n_val",
+    *_MODEL_KEYS, "holdout_fraction", "stride", "n_val", *_GRAPH_KEYS,
 )
 
 
@@ -172,8 +176,9 @@ class TrainConfig:
         the 24k-step model in for the 12k one only there moves the JSD 0.117 -> 0.091 of the
         0.117 -> 0.081 that swapping everywhere gives, below 0 it moves nothing (README).
         The validation loss stays uniform over the full range, so runs stay comparable.
-    hidden_channels, n_layers, n_rbf, rbf_cutoff, chirality, coord_gain, max_hops
-        Architecture of :class:`~spacetime_md.molecular.EquivariantDenoiser`.
+    hidden_channels, n_layers, n_rbf, rbf_cutoff, chirality, coord_gain, max_hops, graph, graph_cutoff_nm
+        Architecture of :class:`~spacetime_md.molecular.EquivariantDenoiser` (``graph``:
+        ``"dense"`` all pairs, ``"sparse"`` bonded hops plus a smooth ``graph_cutoff_nm`` cutoff).
     length_scale_nm : float
         ``x_model = x_nm / length_scale_nm`` (after centring).
     holdout_fraction : float
@@ -219,6 +224,8 @@ class TrainConfig:
     chirality: bool = True
     coord_gain: float = 1e-2
     max_hops: int = 3
+    graph: str = "dense"
+    graph_cutoff_nm: float = DEFAULT_GRAPH_CUTOFF_NM
     length_scale_nm: float = DEFAULT_LENGTH_SCALE_NM
     holdout_fraction: float = 0.1
     forcefield: str | None = None
@@ -267,7 +274,9 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps: expected an integer >= 0, got {self.warmup_steps!r}")
-        for name in ("lr", "length_scale_nm", "rbf_cutoff", "coord_gain"):
+        if self.graph not in GRAPHS:
+            raise ValueError(f"graph: expected one of {', '.join(GRAPHS)}, got {self.graph!r}")
+        for name in ("lr", "length_scale_nm", "rbf_cutoff", "coord_gain", "graph_cutoff_nm"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
                 raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
@@ -307,7 +316,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def architecture(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in _ARCH_KEYS}
+        return {k: getattr(self, k) for k in (*_ARCH_KEYS, *_GRAPH_KEYS)}
 
 
 @dataclass
@@ -969,7 +978,10 @@ def _read_resume_state(config: TrainConfig, world_size: int = 1) -> dict[str, An
         saved = {k: recorded[k] for k in _RESUME_KEYS if k in recorded}
         saved.update({k: recorded.get(k) for k in _MODEL_KEYS})
         saved_world = _legacy_world_size(state_path.parent)
+    saved = {"graph": "dense", **saved}  # states from before the sparse graph were dense
     unused = ("focus_log_snr_min", "focus_log_snr_max") if not saved.get("focus_fraction") and not config.focus_fraction else ()
+    if saved["graph"] == "dense" and config.graph == "dense":
+        unused += ("graph_cutoff_nm",)
     changed = []
     for key in _RESUME_KEYS:
         if key not in saved or key in unused:
