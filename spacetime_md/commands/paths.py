@@ -45,6 +45,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--record-every", type=int, default=None,
                    help="keep a frame every this many OpenMM steps, a divisor of --n-steps (default: gcd(n_steps, 20), "
                         "i.e. every 20 fs for the defaults; 1 keeps every step)")
+    p.add_argument("--path-time-ps", type=float, default=None,
+                   help="simulated time per path in ps, in [0.001, 1000], a whole number of timesteps: every path runs "
+                        "exactly this long, its steps shared by the curve points where the annealed target moves "
+                        "(restraint KL and restrained-minimum jumps); --n-steps is then unused and --record-every "
+                        "defaults to 1 (e.g. 1 for the field's 1 ps protocol; default: --n-steps steps per point)")
+    p.add_argument("--friction-per-ps", type=float, default=10.0,
+                   help="Langevin friction in 1/ps, > 0 (default 10; 3 measured best with --path-time-ps 1)")
     p.add_argument("--endpoint-log-snr", type=float, default=4.0,
                    help="log_snr of the clean endpoints, model units, in [1, 12] (default 4; the paper uses 4-7)")
     p.add_argument("--relaxed", action="store_true", help="also compute relaxed (quenched) barriers")
@@ -102,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         n_points=args.n_points,
         n_steps=args.n_steps,
         record_every=args.record_every,
+        path_time_ps=args.path_time_ps,
+        friction_per_ps=args.friction_per_ps,
         constraint=args.constraint,
         min_log_snr=args.min_log_snr,
         avoid_state=args.avoid_state,

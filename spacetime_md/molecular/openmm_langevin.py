@@ -278,3 +278,114 @@ class RestrainedLangevinSampler:
                 bar.close()
         return RestrainedPaths(frames=frames, n_force_evals=n_paths * n_points * n_steps,
                                wall_time=time.perf_counter() - t0)
+
+    def restrained_minima(self, centres: np.ndarray, force_constants: np.ndarray, x_init: np.ndarray,
+                          tolerance: float = 1.0) -> np.ndarray:
+        """Minima of force field + restraint at each point, each minimised from the previous one.
+
+        Parameters
+        ----------
+        centres : ndarray, shape=(T, N, 3)
+        force_constants : ndarray, shape=(T,)
+        x_init : ndarray, shape=(N, 3)
+            Start of the first minimisation (nm).
+        tolerance : float
+            ``LocalEnergyMinimizer`` tolerance (kJ/mol/nm).
+
+        Returns
+        -------
+        ndarray, shape=(T, N, 3)
+            Positions (nm). Used only to schedule steps (:mod:`spacetime_md.molecular.path_budget`);
+            the OpenMM evaluations are not counted as integrator steps.
+        """
+        centres = np.asarray(centres, dtype=float)
+        k = np.asarray(force_constants, dtype=float)
+        x = np.asarray(x_init, dtype=float)
+        out = np.empty_like(centres)
+        for n in range(centres.shape[0]):
+            self._set_restraint(centres[n], float(k[n]))
+            self.context.setPositions(x)
+            openmm.LocalEnergyMinimizer.minimize(self.context, tolerance)
+            x = self.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+            out[n] = x
+        return out
+
+    def sample_schedule(
+        self,
+        centres: np.ndarray,
+        force_constants: np.ndarray,
+        steps_per_point: np.ndarray,
+        x_init: np.ndarray,
+        *,
+        n_paths: int = 1,
+        seed: int = 0,
+        record_every: int = 1,
+        progress: bool = False,
+    ) -> RestrainedPaths:
+        """Like :meth:`sample`, with ``steps_per_point[n]`` steps at point ``n`` (a time budget).
+
+        A frame is recorded every ``record_every`` steps of the whole path (a divisor of
+        ``sum(steps_per_point)``), so a path has ``sum(steps_per_point) / record_every`` frames
+        whatever the split; the frame after global step ``j`` was run under the restraint of the
+        point that step belongs to. Seeds as in :meth:`sample`.
+        """
+        centres = np.asarray(centres, dtype=float)
+        k = np.asarray(force_constants, dtype=float)
+        steps = np.asarray(steps_per_point)
+        if steps.shape != (centres.shape[0],) or not np.issubdtype(steps.dtype, np.integer) or (steps < 1).any():
+            raise ValueError(f"steps_per_point: expected {centres.shape[0]} integers >= 1, got {steps!r}")
+        total = int(steps.sum())
+        if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 1 or total % record_every:
+            raise ValueError(f"record_every: expected a divisor of the path's {total} steps, got {record_every!r}")
+        if centres.ndim != 3 or centres.shape[1:] != (self.n_atoms, 3) or k.shape != (centres.shape[0],):
+            raise ValueError(f"centres/force_constants: expected shapes (T, {self.n_atoms}, 3) and (T,), "
+                             f"got {centres.shape}, {k.shape}")
+        if not (np.isfinite(centres).all() and np.isfinite(k).all()) or (k < 0).any():
+            raise ValueError("centres/force_constants: expected finite values and force constants >= 0")
+        x_init = np.asarray(x_init, dtype=float)
+        if x_init.shape == (self.n_atoms, 3):
+            x_init = np.broadcast_to(x_init, (n_paths, self.n_atoms, 3))
+        if x_init.shape != (n_paths, self.n_atoms, 3):
+            raise ValueError(f"x_init: expected shape ({self.n_atoms}, 3) or ({n_paths}, {self.n_atoms}, 3), got {x_init.shape}")
+        frames = np.empty((n_paths, total // record_every, self.n_atoms, 3))
+        bounds = np.cumsum(steps)
+        t0 = time.perf_counter()
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_paths, desc="OpenMM paths", unit="path")
+        try:
+            for p in range(n_paths):
+                path_seed = openmm_seed(seed, p)
+                self.integrator.setRandomNumberSeed(path_seed)
+                self.context.reinitialize()
+                self.context.setPositions(x_init[p])
+                self.context.setVelocitiesToTemperature(self.temperature, path_seed)
+                done, point, f = 0, 0, 0
+                self._set_restraint(centres[0], k[0])
+                while done < total:
+                    if done == bounds[point]:
+                        point += 1
+                        self._set_restraint(centres[point], k[point])
+                    chunk = min(int(bounds[point]) - done, record_every - done % record_every)
+                    self.integrator.step(chunk)
+                    done += chunk
+                    if done % record_every == 0:
+                        pos = self.context.getState(getPositions=True).getPositions(asNumpy=True)
+                        frames[p, f] = pos.value_in_unit(unit.nanometer)
+                        f += 1
+                self.n_force_evals += total
+                if not np.isfinite(frames[p]).all():
+                    from spacetime_md.errors import NonFiniteError
+
+                    raise NonFiniteError(
+                        f"path {p}: OpenMM produced non-finite positions; lower the timestep "
+                        f"({self.timestep} ps) or the largest restraint constant ({k.max():.3g} kJ/mol/nm^2)"
+                    )
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        return RestrainedPaths(frames=frames, n_force_evals=n_paths * total, wall_time=time.perf_counter() - t0)

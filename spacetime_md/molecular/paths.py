@@ -157,6 +157,12 @@ class PathConfig:
     allow_mirror : bool
         Accept endpoint structures whose stereocentres are inverted relative to the system's
         reference structure (a mirror image is refused by default).
+    path_time_ps : float, optional
+        Simulated time per path (ps). ``None`` (default): ``n_steps`` steps at every point. Set:
+        every path runs exactly ``path_time_ps / timestep`` steps, shared unevenly by the
+        ``n_points`` points (:mod:`spacetime_md.molecular.path_budget`), ``n_steps`` unused, and a
+        frame every ``record_every`` steps of the path (default 1, every step). Measured at 1 ps:
+        use ``friction_per_ps=3`` (docs/peer_protocol.md).
     geodesic : GeodesicConfig
         Solver settings; the default solves with one torch thread (``num_threads=1``), like
         the CLI, so the Python API gives the same curve as ``spacetime-md paths``.
@@ -184,8 +190,11 @@ class PathConfig:
     device: str = "cpu"
     allow_mirror: bool = False
     geodesic: GeodesicConfig = DEFAULT_GEODESIC
+    path_time_ps: float | None = None
 
     def __post_init__(self) -> None:
+        if self.path_time_ps is not None:
+            self._check_path_time()
         if self.record_every is None:
             auto = math.gcd(self.n_steps, 20) if isinstance(self.n_steps, int) and self.n_steps > 0 else 1
             object.__setattr__(self, "record_every", auto)  # frozen dataclass
@@ -193,7 +202,7 @@ class PathConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        if self.n_steps % self.record_every:
+        if self.path_time_ps is None and self.n_steps % self.record_every:
             raise ValueError(f"record_every: expected a divisor of n_steps ({self.n_steps}), got {self.record_every}")
         if self.n_points < 2:
             raise ValueError(f"n_points: expected an integer >= 2, got {self.n_points}")
@@ -238,6 +247,35 @@ class PathConfig:
             raise TypeError(f"allow_mirror: expected a bool, got {type(self.allow_mirror).__name__}")
         if not isinstance(self.geodesic, GeodesicConfig):
             raise TypeError(f"geodesic: expected a GeodesicConfig, got {type(self.geodesic).__name__}")
+
+    def _check_path_time(self) -> None:
+        from spacetime_md.molecular.path_budget import budget_steps
+
+        if not isinstance(self.timestep_fs, (int, float)) or not self.timestep_fs > 0:
+            return  # reported below
+        total = budget_steps(self.path_time_ps, self.timestep_fs)
+        if isinstance(self.n_points, int) and total < self.n_points:
+            raise ValueError(f"path_time_ps: expected at least one step per curve point ({self.n_points} x "
+                             f"{self.timestep_fs:g} fs), got {self.path_time_ps!r} ps ({total} steps)")
+        record = 1 if self.record_every is None else self.record_every
+        if isinstance(record, int) and not isinstance(record, bool) and record >= 1 and total % record:
+            raise ValueError(f"record_every: expected a divisor of the path's {total} steps, got {record}")
+        object.__setattr__(self, "record_every", record)
+
+    @property
+    def n_frames_per_path(self) -> int:
+        """Frames recorded per path."""
+        total = self.total_steps if self.path_time_ps is not None else self.n_points * self.n_steps
+        return total // self.record_every
+
+    @property
+    def total_steps(self) -> int | None:
+        """Integrator steps per path with ``path_time_ps``, else ``None``."""
+        if self.path_time_ps is None:
+            return None
+        from spacetime_md.molecular.path_budget import budget_steps
+
+        return budget_steps(self.path_time_ps, self.timestep_fs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -876,8 +914,15 @@ def compute_transition_paths(
     for kind, (c_l, c_x) in curves.items():
         t1 = time.perf_counter()
         centres, k = schedule(c_l, c_x)
-        sampled = sampler.sample(centres, k, start_nm, n_paths=config.n_paths, n_steps=config.n_steps,
-                                 seed=config.seed, record_every=config.record_every, progress=progress)
+        if config.path_time_ps is None:
+            steps = np.full(config.n_points, config.n_steps)
+            sampled = sampler.sample(centres, k, start_nm, n_paths=config.n_paths, n_steps=config.n_steps,
+                                     seed=config.seed, record_every=config.record_every, progress=progress)
+        else:
+            from spacetime_md.molecular.path_budget import sample_budget
+
+            sampled, steps = sample_budget(sampler, centres, k, start_nm, config, system.heavy_atom_indices,
+                                           progress=progress)
         timings["paths_s"] += time.perf_counter() - t1
         t2 = time.perf_counter()
         energies, values, metrics = _validate(system, cvs, sampled.frames, start_nm, start_energy, end_nm,
@@ -889,7 +934,10 @@ def compute_transition_paths(
         metrics["cvs"] = values.tolist()
         if len(rama) == 1:
             metrics["phi_psi"] = values[..., [rama[0][1], rama[0][2]]].tolist()
-        frame_log_snr = np.repeat(c_l.detach().cpu().double().numpy(), config.n_steps // config.record_every)
+        if config.path_time_ps is not None:
+            metrics["steps_per_point"] = steps.tolist()
+        point_of_step = np.repeat(np.arange(config.n_points), steps)
+        frame_log_snr = c_l.detach().cpu().double().numpy()[point_of_step[config.record_every - 1::config.record_every]]
         results[kind] = TransitionPaths(sampled.frames, frame_log_snr, energies, kind, metrics)
         if on_result is not None:
             on_result(kind, results[kind])

@@ -1,0 +1,214 @@
+"""A fixed budget of simulated time per path, spent where the annealed target changes (issue 21).
+
+With ``PathConfig(path_time_ps=...)`` (``spacetime-md paths --path-time-ps``) every path runs
+exactly ``round(path_time_ps / timestep)`` OpenMM steps in total, and the curve's ``n_points``
+restraint points share them unevenly. Point ``n`` (its restraint is switched on after point
+``n - 1``) gets steps in proportion to the weight
+
+    w_n = (1 - f) * kl_n / sum(kl) + f * jump_n / sum(jump)
+
+- ``kl_n`` is the KL divergence between the harmonic restraint targets of points ``n - 1`` and
+  ``n``, ``N(c, kT/k I)`` in ``D = 3N`` dimensions (:func:`restraint_kl`), i.e. how far the
+  annealed target moves in the restraint alone (the classical constant-thermodynamic-speed
+  schedule, model free);
+- ``jump_n`` is the heavy-atom RMSD between the minima of force field + restraint at points
+  ``n - 1`` and ``n`` (each minimised from the previous one), summed over a window of
+  ``+- width`` points (:func:`jump_profile`). It is large where the restrained landscape switches
+  basin (for C5 -> C7ax the phi flip), so the molecule gets time before and after the switch to
+  cross thermally instead of being dragged late by a stiff restraint.
+
+Every point gets at least one step and the steps sum to the budget exactly
+(:func:`allocate_steps`, largest remainders). Measured on alanine dipeptide C5 -> C7ax at 1 ps
+(docs/peer_protocol.md): uniform steps hit the target in 20-28 % of paths; this schedule with
+``f = 0.5``, ``width = 4`` and friction 3/ps in 91-94 %. Recorded energies stay the force field's
+energies of the recorded frames; the minimisations only choose the step counts.
+
+Units inside: nm, ps, kJ/mol, K.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "BUDGET_JUMP_FRACTION",
+    "BUDGET_JUMP_WIDTH",
+    "PATH_TIME_RANGE_PS",
+    "allocate_steps",
+    "budget_steps",
+    "compute_budget_schedule",
+    "jump_profile",
+    "restraint_kl",
+    "sample_budget",
+]
+
+#: Share of the budget placed by the restrained-minimum jumps (the rest follows the restraint KL).
+BUDGET_JUMP_FRACTION = 0.5
+#: Half-width (curve points) of the window that spreads each jump's weight.
+BUDGET_JUMP_WIDTH = 4
+#: Accepted simulated time per path (ps).
+PATH_TIME_RANGE_PS = (0.001, 1000.0)
+
+
+def budget_steps(path_time_ps: float, timestep_fs: float) -> int:
+    """Number of integrator steps in ``path_time_ps`` at ``timestep_fs`` (must be a whole number).
+
+    Raises
+    ------
+    ValueError
+        A time outside :data:`PATH_TIME_RANGE_PS`, or one that is not a whole number of steps.
+    """
+    lo, hi = PATH_TIME_RANGE_PS
+    if isinstance(path_time_ps, bool) or not isinstance(path_time_ps, (int, float)) or not (
+        math.isfinite(path_time_ps) and lo <= path_time_ps <= hi
+    ):
+        raise ValueError(f"path_time_ps: expected a number of ps in [{lo:g}, {hi:g}], got {path_time_ps!r}")
+    steps = path_time_ps * 1000.0 / timestep_fs
+    n = round(steps)
+    if n < 1 or abs(steps - n) > 1e-6 * max(1.0, steps):
+        raise ValueError(
+            f"path_time_ps: expected a whole number of {timestep_fs:g} fs steps, got {path_time_ps!r} ps "
+            f"({steps:.6g} steps)"
+        )
+    return int(n)
+
+
+def allocate_steps(weights: np.ndarray, total: int) -> np.ndarray:
+    """Integer steps per point, at least 1 each, summing to ``total``, close to ``total * w / sum(w)``.
+
+    Parameters
+    ----------
+    weights : ndarray, shape=(T,)
+        Non-negative, finite, not all zero.
+    total : int
+        Budget, ``>= T``.
+
+    Returns
+    -------
+    ndarray of int64, shape=(T,)
+    """
+    w = np.asarray(weights, dtype=float)
+    if w.ndim != 1 or w.size == 0:
+        raise ValueError(f"weights: expected shape (T,) with T >= 1, got {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
+        raise ValueError("weights: expected finite values >= 0, not all zero")
+    if isinstance(total, bool) or not isinstance(total, (int, np.integer)) or total < w.size:
+        raise ValueError(f"total: expected an integer >= the number of points ({w.size}), got {total!r}")
+    # One step each, the rest by largest remainders of the ideal shares.
+    share = w / w.sum() * (total - w.size)
+    steps = np.floor(share).astype(np.int64)
+    rest = int(total - w.size - steps.sum())
+    if rest:
+        steps[np.argsort(-(share - steps), kind="stable")[:rest]] += 1
+    return steps + 1
+
+
+def restraint_kl(centres: np.ndarray, force_constants: np.ndarray, kT: float) -> np.ndarray:
+    """KL divergence between consecutive harmonic restraint targets, ``(T - 1,)`` (nats).
+
+    Target ``n`` is ``N(c_n, kT / k_n I_D)``, ``D = 3N``; for ``n -> n + 1``:
+
+        KL = D/2 (r - 1 - ln r) + k_{n+1} |c_{n+1} - c_n|^2 / (2 kT),    r = k_{n+1} / k_n
+    """
+    c = np.asarray(centres, dtype=float)
+    k = np.asarray(force_constants, dtype=float)
+    if c.ndim != 3 or k.shape != (c.shape[0],) or c.shape[0] < 2:
+        raise ValueError(f"centres/force_constants: expected shapes (T, N, 3) and (T,) with T >= 2, got {c.shape}, {k.shape}")
+    if not (k > 0).all():
+        raise ValueError("force_constants: expected values > 0")
+    dim = c.shape[1] * c.shape[2]
+    r = k[1:] / k[:-1]
+    dc2 = ((c[1:] - c[:-1]) ** 2).sum(axis=(1, 2))
+    return 0.5 * dim * (r - 1.0 - np.log(r)) + 0.5 * k[1:] * dc2 / kT
+
+
+def jump_profile(minima: np.ndarray, atoms: np.ndarray | None = None, width: int = BUDGET_JUMP_WIDTH) -> np.ndarray:
+    """Per-point displacement of the restrained minima, spread over ``+- width`` points, ``(T,)``.
+
+    Entry ``n`` (``n >= 1``) is the Kabsch RMSD (on ``atoms``) between minima ``n - 1`` and ``n``;
+    entry 0 is 0; then a moving sum over ``2 * width + 1`` points (zero-padded).
+    """
+    from spacetime_md.molecular.paths import kabsch_rmsd
+
+    m = np.asarray(minima, dtype=float)
+    if m.ndim != 3 or m.shape[0] < 2:
+        raise ValueError(f"minima: expected shape (T, N, 3) with T >= 2, got {m.shape}")
+    d = np.zeros(m.shape[0])
+    d[1:] = [float(kabsch_rmsd(m[i + 1], m[i], atoms)) for i in range(m.shape[0] - 1)]
+    if width > 0:
+        d = np.convolve(d, np.ones(2 * width + 1), mode="same")
+    return d
+
+
+def compute_budget_schedule(
+    centres: np.ndarray,
+    force_constants: np.ndarray,
+    kT: float,
+    total_steps: int,
+    minima: np.ndarray | None = None,
+    atoms: np.ndarray | None = None,
+    jump_fraction: float = BUDGET_JUMP_FRACTION,
+    width: int = BUDGET_JUMP_WIDTH,
+) -> np.ndarray:
+    """Steps per curve point for a budget of ``total_steps`` (see the module docstring).
+
+    Parameters
+    ----------
+    centres : ndarray, shape=(T, N, 3)
+    force_constants : ndarray, shape=(T,)
+    kT : float
+        kJ/mol.
+    total_steps : int
+    minima : ndarray, shape=(T, N, 3), optional
+        Restrained minima (:meth:`RestrainedLangevinSampler.restrained_minima`); without them
+        the schedule follows the restraint KL alone.
+    atoms : ndarray, optional
+        Atoms of the jump RMSD (heavy atoms).
+
+    Returns
+    -------
+    ndarray of int64, shape=(T,)
+        Sums to ``total_steps``, each >= 1.
+    """
+    if not 0.0 <= jump_fraction <= 1.0:
+        raise ValueError(f"jump_fraction: expected a value in [0, 1], got {jump_fraction!r}")
+    kl = restraint_kl(centres, force_constants, kT)
+    kl_w = np.concatenate([[kl.min()], kl])
+    kl_w = kl_w / kl_w.sum() if kl_w.sum() > 0 else np.full(kl_w.size, 1.0 / kl_w.size)
+    weights = kl_w
+    if minima is not None and jump_fraction > 0:
+        jump = jump_profile(minima, atoms, width)
+        if jump.sum() > 0:
+            weights = (1.0 - jump_fraction) * kl_w + jump_fraction * jump / jump.sum()
+    return allocate_steps(weights, total_steps)
+
+
+def sample_budget(sampler, centres: np.ndarray, force_constants: np.ndarray, x_init: np.ndarray, config,
+                  atoms: np.ndarray | None = None, *, progress: bool = False):
+    """Run ``config.n_paths`` paths of ``config.path_time_ps`` each along one restraint schedule.
+
+    Parameters
+    ----------
+    sampler : RestrainedLangevinSampler
+    centres, force_constants : ndarray, shapes (T, N, 3) and (T,)
+    x_init : ndarray, shape=(N, 3)
+    config : PathConfig
+        With ``path_time_ps`` set.
+    atoms : ndarray, optional
+        Atoms of the jump RMSD (heavy atoms).
+
+    Returns
+    -------
+    (RestrainedPaths, ndarray of int64, shape=(T,))
+        The paths and the steps per point (summing to ``config.total_steps``).
+    """
+    total = config.total_steps
+    if total is None:
+        raise ValueError("config: expected a PathConfig with path_time_ps set, got path_time_ps=None")
+    minima = sampler.restrained_minima(centres, force_constants, x_init)
+    steps = compute_budget_schedule(centres, force_constants, sampler.kT, total, minima, atoms)
+    paths = sampler.sample_schedule(centres, force_constants, steps, x_init, n_paths=config.n_paths,
+                                    seed=config.seed, record_every=config.record_every, progress=progress)
+    return paths, steps
