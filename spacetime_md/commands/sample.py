@@ -25,6 +25,7 @@ RANGES = {
     "seed": SEED,
     "temperature": float_range(0, 5000, low_open=True),
     "n_replicas": int_range(1, 256),
+    "target_acceptance": float_range(0, 1, low_open=True, high_open=True),
     "max_temperature": float_range(0, 5000, low_open=True),
     "exchange_interval": float_range(0, low_open=True),
     "equilibration": float_range(0),
@@ -56,7 +57,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--platform", default=None, help="OpenMM platform (default: automatic, Reference for small systems)")
     p.add_argument("--temperature", type=float, default=300.0,
                    help=ranged("sampling temperature in K (default 300)", RANGES["temperature"]))
-    p.add_argument("--n-replicas", type=int, default=None, help=ranged("replicas (default 4)", RANGES["n_replicas"]))
+    p.add_argument("--n-replicas", type=int, default=None,
+                   help=ranged("replicas of a fixed geometric ladder (default: automatic, the fewest >= 4 whose "
+                               "neighbour swap acceptance predicted by a short pilot run reaches "
+                               "--target-acceptance; 4 was the fixed default before)", RANGES["n_replicas"]))
+    p.add_argument("--target-acceptance", type=float, default=None,
+                   help=ranged("smallest neighbour swap acceptance of the automatic ladder (default 0.2)",
+                               RANGES["target_acceptance"]))
     p.add_argument("--max-temperature", type=float, default=None,
                    help=ranged("hottest replica in K, above --temperature (default 800)", RANGES["max_temperature"]))
     p.add_argument("--exchange-interval", type=float, default=None,
@@ -137,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
     if n_replicas > 1 and not max_temperature > args.temperature:
         raise ValueError(f"--max-temperature: expected a number > --temperature ({args.temperature:g} K) with "
                          f"{n_replicas} replicas, got {max_temperature:g}")
+    if args.target_acceptance is not None and args.n_replicas is not None:
+        raise ValueError(f"--target-acceptance: sets the automatic ladder, expected no --n-replicas, got "
+                         f"--n-replicas {args.n_replicas}")
     system = resolve_sample_system(args)
     kwargs = {}
     if args.n_replicas is not None:
@@ -147,15 +157,22 @@ def run(args: argparse.Namespace) -> int:
         kwargs["exchange_interval"] = args.exchange_interval * unit.picosecond
     if args.equilibration is not None:
         kwargs["equilibration"] = args.equilibration * unit.picosecond
-    # The settings a real run resolves (and checks) first.
-    config = sampling.resolve_config(system, args.n_samples, chunk_size=args.chunk_size, seed=args.seed, **kwargs)
+    if args.target_acceptance is not None:
+        kwargs["target_acceptance"] = args.target_acceptance
+    # Cheap checks first: settings (fixed ladder), memory, output directory; then the ladder's pilot.
+    sampling.resolve_config(system, args.n_samples, chunk_size=args.chunk_size, seed=args.seed,
+                            **{**kwargs, "n_replicas": kwargs.get("n_replicas", sampling.DEFAULT_N_REPLICAS)})
     check_sample_memory(args.n_samples, args.chunk_size, system.n_atoms)
     from spacetime_md._outputs import finish_output_dir, list_outputs, prepare_output_dir
+
+    prepare_output_dir(args.out, "sample", resume=args.resume, overwrite=args.overwrite, dry_run=True)
+    # The settings the run uses (an automatic ladder runs its pilot, or a resumed run keeps its ladder).
+    config = sampling.resolve_run_config(system, args.n_samples, args.out, resume=args.resume and not args.overwrite,
+                                         chunk_size=args.chunk_size, seed=args.seed, **kwargs)
 
     outputs = ("samples.h5", "energies.npy", "checkpoint.npz", "config.json", "report.json", sampling.SYSTEM_FILE,
                "*.png")
     if args.dry_run:
-        prepare_output_dir(args.out, "sample", resume=args.resume, overwrite=args.overwrite, dry_run=True)
         out = Path(args.out)
         if (out / "checkpoint.npz").exists() and not args.overwrite:
             if not args.resume:
@@ -166,8 +183,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     prepare_output_dir(args.out, "sample", resume=args.resume, overwrite=args.overwrite, outputs=outputs)
     result = sampling.sample_boltzmann(
-        system, args.n_samples, args.out, seed=args.seed, resume=args.resume, chunk_size=args.chunk_size,
-        max_chunks=args.max_chunks, progress=not args.no_progress, plot=not args.no_plot, **kwargs,
+        system, args.n_samples, args.out, resume=args.resume, max_chunks=args.max_chunks,
+        progress=not args.no_progress, plot=not args.no_plot, config=config,
     )
     print(format_report(result.report, reference=result.report.get("reference")))
     if not result.complete:
@@ -189,6 +206,9 @@ def format_report(report: dict, reference: dict | None = None) -> str:
         "replica temperatures (K): " + ", ".join(f"{t:.0f}" for t in report["temperatures_k"]),
         "swap acceptance:          " + ", ".join(f"{a:.2f}" for a in report["exchange_acceptance"])
         + f"   round trips: {report['round_trips']}",
+        *(["predicted (pilot):        " + ", ".join(f"{a:.2f}" for a in report["predicted_acceptance"])]
+          if report.get("predicted_acceptance") else []),
+        *(f"warning: {w}" for w in report.get("warnings", [])),
         f"throughput: {report['samples_per_minute']:.0f} samples/min, {report['ns_per_day_T0']:.0f} ns/day at T0 "
         f"({report['ns_per_day_all_replicas']:.0f} ns/day all replicas)",
     ]

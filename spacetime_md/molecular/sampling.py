@@ -13,6 +13,13 @@ so the configurations at ``T_0`` are Boltzmann samples at ``T_0`` while hot repl
 over the phi barrier. One sample (the ``T_0`` configuration and its potential energy) is taken
 after every exchange attempt.
 
+The ladder (``n_replicas="auto"``, the default) is the geometric one from ``T_0`` to
+``max_temperature`` with the fewest replicas (at least 4) whose neighbour swap acceptance,
+predicted from a short pilot run's energy mean and spread, reaches ``target_acceptance``
+(0.2); see :mod:`spacetime_md.molecular.ladder`. The pilot and the predictions are recorded in
+``config.json`` (``ladder``); a resumed run keeps its ladder. The report warns when a
+neighbour pair's measured acceptance is low or no walker made a round trip.
+
 Runs are cut into chunks of ``chunk_size`` samples. Each chunk creates fresh OpenMM Contexts whose
 integrator seeds, like the swap random numbers, derive from ``(seed, chunk index)``, and starts
 from the positions and velocities saved at the end of the previous chunk; a chunk is therefore a
@@ -37,19 +44,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import openmm
 import openmm.unit as unit
 
-from spacetime_md.errors import CheckpointError, NonFiniteError
+from spacetime_md.errors import CheckpointError
 from spacetime_md.molecular._io import atomic_path, save_npy_atomic, save_npz_atomic, write_json_atomic
-from spacetime_md.molecular.units import KELVIN, KJ_PER_MOL, NM, PS, kT_kj_per_mol, to_md_array, to_md_float
+from spacetime_md.molecular.ladder import (
+    DEFAULT_TARGET_ACCEPTANCE, MIN_REPLICAS, choose_temperatures, exchange_warnings, pilot_energy_statistics,
+)
+from spacetime_md.molecular.replica_exchange import _chunk_rng, _config_hash, _Engine, _ReplicaState
+from spacetime_md.molecular.units import KELVIN, KJ_PER_MOL, NM, PS, to_md_array, to_md_float
 
 if TYPE_CHECKING:
     import mdtraj
@@ -63,6 +72,7 @@ __all__ = [
     "resolve_config",
     "load_samples",
     "geometric_temperatures",
+    "resolve_run_config",
     "DEFAULT_N_REPLICAS",
     "DEFAULT_MAX_TEMPERATURE",
     "SYSTEM_FILE",
@@ -71,6 +81,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Replicas of a fixed ladder when ``n_replicas`` is an integer nobody gave: the automatic ladder
+#: (``"auto"``) is the default and never uses fewer.
 DEFAULT_N_REPLICAS = 4
 DEFAULT_MAX_TEMPERATURE = 800.0 * unit.kelvin
 DEFAULT_EXCHANGE_INTERVAL = 0.25 * unit.picosecond
@@ -113,6 +125,9 @@ class SamplingConfig:
     platform : str
     system : dict
         :meth:`MolecularSystem.fingerprint` (checked on resume).
+    ladder : dict
+        How an automatic ladder was chosen (target, pilot energies, predicted acceptance);
+        empty for a ladder given by hand or a fixed number of replicas.
     """
 
     n_samples: int
@@ -126,6 +141,7 @@ class SamplingConfig:
     platform: str = "Reference"
     system: dict = field(default_factory=dict)
     format_version: int = _FORMAT_VERSION
+    ladder: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, (int, np.integer)) or self.n_samples < 1:
@@ -176,6 +192,8 @@ class SamplingConfig:
         d["steps_per_exchange"] = self.steps_per_exchange
         d["method"] = "temperature replica exchange (neighbour swaps, alternating even/odd pairs)"
         d["integrator"] = "LangevinMiddleIntegrator"
+        if not self.ladder:  # fixed ladders keep the config (and checkpoint hash) of earlier versions
+            del d["ladder"]
         return d
 
     @classmethod
@@ -235,140 +253,6 @@ class BoltzmannSamples:
 
 
 # ---------------------------------------------------------------------------------------------
-# The replica-exchange engine
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _ReplicaState:
-    positions: np.ndarray  # (R, N, 3) float64, indexed by temperature slot
-    velocities: np.ndarray  # (R, N, 3)
-    walkers: np.ndarray  # (R,) walker id at each slot
-    last_end: np.ndarray  # (R,) per walker: -1 none, 0 last touched coldest, 1 hottest
-    n_attempted: np.ndarray  # (R-1,) per neighbour pair
-    n_accepted: np.ndarray  # (R-1,)
-    round_trips: int
-    exchange_index: int  # exchanges done so far (sets even/odd parity)
-    next_chunk: int  # production chunk to run next (1-based); 0 = equilibration not done
-    n_done: int
-    production_seconds: float
-
-    def save(self, path: Path, config_hash: str) -> None:
-        save_npz_atomic(
-            path,
-            positions=self.positions,
-            velocities=self.velocities,
-            walkers=self.walkers,
-            last_end=self.last_end,
-            n_attempted=self.n_attempted,
-            n_accepted=self.n_accepted,
-            scalars=np.array([self.round_trips, self.exchange_index, self.next_chunk, self.n_done], dtype=np.int64),
-            production_seconds=np.array(self.production_seconds),
-            config_hash=np.array(config_hash),
-        )
-
-    @classmethod
-    def load(cls, path: Path, config_hash: str) -> "_ReplicaState":
-        try:
-            with np.load(path) as d:
-                if str(d["config_hash"]) != config_hash:
-                    raise CheckpointError(f"{path}: checkpoint belongs to another config (hash mismatch)")
-                rt, ex, nc, nd = (int(v) for v in d["scalars"])
-                return cls(
-                    d["positions"].copy(), d["velocities"].copy(), d["walkers"].copy(), d["last_end"].copy(),
-                    d["n_attempted"].copy(), d["n_accepted"].copy(), rt, ex, nc, nd, float(d["production_seconds"]),
-                )
-        except (OSError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"{path}: expected a readable sampling checkpoint, got error: {exc}") from exc
-
-
-def _config_hash(config: SamplingConfig) -> str:
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _chunk_rng(seed: int, chunk: int, n_replicas: int) -> tuple[list[int], np.random.Generator]:
-    ss = np.random.SeedSequence([int(seed), int(chunk), 20260101])
-    seeds_ss, swap_ss = ss.spawn(2)
-    integrator_seeds = [int(s) % (2**31 - 2) + 1 for s in seeds_ss.generate_state(n_replicas, dtype=np.uint32)]
-    return integrator_seeds, np.random.default_rng(swap_ss)
-
-
-class _Engine:
-    """Replica contexts for one chunk."""
-
-    def __init__(self, system: "MolecularSystem", config: SamplingConfig, platform: openmm.Platform,
-                 integrator_seeds: Sequence[int], rng: np.random.Generator) -> None:
-        self.config = config
-        self.rng = rng
-        self.betas = np.array([1.0 / kT_kj_per_mol(t) for t in config.temperatures_k])
-        self.integrators = []
-        self.contexts = []
-        for t, s in zip(config.temperatures_k, integrator_seeds):
-            integ = openmm.LangevinMiddleIntegrator(
-                t * KELVIN, config.friction_per_ps / PS, config.timestep_fs * unit.femtosecond
-            )
-            integ.setRandomNumberSeed(int(s))
-            self.integrators.append(integ)
-            self.contexts.append(openmm.Context(system.openmm_system, integ, platform))
-
-    def set_state(self, positions: np.ndarray, velocities: np.ndarray) -> None:
-        for ctx, x, v in zip(self.contexts, positions, velocities):
-            ctx.setPositions(x)
-            ctx.setVelocities(v)
-
-    def exchange(self, st: _ReplicaState) -> float:
-        """Run MD on all replicas, attempt swaps; returns the T_0 potential energy (kJ/mol)."""
-        R = len(self.contexts)
-        energies = np.empty(R)
-        for r, (integ, ctx) in enumerate(zip(self.integrators, self.contexts)):
-            integ.step(self.config.steps_per_exchange)
-            s = ctx.getState(getPositions=True, getVelocities=True, getEnergy=True)
-            st.positions[r] = s.getPositions(asNumpy=True)._value
-            st.velocities[r] = s.getVelocities(asNumpy=True)._value
-            energies[r] = s.getPotentialEnergy()._value
-        if not np.isfinite(energies).all() or not np.isfinite(st.positions).all():
-            raise NonFiniteError(
-                f"replica exchange: non-finite energy or positions at exchange {st.exchange_index} "
-                f"(energies {energies}); try a smaller timestep or lower max temperature"
-            )
-        changed = np.zeros(R, dtype=bool)
-        temps = self.config.temperatures_k
-        for i in range(st.exchange_index % 2, R - 1, 2):
-            j = i + 1
-            log_acc = (self.betas[i] - self.betas[j]) * (energies[i] - energies[j])
-            st.n_attempted[i] += 1
-            if log_acc >= 0 or self.rng.random() < math.exp(log_acc):
-                st.n_accepted[i] += 1
-                st.positions[[i, j]] = st.positions[[j, i]]
-                vi = st.velocities[i] * math.sqrt(temps[j] / temps[i])
-                vj = st.velocities[j] * math.sqrt(temps[i] / temps[j])
-                # Configuration from j arrives at i with its velocities rescaled to T_i, and vice versa.
-                st.velocities[i], st.velocities[j] = vj, vi
-                energies[[i, j]] = energies[[j, i]]
-                st.walkers[[i, j]] = st.walkers[[j, i]]
-                changed[[i, j]] = True
-        # Round trips: a walker that last touched the hottest slot and now sits at the coldest.
-        if R > 1:
-            w_cold, w_hot = st.walkers[0], st.walkers[-1]
-            if st.last_end[w_cold] == 1:
-                st.round_trips += 1
-            st.last_end[w_cold] = 0
-            st.last_end[w_hot] = 1
-        for r in np.flatnonzero(changed):
-            self.contexts[r].setPositions(st.positions[r])
-            self.contexts[r].setVelocities(st.velocities[r])
-        st.exchange_index += 1
-        return float(energies[0])
-
-    def close(self) -> None:
-        del self.contexts[:]
-        del self.integrators[:]
-
-
-# ---------------------------------------------------------------------------------------------
 # Public entry point
 # ---------------------------------------------------------------------------------------------
 
@@ -378,7 +262,8 @@ def resolve_config(
     n_samples: int,
     *,
     temperatures: Any = None,
-    n_replicas: int = DEFAULT_N_REPLICAS,
+    n_replicas: int | str = "auto",
+    target_acceptance: float = DEFAULT_TARGET_ACCEPTANCE,
     max_temperature: unit.Quantity = DEFAULT_MAX_TEMPERATURE,
     exchange_interval: unit.Quantity = DEFAULT_EXCHANGE_INTERVAL,
     timestep: unit.Quantity = 2.0 * unit.femtosecond,
@@ -387,7 +272,17 @@ def resolve_config(
     chunk_size: int = 1000,
     seed: int = 0,
 ) -> SamplingConfig:
-    """The :class:`SamplingConfig` that :func:`sample_boltzmann` would run (same arguments)."""
+    """The :class:`SamplingConfig` that :func:`sample_boltzmann` would run (same arguments).
+
+    With ``n_replicas="auto"`` (and no ``temperatures``) this runs the pilot of
+    :mod:`spacetime_md.molecular.ladder` (seconds) after every other setting was checked.
+    """
+    auto = isinstance(n_replicas, str)
+    if auto and n_replicas != "auto":
+        raise ValueError(f"n_replicas: expected an integer or 'auto', got {n_replicas!r}")
+    if (isinstance(target_acceptance, bool) or not isinstance(target_acceptance, (int, float))
+            or not 0.0 < target_acceptance < 1.0):
+        raise ValueError(f"target_acceptance: expected a number in (0, 1), got {target_acceptance!r}")
     if temperatures is not None:
         temps = tuple(float(t) for t in to_md_array("temperatures", temperatures, KELVIN))
         if abs(temps[0] - system.temperature_k) > 1e-6:
@@ -397,10 +292,10 @@ def resolve_config(
             )
     else:
         t_max = to_md_float("max_temperature", max_temperature, KELVIN)
-        if isinstance(n_replicas, bool) or not isinstance(n_replicas, (int, np.integer)):
-            raise TypeError(f"n_replicas: expected an integer, got {type(n_replicas).__name__}")
-        temps = geometric_temperatures(system.temperature_k, t_max, int(n_replicas))
-    return SamplingConfig(
+        if not auto and (isinstance(n_replicas, bool) or not isinstance(n_replicas, (int, np.integer))):
+            raise TypeError(f"n_replicas: expected an integer or 'auto', got {type(n_replicas).__name__}")
+        temps = geometric_temperatures(system.temperature_k, t_max, MIN_REPLICAS if auto else int(n_replicas))
+    config = SamplingConfig(
         n_samples=n_samples,
         temperatures_k=temps,
         exchange_interval_ps=to_md_float("exchange_interval", exchange_interval, PS),
@@ -412,6 +307,41 @@ def resolve_config(
         platform=system.platform_name,
         system=system.fingerprint(),
     )
+    if not auto or temperatures is not None:
+        return config
+    stats = pilot_energy_statistics(
+        system, geometric_temperatures(config.temperatures_k[0], config.temperatures_k[-1], 3),
+        timestep_fs=config.timestep_fs, friction_per_ps=config.friction_per_ps, seed=config.seed,
+    )
+    temps, predicted = choose_temperatures(stats, config.temperatures_k[0], config.temperatures_k[-1],
+                                           float(target_acceptance))
+    ladder = {"method": "geometric, fewest replicas (>= 4) with predicted neighbour acceptance >= target "
+                        "(pilot energies, Gaussian overlap)",
+              "target_acceptance": float(target_acceptance), "predicted_acceptance": predicted, "pilot": stats}
+    logger.info("ladder: %d replicas %s K, predicted acceptance %s", len(temps),
+                ", ".join(f"{t:.0f}" for t in temps), ", ".join(f"{a:.2f}" for a in predicted))
+    return dataclasses.replace(config, temperatures_k=temps, ladder=ladder)
+
+
+def resolve_run_config(system: "MolecularSystem", n_samples: int, out_dir: str | Path | None, *,
+                       resume: bool = False, **kwargs: Any) -> SamplingConfig:
+    """:func:`resolve_config`, except that resuming the automatic-ladder run in ``out_dir``
+    reuses its saved ladder (no new pilot; other settings are still checked on resume)."""
+    saved_path = None if out_dir is None else Path(out_dir) / "config.json"
+    auto = kwargs.get("temperatures") is None and kwargs.get("n_replicas", "auto") == "auto"
+    if resume and auto and saved_path is not None and saved_path.exists() and (saved_path.parent / "checkpoint.npz").exists():
+        import json
+
+        try:
+            saved = json.loads(saved_path.read_text())
+            temps = [float(t) for t in saved["temperatures_k"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{saved_path}: expected the config of the run to resume, got error: {exc}") from exc
+        kwargs = {k: v for k, v in kwargs.items()
+                  if k not in ("temperatures", "n_replicas", "target_acceptance", "max_temperature")}
+        config = resolve_config(system, n_samples, temperatures=temps * unit.kelvin, **kwargs)
+        return dataclasses.replace(config, ladder=saved.get("ladder") or {})
+    return resolve_config(system, n_samples, **kwargs)
 
 
 def sample_boltzmann(
@@ -420,7 +350,8 @@ def sample_boltzmann(
     out_dir: str | Path | None = None,
     *,
     temperatures: Any = None,
-    n_replicas: int = DEFAULT_N_REPLICAS,
+    n_replicas: int | str = "auto",
+    target_acceptance: float = DEFAULT_TARGET_ACCEPTANCE,
     max_temperature: unit.Quantity = DEFAULT_MAX_TEMPERATURE,
     exchange_interval: unit.Quantity = DEFAULT_EXCHANGE_INTERVAL,
     timestep: unit.Quantity = 2.0 * unit.femtosecond,
@@ -433,6 +364,7 @@ def sample_boltzmann(
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
     plot: bool = True,
+    config: SamplingConfig | None = None,
 ) -> BoltzmannSamples:
     """Boltzmann samples at ``system.temperature`` by temperature replica exchange.
 
@@ -447,8 +379,13 @@ def sample_boltzmann(
     temperatures : Quantity (kelvin) sequence, optional
         Explicit ladder; the first must be the system temperature. Default: ``n_replicas``
         geometric temperatures from the system temperature to ``max_temperature``.
-    n_replicas : int
-        Replicas of the default ladder (default 4; 1 gives plain Langevin MD).
+    n_replicas : int or "auto"
+        ``"auto"`` (default): the fewest geometric replicas (at least 4) up to ``max_temperature``
+        whose neighbour acceptance, predicted by a short pilot run, reaches
+        ``target_acceptance`` (module docstring). An integer gives that many geometric
+        replicas (4 was the fixed default of earlier versions; 1 gives plain Langevin MD).
+    target_acceptance : float
+        Target of the smallest neighbour swap acceptance of the automatic ladder (default 0.2).
     max_temperature : Quantity (kelvin)
         Hottest replica of the default ladder (default 800 K; at 1000 K the peptide bonds
         start to flip to cis).
@@ -471,16 +408,24 @@ def sample_boltzmann(
         the checkpoint is already written, so it can be resumed.
     plot : bool
         Write ``ramachandran.png`` (peptides: one panel per residue) or ``cvs.png`` (other CVs).
+    config : SamplingConfig, optional
+        Settings resolved beforehand by :func:`resolve_run_config` / :func:`resolve_config` (for
+        ``system`` and ``n_samples``); the sampling settings above are then not used.
 
     Returns
     -------
     BoltzmannSamples
     """
-    config = resolve_config(
-        system, n_samples, temperatures=temperatures, n_replicas=n_replicas, max_temperature=max_temperature,
-        exchange_interval=exchange_interval, timestep=timestep, friction=friction, equilibration=equilibration,
-        chunk_size=chunk_size, seed=seed,
-    )
+    if config is not None:
+        if config.n_samples != n_samples or config.system != system.fingerprint():
+            raise ValueError("config: expected a config resolved for this system and n_samples, got one for "
+                             f"{config.system.get('name')!r} and {config.n_samples} samples")
+    else:
+        config = resolve_run_config(
+            system, n_samples, out_dir, resume=resume, temperatures=temperatures, n_replicas=n_replicas,
+            target_acceptance=target_acceptance, max_temperature=max_temperature, exchange_interval=exchange_interval,
+            timestep=timestep, friction=friction, equilibration=equilibration, chunk_size=chunk_size, seed=seed,
+        )
     if max_chunks is not None and (isinstance(max_chunks, bool) or not isinstance(max_chunks, int) or max_chunks < 0):
         raise ValueError(f"max_chunks: expected a non-negative integer or None, got {max_chunks!r}")
     config_hash = _config_hash(config)
@@ -602,6 +547,10 @@ def sample_boltzmann(
     energies = np.concatenate([p["energies"] for p in parts]) if parts else np.empty(0)
     report = _make_report(system, config, st, coords)
     samples = BoltzmannSamples(coords, energies, config, report, out, complete, system.mdtraj_topology)
+    for warning in report["warnings"]:
+        logger.warning("replica exchange: %s", warning)
+    if config.ladder:
+        report["predicted_acceptance"] = config.ladder["predicted_acceptance"]
     if out is not None:
         write_json_atomic(out / "report.json", report)
         if complete:
@@ -652,6 +601,8 @@ def _make_report(system: "MolecularSystem", config: SamplingConfig, st: _Replica
         "exchange_acceptance": _acceptance(st).tolist(),
         "n_exchange_attempts": st.n_attempted.tolist(),
         "round_trips": st.round_trips,
+        "warnings": exchange_warnings(_acceptance(st), st.round_trips, n,
+                                      config.ladder.get("target_acceptance"), st.n_attempted) if config.n_replicas > 1 else [],
         "production_seconds": secs,
         "samples_per_minute": 60.0 * n / secs if secs > 0 else float("nan"),
         "ns_per_day_T0": sim_ps * 1e-3 / (secs / 86400.0) if secs > 0 else float("nan"),

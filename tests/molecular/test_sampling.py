@@ -338,7 +338,7 @@ def test_more_sampling_errors(tmp_path, system):
     from spacetime_md.errors import NonFiniteError
     from spacetime_md.molecular.sampling import BoltzmannSamples
 
-    with pytest.raises(TypeError, match="n_replicas: expected an integer, got float"):
+    with pytest.raises(TypeError, match="n_replicas: expected an integer or .auto., got float"):
         sample_boltzmann(system, 4, None, n_replicas=2.5, progress=False)
     with pytest.raises(FileNotFoundError, match="expected samples.h5 of a finished sampling run"):
         load_samples(tmp_path)
