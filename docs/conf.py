@@ -55,6 +55,9 @@ napoleon_google_docstring = False
 napoleon_use_rtype = False
 napoleon_preprocess_types = False
 
+# Keep "--flag" as typed (no en dashes) in prose and in the model cards.
+smartquotes = False
+
 html_theme = "alabaster"
 html_title = "spacetime_md"
 html_static_path: list[str] = []

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import json
 from pathlib import Path
@@ -26,7 +27,7 @@ from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
 from sphinx.util.docutils import SphinxDirective
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "spacetime_md" / "data" / "models"
+MODELS_DIR = Path(importlib.util.find_spec("spacetime_md").origin).parent / "data" / "models"
 
 
 def public_names(module_name: str) -> list[str]:
