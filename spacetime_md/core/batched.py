@@ -21,6 +21,9 @@ most pairs within 1e-5, one pair in four of ``bench_geodesic_batch.py --quick`` 
   or its current point after the objective changed), so a pair whose line search takes
   many trials does not hold the others back. Adam: elementwise, per-pair step counts (the
   same update as ``torch.optim.Adam``), one round per step.
+- Honest mode (``config.resample_every > 0`` with Hutchinson probes) solves the pairs one
+  after the other with :func:`~spacetime_md.core.optimize_geodesic` (same results as solving
+  each alone; no batched calls).
 - Each pair has its own convergence test (``rtol`` / ``patience`` / ``min_steps`` as in
   :func:`~spacetime_md.core.optimize_geodesic`). The coarse-to-fine stages advance
   together: a pair that has converged in a stage is frozen - not evaluated, so it costs
@@ -60,7 +63,8 @@ from torch import Tensor
 from spacetime_md.core.curves import SpacetimePoint, SplineCurve, _as_vector, spline_basis
 from spacetime_md.core.denoisers import CountingDenoiser, Denoiser
 from spacetime_md.core.geodesic import Constraint, CurveState, GeodesicConfig, GeodesicResult, _ramp
-from spacetime_md.core.geometry import expectation_params, natural_params, rademacher_probes
+from spacetime_md.core.estimates import draw_probes as _draw_probes
+from spacetime_md.core.geometry import expectation_params, natural_params
 from spacetime_md.errors import NonFiniteError
 
 __all__ = ["optimize_geodesics"]
@@ -719,6 +723,10 @@ def _optimize_geodesics(denoiser, starts, ends, config, constraints, *, seeds, s
             ):
                 raise ValueError(f"curves[{k}]: expected a warm-start curve with the same endpoints as pair {k}")
     n_knots = curves[0].n_nodes + 2
+    if config.resample_every > 0 and config.divergence_for(dim) == "hutchinson":
+        from spacetime_md.core.sequential import solve_one_by_one
+
+        return solve_one_by_one(denoiser, z0, z1, config, per_pair, seeds, setup_seeds, curves, callback, t_start)
 
     pair_denoisers = [CountingDenoiser(denoiser) for _ in range(n_pairs)]
     for k in range(n_pairs):
@@ -747,7 +755,8 @@ def _optimize_geodesics(denoiser, starts, ends, config, constraints, *, seeds, s
         if problem.method != "hutchinson":
             return None
         return torch.stack([
-            rademacher_probes(config.n_probes, (n_points, dim), dtype=z0.dtype, device=z0.device, generator=gen)
+            _draw_probes(config.n_probes, n_points, dim, config.probe_layout, dtype=z0.dtype, device=z0.device,
+                        generator=gen)
             for gen in generators
         ])
 

@@ -10,8 +10,23 @@ penalties (Sec. 6.4, Eq. 21):
   over ``patience`` steps below ``rtol``) or after ``max_steps``;
 - optimiser L-BFGS with strong-Wolfe line search (default) or Adam;
 - the Hutchinson divergence uses probe vectors that are fixed within a stage (common random
-  numbers), so the objective is deterministic and L-BFGS applies;
+  numbers), so the objective is deterministic and L-BFGS applies; with ``resample_every=k``
+  fresh probes are drawn every ``k`` steps and after a step that failed to decrease the
+  objective (see "Honest mode" below);
 - non-finite energies raise :class:`~spacetime_md.errors.NonFiniteError`.
+
+Honest mode (``resample_every > 0``, Hutchinson only). A fixed probe is a biased objective that
+the optimiser learns to exploit: on the shipped alanine model, L-BFGS drove the one-probe
+per-point clamped energy to 0 while the exact energy rose again after its minimum. With
+fresh probes, the first evaluation after a draw scores the current curve with probes it was
+never fitted to - a held-out, unbiased estimate. The stage keeps the curve with the best
+held-out value (not the last one), stops when that value has not improved by ``rtol`` over
+``patience`` draws, and a step that fails its line search triggers a new draw at once instead
+of more line searches on a flat, exploited objective. ``probe_layout="curve"`` shares each
+probe vector along the curve, so the estimator noise cancels in the differences of
+neighbouring points (see :mod:`spacetime_md.core.estimates`). The result's ``estimate`` is a
+held-out score with ``holdout_probes`` fresh draws: unbiased unclamped energy, its standard
+error and the number of negative segments.
 
 Constraints are objects with ``weight`` and ``penalty(state) -> Tensor`` (and optionally
 ``setup(denoiser, start, end, config)``); their weights are ramped from 0 to full after a
@@ -35,13 +50,13 @@ from torch import Tensor
 from spacetime_md.core._validation import check_positive, check_tensor
 from spacetime_md.core.curves import SpacetimePoint, SplineCurve, _as_vector
 from spacetime_md.core.denoisers import CountingDenoiser, Denoiser
+from spacetime_md.core.estimates import EnergyEstimate, draw_probes, estimate_curve_energy
 from spacetime_md.core.geometry import (
     _length_from_terms,
     bridge_points,
     expectation_params,
     kl_increments,
     natural_params,
-    rademacher_probes,
     segment_terms,
 )
 from spacetime_md.errors import NonFiniteError
@@ -94,6 +109,18 @@ class GeodesicConfig:
         Row limit per denoiser call for the exact divergence.
     clamp : {"segment", "none"}
         Clamping of negative segment terms; see :func:`~spacetime_md.core.curve_energy`.
+        ``"segment"`` (default) is needed with learned models: their Jacobian trace can be
+        negative, and then the exact unclamped energy is unbounded below along such regions
+        (alanine, shipped model: the unclamped exact energy of solved curves is negative).
+    probe_layout : {"point", "curve"}
+        Hutchinson probes: independent per curve point, or one vector shared by the whole
+        curve (noise cancels in neighbouring differences; see ``core.estimates``).
+    resample_every : int
+        0: probes fixed within a stage. ``k > 0``: honest mode (module docstring): fresh
+        probes every ``k`` steps and after a failed line search; best curve and stopping
+        test by the held-out values. Ignored with the exact divergence.
+    holdout_probes : int
+        Fresh probe draws of the held-out score ``GeodesicResult.estimate`` (0: none).
     constraint_warmup : int
         Optimiser steps with constraint weights at 0.
     constraint_ramp : int
@@ -121,6 +148,9 @@ class GeodesicConfig:
     exact_max_dim: int = 16
     chunk_size: int | None = None
     clamp: Literal["segment", "none"] = "segment"
+    probe_layout: Literal["point", "curve"] = "point"
+    resample_every: int = 0
+    holdout_probes: int = 0
     constraint_warmup: int = 0
     constraint_ramp: int = 0
     seed: int = 0
@@ -147,7 +177,10 @@ class GeodesicConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        for name in ("constraint_warmup", "constraint_ramp", "exact_max_dim", "min_steps"):
+        if self.probe_layout not in ("point", "curve"):
+            raise ValueError(f"probe_layout: expected 'point' or 'curve', got {self.probe_layout!r}")
+        for name in ("constraint_warmup", "constraint_ramp", "exact_max_dim", "min_steps", "resample_every",
+                     "holdout_probes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
@@ -354,6 +387,11 @@ class GeodesicResult:
         One entry per step: ``step``, ``stage``, ``n_points``, ``energy``, ``objective``.
     wall_time : float
         Seconds.
+    estimate : EnergyEstimate, optional
+        Held-out score of the final curve (``config.holdout_probes`` fresh draws, or exact):
+        unbiased unclamped energy with its standard error, negative segments.
+    n_failed_searches : int
+        L-BFGS steps that did not decrease the objective.
     """
 
     curve: SplineCurve
@@ -369,10 +407,14 @@ class GeodesicResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_time: float = 0.0
     config: GeodesicConfig | None = None
+    estimate: EnergyEstimate | None = None
+    n_failed_searches: int = 0
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable summary (no tensors)."""
         return {
+            "estimate": None if self.estimate is None else self.estimate.to_dict(),
+            "n_failed_searches": self.n_failed_searches,
             "energy": self.energy,
             "length": self.length,
             "objective": self.objective,
@@ -507,14 +549,19 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
                     total = total + ramp * c.weight * p
         return total, energy, terms, penalties
 
+    honest = config.resample_every > 0 and method == "hutchinson"
+
+    def draw(n_points: int) -> Tensor | None:
+        if method != "hutchinson":
+            return None
+        return draw_probes(config.n_probes, n_points, dim, config.probe_layout, dtype=z0.dtype, device=z0.device,
+                           generator=generator)
+
+    n_failed = 0
     try:
         for stage, n_points in enumerate(config.n_points):
             s = torch.linspace(0, 1, n_points, dtype=z0.dtype, device=z0.device)
-            probes = None
-            if method == "hutchinson":
-                probes = rademacher_probes(
-                    config.n_probes, (n_points, dim), dtype=z0.dtype, device=z0.device, generator=generator
-                )
+            probes = draw(n_points)
             # One optimiser for all stages: the L-BFGS curvature history (and Adam's moments)
             # learnt on the coarse discretisation carries over to the finer ones.
             if stage == 0:
@@ -534,11 +581,18 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
             cache: dict[str, Any] = {}
             # Coarse stages only provide a warm start: a looser tolerance is enough.
             rtol = config.rtol if stage == len(config.n_points) - 1 else 10 * config.rtol
+            since_draw, redraw = 0, False
+            held_best, held_params = math.inf, None  # honest mode: best held-out value and its curve
             for _ in range(config.max_steps):
                 ramp = _ramp(step, config)
+                if honest and (redraw or since_draw >= config.resample_every):
+                    probes, since_draw, redraw = draw(n_points), 0, False
+                    cache.clear()  # a new objective: its first value at this curve is held out
                 if cache.get("key") is not None and cache["key"][1] != ramp:
                     cache.clear()  # the objective changed with the constraint ramp
+                fresh = honest and since_draw == 0
                 last: dict[str, Any] = {}
+                seen: list[tuple[Tensor, float]] = []
 
                 def closure():
                     # torch's L-BFGS re-evaluates, at the start of every step, the point its
@@ -546,6 +600,7 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
                     if cache.get("key") is not None and torch.equal(cache["params"], curve.interior.detach()):
                         curve.interior.grad = cache["grad"].clone()
                         last.update(cache["last"])
+                        seen.append((cache["params"], last["total"]))
                         return cache["total"]
                     opt.zero_grad()
                     total, energy, _, penalties = evaluate(s, probes, ramp)
@@ -561,16 +616,23 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
                     last.update(total=float(total.detach()), energy=float(energy.detach()), penalties=penalties)
                     cache.update(key=(stage, ramp), params=curve.interior.detach().clone(),
                                  grad=curve.interior.grad.detach().clone(), total=total.detach(), last=dict(last))
+                    seen.append((cache["params"], last["total"]))
                     return total
 
                 opt.step(closure)
+                since_draw += 1
                 if not bool(torch.isfinite(curve.interior).all()):
                     raise NonFiniteError(
                         f"geodesic curve parameters became non-finite at stage {stage}, step {step}; "
                         "lower the learning rate"
                     )
+                ended = next((v for p, v in reversed(seen) if torch.equal(p, curve.interior.detach())), last["total"])
+                failed = config.optimizer == "lbfgs" and bool(seen) and not ended < seen[0][1]
+                n_failed += failed
                 info = {"step": step, "stage": stage, "n_points": n_points, "energy": last["energy"],
-                        "objective": last["total"], "penalties": last["penalties"], "ramp": ramp}
+                        "objective": ended, "penalties": last["penalties"], "ramp": ramp}
+                if fresh:
+                    info["held_out"] = seen[0][1]
                 history.append(info)
                 if callback is not None:
                     callback(info)
@@ -578,13 +640,27 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
                     bar.update(1)
                     bar.set_postfix(stage=stage, T=n_points, energy=f"{last['energy']:.4g}")
                 step += 1
-                best.append(min(last["total"], best[-1]) if best else last["total"])
                 ramp_done = _ramp(step, config) >= 1.0 or not constraints
-                if ramp_done and len(best) > max(patience, min_steps):
+                if honest:
+                    redraw = failed
+                    if not fresh:
+                        continue
+                    # The first value after a draw scores the step's start curve with unseen probes.
+                    if seen[0][1] < held_best or not ramp_done:
+                        held_best, held_params = seen[0][1], seen[0][0].clone()
+                    best.append(held_best)
+                else:
+                    best.append(min(ended, best[-1]) if best else ended)
+                if ramp_done and len(best) > max(patience, min_steps if not honest else 1):
                     old, new = best[-1 - patience], best[-1]
                     if old - new <= rtol * max(abs(new), 1e-12):
                         stage_converged = True
                         break
+            if held_params is not None:
+                with torch.no_grad():
+                    curve.interior.copy_(held_params)
+                if isinstance(opt, torch.optim.LBFGS):
+                    opt.state.clear()  # the kept curve is not where the history ended
             logger.info("stage %d (T=%d): %s after %d steps, objective %.6g", stage, n_points,
                         "converged" if stage_converged else "not converged", len(best), best[-1])
             converged = stage_converged
@@ -593,14 +669,16 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
             bar.close()
 
     s = torch.linspace(0, 1, config.n_points[-1], dtype=z0.dtype, device=z0.device)
-    probes = None
-    if method == "hutchinson":
-        probes = rademacher_probes(
-            config.n_probes, (s.shape[0], dim), dtype=z0.dtype, device=z0.device, generator=generator
-        )
+    probes = draw(s.shape[0])
     with torch.no_grad():
         log_snr, x = curve.evaluate(s)
         total, energy, terms, _ = evaluate(s, probes, _ramp(step, config))
+    estimate = None
+    if config.holdout_probes:
+        holdout = torch.Generator(device=z0.device).manual_seed(config.seed + 7919)
+        estimate = estimate_curve_energy(counting, log_snr, x, divergence=method,
+                                         n_probes=max(config.holdout_probes, 1), probe_layout=config.probe_layout,
+                                         generator=holdout, chunk_size=config.chunk_size)
     return GeodesicResult(
         curve=curve,
         log_snr=log_snr.detach(),
@@ -613,6 +691,8 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
         n_denoiser_evals=counting.n_evals,
         converged=converged,
         history=history,
+        estimate=estimate,
+        n_failed_searches=n_failed,
         wall_time=time.perf_counter() - t_start,
         config=config,
     )
