@@ -3,237 +3,137 @@
 The only subpackage that imports openmm, mdtraj and torch_geometric. Public molecular
 functions take and return ``openmm.unit`` quantities at the edge; inside, values are plain
 floats / arrays in OpenMM's ``md_unit_system`` (nm, ps, kJ/mol, K), which mdtraj uses too.
+
+Every public name is imported lazily, on first access (PEP 562 ``__getattr__``): ``import
+spacetime_md.molecular`` stays cheap and imports neither torch_geometric nor OpenMM until a
+name that needs them is used (the equivariant model pulls torch_geometric in when it is
+built or loaded).
 """
 
-# --- OpenMM layer: systems, states, sampling, energies, export (issue 3) ---
-from spacetime_md.molecular.dihedrals import (
-    ALANINE_DIPEPTIDE_PHI,
-    ALANINE_DIPEPTIDE_PSI,
-    compute_dihedrals,
-    compute_phi_psi,
-)
-from spacetime_md.molecular.energies import evaluate_energies
-from spacetime_md.molecular.export import EXPORT_FORMATS, export_trajectory
-from spacetime_md.molecular.populations import block_average, plot_ramachandran, state_populations
-from spacetime_md.molecular.reference import (
-    estimate_populations_flat_bias,
-    estimate_populations_umbrella,
-    reference_populations,
-    solve_mbar,
-)
-from spacetime_md.molecular.sampling import (
-    BoltzmannSamples,
-    SamplingConfig,
-    load_samples,
-    resolve_config,
-    sample_boltzmann,
-)
-from spacetime_md.molecular.states import MetastableState, assign_states, load_states
-from spacetime_md.molecular.system import (
-    FORCEFIELDS,
-    MolecularSystem,
-    known_systems,
-    load_system,
-    resolve_platform,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ALANINE_DIPEPTIDE_PHI",
-    "ALANINE_DIPEPTIDE_PSI",
-    "BoltzmannSamples",
-    "EXPORT_FORMATS",
-    "FORCEFIELDS",
-    "MetastableState",
-    "MolecularSystem",
-    "SamplingConfig",
-    "assign_states",
-    "block_average",
-    "compute_dihedrals",
-    "compute_phi_psi",
-    "estimate_populations_flat_bias",
-    "estimate_populations_umbrella",
-    "evaluate_energies",
-    "export_trajectory",
-    "known_systems",
-    "load_samples",
-    "load_states",
-    "load_system",
-    "plot_ramachandran",
-    "reference_populations",
-    "resolve_config",
-    "resolve_platform",
-    "sample_boltzmann",
-    "solve_mbar",
-    "state_populations",
-]
-# --- end OpenMM layer ---
+import importlib
 
-# --- Equivariant model: layer, denoiser, training, checkpoints, evaluation (issue 4) ---
-from spacetime_md.molecular.chirality import compute_chirality, compute_signed_volume, fraction_l
-from spacetime_md.molecular.egnn import EquivariantConv
-from spacetime_md.molecular.evaluation import EvaluationResult, evaluate_samples, sample_model
-from spacetime_md.molecular.model import EquivariantDenoiser, from_model, to_model
-from spacetime_md.molecular.pretrained import load_checkpoint, load_guided, load_pretrained, save_checkpoint
-from spacetime_md.molecular.testing import assert_equivariant
-from spacetime_md.molecular.training import TrainConfig, TrainResult, load_dataset, train
+#: public name -> submodule that defines it
+_LAZY = {
+    "BatchResult": "batch",
+    "BatchTask": "batch",
+    "derive_seed": "batch",
+    "read_pairs": "batch",
+    "run_batch": "batch",
+    "check_structure": "checks",
+    "ChiralCentre": "chirality",
+    "chiral_centres_from_topology": "chirality",
+    "compute_chirality": "chirality",
+    "compute_signed_volume": "chirality",
+    "fraction_l": "chirality",
+    "CVStateChecker": "committor",
+    "CommittorConfig": "committor",
+    "CommittorResult": "committor",
+    "compute_dihedral_drive_path": "committor",
+    "estimate_committor": "committor",
+    "plot_committor": "committor",
+    "run_committor": "committor",
+    "wilson_interval": "committor",
+    "CollectiveVariable": "cvs",
+    "CollectiveVariables": "cvs",
+    "Distance": "cvs",
+    "RMSD": "cvs",
+    "Torsion": "cvs",
+    "backbone_torsions": "cvs",
+    "default_cvs": "cvs",
+    "load_cvs": "cvs",
+    "parse_cv": "cvs",
+    "ProcessGroupContext": "ddp",
+    "ALANINE_DIPEPTIDE_PHI": "dihedrals",
+    "ALANINE_DIPEPTIDE_PSI": "dihedrals",
+    "compute_dihedrals": "dihedrals",
+    "compute_phi_psi": "dihedrals",
+    "EquivariantConv": "egnn",
+    "evaluate_energies": "energies",
+    "EvaluationResult": "evaluation",
+    "evaluate_samples": "evaluation",
+    "sample_model": "evaluation",
+    "EXPORT_FORMATS": "export",
+    "export_trajectory": "export",
+    "EquivariantDenoiser": "model",
+    "from_model": "model",
+    "to_model": "model",
+    "RestrainedLangevinSampler": "openmm_langevin",
+    "restraint_schedule": "openmm_langevin",
+    "OPSSeed": "ops",
+    "TPSResult": "ops",
+    "sample_tps": "ops",
+    "state_volume": "ops",
+    "to_openpathsampling": "ops",
+    "GeodesicProblem": "paths",
+    "PathConfig": "paths",
+    "TransitionPaths": "paths",
+    "check_model_matches_system": "paths",
+    "compute_target_hit": "paths",
+    "compute_transition_paths": "paths",
+    "kabsch_align": "paths",
+    "kabsch_rmsd": "paths",
+    "prepare_geodesic_problem": "paths",
+    "block_average": "populations",
+    "plot_cvs": "populations",
+    "plot_ramachandran": "populations",
+    "state_populations": "populations",
+    "checkpoint_system": "pretrained",
+    "load_checkpoint": "pretrained",
+    "load_guided": "pretrained",
+    "load_pretrained": "pretrained",
+    "save_checkpoint": "pretrained",
+    "estimate_populations_flat_bias": "reference",
+    "estimate_populations_umbrella": "reference",
+    "reference_populations": "reference",
+    "solve_mbar": "reference",
+    "DihedralQuencher": "relaxed",
+    "PositionQuencher": "relaxed",
+    "RefinedMaximum": "relaxed",
+    "RelaxedMap": "relaxed",
+    "TorsionQuencher": "relaxed",
+    "compute_relaxed_map": "relaxed",
+    "cv_torsion_quencher": "relaxed",
+    "refine_relaxed_maximum": "relaxed",
+    "relaxed_na_reason": "relaxed",
+    "format_table": "run_paths",
+    "run_paths": "run_paths",
+    "BoltzmannSamples": "sampling",
+    "SamplingConfig": "sampling",
+    "load_samples": "sampling",
+    "resolve_config": "sampling",
+    "sample_boltzmann": "sampling",
+    "MetastableState": "states",
+    "Region": "states",
+    "assign_states": "states",
+    "endpoint_state": "states",
+    "load_states": "states",
+    "FORCEFIELDS": "system",
+    "MolecularSystem": "system",
+    "known_systems": "system",
+    "load_system": "system",
+    "resolve_platform": "system",
+    "resolve_system": "system",
+    "assert_equivariant": "testing",
+    "TrainConfig": "training",
+    "TrainResult": "training",
+    "load_dataset": "training",
+    "resolve_training_system": "training",
+    "train": "training",
+}
 
-__all__ += [
-    "EquivariantConv",
-    "EquivariantDenoiser",
-    "EvaluationResult",
-    "TrainConfig",
-    "TrainResult",
-    "assert_equivariant",
-    "compute_chirality",
-    "compute_signed_volume",
-    "evaluate_samples",
-    "fraction_l",
-    "from_model",
-    "load_checkpoint",
-    "load_dataset",
-    "load_pretrained",
-    "load_guided",
-    "sample_model",
-    "save_checkpoint",
-    "to_model",
-    "train",
-]
-# --- end equivariant model ---
+__all__ = sorted(_LAZY)
 
-# --- Transition paths: geodesic -> OpenMM annealed Langevin -> validation -> export (issue 5) ---
-from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
-from spacetime_md.molecular.paths import (
-    GeodesicProblem,
-    PathConfig,
-    TransitionPaths,
-    check_model_matches_system,
-    compute_transition_paths,
-    kabsch_align,
-    kabsch_rmsd,
-    prepare_geodesic_problem,
-)
-from spacetime_md.molecular.relaxed import (
-    DihedralQuencher,
-    PositionQuencher,
-    RefinedMaximum,
-    RelaxedMap,
-    TorsionQuencher,
-    compute_relaxed_map,
-    refine_relaxed_maximum,
-)
-from spacetime_md.molecular.run_paths import format_table, run_paths
 
-__all__ += [
-    "DihedralQuencher",
-    "GeodesicProblem",
-    "PathConfig",
-    "PositionQuencher",
-    "RefinedMaximum",
-    "RelaxedMap",
-    "RestrainedLangevinSampler",
-    "TorsionQuencher",
-    "TransitionPaths",
-    "check_model_matches_system",
-    "compute_relaxed_map",
-    "compute_transition_paths",
-    "format_table",
-    "kabsch_align",
-    "kabsch_rmsd",
-    "prepare_geodesic_problem",
-    "refine_relaxed_maximum",
-    "run_paths",
-]
-# --- end transition paths ---
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
 
-# --- scale-out (issue 8) ---
-from spacetime_md.molecular.batch import BatchResult, BatchTask, derive_seed, read_pairs, run_batch
-from spacetime_md.molecular.ddp import ProcessGroupContext
 
-__all__ += [
-    "BatchResult",
-    "BatchTask",
-    "ProcessGroupContext",
-    "derive_seed",
-    "read_pairs",
-    "run_batch",
-]
-# --- end scale-out ---
-
-# --- committor / OPS (issue 9) ---
-from spacetime_md.molecular.committor import (
-    CommittorConfig,
-    CommittorResult,
-    compute_dihedral_drive_path,
-    estimate_committor,
-    plot_committor,
-    run_committor,
-    wilson_interval,
-)
-from spacetime_md.molecular.ops import OPSSeed, TPSResult, sample_tps, state_volume, to_openpathsampling
-
-__all__ += [
-    "CommittorConfig",
-    "CommittorResult",
-    "OPSSeed",
-    "TPSResult",
-    "compute_dihedral_drive_path",
-    "estimate_committor",
-    "plot_committor",
-    "run_committor",
-    "sample_tps",
-    "state_volume",
-    "to_openpathsampling",
-    "wilson_interval",
-]
-# --- end committor / OPS ---
-
-# --- your own molecule: collective variables, states in CV space, checks (issues 19, 20) ---
-from spacetime_md.molecular.checks import check_structure
-from spacetime_md.molecular.chirality import ChiralCentre, chiral_centres_from_topology
-from spacetime_md.molecular.committor import CVStateChecker
-from spacetime_md.molecular.cvs import (
-    RMSD,
-    CollectiveVariable,
-    CollectiveVariables,
-    Distance,
-    Torsion,
-    backbone_torsions,
-    default_cvs,
-    load_cvs,
-    parse_cv,
-)
-from spacetime_md.molecular.openmm_langevin import restraint_schedule
-from spacetime_md.molecular.paths import compute_target_hit
-from spacetime_md.molecular.populations import plot_cvs
-from spacetime_md.molecular.pretrained import checkpoint_system
-from spacetime_md.molecular.relaxed import cv_torsion_quencher, relaxed_na_reason
-from spacetime_md.molecular.states import Region, endpoint_state
-from spacetime_md.molecular.system import resolve_system
-from spacetime_md.molecular.training import resolve_training_system
-
-__all__ += [
-    "CVStateChecker",
-    "ChiralCentre",
-    "CollectiveVariable",
-    "CollectiveVariables",
-    "Distance",
-    "RMSD",
-    "Region",
-    "Torsion",
-    "backbone_torsions",
-    "check_structure",
-    "checkpoint_system",
-    "chiral_centres_from_topology",
-    "compute_target_hit",
-    "cv_torsion_quencher",
-    "default_cvs",
-    "endpoint_state",
-    "load_cvs",
-    "parse_cv",
-    "plot_cvs",
-    "relaxed_na_reason",
-    "resolve_system",
-    "resolve_training_system",
-    "restraint_schedule",
-]
-# --- end your own molecule ---
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
