@@ -51,7 +51,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "(restraint KL and restrained-minimum jumps); --n-steps is then unused and --record-every "
                         "defaults to 1 (e.g. 1 for the field's 1 ps protocol; default: --n-steps steps per point)")
     p.add_argument("--friction-per-ps", type=float, default=10.0,
-                   help="Langevin friction in 1/ps, > 0 (default 10; 3 measured best with --path-time-ps 1)")
+                   help="Langevin friction in 1/ps, > 0 (default 10; 1.5 measured best with --path-time-ps 1)")
     p.add_argument("--endpoint-log-snr", type=float, default=4.0,
                    help="log_snr of the clean endpoints, model units, in [1, 12] (default 4; the paper uses 4-7)")
     p.add_argument("--relaxed", action="store_true", help="also compute relaxed (quenched) barriers")
@@ -63,6 +63,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--num-threads", type=int, default=1,
                    help="torch threads for the geodesic, 1-256 (default 1, like the Python API: results are "
                         "reproducible for the same seed and thread count)")
+    p.add_argument("--geodesic", metavar="FILE",
+                   help="reuse the geodesic.npz of an earlier paths run instead of solving again (same model, "
+                        "endpoints and geodesic settings, else a one-line error); e.g. to sweep --n-paths or "
+                        "sampler settings")
     p.add_argument("--progress", action="store_true", help="progress bars")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     return p
@@ -159,6 +163,17 @@ def run(args: argparse.Namespace) -> int:
         if config.constraint == "avoid":
             resolve_structure(system, config.avoid_state, "avoid_state", allow_mirror=config.allow_mirror)
         check_memory(config, system.n_atoms)
+        if args.geodesic:
+            from spacetime_md.molecular.paths import prepare_geodesic_problem
+            from spacetime_md.molecular.run_paths import load_geodesic, shipped_checkpoint
+
+            if model is None:
+                from spacetime_md.molecular.pretrained import load_checkpoint as _load
+
+                model = _load(shipped_checkpoint(system))
+            problem = prepare_geodesic_problem(system, model, start, end, config)
+            load_geodesic(args.geodesic, model, config, problem=problem)
+            resolved["geodesic_file"] = args.geodesic
         prepare_output_dir(args.out, "paths", overwrite=args.overwrite, ascii_only=True, dry_run=True)
         print(json.dumps(resolved, indent=2))
         return 0
@@ -168,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_paths(
         args.out, system=system, start=start, end=end, config=config, checkpoint=args.checkpoint,
         platform=args.platform, plots=not args.no_plots, progress=args.progress, overwrite=args.overwrite,
+        geodesic=args.geodesic,
     )
     print(report["table"])
     return 0

@@ -9,8 +9,11 @@ or (with a checkpoint and no system) the system the checkpoint records
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from spacetime_md.molecular.cvs import CollectiveVariables
     from spacetime_md.molecular.system import MolecularSystem
 
-__all__ = ["run_paths", "format_table", "resolve_paths_system", "shipped_checkpoint", "ALANINE_PRESET"]
+__all__ = ["run_paths", "format_table", "resolve_paths_system", "shipped_checkpoint", "ALANINE_PRESET",
+           "load_geodesic", "geodesic_settings", "model_sha256"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +84,18 @@ def format_table(report: dict[str, Any]) -> str:
     lines.extend(notes)
     t = report["timings"]
     g = report["geodesic_curve"]
+    est = g.get("estimate")
+    if est:
+        energy = (f"energy {est['energy']:.4g} (held-out, {est['n_probes']} probes; unclamped "
+                  f"{est['energy_unclamped']:.4g} +- {est['energy_se']:.2g}, {est['n_negative_segments']} of "
+                  f"{est['n_segments']} segments negative; straight line {g['initial_energy']:.4g})")
+    else:
+        energy = f"energy {g['energy']:.4g} (straight line {g['initial_energy']:.4g})"
+    solved = f"{g['n_steps']} steps" if g.get("reused_from") is None else f"reused {g['reused_from']}"
     lines.append(
-        f"geodesic: energy {g['energy']:.4g} (straight line {g['initial_energy']:.4g}), lowest log_snr "
-        f"{g['log_snr_min']:.2f}, {g['n_steps']} steps; time: geodesic {t['geodesic_s']:.1f} s, "
-        f"paths {t['paths_s']:.1f} s, validation {t['validation_s']:.1f} s, total {t['total_s']:.1f} s"
+        f"geodesic: {energy}, lowest log_snr {g['log_snr_min']:.2f}, {solved}; time: geodesic "
+        f"{t['geodesic_s']:.1f} s, paths {t['paths_s']:.1f} s, validation {t['validation_s']:.1f} s, "
+        f"total {t['total_s']:.1f} s"
     )
     return "\n".join(lines)
 
@@ -370,10 +382,12 @@ def run_paths(
     checkpoint : path or shipped model name, optional
         Default: the shipped model of a preset system.
     plots, progress : bool
-    geodesic : GeodesicResult, optional
+    geodesic : GeodesicResult or path, optional
         A geodesic already solved for this pair (see
-        :func:`~spacetime_md.molecular.paths.compute_transition_paths`); the solve is skipped and
-        ``config.json`` records ``"geodesic": "precomputed"``.
+        :func:`~spacetime_md.molecular.paths.compute_transition_paths`), or the ``geodesic.npz``
+        of an earlier run (``--geodesic FILE``; checked by :func:`load_geodesic` before
+        ``out_dir`` is touched); the solve is skipped and ``config.json`` records
+        ``"geodesic": "precomputed"`` (and ``"geodesic_file"``).
     overwrite : bool
         Replace the results of another run in ``out_dir`` (they are removed first); without
         it a directory holding another run's or another command's results is refused
@@ -417,6 +431,14 @@ def run_paths(
         # A bad endpoint fails before anything is written.
         resolve_structure(mol, value, what, allow_mirror=config.allow_mirror)
     check_memory(config, mol.n_atoms)
+    geodesic_file = None
+    if isinstance(geodesic, (str, os.PathLike)):
+        # Read before out_dir is prepared: --overwrite may remove the very file being reused.
+        from spacetime_md.molecular.paths import prepare_geodesic_problem
+
+        geodesic_file = str(geodesic)
+        geodesic = load_geodesic(geodesic_file, model, config,
+                                 problem=prepare_geodesic_problem(mol, model, start, end, config))
     out = prepare_output_dir(out_dir, "paths", overwrite=overwrite, ascii_only=True, outputs=PATHS_OUTPUTS)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -432,6 +454,7 @@ def run_paths(
         # Float reductions depend on the thread count: same seed + same threads = same numbers.
         "torch_num_threads": config.geodesic.num_threads or torch.get_num_threads(),
         "geodesic": "solved" if geodesic is None else "precomputed",
+        **({"geodesic_file": str(Path(geodesic_file).resolve())} if geodesic_file else {}),
         "versions": {"spacetime_md": __version__, "torch": torch.__version__, "openmm": openmm.__version__},
     })
     files: dict[str, Any] = {}
@@ -442,15 +465,19 @@ def run_paths(
             geo = value["geodesic"]
             save_npz_atomic(out / "geodesic.npz", log_snr=geo.log_snr.cpu().numpy(), x=geo.x.cpu().numpy(),
                             start_nm=value["start_nm"], end_nm=value["end_nm"])
+            write_json_atomic(out / GEODESIC_FILE, geodesic_record(geo, model_hash, config))
             spec = mol.spec()
             spec["cvs"] = _inline_cv_specs(value["cvs"])
             write_json_atomic(out / SYSTEM_FILE, spec)
         else:
             files[stage] = value.save(out, mol)
 
+    model_hash = model_sha256(model)
     result = compute_transition_paths(mol, model, start, end, config, progress=progress, on_result=keep,
                                       geodesic=geodesic)
     report = result["report"]
+    if geodesic_file:
+        report["geodesic_curve"]["reused_from"] = geodesic_file
     files["system"] = SYSTEM_FILE
     report["files"] = files
     report["system"] = {"name": mol.name, "n_atoms": mol.n_atoms, "source_pdb": mol.source_pdb,
@@ -461,6 +488,125 @@ def run_paths(
     finish_output_dir(out, list_outputs(out, PATHS_OUTPUTS))
     report["table"] = format_table(report)
     return report
+
+
+# --------------------------------------------------------------------------- reusing a geodesic
+
+#: The solved spline of a paths run, beside ``geodesic.npz`` (which holds the discretised curve).
+GEODESIC_FILE = "geodesic.json"
+#: Version of the ``geodesic.json`` layout that :func:`load_geodesic` reads.
+GEODESIC_FILE_VERSION = 1
+#: GeodesicConfig fields that leave the geodesic problem unchanged: reuse across them is allowed
+#: (threads change float rounding only).
+_REUSE_IGNORED = ("progress", "num_threads")
+#: PathConfig fields that define the geodesic problem (the constraint ones only with a constraint).
+_PROBLEM_FIELDS = ("endpoint_log_snr", "allow_mirror")
+_CONSTRAINT_FIELDS = ("constraint", "min_log_snr", "avoid_state", "avoid_log_snr", "min_kl", "constraint_weight")
+
+
+def model_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's parameters and buffers (names, dtypes, values) and its length scale."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    digest.update(repr(float(getattr(model, "length_scale_nm", 0.0))).encode())
+    return digest.hexdigest()
+
+
+def geodesic_settings(config: PathConfig) -> dict[str, Any]:
+    """The settings a reused geodesic must have been solved with (JSON-serialisable)."""
+    settings: dict[str, Any] = {k: getattr(config, k) for k in _PROBLEM_FIELDS}
+    if config.constraint != "none":
+        settings.update({k: getattr(config, k) for k in _CONSTRAINT_FIELDS})
+    else:
+        settings["constraint"] = "none"
+    settings["geodesic"] = {k: (list(v) if isinstance(v, tuple) else v)
+                            for k, v in config.geodesic.to_dict().items() if k not in _REUSE_IGNORED}
+    return json.loads(json.dumps(settings))
+
+
+def _differences(saved: Any, wanted: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        out = []
+        for key in sorted(set(saved) | set(wanted)):
+            out += _differences(saved.get(key), wanted.get(key), f"{prefix}{key}.")
+        return out
+    return [] if saved == wanted else [f"{prefix[:-1]} {saved!r} (file) vs {wanted!r} (this run)"]
+
+
+def geodesic_record(geo: Any, model_hash: str, config: PathConfig) -> dict[str, Any]:
+    """``geodesic.json``: the solved spline's knots (exact float values), the model's hash, the
+    settings it was solved with (:func:`geodesic_settings`) and the solve's summary."""
+    knots = geo.curve.knots().detach().cpu().double().numpy()
+    return {"version": GEODESIC_FILE_VERSION, "model_sha256": model_hash, "settings": geodesic_settings(config),
+            "knots": knots.tolist(), "dtype": str(geo.curve.interior.dtype).replace("torch.", ""),
+            "summary": {k: v for k, v in geo.summary().items() if k != "config"}}
+
+
+def load_geodesic(path: str | os.PathLike, model: torch.nn.Module, config: PathConfig, *, problem: Any) -> Any:
+    """A geodesic solved by an earlier ``paths`` run, checked for reuse (``--geodesic FILE``).
+
+    ``path`` is that run's ``geodesic.npz``, its ``geodesic.json`` or its directory; the
+    ``geodesic.json`` beside it is read. It must record the same model (:func:`model_sha256`),
+    the same settings (:func:`geodesic_settings`: solver settings except threads and progress,
+    endpoint ``log_snr``, constraint settings) and the same endpoints as ``problem``
+    (:func:`~spacetime_md.molecular.paths.prepare_geodesic_problem`); otherwise ``ValueError``
+    with one line saying what differs. Returns a :class:`~spacetime_md.core.GeodesicResult`
+    whose ``wall_time`` is the load time and ``n_denoiser_evals`` 0.
+    """
+    from spacetime_md.core import GeodesicResult, SpacetimePoint, SplineCurve
+    from spacetime_md.core.curves import _as_vector
+    from spacetime_md.core.estimates import EnergyEstimate
+
+    t0 = time.perf_counter()
+    given = Path(path)
+    record_path = given / GEODESIC_FILE if given.is_dir() else given.with_name(GEODESIC_FILE)
+    where = f"geodesic: {path}"
+    if not given.exists():
+        raise FileNotFoundError(f"{where}: expected the geodesic.npz of a spacetime-md paths run, got no such file")
+    if not record_path.is_file():
+        raise ValueError(f"{where}: expected {GEODESIC_FILE} beside it (written by spacetime-md paths since this "
+                         "option exists), got none; solve again without --geodesic")
+    try:
+        record = json.loads(record_path.read_text())
+        saved_hash, saved_settings = str(record["model_sha256"]), record["settings"]
+        version, summary, dtype_name = int(record["version"]), record["summary"], record["dtype"]
+        knots_list = record["knots"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{where}: could not read {record_path.name} ({type(exc).__name__}: {exc})") from None
+    if version != GEODESIC_FILE_VERSION:
+        raise ValueError(f"{where}: expected file version {GEODESIC_FILE_VERSION}, got {version}")
+    wanted_hash = model_sha256(model)
+    if saved_hash != wanted_hash:
+        raise ValueError(f"{where}: solved with another model (sha256 {saved_hash[:12]} vs this run's "
+                         f"{wanted_hash[:12]}); solve again without --geodesic")
+    differ = _differences(saved_settings, geodesic_settings(config))
+    if differ:
+        raise ValueError(f"{where}: solved with other settings ({'; '.join(differ[:3])}"
+                         f"{'; ...' if len(differ) > 3 else ''}); solve again without --geodesic")
+    z0, z1 = _as_vector("start", problem.start), _as_vector("end", problem.end)
+    knots = torch.tensor(knots_list, dtype=torch.float64).to(dtype=getattr(torch, dtype_name, z0.dtype))
+    knots = knots.to(dtype=z0.dtype, device=z0.device)
+    if knots.ndim != 2 or knots.shape[0] < 3 or knots.shape[1] != z0.shape[0] or not (
+        torch.allclose(knots[0], z0, atol=1e-5) and torch.allclose(knots[-1], z1, atol=1e-5)
+    ):
+        raise ValueError(f"{where}: solved between other endpoints than {problem.start_label} -> "
+                         f"{problem.end_label}; solve again without --geodesic")
+    curve = SplineCurve(SpacetimePoint(z0[0], z0[1:]), SpacetimePoint(z1[0], z1[1:]), knots.shape[0] - 2)
+    with torch.no_grad():
+        curve.interior.copy_(knots[1:-1])
+        log_snr, x = curve.evaluate(int(summary["n_points"]))
+    estimate = summary.get("estimate")
+    return GeodesicResult(
+        curve=curve, log_snr=log_snr, x=x,
+        energy=float(summary["energy"]), length=float(summary["length"]), objective=float(summary["objective"]),
+        initial_energy=float(summary["initial_energy"]), n_steps=int(summary["n_steps"]),
+        n_denoiser_evals=0, converged=bool(summary["converged"]), wall_time=time.perf_counter() - t0,
+        config=config.geodesic, estimate=None if estimate is None else EnergyEstimate(**estimate),
+        n_failed_searches=int(summary.get("n_failed_searches", 0)),
+    )
 
 
 def shipped_checkpoint(system: "MolecularSystem") -> Path:
@@ -476,7 +622,7 @@ def shipped_checkpoint(system: "MolecularSystem") -> Path:
 
 
 #: Files a paths run writes (removed from a directory that ``overwrite`` reuses).
-PATHS_OUTPUTS = ("*_path*.dcd", "*_all_paths.h5", "paths_*.npz", "geodesic.npz", "topology.pdb", "*.png",
+PATHS_OUTPUTS = ("*_path*.dcd", "*_all_paths.h5", "paths_*.npz", "geodesic.npz", "geodesic.json", "topology.pdb", "*.png",
                  "report.json", "config.json", SYSTEM_FILE)
 
 
