@@ -136,7 +136,7 @@ def test_shipped_models_match_their_cards_and_load_by_name(tmp_path, monkeypatch
         path = pretrained_path(name)
         card = json.loads(path.with_suffix(".json").read_text())
         assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), name
-        assert card["evaluation"]["fraction_l_model"] >= 0.99
+        # the card's metrics are recomputed from the weights in test_model_cards.py
         by_name = load_checkpoint(name)  # a shipped model's name works wherever a checkpoint path does
         x, log_snr = torch.randn(2, 66), torch.tensor([1.0, 5.0])
         with torch.no_grad():
@@ -204,8 +204,7 @@ def test_shipped_guided_pair():
         plain = load_pretrained("alanine-dipeptide-focus13k")(x, log_snr)
         out = guided(x, log_snr)
     assert torch.equal(out[1], plain[1]) and not torch.allclose(out[0], plain[0])  # 9.0 is outside [-2, 8)
-    main_card = json.loads(pretrained_path("alanine-dipeptide-focus13k").with_suffix(".json").read_text())
-    assert main_card["guided"]["evaluation"]["rama_jsd"] <= 0.05
+    # its card's JSD is recomputed from the weights in test_model_cards.py (slow)
     # A guided pair is not a single checkpoint: geodesics and paths get a clear message.
     with pytest.raises(ValueError, match=r"checkpoint: expected a single model, got the guided pair 'alanine-dipeptide-guided'"):
         load_checkpoint("alanine-dipeptide-guided")
