@@ -28,7 +28,8 @@ Example (about 3 minutes on a 2-core CPU)::
         --tests tests/molecular/test_physics.py tests/molecular/test_openmm_langevin.py \\
         --max-mutants 20
 
-``--max-mutants`` draws that many mutants per module at random (``--seed``); ``--dry-run``
+``--function NAME ...`` keeps only the mutants inside those functions (e.g. ``compute_target_hit`` of
+``paths.py``). ``--max-mutants`` draws that many mutants per module at random (``--seed``); ``--dry-run``
 lists the mutants without running anything. Run outside CI: every mutant costs one test run.
 """
 
@@ -274,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tests", nargs="+", default=["tests"],
                         help="pytest paths (node ids) to run per mutant (default: tests)")
     parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression to narrow the tests")
+    parser.add_argument("--function", nargs="+", default=None,
+                        help="only mutate inside these functions (or methods) of each module, e.g. compute_target_hit")
     parser.add_argument("--max-mutants", type=int, default=None,
                         help="at most this many mutants per module, drawn at random with --seed (default: all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -298,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--modules: expected Python files under {REPO}, got {module}")
         sources[module] = path.read_bytes()
         found = find_mutants(module, sources[module])
+        if args.function is not None:
+            spans = [(n.lineno, n.end_lineno) for n in ast.walk(ast.parse(sources[module]))
+                     if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name in args.function]
+            if not spans:
+                parser.error(f"--function: expected a function of {module}, got {args.function!r}")
+            found = [m for m in found if any(lo <= m.line <= hi for lo, hi in spans)]
         chosen = found if args.max_mutants is None or len(found) <= args.max_mutants \
             else sorted(rng.sample(found, args.max_mutants), key=lambda m: (m.line, m.start))
         print(f"{module}: {len(found)} mutants, running {len(chosen)}")
