@@ -1,0 +1,79 @@
+"""Molecular rules the mutation run (benchmarks/mutation_test.py) found untested.
+
+Reference values by hand or from mdtraj: the input check tells Angstrom from a wrong atom order
+(median bond length in [0.5, 3] = Angstrom; more than 25 % of bonds over 0.3 nm = wrong order),
+also for a single frame; the default hit length is 0.3 x the heavy-atom RMSD; the hit test's
+default length tolerance is 0.05 nm.
+
+Units: nm, radians.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mdtraj
+import numpy as np
+import pytest
+
+import spacetime_md
+from spacetime_md.errors import TopologyMismatchError
+from spacetime_md.molecular import load_system
+from spacetime_md.molecular.cvs import CollectiveVariables, Distance
+from spacetime_md.molecular.energies import check_bond_lengths
+from spacetime_md.molecular.paths import compute_target_hit, default_hit_length_nm
+
+DATA = Path(spacetime_md.__file__).parent / "data" / "alanine_dipeptide"
+
+
+@pytest.fixture(scope="module")
+def system():
+    return load_system("alanine-dipeptide")
+
+
+@pytest.fixture(scope="module")
+def c7eq():
+    return mdtraj.load(str(DATA / "C7eq.pdb")).xyz.astype(np.float64)
+
+
+def test_a_single_frame_in_angstrom_is_refused(system, c7eq):
+    with pytest.raises(ValueError, match=r"x: expected nm, got coordinates that look like Angstrom"):
+        check_bond_lengths("x", 10.0 * c7eq, system)
+
+
+def test_a_median_bond_above_3_is_a_wrong_order_not_angstrom(system, c7eq):
+    bonds = system.bonds
+    median = np.median(np.linalg.norm(c7eq[0, bonds[:, 0]] - c7eq[0, bonds[:, 1]], axis=-1))
+    # scaled so that the median bond is 4.5: outside [0.5, 3], every bond over 0.3 nm
+    with pytest.raises(TopologyMismatchError, match=r"100% of the 21 topology bonds are longer than 0.3 nm"):
+        check_bond_lengths("x", c7eq * (4.5 / median), system)
+
+
+def test_a_third_of_the_bonds_broken_is_a_wrong_order(system, c7eq):
+    # Move 7 hydrogens (one bond each) 1 nm away: 7 of 21 bonds broken (33 % > 25 %).
+    elements = [a.element.symbol for a in mdtraj.load(str(DATA / "C7eq.pdb")).topology.atoms]
+    hydrogens = [i for i, e in enumerate(elements) if e == "H"][:7]
+    moved = c7eq.copy()
+    moved[0, hydrogens] += np.array([1.0, 0.0, 0.0])
+    with pytest.raises(TopologyMismatchError, match=r"in frame 0, 33% of the 21 topology bonds"):
+        check_bond_lengths("x", moved, system)
+    check_bond_lengths("x", c7eq, system)  # the real structure passes
+    moved = c7eq.copy()
+    moved[0, hydrogens[:5]] += np.array([1.0, 0.0, 0.0])  # 5 of 21 = 24 %: below the threshold
+    check_bond_lengths("x", moved, system)
+
+
+def test_default_hit_length_is_0_3_x_the_heavy_atom_rmsd(system, c7eq):
+    c7ax = mdtraj.load(str(DATA / "C7ax.pdb"))
+    heavy = [a.index for a in c7ax.topology.atoms if a.element.symbol != "H"]
+    rmsd = mdtraj.rmsd(c7ax, mdtraj.load(str(DATA / "C7eq.pdb")), atom_indices=heavy)[0]  # optimal superposition
+    expected = 0.3 * float(rmsd)
+    assert default_hit_length_nm(system, c7eq[0], c7ax.xyz[0].astype(np.float64)) == pytest.approx(expected, rel=1e-4)
+    assert expected > 0.01
+
+
+def test_default_hit_length_tolerance_is_0_05_nm():
+    cvs = CollectiveVariables([Distance("d", (0, 1))])
+    target = np.array([0.5])
+    hit, _ = compute_target_hit(cvs, np.array([[0.54], [0.46], [0.56], [0.44]]), target)
+    assert hit.tolist() == [True, True, False, False]
