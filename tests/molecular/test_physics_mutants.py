@@ -77,3 +77,26 @@ def test_default_hit_length_tolerance_is_0_05_nm():
     target = np.array([0.5])
     hit, _ = compute_target_hit(cvs, np.array([[0.54], [0.46], [0.56], [0.44]]), target)
     assert hit.tolist() == [True, True, False, False]
+
+
+def test_endpoint_states_of_a_prepared_problem_are_discs_around_each_endpoint(system):
+    # prepare_geodesic_problem without a solve: the start/target states are 0.75-rad discs around
+    # the endpoints' own (phi, psi) (mdtraj), and the hit length is 0.3 x the heavy-atom RMSD.
+    import torch
+
+    from spacetime_md.molecular.model import EquivariantDenoiser
+    from spacetime_md.molecular.paths import PathConfig, prepare_geodesic_problem
+
+    torch.manual_seed(0)
+    model = EquivariantDenoiser(["X"] * system.n_atoms, system.bonds.tolist(), atom_names=list(system.atom_names),
+                                hidden_channels=8, n_layers=1, n_rbf=4)
+    problem = prepare_geodesic_problem(system, model, "C7eq", "C7ax", PathConfig())
+    traj = {name: mdtraj.load(str(DATA / f"{name}.pdb")) for name in ("C7eq", "C7ax")}
+    angles = {k: mdtraj.compute_dihedrals(t, [(4, 6, 8, 14), (6, 8, 14, 16)])[0].astype(np.float64)
+              for k, t in traj.items()}
+    probes = np.stack([angles["C7eq"], angles["C7ax"], angles["C7eq"] + [0.74, 0.0], angles["C7ax"] + [0.0, -0.76]])
+    assert problem.start_state.contains(probes, problem.cvs).tolist() == [True, False, True, False]
+    assert problem.target_state.contains(probes, problem.cvs).tolist() == [False, True, False, False]
+    heavy = [a.index for a in traj["C7ax"].topology.atoms if a.element.symbol != "H"]
+    rmsd = float(mdtraj.rmsd(traj["C7ax"], traj["C7eq"], atom_indices=heavy)[0])
+    assert problem.hit_length_nm == pytest.approx(0.3 * rmsd, rel=1e-4)
