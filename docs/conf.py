@@ -72,7 +72,7 @@ OPTIONAL_NOTES = ("geodesic", "scaling", "peer_protocol", "mutation_testing")
 def _add_optional_notes(app, docname, source):  # noqa: ANN001 - Sphinx event signature
     if docname != "index":
         return
-    present = [name for name in OPTIONAL_NOTES if (DOCS / f"{name}.md").exists()]
+    present = [name for name in OPTIONAL_NOTES if name in app.env.found_docs]  # found when the build started
     if present:
         block = "\n```{toctree}\n:maxdepth: 1\n:caption: Notes\n\n" + "\n".join(present) + "\n```\n"
     else:
