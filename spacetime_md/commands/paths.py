@@ -60,9 +60,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device of the geodesic (cpu or cuda)")
     p.add_argument("--platform", help="OpenMM platform (default: fastest measured for the system size)")
-    p.add_argument("--num-threads", type=int, default=1,
-                   help="torch threads for the geodesic, 1-256 (default 1, like the Python API: results are "
-                        "reproducible for the same seed and thread count)")
+    p.add_argument("--num-threads", type=_threads, default=1,
+                   help="torch threads for the geodesic, 1-256 or 'auto' (time one solver call with 1 and 2 threads "
+                        "and keep the faster; the count used is in report.json) (default 1, like the Python API: "
+                        "results are reproducible for the same seed and thread count)")
     p.add_argument("--geodesic", metavar="FILE",
                    help="reuse the geodesic.npz of an earlier paths run instead of solving again (same model, "
                         "endpoints and geodesic settings, else a one-line error); e.g. to sweep --n-paths or "
@@ -70,6 +71,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true", help="progress bars")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     return p
+
+
+def _threads(value: str) -> int | str:
+    """``--num-threads``: an integer or ``auto`` (range checked in :func:`run`, one-line error)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [1, 256] or 'auto', got {value!r}") from None
 
 
 def _endpoint(args: argparse.Namespace, name: str, system) -> object:
@@ -103,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from spacetime_md.commands._system import system_from_args
     from spacetime_md.molecular.paths import DEFAULT_GEODESIC, PathConfig
 
-    if not 1 <= args.num_threads <= 256:
+    if args.num_threads != "auto" and not 1 <= args.num_threads <= 256:
         raise ValueError(f"--num-threads: expected an integer in [1, 256], got {args.num_threads}")
     if args.avoid_state and args.constraint != "avoid":
         raise ValueError(f"--avoid-state: only used with --constraint avoid, got --constraint {args.constraint}")

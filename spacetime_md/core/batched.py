@@ -686,9 +686,13 @@ def optimize_geodesics(
     config = GeodesicConfig() if config is None else config
     if not isinstance(config, GeodesicConfig):
         raise TypeError(f"config: expected a GeodesicConfig, got {type(config).__name__}")
-    from spacetime_md.core.geodesic import torch_threads
+    from spacetime_md.core.threads import resolve_num_threads, torch_threads
 
-    with torch_threads(config.num_threads):
+    threads = config.num_threads
+    if threads == "auto" and callable(denoiser):
+        z0, z1 = _check_pairs(starts, ends)
+        threads = resolve_num_threads(threads, denoiser, z0[0], z1[0], config)
+    with torch_threads(threads):
         return _optimize_geodesics(denoiser, starts, ends, config, constraints, seeds=seeds,
                                    setup_seeds=setup_seeds, curves=curves, callback=callback)
 

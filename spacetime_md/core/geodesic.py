@@ -35,8 +35,6 @@ warm-up.
 
 from __future__ import annotations
 
-import contextlib
-
 import dataclasses
 import logging
 import math
@@ -51,6 +49,7 @@ from spacetime_md.core._validation import check_positive, check_tensor
 from spacetime_md.core.curves import SpacetimePoint, SplineCurve, _as_vector
 from spacetime_md.core.denoisers import CountingDenoiser, Denoiser
 from spacetime_md.core.estimates import EnergyEstimate, draw_probes, estimate_curve_energy
+from spacetime_md.core.threads import resolve_num_threads, torch_threads
 from spacetime_md.core.geometry import (
     _length_from_terms,
     bridge_points,
@@ -129,9 +128,10 @@ class GeodesicConfig:
         Seed of the probe vectors.
     progress : bool
         Show a tqdm progress bar.
-    num_threads : int, optional
+    num_threads : int, "auto" or None
         torch threads used during the solve (restored afterwards); ``None`` keeps the
-        current setting. Float reductions depend on the thread count, so the same seed and
+        current setting; ``"auto"`` times one solver call with 1 and 2 threads and keeps
+        the faster (:mod:`spacetime_md.core.threads`). Float reductions depend on the thread count, so the same seed and
         thread count give the same curve.
     """
 
@@ -155,7 +155,7 @@ class GeodesicConfig:
     constraint_ramp: int = 0
     seed: int = 0
     progress: bool = False
-    num_threads: int | None = None
+    num_threads: int | Literal["auto"] | None = None
 
     def __post_init__(self):
         if isinstance(self.n_points, int):
@@ -189,10 +189,10 @@ class GeodesicConfig:
             check_positive("lr", self.lr)
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
             raise ValueError(f"patience: expected an integer >= 1, got {self.patience!r}")
-        if self.num_threads is not None and (
+        if self.num_threads not in (None, "auto") and (
             isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or self.num_threads < 1
         ):
-            raise ValueError(f"num_threads: expected an integer >= 1 or None, got {self.num_threads!r}")
+            raise ValueError(f"num_threads: expected an integer >= 1, 'auto' or None, got {self.num_threads!r}")
 
     @property
     def resolved_lr(self) -> float:
@@ -409,12 +409,14 @@ class GeodesicResult:
     config: GeodesicConfig | None = None
     estimate: EnergyEstimate | None = None
     n_failed_searches: int = 0
+    num_threads: int | None = None
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable summary (no tensors)."""
         return {
             "estimate": None if self.estimate is None else self.estimate.to_dict(),
             "n_failed_searches": self.n_failed_searches,
+            "num_threads": self.num_threads,
             "energy": self.energy,
             "length": self.length,
             "objective": self.objective,
@@ -471,22 +473,13 @@ def optimize_geodesic(
     config = GeodesicConfig() if config is None else config
     if not isinstance(config, GeodesicConfig):
         raise TypeError(f"config: expected a GeodesicConfig, got {type(config).__name__}")
-    with torch_threads(config.num_threads):
-        return _optimize_geodesic(denoiser, start, end, config, constraints, curve=curve, callback=callback)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run a block with ``torch.set_num_threads(n)`` and restore the previous count (``None``: no change)."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    threads = config.num_threads
+    if threads == "auto" and callable(denoiser):
+        threads = resolve_num_threads(threads, denoiser, _as_vector("start", start), _as_vector("end", end), config)
+    with torch_threads(threads):
+        result = _optimize_geodesic(denoiser, start, end, config, constraints, curve=curve, callback=callback)
+    result.num_threads = threads if threads is not None else torch.get_num_threads()
+    return result
 
 
 def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, callback) -> GeodesicResult:

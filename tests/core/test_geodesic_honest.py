@@ -146,3 +146,27 @@ def test_honest_solver_beats_the_fixed_probe_solver_on_the_exact_energy(mixture)
         exact[name] = sum(energies) / len(energies)
     assert exact["honest"] <= exact["fixed"] * 1.02, exact
     assert math.isfinite(exact["honest"])
+
+
+def test_auto_threads_keep_the_faster_count_and_restore_torch():
+    import time
+
+    from spacetime_md.core.threads import choose_num_threads
+
+    before = torch.get_num_threads()
+    chosen, seconds = choose_num_threads(lambda: time.sleep(0.03 if torch.get_num_threads() == 2 else 0.0), (1, 2))
+    assert chosen == 1 and seconds[2] > seconds[1] and torch.get_num_threads() == before
+    chosen, _ = choose_num_threads(lambda: time.sleep(0.03 if torch.get_num_threads() == 1 else 0.0), (1, 2))
+    assert chosen == 2 and torch.get_num_threads() == before
+
+
+def test_auto_threads_solve_records_the_count(mixture):
+    import dataclasses
+
+    a, b = _endpoints(mixture)
+    before = torch.get_num_threads()
+    result = optimize_geodesic(mixture.denoiser, a, b, dataclasses.replace(HONEST, num_threads="auto", max_steps=3))
+    assert result.num_threads in (1, 2) and result.summary()["num_threads"] == result.num_threads
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="num_threads: expected an integer >= 1, 'auto' or None, got 'many'"):
+        GeodesicConfig(num_threads="many")
