@@ -1,6 +1,7 @@
 """Cost of the equivariant denoiser vs atom count, dense vs sparse graph, in one process.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_graph_scaling.py [--quick] [--threads 1] [--out FILE.json]
+    OMP_NUM_THREADS=1 python benchmarks/bench_graph_scaling.py [--quick] [--batch 16] [--molecules 4]
+        [--threads 1] [--out FILE.json]
 
 Molecules (amber99sbildn atom types, bonds from the PDB; structures as built, minimised):
 alanine dipeptide (22 atoms), Ace-(Ala)3-Nme (42, ``systems/alanine_tetrapeptide``),
@@ -16,7 +17,7 @@ For each molecule and graph (``dense``: all pairs; ``sparse``: bonds up to 3 apa
   points with ``log_snr ~ U(0, 6)`` (frozen weights);
 - ``edges/atom``: mean in-degree of the graph over the training batch.
 
-Medians of ``--repeats`` timings (default 3) after one warm-up; every dense/sparse pair is timed
+Medians of ``--repeats`` timings (default 3; ``--clock cpu`` for process CPU time) after one warm-up; every dense/sparse pair is timed
 interleaved in the same process, and the printed ratio is dense time / sparse time.
 """
 
@@ -30,7 +31,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ MOLECULES = {
 }
 
 
-def build(pdb: Path, graph: str, seed: int = 0):
+def build(pdb: Path, graph: str, seed: int = 0, cutoff_nm: float = 0.5):
     import mdtraj
 
     from spacetime_md.molecular.model import EquivariantDenoiser, to_model
@@ -54,14 +54,18 @@ def build(pdb: Path, graph: str, seed: int = 0):
     x0 = to_model(torch.as_tensor(traj.xyz[0], dtype=torch.float32), 0.15)
     sigma_data = float(x0.pow(2).mean().sqrt())
     torch.manual_seed(seed)
-    model = EquivariantDenoiser(types, bonds, sigma_data=sigma_data, graph=graph)
+    model = EquivariantDenoiser(types, bonds, sigma_data=sigma_data, graph=graph, graph_cutoff_nm=cutoff_nm)
     return model, x0
 
 
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter
+
+
 def timed(fn) -> float:
-    t0 = time.perf_counter()
+    t0 = clock()
     fn()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
 def workloads(model, x0: torch.Tensor, batch: int, seed: int = 0):
@@ -118,20 +122,27 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="2 repeats, the two smallest molecules")
+    parser.add_argument("--molecules", type=int, default=len(MOLECULES), help="the first N molecules (default all)")
+    parser.add_argument("--cutoff-nm", type=float, default=0.5, help="cutoff of the sparse graph (default 0.5)")
+    parser.add_argument("--clock", choices=tuple(CLOCK), default="wall",
+                        help="wall time, or this process's CPU time (close to an idle machine's wall time with one "
+                             "thread; less sensitive to other load)")
     parser.add_argument("--out", default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
+    global clock
+    clock = CLOCK[args.clock]
     torch.set_num_threads(args.threads)
     repeats = 2 if args.quick else args.repeats
-    molecules = dict(list(MOLECULES.items())[:2]) if args.quick else MOLECULES
+    molecules = dict(list(MOLECULES.items())[:2 if args.quick else args.molecules])
     rows = []
-    print(f"batch {args.batch}, {repeats} repeats (median), {args.threads} torch thread(s), "
+    print(f"sparse cutoff {args.cutoff_nm} nm, batch {args.batch}, {repeats} repeats (median, {args.clock} time), {args.threads} torch thread(s), "
           f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
     header = f"{'molecule':<18} {'atoms':>5} {'graph':<6} {'edges/atom':>10} {'train ms':>9} {'hutch ms':>9}"
     print(header)
     for name, pdb in molecules.items():
         pair = {}
         for graph in ("dense", "sparse"):
-            model, x0 = build(pdb, graph)
+            model, x0 = build(pdb, graph, cutoff_nm=args.cutoff_nm)
             pair[graph] = (model, *workloads(model, x0, args.batch))
         result = {g: {"train": [], "hutch": []} for g in pair}
         for _, train_step, hutch, _ in pair.values():  # warm-up
