@@ -75,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # Commands may set torch's thread count (--threads, --num-threads); an in-process caller
+    # gets its own back. torch is only looked at if it was imported before (--help stays fast).
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
     try:
         return int(args._run(args) or 0)
     except USER_ERRORS as exc:
@@ -85,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spacetime-md: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if threads is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,3 +30,15 @@ def test_a_test_that_leaves_torch_threads_or_dtype_changed_fails(tmp_path):
     assert "torch.get_num_threads(): expected 1, got 2" in text
     assert "torch.get_default_dtype(): expected torch.float32, got torch.float64" in text
     assert "4 passed, 2 errors" in text  # errors at teardown; the offenders' settings were restored for the tests after them
+
+
+def test_the_cli_gives_an_in_process_caller_its_thread_count_back(capsys):
+    import torch
+
+    from spacetime_md import cli
+
+    before = torch.get_num_threads()
+    # evaluate sets --num-threads, then fails on its options: the count is restored either way
+    code = cli.main(["evaluate", "--data", "nowhere", "--num-threads", str(before + 1), "--guidance-weight", "2"])
+    assert code == 2 and "expected --guide" in capsys.readouterr().err
+    assert torch.get_num_threads() == before
