@@ -100,3 +100,19 @@ def test_endpoint_states_of_a_prepared_problem_are_discs_around_each_endpoint(sy
     heavy = [a.index for a in traj["C7ax"].topology.atoms if a.element.symbol != "H"]
     rmsd = float(mdtraj.rmsd(traj["C7ax"], traj["C7eq"], atom_indices=heavy)[0])
     assert problem.hit_length_nm == pytest.approx(0.3 * rmsd, rel=1e-4)
+
+
+def test_default_hit_length_of_a_small_molecule_uses_its_heavy_atoms():
+    # N-methylacetamide has 5 heavy atoms (>= 3): the RMSD is over those, not over all 12 atoms.
+    from spacetime_md.molecular.system import resolve_system
+
+    root = Path(__file__).resolve().parents[2] / "systems" / "test_molecules"
+    nma = resolve_system(str(root / "n-methylacetamide.pdb"))
+    trans, cis = (mdtraj.load(str(root / f"nma_{k}.pdb")) for k in ("trans", "cis"))
+    heavy = [a.index for a in trans.topology.atoms if a.element.symbol != "H"]
+    assert len(heavy) == 5
+    expected = 0.3 * float(mdtraj.rmsd(cis, trans, atom_indices=heavy)[0])
+    got = default_hit_length_nm(nma, trans.xyz[0].astype(np.float64), cis.xyz[0].astype(np.float64))
+    assert got == pytest.approx(expected, rel=1e-4)
+    all_atoms = 0.3 * float(mdtraj.rmsd(cis, trans)[0])
+    assert abs(all_atoms - expected) > 1e-3  # the choice of atoms matters here
