@@ -101,3 +101,24 @@ def test_low_variance_accepts_endpoints_exactly_at_the_floor_and_honest_mode_is_
     with pytest.raises(ValueError, match="LowVariance: expected the start point's log_snr >= min_log_snr 1.5"):
         LowVariance(1.5).setup(None, z, z.clone(), GeodesicConfig())
     assert GeodesicConfig().resample_every == 0  # documented default: a fixed probe
+
+
+def test_ddim_with_two_noise_levels_is_one_exact_step():
+    # x1 = alpha1 D + sigma1 (x0 - alpha0 D) / sigma0, alpha^2 = sigmoid(log_snr), sigma^2 = sigmoid(-log_snr)
+    from spacetime_md.core import sample_ddim
+
+    constant = torch.tensor([[0.5, -1.0]], dtype=torch.float64)
+
+    def denoiser(x, log_snr):
+        return constant.expand_as(x)
+
+    x0 = torch.tensor([[2.0, 3.0]], dtype=torch.float64)
+    levels = torch.tensor([-1.0, 2.0], dtype=torch.float64)
+    a0, a1 = torch.sigmoid(levels).sqrt()
+    s0, s1 = torch.sigmoid(-levels).sqrt()
+    expected = a1 * constant + s1 * (x0 - a0 * constant) / s0
+    torch.testing.assert_close(sample_ddim(denoiser, x0, levels), expected, rtol=0, atol=1e-12)
+    three = sample_ddim(denoiser, x0, torch.tensor([-1.0, 0.5, 2.0], dtype=torch.float64), return_trajectory=True)
+    assert three.shape == (3, 1, 2)
+    with pytest.raises(ValueError, match="log_snr: expected at least 2 noise levels, got 1"):
+        sample_ddim(denoiser, x0, levels[:1])

@@ -116,3 +116,19 @@ def test_default_hit_length_of_a_small_molecule_uses_its_heavy_atoms():
     assert got == pytest.approx(expected, rel=1e-4)
     all_atoms = 0.3 * float(mdtraj.rmsd(cis, trans)[0])
     assert abs(all_atoms - expected) > 1e-3  # the choice of atoms matters here
+
+
+def test_a_full_circle_box_contains_every_angle_and_a_single_disc_has_a_centre():
+    import math
+
+    from spacetime_md.molecular.cvs import Torsion
+    from spacetime_md.molecular.states import MetastableState, Region
+
+    cvs = CollectiveVariables([Torsion("phi", (0, 1, 2, 3)), Torsion("psi", (1, 2, 3, 4))])
+    box = Region(("phi",), bounds=((-180.0, 180.0),))  # the whole circle, degrees
+    values = np.array([[-math.pi, 0.0], [-1.0, 0.0], [0.0, 0.0], [3.0, 0.0], [math.pi - 1e-9, 0.0]])
+    assert box.contains(values, cvs).tolist() == [True] * 5
+    half = Region(("phi",), bounds=((0.0, 180.0),))
+    assert half.contains(values, cvs).tolist() == [True, False, True, True, True]  # -180 deg is +180 deg
+    state = MetastableState("C7eq", -120.0, 100.0, 50.0)
+    np.testing.assert_allclose(state.centre, np.radians([-120.0, 100.0]), atol=1e-12)
