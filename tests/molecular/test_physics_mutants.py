@@ -132,3 +132,26 @@ def test_a_full_circle_box_contains_every_angle_and_a_single_disc_has_a_centre()
     assert half.contains(values, cvs).tolist() == [True, False, True, True, True]  # -180 deg is +180 deg
     state = MetastableState("C7eq", -120.0, 100.0, 50.0)
     np.testing.assert_allclose(state.centre, np.radians([-120.0, 100.0]), atol=1e-12)
+
+
+def test_periodic_distance_wraps_and_touching_discs_are_allowed_overlapping_refused(tmp_path):
+    import json
+    import math
+
+    from spacetime_md.molecular.states import load_states, periodic_distance
+
+    assert float(periodic_distance(np.radians([179.0, 0.0]), np.radians([-179.0, 0.0]))) == pytest.approx(
+        math.radians(2.0), abs=1e-12)
+    assert float(periodic_distance(np.radians([0.0, 170.0]), np.radians([0.0, -100.0]))) == pytest.approx(
+        math.radians(90.0), abs=1e-12)
+
+    def write(states):
+        path = tmp_path / "states.json"
+        path.write_text(json.dumps({"states": [{"name": n, "phi_deg": p, "psi_deg": 0.0, "radius_deg": r}
+                                               for n, p, r in states]}))
+        return path
+
+    # centres 100 deg apart, radii 50 + 50: the discs touch, allowed
+    assert [s.name for s in load_states(write([("A", 0.0, 50.0), ("B", 100.0, 50.0)]))] == ["A", "B"]
+    with pytest.raises(ValueError, match=r"states: expected non-overlapping discs, got A and B"):
+        load_states(write([("A", 0.0, 50.0), ("B", 90.0, 50.0)]))
