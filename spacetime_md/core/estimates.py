@@ -20,9 +20,11 @@ variance), and a Hutchinson estimate of it is negative whenever the probe noise 
 
 Probe layout ``"curve"`` uses one Rademacher vector for every point of the curve: the
 estimator noise ``sigma^2/alpha (v^T J v - tr J)`` then varies smoothly along the curve
-and largely cancels in the differences ``mu_{n+1} - mu_n`` that the energy is made of
-(``"point"``: an independent vector per point, whose noise does not cancel). Both are
-unbiased for every term.
+and largely cancels in each difference ``mu_{n+1} - mu_n``, so few exact-positive terms come
+out negative and get clamped; the noise no longer averages over the points, though, so the
+*total* is noisier than with ``"point"`` (an independent vector per point). Both are
+unbiased for every term. On the shipped alanine model the 16-draw ``"curve"`` estimate of the
+clamped energy was within 1 % of the exact value on the curves checked (docs/geodesic.md).
 
 Shapes: T curve points, D data dimension, P probes.
 """
