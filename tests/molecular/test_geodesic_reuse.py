@@ -123,3 +123,15 @@ def test_importing_the_molecular_package_is_lazy():
             "assert 'openmm' not in sys.modules; m.PathConfig; assert 'torch_geometric' not in sys.modules; "
             "m.EquivariantDenoiser; assert 'torch_geometric' in sys.modules; assert 'run_paths' in dir(m)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_num_threads_auto_and_errors(tmp_path, capsys):
+    assert cli.main(["paths", "--out", str(tmp_path / "o"), "--num-threads", "auto", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["path_config"]["geodesic"]["num_threads"] == "auto"
+    code = cli.main(["paths", "--out", str(tmp_path / "o"), "--num-threads", "0", "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and err.endswith("--num-threads: expected an integer in [1, 256], got 0")
+    with pytest.raises(SystemExit):
+        cli.main(["paths", "--out", str(tmp_path / "o"), "--num-threads", "many", "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "expected an integer in [1, 256] or 'auto', got 'many'" in err
