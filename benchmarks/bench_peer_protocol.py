@@ -12,8 +12,9 @@ given (MD snapshots, not minimised), every step a frame. Metrics:
   over all paths.
 
 Rows: our geodesic and the straight spacetime line, (a) with 1 ps per path by the time-budget
-sampler (``--path-time-ps 1 --friction-per-ps 3``), (b) with 1 ps as uniform steps (64 points x
-16 steps, friction 10: the shipped sampler at 1 ps), (c) at our default (64 x 300 steps = 19.2 ps).
+sampler (``--path-time-ps 1 --friction-per-ps 1``), (b) with 1 ps as uniform steps (64 points x
+16 steps, friction 10: the shipped sampler at 1 ps), (c) at our default (64 x 300 steps = 19.2 ps,
+friction 10) and (d) 19.2 ps by the time-budget sampler (friction 10).
 Seeds 0 and 1 (the geodesic is solved once; the seed drives the Langevin noise). Force
 evaluations and wall time per path, and the model's one-off cost from its model card, are
 printed beside the published rows.
@@ -21,10 +22,11 @@ printed beside the published rows.
 Endpoints: ``--start-pdb`` / ``--end-pdb`` (the peers' files when you have them). Without them,
 stand-ins are made the way the peers made theirs, as MD snapshots: from the shipped C7eq / C7ax
 structure, phi and psi are restrained (2000 kJ/mol/rad^2) to (-147, 174) / (65, 18) deg,
-minimised, and run 5 ps at 300 K (Langevin, 1 fs, 1/ps, seeds 0 / 1); the last frame is written,
+minimised, and run 5 ps at 300 K (Langevin, 1 fs, 1/ps, seeds 1 / 2); the last frame is written,
 not minimised.
 
-    python benchmarks/bench_peer_protocol.py [--n-paths 64] [--seeds 0 1] [--skip-default] [--out FILE]
+    python benchmarks/bench_peer_protocol.py [--n-paths 64] [--seeds 0 1] [--variants budget uniform default default-budget]
+        [--friction-1ps 1] [--out FILE]
 
 Published rows (1 ps, 64 paths), as collected in BENCHMARKS.md:
 PIPS: Holdijk et al., NeurIPS 2023, as evaluated by TPS-DPS (Seong et al., ICLR 2025);
@@ -51,8 +53,8 @@ PUBLISHED = [
     ("SMD", 54.69, 78.40, 12.76, 0.56, 0.27, "none"),
 ]
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
-STAND_INS = {"C5": ("alanine_dipeptide/C7eq.pdb", (-147.0, 174.0), 0),
-             "C7ax": ("alanine_dipeptide/C7ax.pdb", (65.0, 18.0), 1)}
+STAND_INS = {"C5": ("alanine_dipeptide/C7eq.pdb", (-147.0, 174.0), 1),
+             "C7ax": ("alanine_dipeptide/C7ax.pdb", (65.0, 18.0), 2)}  # OpenMM seed 0 = random
 
 
 def make_stand_in(system, name: str, out_dir: Path) -> Path:
@@ -65,6 +67,9 @@ def make_stand_in(system, name: str, out_dir: Path) -> Path:
 
     from spacetime_md.molecular.system import system_data_path
 
+    path = out_dir / f"{name}.pdb"
+    if path.is_file():  # made by an earlier run: reuse, so a cached geodesic still matches
+        return path
     pdb_rel, (phi, psi), seed = STAND_INS[name]
     pdb = app.PDBFile(str(system_data_path(pdb_rel)))
     omm = copy.deepcopy(system.openmm_system)
@@ -81,7 +86,6 @@ def make_stand_in(system, name: str, out_dir: Path) -> Path:
     openmm.LocalEnergyMinimizer.minimize(context, 1.0)
     context.setVelocitiesToTemperature(300 * unit.kelvin, seed)
     integrator.step(5000)
-    path = out_dir / f"{name}.pdb"
     with open(path, "w") as fh:
         app.PDBFile.writeFile(pdb.topology, context.getState(getPositions=True).getPositions(), fh)
     return path
@@ -133,10 +137,10 @@ def main(argv=None) -> int:
     parser.add_argument("--end-pdb")
     parser.add_argument("--n-paths", type=int, default=64)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--friction-1ps", type=float, default=3.0, help="friction (1/ps) of the 1 ps budget rows")
-    parser.add_argument("--skip-default", action="store_true", help="skip the 19.2 ps rows")
-    parser.add_argument("--skip-uniform", action="store_true", help="skip the uniform 1 ps rows")
+    parser.add_argument("--friction-1ps", type=float, default=1.0, help="friction (1/ps) of the 1 ps budget rows")
     parser.add_argument("--work", default="runs/peer_protocol", help="folder for the stand-in endpoints")
+    parser.add_argument("--variants", nargs="+", choices=("budget", "uniform", "default", "default-budget"),
+                        default=["budget", "uniform", "default", "default-budget"])
     parser.add_argument("--out", help="write the results as JSON")
     args = parser.parse_args(argv)
 
@@ -166,11 +170,13 @@ def main(argv=None) -> int:
           f"({geo.n_denoiser_evals} denoiser rows), energy {geo.energy:.1f} (straight line {geo.initial_energy:.1f})",
           flush=True)
 
-    variants = [("1 ps, time budget", dict(path_time_ps=1.0, friction_per_ps=args.friction_1ps))]
-    if not args.skip_uniform:
-        variants.append(("1 ps, uniform 64x16", dict(n_points=64, n_steps=16, record_every=1)))
-    if not args.skip_default:
-        variants.append(("19.2 ps default 64x300", dict(record_every=1)))
+    known = {
+        "budget": ("1 ps, time budget", dict(path_time_ps=1.0, friction_per_ps=args.friction_1ps)),
+        "uniform": ("1 ps, uniform 64x16", dict(n_points=64, n_steps=16, record_every=1)),
+        "default": ("19.2 ps default 64x300", dict(record_every=1)),
+        "default-budget": ("19.2 ps, time budget", dict(path_time_ps=19.2)),
+    }
+    variants = [known[v] for v in args.variants]
     rows = []
     for label, overrides in variants:
         for seed in args.seeds:

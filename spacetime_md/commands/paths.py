@@ -50,8 +50,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "exactly this long, its steps shared by the curve points where the annealed target moves "
                         "(restraint KL and restrained-minimum jumps); --n-steps is then unused and --record-every "
                         "defaults to 1 (e.g. 1 for the field's 1 ps protocol; default: --n-steps steps per point)")
-    p.add_argument("--friction-per-ps", type=float, default=10.0,
-                   help="Langevin friction in 1/ps, > 0 (default 10; 1.5 measured best with --path-time-ps 1)")
+    p.add_argument("--friction-per-ps", type=float, default=None,
+                   help="Langevin friction in 1/ps, > 0 (default 10, or 1 with --path-time-ps: measured best at 1 ps)")
     p.add_argument("--endpoint-log-snr", type=float, default=4.0,
                    help="log_snr of the clean endpoints, model units, in [1, 12] (default 4; the paper uses 4-7)")
     p.add_argument("--relaxed", action="store_true", help="also compute relaxed (quenched) barriers")

@@ -13,14 +13,16 @@ restraint points share them unevenly. Point ``n`` (its restraint is switched on 
   schedule, model free);
 - ``jump_n`` is the heavy-atom RMSD between the minima of force field + restraint at points
   ``n - 1`` and ``n`` (each minimised from the previous one), summed over a window of
-  ``+- width`` points (:func:`jump_profile`). It is large where the restrained landscape switches
+  ``+- width`` points (:func:`jump_profile`; ``width = n_points / 16``). It is large where the restrained landscape switches
   basin (for C5 -> C7ax the phi flip), so the molecule gets time before and after the switch to
   cross thermally instead of being dragged late by a stiff restraint.
 
 Every point gets at least one step and the steps sum to the budget exactly
 (:func:`allocate_steps`, largest remainders). Measured on alanine dipeptide C5 -> C7ax at 1 ps
-(docs/peer_protocol.md): uniform steps hit the target in 20-28 % of paths; this schedule with
-``f = 0.5``, ``width = 4`` and friction 3/ps in 91-94 %. Recorded energies stay the force field's
+(docs/peer_protocol.md, 64 paths, seeds 0 and 1): uniform steps (friction 10/ps) hit the target in
+25-40 % of the paths; this schedule with ``f = 0.8``, ``width = 4`` of 64 points and friction
+1/ps (:data:`BUDGET_FRICTION_PER_PS`) in 70-100 %, depending on the geodesic; ETS 29-35 kJ/mol
+where the geodesic's restrained minima cross at phi ~ 0, 50-60 where they cross at phi ~ 180. Recorded energies stay the force field's
 energies of the recorded frames; the minimisations only choose the step counts.
 
 Units inside: nm, ps, kJ/mol, K.
@@ -33,6 +35,7 @@ import math
 import numpy as np
 
 __all__ = [
+    "BUDGET_FRICTION_PER_PS",
     "BUDGET_JUMP_FRACTION",
     "BUDGET_JUMP_WIDTH",
     "PATH_TIME_RANGE_PS",
@@ -45,9 +48,12 @@ __all__ = [
 ]
 
 #: Share of the budget placed by the restrained-minimum jumps (the rest follows the restraint KL).
-BUDGET_JUMP_FRACTION = 0.5
-#: Half-width (curve points) of the window that spreads each jump's weight.
-BUDGET_JUMP_WIDTH = 4
+BUDGET_JUMP_FRACTION = 0.8
+#: Half-width of the window that spreads each jump's weight, as a fraction of the curve points
+#: (4 points of the default 64).
+BUDGET_JUMP_WIDTH = 1 / 16
+#: Friction (1/ps) measured best at 1 ps per path (docs/peer_protocol.md).
+BUDGET_FRICTION_PER_PS = 1.0
 #: Accepted simulated time per path (ps).
 PATH_TIME_RANGE_PS = (0.001, 1000.0)
 
@@ -124,7 +130,7 @@ def restraint_kl(centres: np.ndarray, force_constants: np.ndarray, kT: float) ->
     return 0.5 * dim * (r - 1.0 - np.log(r)) + 0.5 * k[1:] * dc2 / kT
 
 
-def jump_profile(minima: np.ndarray, atoms: np.ndarray | None = None, width: int = BUDGET_JUMP_WIDTH) -> np.ndarray:
+def jump_profile(minima: np.ndarray, atoms: np.ndarray | None = None, width: int = 4) -> np.ndarray:
     """Per-point displacement of the restrained minima, spread over ``+- width`` points, ``(T,)``.
 
     Entry ``n`` (``n >= 1``) is the Kabsch RMSD (on ``atoms``) between minima ``n - 1`` and ``n``;
@@ -150,7 +156,7 @@ def compute_budget_schedule(
     minima: np.ndarray | None = None,
     atoms: np.ndarray | None = None,
     jump_fraction: float = BUDGET_JUMP_FRACTION,
-    width: int = BUDGET_JUMP_WIDTH,
+    width: int | None = None,
 ) -> np.ndarray:
     """Steps per curve point for a budget of ``total_steps`` (see the module docstring).
 
@@ -166,6 +172,10 @@ def compute_budget_schedule(
         the schedule follows the restraint KL alone.
     atoms : ndarray, optional
         Atoms of the jump RMSD (heavy atoms).
+    jump_fraction : float
+        ``f`` in [0, 1].
+    width : int, optional
+        Half-width of the jump window in points; default ``max(1, round(T * BUDGET_JUMP_WIDTH))``.
 
     Returns
     -------
@@ -179,6 +189,8 @@ def compute_budget_schedule(
     kl_w = kl_w / kl_w.sum() if kl_w.sum() > 0 else np.full(kl_w.size, 1.0 / kl_w.size)
     weights = kl_w
     if minima is not None and jump_fraction > 0:
+        if width is None:
+            width = max(1, round(len(force_constants) * BUDGET_JUMP_WIDTH))
         jump = jump_profile(minima, atoms, width)
         if jump.sum() > 0:
             weights = (1.0 - jump_fraction) * kl_w + jump_fraction * jump / jump.sum()

@@ -104,6 +104,9 @@ DEFAULT_GEODESIC = GeodesicConfig(
 )
 
 
+#: Langevin friction (1/ps) of the per-point sampler (``path_time_ps=None``).
+DEFAULT_FRICTION_PER_PS = 10.0
+
 #: Accepted ``endpoint_log_snr`` (model units): clean enough to be a structure, within training ranges.
 ENDPOINT_LOG_SNR_RANGE = (1.0, 12.0)
 #: Accepted range of the other log_snr settings (the models are trained on [-4, 10]).
@@ -125,7 +128,8 @@ class PathConfig:
     n_steps : int
         OpenMM steps per curve point.
     timestep_fs, friction_per_ps : float
-        ``LangevinMiddleIntegrator`` settings.
+        ``LangevinMiddleIntegrator`` settings; ``friction_per_ps=None`` (default) resolves to 10/ps,
+        or to 1/ps with ``path_time_ps`` (measured best at 1 ps per path).
     constraint : {"none", "low-variance", "avoid"}
     min_log_snr : float
         ``LowVariance`` floor (also used with ``"avoid"``).
@@ -164,8 +168,8 @@ class PathConfig:
         Simulated time per path (ps). ``None`` (default): ``n_steps`` steps at every point. Set:
         every path runs exactly ``path_time_ps / timestep`` steps, shared unevenly by the
         ``n_points`` points (:mod:`spacetime_md.molecular.path_budget`), ``n_steps`` unused, and a
-        frame every ``record_every`` steps of the path (default 1, every step). Measured at 1 ps:
-        use ``friction_per_ps=1.5`` (docs/peer_protocol.md).
+        frame every ``record_every`` steps of the path (default 1, every step); the default
+        friction becomes 1/ps (measured at 1 ps, docs/peer_protocol.md).
     geodesic : GeodesicConfig
         Solver settings; the default solves with one torch thread (``num_threads=1``), like
         the CLI, so the Python API gives the same curve as ``spacetime-md paths``.
@@ -176,7 +180,7 @@ class PathConfig:
     n_points: int = 64
     n_steps: int = 300
     timestep_fs: float = 1.0
-    friction_per_ps: float = 10.0
+    friction_per_ps: float | None = None
     constraint: str = "none"
     min_log_snr: float = 1.0
     avoid_state: str | None = None
@@ -196,6 +200,11 @@ class PathConfig:
     path_time_ps: float | None = None
 
     def __post_init__(self) -> None:
+        if self.friction_per_ps is None:
+            from spacetime_md.molecular.path_budget import BUDGET_FRICTION_PER_PS
+
+            friction = DEFAULT_FRICTION_PER_PS if self.path_time_ps is None else BUDGET_FRICTION_PER_PS
+            object.__setattr__(self, "friction_per_ps", friction)  # frozen dataclass
         if self.path_time_ps is not None:
             self._check_path_time()
         if self.record_every is None:

@@ -108,6 +108,8 @@ def test_sampler_respects_the_budget_exactly():
 def test_path_config_time_budget():
     config = PathConfig(path_time_ps=1.0)
     assert config.total_steps == 1000 and config.record_every == 1 and config.n_frames_per_path == 1000
+    assert config.friction_per_ps == 1.0 and PathConfig().friction_per_ps == 10.0
+    assert PathConfig(path_time_ps=1.0, friction_per_ps=3.0).friction_per_ps == 3.0
     assert PathConfig(path_time_ps=1.0, record_every=10).n_frames_per_path == 100
     assert PathConfig().total_steps is None and PathConfig().path_time_ps is None
     assert PathConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
@@ -122,11 +124,16 @@ def test_cli_path_time_flag(tmp_path, capsys):
         cli.main(["paths", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--path-time-ps" in help_text and "in [0.001, 1000]" in help_text
-    assert "--friction-per-ps" in help_text and "> 0 (default 10" in help_text
+    assert "--friction-per-ps" in help_text and "> 0 (default 10, or 1 with --path-time-ps" in help_text
     assert cli.main(["paths", "--out", str(tmp_path / "o"), "--path-time-ps", "1", "--friction-per-ps", "3",
                      "--dry-run"]) == 0
     resolved = json.loads(capsys.readouterr().out)["path_config"]
     assert resolved["path_time_ps"] == 1.0 and resolved["record_every"] == 1 and resolved["friction_per_ps"] == 3.0
+    # Without the flag the CLI resolves the friction as the Python API does.
+    assert cli.main(["paths", "--out", str(tmp_path / "o"), "--path-time-ps", "1", "--dry-run"]) == 0
+    resolved = json.loads(capsys.readouterr().out)["path_config"]
+    assert resolved == json.loads(json.dumps(PathConfig(path_time_ps=1.0).to_dict()))
+    assert resolved["friction_per_ps"] == 1.0
     for value, message in (
         ("2000", "spacetime-md: error: path_time_ps: expected a number of ps in [0.001, 1000], got 2000.0"),
         ("0.0105", "spacetime-md: error: path_time_ps: expected a whole number of 1 fs steps, got 0.0105 ps "
