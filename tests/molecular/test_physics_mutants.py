@@ -155,3 +155,42 @@ def test_periodic_distance_wraps_and_touching_discs_are_allowed_overlapping_refu
     assert [s.name for s in load_states(write([("A", 0.0, 50.0), ("B", 100.0, 50.0)]))] == ["A", "B"]
     with pytest.raises(ValueError, match=r"states: expected non-overlapping discs, got A and B"):
         load_states(write([("A", 0.0, 50.0), ("B", 90.0, 50.0)]))
+
+
+# --------------------------------------------------------------------------- collective variables
+
+
+def test_torsion_distance_and_periodic_difference_by_hand(system, c7eq):
+    import math
+
+    from spacetime_md.molecular.cvs import Torsion, backbone_torsions
+
+    traj = mdtraj.load(str(DATA / "C7eq.pdb"))
+    frames = np.concatenate([c7eq, c7eq + 0.01 * np.random.default_rng(2).standard_normal(c7eq.shape)])
+    expected = mdtraj.compute_dihedrals(mdtraj.Trajectory(frames.astype(np.float32), traj.topology),
+                                        [(4, 6, 8, 14)])[:, 0]
+    np.testing.assert_allclose(Torsion("phi", (4, 6, 8, 14)).compute(frames), expected, atol=1e-5)
+    np.testing.assert_allclose(Distance("d").compute(frames), np.linalg.norm(frames[:, 0] - frames[:, 1], axis=-1),
+                               atol=1e-12)  # default atoms (0, 1)
+    cvs = CollectiveVariables([Torsion("phi", (4, 6, 8, 14)), Distance("d", (0, 1))])
+    d = cvs.difference(np.array([math.radians(179.0), 0.5]), np.array([math.radians(-179.0), 0.2]))
+    np.testing.assert_allclose(d, [math.radians(-2.0), 0.3], atol=1e-12)  # lengths are not wrapped
+    route = np.array([[math.radians(170.0), 0.1], [math.radians(-170.0), 0.2], [math.radians(-150.0), 0.3]])
+    np.testing.assert_allclose(cvs.unwrap(route)[:, 0], np.radians([170.0, 190.0, 210.0]), atol=1e-12)
+    np.testing.assert_allclose(cvs.unwrap(route[None])[0], cvs.unwrap(route), atol=0)
+    # named from the topology alone (no positions): ALA2's phi and psi, the preset's atoms
+    torsions = backbone_torsions(traj.topology)
+    assert [(t.name, t.atoms) for t in torsions] == [("phi 2", (4, 6, 8, 14)), ("psi 2", (6, 8, 14, 16))]
+
+
+def test_cvs_by_name_and_a_heavy_atom_rmsd_of_a_small_molecule():
+    from spacetime_md.molecular.system import resolve_system
+
+    ala = load_system("alanine-dipeptide")
+    named = CollectiveVariables.from_spec(["psi 2", "phi 2"], ala)
+    assert [(c.name, c.atoms) for c in named] == [("psi 2", (6, 8, 14, 16)), ("phi 2", (4, 6, 8, 14))]
+    root = Path(__file__).resolve().parents[2] / "systems" / "test_molecules"
+    nma = resolve_system(str(root / "n-methylacetamide.pdb"))
+    cvs = CollectiveVariables.from_spec([{"type": "rmsd", "name": "r", "reference": str(root / "nma_cis.pdb")}], nma)
+    heavy = tuple(int(i) for i in nma.heavy_atom_indices)
+    assert len(heavy) == 5 and cvs["r"].atoms == heavy  # 5 >= 3 heavy atoms: those, not all 12 atoms
