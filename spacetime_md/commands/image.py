@@ -21,7 +21,7 @@ from spacetime_md.commands._checks import (
     SEED, THREADS_MAX, check_options, check_output_file, float_range, int_range, ranged,
 )
 
-PRESET_NAMES = ("fast", "accurate")
+PRESET_NAMES = ("matrix", "fast", "accurate")
 
 #: Valid values of the numeric options (argparse dest -> range); shown in --help, checked first.
 GEODESIC_RANGES = {
@@ -30,7 +30,9 @@ GEODESIC_RANGES = {
     "max_steps": int_range(1),
     "seed": SEED,
     "threads": int_range(0, THREADS_MAX),
+    "length_points": int_range(2, 4096),
 }
+BATCH_PAIRS = int_range(1, 100000)
 FRAMES = int_range(2, 100)
 TRAIN_RANGES = {
     "steps": int_range(1),
@@ -44,7 +46,7 @@ TRAIN_RANGES = {
 
 def _add_geodesic_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="image model checkpoint (default: shipped 8x8 digits model)")
-    p.add_argument("--preset", choices=PRESET_NAMES, default="fast", help="geodesic solver settings (default fast)")
+    p.add_argument("--preset", choices=PRESET_NAMES, default="fast", help="geodesic solver settings: matrix (cheapest, for many pairs), fast (default), accurate")
     p.add_argument("--t-min", type=float, default=None,
                    help=ranged("anchor noise level (EDM sigma, model units; default 0.1)", GEODESIC_RANGES["t_min"]))
     p.add_argument("--chunk-points", type=int, default=None,
@@ -53,7 +55,11 @@ def _add_geodesic_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, default=None,
                    help=ranged("override the preset's optimiser steps per stage", GEODESIC_RANGES["max_steps"]))
     p.add_argument("--seed", type=int, default=0,
-                   help=ranged("seed of the Hutchinson probes (default 0)", GEODESIC_RANGES["seed"]))
+                   help=ranged("seed of the Hutchinson probes, mixed with the pair's image hashes (default 0)",
+                               GEODESIC_RANGES["seed"]))
+    p.add_argument("--length-points", type=int, default=None,
+                   help=ranged("curve points of the final length evaluation (default 32; exact divergence for "
+                               "images up to 1024 values)", GEODESIC_RANGES["length_points"]))
     p.add_argument("--threads", type=int, default=1,
                    help=ranged("torch threads, 0 = torch default (default 1: small models run fastest on one thread)",
                                GEODESIC_RANGES["threads"]))
@@ -94,6 +100,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="output CSV (a JSON with settings is written beside it; files are replaced, folders created)")
     m.add_argument("--pattern", default="*.png", help="file pattern inside the folder (default *.png)")
     m.add_argument("--progress", action="store_true", help="show a progress bar")
+    m.add_argument("--batch-pairs", type=int, default=16,
+                   help=ranged("pairs solved together, one denoiser call per evaluation (default 16)", BATCH_PAIRS))
     _add_geodesic_options(m)
 
     t = sub.add_parser("train", help="train the small EDM model on scikit-learn's 8x8 digits")
@@ -128,10 +136,24 @@ def _geodesic_settings(args):
     return config, t_min
 
 
+def _length_points(args) -> int:
+    from spacetime_md.image.distance import DEFAULT_LENGTH_POINTS
+
+    return DEFAULT_LENGTH_POINTS if args.length_points is None else args.length_points
+
+
 def _settings_dict(args, config, t_min) -> dict:
     return {"checkpoint": args.checkpoint, "preset": args.preset, "t_min": t_min,
             "chunk_points": args.chunk_points, "seed": args.seed, "threads": args.threads,
-            "geodesic_config": config.to_dict()}
+            "length_points": _length_points(args), "geodesic_config": config.to_dict()}
+
+
+def _distance_text(geo) -> str:
+    """``12.34 (exact length on 32 points)`` or ``12.34 +- 0.05 (Hutchinson length ..., standard error)``."""
+    if geo.length_method == "exact":
+        return f"{geo.distance:.4g} (exact divergence, {geo.length_points} curve points)"
+    return (f"{geo.distance:.4g} +- {geo.distance_se:.2g} (standard error of the Hutchinson length, "
+            f"{geo.length_points} curve points)")
 
 
 def _check_file_out(path: str, flag: str, beside_json: bool) -> None:
@@ -176,10 +198,11 @@ def _run_distance(args) -> int:
     model = load_image_model(args.checkpoint)
     a, b = _load_pair(args, model)
     geo = image_geodesic(model.denoiser(), model.to_model(a), model.to_model(b), t_min=t_min,
-                         config=config, chunk_points=args.chunk_points)
-    print(f"diffusion edit distance: {geo.distance:.6g}")
+                         config=config, chunk_points=args.chunk_points, length_points=_length_points(args))
+    print(f"diffusion edit distance: {_distance_text(geo)}")
+    converged = "converged" if geo.result is None or geo.result.converged else "stopped at --max-steps"
     print(f"energy {geo.energy:.6g} (straight line {geo.straight_line_energy:.6g}), "
-          f"min log_snr {geo.log_snr_min:.3g}, {geo.wall_time:.2f} s")
+          f"min log_snr {geo.log_snr_min:.3g}, solver {converged}, {geo.wall_time:.2f} s")
     if args.json_out:
         write_json(args.json_out, {"image_a": args.image_a, "image_b": args.image_b, **geo.summary(),
                                    "settings": settings})
@@ -204,13 +227,13 @@ def _run_geodesic(args) -> int:
     model = load_image_model(args.checkpoint)
     a, b = _load_pair(args, model)
     geo = image_geodesic(model.denoiser(), model.to_model(a), model.to_model(b), t_min=t_min,
-                         config=config, chunk_points=args.chunk_points)
+                         config=config, chunk_points=args.chunk_points, length_points=_length_points(args))
     log_snr, means = geo.denoising_means(args.frames)
     out = Path(args.out)
     save_geodesic_strip(out, model.to_pixels(means), log_snr, title=f"DiffED {geo.distance:.4g}")
     write_json(out.with_suffix(".json"), {"image_a": args.image_a, "image_b": args.image_b, **geo.summary(),
                                           "strip_log_snr": [float(v) for v in log_snr], "settings": settings})
-    print(f"diffusion edit distance: {geo.distance:.6g}; min log_snr along the geodesic {geo.log_snr_min:.3g}")
+    print(f"diffusion edit distance: {_distance_text(geo)}; min log_snr along the geodesic {geo.log_snr_min:.3g}")
     print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
@@ -222,8 +245,10 @@ def _run_matrix(args) -> int:
     from spacetime_md.image.io import load_image_folder, write_json
     from spacetime_md.image.model import load_image_model
 
+    BATCH_PAIRS.check("--batch-pairs", args.batch_pairs)
     config, t_min = _geodesic_settings(args)
-    settings = {**_settings_dict(args, config, t_min), "directory": args.directory, "pattern": args.pattern}
+    settings = {**_settings_dict(args, config, t_min), "directory": args.directory, "pattern": args.pattern,
+                "batch_pairs": args.batch_pairs}
     _check_file_out(args.out, "--out", beside_json=True)
     if args.dry_run:
         print(json.dumps(settings, indent=2))
@@ -232,7 +257,8 @@ def _run_matrix(args) -> int:
     names, pixels = load_image_folder(args.directory, event_shape=model.event_shape, pattern=args.pattern,
                                       convert=args.convert)
     result = distance_matrix(model.denoiser(), model.to_model(pixels), t_min=t_min, config=config,
-                             chunk_points=args.chunk_points, progress=args.progress)
+                             chunk_points=args.chunk_points, progress=args.progress, batch_pairs=args.batch_pairs,
+                             length_points=_length_points(args))
     out = Path(args.out)
     write_matrix_csv(out, names, result.distances)
     write_json(out.with_suffix(".json"), {**result.summary(), "names": names, "settings": settings})
@@ -240,7 +266,8 @@ def _run_matrix(args) -> int:
     print(" " * width + " " + " ".join(f"{n[:8]:>8}" for n in names))
     for name, row in zip(names, result.distances):
         print(f"{name:>{width}} " + " ".join(f"{v:8.3f}" for v in row))
-    print(f"wrote {out} and {out.with_suffix('.json')} ({result.wall_time:.1f} s)")
+    print(f"wrote {out} and {out.with_suffix('.json')} ({result.wall_time:.1f} s, "
+          f"{result.pairs_per_minute:.3g} pairs per minute)")
     return 0
 
 

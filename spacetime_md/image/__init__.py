@@ -5,8 +5,9 @@
   denoisers on flat ``(B, D)`` tensors; :class:`ImageDenoiser` owns the ``event_shape``.
 - :mod:`~spacetime_md.image.energy`: memory-bounded (chunked over curve points) curve energy
   with accumulated gradients, optional mixed precision, and a geodesic solver using it.
-- :mod:`~spacetime_md.image.distance`: Diffusion Edit Distance (Eq. 17), geodesics with their
-  strip of denoising means, distance matrices.
+- :mod:`~spacetime_md.image.distance`: Diffusion Edit Distance (Eq. 17), symmetric by
+  construction, with the length re-evaluated exactly (or with a standard error); geodesics with
+  their strip of denoising means; distance matrices solved in batches of pairs.
 - :mod:`~spacetime_md.image.model` / :mod:`~spacetime_md.image.training`: a small EDM U-Net
   trained by our own loop on scikit-learn's 8x8 digits (shipped as ``digits_8x8.pt``).
 - :mod:`~spacetime_md.image.io`: PNG reading with clear errors, strips, atomic writes.
@@ -27,14 +28,23 @@ from spacetime_md.image.adapters import (
 )
 from spacetime_md.image.analytic import GaussianImages
 from spacetime_md.image.distance import (
+    DEFAULT_BATCH_PAIRS,
+    DEFAULT_LENGTH_POINTS,
+    DEFAULT_LENGTH_PROBES,
     DEFAULT_T_MIN,
+    DEFAULT_WARM_START,
+    EXACT_LENGTH_MAX_DIM,
     IMAGE_PRESETS,
     DistanceMatrix,
     ImageGeodesic,
     distance_matrix,
     image_edit_distance,
     image_geodesic,
+    evaluate_curve_length,
+    image_key,
+    pair_seed,
     resolve_preset,
+    warm_start_curve,
     write_matrix_csv,
 )
 from spacetime_md.image.energy import (
@@ -69,8 +79,17 @@ __all__ = [
     "autocast_denoiser",
     "optimize_geodesic_chunked",
     "DEFAULT_T_MIN",
+    "DEFAULT_LENGTH_POINTS",
+    "DEFAULT_LENGTH_PROBES",
+    "DEFAULT_WARM_START",
+    "DEFAULT_BATCH_PAIRS",
+    "EXACT_LENGTH_MAX_DIM",
     "IMAGE_PRESETS",
     "resolve_preset",
+    "image_key",
+    "pair_seed",
+    "evaluate_curve_length",
+    "warm_start_curve",
     "ImageGeodesic",
     "image_geodesic",
     "image_edit_distance",

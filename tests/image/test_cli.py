@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from spacetime_md.cli import main
-from spacetime_md.image import DIGITS_CHECKPOINT
+from spacetime_md.image import DIGITS_CHECKPOINT, IMAGE_PRESETS
 
 SAMPLES = Path(DIGITS_CHECKPOINT).parent.parent / "images" / "digits"
 QUICK = ["--max-steps", "2"]
@@ -34,6 +34,19 @@ def test_distance_command(pair, tmp_path, capsys):
     assert result["settings"]["geodesic_config"]["max_steps"] == 2
 
 
+def test_distance_command_is_symmetric(pair, tmp_path, capsys):
+    """Swapping the files gives the bitwise same distance (canonical order of the pair)."""
+    out_ab, out_ba = tmp_path / "ab.json", tmp_path / "ba.json"
+    assert main(["image", "distance", *pair, *QUICK, "--json", str(out_ab), "--length-points", "8"]) == 0
+    assert main(["image", "distance", *pair[::-1], *QUICK, "--json", str(out_ba), "--length-points", "8"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    lines = [line for line in text if line.startswith("diffusion edit distance:")]
+    assert len(lines) == 2 and lines[0] == lines[1] and "exact divergence, 8 curve points" in lines[0]
+    ab, ba = json.loads(out_ab.read_text()), json.loads(out_ba.read_text())
+    assert ab["distance"] == ba["distance"] and ab["distance_se"] == 0.0 and ab["reversed"] != ba["reversed"]
+    assert ab["length_points"] == 8 and ab["settings"]["length_points"] == 8
+
+
 def test_geodesic_command_writes_strip_and_json(pair, tmp_path, capsys):
     out = tmp_path / "strip.png"
     assert main(["image", "geodesic", *pair, "--out", str(out), "--frames", "5", *QUICK, "--chunk-points", "8"]) == 0
@@ -50,18 +63,20 @@ def test_matrix_command(tmp_path, capsys):
     for name in ("digit0_test000.png", "digit0_test021.png", "digit7_test026.png"):
         shutil.copy(SAMPLES / name, folder / name)
     out = tmp_path / "m.csv"
-    assert main(["image", "matrix", str(folder), "--out", str(out), "--max-steps", "1"]) == 0
+    assert main(["image", "matrix", str(folder), "--out", str(out), "--max-steps", "1", "--batch-pairs", "2"]) == 0
+    assert "pairs per minute" in capsys.readouterr().out
     rows = list(csv.reader(open(out)))
     assert rows[0][1:] == ["digit0_test000.png", "digit0_test021.png", "digit7_test026.png"]
     d = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
     assert np.allclose(d, d.T) and np.all(np.diag(d) == 0) and np.all(d[np.triu_indices(3, 1)] > 0)
-    assert json.loads(out.with_suffix(".json").read_text())["n_pairs"] == 3
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["n_pairs"] == 3 and info["batch_pairs"] == 2 and info["settings"]["batch_pairs"] == 2
 
 
 def test_dry_run_prints_settings(pair, capsys):
     assert main(["image", "distance", *pair, "--dry-run", "--preset", "accurate", "--t-min", "0.2"]) == 0
     settings = json.loads(capsys.readouterr().out)
-    assert settings["t_min"] == 0.2 and settings["geodesic_config"]["n_points"] == [16, 32, 64]
+    assert settings["t_min"] == 0.2 and settings["geodesic_config"]["n_points"] == list(IMAGE_PRESETS["accurate"].n_points)
     assert main(["image", "train", "--out", "unused", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["train_config"]["base_channels"] == 16
 
@@ -101,6 +116,11 @@ def test_other_cli_errors(pair, tmp_path, capsys):
     assert "checkpoint: expected an existing file" in capsys.readouterr().err
     assert main(["image", "matrix", str(tmp_path), "--out", str(tmp_path / "m.csv")]) == 2
     assert "expected at least 2 images matching '*.png', got 0" in capsys.readouterr().err
+    assert main(["image", "matrix", str(tmp_path), "--out", str(tmp_path / "m.csv"), "--batch-pairs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch-pairs: expected an integer in [1, 100000], got 0" in err and len(err.strip().splitlines()) == 1
+    assert main(["image", "distance", *pair, "--length-points", "1"]) == 2
+    assert "--length-points: expected an integer in [2, 4096], got 1" in capsys.readouterr().err
 
 
 def test_image_package_imports_no_molecular_stack():

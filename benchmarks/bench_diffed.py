@@ -1,0 +1,206 @@
+"""DiffED as a distance (issue 25): symmetry, seed stability, pairs per minute, what it is for.
+
+Everything on held-out 8x8 digits (``load_digits_images("test")``, never seen by the shipped
+model), one torch thread, the ``fast`` preset unless ``--preset``.
+
+``pairs`` part: ``--pairs`` random pairs (seed 0). For each pair
+- ``d(a, b)`` and ``d(b, a)`` through :func:`spacetime_md.image.image_edit_distance` (the
+  canonical order makes them bitwise equal: reported as the symmetry error);
+- the *solver* asymmetry that the canonical order hides: the same pair solved in the
+  non-canonical orientation (same probe seed), relative to ``d(a, b)``;
+- ``d`` with another seed (``config.seed = 1``): the spread of the optimiser over probes;
+- ``--length-check`` pairs: the exact length at 32 and 64 points and a 16-draw Hutchinson length
+  with its standard error and cost in denoiser rows.
+
+``matrix`` part: the distance matrix of ``--images`` held-out digits (stratified, the same number
+per class) with :func:`spacetime_md.image.distance_matrix` (batched pairs), its wall time and
+pairs per minute, and the extrapolation to a 100 x 100 matrix (4950 pairs, linear in the
+pairs); leave-one-out nearest-neighbour class accuracy by DiffED, Euclidean pixel distance and
+1 - SSIM (SSIM: ``bench_image.ssim``), and Spearman / Kendall rank agreement of the three over
+all pairs.
+
+    python benchmarks/bench_diffed.py [--part pairs|matrix|all] [--pairs 20] [--images 20]
+        [--preset fast] [--out FILE.json]
+
+Timings are wall clock on whatever else the machine runs; compare numbers from one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_image import rank_stats, ssim  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def run_pairs(args, model, den, pixels, labels) -> dict:
+    from spacetime_md.core import CountingDenoiser
+    from spacetime_md.image import evaluate_curve_length, image_geodesic, resolve_preset
+    from spacetime_md.image.distance import _anchor, _finish, _Pair, _solve_pairs, image_key, pair_seed
+
+    config = resolve_preset(args.preset, seed=0)
+    rng = np.random.default_rng(0)
+    pairs = []
+    while len(pairs) < args.start + args.pairs:
+        i, j = (int(v) for v in rng.choice(len(labels), 2, replace=False))
+        if (i, j) not in pairs:
+            pairs.append((i, j))
+    pairs = pairs[args.start:]
+    anchor, alpha = _anchor(0.1)
+    rows = []
+    for k, (i, j) in enumerate(pairs):
+        a, b = model.to_model(pixels[i]), model.to_model(pixels[j])
+        t0 = time.perf_counter()
+        ab = image_geodesic(den, a, b, config=config, straight_line_energy=False)
+        seconds = time.perf_counter() - t0
+        ba = image_geodesic(den, b, a, config=config, straight_line_energy=False)
+        # the orientation the canonical order did not pick, with the same probe seed
+        fa, fb = a.reshape(-1), b.reshape(-1)
+        seed = pair_seed(config.seed, image_key(fa), image_key(fb))
+        other = _Pair(fa, fb, seed) if ab.reversed else _Pair(fb, fa, seed)
+        (res,) = _solve_pairs(den, [other], anchor, alpha, config, None, None, None, 1.0)
+        d_other = _finish(den, 0.1, anchor, other, res, False, config, 32, "auto", 16, None, None, False, 0.0).distance
+        seed1 = image_geodesic(den, a, b, config=dataclasses.replace(config, seed=1), straight_line_energy=False)
+        row = {"i": i, "j": j, "label_i": int(labels[i]), "label_j": int(labels[j]), "d_ab": ab.distance,
+               "d_ba": ba.distance, "symmetry_error": abs(ab.distance - ba.distance) / ab.distance,
+               "solver_asymmetry": abs(d_other - ab.distance) / ab.distance, "d_seed1": seed1.distance,
+               "seed_change": abs(seed1.distance - ab.distance) / ab.distance, "seconds": seconds,
+               "n_steps": ab.result.n_steps, "converged": ab.result.converged,
+               "rows": ab.result.n_denoiser_evals, "log_snr_min": ab.log_snr_min,
+               "n_negative_segments": ab.n_negative_segments}
+        if k < args.length_check:
+            counting = CountingDenoiser(den)
+            lengths = {}
+            for name, points, method in (("exact_32", 32, "exact"), ("exact_64", 64, "exact"),
+                                         ("hutchinson16_32", 32, "hutchinson")):
+                with torch.no_grad():
+                    ls, xs = ab.result.curve.evaluate(points)
+                before, t1 = counting.n_evals, time.perf_counter()
+                length, se, _, _, _ = evaluate_curve_length(counting, ls, xs, divergence=method, n_probes=16, seed=5)
+                lengths[name] = {"length": length, "se": se, "rows": counting.n_evals - before,
+                                 "seconds": time.perf_counter() - t1}
+            row["length_check"] = lengths
+        rows.append(row)
+        if args.partial:
+            from spacetime_md.image.io import write_json
+
+            write_json(args.partial, {"rows": rows})  # a run cut short keeps what it measured
+        print(f"pair {k + 1:2d}/{len(pairs)} ({row['label_i']},{row['label_j']}): d {ab.distance:7.3f}  "
+              f"swap {row['symmetry_error']:.1e}  solver asym {row['solver_asymmetry']:.4f}  "
+              f"seed {row['seed_change']:.4f}  {seconds:5.1f} s  steps {row['n_steps']}"
+              f"{'' if row['converged'] else ' (not converged)'}", flush=True)
+    return {"config": config.to_dict(), "rows": rows, "summary": summarize_pairs(rows)}
+
+
+def summarize_pairs(rows: list[dict]) -> dict:
+    sym = [r["symmetry_error"] for r in rows]
+    asym = [r["solver_asymmetry"] for r in rows]
+    seed = [r["seed_change"] for r in rows]
+    summary = {"n_pairs": len(rows), "max_symmetry_error": max(sym), "max_solver_asymmetry": max(asym),
+               "median_solver_asymmetry": float(np.median(asym)), "max_seed_change": max(seed),
+               "median_seed_change": float(np.median(seed)),
+               "pairs_seed_change_le_2pct": int(sum(s <= 0.02 for s in seed)),
+               "median_seconds_per_pair_alone": float(np.median([r["seconds"] for r in rows])),
+               "converged": int(sum(r["converged"] for r in rows))}
+    print(json.dumps(summary, indent=1), flush=True)
+    return summary
+
+
+def stratified(labels: np.ndarray, n: int) -> list[int]:
+    per_class = max(1, n // 10)
+    picked = []
+    for c in range(10):
+        picked += [int(v) for v in np.flatnonzero(labels == c)[:per_class]]
+    return picked[:n]
+
+
+def nn_accuracy(dist: np.ndarray, labels: np.ndarray) -> float:
+    d = dist.copy()
+    np.fill_diagonal(d, np.inf)
+    return float(np.mean(labels[d.argmin(1)] == labels))
+
+
+def run_matrix(args, model, den, pixels, labels) -> dict:
+    from spacetime_md.image import distance_matrix, resolve_preset
+
+    config = resolve_preset(args.preset, seed=0)
+    idx = stratified(labels, args.images)
+    pix = pixels[idx]
+    lab = labels[idx]
+    n = len(idx)
+    result = distance_matrix(den, model.to_model(pix), config=config, batch_pairs=args.batch_pairs)
+    n_pairs = n * (n - 1) // 2
+    ppm = result.pairs_per_minute
+    euclid = torch.cdist(pix.flatten(1).double(), pix.flatten(1).double()).numpy()
+    dssim = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            dssim[i, j] = dssim[j, i] = 1.0 - ssim(pix[i], pix[j])
+    iu = np.triu_indices(n, 1)
+    d = result.distances
+    out = {
+        "config": config.to_dict(), "indices": idx, "labels": lab.tolist(), "n_images": n, "n_pairs": n_pairs,
+        "batch_pairs": args.batch_pairs, "wall_time_s": result.wall_time, "pairs_per_minute": ppm,
+        "extrapolated_100x100_minutes": 4950 / ppm,
+        "nn_accuracy": {"diffed": nn_accuracy(d, lab), "euclidean": nn_accuracy(euclid, lab),
+                        "one_minus_ssim": nn_accuracy(dssim, lab)},
+        "rank_agreement": {"diffed_vs_euclidean": rank_stats(d[iu], euclid[iu]),
+                           "diffed_vs_one_minus_ssim": rank_stats(d[iu], dssim[iu]),
+                           "euclidean_vs_one_minus_ssim": rank_stats(euclid[iu], dssim[iu])},
+        "distances": d.tolist(),
+    }
+    print(json.dumps({k: v for k, v in out.items() if k not in ("distances", "config")}, indent=1), flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("pairs", "matrix", "all"), default="all")
+    parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--start", type=int, default=0, help="skip the first START pairs (continue a run)")
+    parser.add_argument("--length-check", type=int, default=3)
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--batch-pairs", type=int, default=16)
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--partial", default=None, help="rewrite the pair rows measured so far to this JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    from spacetime_md.image import load_digits_images, load_digits_model
+
+    model = load_digits_model()
+    den = model.denoiser()
+    pixels, labels = load_digits_images("test")
+    report = {"machine": machine(), "command": "python benchmarks/bench_diffed.py " + " ".join(argv or sys.argv[1:])}
+    if args.part in ("pairs", "all"):
+        report["pairs"] = run_pairs(args, model, den, pixels, labels)
+    if args.part in ("matrix", "all"):
+        report["matrix"] = run_matrix(args, model, den, pixels, labels)
+    out = Path(args.out) if args.out else RESULTS / f"diffed_{args.part}.json"
+    from spacetime_md.image.io import write_json
+
+    write_json(out, report)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
