@@ -39,7 +39,13 @@ import torch
 from torch import Tensor
 
 from spacetime_md.core.denoisers import Denoiser
-from spacetime_md.core.geometry import _check_points, expectation_params, natural_params, rademacher_probes, segment_terms
+from spacetime_md.core.geometry import (
+    _check_points,
+    expectation_params,
+    natural_params,
+    rademacher_probes,
+    segment_terms,
+)
 
 __all__ = ["EnergyEstimate", "estimate_curve_energy", "draw_probes"]
 

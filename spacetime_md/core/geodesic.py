@@ -93,11 +93,11 @@ class GeodesicConfig:
         Convergence: relative improvement of the best objective over ``patience`` steps
         (``10 * rtol`` for the coarse stages, which only provide a warm start).
     patience : int, optional
-        Window of the convergence test; default 5 (L-BFGS) or 50 (Adam).
+        Window of the convergence test (honest mode: in probe draws); default 5 (L-BFGS) or 50 (Adam).
     min_steps : int
         Steps of the first stage before the convergence test applies (L-BFGS starts with
         small steps, which would otherwise look like convergence). Later stages reuse the
-        optimiser state, so they may stop after ``patience`` steps.
+        optimiser state, so they may stop after ``patience`` steps. Not used in honest mode.
     divergence : {"auto", "exact", "hutchinson"}
         ``"auto"`` uses exact divergence for ``D <= exact_max_dim``, Hutchinson otherwise.
     n_probes : int

@@ -622,8 +622,8 @@ def shipped_checkpoint(system: "MolecularSystem") -> Path:
 
 
 #: Files a paths run writes (removed from a directory that ``overwrite`` reuses).
-PATHS_OUTPUTS = ("*_path*.dcd", "*_all_paths.h5", "paths_*.npz", "geodesic.npz", "geodesic.json", "topology.pdb", "*.png",
-                 "report.json", "config.json", SYSTEM_FILE)
+PATHS_OUTPUTS = ("*_path*.dcd", "*_all_paths.h5", "paths_*.npz", "geodesic.npz", "geodesic.json", "topology.pdb",
+                 "*.png", "report.json", "config.json", SYSTEM_FILE)
 
 
 def estimate_memory_bytes(config: PathConfig, n_atoms: int) -> int:
