@@ -225,3 +225,25 @@ def test_relaxed_map_nearest_index_and_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.energy, energy)
     np.testing.assert_array_equal(loaded.phi, angles)
     assert loaded.wall_time == 1.5
+
+
+def test_refine_at_the_path_ends_and_across_psi_180(alanine):
+    # Three frames of a drive across psi = +-180 deg: the route is unwrapped along the frames
+    # (170 -> 180 -> 190 deg), never the long way round; the window is clipped at both ends.
+    system, pos, topology = alanine
+    frames, x = [], pos
+    for psi in (170.0, 180.0, -170.0):
+        x = _drive_minimum(system, x, math.radians(-80.0), math.radians(psi))[1]
+        frames.append(x)
+    frames = np.stack(frames)
+    quencher = DihedralQuencher(system, PHI, PSI)
+    first = refine_relaxed_maximum(quencher, frames, around=0, window=1, substeps=2)
+    assert first.window == (0, 1) and len(first.route) == 3
+    last = refine_relaxed_maximum(quencher, frames, around=2, window=1, substeps=2)
+    assert last.window == (1, 2) and len(last.route) == 3
+    whole = refine_relaxed_maximum(quencher, frames, around=1, window=1, substeps=2)
+    psi_route = np.degrees(whole.route[:, 1])
+    np.testing.assert_allclose(np.diff(psi_route), 5.0, atol=0.5)  # continuous, 5-deg steps
+    assert abs(psi_route[-1] - psi_route[0] - 20.0) < 1.0
+    with pytest.raises(ValueError, match=r"around: expected a frame index in \[0, 3\), got 3"):
+        refine_relaxed_maximum(quencher, frames, around=3)
