@@ -142,3 +142,20 @@ def test_cli_path_time_flag(tmp_path, capsys):
         code = cli.main(["paths", "--out", str(tmp_path / "o"), "--path-time-ps", value, "--dry-run"])
         err = capsys.readouterr().err.strip()
         assert code == 2 and err == message
+
+
+def test_soften_before_jump_values():
+    from spacetime_md.molecular.path_budget import soften_before_jump
+
+    n_points = 16
+    minima = np.zeros((n_points, 3, 3))
+    minima[:, :, 0] = np.arange(3) * 0.15
+    minima[10:, 2, 1] = 0.3  # largest (only) jump at point 10
+    k = np.linspace(100.0, 250.0, n_points)
+    soft = soften_before_jump(k, minima, factor=0.5, width=2)
+    # window = points 8-12 (spread jump), cut at the jump (point 10): 8, 9, 10 halved.
+    np.testing.assert_allclose(soft[8:11], 0.5 * k[8:11])
+    np.testing.assert_array_equal(np.delete(soft, [8, 9, 10]), np.delete(k, [8, 9, 10]))
+    np.testing.assert_array_equal(soften_before_jump(k, np.zeros((n_points, 3, 3))), k)  # no jump: unchanged
+    with pytest.raises(ValueError, match=r"factor: expected a value in \(0, 1\], got 0"):
+        soften_before_jump(k, minima, factor=0)
