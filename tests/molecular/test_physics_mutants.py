@@ -194,3 +194,27 @@ def test_cvs_by_name_and_a_heavy_atom_rmsd_of_a_small_molecule():
     cvs = CollectiveVariables.from_spec([{"type": "rmsd", "name": "r", "reference": str(root / "nma_cis.pdb")}], nma)
     heavy = tuple(int(i) for i in nma.heavy_atom_indices)
     assert len(heavy) == 5 and cvs["r"].atoms == heavy  # 5 >= 3 heavy atoms: those, not all 12 atoms
+
+
+def _tree_frame(system, bond_length: float) -> np.ndarray:
+    """One frame whose every bond is ``bond_length`` exactly: the molecule is a tree, so atoms at even
+    depth sit at the origin and atoms at odd depth at (bond_length, 0, 0)."""
+    x = np.full((system.n_atoms, 3), np.nan)
+    x[0] = 0.0
+    bonds = [tuple(int(a) for a in b) for b in system.bonds]
+    while np.isnan(x).any():
+        for i, j in bonds:
+            for a, b in ((i, j), (j, i)):
+                if not np.isnan(x[a, 0]) and np.isnan(x[b, 0]):
+                    x[b] = (bond_length if x[a, 0] == 0.0 else 0.0, 0.0, 0.0)
+    return x[None]
+
+
+def test_bond_length_thresholds_are_inclusive_for_angstrom_and_exclusive_for_broken(system):
+    assert len(system.bonds) == system.n_atoms - 1  # a tree: the construction below is exact
+    frame = _tree_frame(system, 3.0)
+    np.testing.assert_array_equal(np.linalg.norm(frame[0, system.bonds[:, 0]] - frame[0, system.bonds[:, 1]], axis=-1),
+                                  3.0)
+    with pytest.raises(ValueError, match=r"look like Angstrom \(median bond length 3.000"):
+        check_bond_lengths("x", frame, system)  # a median of exactly 3 is still Angstrom
+    check_bond_lengths("x", _tree_frame(system, 0.3), system)  # bonds of exactly 0.3 nm are not broken
