@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a shorter Adam run")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "geodesic.json"))
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # shared 2-core machines: 2 threads can be far slower under load
     gm = paper_mixture()
     a, b = endpoints()
     repeats = 1 if args.quick else 3

@@ -170,3 +170,20 @@ def test_auto_threads_solve_records_the_count(mixture):
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="num_threads: expected an integer >= 1, 'auto' or None, got 'many'"):
         GeodesicConfig(num_threads="many")
+
+
+def test_batched_honest_mode_solves_each_pair_as_alone(mixture):
+    import dataclasses
+
+    from spacetime_md.core import optimize_geodesics
+
+    a, b = _endpoints(mixture)
+    c = SpacetimePoint(4.0, float(alpha_sigma(4.0)[0]) * mixture.means[1].clone())
+    config = dataclasses.replace(HONEST, max_steps=6)
+    seen = []
+    batch = optimize_geodesics(mixture.denoiser, [a, a], [b, c], config, seeds=[3, 4], callback=seen.append)
+    for k, end in enumerate((b, c)):
+        alone = optimize_geodesic(mixture.denoiser, a, end, dataclasses.replace(config, seed=3 + k))
+        torch.testing.assert_close(batch[k].curve.interior.detach(), alone.curve.interior.detach())
+        assert batch[k].estimate == alone.estimate and batch[k].n_steps == alone.n_steps
+    assert {info["pair"] for info in seen} == {0, 1}
