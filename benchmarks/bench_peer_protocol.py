@@ -171,10 +171,12 @@ def main(argv=None) -> int:
           flush=True)
 
     known = {
-        "budget": ("1 ps, time budget", dict(path_time_ps=1.0, friction_per_ps=args.friction_1ps)),
+        # record_every=1 everywhere: the protocol keeps every step (a replaced PathConfig would keep
+        # the base config's resolved record_every of 20).
+        "budget": ("1 ps, time budget", dict(path_time_ps=1.0, friction_per_ps=args.friction_1ps, record_every=1)),
         "uniform": ("1 ps, uniform 64x16", dict(n_points=64, n_steps=16, record_every=1)),
         "default": ("19.2 ps default 64x300", dict(record_every=1)),
-        "default-budget": ("19.2 ps, time budget", dict(path_time_ps=19.2)),
+        "default-budget": ("19.2 ps, time budget", dict(path_time_ps=19.2, record_every=1)),
     }
     variants = [known[v] for v in args.variants]
     rows = []
@@ -182,6 +184,8 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             config = dataclasses.replace(base, seed=seed, **overrides)
             t1 = time.perf_counter()
+            if config.n_frames_per_path != (config.total_steps or config.n_points * config.n_steps):
+                raise RuntimeError(f"{label}: expected every step recorded, got record_every={config.record_every}")
             result = compute_transition_paths(system, model, start, end, config, geodesic=geo)
             wall = time.perf_counter() - t1
             timings = result["report"]["timings"]
