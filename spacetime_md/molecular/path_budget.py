@@ -20,12 +20,16 @@ restraint points share them unevenly. Point ``n`` (its restraint is switched on 
 Every point gets at least one step and the steps sum to the budget exactly
 (:func:`allocate_steps`, largest remainders). From the start of the jump window to the largest
 jump the restraint constants are halved (:func:`soften_before_jump`), so the molecule can find the
-lower saddle itself rather than follow the curve's minima over a higher one. Measured on alanine dipeptide C5 -> C7ax at 1 ps
-(docs/peer_protocol.md, 64 paths, seeds 0 and 1): uniform steps (friction 10/ps) hit the target in
-25-40 % of the paths; this schedule with ``f = 0.8``, ``width = 4`` of 64 points and friction
-1/ps (:data:`BUDGET_FRICTION_PER_PS`) in 70-100 %, depending on the geodesic; ETS 29-35 kJ/mol
-where the geodesic's restrained minima cross at phi ~ 0, 50-60 where they cross at phi ~ 180. Recorded energies stay the force field's
-energies of the recorded frames; the minimisations only choose the step counts.
+lower saddle itself rather than follow the curve's minima over a higher one. Recorded energies
+stay the force field's energies of the recorded frames; the minimisations only choose the step
+counts and the softened points.
+
+Measured on alanine dipeptide C5 -> C7ax at 1 ps (docs/peer_protocol.md, 64 paths, seeds 0 and
+1, every step a frame): uniform steps (friction 10/ps) hit the target in 25 % of the paths with
+ETS 71-76 kJ/mol; this schedule with ``f = 0.8``, ``width = 4`` of 64 points and friction 1/ps
+(:data:`BUDGET_FRICTION_PER_PS`) in 84-100 %, with ETS 31-36 where the geodesic's restrained
+minima switch basin at phi ~ 0 and 41-58 where they switch at phi ~ 180 (the higher saddle): the
+curve's route sets what is left.
 
 Units inside: nm, ps, kJ/mol, K.
 """
@@ -216,9 +220,11 @@ def soften_before_jump(
 
     The window holds the points whose spread jump (:func:`jump_profile`, half-width ``width``,
     default ``n_points / 16``) exceeds :data:`BUDGET_WINDOW_LEVEL` of its maximum. A softer
-    restraint before the switch lets the molecule find the lower saddle itself: on a geodesic
-    whose restrained minima switch over phi ~ 180, 95 % of the paths then cross at phi ~ 0 and ETS
-    drops from 56-60 to 41-42 kJ/mol (docs/peer_protocol.md). Returns a copy, shape ``(T,)``.
+    restraint before the switch lets the molecule find the lower saddle itself. Measured at 1 ps
+    (docs/peer_protocol.md): on one geodesic whose minima switch over phi ~ 180, 95 % of the paths
+    then cross at phi ~ 0 and ETS drops from 56-60 to 41-43 kJ/mol; on a second such geodesic it
+    rises from 49-56 to 57-58 (THP 84-89 -> 88-94 %); on a phi ~ 0 geodesic it costs 1-2 kJ/mol.
+    Returns a copy, shape ``(T,)``.
     """
     k = np.asarray(force_constants, dtype=float).copy()
     if not 0.0 < factor <= 1.0:
