@@ -39,6 +39,7 @@ CONFIGS = {
     "shipped": DEFAULT_GEODESIC,
     "no-clamp": dataclasses.replace(DEFAULT_GEODESIC, clamp="none"),
     "curve-probes": dataclasses.replace(DEFAULT_GEODESIC, probe_layout="curve"),
+    "coarse": dataclasses.replace(DEFAULT_GEODESIC, n_points=(12, 24)),
     # Plain Adam on the same curve class, fresh probes every step, held-out stopping test.
     "adam": dataclasses.replace(DEFAULT_GEODESIC, optimizer="adam", lr=0.05, max_steps=150, patience=20),
 }
