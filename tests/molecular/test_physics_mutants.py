@@ -218,3 +218,30 @@ def test_bond_length_thresholds_are_inclusive_for_angstrom_and_exclusive_for_bro
     with pytest.raises(ValueError, match=r"look like Angstrom \(median bond length 3.000"):
         check_bond_lengths("x", frame, system)  # a median of exactly 3 is still Angstrom
     check_bond_lengths("x", _tree_frame(system, 0.3), system)  # bonds of exactly 0.3 nm are not broken
+
+
+def test_length_cv_endpoint_states_use_the_hit_length():
+    # N-methylacetamide has no CVs: the run's CVs are the RMSDs to the two endpoints. The target
+    # state is within hit_length_nm (0.3 x heavy-atom RMSD) of the end's values, so the start is
+    # outside it.
+    import torch
+
+    from spacetime_md.molecular.model import EquivariantDenoiser
+    from spacetime_md.molecular.paths import PathConfig, prepare_geodesic_problem
+    from spacetime_md.molecular.system import resolve_system
+
+    root = Path(__file__).resolve().parents[2] / "systems" / "test_molecules"
+    nma = resolve_system(str(root / "n-methylacetamide.pdb"))
+    torch.manual_seed(0)
+    model = EquivariantDenoiser(["X"] * nma.n_atoms, nma.bonds.tolist(), atom_names=list(nma.atom_names),
+                                hidden_channels=8, n_layers=1, n_rbf=4)
+    trans, cis = (mdtraj.load(str(root / f"nma_{k}.pdb")).xyz[0].astype(np.float64) for k in ("trans", "cis"))
+    problem = prepare_geodesic_problem(nma, model, trans, cis, PathConfig())
+    heavy = [int(i) for i in nma.heavy_atom_indices]
+    rmsd = float(mdtraj.rmsd(mdtraj.load(str(root / "nma_cis.pdb")), mdtraj.load(str(root / "nma_trans.pdb")),
+                             atom_indices=heavy)[0])
+    assert problem.cvs.names == ("rmsd start", "rmsd end")
+    assert problem.hit_length_nm == pytest.approx(0.3 * rmsd, rel=1e-4) and problem.hit_length_nm < 0.1
+    values = np.asarray(problem.cvs.compute(np.stack([problem.start_nm, problem.end_nm])))
+    assert problem.target_state.contains(values, problem.cvs).tolist() == [False, True]
+    assert problem.start_state.contains(values, problem.cvs).tolist() == [True, False]
