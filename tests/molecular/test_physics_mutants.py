@@ -245,3 +245,13 @@ def test_length_cv_endpoint_states_use_the_hit_length():
     values = np.asarray(problem.cvs.compute(np.stack([problem.start_nm, problem.end_nm])))
     assert problem.target_state.contains(values, problem.cvs).tolist() == [False, True]
     assert problem.start_state.contains(values, problem.cvs).tolist() == [True, False]
+
+
+def test_rmsd_cv_needs_a_reference_and_three_atoms():
+    from spacetime_md.molecular.cvs import RMSD
+
+    with pytest.raises(ValueError, match=r"cv 'r': expected at least 3 atoms to fit, got 0"):
+        RMSD("r")  # the default reference is empty
+    with pytest.raises(ValueError, match=r"cv 'r': expected at least 3 atoms to fit, got 2"):
+        RMSD("r", np.zeros((4, 3)), (0, 1))
+    assert RMSD("r", np.eye(3)).atoms == (0, 1, 2)
