@@ -87,7 +87,7 @@ def format_table(report: dict[str, Any]) -> str:
     est = g.get("estimate")
     if est:
         energy = (f"energy {est['energy']:.4g} (held-out, {est['n_probes']} probes; unclamped "
-                  f"{est['energy_unclamped']:.4g} +- {est['energy_se']:.2g}, {est['n_negative_segments']} of "
+                  f"{est['energy_unclamped']:.1f} +- {est['energy_se']:.1f}, {est['n_negative_segments']} of "
                   f"{est['n_segments']} segments negative; straight line {g['initial_energy']:.4g})")
     else:
         energy = f"energy {g['energy']:.4g} (straight line {g['initial_energy']:.4g})"
