@@ -151,9 +151,14 @@ def _settings_dict(args, config, t_min) -> dict:
 def _distance_text(geo) -> str:
     """``12.34 (exact length on 32 points)`` or ``12.34 +- 0.05 (Hutchinson length ..., standard error)``."""
     if geo.length_method == "exact":
-        return f"{geo.distance:.4g} (exact divergence, {geo.length_points} curve points)"
-    return (f"{geo.distance:.4g} +- {geo.distance_se:.2g} (standard error of the Hutchinson length, "
-            f"{geo.length_points} curve points)")
+        text = f"{geo.distance:.4g} (exact divergence, {geo.length_points} curve points)"
+    else:
+        text = (f"{geo.distance:.4g} +- {geo.distance_se:.2g} (standard error of the Hutchinson length, "
+                f"{geo.length_points} curve points)")
+    if geo.n_negative_segments:
+        text += (f"; warning: {geo.n_negative_segments} of {geo.length_points - 1} segments have negative terms "
+                 "(the model's Jacobian trace), counted as length 0: the distance is underestimated")
+    return text
 
 
 def _check_file_out(path: str, flag: str, beside_json: bool) -> None:

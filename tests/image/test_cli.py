@@ -132,3 +132,18 @@ def test_image_package_imports_no_molecular_stack():
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_distance_text_warns_about_negative_segments():
+    import torch
+
+    from spacetime_md.commands.image import _distance_text
+    from spacetime_md.image import ImageGeodesic
+
+    line = torch.zeros(2)
+    geo = ImageGeodesic(None, 0.1, 4.6, 12.345, 1.0, 2.0, line, line[:, None], None, 0.0, length_points=32)
+    assert _distance_text(geo) == "12.35 (exact divergence, 32 curve points)"
+    geo.n_negative_segments = 3
+    assert "warning: 3 of 31 segments have negative terms" in _distance_text(geo)
+    geo.length_method, geo.distance_se = "hutchinson", 0.25
+    assert _distance_text(geo).startswith("12.35 +- 0.25 (standard error of the Hutchinson length")

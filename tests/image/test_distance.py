@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from spacetime_md.core import GeodesicConfig, curve_energy, diffusion_edit_dista
 from spacetime_md.image import (
     IMAGE_PRESETS,
     distance_matrix,
-    evaluate_curve_length,
     from_edm_image,
     from_v_image,
     image_edit_distance,
