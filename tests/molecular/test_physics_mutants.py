@@ -255,3 +255,24 @@ def test_rmsd_cv_needs_a_reference_and_three_atoms():
     with pytest.raises(ValueError, match=r"cv 'r': expected at least 3 atoms to fit, got 2"):
         RMSD("r", np.zeros((4, 3)), (0, 1))
     assert RMSD("r", np.eye(3)).atoms == (0, 1, 2)
+
+
+def test_time_budget_sampler_equals_the_uniform_one_for_equal_steps():
+    # sample_schedule with the same steps at every point is sample(): same seeds, same frames in
+    # the same order (one step per point, and two, with a frame every step).
+    import openmm
+
+    from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
+
+    system = openmm.System()
+    for _ in range(2):
+        system.addParticle(12.0)
+    sampler = RestrainedLangevinSampler(system)
+    centres = np.stack([np.full((2, 3), 0.1 * n) for n in range(4)])
+    k = np.array([100.0, 200.0, 300.0, 400.0])
+    for steps in (1, 2):
+        uniform = sampler.sample(centres, k, centres[0], n_paths=2, n_steps=steps, record_every=1, seed=3)
+        budget = sampler.sample_schedule(centres, k, np.full(4, steps), centres[0], n_paths=2, record_every=1, seed=3)
+        assert budget.frames.shape == (2, 4 * steps, 2, 3)
+        np.testing.assert_array_equal(budget.frames, uniform.frames)
+        assert budget.n_force_evals == uniform.n_force_evals == 2 * 4 * steps
