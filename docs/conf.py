@@ -66,7 +66,7 @@ html_theme_options = {"description": "Transition paths from the spacetime geomet
 
 # Notes written alongside the code (docs/<name>.md). They are listed in the index when they
 # exist, so the site builds with or without them.
-OPTIONAL_NOTES = ("geodesic", "scaling", "peer_protocol", "mutation_testing")
+OPTIONAL_NOTES = ("geodesic", "peer_protocol", "scaling", "diffed", "mutation_testing")
 
 
 def _add_optional_notes(app, docname, source):  # noqa: ANN001 - Sphinx event signature

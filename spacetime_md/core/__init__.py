@@ -13,6 +13,8 @@ from spacetime_md.core.batched import optimize_geodesics
 from spacetime_md.core.curves import SpacetimePoint, SplineCurve, spline_basis, straight_line
 from spacetime_md.core.denoisers import AutoGuidedDenoiser, CountingDenoiser, Denoiser, from_edm, from_epsilon, from_v
 from spacetime_md.core.distance import diffusion_edit_distance
+from spacetime_md.core.estimates import EnergyEstimate, estimate_curve_energy
+from spacetime_md.core.threads import choose_num_threads
 from spacetime_md.core.geodesic import (
     AvoidRegion,
     Constraint,
@@ -77,6 +79,9 @@ __all__ = [
     "Penalty",
     "optimize_geodesic",
     "optimize_geodesics",
+    "EnergyEstimate",
+    "estimate_curve_energy",
+    "choose_num_threads",
     "AnnealedLangevinResult",
     "sample_annealed_langevin",
     "sample_ddim",
