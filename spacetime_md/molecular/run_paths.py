@@ -629,7 +629,7 @@ PATHS_OUTPUTS = ("*_path*.dcd", "*_all_paths.h5", "paths_*.npz", "geodesic.npz",
 def estimate_memory_bytes(config: PathConfig, n_atoms: int) -> int:
     """Bytes the frames of a run hold at once (float64 frames and energies of every curve kind, with
     the copies made for export and validation, about 3x)."""
-    frames = config.n_points * (config.n_steps // config.record_every)
+    frames = config.n_frames_per_path
     kinds = 2 if config.baseline else 1
     return int(3 * kinds * config.n_paths * frames * (n_atoms * 3 + 1) * 8)
 
@@ -643,7 +643,7 @@ def check_memory(config: PathConfig, n_atoms: int, fraction: float = 0.5) -> Non
         return
     if need > fraction * total:
         raise ValueError(
-            f"n_paths: {config.n_paths} paths of {config.n_points * (config.n_steps // config.record_every)} frames "
+            f"n_paths: {config.n_paths} paths of {config.n_frames_per_path} frames "
             f"would need about {need / 2**30:.1f} GiB, more than {fraction:.0%} of this machine's "
             f"{total / 2**30:.1f} GiB; use fewer paths, a larger record_every or several runs (spacetime-md batch)"
         )

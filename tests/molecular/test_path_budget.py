@@ -159,3 +159,14 @@ def test_soften_before_jump_values():
     np.testing.assert_array_equal(soften_before_jump(k, np.zeros((n_points, 3, 3))), k)  # no jump: unchanged
     with pytest.raises(ValueError, match=r"factor: expected a value in \(0, 1\], got 0"):
         soften_before_jump(k, minima, factor=0)
+
+
+def test_memory_estimate_counts_the_budget_frames():
+    """With path_time_ps the frames per path come from the budget, not n_points x n_steps."""
+    from spacetime_md.molecular.run_paths import estimate_memory_bytes
+
+    config = PathConfig(path_time_ps=1.0, n_paths=2, baseline=False)
+    assert config.n_frames_per_path == 1000
+    assert estimate_memory_bytes(config, 22) == 3 * 1 * 2 * 1000 * (22 * 3 + 1) * 8
+    uniform = PathConfig(n_paths=2, baseline=True)
+    assert estimate_memory_bytes(uniform, 22) == 3 * 2 * 2 * uniform.n_frames_per_path * (22 * 3 + 1) * 8
