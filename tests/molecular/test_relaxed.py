@@ -228,12 +228,12 @@ def test_relaxed_map_nearest_index_and_round_trip(tmp_path):
 
 
 def test_refine_at_the_path_ends_and_across_psi_180(alanine):
-    # Three frames of a drive across psi = +-180 deg: the route is unwrapped along the frames
+    # Three frames of a drive across psi = +-180 deg at phi = 0: the route is unwrapped along the frames
     # (170 -> 180 -> 190 deg), never the long way round; the window is clipped at both ends.
     system, pos, topology = alanine
     frames, x = [], pos
     for psi in (170.0, 180.0, -170.0):
-        x = _drive_minimum(system, x, math.radians(-80.0), math.radians(psi))[1]
+        x = _drive_minimum(system, x, 0.0, math.radians(psi))[1]  # phi = 0: psi - phi stays below 180 deg
         frames.append(x)
     frames = np.stack(frames)
     quencher = DihedralQuencher(system, PHI, PSI)
