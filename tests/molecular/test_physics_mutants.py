@@ -276,3 +276,14 @@ def test_time_budget_sampler_equals_the_uniform_one_for_equal_steps():
         assert budget.frames.shape == (2, 4 * steps, 2, 3)
         np.testing.assert_array_equal(budget.frames, uniform.frames)
         assert budget.n_force_evals == uniform.n_force_evals == 2 * 4 * steps
+
+
+def test_omega_is_named_by_the_residue_of_its_carbonyl_carbon():
+    # omega i = CA_i, C_i, N_i+1, CA_i+1 (mdtraj's atom order): residue i owns atoms 0 and 1
+    tetra = load_system("alanine-tetrapeptide")
+    top = tetra.mdtraj_topology
+    cvs = CollectiveVariables.from_spec(["omega 2", "omega 3"], tetra)
+    for cv, res_seq in zip(cvs, (2, 3)):
+        ca, c, n, ca_next = (top.atom(a) for a in cv.atoms)
+        assert (ca.name, c.name, n.name, ca_next.name) == ("CA", "C", "N", "CA")
+        assert ca.residue.resSeq == c.residue.resSeq == res_seq and n.residue.resSeq == res_seq + 1
