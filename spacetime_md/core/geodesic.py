@@ -599,7 +599,7 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
                     total, energy, _, penalties = evaluate(s, probes, ramp)
                     if not bool(torch.isfinite(total.detach())):
                         raise NonFiniteError(
-                            f"geodesic objective became non-finite (energy {float(energy)}, "
+                            f"geodesic objective became non-finite (energy {float(energy.detach())}, "
                             f"penalties {penalties}) at stage {stage} (n_points={n_points}), step {step}; "
                             "check the denoiser over the curve's log_snr range "
                             f"[{float(curve.interior[:, 0].min()):.3g}, {float(curve.interior[:, 0].max()):.3g}] "
