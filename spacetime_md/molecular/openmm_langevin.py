@@ -222,62 +222,17 @@ class RestrainedLangevinSampler:
             Record a frame every this many steps (must divide ``n_steps``); default
             ``n_steps``, i.e. one frame per curve point. Frames are ``T * n_steps / record_every``.
         """
-        centres = np.asarray(centres, dtype=float)
-        k = np.asarray(force_constants, dtype=float)
-        if centres.ndim != 3 or centres.shape[1:] != (self.n_atoms, 3):
-            raise ValueError(f"centres: expected shape (T, {self.n_atoms}, 3), got {centres.shape}")
-        if k.shape != (centres.shape[0],):
-            raise ValueError(f"force_constants: expected shape ({centres.shape[0]},), got {k.shape}")
-        if not (np.isfinite(centres).all() and np.isfinite(k).all()) or (k < 0).any():
-            raise ValueError("centres/force_constants: expected finite values and force constants >= 0")
-        x_init = np.asarray(x_init, dtype=float)
-        if x_init.shape == (self.n_atoms, 3):
-            x_init = np.broadcast_to(x_init, (n_paths, self.n_atoms, 3))
-        if x_init.shape != (n_paths, self.n_atoms, 3):
-            raise ValueError(f"x_init: expected shape ({self.n_atoms}, 3) or ({n_paths}, {self.n_atoms}, 3), got {x_init.shape}")
-        n_points = centres.shape[0]
-        record_every = n_steps if record_every is None else record_every
+        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+            raise ValueError(f"n_steps: expected an integer >= 1, got {n_steps!r}")
+        record_every = int(n_steps) if record_every is None else record_every
         if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 1 or n_steps % record_every:
             raise ValueError(f"record_every: expected a divisor of n_steps ({n_steps}), got {record_every!r}")
-        per_point = n_steps // record_every
-        frames = np.empty((n_paths, n_points * per_point, self.n_atoms, 3))
-        t0 = time.perf_counter()
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n_paths * n_points, desc="OpenMM paths", unit="point")
-        try:
-            for p in range(n_paths):
-                # OpenMM reads the integrator's seed when the context is (re)initialised.
-                path_seed = openmm_seed(seed, p)
-                self.integrator.setRandomNumberSeed(path_seed)
-                self.context.reinitialize()
-                self.context.setPositions(x_init[p])
-                self.context.setVelocitiesToTemperature(self.temperature, path_seed)
-                for n in range(n_points):
-                    self._set_restraint(centres[n], k[n])
-                    for r in range(per_point):
-                        self.integrator.step(record_every)
-                        pos = self.context.getState(getPositions=True).getPositions(asNumpy=True)
-                        frames[p, n * per_point + r] = pos.value_in_unit(unit.nanometer)
-                    self.n_force_evals += n_steps
-                    if bar is not None:
-                        bar.update(1)
-                if not np.isfinite(frames[p]).all():
-                    from spacetime_md.errors import NonFiniteError
-
-                    raise NonFiniteError(
-                        f"path {p}: OpenMM produced non-finite positions; lower the timestep "
-                        f"({self.timestep} ps) or the largest restraint constant ({k.max():.3g} kJ/mol/nm^2)"
-                    )
-                if callback is not None:
-                    callback({"path": p, "frames": frames[p]})
-        finally:
-            if bar is not None:
-                bar.close()
-        return RestrainedPaths(frames=frames, n_force_evals=n_paths * n_points * n_steps,
-                               wall_time=time.perf_counter() - t0)
+        n_points = np.shape(centres)[0] if np.ndim(centres) >= 1 else 0
+        # The uniform schedule is the time-budget sampler with n_steps at every point: the same
+        # integrator calls in the same order, so the paths are the same bit for bit.
+        return self.sample_schedule(centres, force_constants, np.full(n_points, int(n_steps)), x_init,
+                                    n_paths=n_paths, seed=seed, record_every=record_every, progress=progress,
+                                    callback=callback)
 
     def restrained_minima(self, centres: np.ndarray, force_constants: np.ndarray, x_init: np.ndarray,
                           tolerance: float = 1.0) -> np.ndarray:
@@ -321,6 +276,7 @@ class RestrainedLangevinSampler:
         seed: int = 0,
         record_every: int = 1,
         progress: bool = False,
+        callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> RestrainedPaths:
         """Like :meth:`sample`, with ``steps_per_point[n]`` steps at point ``n`` (a time budget).
 
@@ -331,17 +287,18 @@ class RestrainedLangevinSampler:
         """
         centres = np.asarray(centres, dtype=float)
         k = np.asarray(force_constants, dtype=float)
+        if centres.ndim != 3 or centres.shape[1:] != (self.n_atoms, 3):
+            raise ValueError(f"centres: expected shape (T, {self.n_atoms}, 3), got {centres.shape}")
+        if k.shape != (centres.shape[0],):
+            raise ValueError(f"force_constants: expected shape ({centres.shape[0]},), got {k.shape}")
+        if not (np.isfinite(centres).all() and np.isfinite(k).all()) or (k < 0).any():
+            raise ValueError("centres/force_constants: expected finite values and force constants >= 0")
         steps = np.asarray(steps_per_point)
         if steps.shape != (centres.shape[0],) or not np.issubdtype(steps.dtype, np.integer) or (steps < 1).any():
             raise ValueError(f"steps_per_point: expected {centres.shape[0]} integers >= 1, got {steps!r}")
         total = int(steps.sum())
         if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 1 or total % record_every:
             raise ValueError(f"record_every: expected a divisor of the path's {total} steps, got {record_every!r}")
-        if centres.ndim != 3 or centres.shape[1:] != (self.n_atoms, 3) or k.shape != (centres.shape[0],):
-            raise ValueError(f"centres/force_constants: expected shapes (T, {self.n_atoms}, 3) and (T,), "
-                             f"got {centres.shape}, {k.shape}")
-        if not (np.isfinite(centres).all() and np.isfinite(k).all()) or (k < 0).any():
-            raise ValueError("centres/force_constants: expected finite values and force constants >= 0")
         x_init = np.asarray(x_init, dtype=float)
         if x_init.shape == (self.n_atoms, 3):
             x_init = np.broadcast_to(x_init, (n_paths, self.n_atoms, 3))
@@ -354,7 +311,7 @@ class RestrainedLangevinSampler:
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=n_paths, desc="OpenMM paths", unit="path")
+            bar = tqdm(total=n_paths * len(steps), desc="OpenMM paths", unit="point")
         try:
             for p in range(n_paths):
                 path_seed = openmm_seed(seed, p)
@@ -368,6 +325,8 @@ class RestrainedLangevinSampler:
                     if done == bounds[point]:
                         point += 1
                         self._set_restraint(centres[point], k[point])
+                        if bar is not None:
+                            bar.update(1)
                     chunk = min(int(bounds[point]) - done, record_every - done % record_every)
                     self.integrator.step(chunk)
                     done += chunk
@@ -384,7 +343,9 @@ class RestrainedLangevinSampler:
                         f"({self.timestep} ps) or the largest restraint constant ({k.max():.3g} kJ/mol/nm^2)"
                     )
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(1)  # the path's last point
+                if callback is not None:
+                    callback({"path": p, "frames": frames[p]})
         finally:
             if bar is not None:
                 bar.close()
