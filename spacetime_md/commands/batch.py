@@ -13,24 +13,9 @@ import argparse
 import json
 import sys
 
+from spacetime_md.commands._path_options import add_path_options, path_config_from_args
 from spacetime_md.commands._system import add_system_arguments
 from spacetime_md.commands._checks import SEED, THREADS_MAX, check_options, int_range, ranged
-
-#: Path options shared with ``spacetime-md paths``: (type, help). ``None`` keeps the base value.
-#: Their ranges are PathConfig's (checked when the config is built; messages name its fields).
-_PATH_OPTIONS = {
-    "n_paths": (int, "transition paths per curve, >= 1 (default 8)"),
-    "n_points": (int, "curve points sampled by annealed Langevin, >= 2 (default 64)"),
-    "n_steps": (int, "OpenMM steps per curve point, >= 1 (default 300)"),
-    "endpoint_log_snr": (float, "log_snr of the clean endpoints, model units, in [1, 12] (default 4)"),
-    "constraint": (str, "none, low-variance or avoid (default none)"),
-    "min_log_snr": (float, "LowVariance floor, model units, in [-4, endpoint log_snr) (default 1)"),
-    "avoid_state": (str, "state to avoid with --constraint avoid"),
-    "avoid_log_snr": (float, "log_snr of the forbidden point, in [-4, 12] (default 3)"),
-    "min_kl": (float, "AvoidRegion KL threshold, > 0 (default 20)"),
-    "hit_length_nm": (float, "target hit for length CVs, nm, > 0 (default 0.3 x the endpoints' heavy-atom RMSD)"),
-    "device": (str, "torch device of the geodesic (default cpu)"),
-}
 
 #: Valid values of the batch's own numeric options (argparse dest -> range), checked first.
 RANGES = {
@@ -70,11 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--platform", help="OpenMM platform (default: fastest measured for the system size)")
     p.add_argument("--path-config", help="JSON file with PathConfig fields (or a paths/batch config.json) "
                    "as the base settings, geodesic settings included; options below override it")
-    for name, (kind, text) in _PATH_OPTIONS.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=text)
-    p.add_argument("--relaxed", action="store_true", default=None, help="also compute relaxed barriers")
-    p.add_argument("--no-baseline", dest="baseline", action="store_false", default=None,
-                   help="skip the straight-line baseline")
+    add_path_options(p)  # the same PathConfig flags as `spacetime-md paths`; unset ones keep --path-config's
     p.add_argument("--no-plots", action="store_true", help="no PNG plots per pair")
     p.add_argument("--seed", type=int, default=0,
                    help=ranged("batch seed; rows without a seed get one derived from it (default 0)", RANGES["seed"]))
@@ -86,23 +67,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _base_config(args: argparse.Namespace):
-    import dataclasses
-
+    """``--path-config`` (else ``PathConfig()``) with the PathConfig flags given on the command line."""
     from spacetime_md.molecular.paths import PathConfig
 
-    config = PathConfig()
+    config = None
     if args.path_config:
         from spacetime_md._config import read_config_fields
 
         data = read_config_fields(args.path_config, PathConfig, "--path-config", "path_config")
         config = PathConfig.from_dict(data)
-    overrides = {name: getattr(args, name) for name in _PATH_OPTIONS if getattr(args, name) is not None}
-    for name in ("relaxed", "baseline"):
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    if "n_steps" in overrides and overrides["n_steps"] % config.record_every:
-        overrides["record_every"] = None  # re-derived from the new n_steps (a divisor of it)
-    return dataclasses.replace(config, **overrides) if overrides else config
+    return path_config_from_args(args, config)
 
 
 def format_batch_table(result) -> str:

@@ -297,7 +297,7 @@ class PathConfig:
         data = dict(data)
         geo = data.pop("geodesic", None)
         if geo is not None:
-            data["geodesic"] = GeodesicConfig(**geo)
+            data["geodesic"] = geo if isinstance(geo, GeodesicConfig) else GeodesicConfig(**geo)
         return cls(**data)
 
 
