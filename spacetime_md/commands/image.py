@@ -187,10 +187,20 @@ def _load_pair(args, model):
     return a, b
 
 
-def _run_distance(args) -> int:
+def _solve_pair(args, config, t_min):
+    """Load the model and both images, solve their geodesic: ``(model, ImageGeodesic)``."""
     from spacetime_md.image.distance import image_geodesic
-    from spacetime_md.image.io import write_json
     from spacetime_md.image.model import load_image_model
+
+    model = load_image_model(args.checkpoint)
+    a, b = _load_pair(args, model)
+    geo = image_geodesic(model.denoiser(), model.to_model(a), model.to_model(b), t_min=t_min,
+                         config=config, chunk_points=args.chunk_points, length_points=_length_points(args))
+    return model, geo
+
+
+def _run_distance(args) -> int:
+    from spacetime_md.image.io import write_json
 
     config, t_min = _geodesic_settings(args)
     settings = _settings_dict(args, config, t_min)
@@ -200,10 +210,7 @@ def _run_distance(args) -> int:
         _check_image_files(args.image_a, args.image_b)
         print(json.dumps(settings, indent=2))
         return 0
-    model = load_image_model(args.checkpoint)
-    a, b = _load_pair(args, model)
-    geo = image_geodesic(model.denoiser(), model.to_model(a), model.to_model(b), t_min=t_min,
-                         config=config, chunk_points=args.chunk_points, length_points=_length_points(args))
+    model, geo = _solve_pair(args, config, t_min)
     print(f"diffusion edit distance: {_distance_text(geo)}")
     converged = "converged" if geo.result is None or geo.result.converged else "stopped at --max-steps"
     print(f"energy {geo.energy:.6g} (straight line {geo.straight_line_energy:.6g}), "
@@ -217,9 +224,7 @@ def _run_distance(args) -> int:
 def _run_geodesic(args) -> int:
     from pathlib import Path
 
-    from spacetime_md.image.distance import image_geodesic
     from spacetime_md.image.io import save_geodesic_strip, write_json
-    from spacetime_md.image.model import load_image_model
 
     FRAMES.check("--frames", args.frames)
     config, t_min = _geodesic_settings(args)
@@ -229,10 +234,7 @@ def _run_geodesic(args) -> int:
         _check_image_files(args.image_a, args.image_b)
         print(json.dumps(settings, indent=2))
         return 0
-    model = load_image_model(args.checkpoint)
-    a, b = _load_pair(args, model)
-    geo = image_geodesic(model.denoiser(), model.to_model(a), model.to_model(b), t_min=t_min,
-                         config=config, chunk_points=args.chunk_points, length_points=_length_points(args))
+    model, geo = _solve_pair(args, config, t_min)
     log_snr, means = geo.denoising_means(args.frames)
     out = Path(args.out)
     save_geodesic_strip(out, model.to_pixels(means), log_snr, title=f"DiffED {geo.distance:.4g}")
