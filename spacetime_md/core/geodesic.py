@@ -602,7 +602,7 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
                             f"geodesic objective became non-finite (energy {float(energy.detach())}, "
                             f"penalties {penalties}) at stage {stage} (n_points={n_points}), step {step}; "
                             "check the denoiser over the curve's log_snr range "
-                            f"[{float(curve.interior[:, 0].min()):.3g}, {float(curve.interior[:, 0].max()):.3g}] "
+                            f"[{float(curve.interior[:, 0].detach().min()):.3g}, {float(curve.interior[:, 0].detach().max()):.3g}] "
                             "or lower the learning rate"
                         )
                     total.backward()
