@@ -12,13 +12,15 @@ curvature pairs with ``y.s <= 1e-10`` are skipped (the class docstring's rule).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from spacetime_md.core import GeodesicConfig
+from spacetime_md.core import GeodesicConfig, SpacetimePoint, alpha_sigma, optimize_geodesics
 from spacetime_md.core.batched import _LBFGS, _wolfe_search
+from spacetime_md.toy import GaussianMixture
 
 
 def _trials(phi, t0, n):
@@ -109,3 +111,61 @@ def test_curvature_pairs_at_the_threshold_are_skipped():
     assert opt.gamma[1].item() == pytest.approx(2e-10 / 4e-20, rel=1e-12)  # y.s / y.y
     # both moved to the new point either way
     assert opt.interior[:, 0].tolist() == [[1.0, 0.0], [1.0, 0.0]]
+
+
+def test_extrapolation_stops_after_max_evals():
+    # phi = -t never flattens: with max_evals = 2 the search returns its second trial, 4 (the
+    # cubic through the linear data is degenerate: the fallback 4 t), without a third.
+    search = _wolfe_search(0.0, -1.0, 1.0, max_evals=2)
+    assert next(search) == 1.0
+    assert search.send((-1.0, -1.0, "first")) == 4.0
+    with pytest.raises(StopIteration) as done:
+        search.send((-4.0, -1.0, "second"))
+    assert done.value.value == (4.0, -4.0, "second")
+
+
+def test_an_uphill_slope_with_sufficient_decrease_starts_the_zoom():
+    # At t = 1: phi = -0.5 (sufficient decrease), slope +0.95 (not flat: 0.95 > 0.9). The minimum
+    # lies in [0, 1]: the next trial is inside the bracket (margins 0.1), not an extrapolation.
+    search = _wolfe_search(0.0, -1.0, 1.0)
+    assert next(search) == 1.0
+    t = search.send((-0.5, 0.95, None))
+    assert 0.1 <= t <= 0.9
+
+
+def test_a_second_decrease_that_is_not_lower_ends_the_extrapolation():
+    # phi(2) = -1, slope -0.95: the cubic through (0, 0, -1) and (2, -1, -0.95) has no minimum
+    # (d1 = -0.45, d1^2 - g0 g1 < 0), so the next trial is the fallback 4 t = 8. phi(8) = -1
+    # again (sufficient, but not lower): the bracket is [2, 8], the next trial lies inside it
+    # with margins 0.1 * 6.
+    search = _wolfe_search(0.0, -1.0, 2.0)
+    assert next(search) == 2.0
+    assert search.send((-1.0, -0.95, None)) == 8.0
+    t = search.send((-1.0, -0.95, None))
+    assert 2.0 + 0.6 - 1e-12 <= t <= 8.0 - 0.6 + 1e-12
+
+
+def test_auto_threads_with_a_single_pair():
+    # num_threads="auto" times one solver call on the first pair: a batch of one pair must work
+    # and give the pair's result (the thread count does not change the arithmetic here).
+    mixture = GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 0.5]], dtype=torch.float64), [0.6, 0.6])
+    a = float(alpha_sigma(3.0)[0])
+    start = SpacetimePoint(3.0, a * torch.tensor([-2.0, 0.0], dtype=torch.float64))
+    end = SpacetimePoint(3.0, a * torch.tensor([2.0, 0.5], dtype=torch.float64))
+    config = GeodesicConfig(n_nodes=4, n_points=(8,), max_steps=3)
+    auto = optimize_geodesics(mixture.denoiser, [start], [end], dataclasses.replace(config, num_threads="auto"))
+    plain = optimize_geodesics(mixture.denoiser, [start], [end], config)
+    assert len(auto) == 1 and math.isfinite(auto[0].energy)
+    assert auto[0].energy == pytest.approx(plain[0].energy, rel=1e-9)
+
+
+def test_zoom_swaps_the_bracket_when_slope_times_width_is_zero():
+    # Nocedal & Wright, Algorithm 3.6: hi <- lo when phi'(t) (hi - lo) >= 0, equality included.
+    # Equality with a non-flat slope is only reachable through underflow: slopes of 1e-320
+    # (subnormal) on a bracket of width 1e-4 give a product of 1e-324, which rounds to 0.
+    search = _wolfe_search(0.0, -1e-320, 1e-4)
+    assert next(search) == 1e-4
+    assert search.send((1.0, 1.0, None)) == pytest.approx(1e-5, rel=1e-9)  # lower margin of [0, 1e-4]
+    assert 1e-320 * 1e-4 == 0.0
+    t = search.send((-1.0, 1e-320, None))  # lower and sufficient, not flat (1e-320 > 0.9e-320)
+    assert t < 1e-5  # the new bracket is [0, 1e-5], not [1e-5, 1e-4]
