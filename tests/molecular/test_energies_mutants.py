@@ -1,8 +1,8 @@
 """The bond-length input check at its exact boundaries, on hand-built molecules.
 
 Killing the mutation run's survivors of ``energies.py``: a molecule with a single bond is
-checked too (Angstrom coordinates refused), and exactly 25 % broken bonds (1 of the 4 C-H bonds
-of methane) is not yet a wrong atom order, 2 of 4 are. Expected outcomes by hand from the
+checked too (Angstrom coordinates refused, a median bond of exactly 0.5 included), and exactly
+25 % broken bonds (1 of the 4 C-H bonds of methane) is not yet a wrong atom order, 2 of 4 are. Expected outcomes by hand from the
 rules (median bond in [0.5, 3] = Angstrom; more than 25 % of bonds over 0.3 nm = wrong order).
 
 Units: nm.
@@ -54,3 +54,12 @@ def test_exactly_a_quarter_of_the_bonds_broken_is_not_a_wrong_order():
     two[1:3] += [10.0, 0.0, 0.0]  # 2 of 4: 50 % (10 nm away, so the median bond is not Angstrom-like)
     with pytest.raises(TopologyMismatchError, match=r"in frame 1, 50% of the 4 topology bonds are longer than 0.3 nm"):
         check_bond_lengths("x", np.stack([one, two]), ch4)
+
+
+@pytest.mark.parametrize("bond", [0.5, 0.75])
+def test_a_bond_of_0_5_to_3_is_angstrom_including_the_lower_edge(bond):
+    # A 0.05-0.075 nm bond written in Angstrom: median in [0.5, 3] (0.5 exactly at the edge).
+    co = _molecule("co", ["C", "O"], [(0, 1)], [[0.0, 0.0, 0.0], [0.113, 0.0, 0.0]])
+    x = np.array([[[0.0, 0.0, 0.0], [bond, 0.0, 0.0]]])
+    with pytest.raises(ValueError, match=rf"look like Angstrom \(median bond length {bond:.3f}"):
+        check_bond_lengths("x", x, co)
