@@ -3,7 +3,8 @@
 Killing the mutation run's survivors of ``energies.py``: a molecule with a single bond is
 checked too (Angstrom coordinates refused, a median bond of exactly 0.5 included), and exactly
 25 % broken bonds (1 of the 4 C-H bonds of methane) is not yet a wrong atom order, 2 of 4 are.
-Expected outcomes by hand from the rules (median bond in [0.5, 3] = Angstrom; more than 25 % of bonds over 0.3 nm = wrong order).
+Expected outcomes by hand from the rules (median bond in [0.5, 3] = Angstrom; more than 25 % of
+bonds over 0.3 nm = wrong order).
 
 Units: nm.
 """
