@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -169,3 +170,17 @@ def test_zoom_swaps_the_bracket_when_slope_times_width_is_zero():
     assert 1e-320 * 1e-4 == 0.0
     t = search.send((-1.0, 1e-320, None))  # lower and sufficient, not flat (1e-320 > 0.9e-320)
     assert t < 1e-5  # the new bracket is [0, 1e-5], not [1e-5, 1e-4]
+
+
+def test_progress_bar_counts_one_per_pair_step(capsys):
+    # The bar advances once per recorded step of any pair: its final count is the number of
+    # callback calls (counted here independently of the bar).
+    mixture = GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 0.5]], dtype=torch.float64), [0.6, 0.6])
+    a = float(alpha_sigma(3.0)[0])
+    start = SpacetimePoint(3.0, a * torch.tensor([-2.0, 0.0], dtype=torch.float64))
+    end = SpacetimePoint(3.0, a * torch.tensor([2.0, 0.5], dtype=torch.float64))
+    calls = []
+    config = GeodesicConfig(n_nodes=4, n_points=(8,), max_steps=3, progress=True)
+    optimize_geodesics(mixture.denoiser, [start, start], [end, end], config, callback=calls.append)
+    counts = [int(n) for n in re.findall(r"pairs\): (\d+)pair-step \[", capsys.readouterr().err)]
+    assert len(calls) == 6 and counts and counts[-1] == len(calls)
