@@ -45,6 +45,8 @@ import numpy as np
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from spacetime_md.molecular.presets import ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI  # noqa: E402
+
 PUBLISHED = [
     # name, THP %, ETS, ETS std, RMSD, RMSD std, training
     ("PIPS (as evaluated by TPS-DPS)", 43.75, 28.17, 10.86, 0.66, 0.15, "~275 A100-h"),
@@ -52,7 +54,7 @@ PUBLISHED = [
     ("TR-LV", 61.25, 49.11, 5.84, 0.29, 0.03, "-"),
     ("SMD", 54.69, 78.40, 12.76, 0.56, 0.27, "none"),
 ]
-PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
+PHI, PSI = ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI  # the preset's true torsion atoms
 STAND_INS = {"C5": ("alanine_dipeptide/C7eq.pdb", (-147.0, 174.0), 1),
              "C7ax": ("alanine_dipeptide/C7ax.pdb", (65.0, 18.0), 2)}  # OpenMM seed 0 = random
 

@@ -128,18 +128,16 @@ def check_batch_run(args: argparse.Namespace, config, tasks, options: dict):
     endpoints and settings, the memory of each pair's frames, ``--out`` (an ASCII path: the
     pairs' trajectories are DCD files) and the finished pairs it holds (their settings must be
     this run's). Returns ``(system, checkpoint file, finished task ids)``."""
-    import dataclasses
     from pathlib import Path
 
     from spacetime_md._outputs import prepare_output_dir
-    from spacetime_md.molecular.batch import _resolve_system_and_checkpoint, _validate_tasks, plan_batch
+    from spacetime_md.molecular.batch import (
+        _resolve_system_and_checkpoint, _validate_tasks, batch_path_config, plan_batch,
+    )
     from spacetime_md.molecular.run_paths import check_memory
 
     mol, checkpoint, _ = _resolve_system_and_checkpoint(args.checkpoint, platform=args.platform, **options)
-    # as run_batch: the geodesic solve runs with the task's threads
-    config = dataclasses.replace(config, geodesic=dataclasses.replace(config.geodesic,
-                                                                      num_threads=args.threads_per_task))
-    configs = _validate_tasks(tasks, mol, config, args.seed)
+    configs = _validate_tasks(tasks, mol, batch_path_config(config, args.threads_per_task), args.seed)
     for task in tasks:
         try:
             check_memory(configs[task.task_id], mol.n_atoms)

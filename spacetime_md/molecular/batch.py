@@ -595,6 +595,11 @@ def _write_summary_csv(out: Path, records: Mapping[str, Mapping[str, Any]]) -> N
                              *[summary.get(k, "") for k in keys]])
 
 
+def batch_path_config(config: PathConfig, threads_per_task: int) -> PathConfig:
+    """``config`` as a batch task runs it: the geodesic solve uses the task's torch threads."""
+    return dataclasses.replace(config, geodesic=dataclasses.replace(config.geodesic, num_threads=threads_per_task))
+
+
 def plan_batch(
     tasks: Sequence[BatchTask],
     mol: Any,
@@ -607,6 +612,7 @@ def plan_batch(
     group_size: int,
     threads_per_task: int,
     checkpoint_sha256: str | None = None,
+    system_spec: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], list[str], list[str]]:
     """Each task's spec and fingerprint, and which tasks ``out`` already holds finished.
 
@@ -615,7 +621,7 @@ def plan_batch(
     not a finished result, is a ``ValueError`` naming the task and the fields that differ.
     """
     checkpoint_sha = _sha256(checkpoint_path) if checkpoint_sha256 is None else checkpoint_sha256
-    system_spec = _jsonable(mol.spec())
+    system_spec = _jsonable(mol.spec()) if system_spec is None else system_spec
     system_sha = _system_sha256(system_spec)
     out = Path(out)
     specs: dict[str, dict[str, Any]] = {}
@@ -733,8 +739,7 @@ def run_batch(
         raise ValueError(f"retries: expected an integer >= 0, got {retries!r}")
     if isinstance(threads_per_task, bool) or not isinstance(threads_per_task, int) or threads_per_task < 1:
         raise ValueError(f"threads_per_task: expected an integer >= 1, got {threads_per_task!r}")
-    # The geodesic solve runs with the task's torch threads (the PathConfig default is 1).
-    config = dataclasses.replace(config, geodesic=dataclasses.replace(config.geodesic, num_threads=threads_per_task))
+    config = batch_path_config(config, threads_per_task)
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size: expected an integer >= 1, got {group_size!r}")
     pairs_source = None
@@ -765,7 +770,7 @@ def run_batch(
 
     specs, records, skipped, pending = plan_batch(
         tasks, mol, checkpoint_path, configs, out, platform=platform, plots=plots, group_size=group_size,
-        threads_per_task=threads_per_task, checkpoint_sha256=checkpoint_sha,
+        threads_per_task=threads_per_task, checkpoint_sha256=checkpoint_sha, system_spec=system_spec,
     )
     _cleanup_tmp(out)
 

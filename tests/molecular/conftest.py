@@ -1,4 +1,4 @@
-"""Fixtures shared by the committor, OpenPathSampling and batch tests."""
+"""Fixtures shared by the committor, OpenPathSampling, batch and kill/resume tests."""
 
 from __future__ import annotations
 
@@ -33,3 +33,16 @@ def tiny_checkpoint(system, tmp_path_factory):
     model = EquivariantDenoiser(["X"] * system.n_atoms, system.bonds.tolist(), atom_names=list(system.atom_names),
                                 hidden_channels=8, n_layers=1, n_rbf=4)
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model)
+
+
+@pytest.fixture(scope="module")
+def paths_dir(system, drive_path, tmp_path_factory):
+    """A directory laid out like `spacetime-md paths` output, holding the drive path as 'geodesic'."""
+    import dataclasses
+    import json
+
+    out = tmp_path_factory.mktemp("paths")
+    dataclasses.replace(drive_path, kind="geodesic").save(out, system)
+    (out / "config.json").write_text(json.dumps({"command": "paths", "system": "alanine-dipeptide",
+                                                 "solvent": "vacuum"}))
+    return out

@@ -27,15 +27,6 @@ from spacetime_md.molecular.committor import (
 FAST = dict(max_length_ps=1.0, n_workers=1)
 
 
-@pytest.fixture(scope="module")
-def paths_dir(system, drive_path, tmp_path_factory):
-    """A directory laid out like `spacetime-md paths` output, holding the drive path as 'geodesic'."""
-    out = tmp_path_factory.mktemp("paths")
-    dataclasses.replace(drive_path, kind="geodesic").save(out, system)
-    (out / "config.json").write_text(json.dumps({"command": "paths", "system": "alanine-dipeptide",
-                                                 "solvent": "vacuum"}))
-    return out
-
 
 def test_wilson_interval_textbook_values():
     low, high = wilson_interval([0, 5, 10], [10, 10, 10], 0.95)

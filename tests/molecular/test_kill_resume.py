@@ -8,7 +8,6 @@ so the resumed run really starts from a checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -100,15 +99,6 @@ def test_train_killed_then_resumed_is_bitwise_the_uninterrupted_run(tmp_path):
         for key in sa:
             assert torch.equal(sa[key], sb[key]), f"{path.name}: {key} differs after kill -9 + resume"
 
-
-@pytest.fixture(scope="module")
-def paths_dir(system, drive_path, tmp_path_factory):
-    """A directory laid out like `spacetime-md paths` output, holding the drive path as 'geodesic'."""
-    out = tmp_path_factory.mktemp("paths")
-    dataclasses.replace(drive_path, kind="geodesic").save(out, system)
-    (out / "config.json").write_text(json.dumps({"command": "paths", "system": "alanine-dipeptide",
-                                                 "solvent": "vacuum"}))
-    return out
 
 
 def test_committor_killed_then_resumed_is_bitwise_the_uninterrupted_run(paths_dir, tmp_path):
