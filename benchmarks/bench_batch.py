@@ -32,11 +32,11 @@ import torch
 
 from spacetime_md.core import GeodesicConfig
 from spacetime_md.molecular import load_system
-from spacetime_md.molecular.batch import BatchTask, run_batch
-from spacetime_md.molecular.model import EquivariantDenoiser
-from spacetime_md.molecular.paths import PathConfig
-from spacetime_md.molecular.pretrained import pretrained_path, save_checkpoint
-from spacetime_md.molecular.training import TrainConfig
+from spacetime_md.molecular.workflows.batch import BatchTask, run_batch
+from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
+from spacetime_md.molecular.paths.transition import PathConfig
+from spacetime_md.molecular.model.pretrained import pretrained_path, save_checkpoint
+from spacetime_md.molecular.model.training import TrainConfig
 
 STATES = ("C7eq", "C7ax", "alpha_R")
 

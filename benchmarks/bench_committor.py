@@ -42,14 +42,14 @@ from pathlib import Path
 
 import numpy as np
 
-from spacetime_md.molecular.committor import (
+from spacetime_md.molecular.workflows.committor import (
     ENERGIES,
     CommittorConfig,
     compute_dihedral_drive_path,
     estimate_committor,
     run_committor,
 )
-from spacetime_md.molecular.paths import TransitionPaths
+from spacetime_md.molecular.paths.transition import TransitionPaths
 
 TOLERANCE = 0.2
 #: Share of paths whose refined maximum must lie within the tolerance (with 20 shots, a point at
@@ -117,7 +117,7 @@ def dense_window(system, paths: TransitionPaths, result, base: CommittorConfig, 
     The window also covers the highest-energy frame of every criterion in ``RELAXED_ENERGIES``
     (computed on the whole path), so the criteria are compared on the same shots.
     """
-    from spacetime_md.molecular.committor import RELAXED_ENERGIES
+    from spacetime_md.molecular.workflows.committor import RELAXED_ENERGIES
 
     frames = np.asarray(paths.frames[path], dtype=np.float64)
     energies = {name: fn(system, frames) for name, fn in RELAXED_ENERGIES.items()}
@@ -164,7 +164,8 @@ def worker_scaling(n_shots: int, n_workers: int) -> dict:
     The workers are forced (``WORKERS_AFTER_S = 0``); their time includes starting them.
     Results are identical by construction (per-shot seeds); the ratio is the speed-up.
     """
-    from spacetime_md.molecular import committor, load_system
+    import spacetime_md.molecular.workflows.committor as committor
+    from spacetime_md.molecular import load_system
 
     system = load_system("alanine-dipeptide")
     frames = compute_dihedral_drive_path(system, "C7eq", "C7ax", n_frames=32).frames[0]
@@ -219,8 +220,8 @@ def main(argv=None) -> int:
     if not args.paths_dirs:
         import tempfile
 
-        from spacetime_md.molecular.paths import PathConfig
-        from spacetime_md.molecular.run_paths import run_paths
+        from spacetime_md.molecular.paths.transition import PathConfig
+        from spacetime_md.molecular.paths.run import run_paths
 
         scratch = tempfile.TemporaryDirectory(prefix="bench_committor_")
         args.paths_dirs = [scratch.name]
@@ -234,7 +235,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     system = None
     if args.dense or args.reference:
-        from spacetime_md.molecular.committor import _system_for_paths
+        from spacetime_md.molecular.workflows.committor import _system_for_paths
 
         system, _ = _system_for_paths(Path(args.paths_dirs[0]), None)
     for paths_dir in args.paths_dirs:

@@ -5,8 +5,8 @@ every recorded frame of each geodesic path's crossing window) and, for each wind
 every frame with a different set of dihedrals restrained to the frame's own values, takes the
 frame of highest relaxed energy and looks up its p_B. Restraint sets:
 
-- ``phi,psi``: the project's criterion (:class:`~spacetime_md.molecular.relaxed.DihedralQuencher`);
-  every set is quenched by :class:`~spacetime_md.molecular.relaxed.TorsionQuencher` (same restraint,
+- ``phi,psi``: the project's criterion (:class:`~spacetime_md.molecular.paths.relaxed.DihedralQuencher`);
+  every set is quenched by :class:`~spacetime_md.molecular.paths.relaxed.TorsionQuencher` (same restraint,
   force constant and minimiser);
 - ``phi,psi,theta`` and ``phi,theta``: theta = dihedral O(ACE)-C(ACE)-N-CA, the extra coordinate
   the alanine-dipeptide isomerisation literature points to in vacuum (phi and psi alone do not
@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from spacetime_md._atomic import write_json_atomic
-from spacetime_md.molecular.committor import _system_for_paths
-from spacetime_md.molecular.paths import TransitionPaths
-from spacetime_md.molecular.relaxed import TorsionQuencher
+from spacetime_md.molecular.workflows.committor import _system_for_paths
+from spacetime_md.molecular.paths.transition import TransitionPaths
+from spacetime_md.molecular.paths.relaxed import TorsionQuencher
 
 TOLERANCE = 0.2
 THETA = (5, 4, 6, 8)  # O(ACE), C(ACE), N, CA (zero-based, common PDB order)
@@ -57,8 +57,8 @@ def main(argv=None) -> int:
         import tempfile
 
         import bench_committor
-        from spacetime_md.molecular.paths import PathConfig
-        from spacetime_md.molecular.run_paths import run_paths
+        from spacetime_md.molecular.paths.transition import PathConfig
+        from spacetime_md.molecular.paths.run import run_paths
 
         scratch = tempfile.TemporaryDirectory(prefix="bench_committor_criteria_")
         n_paths, shots, dense = (2, 10, 20) if args.quick else (8, 20, 40)

@@ -45,8 +45,8 @@ MOLECULES = {
 def build(pdb: Path, graph: str, seed: int = 0, cutoff_nm: float = 0.5):
     import mdtraj
 
-    from spacetime_md.molecular.model import EquivariantDenoiser, to_model
-    from spacetime_md.molecular.training import atom_types_from_topology
+    from spacetime_md.molecular.model.denoiser import EquivariantDenoiser, to_model
+    from spacetime_md.molecular.model.training import atom_types_from_topology
 
     traj = mdtraj.load(str(pdb))
     types = atom_types_from_topology(traj.topology)
@@ -69,8 +69,8 @@ def timed(fn) -> float:
 
 
 def workloads(model, x0: torch.Tensor, batch: int, seed: int = 0):
-    from spacetime_md.molecular.model import center
-    from spacetime_md.molecular.training import denoising_loss
+    from spacetime_md.molecular.model.denoiser import center
+    from spacetime_md.molecular.model.training import denoising_loss
 
     gen = torch.Generator().manual_seed(seed)
     n = x0.numel()

@@ -27,7 +27,7 @@ import torch
 from _md_frames import all_frames, md_samples_or_sample
 from spacetime_md._atomic import write_json_atomic
 from spacetime_md.molecular import load_checkpoint, load_pretrained
-from spacetime_md.molecular.evaluation import (
+from spacetime_md.molecular.model.evaluation import (
     jensen_shannon,
     phi_psi,
     ramachandran_histogram,

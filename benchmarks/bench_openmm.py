@@ -31,8 +31,8 @@ import openmm
 import openmm.unit as unit
 
 from spacetime_md.molecular import evaluate_energies, load_system, sample_boltzmann
-from spacetime_md.molecular.populations import compare_to_reference
-from spacetime_md.molecular.reference import reference_populations
+from spacetime_md.molecular.sampling.populations import compare_to_reference
+from spacetime_md.molecular.sampling.reference import reference_populations
 
 KJ = unit.kilojoule_per_mole
 

@@ -28,9 +28,9 @@ import openmm
 import openmm.unit as unit
 
 from spacetime_md.molecular import load_system
-from spacetime_md.molecular.paths import PathConfig, compute_transition_paths
-from spacetime_md.molecular.pretrained import load_checkpoint, load_pretrained
-from spacetime_md.molecular.relaxed import RelaxedMap, compute_relaxed_map
+from spacetime_md.molecular.paths.transition import PathConfig, compute_transition_paths
+from spacetime_md.molecular.model.pretrained import load_checkpoint, load_pretrained
+from spacetime_md.molecular.paths.relaxed import RelaxedMap, compute_relaxed_map
 from spacetime_md.toy.landscape import PeriodicGridPotential
 
 
@@ -54,8 +54,8 @@ def sampler_vs_plain_md(system, model, out, config: PathConfig, n_paths: int = 2
     times of each, measured alternately in this process so that load on a shared machine hits
     both alike.
     """
-    from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
-    from spacetime_md.molecular.units import kT_kj_per_mol
+    from spacetime_md.molecular.paths.openmm_langevin import RestrainedLangevinSampler
+    from spacetime_md.molecular.system.units import kT_kj_per_mol
 
     log_snr = np.asarray(out["report"]["geodesic_curve"]["log_snr"], dtype=float)  # one per curve point
     w = np.linspace(0.0, 1.0, len(log_snr))[:, None, None]

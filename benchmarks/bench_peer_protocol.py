@@ -45,7 +45,7 @@ import numpy as np
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from spacetime_md.molecular.presets import ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI  # noqa: E402
+from spacetime_md.molecular.system.presets import ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI  # noqa: E402
 
 PUBLISHED = [
     # name, THP %, ETS, ETS std, RMSD, RMSD std, training
@@ -67,7 +67,7 @@ def make_stand_in(system, name: str, out_dir: Path) -> Path:
     import openmm.app as app
     import openmm.unit as unit
 
-    from spacetime_md.molecular.system import system_data_path
+    from spacetime_md.molecular.system.build import system_data_path
 
     path = out_dir / f"{name}.pdb"
     if path.is_file():  # made by an earlier run: reuse, so a cached geodesic still matches
@@ -106,7 +106,7 @@ def dihedral(x: np.ndarray, atoms) -> np.ndarray:
 
 def peer_metrics(system, paths, target_nm: np.ndarray) -> dict:
     """THP, ETS, RMSD as TPS-DPS defines them (module docstring), from OpenMM energies of every frame."""
-    from spacetime_md.molecular.paths import kabsch_rmsd
+    from spacetime_md.molecular.paths.transition import kabsch_rmsd
 
     final = paths.frames[:, -1]
     wrap = lambda a: np.angle(np.exp(1j * a))  # noqa: E731
@@ -126,7 +126,7 @@ def peer_metrics(system, paths, target_nm: np.ndarray) -> dict:
 
 
 def model_cost() -> dict:
-    from spacetime_md.molecular.pretrained import pretrained_path
+    from spacetime_md.molecular.model.pretrained import pretrained_path
 
     card = json.loads(pretrained_path("alanine-dipeptide").with_suffix(".json").read_text())
     return {"data": card.get("data", ""), "training_min": card["training"]["wall_time_min"],
@@ -153,8 +153,8 @@ def main(argv=None) -> int:
 
     from spacetime_md.core import optimize_geodesic
     from spacetime_md.molecular import load_system
-    from spacetime_md.molecular.paths import PathConfig, compute_transition_paths, prepare_geodesic_problem
-    from spacetime_md.molecular.pretrained import load_pretrained
+    from spacetime_md.molecular.paths.transition import PathConfig, compute_transition_paths, prepare_geodesic_problem
+    from spacetime_md.molecular.model.pretrained import load_pretrained
 
     system = load_system("alanine-dipeptide")
     model = load_pretrained("alanine-dipeptide")

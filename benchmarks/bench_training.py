@@ -27,7 +27,7 @@ import time
 import torch
 from torch import nn
 
-from spacetime_md.molecular.model import EquivariantDenoiser, center
+from spacetime_md.molecular.model.denoiser import EquivariantDenoiser, center
 
 ALA_TYPES = ["710", "711", "710", "710", "712", "713", "0", "1", "2", "3", "4", "5", "5", "5",
              "6", "7", "706", "707", "708", "709", "709", "709"]

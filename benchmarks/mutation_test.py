@@ -24,7 +24,7 @@ the output): see ``docs/mutation_testing.md``.
 Example (about 3 minutes on a 2-core CPU)::
 
     .venv/bin/python benchmarks/mutation_test.py \\
-        --modules spacetime_md/molecular/openmm_langevin.py \\
+        --modules spacetime_md/molecular/paths/openmm_langevin.py \\
         --tests tests/molecular/test_physics.py tests/molecular/test_openmm_langevin.py \\
         --max-mutants 20
 

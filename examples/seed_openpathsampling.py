@@ -40,7 +40,7 @@ def main(argv=None) -> int:
         import json
         from pathlib import Path
 
-        from spacetime_md.molecular.paths import TransitionPaths
+        from spacetime_md.molecular.paths.transition import TransitionPaths
 
         config = json.loads((Path(args.paths_dir) / "config.json").read_text())
         system = load_system(config["system"], solvent=config.get("solvent", "vacuum"))

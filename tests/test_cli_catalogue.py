@@ -150,10 +150,10 @@ def inputs(tmp_path_factory):
     from PIL import Image
 
     from spacetime_md.molecular import load_system
-    from spacetime_md.molecular.model import EquivariantDenoiser
-    from spacetime_md.molecular.paths import TransitionPaths
-    from spacetime_md.molecular.pretrained import save_checkpoint
-    from spacetime_md.molecular.system import system_data_path
+    from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
+    from spacetime_md.molecular.paths.transition import TransitionPaths
+    from spacetime_md.molecular.model.pretrained import save_checkpoint
+    from spacetime_md.molecular.system.build import system_data_path
 
     root = tmp_path_factory.mktemp("catalogue")
     (root / "file").write_text("not a directory\n")
@@ -246,7 +246,7 @@ def test_dask_teardown_is_quiet_and_restores_the_loggers(capfd):
     pytest.importorskip("distributed")
     from distributed.comm.core import CommClosedError
 
-    from spacetime_md.molecular.batch import close_dask
+    from spacetime_md.molecular.workflows.batch import close_dask
 
     closed = []
 
@@ -283,7 +283,7 @@ def test_batch_rerun_shuts_down_quietly(inputs, tmp_path, capfd):
     pytest.importorskip("distributed")
     root, values, checkpoints = inputs
     from spacetime_md.core import GeodesicConfig
-    from spacetime_md.molecular.paths import PathConfig
+    from spacetime_md.molecular.paths.transition import PathConfig
 
     tiny = PathConfig(n_paths=1, n_points=4, n_steps=10, baseline=False,
                       geodesic=GeodesicConfig(n_nodes=3, n_points=(8,), divergence="hutchinson", n_probes=1,

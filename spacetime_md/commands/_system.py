@@ -6,7 +6,7 @@ One mapping from these flags to a :class:`~spacetime_md.molecular.MolecularSyste
 - ``--system`` is a preset name (``alanine-dipeptide``) or any PDB file the force field can
   parameterise; with ``--checkpoint``, the system recorded in the checkpoint is the default.
 - ``--cvs FILE`` replaces the collective variables (default: every backbone phi/psi) and
-  ``--states FILE`` the metastable states (see :mod:`spacetime_md.molecular.states`).
+  ``--states FILE`` the metastable states (see :mod:`spacetime_md.molecular.system.states`).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def system_from_args(args: argparse.Namespace, *, model: Any = None, platform: s
     is used (``--cvs``/``--states`` still apply); a ``--system`` that disagrees with the model's
     atoms is an error raised later by the caller's topology check.
     """
-    from spacetime_md.molecular.system import resolve_system
+    from spacetime_md.molecular.system.build import resolve_system
 
     system = getattr(args, "system", None)
     solvent = getattr(args, "solvent", None)
@@ -65,7 +65,7 @@ def system_from_args(args: argparse.Namespace, *, model: Any = None, platform: s
         if value is not None and not Path(value).is_file():
             raise FileNotFoundError(f"{flag}: expected an existing file, got {value!r}")
     if system is None and model is not None:
-        from spacetime_md.molecular.run_paths import resolve_paths_system
+        from spacetime_md.molecular.paths.run import resolve_paths_system
 
         return resolve_paths_system(None, model=model, solvent=solvent, forcefield=forcefield, platform=platform,
                                     cvs=cvs, states=states)

@@ -4,7 +4,7 @@
     spacetime-md batch pairs.yaml --out /shared/batch --scheduler tcp://head:8786
 
 Each row of the pairs file is one ``spacetime-md paths`` job written to ``OUT/<id>/``; see
-:mod:`spacetime_md.molecular.batch` for the file format, seeds and the manifest.
+:mod:`spacetime_md.molecular.workflows.batch` for the file format, seeds and the manifest.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _base_config(args: argparse.Namespace):
     """``--path-config`` (else ``PathConfig()``) with the PathConfig flags given on the command line."""
-    from spacetime_md.molecular.paths import PathConfig
+    from spacetime_md.molecular.paths.transition import PathConfig
 
     config = None
     if args.path_config:
@@ -131,10 +131,10 @@ def check_batch_run(args: argparse.Namespace, config, tasks, options: dict):
     from pathlib import Path
 
     from spacetime_md._outputs import prepare_output_dir
-    from spacetime_md.molecular.batch import (
+    from spacetime_md.molecular.workflows.batch import (
         _resolve_system_and_checkpoint, _validate_tasks, batch_path_config, plan_batch,
     )
-    from spacetime_md.molecular.run_paths import check_memory
+    from spacetime_md.molecular.paths.run import check_memory
 
     mol, checkpoint, _ = _resolve_system_and_checkpoint(args.checkpoint, platform=args.platform, **options)
     configs = _validate_tasks(tasks, mol, batch_path_config(config, args.threads_per_task), args.seed)
@@ -151,7 +151,7 @@ def check_batch_run(args: argparse.Namespace, config, tasks, options: dict):
 
 
 def run(args: argparse.Namespace) -> int:
-    from spacetime_md.molecular.batch import read_pairs, run_batch
+    from spacetime_md.molecular.workflows.batch import read_pairs, run_batch
 
     check_options(args, RANGES)
     config = _base_config(args)

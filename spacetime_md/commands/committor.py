@@ -6,7 +6,7 @@ import argparse
 
 from spacetime_md.commands._checks import SEED, THREADS_MAX, check_options, float_range, int_range, ranged
 
-#: Same as ``spacetime_md.molecular.committor.ENERGIES`` (kept literal: no OpenMM import to build the parser).
+#: Same as ``spacetime_md.molecular.workflows.committor.ENERGIES`` (kept literal: no OpenMM import to build the parser).
 ENERGIES = ("quenched", "relaxed", "raw")
 DEFAULT_ENERGY = "relaxed"
 
@@ -93,7 +93,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from spacetime_md.molecular.committor import CommittorConfig
+    from spacetime_md.molecular.workflows.committor import CommittorConfig
 
     config = CommittorConfig(
         n_frames=args.frames,
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
                           "committor_config": config.to_dict()}, indent=2))
         return 0
 
-    from spacetime_md.molecular.committor import run_committor
+    from spacetime_md.molecular.workflows.committor import run_committor
 
     result = run_committor(args.paths_dir, args.out, config, platform=args.platform, states=args.states,
                            overwrite=args.overwrite, plot=not args.no_plot, progress=args.progress)
@@ -146,7 +146,7 @@ def check_committor_run(args: argparse.Namespace, config) -> dict:
     from pathlib import Path
 
     from spacetime_md._outputs import prepare_output_dir
-    from spacetime_md.molecular.committor import (
+    from spacetime_md.molecular.workflows.committor import (
         _path_frames, _resolve_states, load_committor_inputs, select_frames,
     )
 

@@ -117,10 +117,15 @@ def run(args: argparse.Namespace) -> int:
 
     from spacetime_md.core import AutoGuidedDenoiser
     from spacetime_md.errors import TopologyMismatchError
-    from spacetime_md.molecular.chirality import chiral_centres_from_topology, compute_chirality
-    from spacetime_md.molecular.evaluation import evaluate_samples, sample_model
-    from spacetime_md.molecular.pretrained import GUIDED_PRETRAINED, load_checkpoint, load_guided, load_pretrained
-    from spacetime_md.molecular.training import load_dataset
+    from spacetime_md.molecular.system.chirality import chiral_centres_from_topology, compute_chirality
+    from spacetime_md.molecular.model.evaluation import evaluate_samples, sample_model
+    from spacetime_md.molecular.model.pretrained import (
+        GUIDED_PRETRAINED,
+        load_checkpoint,
+        load_guided,
+        load_pretrained,
+    )
+    from spacetime_md.molecular.model.training import load_dataset
 
     check_options(args, RANGES)
     if not args.log_snr_end > args.log_snr_start:
@@ -268,7 +273,7 @@ def _atom_mismatch(expected: Any, got: Any) -> str | None:
 def _declared_system(args: argparse.Namespace, model: Any):
     """``--system``, else the system the checkpoint records; ``None`` if neither."""
     from spacetime_md.commands._system import system_from_args
-    from spacetime_md.molecular.pretrained import checkpoint_system
+    from spacetime_md.molecular.model.pretrained import checkpoint_system
 
     if args.system is not None or checkpoint_system(model) is not None:
         return system_from_args(args, model=model)
@@ -283,7 +288,7 @@ def _data_system(args: argparse.Namespace, dataset: Any):
     import json
 
     from spacetime_md.commands._system import forcefield_from_arg, system_from_args
-    from spacetime_md.molecular.system import MolecularSystem, resolve_system
+    from spacetime_md.molecular.system.build import MolecularSystem, resolve_system
 
     first = Path(args.data[0])
     spec_file = (first if first.is_dir() else first.parent) / "system.json"
@@ -334,7 +339,7 @@ def _trajectory_file(path: Path, flag: str) -> Path:
 def _matching_preset(topology: Any) -> str | None:
     import mdtraj
 
-    from spacetime_md.molecular.system import KNOWN_SYSTEMS, system_data_path
+    from spacetime_md.molecular.system.build import KNOWN_SYSTEMS, system_data_path
 
     for name, entry in KNOWN_SYSTEMS.items():
         preset = mdtraj.load_topology(str(system_data_path(entry["pdb"])))

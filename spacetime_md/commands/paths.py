@@ -61,7 +61,7 @@ def _endpoint(args: argparse.Namespace, name: str, system) -> object:
     """``--NAME-pdb`` (a file whatever its suffix), else ``--NAME``, else the alanine default."""
     from pathlib import Path
 
-    from spacetime_md.molecular.run_paths import ALANINE_PRESET
+    from spacetime_md.molecular.paths.run import ALANINE_PRESET
 
     pdb = getattr(args, f"{name}_pdb")
     state = getattr(args, name)
@@ -86,14 +86,14 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from spacetime_md.commands._system import system_from_args
-    from spacetime_md.molecular.paths import DEFAULT_GEODESIC
+    from spacetime_md.molecular.paths.transition import DEFAULT_GEODESIC
 
     if args.num_threads != "auto" and not 1 <= args.num_threads <= 256:
         raise ValueError(f"--num-threads: expected an integer in [1, 256], got {args.num_threads}")
     config = path_config_from_args(args, seed=args.seed, allow_mirror=args.allow_mirror,
                                    geodesic=dataclasses.replace(DEFAULT_GEODESIC, num_threads=args.num_threads))
 
-    from spacetime_md.molecular.pretrained import load_checkpoint
+    from spacetime_md.molecular.model.pretrained import load_checkpoint
 
     model = load_checkpoint(args.checkpoint) if args.checkpoint else None
     if args.system is None and model is None:
@@ -112,12 +112,12 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         # Everything a real run checks, except the computation.
         from spacetime_md._outputs import prepare_output_dir
-        from spacetime_md.molecular.paths import check_model_matches_system, resolve_structure
-        from spacetime_md.molecular.pretrained import PRETRAINED
-        from spacetime_md.molecular.run_paths import check_memory
+        from spacetime_md.molecular.paths.transition import check_model_matches_system, resolve_structure
+        from spacetime_md.molecular.model.pretrained import PRETRAINED
+        from spacetime_md.molecular.paths.run import check_memory
 
         if model is None and system.name in PRETRAINED:
-            from spacetime_md.molecular.pretrained import load_pretrained
+            from spacetime_md.molecular.model.pretrained import load_pretrained
 
             model = load_pretrained(system.name)
         if model is not None:
@@ -128,11 +128,11 @@ def run(args: argparse.Namespace) -> int:
             resolve_structure(system, config.avoid_state, "avoid_state", allow_mirror=config.allow_mirror)
         check_memory(config, system.n_atoms)
         if args.geodesic:
-            from spacetime_md.molecular.paths import prepare_geodesic_problem
-            from spacetime_md.molecular.run_paths import load_geodesic, shipped_checkpoint
+            from spacetime_md.molecular.paths.transition import prepare_geodesic_problem
+            from spacetime_md.molecular.paths.run import load_geodesic, shipped_checkpoint
 
             if model is None:
-                from spacetime_md.molecular.pretrained import load_checkpoint as _load
+                from spacetime_md.molecular.model.pretrained import load_checkpoint as _load
 
                 model = _load(shipped_checkpoint(system))
             problem = prepare_geodesic_problem(system, model, start, end, config)
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(resolved, indent=2))
         return 0
 
-    from spacetime_md.molecular.run_paths import run_paths
+    from spacetime_md.molecular.paths.run import run_paths
 
     report = run_paths(
         args.out, system=system, start=start, end=end, config=config, checkpoint=args.checkpoint,

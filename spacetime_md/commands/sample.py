@@ -103,7 +103,7 @@ def resolve_sample_system(args: argparse.Namespace):
     import openmm.unit as unit
 
     from spacetime_md.commands._system import forcefield_from_arg
-    from spacetime_md.molecular.system import resolve_system
+    from spacetime_md.molecular.system.build import resolve_system
 
     if args.pdb is not None and args.system is not None:
         raise ValueError(f"--pdb: an alias of --system, expected one of them, got --system {args.system!r} "
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     import openmm.unit as unit
 
-    from spacetime_md.molecular import sampling
+    import spacetime_md.molecular.sampling.boltzmann as sampling
 
     check_options(args, RANGES)
     n_replicas = args.n_replicas if args.n_replicas is not None else sampling.DEFAULT_N_REPLICAS
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
 
 def format_report(report: dict, reference: dict | None = None) -> str:
     """Human-readable summary of a sampling report (and the reference comparison)."""
-    from spacetime_md.molecular.populations import compare_to_reference
+    from spacetime_md.molecular.sampling.populations import compare_to_reference
 
     lines = [
         f"{report['system']} ({report['solvent']}): {report['n_samples']} samples at {report['temperatures_k'][0]:g} K",

@@ -15,7 +15,7 @@ alanine dipeptide, record that preset with its states). Data and system are chec
 ``--out`` is created. Writes ``config.json``, ``metrics.jsonl``, ``training_state.pt``
 (resumable; ``--resume`` refuses other data or settings, naming the field) and ``model.pt``
 (EMA weights) to ``--out``; see
-:mod:`spacetime_md.molecular.training`.
+:mod:`spacetime_md.molecular.model.training`.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ _SYSTEM_HELP = {
 
 
 def build_config(args: argparse.Namespace):
-    from spacetime_md.molecular.training import TrainConfig
+    from spacetime_md.molecular.model.training import TrainConfig
 
     data = args.data
     if isinstance(data, (list, tuple)):
@@ -135,13 +135,13 @@ def run(args: argparse.Namespace) -> int:
     # Checked before anything is created; the directory itself appears only when training starts.
     prepare_output_dir(args.out, "train", resume=args.resume, overwrite=args.overwrite, dry_run=True)
     if args.resume:  # a state to continue, with the same settings (the data are compared once read)
-        from spacetime_md.molecular.training import _read_resume_state
+        from spacetime_md.molecular.model.training import _read_resume_state
 
         _read_resume_state(config)
     if args.dry_run:
         print(json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True))
         return 0
-    from spacetime_md.molecular.training import train
+    from spacetime_md.molecular.model.training import train
 
     if args.overwrite:
         prepare_output_dir(args.out, "train", overwrite=True, outputs=outputs)

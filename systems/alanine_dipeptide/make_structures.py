@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from spacetime_md.molecular._io import write_atomic, write_json_atomic  # noqa: E402
-from spacetime_md.molecular.energies import evaluate_energies  # noqa: E402
-from spacetime_md.molecular.states import load_states  # noqa: E402
-from spacetime_md.molecular.system import MolecularSystem  # noqa: E402
+from spacetime_md.molecular.system.energies import evaluate_energies  # noqa: E402
+from spacetime_md.molecular.system.states import load_states  # noqa: E402
+from spacetime_md.molecular.system.build import MolecularSystem  # noqa: E402
 
 RAW = ROOT / "systems" / "alanine_dipeptide" / "raw" / "alanine-dipeptide-openmmtools.pdb"
 DATA = ROOT / "spacetime_md" / "data" / "alanine_dipeptide"

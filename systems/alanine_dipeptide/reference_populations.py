@@ -5,7 +5,7 @@
 
 One long Langevin MD run at 300 K with a fixed bias on phi (minus 0.9 times a rough free-energy
 profile from a short umbrella-sampling + MBAR run), reweighted exactly
-(:func:`spacetime_md.molecular.reference.estimate_populations_flat_bias`): a different method
+(:func:`spacetime_md.molecular.sampling.reference.estimate_populations_flat_bias`): a different method
 from the replica exchange of ``spacetime-md sample``, so agreement of the two checks both. The result is merged into
 ``spacetime_md/data/alanine_dipeptide/reference_populations.json`` under the key
 ``"<forcefield files>|<solvent>|<T> K|<constraints>"``. Default: two independent 10 ns runs
@@ -25,8 +25,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from spacetime_md.molecular._io import write_json_atomic  # noqa: E402
-from spacetime_md.molecular.reference import estimate_populations_flat_bias, merge_reference_runs, reference_key  # noqa: E402
-from spacetime_md.molecular.system import load_system  # noqa: E402
+from spacetime_md.molecular.sampling.reference import (
+    estimate_populations_flat_bias,
+    merge_reference_runs,
+    reference_key,
+)  # noqa: E402
+from spacetime_md.molecular.system.build import load_system  # noqa: E402
 
 OUT = ROOT / "spacetime_md" / "data" / "alanine_dipeptide" / "reference_populations.json"
 

@@ -30,7 +30,7 @@ def alanine_trajectory():
 
 def synthetic_dataset(n_frames: int = 120, noise_nm: float = 0.01, seed: int = 0):
     """Frames = the PDB structure plus Gaussian noise (a stand-in for MD samples)."""
-    from spacetime_md.molecular.training import MolecularDataset
+    from spacetime_md.molecular.model.training import MolecularDataset
 
     traj = alanine_trajectory()
     rng = np.random.default_rng(seed)
@@ -52,7 +52,7 @@ def write_synthetic_h5(path, n_frames: int = 60, noise_nm: float = 0.01, seed: i
 def tiny_model(dtype=None, chirality: bool = True, hidden: int = 16, layers: int = 2, **kwargs):
     import torch
 
-    from spacetime_md.molecular.model import EquivariantDenoiser
+    from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
 
     model = EquivariantDenoiser(ALA_TYPES, ALA_BONDS, hidden_channels=hidden, n_layers=layers,
                                 chirality=chirality, coord_gain=kwargs.pop("coord_gain", 0.5), **kwargs)

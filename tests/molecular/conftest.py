@@ -16,7 +16,7 @@ def system():
 def drive_path(system):
     """C7eq (-150, 160) -> C7ax (60, -40) through phi = 0 by restrained minimisations (24 frames);
     its relaxed barrier is near phi = -5 deg."""
-    from spacetime_md.molecular.committor import compute_dihedral_drive_path
+    from spacetime_md.molecular.workflows.committor import compute_dihedral_drive_path
 
     return compute_dihedral_drive_path(system, "C7eq", "C7ax", n_frames=24)
 
@@ -26,8 +26,8 @@ def tiny_checkpoint(system, tmp_path_factory):
     """A small random (untrained) denoiser for the system, saved as a checkpoint file."""
     import torch
 
-    from spacetime_md.molecular.model import EquivariantDenoiser
-    from spacetime_md.molecular.pretrained import save_checkpoint
+    from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
+    from spacetime_md.molecular.model.pretrained import save_checkpoint
 
     torch.manual_seed(0)
     model = EquivariantDenoiser(["X"] * system.n_atoms, system.bonds.tolist(), atom_names=list(system.atom_names),

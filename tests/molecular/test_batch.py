@@ -16,9 +16,9 @@ pytest.importorskip("distributed")
 
 from spacetime_md import cli  # noqa: E402
 from spacetime_md.core import GeodesicConfig  # noqa: E402
-from spacetime_md.molecular.batch import BatchTask, derive_seed, read_pairs, run_batch  # noqa: E402
-from spacetime_md.molecular.paths import PathConfig  # noqa: E402
-from spacetime_md.molecular.run_paths import run_paths  # noqa: E402
+from spacetime_md.molecular.workflows.batch import BatchTask, derive_seed, read_pairs, run_batch  # noqa: E402
+from spacetime_md.molecular.paths.transition import PathConfig  # noqa: E402
+from spacetime_md.molecular.paths.run import run_paths  # noqa: E402
 
 TINY = PathConfig(
     n_paths=2, n_points=8, n_steps=10, baseline=False,
@@ -31,7 +31,7 @@ PAIRS = "id,start,end,seed,n_paths\neq-ax,C7eq,C7ax,,\nax-r,C7ax,alpha_R,5,\neq-
 def checkpoint(system, tiny_checkpoint, tmp_path_factory):
     """The shared tiny model saved with its system recorded (as training writes it), so the batch
     needs no --system."""
-    from spacetime_md.molecular.pretrained import load_checkpoint, save_checkpoint
+    from spacetime_md.molecular.model.pretrained import load_checkpoint, save_checkpoint
 
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_with_system.pt", load_checkpoint(tiny_checkpoint),
                            {"system": system.spec()})
@@ -259,7 +259,7 @@ def test_a_failing_pair_is_recorded_and_the_batch_goes_on(system, checkpoint, tm
     # Same structure as C7eq under another name: passes the checks, fails inside the task.
     import shutil
 
-    from spacetime_md.molecular.system import system_data_path
+    from spacetime_md.molecular.system.build import system_data_path
 
     state = system.get_state("C7eq")
     shutil.copy(str(state.representative_pdb), tmp_path / "copy.pdb")

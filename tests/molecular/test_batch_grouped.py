@@ -12,9 +12,9 @@ pytest.importorskip("distributed")
 
 from spacetime_md import cli  # noqa: E402
 from spacetime_md.core import GeodesicConfig, optimize_geodesics  # noqa: E402
-from spacetime_md.molecular.batch import run_batch  # noqa: E402
-from spacetime_md.molecular.paths import PathConfig, compute_transition_paths, prepare_geodesic_problem  # noqa: E402
-from spacetime_md.molecular.pretrained import load_checkpoint  # noqa: E402
+from spacetime_md.molecular.workflows.batch import run_batch  # noqa: E402
+from spacetime_md.molecular.paths.transition import PathConfig, compute_transition_paths, prepare_geodesic_problem  # noqa: E402
+from spacetime_md.molecular.model.pretrained import load_checkpoint  # noqa: E402
 
 TINY = PathConfig(
     n_paths=2, n_points=8, n_steps=10, baseline=False, relaxed=False,
@@ -27,7 +27,7 @@ PAIRS = "id,start,end,seed\neq-ax,C7eq,C7ax,\nax-r,C7ax,alpha_R,5\neq-r,C7eq,alp
 def checkpoint(system, tiny_checkpoint, tmp_path_factory):
     """The shared tiny model saved with its system recorded (as training writes it), so the batch
     needs no --system."""
-    from spacetime_md.molecular.pretrained import load_checkpoint, save_checkpoint
+    from spacetime_md.molecular.model.pretrained import load_checkpoint, save_checkpoint
 
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_with_system.pt", load_checkpoint(tiny_checkpoint),
                            {"system": system.spec()})
@@ -147,7 +147,7 @@ def test_a_failing_pair_of_a_group_is_recorded_and_its_neighbour_finishes(system
     # group's endpoints are prepared; only that pair fails, with its own error.
     import shutil
 
-    from spacetime_md.molecular.system import system_data_path
+    from spacetime_md.molecular.system.build import system_data_path
 
     state = system.get_state("C7eq")
     shutil.copy(str(state.representative_pdb), tmp_path / "copy.pdb")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spacetime_md.errors import CheckpointError
-from spacetime_md.molecular.pretrained import (
+from spacetime_md.molecular.model.pretrained import (
     _model_file,
     load_checkpoint,
     pretrained_path,
@@ -72,7 +72,7 @@ def test_flipped_bytes_never_load_other_weights(tmp_path, fraction):
 
 def test_shipped_file_is_checked_against_its_card(tmp_path, monkeypatch):
     # Simulate a corrupted installed model: a models folder whose .pt differs from its card.
-    import spacetime_md.molecular.pretrained as pretrained
+    import spacetime_md.molecular.model.pretrained as pretrained
 
     models = tmp_path / "models"
     models.mkdir()

@@ -10,8 +10,8 @@ import pytest
 
 from spacetime_md.errors import NonFiniteError, TopologyMismatchError
 from spacetime_md.molecular import evaluate_energies, load_system
-from spacetime_md.molecular.checks import check_structure, equilibrium_bond_lengths
-from spacetime_md.molecular.system import MolecularSystem
+from spacetime_md.molecular.system.checks import check_structure, equilibrium_bond_lengths
+from spacetime_md.molecular.system.build import MolecularSystem
 
 ROOT = Path(__file__).resolve().parents[2]
 

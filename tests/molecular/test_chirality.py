@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from spacetime_md.molecular.chirality import (
+from spacetime_md.molecular.system.chirality import (
     ChiralCentre,
     chiral_atoms_from_topology,
     chiral_centres_from_topology,

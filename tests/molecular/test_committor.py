@@ -12,7 +12,7 @@ import torch
 
 from spacetime_md import cli
 from spacetime_md.molecular import load_system
-from spacetime_md.molecular.committor import (
+from spacetime_md.molecular.workflows.committor import (
     SHOTS_FILE,
     CommittorConfig,
     compute_dihedral_drive_path,
@@ -96,7 +96,7 @@ def test_relaxed_energy_maximum_is_the_transition_state(system):
 
 
 def test_refined_maximum_lies_between_frames(system):
-    from spacetime_md.molecular.relaxed import DihedralQuencher, refine_relaxed_maximum
+    from spacetime_md.molecular.paths.relaxed import DihedralQuencher, refine_relaxed_maximum
 
     # A coarse drive path: 8 frames, about 30 deg apart in phi, like 20-fs frames at the barrier.
     coarse = compute_dihedral_drive_path(system, "C7eq", "C7ax", n_frames=8)
@@ -139,7 +139,7 @@ def test_refined_shots_resume_only_from_the_same_structure(system, drive_path, t
 
 
 def test_quenched_energy_picks_its_own_maximum(system, drive_path):
-    from spacetime_md.molecular.relaxed import PositionQuencher
+    from spacetime_md.molecular.paths.relaxed import PositionQuencher
 
     frames = drive_path.frames[0]
     energies = PositionQuencher(system.openmm_system, system.heavy_atom_indices).quench_frames(frames)
@@ -236,7 +236,7 @@ def test_run_outputs_and_resume(system, paths_dir, tmp_path):
 
 
 def test_parallel_workers_match_in_process(system, paths_dir, tmp_path, monkeypatch):
-    from spacetime_md.molecular import committor
+    import spacetime_md.molecular.workflows.committor as committor
 
     monkeypatch.setattr(committor, "WORKERS_AFTER_S", 0.0)  # hand shots to workers even in this small job
     # Ends in the states (settled in-process) plus the barrier frame and the refined maximum (MD,
@@ -255,10 +255,10 @@ def test_parallel_workers_match_in_process(system, paths_dir, tmp_path, monkeypa
 def test_tiny_model_paths_directory(tmp_path):
     # The real `spacetime-md paths` layout (tiny untrained model; the endpoint restraint ends paths in C7ax).
     from spacetime_md.core import GeodesicConfig
-    from spacetime_md.molecular.model import EquivariantDenoiser
-    from spacetime_md.molecular.paths import PathConfig
-    from spacetime_md.molecular.pretrained import save_checkpoint
-    from spacetime_md.molecular.run_paths import run_paths
+    from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
+    from spacetime_md.molecular.paths.transition import PathConfig
+    from spacetime_md.molecular.model.pretrained import save_checkpoint
+    from spacetime_md.molecular.paths.run import run_paths
 
     system = load_system("alanine-dipeptide")
     torch.manual_seed(0)
@@ -343,6 +343,6 @@ def test_cli(paths_dir, tmp_path, capsys):
     assert '"n_shots": 20' in capsys.readouterr().out
     # the parser keeps its energy choices literal (no OpenMM import to build it): same as the API's
     from spacetime_md.commands import committor as command
-    from spacetime_md.molecular.committor import ENERGIES
+    from spacetime_md.molecular.workflows.committor import ENERGIES
 
     assert command.ENERGIES == ENERGIES and command.DEFAULT_ENERGY == CommittorConfig().energy

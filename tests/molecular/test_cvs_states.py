@@ -10,9 +10,9 @@ import mdtraj
 import numpy as np
 import pytest
 
-from spacetime_md.molecular.cvs import RMSD, CollectiveVariables, Distance, Torsion, load_cvs, parse_cv
-from spacetime_md.molecular.states import MetastableState, Region, assign_states, endpoint_state, load_states
-from spacetime_md.molecular.system import MolecularSystem, load_system, resolve_system
+from spacetime_md.molecular.system.cvs import RMSD, CollectiveVariables, Distance, Torsion, load_cvs, parse_cv
+from spacetime_md.molecular.system.states import MetastableState, Region, assign_states, endpoint_state, load_states
+from spacetime_md.molecular.system.build import MolecularSystem, load_system, resolve_system
 
 ROOT = Path(__file__).resolve().parents[2]
 TETRA = ROOT / "systems" / "alanine_tetrapeptide"

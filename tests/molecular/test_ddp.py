@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from spacetime_md.molecular.pretrained import load_checkpoint
-from spacetime_md.molecular.train_ddp import build_config, main
-from spacetime_md.molecular.training import TrainConfig, train
+from spacetime_md.molecular.model.pretrained import load_checkpoint
+from spacetime_md.molecular.model.train_ddp import build_config, main
+from spacetime_md.molecular.model.training import TrainConfig, train
 
 from ._model_helpers import ALA_TYPES, _one_torch_thread, synthetic_dataset, write_synthetic_h5  # noqa: F401
 
@@ -95,7 +95,7 @@ def test_entry_point_options_and_errors(tmp_path, monkeypatch, capsys):
 def _torchrun(args, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "spacetime_md.molecular.train_ddp", *args, "--config", str(tmp_path / "tiny.json"), "--no-progress"]
+           "-m", "spacetime_md.molecular.model.train_ddp", *args, "--config", str(tmp_path / "tiny.json"), "--no-progress"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spacetime_md.molecular import ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI, compute_dihedrals, compute_phi_psi, load_system
-from spacetime_md.molecular.system import system_data_path
+from spacetime_md.molecular.system.build import system_data_path
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spacetime_md.molecular.egnn import EquivariantConv, GaussianRBF
+from spacetime_md.molecular.model.egnn import EquivariantConv, GaussianRBF
 from spacetime_md.molecular.testing import random_rotation
 
 N_NODES = 7

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from spacetime_md.molecular.model import (
+from spacetime_md.molecular.model.denoiser import (
     EquivariantDenoiser, bond_graph_distances, smooth_cutoff, sparse_edges, to_model,
 )
 from spacetime_md.molecular.testing import assert_equivariant, reflection_change
@@ -183,7 +183,7 @@ def test_sparse_divergence_exact_and_hutchinson_agree_and_double_backward():
 
 
 def test_sparse_checkpoint_round_trip_and_old_configs_load_dense(tmp_path):
-    from spacetime_md.molecular.pretrained import load_checkpoint, read_checkpoint, save_checkpoint
+    from spacetime_md.molecular.model.pretrained import load_checkpoint, read_checkpoint, save_checkpoint
 
     model = make()
     path = save_checkpoint(tmp_path / "sparse.pt", model)
@@ -203,11 +203,11 @@ def test_graph_option_messages():
     with pytest.raises(ValueError, match="graph_cutoff_nm: expected a finite number > 0, got -1"):
         EquivariantDenoiser(ALA_TYPES, ALA_BONDS, graph="sparse", graph_cutoff_nm=-1.0)
     with pytest.raises(ValueError, match=r"edge_weight: expected shape \(4, 1\), got \(4,\)"):
-        from spacetime_md.molecular.egnn import EquivariantConv
+        from spacetime_md.molecular.model.egnn import EquivariantConv
 
         EquivariantConv(4, 1)(torch.zeros(3, 4), torch.zeros(3, 3), torch.tensor([[0, 1, 2, 0], [1, 2, 0, 2]]),
                               torch.zeros(4, 1), 2.0, edge_weight=torch.ones(4))
-    from spacetime_md.molecular.training import TrainConfig
+    from spacetime_md.molecular.model.training import TrainConfig
 
     with pytest.raises(ValueError, match="graph: expected one of dense, sparse, got 'full'"):
         TrainConfig(data="x", out="y", graph="full")
@@ -226,8 +226,8 @@ def test_sparse_edges_vectorised_over_batch():
 
 def test_train_records_the_sparse_graph_and_cli_flag(tmp_path, capsys):
     from spacetime_md.cli import main
-    from spacetime_md.molecular.pretrained import load_checkpoint
-    from spacetime_md.molecular.training import TrainConfig, train
+    from spacetime_md.molecular.model.pretrained import load_checkpoint
+    from spacetime_md.molecular.model.training import TrainConfig, train
 
     tiny = dict(batch_size=8, hidden_channels=8, n_layers=1, n_rbf=4, log_every=2, n_val=4, warmup_steps=1)
     result = train(TrainConfig(data="", out=str(tmp_path / "run"), steps=2, graph="sparse", graph_cutoff_nm=0.4,

@@ -17,8 +17,8 @@ import openmm.app as app
 import pytest
 
 from spacetime_md.errors import TopologyMismatchError
-from spacetime_md.molecular.energies import check_bond_lengths
-from spacetime_md.molecular.system import MolecularSystem
+from spacetime_md.molecular.system.energies import check_bond_lengths
+from spacetime_md.molecular.system.build import MolecularSystem
 
 
 def _molecule(name, elements, bonds, positions_nm) -> MolecularSystem:

@@ -11,7 +11,7 @@ import torch
 
 from spacetime_md.cli import main
 from spacetime_md.core.schedule import alpha_sigma
-from spacetime_md.molecular.evaluation import (
+from spacetime_md.molecular.model.evaluation import (
     bond_length_errors,
     c7ax_population,
     compute_energies,
@@ -21,8 +21,8 @@ from spacetime_md.molecular.evaluation import (
     ramachandran_histogram,
     sample_model,
 )
-from spacetime_md.molecular.model import center
-from spacetime_md.molecular.pretrained import save_checkpoint
+from spacetime_md.molecular.model.denoiser import center
+from spacetime_md.molecular.model.pretrained import save_checkpoint
 
 from ._model_helpers import _one_torch_thread, ALA_BONDS, ALA_TYPES, alanine_trajectory, tiny_model, write_synthetic_h5
 
@@ -52,7 +52,7 @@ def test_sample_model_with_equivariant_model_and_messages():
     a = sample_model(model, 5, n_steps=4, batch_size=3, generator=gen)
     b = sample_model(model, 5, n_steps=4, batch_size=3, generator=torch.Generator().manual_seed(1))
     assert a.shape == (5, 22, 3) and np.array_equal(a, b)
-    from spacetime_md.molecular.chirality import compute_chirality
+    from spacetime_md.molecular.system.chirality import compute_chirality
 
     ala = (8, 6, 14, 10)  # (CA, N, C, CB)
     fixed = sample_model(model, 5, n_steps=4, batch_size=3, generator=torch.Generator().manual_seed(1), mirror_d=True,

@@ -13,10 +13,10 @@ import torch
 from spacetime_md import cli
 from spacetime_md.core import GeodesicConfig
 from spacetime_md.molecular import load_system
-from spacetime_md.molecular.model import EquivariantDenoiser
-from spacetime_md.molecular.paths import PathConfig
-from spacetime_md.molecular.pretrained import save_checkpoint
-from spacetime_md.molecular.run_paths import format_table, model_sha256, run_paths
+from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
+from spacetime_md.molecular.paths.transition import PathConfig
+from spacetime_md.molecular.model.pretrained import save_checkpoint
+from spacetime_md.molecular.paths.run import format_table, model_sha256, run_paths
 
 TINY = PathConfig(
     n_paths=1, n_points=8, n_steps=10, baseline=False,

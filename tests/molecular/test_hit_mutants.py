@@ -16,8 +16,8 @@ import openmm
 import openmm.app as app
 import pytest
 
-from spacetime_md.molecular.paths import PathConfig, _endpoint_states, default_hit_length_nm, path_cvs
-from spacetime_md.molecular.system import MolecularSystem
+from spacetime_md.molecular.paths.transition import PathConfig, _endpoint_states, default_hit_length_nm, path_cvs
+from spacetime_md.molecular.system.build import MolecularSystem
 
 # Three heavy atoms (a planar triangle centred exactly on the origin in binary fractions, so
 # that the Kabsch fit of the triangle onto itself is exact) and two hydrogens.

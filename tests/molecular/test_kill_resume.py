@@ -127,7 +127,7 @@ def test_committor_killed_then_resumed_is_bitwise_the_uninterrupted_run(paths_di
 
 
 def test_batch_killed_then_resumed_is_bitwise_the_uninterrupted_run(system, tiny_checkpoint, tmp_path):
-    from spacetime_md.molecular.pretrained import load_checkpoint, save_checkpoint
+    from spacetime_md.molecular.model.pretrained import load_checkpoint, save_checkpoint
 
     checkpoint = save_checkpoint(tmp_path / "tiny_with_system.pt", load_checkpoint(tiny_checkpoint),
                                  {"system": system.spec()})

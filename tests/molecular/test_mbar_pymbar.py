@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spacetime_md.molecular.reference import solve_mbar
+from spacetime_md.molecular.sampling.reference import solve_mbar
 
 
 def test_solve_mbar_matches_pymbar():

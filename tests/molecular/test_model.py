@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spacetime_md.molecular.model import (
+from spacetime_md.molecular.model.denoiser import (
     EquivariantDenoiser,
     bond_graph_distances,
     center,

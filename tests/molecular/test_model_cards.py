@@ -22,8 +22,8 @@ import torch
 from scipy.spatial.distance import jensenshannon
 
 import spacetime_md
-from spacetime_md.molecular.evaluation import sample_model
-from spacetime_md.molecular.pretrained import load_pretrained, pretrained_path
+from spacetime_md.molecular.model.evaluation import sample_model
+from spacetime_md.molecular.model.pretrained import load_pretrained, pretrained_path
 
 DATA = Path(spacetime_md.__file__).parent / "data" / "alanine_dipeptide"
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)

@@ -11,8 +11,8 @@ import openmm.app as app
 import openmm.unit as unit
 import pytest
 
-from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
-from spacetime_md.molecular.relaxed import (
+from spacetime_md.molecular.paths.openmm_langevin import RestrainedLangevinSampler
+from spacetime_md.molecular.paths.relaxed import (
     DihedralQuencher,
     PositionQuencher,
     TorsionQuencher,

@@ -9,13 +9,13 @@ import pytest
 
 pytest.importorskip("openpathsampling")
 
-from spacetime_md.molecular.ops import (  # noqa: E402
+from spacetime_md.molecular.workflows.ops import (  # noqa: E402
     sample_tps,
     state_volume,
     to_openpathsampling,
     trim_to_transition,
 )
-from spacetime_md.molecular.units import kT_kj_per_mol  # noqa: E402
+from spacetime_md.molecular.system.units import kT_kj_per_mol  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_seeded_tps_runs_repeat(system, drive_path):
 def nma():
     from tests.molecular.test_own_molecule_committor import nma_path
 
-    from spacetime_md.molecular.states import endpoint_state
+    from spacetime_md.molecular.system.states import endpoint_state
 
     system, frames = nma_path()
     values = system.compute_cvs(frames[[0, -1]])
@@ -147,7 +147,7 @@ def test_volumes_of_cv_states_agree_with_contains(nma):
 
     from tests.molecular.test_own_molecule_committor import glycine_path
 
-    from spacetime_md.molecular.states import endpoint_state
+    from spacetime_md.molecular.system.states import endpoint_state
 
     gly, gly_frames = glycine_path()
     gly_values = gly.compute_cvs(gly_frames)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from spacetime_md import cli
-from spacetime_md.molecular.committor import (
+from spacetime_md.molecular.workflows.committor import (
     SHOTS_FILE,
     START,
     TARGET,
@@ -27,16 +27,16 @@ from spacetime_md.molecular.committor import (
     estimate_committor,
     run_committor,
 )
-from spacetime_md.molecular.cvs import RMSD, CollectiveVariables, Distance, Torsion
-from spacetime_md.molecular.paths import TransitionPaths, resolve_structure
-from spacetime_md.molecular.relaxed import (
+from spacetime_md.molecular.system.cvs import RMSD, CollectiveVariables, Distance, Torsion
+from spacetime_md.molecular.paths.transition import TransitionPaths, resolve_structure
+from spacetime_md.molecular.paths.relaxed import (
     TorsionQuencher,
     cv_torsion_quencher,
     refine_relaxed_maximum,
     relaxed_na_reason,
 )
-from spacetime_md.molecular.states import MetastableState, Region, endpoint_state
-from spacetime_md.molecular.system import MolecularSystem
+from spacetime_md.molecular.system.states import MetastableState, Region, endpoint_state
+from spacetime_md.molecular.system.build import MolecularSystem
 
 ROOT = Path(__file__).resolve().parents[2]
 MOLECULES = ROOT / "systems" / "test_molecules"

@@ -17,8 +17,8 @@ import pytest
 
 from spacetime_md.cli import main
 from spacetime_md.molecular import MolecularSystem
-from spacetime_md.molecular.evaluation import evaluate_samples
-from spacetime_md.molecular.system import resolve_system
+from spacetime_md.molecular.model.evaluation import evaluate_samples
+from spacetime_md.molecular.system.build import resolve_system
 
 from ._model_helpers import _one_torch_thread  # noqa: F401  (autouse fixture)
 
@@ -47,9 +47,9 @@ def _checkpoint(path: Path, system: MolecularSystem, record_system: bool = True)
     """An untrained denoiser built as training builds it (atom types, bonds, names, scale)."""
     import torch
 
-    from spacetime_md.molecular.model import EquivariantDenoiser
-    from spacetime_md.molecular.pretrained import save_checkpoint
-    from spacetime_md.molecular.training import atom_types_from_topology
+    from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
+    from spacetime_md.molecular.model.pretrained import save_checkpoint
+    from spacetime_md.molecular.model.training import atom_types_from_topology
 
     top = system.mdtraj_topology
     torch.manual_seed(0)
@@ -178,7 +178,7 @@ def test_molecules_without_chiral_centre_or_backbone():
 
     # With an omega CV and trans/cis states: a JSD over omega and populations through it.
     omega = resolve_system(NMA, cvs=NMA_CVS["cvs"])
-    from spacetime_md.molecular.states import _state_from_dict
+    from spacetime_md.molecular.system.states import _state_from_dict
 
     omega.states = tuple(_state_from_dict(s, None, None, []) for s in NMA_STATES["states"])
     cis = _noisy(MOLS / "nma_cis.pdb", 20, seed=7)
@@ -234,7 +234,7 @@ def test_cli_evaluate_tetrapeptide(runs, tmp_path, capsys):
     for r in metrics["rama_jsd_by_residue"]:
         assert r["jsd"] == pytest.approx(_rama_jsd(model, held_out, top, r["residue"]), abs=1e-9), r
     # --mirror-d with three centres: every sample has most of its centres L.
-    from spacetime_md.molecular.chirality import compute_chirality
+    from spacetime_md.molecular.system.chirality import compute_chirality
 
     signs = np.stack([compute_chirality(model, c["atoms"]) for c in metrics["chirality_by_centre"]], axis=1)
     assert ((signs > 0).sum(1) >= 2).all()
@@ -301,9 +301,9 @@ def test_cli_evaluate_mismatches_and_old_checkpoints(runs, tmp_path, capsys):
 
 
 def test_plots_and_messages(runs, tmp_path, capsys):
-    from spacetime_md.molecular.cvs import CollectiveVariables
-    from spacetime_md.molecular.evaluation import cv_histogram, cv_jsd
-    from spacetime_md.molecular.populations import plot_cvs, plot_ramachandran
+    from spacetime_md.molecular.system.cvs import CollectiveVariables
+    from spacetime_md.molecular.model.evaluation import cv_histogram, cv_jsd
+    from spacetime_md.molecular.sampling.populations import plot_cvs, plot_ramachandran
 
     tetra = resolve_system(TETRA / "alanine-tetrapeptide.pdb")
     x = _noisy(TETRA / "mid_C7ax.pdb", 30, seed=8)

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from spacetime_md import cli
-from spacetime_md.molecular.cvs import CollectiveVariables, Torsion, backbone_torsions
-from spacetime_md.molecular.paths import (
+from spacetime_md.molecular.system.cvs import CollectiveVariables, Torsion, backbone_torsions
+from spacetime_md.molecular.paths.transition import (
     HIT_LENGTH_FRACTION,
     PathConfig,
     compute_target_hit,
@@ -55,9 +55,9 @@ def _train_tiny(tmp: Path, pdb: Path, endpoints: tuple[Path, Path]) -> tuple[Pat
     its checkpoint records the system (as training does)."""
     import torch
 
-    from spacetime_md.molecular.pretrained import load_checkpoint, save_checkpoint
-    from spacetime_md.molecular.system import MolecularSystem
-    from spacetime_md.molecular.training import MolecularDataset, TrainConfig, train
+    from spacetime_md.molecular.model.pretrained import load_checkpoint, save_checkpoint
+    from spacetime_md.molecular.system.build import MolecularSystem
+    from spacetime_md.molecular.model.training import MolecularDataset, TrainConfig, train
 
     system = MolecularSystem.from_pdb(pdb)
     frames = np.concatenate([_md_frames(system, p, 120, seed=k + 1) for k, p in enumerate(endpoints)])
@@ -195,7 +195,7 @@ def test_glycine_paths_from_the_checkpoint_alone(glycine_run, capsys):
         assert np.asarray(m["cvs"]).shape == (2, traj.n_frames, 2)
     assert "n/a (no chiral centre in the topology)" in printed and "relaxed barrier" in printed
     # system.json rebuilds the same system; the plots were written.
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.build import MolecularSystem
 
     rebuilt = MolecularSystem.from_spec(json.loads((out / "system.json").read_text()))
     assert rebuilt.fingerprint() == system.fingerprint() and rebuilt.cvs.names == ("phi 2", "psi 2")
@@ -272,7 +272,7 @@ def test_nma_paths_use_rmsd_to_the_endpoints(nma_run, capsys):
         assert set(m["target_hit_by_group"]) == {"rmsd start", "rmsd end"}
         assert "phi_psi" not in m and np.asarray(m["cvs"]).shape[-1] == 2
     assert "relaxed barrier n/a (no torsion collective variable to hold)" in printed
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.build import MolecularSystem
 
     spec = json.loads((out / "system.json").read_text())
     rebuilt = MolecularSystem.from_spec(spec)

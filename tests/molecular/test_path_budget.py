@@ -9,14 +9,14 @@ import openmm.unit as unit
 import pytest
 
 from spacetime_md import cli
-from spacetime_md.molecular.path_budget import (
+from spacetime_md.molecular.paths.budget import (
     allocate_steps,
     budget_steps,
     compute_budget_schedule,
     jump_profile,
     restraint_kl,
 )
-from spacetime_md.molecular.paths import PathConfig
+from spacetime_md.molecular.paths.transition import PathConfig
 
 
 def test_budget_steps_is_exact_and_refuses_fractions():
@@ -81,8 +81,8 @@ def test_schedule_puts_steps_where_the_minima_jump():
 def test_sampler_respects_the_budget_exactly():
     """OpenMM runs exactly sum(steps) steps per path and records one frame per record_every."""
     from spacetime_md.molecular import load_system
-    from spacetime_md.molecular.energies import evaluate_energies
-    from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
+    from spacetime_md.molecular.system.energies import evaluate_energies
+    from spacetime_md.molecular.paths.openmm_langevin import RestrainedLangevinSampler
 
     system = load_system("alanine-dipeptide")
     x0 = system.positions_nm
@@ -145,7 +145,7 @@ def test_cli_path_time_flag(tmp_path, capsys):
 
 
 def test_soften_before_jump_values():
-    from spacetime_md.molecular.path_budget import soften_before_jump
+    from spacetime_md.molecular.paths.budget import soften_before_jump
 
     n_points = 16
     minima = np.zeros((n_points, 3, 3))
@@ -163,7 +163,7 @@ def test_soften_before_jump_values():
 
 def test_memory_estimate_counts_the_budget_frames():
     """With path_time_ps the frames per path come from the budget, not n_points x n_steps."""
-    from spacetime_md.molecular.run_paths import estimate_memory_bytes
+    from spacetime_md.molecular.paths.run import estimate_memory_bytes
 
     config = PathConfig(path_time_ps=1.0, n_paths=2, baseline=False)
     assert config.n_frames_per_path == 1000

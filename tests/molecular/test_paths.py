@@ -14,16 +14,16 @@ from spacetime_md import cli
 from spacetime_md.core import GeodesicConfig
 from spacetime_md.errors import TopologyMismatchError
 from spacetime_md.molecular import load_system
-from spacetime_md.molecular.model import EquivariantDenoiser
-from spacetime_md.molecular.paths import (
+from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
+from spacetime_md.molecular.paths.transition import (
     PathConfig,
     TransitionPaths,
     compute_transition_paths,
     kabsch_align,
     kabsch_rmsd,
 )
-from spacetime_md.molecular.pretrained import save_checkpoint
-from spacetime_md.molecular.run_paths import run_paths
+from spacetime_md.molecular.model.pretrained import save_checkpoint
+from spacetime_md.molecular.paths.run import run_paths
 
 TINY = PathConfig(
     n_paths=2, n_points=8, n_steps=10,
@@ -121,7 +121,7 @@ def test_pipeline_errors(system, tiny_model, tmp_path):
 
 def test_avoid_region_containing_an_endpoint_is_rejected(system, tiny_model):
     # A structure file skips the (phi, psi) state check, so the core's KL check decides.
-    from spacetime_md.molecular.system import system_data_path
+    from spacetime_md.molecular.system.build import system_data_path
 
     c7ax_pdb = str(system_data_path("alanine_dipeptide/C7ax.pdb"))
     cfg = PathConfig(n_paths=1, n_points=8, n_steps=5, constraint="avoid", avoid_state=c7ax_pdb,
@@ -170,7 +170,7 @@ def test_cli_unusable_device_is_one_line(tmp_path, tiny_checkpoint, capsys, devi
 
 def test_failure_in_the_baseline_keeps_the_geodesic_results(tmp_path, tiny_checkpoint, monkeypatch):
     from spacetime_md.errors import NonFiniteError
-    from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
+    from spacetime_md.molecular.paths.openmm_langevin import RestrainedLangevinSampler
 
     original = RestrainedLangevinSampler.sample
     calls = []
@@ -260,7 +260,7 @@ def test_report_names_the_cvs_and_the_endpoint_states(tmp_path, tiny_checkpoint)
         assert entry["final_phi_psi_rad"] == values[p, -1].tolist()
         assert entry["chirality_kept_fraction"] is not None
     assert m["chiral_centres"] == ["CA ALA2"]
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.build import MolecularSystem
 
     rebuilt = MolecularSystem.from_spec(json.loads((tmp_path / "system.json").read_text()))
     assert rebuilt.name == "alanine-dipeptide" and rebuilt.cvs.names == ("phi 2", "psi 2")

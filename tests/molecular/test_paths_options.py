@@ -33,8 +33,8 @@ SMALL = ["--n-paths", "2", "--n-points", "8", "--n-steps", "20", "--no-plots", "
 
 def _tiny_checkpoint(path: Path, solvent: str) -> Path:
     from spacetime_md.molecular import load_system
-    from spacetime_md.molecular.model import EquivariantDenoiser
-    from spacetime_md.molecular.pretrained import save_checkpoint
+    from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
+    from spacetime_md.molecular.model.pretrained import save_checkpoint
 
     system = load_system("alanine-dipeptide", solvent=solvent)
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ import openmm.unit as unit
 import pytest
 import torch
 
-from spacetime_md.molecular.openmm_langevin import (
+from spacetime_md.molecular.paths.openmm_langevin import (
     RESTRAINT_FORCE_GROUP,
     RestrainedLangevinSampler,
     restraint_schedule,

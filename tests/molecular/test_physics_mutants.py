@@ -19,9 +19,9 @@ import pytest
 import spacetime_md
 from spacetime_md.errors import TopologyMismatchError
 from spacetime_md.molecular import load_system
-from spacetime_md.molecular.cvs import CollectiveVariables, Distance
-from spacetime_md.molecular.energies import check_bond_lengths
-from spacetime_md.molecular.paths import compute_target_hit, default_hit_length_nm
+from spacetime_md.molecular.system.cvs import CollectiveVariables, Distance
+from spacetime_md.molecular.system.energies import check_bond_lengths
+from spacetime_md.molecular.paths.transition import compute_target_hit, default_hit_length_nm
 
 DATA = Path(spacetime_md.__file__).parent / "data" / "alanine_dipeptide"
 
@@ -84,8 +84,8 @@ def test_endpoint_states_of_a_prepared_problem_are_discs_around_each_endpoint(sy
     # the endpoints' own (phi, psi) (mdtraj), and the hit length is 0.3 x the heavy-atom RMSD.
     import torch
 
-    from spacetime_md.molecular.model import EquivariantDenoiser
-    from spacetime_md.molecular.paths import PathConfig, prepare_geodesic_problem
+    from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
+    from spacetime_md.molecular.paths.transition import PathConfig, prepare_geodesic_problem
 
     torch.manual_seed(0)
     model = EquivariantDenoiser(["X"] * system.n_atoms, system.bonds.tolist(), atom_names=list(system.atom_names),
@@ -104,7 +104,7 @@ def test_endpoint_states_of_a_prepared_problem_are_discs_around_each_endpoint(sy
 
 def test_default_hit_length_of_a_small_molecule_uses_its_heavy_atoms():
     # N-methylacetamide has 5 heavy atoms (>= 3): the RMSD is over those, not over all 12 atoms.
-    from spacetime_md.molecular.system import resolve_system
+    from spacetime_md.molecular.system.build import resolve_system
 
     root = Path(__file__).resolve().parents[2] / "systems" / "test_molecules"
     nma = resolve_system(str(root / "n-methylacetamide.pdb"))
@@ -121,8 +121,8 @@ def test_default_hit_length_of_a_small_molecule_uses_its_heavy_atoms():
 def test_a_full_circle_box_contains_every_angle_and_a_single_disc_has_a_centre():
     import math
 
-    from spacetime_md.molecular.cvs import Torsion
-    from spacetime_md.molecular.states import MetastableState, Region
+    from spacetime_md.molecular.system.cvs import Torsion
+    from spacetime_md.molecular.system.states import MetastableState, Region
 
     cvs = CollectiveVariables([Torsion("phi", (0, 1, 2, 3)), Torsion("psi", (1, 2, 3, 4))])
     box = Region(("phi",), bounds=((-180.0, 180.0),))  # the whole circle, degrees
@@ -138,7 +138,7 @@ def test_periodic_distance_wraps_and_touching_discs_are_allowed_overlapping_refu
     import json
     import math
 
-    from spacetime_md.molecular.states import load_states, periodic_distance
+    from spacetime_md.molecular.system.states import load_states, periodic_distance
 
     assert float(periodic_distance(np.radians([179.0, 0.0]), np.radians([-179.0, 0.0]))) == pytest.approx(
         math.radians(2.0), abs=1e-12)
@@ -163,7 +163,7 @@ def test_periodic_distance_wraps_and_touching_discs_are_allowed_overlapping_refu
 def test_torsion_distance_and_periodic_difference_by_hand(system, c7eq):
     import math
 
-    from spacetime_md.molecular.cvs import Torsion, backbone_torsions
+    from spacetime_md.molecular.system.cvs import Torsion, backbone_torsions
 
     traj = mdtraj.load(str(DATA / "C7eq.pdb"))
     frames = np.concatenate([c7eq, c7eq + 0.01 * np.random.default_rng(2).standard_normal(c7eq.shape)])
@@ -184,7 +184,7 @@ def test_torsion_distance_and_periodic_difference_by_hand(system, c7eq):
 
 
 def test_cvs_by_name_and_a_heavy_atom_rmsd_of_a_small_molecule():
-    from spacetime_md.molecular.system import resolve_system
+    from spacetime_md.molecular.system.build import resolve_system
 
     ala = load_system("alanine-dipeptide")
     named = CollectiveVariables.from_spec(["psi 2", "phi 2"], ala)
@@ -226,9 +226,9 @@ def test_length_cv_endpoint_states_use_the_hit_length():
     # outside it.
     import torch
 
-    from spacetime_md.molecular.model import EquivariantDenoiser
-    from spacetime_md.molecular.paths import PathConfig, prepare_geodesic_problem
-    from spacetime_md.molecular.system import resolve_system
+    from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
+    from spacetime_md.molecular.paths.transition import PathConfig, prepare_geodesic_problem
+    from spacetime_md.molecular.system.build import resolve_system
 
     root = Path(__file__).resolve().parents[2] / "systems" / "test_molecules"
     nma = resolve_system(str(root / "n-methylacetamide.pdb"))
@@ -248,7 +248,7 @@ def test_length_cv_endpoint_states_use_the_hit_length():
 
 
 def test_rmsd_cv_needs_a_reference_and_three_atoms():
-    from spacetime_md.molecular.cvs import RMSD
+    from spacetime_md.molecular.system.cvs import RMSD
 
     with pytest.raises(ValueError, match=r"cv 'r': expected at least 3 atoms to fit, got 0"):
         RMSD("r")  # the default reference is empty
@@ -262,7 +262,7 @@ def test_time_budget_sampler_equals_the_uniform_one_for_equal_steps():
     # the same order (one step per point, and two, with a frame every step).
     import openmm
 
-    from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
+    from spacetime_md.molecular.paths.openmm_langevin import RestrainedLangevinSampler
 
     system = openmm.System()
     for _ in range(2):

@@ -9,7 +9,7 @@ import torch
 
 from spacetime_md.core import AutoGuidedDenoiser
 from spacetime_md.errors import CheckpointError
-from spacetime_md.molecular.pretrained import (
+from spacetime_md.molecular.model.pretrained import (
     GUIDED_PRETRAINED,
     load_checkpoint,
     load_guided,

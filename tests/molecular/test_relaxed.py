@@ -24,7 +24,7 @@ import openmm.unit as unit
 import pytest
 
 import spacetime_md
-from spacetime_md.molecular.relaxed import (
+from spacetime_md.molecular.paths.relaxed import (
     DihedralQuencher,
     PositionQuencher,
     RelaxedMap,

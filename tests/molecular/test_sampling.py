@@ -13,13 +13,13 @@ import pytest
 from spacetime_md.cli import main
 from spacetime_md.errors import CheckpointError
 from spacetime_md.molecular import block_average, evaluate_energies, load_samples, load_system, sample_boltzmann, state_populations
-from spacetime_md.molecular.reference import (
+from spacetime_md.molecular.sampling.reference import (
     estimate_populations_flat_bias,
     fit_free_energy_profile,
     reference_populations,
     solve_mbar,
 )
-from spacetime_md.molecular.sampling import SamplingConfig, geometric_temperatures
+from spacetime_md.molecular.sampling.boltzmann import SamplingConfig, geometric_temperatures
 
 #: Tiny but real settings: 3 replicas, 10 MD steps between exchanges.
 FAST = dict(
@@ -240,7 +240,7 @@ def test_reference_lookup(system):
 
 
 def test_cli_any_pdb(tmp_path, capsys):
-    from spacetime_md.molecular.system import system_data_path
+    from spacetime_md.molecular.system.build import system_data_path
 
     pdb = system_data_path("alanine_dipeptide/C7ax.pdb")
     out = tmp_path / "pdb"
@@ -312,7 +312,7 @@ def test_flat_bias_reference_runs(system):
 
 
 def test_merge_reference_runs():
-    from spacetime_md.molecular.reference import merge_reference_runs
+    from spacetime_md.molecular.sampling.reference import merge_reference_runs
 
     def run(seed, f, e):
         return {"populations": {"C7ax": {"fraction": f, "error": e}}, "method": "m", "md_time_ns": 1.0,
@@ -336,7 +336,7 @@ def test_report_carries_the_reference_comparison(system):
 
 def test_more_sampling_errors(tmp_path, system):
     from spacetime_md.errors import NonFiniteError
-    from spacetime_md.molecular.sampling import BoltzmannSamples
+    from spacetime_md.molecular.sampling.boltzmann import BoltzmannSamples
 
     with pytest.raises(TypeError, match="n_replicas: expected an integer or .auto., got float"):
         sample_boltzmann(system, 4, None, n_replicas=2.5, progress=False)
@@ -367,8 +367,8 @@ def test_more_sampling_errors(tmp_path, system):
 
 def test_reference_errors(system, tmp_path):
     from spacetime_md.molecular import MolecularSystem
-    from spacetime_md.molecular.reference import estimate_populations_umbrella
-    from spacetime_md.molecular.system import resolve_system
+    from spacetime_md.molecular.sampling.reference import estimate_populations_umbrella
+    from spacetime_md.molecular.system.build import resolve_system
 
     system = load_system("alanine-dipeptide")  # a copy: its CVs are replaced below
 

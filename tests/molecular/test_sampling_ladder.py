@@ -11,15 +11,15 @@ import pytest
 
 from spacetime_md.cli import main
 from spacetime_md.molecular import load_system, sample_boltzmann
-from spacetime_md.molecular.ladder import (
+from spacetime_md.molecular.sampling.ladder import (
     choose_temperatures,
     exchange_warnings,
     ladder_acceptance,
     pilot_energy_statistics,
     predicted_acceptance,
 )
-from spacetime_md.molecular.sampling import geometric_temperatures, resolve_config
-from spacetime_md.molecular.units import kT_kj_per_mol
+from spacetime_md.molecular.sampling.boltzmann import geometric_temperatures, resolve_config
+from spacetime_md.molecular.system.units import kT_kj_per_mol
 
 FAST = dict(exchange_interval=0.02 * unit.picosecond, equilibration=0.1 * unit.picosecond, chunk_size=4,
             progress=False)
@@ -103,7 +103,7 @@ def test_automatic_ladder_run_records_the_pilot_and_resumes_without_it(tmp_path,
     assert len(config["ladder"]["predicted_acceptance"]) == 3 and min(config["ladder"]["predicted_acceptance"]) >= 0.2
     assert part.report["predicted_acceptance"] == config["ladder"]["predicted_acceptance"]
     assert isinstance(part.report["warnings"], list)
-    import spacetime_md.molecular.sampling as sampling
+    import spacetime_md.molecular.sampling.boltzmann as sampling
 
     def no_pilot(*args, **kwargs):
         raise AssertionError("a resumed run must keep its ladder, not rerun the pilot")
@@ -118,7 +118,7 @@ def test_automatic_ladder_run_records_the_pilot_and_resumes_without_it(tmp_path,
 
 
 def test_low_acceptance_is_reported_and_logged(system, caplog):
-    with caplog.at_level("WARNING", logger="spacetime_md.molecular.sampling"):
+    with caplog.at_level("WARNING", logger="spacetime_md.molecular.sampling.boltzmann"):
         res = sample_boltzmann(system, 120, None, seed=1, temperatures=[300, 1200] * unit.kelvin,
                                **{**FAST, "chunk_size": 120})
     assert res.report["exchange_acceptance"][0] < 0.1

@@ -12,8 +12,8 @@ import openmm.unit as unit
 import pytest
 
 from spacetime_md.molecular import MolecularSystem, assign_states, known_systems, load_states, load_system, resolve_platform
-from spacetime_md.molecular.states import MetastableState
-from spacetime_md.molecular.system import system_data_path
+from spacetime_md.molecular.system.states import MetastableState
+from spacetime_md.molecular.system.build import system_data_path
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +158,8 @@ def test_restrained_minimisation(vacuum):
 
 
 def test_unit_and_misc_errors(vacuum, tmp_path):
-    from spacetime_md.molecular.system import system_data_path as sdp
-    from spacetime_md.molecular.units import to_md_array, to_md_float
+    from spacetime_md.molecular.system.build import system_data_path as sdp
+    from spacetime_md.molecular.system.units import to_md_array, to_md_float
 
     assert to_md_float("t", 1 * unit.picosecond, unit.femtosecond) == pytest.approx(1000.0)
     with pytest.raises(TypeError, match="t: expected a scalar quantity, got an array of shape"):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from spacetime_md.cli import main
-from spacetime_md.molecular.training import TrainConfig, train
+from spacetime_md.molecular.model.training import TrainConfig, train
 
 from ._model_helpers import _one_torch_thread, write_synthetic_h5  # noqa: F401
 
@@ -93,7 +93,7 @@ def test_cli_names_the_changed_setting_in_one_line(saved_run, capsys):
 def test_extending_the_steps_continues_from_the_saved_step(saved_run, tmp_path, caplog):
     out = tmp_path / "run"
     shutil.copytree(saved_run["out"], out)
-    with caplog.at_level(logging.INFO, logger="spacetime_md.molecular.training"):
+    with caplog.at_level(logging.INFO, logger="spacetime_md.molecular.model.training"):
         result = train(_config(saved_run, out=str(out), steps=4, num_threads=1, checkpoint_every=3),
                        progress=False, resume=True)
     assert "at step 2" in caplog.text and result.step == 4
@@ -137,7 +137,7 @@ def test_a_state_without_fingerprint_resumes_with_a_warning(saved_run, tmp_path,
     # its recorded settings are still compared
     with pytest.raises(ValueError, match="got lr: 0.002 -> 0.001"):
         train(_config(saved_run, out=str(out), lr=1e-3), progress=False, resume=True)
-    with caplog.at_level(logging.WARNING, logger="spacetime_md.molecular.training"):
+    with caplog.at_level(logging.WARNING, logger="spacetime_md.molecular.model.training"):
         result = train(_config(saved_run, out=str(out), steps=3), progress=False, resume=True)
     assert result.step == 3
     assert "was written without a fingerprint of its training data" in caplog.text

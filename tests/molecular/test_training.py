@@ -10,8 +10,8 @@ import torch
 
 from spacetime_md.cli import main
 from spacetime_md.errors import CheckpointError
-from spacetime_md.molecular.pretrained import load_checkpoint
-from spacetime_md.molecular.training import (
+from spacetime_md.molecular.model.pretrained import load_checkpoint
+from spacetime_md.molecular.model.training import (
     TrainConfig,
     atom_types_from_topology,
     denoising_loss,
@@ -120,7 +120,7 @@ def test_compile_failure_falls_back_to_the_same_eager_run(tmp_path, monkeypatch,
         return BrokenCompiled(module)
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    with caplog.at_level("WARNING", logger="spacetime_md.molecular.training"):
+    with caplog.at_level("WARNING", logger="spacetime_md.molecular.model.training"):
         fallback = train(TrainConfig(data="", out=str(tmp_path / "fallback"), steps=6, compile=True, **TINY),
                          dataset=dataset, atom_types=ALA_TYPES, progress=False)
     assert "torch.compile failed (RuntimeError: no working C++ compiler); training uncompiled" in caplog.text

@@ -1,7 +1,7 @@
 """Metastable states as regions in collective-variable (CV) space.
 
 A :class:`MetastableState` is a conjunction of :class:`Region` s, each over some CVs of a
-:class:`~spacetime_md.molecular.cvs.CollectiveVariables` set:
+:class:`~spacetime_md.molecular.system.cvs.CollectiveVariables` set:
 
 - ``disc``: periodic Euclidean distance of the CVs to a centre at most ``radius``;
 - ``box``: each CV within ``[low, high]`` (for angles, the arc from ``low`` to ``high``);
@@ -13,7 +13,7 @@ contains it, ``-1`` if none.
 
 State file (JSON or YAML; structure paths are relative to the file)::
 
-    {"cvs": [...optional, see spacetime_md.molecular.cvs...],
+    {"cvs": [...optional, see spacetime_md.molecular.system.cvs...],
      "states": [
        {"name": "C7eq", "disc": {"phi 2": -120, "psi 2": 100}, "radius": 100,
         "representative_pdb": "C7eq.pdb", "aliases": ["C5"]},
@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from spacetime_md.molecular.cvs import CollectiveVariables
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.cvs import CollectiveVariables
+    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
     "Region",
@@ -283,7 +283,7 @@ def _phi_psi_cvs() -> "CollectiveVariables":
     """Two placeholder torsions called phi and psi: the CV order of legacy (phi, psi) arrays."""
     global _PHI_PSI
     if _PHI_PSI is None:
-        from spacetime_md.molecular.cvs import CollectiveVariables, Torsion
+        from spacetime_md.molecular.system.cvs import CollectiveVariables, Torsion
 
         _PHI_PSI = CollectiveVariables([Torsion("phi", (0, 1, 2, 3)), Torsion("psi", (0, 1, 2, 3))])
     return _PHI_PSI
@@ -328,7 +328,7 @@ def _state_from_dict(entry: dict[str, Any], base: Path | None, system: "Molecula
             raise ValueError(f"state {name!r}: expected 'rmsd': {{'structure': file, 'max_nm': value}}, got {spec!r}")
         if system is None:
             raise ValueError(f"state {name!r}: an RMSD state needs the system (load_states(path, system))")
-        from spacetime_md.molecular.cvs import parse_cv
+        from spacetime_md.molecular.system.cvs import parse_cv
 
         cv_name = f"rmsd {name}"
         extra_cvs.append(parse_cv({"type": "rmsd", "name": cv_name, "reference": spec["structure"],
@@ -361,7 +361,7 @@ def load_states(
     file. With ``system``, RMSD states add their RMSD CVs to ``system.cvs`` and every state is
     checked against the system's CVs.
     """
-    from spacetime_md.molecular.cvs import _read_mapping
+    from spacetime_md.molecular.system.cvs import _read_mapping
 
     if source is None:
         ref = resources.files("spacetime_md").joinpath("data", ALANINE_DIPEPTIDE_STATES_FILE)
@@ -375,7 +375,7 @@ def load_states(
         raise ValueError(f"states file {path.name}: expected a non-empty list of states")
     extra: list = []
     if system is not None and data.get("cvs"):
-        from spacetime_md.molecular.cvs import CollectiveVariables
+        from spacetime_md.molecular.system.cvs import CollectiveVariables
 
         user_cvs = CollectiveVariables.from_spec(data["cvs"], system, base=path.resolve().parent)
         system.cvs = user_cvs

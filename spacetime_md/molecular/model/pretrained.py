@@ -34,7 +34,7 @@ from spacetime_md import __version__
 from spacetime_md.core.denoisers import AutoGuidedDenoiser
 from spacetime_md._atomic import torch_save_atomic
 from spacetime_md.errors import CheckpointError
-from spacetime_md.molecular.model import EquivariantDenoiser
+from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -97,7 +97,7 @@ def checkpoint_system(model: "EquivariantDenoiser", *, platform: str | None = No
     force field, solvent, CVs, states) in ``metadata["system"]``; shipped models map to their
     preset (:data:`PRETRAINED_SYSTEMS`). ``solvent`` overrides the recorded solvent for presets.
     """
-    from spacetime_md.molecular.system import MolecularSystem, load_system
+    from spacetime_md.molecular.system.build import MolecularSystem, load_system
 
     meta = getattr(model, "metadata", None) or {}
     spec = meta.get("system")

@@ -4,7 +4,7 @@ TPS needs an initial trajectory that connects the two states; :func:`to_openpath
 turns one of our paths into one:
 
 1. **States.** Each metastable state of the project (regions in the space of the system's
-   collective variables: torsions, distances, RMSDs; :mod:`spacetime_md.molecular.states`)
+   collective variables: torsions, distances, RMSDs; :mod:`spacetime_md.molecular.system.states`)
    becomes an OPS ``CVDefinedVolume`` on a 0/1 indicator CV (:func:`state_indicator`, an OPS
    ``MDTrajFunctionCV``) that computes the CVs of each frame and tests the state's regions.
    Frames are in the same state for OPS as for :meth:`MetastableState.contains` (and
@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import openmm.unit as unit
 
-from spacetime_md.molecular.units import to_md_float
+from spacetime_md.molecular.system.units import to_md_float
 
 if TYPE_CHECKING:  # pragma: no cover
-    from spacetime_md.molecular.states import MetastableState
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.states import MetastableState
+    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
     "OPSSeed",
@@ -99,9 +99,9 @@ def _constrained_random_velocities_class():
 @functools.lru_cache(maxsize=64)
 def _checker(spec: str):
     """CVs and state of a :func:`state_indicator` spec, built once per spec string."""
-    from spacetime_md.molecular.committor import _cv_from_dict
-    from spacetime_md.molecular.cvs import CollectiveVariables
-    from spacetime_md.molecular.states import _state_from_dict
+    from spacetime_md.molecular.workflows.committor import _cv_from_dict
+    from spacetime_md.molecular.system.cvs import CollectiveVariables
+    from spacetime_md.molecular.system.states import _state_from_dict
 
     data = json.loads(spec)
     cvs = CollectiveVariables(_cv_from_dict(c) for c in data["cvs"])
@@ -124,7 +124,7 @@ def state_indicator(traj, spec: str) -> np.ndarray:
 
 
 def _indicator_spec(state: "MetastableState", system: "MolecularSystem") -> str:
-    from spacetime_md.molecular.committor import _cv_dict, _state_dict
+    from spacetime_md.molecular.workflows.committor import _cv_dict, _state_dict
 
     try:
         state.check(system.cvs)
@@ -141,7 +141,7 @@ def state_volume(state: "MetastableState", system: "MolecularSystem", topology=N
     ----------
     state : MetastableState
         Over ``system.cvs`` (torsions, distances, RMSDs; e.g. a state of ``system.states`` or
-        one built by :func:`~spacetime_md.molecular.states.endpoint_state`).
+        one built by :func:`~spacetime_md.molecular.system.states.endpoint_state`).
     system : MolecularSystem
         Provides the collective variables and (unless ``topology`` is given) the topology.
     topology : openpathsampling.engines.MDTrajTopology, optional
@@ -283,7 +283,7 @@ def to_openpathsampling(
         Force field, temperature, platform, collective variables and states.
     start_state, target_state : str or MetastableState, optional
         State names (of ``system.states``) or states over ``system.cvs`` (e.g. built with
-        :func:`~spacetime_md.molecular.states.endpoint_state` for a system without states);
+        :func:`~spacetime_md.molecular.system.states.endpoint_state` for a system without states);
         default: the states of the path's first and last frame.
     timestep, collision_rate : Quantity
         ``LangevinMiddleIntegrator`` of the OPS engine (femtosecond, 1/picosecond).
@@ -303,7 +303,7 @@ def to_openpathsampling(
     import openmm
     from openpathsampling.engines.openmm import Engine, Snapshot
 
-    from spacetime_md.molecular.paths import TransitionPaths
+    from spacetime_md.molecular.paths.transition import TransitionPaths
 
     dt_ps = to_md_float("timestep", timestep, unit.picosecond)
     gamma = to_md_float("collision_rate", collision_rate, unit.picosecond**-1)
@@ -320,13 +320,13 @@ def to_openpathsampling(
             raise ValueError(f"path_index: expected an index in [0, {path.n_paths}), got {path_index}")
         frames = path.frames[path_index]
     else:
-        from spacetime_md.molecular.energies import coordinates_to_nm
+        from spacetime_md.molecular.system.energies import coordinates_to_nm
 
         frames = coordinates_to_nm("path", path, system)
     frames = np.asarray(frames, dtype=np.float64)
     if frames.ndim != 3 or len(frames) < 2:
         raise ValueError(f"path: expected at least 2 frames of shape ({system.n_atoms}, 3), got shape {frames.shape}")
-    from spacetime_md.molecular.states import MetastableState
+    from spacetime_md.molecular.system.states import MetastableState
 
     given = (start_state, target_state)
     if not system.states and not all(isinstance(g, MetastableState) for g in given):

@@ -6,18 +6,18 @@ state A. Along a good transition path it rises from 0 (in A) to 1 (in B) and cro
 the transition state. :func:`estimate_committor` measures it for any molecule:
 
 1. **States.** A and B are regions in the space of the system's collective variables
-   (:mod:`spacetime_md.molecular.cvs`, :mod:`spacetime_md.molecular.states`: torsions,
+   (:mod:`spacetime_md.molecular.system.cvs`, :mod:`spacetime_md.molecular.system.states`: torsions,
    distances, RMSDs). By default they are the states (of ``system.states``) of the path's first
    and last frame; where the system has no states or a path end is in none, the endpoint states
    of the paths run (built around its start and end structures) are used.
 2. **Frames.** ``n_frames`` frames evenly spaced along one path (both ends included), plus
    the frame of highest *relaxed* energy (each frame quenched with all its torsion CVs held, see
-   :func:`~spacetime_md.molecular.relaxed.cv_torsion_quencher`) or, with ``energy="raw"``, of
+   :func:`~spacetime_md.molecular.paths.relaxed.cv_torsion_quencher`) or, with ``energy="raw"``, of
    highest raw OpenMM potential energy (``energy="quenched"``: heavy atoms held). A system whose
    CVs have no torsion has no relaxed energy: the quenched energy is used instead and the
    result says so. With ``refine`` (default) also the *refined* relaxed-energy maximum: the
    path's torsion-CV route around that frame, subdivided and minimised continuously from the
-   start side (:func:`~spacetime_md.molecular.relaxed.refine_relaxed_maximum`); at the barrier
+   start side (:func:`~spacetime_md.molecular.paths.relaxed.refine_relaxed_maximum`); at the barrier
    20-fs frames are 20-30 degrees apart in phi, while p_B goes from 0 to 1 within a few degrees.
    Without torsion CVs the refinement is n/a (skipped, with the reason recorded).
 3. **Shots.** From each frame, ``n_shots`` unbiased MD runs (``LangevinMiddleIntegrator`` on
@@ -61,10 +61,10 @@ from spacetime_md._atomic import atomic_path, write_text_atomic
 from spacetime_md.molecular._seeds import openmm_seed
 
 if TYPE_CHECKING:  # pragma: no cover
-    from spacetime_md.molecular.cvs import CollectiveVariables
-    from spacetime_md.molecular.paths import TransitionPaths
-    from spacetime_md.molecular.states import MetastableState
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.cvs import CollectiveVariables
+    from spacetime_md.molecular.paths.transition import TransitionPaths
+    from spacetime_md.molecular.system.states import MetastableState
+    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
     "CommittorConfig",
@@ -138,7 +138,7 @@ class CommittorConfig:
         Also shoot from the *refined* relaxed-energy maximum: the path's torsion-CV route within
         ``refine_window`` frames of the highest-energy frame, cut into ``refine_substeps`` steps
         per frame interval and minimised with the torsion CVs held, continuously from the start
-        side (:func:`~spacetime_md.molecular.relaxed.refine_relaxed_maximum`); the highest of
+        side (:func:`~spacetime_md.molecular.paths.relaxed.refine_relaxed_maximum`); the highest of
         those relaxed structures is the transition-state estimate between frames. Needs
         ``include_max_energy`` and at least one torsion CV (otherwise n/a, with the reason).
     refine_window, refine_substeps : int
@@ -264,17 +264,17 @@ def select_frames(n_path_frames: int, n_frames: int) -> np.ndarray:
 
 def _relaxed_energies(system: "MolecularSystem", frames: np.ndarray) -> np.ndarray:
     """Energies (kJ/mol) after minimisation with every torsion CV held at each frame's values
-    (:func:`~spacetime_md.molecular.relaxed.cv_torsion_quencher`; raises ``ValueError`` if the
+    (:func:`~spacetime_md.molecular.paths.relaxed.cv_torsion_quencher`; raises ``ValueError`` if the
     system's CVs have no torsion)."""
-    from spacetime_md.molecular.relaxed import cv_torsion_quencher
+    from spacetime_md.molecular.paths.relaxed import cv_torsion_quencher
 
     return cv_torsion_quencher(system).quench_frames(frames)
 
 
 def _quenched_energies(system: "MolecularSystem", frames: np.ndarray) -> np.ndarray:
     """Energies (kJ/mol) after minimisation with the heavy atoms held near their positions
-    (:class:`~spacetime_md.molecular.relaxed.PositionQuencher`, 10 000 kJ/mol/nm^2)."""
-    from spacetime_md.molecular.relaxed import PositionQuencher
+    (:class:`~spacetime_md.molecular.paths.relaxed.PositionQuencher`, 10 000 kJ/mol/nm^2)."""
+    from spacetime_md.molecular.paths.relaxed import PositionQuencher
 
     quencher = PositionQuencher(system.openmm_system, system.heavy_atom_indices, k_restraint=QUENCH_K,
                                 platform=system.platform_name)
@@ -353,7 +353,7 @@ def _cv_dict(cv: Any) -> dict[str, Any]:
 
 def _cv_from_dict(d: dict[str, Any]) -> Any:
     """Inverse of :func:`_cv_dict` (no system needed: atoms and references are explicit)."""
-    from spacetime_md.molecular.cvs import RMSD, Distance, Torsion
+    from spacetime_md.molecular.system.cvs import RMSD, Distance, Torsion
 
     kind = d.get("type")
     if kind == "torsion":
@@ -369,7 +369,7 @@ class CVStateChecker:
     """Which of two states a configuration is in, from collective variables; picklable.
 
     Built from plain dictionaries (the CVs the two states use, RMSD references inline, and the
-    states' :meth:`~spacetime_md.molecular.states.MetastableState.to_dict`), so it travels to
+    states' :meth:`~spacetime_md.molecular.system.states.MetastableState.to_dict`), so it travels to
     worker processes without OpenMM objects. Works for any CVs: torsions (periodic), distances,
     RMSDs.
 
@@ -387,8 +387,8 @@ class CVStateChecker:
     """
 
     def __init__(self, cvs: Sequence[dict[str, Any]], start: dict[str, Any], target: dict[str, Any]) -> None:
-        from spacetime_md.molecular.cvs import CollectiveVariables
-        from spacetime_md.molecular.states import _state_from_dict
+        from spacetime_md.molecular.system.cvs import CollectiveVariables
+        from spacetime_md.molecular.system.states import _state_from_dict
 
         self.cv_dicts = [dict(c) for c in cvs]
         self.state_dicts = (dict(start), dict(target))
@@ -860,14 +860,14 @@ def _save_checkpoint(path: Path, fingerprint: dict[str, Any], outcomes: dict[int
 
 
 def _path_frames(paths: Any, path: int, system: "MolecularSystem") -> tuple[np.ndarray, np.ndarray | None]:
-    from spacetime_md.molecular.paths import TransitionPaths
+    from spacetime_md.molecular.paths.transition import TransitionPaths
 
     if isinstance(paths, TransitionPaths):
         if not 0 <= path < paths.n_paths:
             raise ValueError(f"path: expected an index in [0, {paths.n_paths}), got {path}")
         frames, energies = paths.frames[path], paths.energies[path]
     else:
-        from spacetime_md.molecular.energies import coordinates_to_nm
+        from spacetime_md.molecular.system.energies import coordinates_to_nm
 
         frames, energies = coordinates_to_nm("paths", paths, system), None
     frames = np.asarray(frames, dtype=np.float64)
@@ -911,15 +911,15 @@ def estimate_committor(
     endpoint_states : (MetastableState, MetastableState), optional
         Start and target states to fall back on where the system has no states or the path's
         first / last frame is in none of them (e.g. states built around the path's end
-        structures with :func:`~spacetime_md.molecular.states.endpoint_state`); over
+        structures with :func:`~spacetime_md.molecular.system.states.endpoint_state`); over
         ``system.cvs``.
 
     Returns
     -------
     CommittorResult
     """
-    from spacetime_md.molecular.energies import evaluate_energies
-    from spacetime_md.molecular.relaxed import relaxed_na_reason
+    from spacetime_md.molecular.system.energies import evaluate_energies
+    from spacetime_md.molecular.paths.relaxed import relaxed_na_reason
 
     t0 = time.perf_counter()
     config = CommittorConfig() if config is None else config
@@ -968,7 +968,7 @@ def estimate_committor(
         refined_na_reason = f"{no_torsion}, so no torsion route to refine along; skipped"
         logger.warning("committor: refined relaxed-energy maximum %s", refined_na_reason)
     else:
-        from spacetime_md.molecular.relaxed import cv_torsion_quencher, refine_relaxed_maximum
+        from spacetime_md.molecular.paths.relaxed import cv_torsion_quencher, refine_relaxed_maximum
 
         refined_na_reason = None
         quencher = cv_torsion_quencher(system)
@@ -1208,7 +1208,7 @@ def _system_for_paths(paths_dir: Path, platform: str | None):
     From ``system.json`` (a :meth:`MolecularSystem.spec`, with the run's CVs and states) when the
     run wrote one; older runs name a preset system in ``config.json``.
     """
-    from spacetime_md.molecular.system import MolecularSystem, known_systems, load_system
+    from spacetime_md.molecular.system.build import MolecularSystem, known_systems, load_system
 
     cfg = paths_dir / CONFIG_FILE
     if not cfg.is_file():
@@ -1248,7 +1248,7 @@ def _load_paths(paths_dir: Path, kind: str) -> "TransitionPaths":
     import zipfile
     import zlib
 
-    from spacetime_md.molecular.paths import TransitionPaths
+    from spacetime_md.molecular.paths.transition import TransitionPaths
 
     npz = paths_dir / f"paths_{kind}.npz"
     report = paths_dir / REPORT_FILE
@@ -1304,7 +1304,7 @@ def load_committor_inputs(
             f"paths: expected frames of {system.n_atoms} atoms like {system.name}, got {paths.frames.shape[2]}"
         )
     if states is not None:
-        from spacetime_md.molecular.states import load_states
+        from spacetime_md.molecular.system.states import load_states
 
         system.states = load_states(states, system)
     return paths, system, paths_config, _endpoint_states(paths_dir, system)
@@ -1313,7 +1313,7 @@ def load_committor_inputs(
 def _endpoint_states(paths_dir: Path, system: "MolecularSystem") -> "tuple[MetastableState, MetastableState] | None":
     """The start and target states a paths run built around its end structures (``report.json``
     ``endpoints``), if it recorded them and they fit the system's CVs; else ``None``."""
-    from spacetime_md.molecular.states import _state_from_dict
+    from spacetime_md.molecular.system.states import _state_from_dict
 
     report = paths_dir / REPORT_FILE
     if not report.is_file():
@@ -1350,7 +1350,7 @@ def run_committor(
     Reads ``paths_<kind>.npz``, ``config.json``, ``system.json`` (the run's system with its
     collective variables and states; older runs name a preset in ``config.json``) and the
     endpoint states in ``report.json`` of a ``spacetime-md paths`` run. ``states`` (a state file,
-    see :func:`~spacetime_md.molecular.states.load_states`) replaces the system's states. Writes
+    see :func:`~spacetime_md.molecular.system.states.load_states`) replaces the system's states. Writes
     into ``out_dir`` (default ``PATHS_DIR/committor_<kind>_path<P>``): ``config.json`` (first),
     the checkpoint ``shots.json`` (after every batch), ``committor.json``, ``committor.png``,
     one PDB per transition-state candidate (``ts_candidate_frame<F>.pdb``) and the refined
@@ -1429,7 +1429,7 @@ def compute_dihedral_drive_path(
 
     Frame ``i`` is the structure minimised with every torsion CV of the system (for a peptide
     with the default CVs, every backbone phi and psi; see
-    :func:`~spacetime_md.molecular.relaxed.cv_torsion_quencher`) restrained to the ``i``-th point
+    :func:`~spacetime_md.molecular.paths.relaxed.cv_torsion_quencher`) restrained to the ``i``-th point
     of the piecewise-linear route through ``waypoints_deg``, starting from the previous frame.
     Points are degrees, one value per torsion CV in the order of ``system.cvs.torsions``, and
     not wrapped: for alanine dipeptide ``(-150, 160)`` to ``(60, -40)`` goes through phi = 0.
@@ -1441,7 +1441,7 @@ def compute_dihedral_drive_path(
     system : MolecularSystem
         Needs at least one torsion CV.
     start, end : state name, PDB path or coordinates
-        See :func:`~spacetime_md.molecular.paths.resolve_structure`; ``end`` only sets the default
+        See :func:`~spacetime_md.molecular.paths.transition.resolve_structure`; ``end`` only sets the default
         route.
     n_frames : int
     waypoints_deg : array-like, shape=(W >= 2, K), optional
@@ -1452,9 +1452,9 @@ def compute_dihedral_drive_path(
     TransitionPaths
         One path (``kind="dihedral-drive"``); energies are the raw OpenMM energies.
     """
-    from spacetime_md.molecular.energies import evaluate_energies
-    from spacetime_md.molecular.paths import TransitionPaths, resolve_structure
-    from spacetime_md.molecular.relaxed import cv_torsion_quencher
+    from spacetime_md.molecular.system.energies import evaluate_energies
+    from spacetime_md.molecular.paths.transition import TransitionPaths, resolve_structure
+    from spacetime_md.molecular.paths.relaxed import cv_torsion_quencher
 
     if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 2:
         raise ValueError(f"n_frames: expected an integer >= 2, got {n_frames!r}")

@@ -14,7 +14,7 @@ Gaussian with the exact denoiser and 100 steps over [-8, 10]: ancestral -8 %, DD
 Heun < 1 %; see ``tests/molecular/test_evaluation.py``).
 
 Both start from ``P n`` at ``log_snr_start`` and return ``D(x, log_snr_end)`` after the last
-step, converted to nm with the model's :func:`~spacetime_md.molecular.model.from_model`.
+step, converted to nm with the model's :func:`~spacetime_md.molecular.model.denoiser.from_model`.
 
 Metrics (:func:`evaluate_samples`), all against held-out MD frames, through the system's
 collective variables (:mod:`.cvs`), states (:mod:`.states`) and chiral centres
@@ -30,7 +30,7 @@ collective variables (:mod:`.cvs`), states (:mod:`.states`) and chiral centres
 - OpenMM potential energy (kJ/mol, the system's force field, no cutoff, no constraints, so
   that every bond including X-H counts): median and 90th percentile.
 - State populations of the system's states (model and MD, block-averaged errors,
-  :func:`~spacetime_md.molecular.populations.state_populations`).
+  :func:`~spacetime_md.molecular.sampling.populations.state_populations`).
 - C7ax population: fraction of frames with ``phi > 0`` (the left-handed half-plane, which in
   vacuum at 300 K is dominated by C7ax); defined for a molecule with one (phi, psi) pair and a
   state called C7ax (alanine dipeptide), "n/a" otherwise. Every residue's ``phi > 0``
@@ -58,15 +58,20 @@ import torch
 from torch import Tensor
 
 from spacetime_md.core.schedule import alpha_sigma
-from spacetime_md.molecular.chirality import NO_CHIRAL_CENTRE, ChiralCentre, chiral_centres_from_topology, compute_chirality
-from spacetime_md.molecular.model import EquivariantDenoiser, center, from_model
+from spacetime_md.molecular.system.chirality import (
+    NO_CHIRAL_CENTRE,
+    ChiralCentre,
+    chiral_centres_from_topology,
+    compute_chirality,
+)
+from spacetime_md.molecular.model.denoiser import EquivariantDenoiser, center, from_model
 
 if TYPE_CHECKING:  # pragma: no cover
     import mdtraj
 
-    from spacetime_md.molecular.cvs import CollectiveVariables
-    from spacetime_md.molecular.states import MetastableState
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.cvs import CollectiveVariables
+    from spacetime_md.molecular.system.states import MetastableState
+    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
     "TARGETS",
@@ -138,7 +143,7 @@ def sample_model(
         force field is achiral, so the mirror image has the same energy. Off by default; the
         model's own chirality is what :func:`evaluate_samples` measures.
     chiral_atoms : (X, a, b, c) or sequence of them, optional
-        The chiral centres (:func:`~spacetime_md.molecular.chirality.chiral_centres_from_topology`,
+        The chiral centres (:func:`~spacetime_md.molecular.system.chirality.chiral_centres_from_topology`,
         ``(CA, N, C, CB)`` for a C-alpha); required with ``mirror_d``.
     chiral_signs : sequence of int, optional
         The right sign of each centre's signed volume (default ``+1``: L for C-alpha quads).
@@ -241,7 +246,7 @@ def _chiral_quads(chiral_atoms: Any, chiral_signs: Any) -> tuple[list[tuple[int,
 
 def _preset_phi_psi_atoms() -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The alanine-dipeptide preset's (phi 2, psi 2) atoms (legacy defaults, see :mod:`.presets`)."""
-    from spacetime_md.molecular.presets import ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI
+    from spacetime_md.molecular.system.presets import ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI
 
     return ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI
 
@@ -253,9 +258,9 @@ def phi_psi(
 
     Legacy helper for one (phi, psi) pair; the default atoms are the alanine-dipeptide preset's
     (:mod:`.presets`). Any molecule: ``system.compute_cvs`` and
-    :meth:`~spacetime_md.molecular.cvs.CollectiveVariables.ramachandran_pairs`.
+    :meth:`~spacetime_md.molecular.system.cvs.CollectiveVariables.ramachandran_pairs`.
     """
-    from spacetime_md.molecular.dihedrals import compute_dihedrals
+    from spacetime_md.molecular.system.dihedrals import compute_dihedrals
 
     xyz = np.asarray(xyz, dtype=np.float64)
     if xyz.ndim != 3 or xyz.shape[-1] != 3:
@@ -349,7 +354,7 @@ def ramachandran_jsd_by_residue(
     -------
     list of dict
         ``{"residue", "cvs": [phi name, psi name], "jsd"}`` for every residue of
-        :meth:`~spacetime_md.molecular.cvs.CollectiveVariables.ramachandran_pairs`.
+        :meth:`~spacetime_md.molecular.system.cvs.CollectiveVariables.ramachandran_pairs`.
     """
     out = []
     for residue, i, j in cvs.ramachandran_pairs():
@@ -385,7 +390,7 @@ def cv_jsd(
 def c7ax_population(xyz: np.ndarray, phi_atoms: Sequence[int] | None = None) -> float:
     """Fraction of frames with ``phi > 0`` (C7ax side of the Ramachandran plane; legacy default:
     the alanine-dipeptide preset's phi)."""
-    from spacetime_md.molecular.dihedrals import compute_dihedrals
+    from spacetime_md.molecular.system.dihedrals import compute_dihedrals
 
     xyz = np.asarray(xyz, dtype=np.float64)
     if xyz.ndim != 3 or xyz.shape[-1] != 3:
@@ -659,7 +664,7 @@ def evaluate_samples(
         if system is not None:
             cvs = system.cvs
         else:
-            from spacetime_md.molecular.cvs import CollectiveVariables, backbone_torsions
+            from spacetime_md.molecular.system.cvs import CollectiveVariables, backbone_torsions
 
             cvs = CollectiveVariables(backbone_torsions(topology))
     states = tuple(system.states if system is not None and states is None else (states or ()))
@@ -726,7 +731,7 @@ def evaluate_samples(
     elif min(len(samples), len(reference)) < 2:
         out["populations_na_reason"] = "fewer than 2 frames"
     else:
-        from spacetime_md.molecular.populations import state_populations
+        from spacetime_md.molecular.sampling.populations import state_populations
 
         pm = state_populations(v_model, states, cvs)
         pr = state_populations(v_md, states, cvs)

@@ -1,17 +1,17 @@
 """Data-parallel training on several processes, GPUs or nodes with PyTorch DDP and ``torchrun``.
 
-    torchrun --nproc_per_node 2 -m spacetime_md.molecular.train_ddp \\
+    torchrun --nproc_per_node 2 -m spacetime_md.molecular.model.train_ddp \\
         --data samples/ --out runs/ddp --steps 20000 --batch-size 32 [--device cuda] [--resume]
 
 Takes every option of ``spacetime-md train``, plus ``--config FILE`` (a JSON object of
-:class:`~spacetime_md.molecular.training.TrainConfig` fields, or the ``config.json`` of an
+:class:`~spacetime_md.molecular.model.training.TrainConfig` fields, or the ``config.json`` of an
 earlier run) whose values apply unless the option is given on the command line, and
 ``--backend`` (default ``nccl`` with ``--device cuda``, ``gloo`` on CPU). With
 ``--device cuda`` each process uses ``cuda:LOCAL_RANK``. Multi-node: the usual ``torchrun
 --nnodes N --node_rank R --rdzv_endpoint HOST:PORT`` (``OUT`` and ``--data`` must be
 readable at the same path on every node; only rank 0 writes ``OUT``).
 
-How the processes share the work (see :func:`~spacetime_md.molecular.training.train` with
+How the processes share the work (see :func:`~spacetime_md.molecular.model.training.train` with
 ``distributed=True``): ``--batch-size`` is per process. Every process draws the same global
 batch of ``world_size * batch_size`` indices, noise levels and noises from the run's seeded
 random stream and trains on its own contiguous slice; DDP averages the gradients. So a run
@@ -20,7 +20,7 @@ batch (up to floating-point summation order), and ``training_state.pt`` / ``mode
 the same format as single-process ones: either run resumes or loads the other's files.
 
 Single-process CPU training (``spacetime-md train``) does not use this module and is unchanged.
-The hooks the training loop calls live in :mod:`spacetime_md.molecular.ddp`.
+The hooks the training loop calls live in :mod:`spacetime_md.molecular.model.ddp`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(add_help=False)
     sub = root.add_subparsers()
     p = train_command.add_parser(sub)
-    p.prog = "torchrun --nproc_per_node N -m spacetime_md.molecular.train_ddp"
+    p.prog = "torchrun --nproc_per_node N -m spacetime_md.molecular.model.train_ddp"
     p.description = ("Data-parallel training with PyTorch DDP under torchrun (gloo on CPU, nccl on GPU); "
                      "--batch-size is per process. Options as for 'spacetime-md train'.")
     p.add_argument("--config", dest="config_file",
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 def build_config(argv: Sequence[str]):
     """The :class:`TrainConfig` and parsed arguments of a ``train_ddp`` command line."""
     from spacetime_md.commands import train as train_command
-    from spacetime_md.molecular.training import TrainConfig
+    from spacetime_md.molecular.model.training import TrainConfig
 
     parser = _parser()
     args = parser.parse_args(list(argv))
@@ -83,14 +83,14 @@ def _torchrun_env() -> dict[str, int]:
     if missing:
         raise ValueError(
             f"environment: expected the torchrun variables {list(_TORCHRUN_VARS)}, got {missing} unset; launch with "
-            "'torchrun --nproc_per_node N -m spacetime_md.molecular.train_ddp ...' (or use 'spacetime-md train' "
+            "'torchrun --nproc_per_node N -m spacetime_md.molecular.model.train_ddp ...' (or use 'spacetime-md train' "
             "for one process)"
         )
     return {k: int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``torchrun ... -m spacetime_md.molecular.train_ddp``; returns the exit code."""
+    """Entry point of ``torchrun ... -m spacetime_md.molecular.model.train_ddp``; returns the exit code."""
     import logging
 
     from spacetime_md.cli import USER_ERRORS, _message
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         dist.init_process_group(backend)
         try:
-            from spacetime_md.molecular.training import train
+            from spacetime_md.molecular.model.training import train
 
             result = train(config, resume=args.resume, progress=args.progress and env["RANK"] == 0, distributed=True)
         finally:

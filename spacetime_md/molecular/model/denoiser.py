@@ -62,7 +62,7 @@ from torch import Tensor, nn
 
 from spacetime_md.core._validation import check_tensor
 from spacetime_md.core.schedule import alpha_sigma
-from spacetime_md.molecular.egnn import EquivariantConv
+from spacetime_md.molecular.model.egnn import EquivariantConv
 
 __all__ = [
     "EquivariantDenoiser",

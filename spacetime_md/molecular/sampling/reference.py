@@ -38,10 +38,10 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
-from spacetime_md.molecular.units import KELVIN, NM, PS, kT_kj_per_mol, to_md_float
+from spacetime_md.molecular.system.units import KELVIN, NM, PS, kT_kj_per_mol, to_md_float
 
 if TYPE_CHECKING:
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
     "solve_mbar",
@@ -133,7 +133,7 @@ def estimate_populations_umbrella(
         ``{"populations": {name: {"fraction", "error"}}, "method": str, "settings": {...},
         "md_time_ns": float, "wall_seconds": float}``.
     """
-    from spacetime_md.molecular.states import assign_states
+    from spacetime_md.molecular.system.states import assign_states
 
     col = _bias_column(system, bias_cv)
     positive = _positive_key(system, col)
@@ -239,7 +239,7 @@ def estimate_populations_umbrella(
 
 def _bias_column(system: "MolecularSystem", bias_cv: str | None) -> int:
     """Column in ``system.cvs`` of the torsion to bias: ``bias_cv``, else the first residue's phi."""
-    from spacetime_md.molecular.cvs import Torsion
+    from spacetime_md.molecular.system.cvs import Torsion
 
     if bias_cv is not None:
         col = system.cvs.index(bias_cv)
@@ -270,7 +270,7 @@ def reference_key(system: "MolecularSystem") -> str:
 
 def reference_populations(system: "MolecularSystem") -> dict[str, Any] | None:
     """The shipped reference estimate for this system and settings, or ``None`` if there is none."""
-    from spacetime_md.molecular.system import system_data_path
+    from spacetime_md.molecular.system.build import system_data_path
 
     if system.name != "alanine-dipeptide":
         return None
@@ -340,7 +340,7 @@ def estimate_populations_flat_bias(
     3. Populations are weighted state fractions; errors are jackknife over ``n_blocks`` time
        blocks.
     """
-    from spacetime_md.molecular.states import assign_states
+    from spacetime_md.molecular.system.states import assign_states
 
     if not (0.0 <= flatten <= 1.0):
         raise ValueError(f"flatten: expected a value in [0, 1], got {flatten}")

@@ -37,9 +37,9 @@ import openmm
 import openmm.app as app
 import openmm.unit as unit
 
-from spacetime_md.molecular.dihedrals import compute_phi_psi as _compute_phi_psi
-from spacetime_md.molecular.states import MetastableState, assign_states as _assign_states, load_states
-from spacetime_md.molecular.units import KELVIN, NM, kT_kj_per_mol, to_md_float
+from spacetime_md.molecular.system.dihedrals import compute_phi_psi as _compute_phi_psi
+from spacetime_md.molecular.system.states import MetastableState, assign_states as _assign_states, load_states
+from spacetime_md.molecular.system.units import KELVIN, NM, kT_kj_per_mol, to_md_float
 
 if TYPE_CHECKING:
     import mdtraj
@@ -64,7 +64,7 @@ FORCEFIELDS: dict[str, dict[str, tuple[str, ...]]] = {
     "amber14": {"vacuum": ("amber14-all.xml",), "implicit": ("amber14-all.xml", "implicit/obc2.xml")},
 }
 
-from spacetime_md.molecular.presets import KNOWN_SYSTEMS, SYSTEM_ALIASES  # noqa: E402  (re-exported)
+from spacetime_md.molecular.system.presets import KNOWN_SYSTEMS, SYSTEM_ALIASES  # noqa: E402  (re-exported)
 
 _SOLVENTS = ("vacuum", "implicit")
 _CONSTRAINTS = {"hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles, "none": None}
@@ -195,7 +195,7 @@ class MolecularSystem:
         self._mdtraj_topology = None
         self._bonds = np.array([[b[0].index, b[1].index] for b in topology.bonds()], dtype=np.int64).reshape(-1, 2)
         self._phi_psi_indices = self._find_phi_psi()
-        from spacetime_md.molecular.cvs import CollectiveVariables, default_cvs, load_cvs
+        from spacetime_md.molecular.system.cvs import CollectiveVariables, default_cvs, load_cvs
 
         if cvs is None:
             self.cvs = default_cvs(self)
@@ -243,10 +243,10 @@ class MolecularSystem:
         constraints : {"hbonds", "allbonds", "hangles", "none", None}
             Rigid bonds (default: bonds to hydrogen).
         states : sequence of MetastableState, or a state file (JSON/YAML)
-            Metastable states in CV space (see :mod:`spacetime_md.molecular.states`).
+            Metastable states in CV space (see :mod:`spacetime_md.molecular.system.states`).
         cvs : CollectiveVariables, sequence of CV specs, or a CV file, optional
             Collective variables (default: every backbone phi/psi, see
-            :func:`~spacetime_md.molecular.cvs.default_cvs`).
+            :func:`~spacetime_md.molecular.system.cvs.default_cvs`).
         """
         temperature_k = to_md_float("temperature", temperature, KELVIN)
         if temperature_k <= 0:
@@ -294,7 +294,7 @@ class MolecularSystem:
         """Rebuild a system from :meth:`spec` (e.g. the ``system`` entry of a checkpoint)."""
         import tempfile
 
-        from spacetime_md.molecular.states import _state_from_dict
+        from spacetime_md.molecular.system.states import _state_from_dict
 
         required = ("name", "pdb", "forcefield_files", "solvent", "constraints", "temperature_k")
         missing = [k for k in required if k not in spec]
@@ -611,7 +611,7 @@ def load_system(
     constraints: str | None = "hbonds",
 ) -> MolecularSystem:
     """A named system shipped with the package (see :func:`known_systems` and
-    :mod:`spacetime_md.molecular.presets`): ``"alanine-dipeptide"`` (22 atoms, states C7eq/C5,
+    :mod:`spacetime_md.molecular.system.presets`): ``"alanine-dipeptide"`` (22 atoms, states C7eq/C5,
     C7ax, alpha_R) or ``"alanine-tetrapeptide"`` (42 atoms, per-residue states).
     """
     key = str(name).lower().replace("_", "-")
@@ -649,7 +649,7 @@ def resolve_system(
     """
     if isinstance(system, MolecularSystem):
         if cvs is not None:
-            from spacetime_md.molecular.cvs import CollectiveVariables, load_cvs
+            from spacetime_md.molecular.system.cvs import CollectiveVariables, load_cvs
 
             system.cvs = load_cvs(cvs, system) if isinstance(cvs, (str, Path)) else CollectiveVariables.from_spec(cvs, system)
         if states is not None:
@@ -664,7 +664,7 @@ def resolve_system(
         mol = load_system(text, solvent=solvent, forcefield=forcefield, temperature=temperature,
                           platform=platform, constraints=constraints)
         if cvs is not None:
-            from spacetime_md.molecular.cvs import CollectiveVariables, load_cvs
+            from spacetime_md.molecular.system.cvs import CollectiveVariables, load_cvs
 
             mol.cvs = load_cvs(cvs, mol) if isinstance(cvs, (str, Path)) else CollectiveVariables.from_spec(cvs, mol)
             for s in mol.states:

@@ -1,10 +1,10 @@
-"""Data parallelism for :func:`~spacetime_md.molecular.training.train`: the process-group hooks.
+"""Data parallelism for :func:`~spacetime_md.molecular.model.training.train`: the process-group hooks.
 
 :class:`ProcessGroupContext` is what the training loop asks about its processes: rank, world
 size, the DDP-wrapped module, and the few collectives it needs (all-finite check, mean of the
 logged loss, stop together). ``ProcessGroupContext.single()`` makes each of them the
 identity, so single-process training runs exactly as without it. The ``torchrun`` entry point
-is :mod:`spacetime_md.molecular.train_ddp`.
+is :mod:`spacetime_md.molecular.model.train_ddp`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class _DenoiserDDP(torch.nn.parallel.DistributedDataParallel):
 
 
 class ProcessGroupContext:
-    """What :func:`~spacetime_md.molecular.training.train` needs to know about its processes.
+    """What :func:`~spacetime_md.molecular.model.training.train` needs to know about its processes.
 
     ``ProcessGroupContext.single()`` is one process (every operation is the identity);
     ``ProcessGroupContext.from_default_group()`` uses the initialised default
@@ -46,7 +46,7 @@ class ProcessGroupContext:
         if not dist.is_available() or not dist.is_initialized():
             raise ValueError(
                 "distributed: expected an initialised torch.distributed process group (launch with torchrun, see "
-                "spacetime_md.molecular.train_ddp), got none"
+                "spacetime_md.molecular.model.train_ddp), got none"
             )
         return cls(dist.get_rank(), dist.get_world_size(), True)
 

@@ -12,15 +12,15 @@ Method (DESIGN.md sections 4-5):
 3. **Paths.** For each of ``n_points`` points of the geodesic, OpenMM runs ``n_steps`` steps of
    ``LangevinMiddleIntegrator`` on the force field plus a harmonic restraint with constant
    ``kT * SNR_n / s^2`` toward ``s * x_n / alpha_n`` (``s`` the model's length scale in nm);
-   see :mod:`spacetime_md.molecular.openmm_langevin`. A frame is recorded every
+   see :mod:`spacetime_md.molecular.paths.openmm_langevin`. A frame is recorded every
    ``record_every`` steps (default 20 fs), so the barrier crossing is resolved in time.
 4. **Baseline.** The straight spacetime line between the same endpoints, sampled the same way.
 5. **Validation.** OpenMM potential energy of every frame, ETS (maximum), barrier (maximum
    minus the start structure's energy), the final frame's collective variables (CVs, see
-   :mod:`spacetime_md.molecular.cvs`), target hit, heavy-atom Kabsch RMSD of the final frame
+   :mod:`spacetime_md.molecular.system.cvs`), target hit, heavy-atom Kabsch RMSD of the final frame
    to the target (Angstrom), chirality of every frame (the start structure's handedness kept
    at every stereocentre of
-   :func:`~spacetime_md.molecular.chirality.chiral_centres_from_topology`; n/a without one),
+   :func:`~spacetime_md.molecular.system.chirality.chiral_centres_from_topology`; n/a without one),
    evaluation counts, wall time per stage; optionally the *relaxed* barrier (frames quenched
    with every torsion CV held at its own value).
 
@@ -28,7 +28,7 @@ CVs and endpoint states. The CVs are the system's (default: every backbone (phi,
 peptide); a molecule without any gets, for the run only, the heavy-atom RMSDs to the two
 endpoints (``"rmsd start"``, ``"rmsd end"``; all atoms if it has fewer than 3 heavy atoms),
 see :func:`path_cvs`. The *target state* is
-:func:`~spacetime_md.molecular.states.endpoint_state` around the end structure's CV values:
+:func:`~spacetime_md.molecular.system.states.endpoint_state` around the end structure's CV values:
 one disc of ``hit_radius`` rad per residue's (phi, psi) (and per other angle CV), and
 ``value +- hit_length_nm`` for length CVs (``[0, hit_length_nm]`` for an RMSD to the end
 itself). A path *hits* when its final frame lies in the target state, i.e. in every one of
@@ -73,9 +73,9 @@ from spacetime_md.errors import TopologyMismatchError
 if TYPE_CHECKING:  # pragma: no cover
     import mdtraj
 
-    from spacetime_md.molecular.cvs import CollectiveVariables
-    from spacetime_md.molecular.model import EquivariantDenoiser
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.cvs import CollectiveVariables
+    from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
+    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
     "PathConfig",
@@ -167,7 +167,7 @@ class PathConfig:
     path_time_ps : float, optional
         Simulated time per path (ps). ``None`` (default): ``n_steps`` steps at every point. Set:
         every path runs exactly ``path_time_ps / timestep`` steps, shared unevenly by the
-        ``n_points`` points (:mod:`spacetime_md.molecular.path_budget`), ``n_steps`` unused, and a
+        ``n_points`` points (:mod:`spacetime_md.molecular.paths.budget`), ``n_steps`` unused, and a
         frame every ``record_every`` steps of the path (default 1, every step); the default
         friction becomes 1/ps (measured at 1 ps, docs/peer_protocol.md).
     geodesic : GeodesicConfig
@@ -201,7 +201,7 @@ class PathConfig:
 
     def __post_init__(self) -> None:
         if self.friction_per_ps is None:
-            from spacetime_md.molecular.path_budget import BUDGET_FRICTION_PER_PS
+            from spacetime_md.molecular.paths.budget import BUDGET_FRICTION_PER_PS
 
             friction = DEFAULT_FRICTION_PER_PS if self.path_time_ps is None else BUDGET_FRICTION_PER_PS
             object.__setattr__(self, "friction_per_ps", friction)  # frozen dataclass
@@ -261,7 +261,7 @@ class PathConfig:
             raise TypeError(f"geodesic: expected a GeodesicConfig, got {type(self.geodesic).__name__}")
 
     def _check_path_time(self) -> None:
-        from spacetime_md.molecular.path_budget import budget_steps
+        from spacetime_md.molecular.paths.budget import budget_steps
 
         if not isinstance(self.timestep_fs, (int, float)) or not self.timestep_fs > 0:
             return  # reported below
@@ -285,7 +285,7 @@ class PathConfig:
         """Integrator steps per path with ``path_time_ps``, else ``None``."""
         if self.path_time_ps is None:
             return None
-        from spacetime_md.molecular.path_budget import budget_steps
+        from spacetime_md.molecular.paths.budget import budget_steps
 
         return budget_steps(self.path_time_ps, self.timestep_fs)
 
@@ -343,10 +343,10 @@ def resolve_structure(
 ) -> tuple[np.ndarray, str]:
     """Coordinates (nm, ``(N, 3)``) and a label for a state name, PDB path or coordinates.
 
-    Every structure passes :func:`~spacetime_md.molecular.checks.check_structure` (units,
+    Every structure passes :func:`~spacetime_md.molecular.system.checks.check_structure` (units,
     bond lengths, overlaps, chirality against the system's reference unless ``allow_mirror``).
     """
-    from spacetime_md.molecular.checks import check_structure
+    from spacetime_md.molecular.system.checks import check_structure
 
     def coordinates_to_nm(label, x, system):
         return check_structure(system, x, label, allow_mirror=allow_mirror)
@@ -460,7 +460,7 @@ class TransitionPaths:
     def save(self, directory: str | os.PathLike, system: "MolecularSystem") -> dict[str, str]:
         """Write one DCD per path, ``topology.pdb``, all paths in one HDF5, and ``paths_<kind>.npz``."""
         from spacetime_md.molecular._io import save_npz_atomic
-        from spacetime_md.molecular.export import export_trajectory
+        from spacetime_md.molecular.system.export import export_trajectory
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
@@ -520,7 +520,7 @@ def path_cvs(system: "MolecularSystem", start_nm: np.ndarray, end_nm: np.ndarray
     start_nm, end_nm : ndarray, shape=(N, 3)
         The endpoint structures (nm).
     """
-    from spacetime_md.molecular.cvs import RMSD, CollectiveVariables
+    from spacetime_md.molecular.system.cvs import RMSD, CollectiveVariables
 
     if len(system.cvs):
         return system.cvs
@@ -567,7 +567,7 @@ def compute_target_hit(
         ``"phi 2/psi 2"`` (the region's CV names joined by ``/``) -> bool array, shape=(F,),
         one entry per region of the target state (per residue for peptides).
     """
-    from spacetime_md.molecular.states import endpoint_state
+    from spacetime_md.molecular.system.states import endpoint_state
 
     values = np.atleast_2d(np.asarray(values, dtype=np.float64))
     state = endpoint_state(cvs, target_values, "target", angle_radius=hit_radius, length_tolerance=hit_length_nm)
@@ -604,8 +604,12 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
 
 def _validate(system, cvs, frames, start_nm, start_energy, target_nm, target_values, endpoint_states, config,
               hit_length_nm, relaxed=None):
-    from spacetime_md.molecular.chirality import NO_CHIRAL_CENTRE, chiral_centres_from_topology, compute_signed_volume
-    from spacetime_md.molecular.energies import evaluate_energies
+    from spacetime_md.molecular.system.chirality import (
+        NO_CHIRAL_CENTRE,
+        chiral_centres_from_topology,
+        compute_signed_volume,
+    )
+    from spacetime_md.molecular.system.energies import evaluate_energies
 
     n_paths, n_frames = frames.shape[:2]
     flat = frames.reshape(-1, *frames.shape[2:])
@@ -712,7 +716,7 @@ class GeodesicProblem:
 
 def _endpoint_states(system, cvs, start_nm, end_nm, config):
     """(hit_length_nm, start state, target state) of a pair (see the module docstring)."""
-    from spacetime_md.molecular.states import endpoint_state
+    from spacetime_md.molecular.system.states import endpoint_state
 
     hit_length = config.hit_length_nm
     if hit_length is None:
@@ -851,8 +855,8 @@ def compute_transition_paths(
     """
     import openmm
 
-    from spacetime_md.molecular.energies import evaluate_energies
-    from spacetime_md.molecular.openmm_langevin import RestrainedLangevinSampler
+    from spacetime_md.molecular.system.energies import evaluate_energies
+    from spacetime_md.molecular.paths.openmm_langevin import RestrainedLangevinSampler
 
     config = PathConfig() if config is None else config
     timings: dict[str, float] = {}
@@ -885,7 +889,7 @@ def compute_transition_paths(
     s = model.length_scale_nm
 
     def schedule(log_snr: torch.Tensor, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        from spacetime_md.molecular.openmm_langevin import restraint_schedule
+        from spacetime_md.molecular.paths.openmm_langevin import restraint_schedule
 
         return restraint_schedule(log_snr, x, s, system.temperature_k)
 
@@ -906,7 +910,7 @@ def compute_transition_paths(
                        list(cvs.names))
     relaxed = None
     if config.relaxed and cvs.torsions:
-        from spacetime_md.molecular.relaxed import TorsionQuencher
+        from spacetime_md.molecular.paths.relaxed import TorsionQuencher
 
         quencher = TorsionQuencher(system.openmm_system, [t.atoms for t in cvs.torsions],
                                    platform=system.platform_name)
@@ -931,7 +935,7 @@ def compute_transition_paths(
             sampled = sampler.sample(centres, k, start_nm, n_paths=config.n_paths, n_steps=config.n_steps,
                                      seed=config.seed, record_every=config.record_every, progress=progress)
         else:
-            from spacetime_md.molecular.path_budget import sample_budget
+            from spacetime_md.molecular.paths.budget import sample_budget
 
             sampled, steps = sample_budget(sampler, centres, k, start_nm, config, system.heavy_atom_indices,
                                            progress=progress)

@@ -1,7 +1,7 @@
-"""The replica-exchange engine of :mod:`spacetime_md.molecular.sampling`: replica state
+"""The replica-exchange engine of :mod:`spacetime_md.molecular.sampling.boltzmann`: replica state
 (checkpointed), per-chunk random streams and the OpenMM contexts that run and swap replicas.
 
-See :mod:`spacetime_md.molecular.sampling` for the method. Units inside: nm, ps, kJ/mol, K.
+See :mod:`spacetime_md.molecular.sampling.boltzmann` for the method. Units inside: nm, ps, kJ/mol, K.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import openmm.unit as unit
 
 from spacetime_md.errors import CheckpointError, NonFiniteError
 from spacetime_md.molecular._io import save_npz_atomic
-from spacetime_md.molecular.units import KELVIN, PS, kT_kj_per_mol
+from spacetime_md.molecular.system.units import KELVIN, PS, kT_kj_per_mol
 
 if TYPE_CHECKING:
-    from spacetime_md.molecular.sampling import SamplingConfig
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.sampling.boltzmann import SamplingConfig
+    from spacetime_md.molecular.system.build import MolecularSystem
 
 
 @dataclass

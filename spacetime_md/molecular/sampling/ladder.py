@@ -37,10 +37,10 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
-from spacetime_md.molecular.units import KELVIN, PS, kT_kj_per_mol
+from spacetime_md.molecular.system.units import KELVIN, PS, kT_kj_per_mol
 
 if TYPE_CHECKING:
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
     "DEFAULT_TARGET_ACCEPTANCE",
@@ -163,7 +163,7 @@ def choose_temperatures(
     Returns the temperatures and their predicted acceptances; with ``max_replicas`` still
     short of the target, that ladder is returned and a warning logged.
     """
-    from spacetime_md.molecular.sampling import geometric_temperatures
+    from spacetime_md.molecular.sampling.boltzmann import geometric_temperatures
 
     if not 0.0 < target < 1.0:
         raise ValueError(f"target_acceptance: expected a number in (0, 1), got {target!r}")

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from spacetime_md.molecular.states import MetastableState, assign_states
+from spacetime_md.molecular.system.states import MetastableState, assign_states
 
 if TYPE_CHECKING:  # pragma: no cover
-    from spacetime_md.molecular.cvs import CollectiveVariables
+    from spacetime_md.molecular.system.cvs import CollectiveVariables
 
 __all__ = ["block_average", "state_populations", "compare_to_reference", "plot_ramachandran", "plot_cvs"]
 
@@ -310,7 +310,7 @@ def plot_ramachandran(
     """Write a Ramachandran free-energy plot (-ln p, in kT) of one (phi, psi) pair (radians,
     shape=(F, 2)) with the states' regions as a PNG (atomic). Several residues or other CVs:
     :func:`plot_cvs`."""
-    from spacetime_md.molecular.states import _phi_psi_cvs
+    from spacetime_md.molecular.system.states import _phi_psi_cvs
 
     phi_psi = np.asarray(phi_psi, dtype=np.float64)
     if phi_psi.ndim != 2 or phi_psi.shape[1] != 2:

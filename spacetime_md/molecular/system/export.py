@@ -21,7 +21,7 @@ import numpy as np
 import openmm.unit as unit
 
 from spacetime_md.molecular._io import atomic_path
-from spacetime_md.molecular.units import NM
+from spacetime_md.molecular.system.units import NM
 
 if TYPE_CHECKING:
     import mdtraj

@@ -80,7 +80,7 @@ def restraint_schedule(
     log_snr : Tensor, shape=(T,)
         Curve log-SNR (of model units).
     x_model : Tensor, shape=(T, 3N) or (T, N, 3)
-        Curve points in model units (:func:`spacetime_md.molecular.model.to_model`).
+        Curve points in model units (:func:`spacetime_md.molecular.model.denoiser.to_model`).
     length_scale_nm : float
         Model length scale ``s`` (nm per model unit), > 0.
     temperature_k : float
@@ -102,8 +102,8 @@ def restraint_schedule(
     """
     from spacetime_md.core._validation import check_tensor
     from spacetime_md.core.schedule import alpha_sigma
-    from spacetime_md.molecular.model import from_model
-    from spacetime_md.molecular.units import kT_kj_per_mol
+    from spacetime_md.molecular.model.denoiser import from_model
+    from spacetime_md.molecular.system.units import kT_kj_per_mol
 
     for name, value in (("length_scale_nm", length_scale_nm), ("temperature_k", temperature_k)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < float("inf")):
@@ -250,7 +250,7 @@ class RestrainedLangevinSampler:
         Returns
         -------
         ndarray, shape=(T, N, 3)
-            Positions (nm). Used only to schedule steps (:mod:`spacetime_md.molecular.path_budget`);
+            Positions (nm). Used only to schedule steps (:mod:`spacetime_md.molecular.paths.budget`);
             the OpenMM evaluations are not counted as integrator steps.
         """
         centres = np.asarray(centres, dtype=float)

@@ -26,7 +26,7 @@ import numpy as np
 from spacetime_md.errors import TopologyMismatchError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = ["check_structure", "equilibrium_bond_lengths", "BOND_TOLERANCE", "MIN_NONBONDED_NM"]
 
@@ -110,7 +110,7 @@ def check_structure(
     TopologyMismatchError
         Bonds far from their force-field lengths (another atom order, swapped atoms).
     """
-    from spacetime_md.molecular.energies import coordinates_to_nm
+    from spacetime_md.molecular.system.energies import coordinates_to_nm
 
     x = coordinates_to_nm(what, coordinates, system)
     bonds = system.bonds
@@ -163,7 +163,7 @@ def check_structure(
 
 
 def _check_chirality(system: "MolecularSystem", x: np.ndarray, what: str, reference: np.ndarray) -> None:
-    from spacetime_md.molecular import chirality
+    import spacetime_md.molecular.system.chirality as chirality
 
     finder = getattr(chirality, "chiral_centres_from_topology", None)
     if finder is None:  # pragma: no cover - older chirality module

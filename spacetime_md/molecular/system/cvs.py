@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
     "CollectiveVariable",
@@ -58,7 +58,7 @@ def periodic_difference(a: Any, b: Any) -> np.ndarray:
 
 
 def _dihedral(x: np.ndarray, atoms: Sequence[int]) -> np.ndarray:
-    from spacetime_md.molecular.dihedrals import compute_dihedrals
+    from spacetime_md.molecular.system.dihedrals import compute_dihedrals
 
     return np.asarray(compute_dihedrals(x, [tuple(atoms)]))[:, 0]
 
@@ -173,7 +173,7 @@ class RMSD(CollectiveVariable):
         object.__setattr__(self, "atoms", atoms)
 
     def compute(self, coordinates: np.ndarray) -> np.ndarray:
-        from spacetime_md.molecular.paths import kabsch_rmsd
+        from spacetime_md.molecular.paths.transition import kabsch_rmsd
 
         x = np.asarray(coordinates, dtype=np.float64)
         if x.shape[1] != len(self.reference):
@@ -314,7 +314,7 @@ class CollectiveVariables:
             torsions = [k for k, c in enumerate(self.cvs) if isinstance(c, Torsion)]
             out = np.empty((len(x), len(self.cvs)))
             if torsions:
-                from spacetime_md.molecular.dihedrals import compute_dihedrals
+                from spacetime_md.molecular.system.dihedrals import compute_dihedrals
 
                 out[:, torsions] = np.asarray(compute_dihedrals(x, [self.cvs[k].atoms for k in torsions]))
             for k, c in enumerate(self.cvs):
@@ -422,7 +422,7 @@ def _named_torsion(name: str, system: "MolecularSystem") -> Torsion:
 
 
 def _load_reference(path: Path, system: "MolecularSystem", what: str) -> np.ndarray:
-    from spacetime_md.molecular.paths import resolve_structure
+    from spacetime_md.molecular.paths.transition import resolve_structure
 
     return resolve_structure(system, path, what)[0]
 
@@ -520,7 +520,7 @@ def default_cvs(system: "MolecularSystem") -> CollectiveVariables:
     """Every backbone (phi, psi) of a peptide; an empty set for a molecule without backbone.
 
     The path code adds RMSDs to the endpoints when the set has no CV (see
-    :func:`spacetime_md.molecular.states.endpoint_state`).
+    :func:`spacetime_md.molecular.system.states.endpoint_state`).
     """
     return CollectiveVariables(backbone_torsions(system.mdtraj_topology, system.positions_nm))
 

@@ -11,19 +11,19 @@ A *pairs file* lists endpoint pairs, one task per row (CSV with a header, or YAM
 ``alpha_R`` for alanine dipeptide; a ``--states`` file's names for your own molecule) or a PDB
 file (relative paths are relative to the pairs file; any suffix other than ``.pdb`` is read
 as a state name). The optional
-columns override the batch's :class:`~spacetime_md.molecular.paths.PathConfig` for that row:
+columns override the batch's :class:`~spacetime_md.molecular.paths.transition.PathConfig` for that row:
 ``id`` (the task's folder name; default ``<row>-<start>-<end>``), ``seed``, ``n_paths``,
 ``constraint``, ``avoid_state``, ``min_log_snr``, ``avoid_log_snr``. A YAML file holds a
 list of mappings with the same keys (or a mapping with that list under ``pairs``).
 
 The system is resolved once by the driver, like ``spacetime-md paths`` does it
-(:func:`~spacetime_md.molecular.run_paths.resolve_paths_system`: a preset name, a PDB file plus
+(:func:`~spacetime_md.molecular.paths.run.resolve_paths_system`: a preset name, a PDB file plus
 force field, solvent, CV and state files, or the system the checkpoint records), and handed
 to every task as its :meth:`~spacetime_md.molecular.MolecularSystem.spec` dictionary, from
 which a worker rebuilds it (:meth:`~spacetime_md.molecular.MolecularSystem.from_spec`); a task's
 fingerprint holds the spec's SHA-256.
 
-Every task runs the single-pair job :func:`~spacetime_md.molecular.run_paths.run_paths`
+Every task runs the single-pair job :func:`~spacetime_md.molecular.paths.run.run_paths`
 (the ``spacetime-md paths`` command) into ``OUT/<id>/``. The task writes into a hidden
 temporary folder first and renames it into place when complete (``os.replace``), so a task
 folder that exists is a finished result; it also holds ``task.json`` (the task, its resolved
@@ -57,7 +57,7 @@ float rounding) - but it is a different L-BFGS from the single-pair solve, so th
 of a grouped task records ``"geodesic_solver": "batched"`` (single-pair tasks have no such key)
 and results of the two are not mixed in one output folder.
 
-Units as in :mod:`spacetime_md.molecular.paths` (nm, ps, kJ/mol, K; ``log_snr`` in model units).
+Units as in :mod:`spacetime_md.molecular.paths.transition` (nm, ps, kJ/mol, K; ``log_snr`` in model units).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from spacetime_md._atomic import atomic_path, write_json_atomic
 from spacetime_md.errors import SpacetimeMDError
-from spacetime_md.molecular.paths import PathConfig
+from spacetime_md.molecular.paths.transition import PathConfig
 
 __all__ = [
     "BatchTask",
@@ -323,7 +323,7 @@ def execute_task(spec: Mapping[str, Any], geodesic: Any = None) -> dict[str, Any
     """
     import torch
 
-    from spacetime_md.molecular.run_paths import run_paths
+    from spacetime_md.molecular.paths.run import run_paths
 
     out_root = Path(spec["out"])
     final = out_root / spec["task_id"]
@@ -416,9 +416,9 @@ def execute_group(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[st
     """
     import torch
 
-    from spacetime_md.molecular.paths import prepare_geodesic_problem
-    from spacetime_md.molecular.pretrained import load_checkpoint
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.paths.transition import prepare_geodesic_problem
+    from spacetime_md.molecular.model.pretrained import load_checkpoint
+    from spacetime_md.molecular.system.build import MolecularSystem
 
     outcomes: dict[str, tuple[dict[str, Any] | None, BaseException | None]] = {}
     todo = []
@@ -524,11 +524,11 @@ def _jsonable(obj: Any) -> Any:
 
 def _resolve_system_and_checkpoint(checkpoint, system, **system_options):
     """(system, checkpoint file, model): the batch's system (see
-    :func:`~spacetime_md.molecular.run_paths.resolve_paths_system`) and the model file, checked
+    :func:`~spacetime_md.molecular.paths.run.resolve_paths_system`) and the model file, checked
     against each other."""
-    from spacetime_md.molecular.paths import check_model_matches_system
-    from spacetime_md.molecular.pretrained import load_checkpoint, resolve_checkpoint
-    from spacetime_md.molecular.run_paths import resolve_paths_system, shipped_checkpoint
+    from spacetime_md.molecular.paths.transition import check_model_matches_system
+    from spacetime_md.molecular.model.pretrained import load_checkpoint, resolve_checkpoint
+    from spacetime_md.molecular.paths.run import resolve_paths_system, shipped_checkpoint
 
     path = resolve_checkpoint(checkpoint).resolve() if checkpoint is not None else None
     if path is not None and not path.is_file():
@@ -554,7 +554,7 @@ def _system_sha256(spec: Mapping[str, Any]) -> str:
 
 def _validate_tasks(tasks, system, base: PathConfig, batch_seed: int):
     """Check every endpoint against the system before anything is submitted."""
-    from spacetime_md.molecular.paths import resolve_structure
+    from spacetime_md.molecular.paths.transition import resolve_structure
 
     configs = {}
     for task in tasks:
@@ -699,7 +699,7 @@ def run_batch(
         Settings shared by all tasks (rows may override some); its ``seed`` is ignored, see
         ``seed``.
     system, solvent, forcefield, cvs, states, checkpoint, platform, plots
-        As for :func:`~spacetime_md.molecular.run_paths.run_paths`: ``system`` is a preset
+        As for :func:`~spacetime_md.molecular.paths.run.run_paths`: ``system`` is a preset
         name, a PDB file, a :class:`~spacetime_md.molecular.MolecularSystem` or ``None`` (the
         checkpoint's recorded system, else alanine dipeptide); ``checkpoint`` defaults to the
         shipped model of a preset.

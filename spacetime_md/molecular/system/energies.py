@@ -22,10 +22,10 @@ import openmm
 import openmm.unit as unit
 
 from spacetime_md.errors import TopologyMismatchError
-from spacetime_md.molecular.units import KJ_PER_MOL, NM
+from spacetime_md.molecular.system.units import KJ_PER_MOL, NM
 
 if TYPE_CHECKING:
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = ["evaluate_energies", "coordinates_to_nm", "check_bond_lengths"]
 
@@ -180,7 +180,7 @@ def evaluate_energies(
         bad = np.flatnonzero(~np.isfinite(energies))
         raise NonFiniteError(
             f"coordinates: OpenMM returned a non-finite energy for {len(bad)} of {n} frames (first: frame "
-            f"{int(bad[0])}); overlapping or collapsed atoms? spacetime_md.molecular.checks.check_structure "
+            f"{int(bad[0])}); overlapping or collapsed atoms? spacetime_md.molecular.system.checks.check_structure "
             "names the problem"
         )
     if forces:

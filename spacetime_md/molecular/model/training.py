@@ -30,7 +30,7 @@ System
 ------
 The checkpoint records the :class:`~spacetime_md.molecular.MolecularSystem` it was trained for
 (``metadata["system"]`` = :meth:`~spacetime_md.molecular.MolecularSystem.spec`, read back by
-:func:`~spacetime_md.molecular.pretrained.checkpoint_system`), so the paths commands need
+:func:`~spacetime_md.molecular.model.pretrained.checkpoint_system`), so the paths commands need
 nothing else. :func:`resolve_training_system` takes, in this order: ``config.system`` (a preset
 name or a PDB, with ``forcefield``/``solvent``/``cvs``/``states``); the saved run's system when
 resuming; ``system.json`` beside the data (written by the sampler); the ``top`` PDB; the data's
@@ -71,10 +71,10 @@ from torch import Tensor
 from spacetime_md._atomic import torch_save_atomic, write_json_atomic, write_text_atomic
 from spacetime_md.core._validation import resolve_device
 from spacetime_md.core.schedule import alpha_sigma
-from spacetime_md.molecular.model import (
+from spacetime_md.molecular.model.denoiser import (
     DEFAULT_GRAPH_CUTOFF_NM, DEFAULT_LENGTH_SCALE_NM, GRAPHS, EquivariantDenoiser, center, to_model,
 )
-from spacetime_md.molecular.pretrained import (
+from spacetime_md.molecular.model.pretrained import (
     CHECKPOINT_VERSION,
     TRAINING_STATE_FORMAT,
     read_checkpoint,
@@ -85,7 +85,7 @@ from spacetime_md import __version__
 if TYPE_CHECKING:  # pragma: no cover
     import mdtraj
 
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
     "TrainConfig",
@@ -611,7 +611,7 @@ def atom_types_from_topology(
     """
     from openmm import app
 
-    from spacetime_md.molecular.system import _resolve_forcefield
+    from spacetime_md.molecular.system.build import _resolve_forcefield
 
     omm_top = topology.to_openmm()
     try:
@@ -669,7 +669,7 @@ def _plain(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _apply_cv_files(system: "MolecularSystem", config: TrainConfig) -> "MolecularSystem":
-    from spacetime_md.molecular.system import resolve_system
+    from spacetime_md.molecular.system.build import resolve_system
 
     if config.cvs is None and config.states is None:
         return system
@@ -678,7 +678,7 @@ def _apply_cv_files(system: "MolecularSystem", config: TrainConfig) -> "Molecula
 
 def _check_recorded(system: "MolecularSystem", config: TrainConfig, where: str) -> None:
     """A ``forcefield``/``solvent`` given with a recorded system must be the recorded one."""
-    from spacetime_md.molecular.system import _resolve_forcefield
+    from spacetime_md.molecular.system.build import _resolve_forcefield
 
     if config.solvent is not None and config.solvent != system.solvent:
         raise ValueError(
@@ -695,7 +695,7 @@ def _check_recorded(system: "MolecularSystem", config: TrainConfig, where: str) 
 
 def _declared_system(config: TrainConfig, saved_spec: dict[str, Any] | None) -> tuple["MolecularSystem | None", str]:
     """The system named by the config, the resumed run or ``system.json``; ``(None, "")`` if none."""
-    from spacetime_md.molecular.system import MolecularSystem, resolve_system
+    from spacetime_md.molecular.system.build import MolecularSystem, resolve_system
 
     for name in ("cvs", "states"):
         value = getattr(config, name)
@@ -741,7 +741,7 @@ def _matching_preset(topology: "mdtraj.Topology") -> str | None:
     """The shipped preset (e.g. ``"alanine-dipeptide"``, with its states) whose atoms are ``topology``'s."""
     import mdtraj
 
-    from spacetime_md.molecular.system import KNOWN_SYSTEMS, system_data_path
+    from spacetime_md.molecular.system.build import KNOWN_SYSTEMS, system_data_path
 
     for name, entry in sorted(KNOWN_SYSTEMS.items()):
         try:
@@ -760,7 +760,7 @@ def _system_from_data(config: TrainConfig, dataset: MolecularDataset) -> tuple["
     """
     import tempfile
 
-    from spacetime_md.molecular.system import MolecularSystem, resolve_system
+    from spacetime_md.molecular.system.build import MolecularSystem, resolve_system
 
     forcefield = _forcefield_choice(config.forcefield)
     solvent = config.solvent or "vacuum"
@@ -1113,7 +1113,7 @@ def train(
             f"got {str(out)!r} which already holds one"
         )
     device = resolve_device(config.device)
-    from spacetime_md.molecular.ddp import ProcessGroupContext
+    from spacetime_md.molecular.model.ddp import ProcessGroupContext
 
     procs = ProcessGroupContext.from_default_group() if distributed else ProcessGroupContext.single()
     # Settings are checked before the data are read, the data (by hash) before anything is written.

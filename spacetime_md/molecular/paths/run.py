@@ -3,8 +3,8 @@
 The system is a preset name (``"alanine-dipeptide"``), a PDB file, a
 :class:`~spacetime_md.molecular.MolecularSystem`, a :meth:`MolecularSystem.spec` dictionary,
 or (with a checkpoint and no system) the system the checkpoint records
-(:func:`~spacetime_md.molecular.pretrained.checkpoint_system`). Units as in
-:mod:`spacetime_md.molecular.paths` (nm, ps, kJ/mol, K; radians for angle CVs).
+(:func:`~spacetime_md.molecular.model.pretrained.checkpoint_system`). Units as in
+:mod:`spacetime_md.molecular.paths.transition` (nm, ps, kJ/mol, K; radians for angle CVs).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 from spacetime_md._atomic import write_json_atomic
 from spacetime_md._outputs import finish_output_dir, list_outputs, prepare_output_dir
-from spacetime_md.molecular.paths import (
+from spacetime_md.molecular.paths.transition import (
     PathConfig,
     TransitionPaths,
     check_model_matches_system,
@@ -31,8 +31,8 @@ from spacetime_md.molecular.paths import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from spacetime_md.molecular.cvs import CollectiveVariables
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.cvs import CollectiveVariables
+    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = ["run_paths", "format_table", "resolve_paths_system", "shipped_checkpoint", "ALANINE_PRESET",
            "load_geodesic", "geodesic_settings", "model_sha256"]
@@ -164,7 +164,7 @@ def _axis_label(cv) -> str:
 def _plot_ramachandran(path: Path, result: dict[str, Any], kinds, cvs, system, report) -> None:
     import matplotlib.pyplot as plt
 
-    from spacetime_md.molecular.system import system_data_path
+    from spacetime_md.molecular.system.build import system_data_path
 
     pairs = cvs.ramachandran_pairs()
     n = len(pairs)
@@ -305,10 +305,10 @@ def resolve_paths_system(
         keeps its own force field and solvent (a different ``solvent`` is an error).
     cvs, states : file or specs, optional
         Replace the collective variables / states (see
-        :func:`~spacetime_md.molecular.system.resolve_system`).
+        :func:`~spacetime_md.molecular.system.build.resolve_system`).
     """
-    from spacetime_md.molecular.pretrained import checkpoint_system
-    from spacetime_md.molecular.system import MolecularSystem, resolve_system
+    from spacetime_md.molecular.model.pretrained import checkpoint_system
+    from spacetime_md.molecular.system.build import MolecularSystem, resolve_system
 
     if isinstance(system, dict):
         mol = MolecularSystem.from_spec(system, platform=platform)
@@ -384,7 +384,7 @@ def run_paths(
     plots, progress : bool
     geodesic : GeodesicResult or path, optional
         A geodesic already solved for this pair (see
-        :func:`~spacetime_md.molecular.paths.compute_transition_paths`), or the ``geodesic.npz``
+        :func:`~spacetime_md.molecular.paths.transition.compute_transition_paths`), or the ``geodesic.npz``
         of an earlier run (``--geodesic FILE``; checked by :func:`load_geodesic` before
         ``out_dir`` is touched); the solve is skipped and ``config.json`` records
         ``"geodesic": "precomputed"`` (and ``"geodesic_file"``).
@@ -406,7 +406,7 @@ def run_paths(
 
     from spacetime_md import __version__
     from spacetime_md.molecular._io import save_npz_atomic
-    from spacetime_md.molecular.pretrained import load_checkpoint
+    from spacetime_md.molecular.model.pretrained import load_checkpoint
 
     config = config or PathConfig()
     if not isinstance(config, PathConfig):
@@ -434,7 +434,7 @@ def run_paths(
     geodesic_file = None
     if isinstance(geodesic, (str, os.PathLike)):
         # Read before out_dir is prepared: --overwrite may remove the very file being reused.
-        from spacetime_md.molecular.paths import prepare_geodesic_problem
+        from spacetime_md.molecular.paths.transition import prepare_geodesic_problem
 
         geodesic_file = str(geodesic)
         geodesic = load_geodesic(geodesic_file, model, config,
@@ -552,7 +552,7 @@ def load_geodesic(path: str | os.PathLike, model: torch.nn.Module, config: PathC
     ``geodesic.json`` beside it is read. It must record the same model (:func:`model_sha256`),
     the same settings (:func:`geodesic_settings`: solver settings except threads and progress,
     endpoint ``log_snr``, constraint settings) and the same endpoints as ``problem``
-    (:func:`~spacetime_md.molecular.paths.prepare_geodesic_problem`); otherwise ``ValueError``
+    (:func:`~spacetime_md.molecular.paths.transition.prepare_geodesic_problem`); otherwise ``ValueError``
     with one line saying what differs. Returns a :class:`~spacetime_md.core.GeodesicResult`
     whose ``wall_time`` is the load time and ``n_denoiser_evals`` 0.
     """
@@ -611,7 +611,7 @@ def load_geodesic(path: str | os.PathLike, model: torch.nn.Module, config: PathC
 
 def shipped_checkpoint(system: "MolecularSystem") -> Path:
     """The shipped model file of a preset system; ``ValueError`` for any other system."""
-    from spacetime_md.molecular.pretrained import PRETRAINED, pretrained_path
+    from spacetime_md.molecular.model.pretrained import PRETRAINED, pretrained_path
 
     if system.name not in PRETRAINED:
         raise ValueError(

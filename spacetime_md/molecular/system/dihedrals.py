@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 # Re-exported for compatibility; they belong to the alanine-dipeptide preset.
-from spacetime_md.molecular.presets import ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI  # noqa: E402
+from spacetime_md.molecular.system.presets import ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI  # noqa: E402
 
 
 def _is_torch(x: Any) -> bool:

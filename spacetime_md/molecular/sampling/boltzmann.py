@@ -16,7 +16,7 @@ after every exchange attempt.
 The ladder (``n_replicas="auto"``, the default) is the geometric one from ``T_0`` to
 ``max_temperature`` with the fewest replicas (at least 4) whose neighbour swap acceptance,
 predicted from a short pilot run's energy mean and spread, reaches ``target_acceptance``
-(0.2); see :mod:`spacetime_md.molecular.ladder`. The pilot and the predictions are recorded in
+(0.2); see :mod:`spacetime_md.molecular.sampling.ladder`. The pilot and the predictions are recorded in
 ``config.json`` (``ladder``); a resumed run keeps its ladder. The report warns when a
 neighbour pair's measured acceptance is low or no walker made a round trip.
 
@@ -54,16 +54,16 @@ import openmm.unit as unit
 
 from spacetime_md.errors import CheckpointError
 from spacetime_md.molecular._io import atomic_path, save_npy_atomic, save_npz_atomic, write_json_atomic
-from spacetime_md.molecular.ladder import (
+from spacetime_md.molecular.sampling.ladder import (
     DEFAULT_TARGET_ACCEPTANCE, MIN_REPLICAS, choose_temperatures, exchange_warnings, pilot_energy_statistics,
 )
-from spacetime_md.molecular.replica_exchange import _chunk_rng, _config_hash, _Engine, _ReplicaState
-from spacetime_md.molecular.units import KELVIN, KJ_PER_MOL, NM, PS, to_md_array, to_md_float
+from spacetime_md.molecular.sampling.replica_exchange import _chunk_rng, _config_hash, _Engine, _ReplicaState
+from spacetime_md.molecular.system.units import KELVIN, KJ_PER_MOL, NM, PS, to_md_array, to_md_float
 
 if TYPE_CHECKING:
     import mdtraj
 
-    from spacetime_md.molecular.system import MolecularSystem
+    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
     "SamplingConfig",
@@ -275,7 +275,7 @@ def resolve_config(
     """The :class:`SamplingConfig` that :func:`sample_boltzmann` would run (same arguments).
 
     With ``n_replicas="auto"`` (and no ``temperatures``) this runs the pilot of
-    :mod:`spacetime_md.molecular.ladder` (seconds) after every other setting was checked.
+    :mod:`spacetime_md.molecular.sampling.ladder` (seconds) after every other setting was checked.
     """
     auto = isinstance(n_replicas, str)
     if auto and n_replicas != "auto":
@@ -586,7 +586,7 @@ def _norm(v: Any) -> Any:
 
 
 def _make_report(system: "MolecularSystem", config: SamplingConfig, st: _ReplicaState, coords: np.ndarray) -> dict:
-    from spacetime_md.molecular.populations import state_populations
+    from spacetime_md.molecular.sampling.populations import state_populations
 
     n = len(coords)
     secs = st.production_seconds
@@ -615,8 +615,8 @@ def _make_report(system: "MolecularSystem", config: SamplingConfig, st: _Replica
         report["populations_na_reason"] = f"fewer than 2 samples ({n})"
     else:
         report["populations"] = state_populations(system.compute_cvs(coords), system.states, system.cvs)
-        from spacetime_md.molecular.populations import compare_to_reference
-        from spacetime_md.molecular.reference import reference_populations
+        from spacetime_md.molecular.sampling.populations import compare_to_reference
+        from spacetime_md.molecular.sampling.reference import reference_populations
 
         ref = reference_populations(system)
         if ref is not None:
@@ -645,7 +645,7 @@ def _write_outputs(system: "MolecularSystem", samples: BoltzmannSamples, out: Pa
         if name is None:
             logger.info("no collective variables to plot for %s; no plot written", system.name)
             return
-        from spacetime_md.molecular.populations import plot_cvs
+        from spacetime_md.molecular.sampling.populations import plot_cvs
 
         r = samples.report
         title = f"{system.name} ({system.solvent}), {len(coords)} samples at {samples.config.temperatures_k[0]:g} K"

@@ -1,0 +1,42 @@
+"""Transition paths: geodesic problems between two structures, the restrained OpenMM Langevin
+sampler, relaxed maps, the time budget and the ``spacetime-md paths`` job (pipeline step 4).
+
+Units: OpenMM's ``md_unit_system`` (nm, ps, kJ/mol, K).
+
+Public names are re-exported lazily (see :mod:`spacetime_md.molecular`).
+"""
+
+from __future__ import annotations
+
+from spacetime_md.molecular._lazy import attach as _attach
+
+#: public name -> module of this package that defines it
+_LAZY = {
+    "allocate_steps": "budget",
+    "budget_steps": "budget",
+    "compute_budget_schedule": "budget",
+    "RestrainedLangevinSampler": "openmm_langevin",
+    "restraint_schedule": "openmm_langevin",
+    "DihedralQuencher": "relaxed",
+    "PositionQuencher": "relaxed",
+    "RefinedMaximum": "relaxed",
+    "RelaxedMap": "relaxed",
+    "TorsionQuencher": "relaxed",
+    "compute_relaxed_map": "relaxed",
+    "cv_torsion_quencher": "relaxed",
+    "refine_relaxed_maximum": "relaxed",
+    "relaxed_na_reason": "relaxed",
+    "format_table": "run",
+    "run_paths": "run",
+    "GeodesicProblem": "transition",
+    "PathConfig": "transition",
+    "TransitionPaths": "transition",
+    "check_model_matches_system": "transition",
+    "compute_target_hit": "transition",
+    "compute_transition_paths": "transition",
+    "kabsch_align": "transition",
+    "kabsch_rmsd": "transition",
+    "prepare_geodesic_problem": "transition",
+}
+
+__getattr__, __dir__, __all__ = _attach(__name__, _LAZY)
