@@ -54,7 +54,8 @@ def machine() -> dict:
 def run_pairs(args, model, den, pixels, labels) -> dict:
     from spacetime_md.core import CountingDenoiser
     from spacetime_md.image import evaluate_curve_length, image_geodesic, resolve_preset
-    from spacetime_md.image.distance import _anchor, _finish, _Pair, _solve_pairs, image_key, pair_seed
+    from spacetime_md.image.canonical import _anchor, _Pair, image_key, pair_seed
+    from spacetime_md.image.distance import _finish, _LengthSettings, _solve_pairs
 
     config = resolve_preset(args.preset, seed=0)
     rng = np.random.default_rng(0)
@@ -77,7 +78,8 @@ def run_pairs(args, model, den, pixels, labels) -> dict:
         seed = pair_seed(config.seed, image_key(fa), image_key(fb))
         other = _Pair(fa, fb, seed) if ab.reversed else _Pair(fb, fa, seed)
         (res,) = _solve_pairs(den, [other], anchor, alpha, config, None, None, None, 1.0)
-        d_other = _finish(den, 0.1, anchor, other, res, False, config, 32, "auto", 16, None, None, False, 0.0).distance
+        settings = _LengthSettings(32, "auto", 16, None, None, None)
+        d_other = _finish(den, 0.1, anchor, [other], [res], [False], settings, False, 0.0)[0].distance
         seed1 = image_geodesic(den, a, b, config=dataclasses.replace(config, seed=1), straight_line_energy=False)
         row = {"i": i, "j": j, "label_i": int(labels[i]), "label_j": int(labels[j]), "d_ab": ab.distance,
                "d_ba": ba.distance, "symmetry_error": abs(ab.distance - ba.distance) / ab.distance,

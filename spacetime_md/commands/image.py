@@ -125,7 +125,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _geodesic_settings(args):
     import torch
 
-    from spacetime_md.image.distance import DEFAULT_T_MIN, resolve_preset
+    from spacetime_md.image.presets import DEFAULT_T_MIN, resolve_preset
 
     check_options(args, GEODESIC_RANGES)
     if args.threads and not args.dry_run:
@@ -137,7 +137,7 @@ def _geodesic_settings(args):
 
 
 def _length_points(args) -> int:
-    from spacetime_md.image.distance import DEFAULT_LENGTH_POINTS
+    from spacetime_md.image.presets import DEFAULT_LENGTH_POINTS
 
     return DEFAULT_LENGTH_POINTS if args.length_points is None else args.length_points
 
@@ -248,7 +248,7 @@ def _run_geodesic(args) -> int:
 def _run_matrix(args) -> int:
     from pathlib import Path
 
-    from spacetime_md.image.distance import distance_matrix, write_matrix_csv
+    from spacetime_md.image.matrix import distance_matrix, write_matrix_csv
     from spacetime_md.image.io import load_image_folder, write_json
     from spacetime_md.image.model import load_image_model
 

@@ -6,8 +6,10 @@
 - :mod:`~spacetime_md.image.energy`: memory-bounded (chunked over curve points) curve energy
   with accumulated gradients, optional mixed precision, and a geodesic solver using it.
 - :mod:`~spacetime_md.image.distance`: Diffusion Edit Distance (Eq. 17), symmetric by
-  construction, with the length re-evaluated exactly (or with a standard error); geodesics with
-  their strip of denoising means; distance matrices solved in batches of pairs.
+  construction (pairs in the canonical order of :mod:`~spacetime_md.image.canonical`), with the
+  length re-evaluated exactly or with a standard error (:mod:`~spacetime_md.image.length`);
+  geodesics with their strip of denoising means; :mod:`~spacetime_md.image.matrix`: distance
+  matrices solved in batches of pairs; :mod:`~spacetime_md.image.presets`: named settings.
 - :mod:`~spacetime_md.image.model` / :mod:`~spacetime_md.image.training`: a small EDM U-Net
   trained by our own loop on scikit-learn's 8x8 digits (shipped as ``digits_8x8.pt``).
 - :mod:`~spacetime_md.image.io`: PNG reading with clear errors, strips, atomic writes.
@@ -27,7 +29,11 @@ from spacetime_md.image.adapters import (
     from_v_image,
 )
 from spacetime_md.image.analytic import GaussianImages
-from spacetime_md.image.distance import (
+from spacetime_md.image.canonical import image_key, pair_seed
+from spacetime_md.image.distance import ImageGeodesic, image_edit_distance, image_geodesic, warm_start_curve
+from spacetime_md.image.length import evaluate_curve_length
+from spacetime_md.image.matrix import DistanceMatrix, distance_matrix, write_matrix_csv
+from spacetime_md.image.presets import (
     DEFAULT_BATCH_PAIRS,
     DEFAULT_LENGTH_POINTS,
     DEFAULT_LENGTH_PROBES,
@@ -35,17 +41,7 @@ from spacetime_md.image.distance import (
     DEFAULT_WARM_START,
     EXACT_LENGTH_MAX_DIM,
     IMAGE_PRESETS,
-    DistanceMatrix,
-    ImageGeodesic,
-    distance_matrix,
-    image_edit_distance,
-    image_geodesic,
-    evaluate_curve_length,
-    image_key,
-    pair_seed,
     resolve_preset,
-    warm_start_curve,
-    write_matrix_csv,
 )
 from spacetime_md.image.energy import (
     autocast_denoiser,

@@ -135,6 +135,6 @@ def test_images_outside_the_models_range_are_refused_before_any_work():
     with pytest.raises(ValueError, match=r"data_range: expected \(low, high\) with low < high"):
         from_edm_image(model, model.event_shape, data_range=(1.0, -1.0))
     # the opt-out: a [0, 1] image is accepted as model units when asked (the check only, no solve here)
-    from spacetime_md.image.distance import _check_image
+    from spacetime_md.image.canonical import _check_image
 
     assert _check_image("image_b", pixels_b, model.event_shape, None) is not None
