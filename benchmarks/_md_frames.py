@@ -28,7 +28,7 @@ def md_samples_or_sample(path: str | Path, n_frames: int, seed: int, what: str) 
 
 def all_frames(path: str | Path) -> np.ndarray:
     """Every frame of the samples at ``path`` (no held-out split), ``(n, N, 3)`` nm."""
-    from spacetime_md.molecular.model.training import load_dataset
+    from spacetime_md.molecular.model.dataset import load_dataset
 
     samples = load_dataset(path, holdout_fraction=0.5)
     return np.concatenate([samples.train_xyz, samples.test_xyz])

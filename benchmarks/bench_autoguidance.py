@@ -33,16 +33,16 @@ from _md_frames import all_frames, md_samples_or_sample
 from spacetime_md._atomic import write_json_atomic
 from spacetime_md.core import AutoGuidedDenoiser
 from spacetime_md.molecular import load_checkpoint, load_pretrained
-from spacetime_md.molecular.model.evaluation import (
+from spacetime_md.molecular.model.evaluation import compute_energies
+from spacetime_md.molecular.model.generate import sample_model
+from spacetime_md.molecular.model.metrics import (
     bond_length_errors,
     c7ax_population,
-    compute_energies,
     jensen_shannon,
     phi_psi,
     ramachandran_histogram,
-    sample_model,
 )
-from spacetime_md.molecular.model.training import load_dataset
+from spacetime_md.molecular.model.dataset import load_dataset
 
 
 def _window(text: str) -> tuple[float, float]:

@@ -32,11 +32,12 @@ import torch
 
 from spacetime_md.core import GeodesicConfig
 from spacetime_md.molecular import load_system
-from spacetime_md.molecular.workflows.batch import BatchTask, run_batch
+from spacetime_md.molecular.workflows.batch import run_batch
+from spacetime_md.molecular.workflows.batch_tasks import BatchTask
 from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
-from spacetime_md.molecular.paths.transition import PathConfig
+from spacetime_md.molecular.paths.config import PathConfig
 from spacetime_md.molecular.model.pretrained import pretrained_path, save_checkpoint
-from spacetime_md.molecular.model.training import TrainConfig
+from spacetime_md.molecular.model.train_config import TrainConfig
 
 STATES = ("C7eq", "C7ax", "alpha_R")
 

@@ -42,13 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from spacetime_md.molecular.workflows.committor import (
-    ENERGIES,
-    CommittorConfig,
-    compute_dihedral_drive_path,
-    estimate_committor,
-    run_committor,
-)
+from spacetime_md.molecular.workflows.committor_config import ENERGIES, CommittorConfig
+from spacetime_md.molecular.workflows.committor_run import compute_dihedral_drive_path, run_committor
+from spacetime_md.molecular.workflows.committor import estimate_committor
 from spacetime_md.molecular.paths.transition import TransitionPaths
 
 TOLERANCE = 0.2
@@ -117,7 +113,7 @@ def dense_window(system, paths: TransitionPaths, result, base: CommittorConfig, 
     The window also covers the highest-energy frame of every criterion in ``RELAXED_ENERGIES``
     (computed on the whole path), so the criteria are compared on the same shots.
     """
-    from spacetime_md.molecular.workflows.committor import RELAXED_ENERGIES
+    from spacetime_md.molecular.workflows.shots import RELAXED_ENERGIES
 
     frames = np.asarray(paths.frames[path], dtype=np.float64)
     energies = {name: fn(system, frames) for name, fn in RELAXED_ENERGIES.items()}
@@ -220,7 +216,7 @@ def main(argv=None) -> int:
     if not args.paths_dirs:
         import tempfile
 
-        from spacetime_md.molecular.paths.transition import PathConfig
+        from spacetime_md.molecular.paths.config import PathConfig
         from spacetime_md.molecular.paths.run import run_paths
 
         scratch = tempfile.TemporaryDirectory(prefix="bench_committor_")
@@ -235,7 +231,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     system = None
     if args.dense or args.reference:
-        from spacetime_md.molecular.workflows.committor import _system_for_paths
+        from spacetime_md.molecular.workflows.committor_run import _system_for_paths
 
         system, _ = _system_for_paths(Path(args.paths_dirs[0]), None)
     for paths_dir in args.paths_dirs:

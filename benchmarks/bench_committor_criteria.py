@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from spacetime_md._atomic import write_json_atomic
-from spacetime_md.molecular.workflows.committor import _system_for_paths
+from spacetime_md.molecular.workflows.committor_run import _system_for_paths
 from spacetime_md.molecular.paths.transition import TransitionPaths
 from spacetime_md.molecular.paths.relaxed import TorsionQuencher
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         import tempfile
 
         import bench_committor
-        from spacetime_md.molecular.paths.transition import PathConfig
+        from spacetime_md.molecular.paths.config import PathConfig
         from spacetime_md.molecular.paths.run import run_paths
 
         scratch = tempfile.TemporaryDirectory(prefix="bench_committor_criteria_")

@@ -46,7 +46,7 @@ def build(pdb: Path, graph: str, seed: int = 0, cutoff_nm: float = 0.5):
     import mdtraj
 
     from spacetime_md.molecular.model.denoiser import EquivariantDenoiser, to_model
-    from spacetime_md.molecular.model.training import atom_types_from_topology
+    from spacetime_md.molecular.model.dataset import atom_types_from_topology
 
     traj = mdtraj.load(str(pdb))
     types = atom_types_from_topology(traj.topology)

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from spacetime_md.core import alpha_sigma, sample_annealed_langevin
-from spacetime_md.toy.landscape import alanine_dipeptide_fes, sample_annealed_langevin_grid
+from spacetime_md.toy.landscape import alanine_dipeptide_fes
+from spacetime_md.toy.langevin import sample_annealed_langevin_grid
 
 REFERENCE_8x128x128_S = 3.6
 

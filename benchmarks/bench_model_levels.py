@@ -27,12 +27,8 @@ import torch
 from _md_frames import all_frames, md_samples_or_sample
 from spacetime_md._atomic import write_json_atomic
 from spacetime_md.molecular import load_checkpoint, load_pretrained
-from spacetime_md.molecular.model.evaluation import (
-    jensen_shannon,
-    phi_psi,
-    ramachandran_histogram,
-    sample_model,
-)
+from spacetime_md.molecular.model.generate import sample_model
+from spacetime_md.molecular.model.metrics import jensen_shannon, phi_psi, ramachandran_histogram
 
 ROWS = (("A", None), ("B", (-99.0, 99.0)), ("B below 0", (-99.0, 0.0)), ("B in [0, 4)", (0.0, 4.0)),
         ("B from 4", (4.0, 99.0)))

@@ -28,7 +28,8 @@ import openmm
 import openmm.unit as unit
 
 from spacetime_md.molecular import load_system
-from spacetime_md.molecular.paths.transition import PathConfig, compute_transition_paths
+from spacetime_md.molecular.paths.config import PathConfig
+from spacetime_md.molecular.paths.transition import compute_transition_paths
 from spacetime_md.molecular.model.pretrained import load_checkpoint, load_pretrained
 from spacetime_md.molecular.paths.relaxed import RelaxedMap, compute_relaxed_map
 from spacetime_md.toy.landscape import PeriodicGridPotential

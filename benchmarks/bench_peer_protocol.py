@@ -106,7 +106,7 @@ def dihedral(x: np.ndarray, atoms) -> np.ndarray:
 
 def peer_metrics(system, paths, target_nm: np.ndarray) -> dict:
     """THP, ETS, RMSD as TPS-DPS defines them (module docstring), from OpenMM energies of every frame."""
-    from spacetime_md.molecular.paths.transition import kabsch_rmsd
+    from spacetime_md.molecular.paths.structures import kabsch_rmsd
 
     final = paths.frames[:, -1]
     wrap = lambda a: np.angle(np.exp(1j * a))  # noqa: E731
@@ -153,7 +153,8 @@ def main(argv=None) -> int:
 
     from spacetime_md.core import optimize_geodesic
     from spacetime_md.molecular import load_system
-    from spacetime_md.molecular.paths.transition import PathConfig, compute_transition_paths, prepare_geodesic_problem
+    from spacetime_md.molecular.paths.config import PathConfig
+    from spacetime_md.molecular.paths.transition import compute_transition_paths, prepare_geodesic_problem
     from spacetime_md.molecular.model.pretrained import load_pretrained
 
     system = load_system("alanine-dipeptide")

@@ -32,7 +32,8 @@ import torch
 
 from spacetime_md._atomic import write_json_atomic
 from spacetime_md.core import GeodesicConfig, alpha_sigma
-from spacetime_md.toy.landscape import PeriodicGridPotential, alanine_dipeptide_fes, sample_boltzmann
+from spacetime_md.toy.landscape import PeriodicGridPotential, alanine_dipeptide_fes
+from spacetime_md.toy.langevin import sample_boltzmann
 from spacetime_md.toy.periodic_model import (
     ExactPeriodicDenoiser,
     PeriodicDenoiser,

@@ -29,7 +29,7 @@ Example (about 3 minutes on a 2-core CPU)::
         --max-mutants 20
 
 ``--function NAME ...`` keeps only the mutants inside those functions (e.g. ``compute_target_hit`` of
-``paths.py``). ``--max-mutants`` draws that many mutants per module at random (``--seed``); ``--dry-run``
+``molecular/paths/hit.py``). ``--max-mutants`` draws that many mutants per module at random (``--seed``); ``--dry-run``
 lists the mutants without running anything. Run outside CI: every mutant costs one test run.
 """
 

@@ -17,6 +17,7 @@ import sys
 from typing import Sequence
 
 from spacetime_md import __version__
+from spacetime_md.commands import command_texts
 from spacetime_md.errors import SpacetimeMDError
 
 __all__ = ["main", "build_parser", "COMMAND_MODULES"]
@@ -52,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         if importlib.util.find_spec(name) is None:
             continue
         module = importlib.import_module(name)
-        sub = module.add_parser(subparsers)
+        if hasattr(module, "add_arguments"):
+            help_text, description = command_texts(module.__doc__)
+            sub = subparsers.add_parser(name.rpartition(".")[2], help=help_text, description=description)
+            module.add_arguments(sub)
+        else:  # a module that registers its own parser
+            sub = module.add_parser(subparsers)
         sub.set_defaults(_run=module.run)
     return parser
 

@@ -237,6 +237,37 @@ def test_every_ranged_option_shows_its_range_in_help():
             assert default is None or option.contains(default), (command.prog, dest, default)
 
 
+
+def test_add_numeric_declares_each_flag_once_from_its_table():
+    """One table entry gives the flag, its type, default, required and the help with the range."""
+    import argparse
+
+    from spacetime_md.commands._checks import add_numeric, float_range, int_range
+
+    ranges = {"n_frames": int_range(1, default=10, help="frames (default 10)"),
+              "dt": float_range(0, 5, low_open=True, required=True, help="step", note="; in fs"),
+              "bare": int_range(0)}
+    p = argparse.ArgumentParser()
+    add_numeric(p, ranges, "n_frames", "dt")
+    actions = {a.dest: a for a in p._actions}
+    assert actions["n_frames"].option_strings == ["--n-frames"] and actions["n_frames"].default == 10
+    assert actions["n_frames"].help == "frames, >= 1 (default 10)" and actions["n_frames"].type is int
+    assert actions["dt"].required and actions["dt"].type is float and actions["dt"].help == "step, in (0, 5]; in fs"
+    with pytest.raises(ValueError, match="bare: expected an option with a help text, got none"):
+        add_numeric(p, ranges, "bare")
+
+
+def test_command_help_texts_come_from_the_module_docstring():
+    from spacetime_md.commands import command_texts, toy
+
+    help_text, description = command_texts(toy.__doc__)
+    assert help_text == "1-D mixture demo: PF-ODE trajectories vs spacetime geodesics (exact denoiser)"
+    assert description.startswith("Compare probability-flow trajectories") and "\n" not in description
+    assert command_texts("``spacetime-md x``: one line.") == ("one line", "one line")
+    with pytest.raises(ValueError, match="expected a docstring starting with '``spacetime-md NAME``: HELP.', got"):
+        command_texts("A command without its name.")
+
+
 # --------------------------------------------------------------------------- Dask teardown
 
 
@@ -246,7 +277,7 @@ def test_dask_teardown_is_quiet_and_restores_the_loggers(capfd):
     pytest.importorskip("distributed")
     from distributed.comm.core import CommClosedError
 
-    from spacetime_md.molecular.workflows.batch import close_dask
+    from spacetime_md.molecular.workflows.batch_dask import close_dask
 
     closed = []
 
@@ -283,7 +314,7 @@ def test_batch_rerun_shuts_down_quietly(inputs, tmp_path, capfd):
     pytest.importorskip("distributed")
     root, values, checkpoints = inputs
     from spacetime_md.core import GeodesicConfig
-    from spacetime_md.molecular.paths.transition import PathConfig
+    from spacetime_md.molecular.paths.config import PathConfig
 
     tiny = PathConfig(n_paths=1, n_points=4, n_steps=10, baseline=False,
                       geodesic=GeodesicConfig(n_nodes=3, n_points=(8,), divergence="hutchinson", n_probes=1,

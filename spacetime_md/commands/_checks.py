@@ -39,6 +39,11 @@ class OptionRange:
     ``low``/``high`` are the bounds (``None``: unbounded), each closed unless ``low_open`` /
     ``high_open``. Floats must also be finite (``nan`` and ``inf`` parse as floats).
     ``flag`` overrides the option name derived from the argparse ``dest``.
+
+    An option that a command declares with :func:`add_numeric` also carries its argparse
+    ``default``, its ``help`` text (the range is put in by :func:`ranged`), a ``note`` appended
+    after it, and ``required``: one table per command holds each numeric flag once, for both
+    ``--help`` and :func:`check_options`.
     """
 
     low: float | None = None
@@ -47,6 +52,10 @@ class OptionRange:
     low_open: bool = False
     high_open: bool = False
     flag: str | None = None
+    default: float | None = None
+    help: str | None = None
+    note: str = ""
+    required: bool = False
 
     def bounds(self) -> str:
         """``">= 1"``, ``"in (0, 1)"`` or ``"finite"``: the range as the --help texts show it."""
@@ -103,6 +112,21 @@ def ranged(text: str, option: OptionRange) -> str:
     if not sep:
         return f"{text}, {option.bounds()}" if text else option.bounds()
     return f"{head}, {option.bounds()}{sep}{tail}"
+
+
+def add_numeric(parser: argparse.ArgumentParser, ranges: Mapping[str, OptionRange], *dests: str) -> None:
+    """Add the numeric options ``dests`` of ``ranges`` (keyed by argparse ``dest``) to ``parser``.
+
+    Each becomes ``--dest-with-dashes`` (or its ``flag``) of type ``int`` or ``float``, with the
+    table's default and its help text, range included.
+    """
+    for dest in dests:
+        option = ranges[dest]
+        if option.help is None:
+            raise ValueError(f"{dest}: expected an option with a help text, got none")
+        parser.add_argument(option.flag or "--" + dest.replace("_", "-"), dest=dest,
+                            type=int if option.integer else float, default=option.default,
+                            required=option.required, help=ranged(option.help, option) + option.note)
 
 
 def check_options(args: argparse.Namespace, ranges: Mapping[str, OptionRange]) -> None:

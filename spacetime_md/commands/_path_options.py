@@ -1,4 +1,4 @@
-"""The command-line options of :class:`~spacetime_md.molecular.paths.transition.PathConfig`, in one table.
+"""The command-line options of :class:`~spacetime_md.molecular.paths.config.PathConfig`, in one table.
 
 ``spacetime-md paths`` and ``spacetime-md batch`` add the same flags from :data:`PATH_OPTIONS`
 and build their config with :func:`path_config_from_args`. Every flag defaults to ``None``,
@@ -70,7 +70,7 @@ def path_config_from_args(args: argparse.Namespace, base: Any = None, **fixed: A
     derived again when what it depends on is given. ``--avoid-state`` without ``--constraint
     avoid`` is a ``ValueError`` (it would be silently unused).
     """
-    from spacetime_md.molecular.paths.transition import PathConfig
+    from spacetime_md.molecular.paths.config import PathConfig
 
     overrides = path_overrides(args)
     data = {} if base is None else base.to_dict()

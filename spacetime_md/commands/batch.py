@@ -1,4 +1,9 @@
-"""``spacetime-md batch``: transition paths for many endpoint pairs on a Dask cluster.
+"""``spacetime-md batch``: transition paths for many endpoint pairs (CSV/YAML) on a Dask cluster.
+
+Run the 'paths' job for every endpoint pair of a CSV or YAML file (columns start,end and optional
+id,seed,n_paths,constraint,avoid_state,min_log_snr,avoid_log_snr) on Dask distributed: a local
+cluster of --workers processes, or an existing one with --scheduler. Each pair is written
+atomically to OUT/<id>/; OUT/manifest.json records the status; a rerun skips finished pairs.
 
     spacetime-md batch pairs.csv --out runs/batch --workers 2
     spacetime-md batch pairs.yaml --out /shared/batch --scheduler tcp://head:8786
@@ -15,40 +20,29 @@ import sys
 
 from spacetime_md.commands._path_options import add_path_options, path_config_from_args
 from spacetime_md.commands._system import add_system_arguments
-from spacetime_md.commands._checks import SEED, THREADS_MAX, check_options, int_range, ranged
+from spacetime_md.commands._checks import SEED_MAX, THREADS_MAX, add_numeric, check_options, int_range
 
-#: Valid values of the batch's own numeric options (argparse dest -> range), checked first.
+#: The batch's own numeric options (argparse dest -> range, default and help text): added by add_numeric,
+#: checked first.
 RANGES = {
-    "workers": int_range(0, THREADS_MAX),
-    "retries": int_range(0),
-    "threads_per_task": int_range(1, THREADS_MAX),
-    "group_size": int_range(1),
-    "seed": SEED,
+    "workers": int_range(0, THREADS_MAX,
+                         help="worker processes of the local cluster (default: number of CPUs; 0: serial, no Dask)"),
+    "retries": int_range(0, default=1, help="extra attempts of a task that raised (default 1)"),
+    "threads_per_task": int_range(1, THREADS_MAX, default=1, help="torch threads inside each task (default 1)"),
+    "group_size": int_range(1, default=1,
+                            help="pairs whose geodesics one task solves together with batched denoiser calls (fills a "
+                                 "GPU with --device cuda; default 1: each pair alone)"),
+    "seed": int_range(0, SEED_MAX, default=0,
+                      help="batch seed; rows without a seed get one derived from it (default 0)"),
 }
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "batch",
-        help="transition paths for many endpoint pairs (CSV/YAML) on a Dask cluster",
-        description="Run the 'paths' job for every endpoint pair of a CSV or YAML file (columns start,end and "
-        "optional id,seed,n_paths,constraint,avoid_state,min_log_snr,avoid_log_snr) on Dask distributed: a "
-        "local cluster of --workers processes, or an existing one with --scheduler. Each pair is written "
-        "atomically to OUT/<id>/; OUT/manifest.json records the status; a rerun skips finished pairs.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pairs", help="pairs file (.csv with a header row, .yaml or .yml)")
     p.add_argument("--out", required=True, help="output directory (one folder per pair)")
-    p.add_argument("--workers", type=int, default=None,
-                   help=ranged("worker processes of the local cluster (default: number of CPUs; 0: serial, no Dask)",
-                               RANGES["workers"]))
+    add_numeric(p, RANGES, "workers")
     p.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
-    p.add_argument("--retries", type=int, default=1,
-                   help=ranged("extra attempts of a task that raised (default 1)", RANGES["retries"]))
-    p.add_argument("--threads-per-task", type=int, default=1,
-                   help=ranged("torch threads inside each task (default 1)", RANGES["threads_per_task"]))
-    p.add_argument("--group-size", type=int, default=1,
-                   help=ranged("pairs whose geodesics one task solves together with batched denoiser calls "
-                               "(fills a GPU with --device cuda; default 1: each pair alone)", RANGES["group_size"]))
+    add_numeric(p, RANGES, "retries", "threads_per_task", "group_size")
     add_system_arguments(p, default_system=None)
     p.add_argument("--checkpoint", help="model checkpoint file or shipped model name (default: the shipped model for "
                    "--system); its recorded system is the default --system (else alanine-dipeptide)")
@@ -57,18 +51,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "as the base settings, geodesic settings included; options below override it")
     add_path_options(p)  # the same PathConfig flags as `spacetime-md paths`; unset ones keep --path-config's
     p.add_argument("--no-plots", action="store_true", help="no PNG plots per pair")
-    p.add_argument("--seed", type=int, default=0,
-                   help=ranged("batch seed; rows without a seed get one derived from it (default 0)", RANGES["seed"]))
+    add_numeric(p, RANGES, "seed")
     p.add_argument("--no-dashboard", action="store_true", help="do not serve the local Dask dashboard")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--dry-run", action="store_true",
                    help="check the pairs, endpoints, system, checkpoint, memory and --out; print the tasks and exit")
-    return p
 
 
 def _base_config(args: argparse.Namespace):
     """``--path-config`` (else ``PathConfig()``) with the PathConfig flags given on the command line."""
-    from spacetime_md.molecular.paths.transition import PathConfig
+    from spacetime_md.molecular.paths.config import PathConfig
 
     config = None
     if args.path_config:
@@ -151,7 +143,8 @@ def check_batch_run(args: argparse.Namespace, config, tasks, options: dict):
 
 
 def run(args: argparse.Namespace) -> int:
-    from spacetime_md.molecular.workflows.batch import read_pairs, run_batch
+    from spacetime_md.molecular.workflows.batch import run_batch
+    from spacetime_md.molecular.workflows.batch_tasks import read_pairs
 
     check_options(args, RANGES)
     config = _base_config(args)

@@ -1,4 +1,8 @@
-"""``spacetime-md benchmark``: reproducible benchmark runs.
+"""``spacetime-md benchmark``: reproducible benchmarks (table1: the paper's Table 1 on the phi/psi grid).
+
+Run a benchmark and print it next to the published numbers.
+
+Reproducible benchmark runs.
 
 ``spacetime-md benchmark table1 --n-paths 1000 --out DIR`` runs the paper's Table 1 on the
 (phi, psi) grid of alanine dipeptide (see :mod:`spacetime_md.toy.table1`), writes
@@ -12,12 +16,7 @@ import argparse
 import json
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "benchmark",
-        help="reproducible benchmarks (table1: the paper's Table 1 on the phi/psi grid)",
-        description="Run a benchmark and print it next to the published numbers.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     t1 = sub.add_parser(
         "table1",
@@ -55,7 +54,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t1.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     t1.set_defaults(_benchmark=_run_table1)
     p.set_defaults(_parser=p)
-    return p
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,61 +1,56 @@
-"""``spacetime-md committor``: committor analysis of a saved transition path (p_B along it)."""
+"""``spacetime-md committor``: committor p_B along a transition path from unbiased OpenMM shots.
+
+Shoot unbiased MD (fresh Maxwell-Boltzmann velocities) from frames of a path written by
+`spacetime-md paths` (any molecule: the run's system.json holds its system and collective variables), stop
+each shot in the start or target state (regions in CV space), and estimate p_B per frame with a
+Wilson interval. Writes config.json, shots.json (checkpoint; a rerun skips finished shots),
+committor.json, committor.png, the transition-state candidates and the refined relaxed-energy
+maximum as PDB files.
+
+Committor analysis of a saved transition path (p_B along it).
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from spacetime_md.commands._checks import SEED, THREADS_MAX, check_options, float_range, int_range, ranged
+from spacetime_md.commands._checks import SEED_MAX, THREADS_MAX, add_numeric, check_options, float_range, int_range
 
-#: Same as ``spacetime_md.molecular.workflows.committor.ENERGIES`` (kept literal: no OpenMM import to build the parser).
+#: Same as ``spacetime_md.molecular.workflows.committor_config.ENERGIES`` (kept literal: no OpenMM import to
+#: build the parser).
 ENERGIES = ("quenched", "relaxed", "raw")
 DEFAULT_ENERGY = "relaxed"
 
-#: Valid values of the numeric options (argparse dest -> range), shown in --help. The lower
-#: bounds are CommittorConfig's (its messages name the config fields); the rest is checked here.
+#: The numeric options (argparse dest -> range, default and help text): added by add_numeric, checked first.
+#: The lower bounds are CommittorConfig's (its messages name the config fields); the rest is checked here.
 RANGES = {
-    "frames": int_range(1),
-    "shots": int_range(1),
-    "path": int_range(0),
-    "max_length_ps": float_range(0, low_open=True),
-    "timestep_fs": float_range(0, 5, low_open=True),
-    "friction": float_range(0, low_open=True),
-    "check_interval": int_range(1),
-    "refine_window": int_range(1),
-    "refine_substeps": int_range(1),
-    "workers": int_range(1, THREADS_MAX),
-    "seed": SEED,
+    "frames": int_range(1, default=10, help="frames evenly spaced along the path, at most its length (default 10)"),
+    "shots": int_range(1, default=20, help="MD shots per frame (default 20)"),
+    "path": int_range(0, default=0, help="path index within the set, below its number of paths (default 0)"),
+    "max_length_ps": float_range(0, low_open=True, default=5.0,
+                                 help="shots still in neither state after this long count as undecided, at least one "
+                                      "check interval (default 5 ps)"),
+    "timestep_fs": float_range(0, 5, low_open=True, default=2.0, help="MD time step in fs (default 2)"),
+    "friction": float_range(0, low_open=True, default=1.0, help="Langevin friction, 1/ps (default 1)"),
+    "check_interval": int_range(1, default=10, help="MD steps between state checks (default 10)"),
+    "refine_window": int_range(1, default=2,
+                               help="frames on each side of the highest-energy frame that the refinement covers "
+                                    "(default 2)"),
+    "refine_substeps": int_range(1, default=10, help="refinement points per frame interval (default 10)"),
+    "workers": int_range(1, THREADS_MAX, default=2, help="worker processes at most (default 2)",
+                         note=": shots start in this process and move to workers when the rest would take longer than "
+                              "20 s here; 1: never"),
+    "seed": int_range(0, SEED_MAX, default=0, help="random seed (default 0)"),
 }
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "committor",
-        help="committor p_B along a transition path from unbiased OpenMM shots",
-        description="Shoot unbiased MD (fresh Maxwell-Boltzmann velocities) from frames of a path written by "
-        "`spacetime-md paths` (any molecule: the run's system.json holds its system and collective variables), "
-        "stop each shot in the start or target state (regions in CV space), and estimate p_B per frame with a "
-        "Wilson interval. Writes config.json, shots.json (checkpoint; a rerun skips finished shots), "
-        "committor.json, committor.png, the transition-state candidates and the refined relaxed-energy maximum as "
-        "PDB files.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths_dir", metavar="PATHS_DIR", help="output directory of `spacetime-md paths`")
-    p.add_argument("--frames", type=int, default=10,
-                   help=ranged("frames evenly spaced along the path, at most its length (default 10)", RANGES["frames"]))
-    p.add_argument("--shots", type=int, default=20, help=ranged("MD shots per frame (default 20)", RANGES["shots"]))
+    add_numeric(p, RANGES, "frames", "shots")
     p.add_argument("--out", help="output directory (default PATHS_DIR/committor_<kind>_path<P>)")
     p.add_argument("--kind", choices=("geodesic", "straight"), default="geodesic",
                    help="which curve's paths (default geodesic)")
-    p.add_argument("--path", type=int, default=0,
-                   help=ranged("path index within the set, below its number of paths (default 0)", RANGES["path"]))
-    p.add_argument("--max-length-ps", type=float, default=5.0,
-                   help=ranged("shots still in neither state after this long count as undecided, at least one check "
-                               "interval (default 5 ps)", RANGES["max_length_ps"]))
-    p.add_argument("--timestep-fs", type=float, default=2.0,
-                   help=ranged("MD time step in fs (default 2)", RANGES["timestep_fs"]))
-    p.add_argument("--friction", type=float, default=1.0,
-                   help=ranged("Langevin friction, 1/ps (default 1)", RANGES["friction"]))
-    p.add_argument("--check-interval", type=int, default=10,
-                   help=ranged("MD steps between state checks (default 10)", RANGES["check_interval"]))
+    add_numeric(p, RANGES, "path", "max_length_ps", "timestep_fs", "friction", "check_interval")
     p.add_argument("--states", metavar="FILE",
                    help="state file (JSON/YAML; structure paths relative to it) replacing the run's states")
     p.add_argument("--start-state", help="start state name (default: the state of the path's first frame, else the "
@@ -71,29 +66,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="do not also shoot from the refined relaxed-energy maximum (the path's torsion-CV route "
                    "around the highest-energy frame, subdivided and minimised with the torsions held; n/a without "
                    "torsion CVs)")
-    p.add_argument("--refine-window", type=int, default=2,
-                   help=ranged("frames on each side of the highest-energy frame that the refinement covers (default 2)",
-                               RANGES["refine_window"]))
-    p.add_argument("--refine-substeps", type=int, default=10,
-                   help=ranged("refinement points per frame interval (default 10)", RANGES["refine_substeps"]))
-    p.add_argument("--workers", type=int, default=2,
-                   help=ranged("worker processes at most (default 2)", RANGES["workers"])
-                   + ": shots start in this process and move to workers when the rest would take longer than 20 s "
-                   "here; 1: never")
-    p.add_argument("--seed", type=int, default=0, help=ranged("random seed (default 0)", RANGES["seed"]))
+    add_numeric(p, RANGES, "refine_window", "refine_substeps", "workers", "seed")
     p.add_argument("--platform", help="OpenMM platform (default: fastest measured for the system size)")
     p.add_argument("--overwrite", action="store_true", help="discard a checkpoint made with other settings")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--progress", action="store_true", help="progress bar")
     p.add_argument("--dry-run", action="store_true",
                    help="check the inputs (paths, system, states, frames, --out) and print the resolved config")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from spacetime_md.molecular.workflows.committor import CommittorConfig
+    from spacetime_md.molecular.workflows.committor_config import CommittorConfig
 
     config = CommittorConfig(
         n_frames=args.frames,
@@ -129,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                           "committor_config": config.to_dict()}, indent=2))
         return 0
 
-    from spacetime_md.molecular.workflows.committor import run_committor
+    from spacetime_md.molecular.workflows.committor_run import run_committor
 
     result = run_committor(args.paths_dir, args.out, config, platform=args.platform, states=args.states,
                            overwrite=args.overwrite, plot=not args.no_plot, progress=args.progress)
@@ -146,9 +131,9 @@ def check_committor_run(args: argparse.Namespace, config) -> dict:
     from pathlib import Path
 
     from spacetime_md._outputs import prepare_output_dir
-    from spacetime_md.molecular.workflows.committor import (
-        _path_frames, _resolve_states, load_committor_inputs, select_frames,
-    )
+    from spacetime_md.molecular.workflows.committor import _path_frames
+    from spacetime_md.molecular.workflows.committor_run import load_committor_inputs
+    from spacetime_md.molecular.workflows.shots import _resolve_states, select_frames
 
     paths, system, _, endpoints = load_committor_inputs(args.paths_dir, config.kind, platform=args.platform,
                                                         states=args.states)

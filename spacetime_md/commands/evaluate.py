@@ -1,4 +1,9 @@
-"""``spacetime-md evaluate``: sample a trained denoiser and compare with held-out MD samples.
+"""``spacetime-md evaluate``: sample a trained denoiser and print quality metrics against held-out MD.
+
+Draw samples from a trained molecular denoiser (reverse SDE or probability-flow ODE) and compare
+them with the held-out part of the MD samples.
+
+Sample a trained denoiser and compare with held-out MD samples.
 
     spacetime-md evaluate --checkpoint runs/ala/model.pt \
         --data /work/data/alanine_dipeptide_vacuum_300K --n-samples 2000
@@ -25,89 +30,68 @@ from pathlib import Path
 from typing import Any
 
 from spacetime_md.commands._checks import (
-    SEED, THREADS_MAX, check_memory_need, check_options, check_output_file, float_range, int_range, ranged,
+    SEED_MAX, THREADS_MAX, add_numeric, check_memory_need, check_options, check_output_file, float_range, int_range,
 )
 
 logger = logging.getLogger(__name__)
 
-#: Valid values of the numeric options (argparse dest -> range); shown in --help, checked first.
+#: The numeric options (argparse dest -> range, default and help text): added by add_numeric, checked first.
 RANGES = {
-    "guidance_weight": float_range(0),
-    "guidance_log_snr_min": float_range(-20, 20),
-    "guidance_log_snr_max": float_range(-20, 20),
-    "holdout_fraction": float_range(0, 1, low_open=True, high_open=True),
-    "n_samples": int_range(1),
-    "n_steps": int_range(1),
-    "log_snr_start": float_range(-20, 20),
-    "log_snr_end": float_range(-20, 20),
-    "batch_size": int_range(1),
-    "seed": SEED,
-    "num_threads": int_range(1, THREADS_MAX),
+    "guidance_weight": float_range(0, help="autoguidance weight w (default 2.5, or the shipped pair's)"),
+    "guidance_log_snr_min": float_range(-20, 20,
+                                        help="lowest guided noise level, model units (default -2, or the shipped "
+                                             "pair's)"),
+    "guidance_log_snr_max": float_range(-20, 20,
+                                        help="guided levels are below this one (default 8, or the shipped pair's)"),
+    "holdout_fraction": float_range(0, 1, low_open=True, high_open=True,
+                                    help="held-out fraction (default: the one the model was trained with, else 0.1)"),
+    "n_samples": int_range(1, default=2000, help="model samples (default 2000)",
+                           note="; refused up front if they would not fit in memory"),
+    "n_steps": int_range(1, default=300, help="sampler noise levels (default 300)"),
+    "log_snr_start": float_range(-20, 20, default=-8.0, help="first noise level, model log_snr (default -8)"),
+    "log_snr_end": float_range(-20, 20, default=10.0, help="last noise level, above --log-snr-start (default 10)"),
+    "batch_size": int_range(1, default=128, help="samples integrated at once (default 128)"),
+    "seed": int_range(0, SEED_MAX, default=0, help="sampling seed (default 0)"),
+    "num_threads": int_range(1, THREADS_MAX, help="torch threads (default: torch's choice)"),
 }
 #: Rough model activation memory per structure in a batch, per squared atom count (measured:
 #: about 0.4 MiB per alanine-dipeptide structure, 22 atoms, for the shipped model).
 _ACTIVATION_BYTES_PER_ATOM_PAIR = 1024
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     from spacetime_md.commands._system import add_system_arguments
 
-    p = subparsers.add_parser(
-        "evaluate",
-        help="sample a trained denoiser and print quality metrics against held-out MD",
-        description="Draw samples from a trained molecular denoiser (reverse SDE or probability-flow "
-        "ODE) and compare them with the held-out part of the MD samples.",
-    )
-    p.add_argument("--checkpoint", default=None, help="model.pt, training_state.pt or a shipped model name, e.g. alanine-dipeptide-24k (default: the shipped alanine-dipeptide model)")
-    p.add_argument("--guide", default=None,
+    p.add_argument("--checkpoint", help="model.pt, training_state.pt or a shipped model name, e.g. alanine-dipeptide-24k (default: the shipped alanine-dipeptide model)")
+    p.add_argument("--guide",
                    help="autoguidance: a weaker model of the same molecule (e.g. an early snapshot "
                    "model_step*.pt of the same run); samples use D + (w - 1)(D - guide) on the guided levels")
-    p.add_argument("--guidance-weight", type=float, default=None,
-                   help=ranged("autoguidance weight w (default 2.5, or the shipped pair's)", RANGES["guidance_weight"]))
-    p.add_argument("--guidance-log-snr-min", type=float, default=None,
-                   help=ranged("lowest guided noise level, model units (default -2, or the shipped pair's)",
-                               RANGES["guidance_log_snr_min"]))
-    p.add_argument("--guidance-log-snr-max", type=float, default=None,
-                   help=ranged("guided levels are below this one (default 8, or the shipped pair's)",
-                               RANGES["guidance_log_snr_max"]))
+    add_numeric(p, RANGES, "guidance_weight", "guidance_log_snr_min", "guidance_log_snr_max")
     p.add_argument("--data", required=True, nargs="+",
                    help="MD samples: a directory with one *.h5 trajectory (as written by `spacetime-md sample`), "
                         "or trajectory files mdtraj reads")
-    p.add_argument("--top", default=None, help="topology (PDB) for --data formats without one (DCD, XTC, TRR, NetCDF)")
+    p.add_argument("--top", help="topology (PDB) for --data formats without one (DCD, XTC, TRR, NetCDF)")
     add_system_arguments(p)
-    p.add_argument("--holdout-fraction", type=float, default=None,
-                   help=ranged("held-out fraction (default: the one the model was trained with, else 0.1)",
-                               RANGES["holdout_fraction"]))
-    p.add_argument("--reference", default=None,
+    add_numeric(p, RANGES, "holdout_fraction")
+    p.add_argument("--reference",
                    help="independent MD samples (directory with one *.h5, or the file), e.g. `spacetime-md "
                         "sample --seed 1`: all its frames are the reference instead of the held-out part of --data")
-    p.add_argument("--n-samples", type=int, default=2000,
-                   help=ranged("model samples (default 2000)", RANGES["n_samples"])
-                   + "; refused up front if they would not fit in memory")
-    p.add_argument("--n-steps", type=int, default=300,
-                   help=ranged("sampler noise levels (default 300)", RANGES["n_steps"]))
+    add_numeric(p, RANGES, "n_samples", "n_steps")
     p.add_argument("--method", choices=("heun", "ancestral", "ddim"), default="ancestral",
                    help="reverse SDE (ancestral, default: its noise corrects model errors, e.g. bond lengths "
                    "match MD where the ODE's are 1.7x too spread), or probability-flow ODE, 2nd order "
                    "(heun) or 1st order (ddim)")
-    p.add_argument("--log-snr-start", type=float, default=-8.0,
-                   help=ranged("first noise level, model log_snr (default -8)", RANGES["log_snr_start"]))
-    p.add_argument("--log-snr-end", type=float, default=10.0,
-                   help=ranged("last noise level, above --log-snr-start (default 10)", RANGES["log_snr_end"]))
-    p.add_argument("--batch-size", type=int, default=128,
-                   help=ranged("samples integrated at once (default 128)", RANGES["batch_size"]))
+    add_numeric(p, RANGES, "log_snr_start", "log_snr_end", "batch_size")
     p.add_argument("--mirror-d", action="store_true",
                    help="post-hoc correction: reflect samples with D chirality (reported as such)")
-    p.add_argument("--seed", type=int, default=0, help=ranged("sampling seed (default 0)", RANGES["seed"]))
+    add_numeric(p, RANGES, "seed")
     p.add_argument("--no-energies", dest="energies", action="store_false", help="skip OpenMM energies")
-    p.add_argument("--save-samples", default=None,
+    p.add_argument("--save-samples",
                    help="write the model samples as an mdtraj HDF5 file (a file is replaced; folders are created)")
-    p.add_argument("--json", dest="json_out", default=None,
+    p.add_argument("--json", dest="json_out",
                    help="write the metrics as JSON (a file is replaced; folders are created)")
-    p.add_argument("--num-threads", type=int, default=None,
-                   help=ranged("torch threads (default: torch's choice)", RANGES["num_threads"]))
+    add_numeric(p, RANGES, "num_threads")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,14 +102,15 @@ def run(args: argparse.Namespace) -> int:
     from spacetime_md.core import AutoGuidedDenoiser
     from spacetime_md.errors import TopologyMismatchError
     from spacetime_md.molecular.system.chirality import chiral_centres_from_topology, compute_chirality
-    from spacetime_md.molecular.model.evaluation import evaluate_samples, sample_model
+    from spacetime_md.molecular.model.evaluation import evaluate_samples
+    from spacetime_md.molecular.model.generate import sample_model
     from spacetime_md.molecular.model.pretrained import (
         GUIDED_PRETRAINED,
         load_checkpoint,
         load_guided,
         load_pretrained,
     )
-    from spacetime_md.molecular.model.training import load_dataset
+    from spacetime_md.molecular.model.dataset import load_dataset
 
     check_options(args, RANGES)
     if not args.log_snr_end > args.log_snr_start:

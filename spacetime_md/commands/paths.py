@@ -1,4 +1,11 @@
-"""``spacetime-md paths``: transition paths between two states of a molecule (the main job)."""
+"""``spacetime-md paths``: transition paths between two states: geodesic -> OpenMM paths -> validation -> export.
+
+Compute the spacetime geodesic between two structures with the shipped (or given) diffusion model,
+turn it into transition paths by annealed Langevin dynamics in OpenMM, validate them against the
+force field and export trajectories, report.json, config.json and plots.
+
+Transition paths between two states of a molecule (the main job).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +15,7 @@ from spacetime_md.commands._path_options import add_path_options, path_config_fr
 from spacetime_md.commands._system import add_system_arguments
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "paths",
-        help="transition paths between two states: geodesic -> OpenMM paths -> validation -> export",
-        description="Compute the spacetime geodesic between two structures with the shipped (or given) "
-        "diffusion model, turn it into transition paths by annealed Langevin dynamics in OpenMM, validate "
-        "them against the force field and export trajectories, report.json, config.json and plots.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     add_system_arguments(p, default_system=None)
     p.add_argument("--start", help="start state name (default C7eq for alanine-dipeptide; other systems: "
                                    "required unless --start-pdb)")
@@ -44,7 +44,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "sampler settings")
     p.add_argument("--progress", action="store_true", help="progress bars")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    return p
 
 
 def _threads(value: str) -> int | str:
@@ -86,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from spacetime_md.commands._system import system_from_args
-    from spacetime_md.molecular.paths.transition import DEFAULT_GEODESIC
+    from spacetime_md.molecular.paths.config import DEFAULT_GEODESIC
 
     if args.num_threads != "auto" and not 1 <= args.num_threads <= 256:
         raise ValueError(f"--num-threads: expected an integer in [1, 256], got {args.num_threads}")
@@ -112,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         # Everything a real run checks, except the computation.
         from spacetime_md._outputs import prepare_output_dir
-        from spacetime_md.molecular.paths.transition import check_model_matches_system, resolve_structure
+        from spacetime_md.molecular.paths.structures import check_model_matches_system, resolve_structure
         from spacetime_md.molecular.model.pretrained import PRETRAINED
         from spacetime_md.molecular.paths.run import check_memory
 

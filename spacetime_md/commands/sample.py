@@ -1,4 +1,7 @@
-"""``spacetime-md sample``: Boltzmann samples by temperature replica exchange (OpenMM).
+"""``spacetime-md sample``: Boltzmann samples at 300 K by temperature replica exchange (OpenMM).
+
+Temperature replica exchange on OpenMM; saves the samples at the lowest temperature with
+checkpoints every --chunk-size samples (resume with --resume).
 
 Writes ``samples.h5`` (mdtraj HDF5), ``energies.npy``, ``config.json``, ``system.json`` (the
 system: PDB text, force field, solvent, CVs, states; ``train`` records it in the checkpoint),
@@ -15,70 +18,53 @@ from __future__ import annotations
 
 import argparse
 
-from spacetime_md.commands._checks import SEED, check_memory_need, check_options, float_range, int_range, ranged
+from spacetime_md.commands._checks import (
+    SEED_MAX, add_numeric, check_memory_need, check_options, float_range, int_range,
+)
 
 DEFAULT_SYSTEM = "alanine-dipeptide"
 
-#: Valid values of the numeric options (argparse dest -> range); shown in --help, checked first.
+#: The numeric options (argparse dest -> range, default and help text): added by add_numeric, checked first.
 RANGES = {
-    "n_samples": int_range(1),
-    "seed": SEED,
-    "temperature": float_range(0, 5000, low_open=True),
-    "n_replicas": int_range(1, 256),
-    "target_acceptance": float_range(0, 1, low_open=True, high_open=True),
-    "max_temperature": float_range(0, 5000, low_open=True),
-    "exchange_interval": float_range(0, low_open=True),
-    "equilibration": float_range(0),
-    "chunk_size": int_range(1),
-    "max_chunks": int_range(0),
+    "n_samples": int_range(1, default=None, required=True, help="samples at --temperature",
+                           note="; refused up front if they would not fit in memory"),
+    "seed": int_range(0, SEED_MAX, default=0, help="random seed (default 0)"),
+    "temperature": float_range(0, 5000, low_open=True, default=300.0, help="sampling temperature in K (default 300)"),
+    "n_replicas": int_range(1, 256,
+                            help="replicas of a fixed geometric ladder (default: automatic, the fewest >= 4 whose "
+                                 "neighbour swap acceptance predicted by a short pilot run reaches "
+                                 "--target-acceptance; 4 was the fixed default before)"),
+    "target_acceptance": float_range(0, 1, low_open=True, high_open=True,
+                                     help="smallest neighbour swap acceptance of the automatic ladder (default 0.2)"),
+    "max_temperature": float_range(0, 5000, low_open=True,
+                                   help="hottest replica in K, above --temperature (default 800)"),
+    "exchange_interval": float_range(0, low_open=True,
+                                     help="ps between exchanges/samples (default 0.25)",
+                                     note="; at least one 2 fs time step"),
+    "equilibration": float_range(0, help="discarded ps before sampling (default 20)"),
+    "chunk_size": int_range(1, default=1000, help="samples per checkpoint (default 1000)"),
+    "max_chunks": int_range(0, help="stop after this many chunks (resume later)"),
 }
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     from spacetime_md.commands._system import add_system_arguments
 
-    p = subparsers.add_parser(
-        "sample",
-        help="Boltzmann samples at 300 K by temperature replica exchange (OpenMM)",
-        description="Temperature replica exchange on OpenMM; saves the samples at the lowest "
-        "temperature with checkpoints every --chunk-size samples (resume with --resume).",
-    )
     add_system_arguments(p, default_system=DEFAULT_SYSTEM)
     p.set_defaults(system=None)  # so that --system and its alias --pdb can be told apart
-    p.add_argument("--pdb", default=None, help="alias of --system for a PDB file of your molecule")
-    p.add_argument("--n-samples", type=int, required=True,
-                   help=ranged("samples at --temperature", RANGES["n_samples"])
-                   + "; refused up front if they would not fit in memory")
+    p.add_argument("--pdb", help="alias of --system for a PDB file of your molecule")
+    add_numeric(p, RANGES, "n_samples")
     p.add_argument("--out", required=True, help="output / checkpoint directory")
-    p.add_argument("--seed", type=int, default=0, help=ranged("random seed (default 0)", RANGES["seed"]))
+    add_numeric(p, RANGES, "seed")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of another run in --out (its outputs are removed first)")
-    p.add_argument("--platform", default=None, help="OpenMM platform (default: automatic, Reference for small systems)")
-    p.add_argument("--temperature", type=float, default=300.0,
-                   help=ranged("sampling temperature in K (default 300)", RANGES["temperature"]))
-    p.add_argument("--n-replicas", type=int, default=None,
-                   help=ranged("replicas of a fixed geometric ladder (default: automatic, the fewest >= 4 whose "
-                               "neighbour swap acceptance predicted by a short pilot run reaches "
-                               "--target-acceptance; 4 was the fixed default before)", RANGES["n_replicas"]))
-    p.add_argument("--target-acceptance", type=float, default=None,
-                   help=ranged("smallest neighbour swap acceptance of the automatic ladder (default 0.2)",
-                               RANGES["target_acceptance"]))
-    p.add_argument("--max-temperature", type=float, default=None,
-                   help=ranged("hottest replica in K, above --temperature (default 800)", RANGES["max_temperature"]))
-    p.add_argument("--exchange-interval", type=float, default=None,
-                   help=ranged("ps between exchanges/samples (default 0.25)", RANGES["exchange_interval"])
-                   + "; at least one 2 fs time step")
-    p.add_argument("--equilibration", type=float, default=None,
-                   help=ranged("discarded ps before sampling (default 20)", RANGES["equilibration"]))
-    p.add_argument("--chunk-size", type=int, default=1000,
-                   help=ranged("samples per checkpoint (default 1000)", RANGES["chunk_size"]))
-    p.add_argument("--max-chunks", type=int, default=None,
-                   help=ranged("stop after this many chunks (resume later)", RANGES["max_chunks"]))
+    p.add_argument("--platform", help="OpenMM platform (default: automatic, Reference for small systems)")
+    add_numeric(p, RANGES, "temperature", "n_replicas", "target_acceptance", "max_temperature", "exchange_interval",
+                "equilibration", "chunk_size", "max_chunks")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    return p
 
 
 def _check_pdb_file(path: str) -> None:

@@ -1,27 +1,27 @@
-"""``spacetime-md toy``: the 1-D Gaussian-mixture demo (paper Fig. 1 and Fig. 3-left)."""
+"""``spacetime-md toy``: 1-D mixture demo: PF-ODE trajectories vs spacetime geodesics (exact denoiser).
+
+Compare probability-flow trajectories with spacetime geodesics on the paper's 1-D Gaussian mixture;
+writes report.json, config.json and PNG figures.
+
+The 1-D Gaussian-mixture demo (paper Fig. 1 and Fig. 3-left).
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from spacetime_md.commands._checks import SEED, check_options, int_range, ranged
+from spacetime_md.commands._checks import SEED_MAX, add_numeric, check_options, int_range
 
-RANGES = {"n_trajectories": int_range(1, 1000), "seed": SEED}
+RANGES = {
+    "n_trajectories": int_range(1, 1000, default=8, help="PF-ODE trajectories compared with geodesics (default 8)"),
+    "seed": int_range(0, SEED_MAX, default=0, help="random seed (default 0)"),
+}
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "toy",
-        help="1-D mixture demo: PF-ODE trajectories vs spacetime geodesics (exact denoiser)",
-        description="Compare probability-flow trajectories with spacetime geodesics on the paper's "
-        "1-D Gaussian mixture; writes report.json, config.json and PNG figures.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory (refused if it holds another command's results)")
-    p.add_argument("--n-trajectories", type=int, default=8,
-                   help=ranged("PF-ODE trajectories compared with geodesics (default 8)", RANGES["n_trajectories"]))
-    p.add_argument("--seed", type=int, default=0, help=ranged("random seed (default 0)", RANGES["seed"]))
+    add_numeric(p, RANGES, "n_trajectories", "seed")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
-    return p
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,8 @@
-"""``spacetime-md train``: train the equivariant denoiser on Boltzmann samples.
+"""``spacetime-md train``: train the equivariant diffusion denoiser on Boltzmann samples.
+
+Train the SE(3)-equivariant, chirality-aware denoiser (VP diffusion in log_snr, x0-prediction) on
+Boltzmann samples from any trajectory mdtraj reads; the checkpoint records the molecular system, so
+'paths --checkpoint' needs nothing else.
 
     spacetime-md train --data /work/data/alanine_dipeptide_vacuum_300K --out runs/ala \
         --steps 20000 --seed 0 --device cpu [--resume]
@@ -46,14 +50,7 @@ _OPTIONAL = {
 }
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "train",
-        help="train the equivariant diffusion denoiser on Boltzmann samples",
-        description="Train the SE(3)-equivariant, chirality-aware denoiser (VP diffusion in log_snr, "
-        "x0-prediction) on Boltzmann samples from any trajectory mdtraj reads; the checkpoint records the "
-        "molecular system, so 'paths --checkpoint' needs nothing else.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, nargs="+", metavar="PATH",
                    help="trajectory file(s) mdtraj reads (DCD, XTC, TRR, NetCDF, HDF5, multi-model PDB), "
                         "concatenated in order, or a directory (its *.h5 as written by 'spacetime-md sample', "
@@ -90,7 +87,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     for action in p._actions:  # training has no checkpoint to take defaults from
         if action.dest in _SYSTEM_HELP:
             action.help = _SYSTEM_HELP[action.dest]
-    return p
 
 
 _SYSTEM_HELP = {
@@ -106,7 +102,7 @@ _SYSTEM_HELP = {
 
 
 def build_config(args: argparse.Namespace):
-    from spacetime_md.molecular.model.training import TrainConfig
+    from spacetime_md.molecular.model.train_config import TrainConfig
 
     data = args.data
     if isinstance(data, (list, tuple)):
@@ -135,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     # Checked before anything is created; the directory itself appears only when training starts.
     prepare_output_dir(args.out, "train", resume=args.resume, overwrite=args.overwrite, dry_run=True)
     if args.resume:  # a state to continue, with the same settings (the data are compared once read)
-        from spacetime_md.molecular.model.training import _read_resume_state
+        from spacetime_md.molecular.model.resume import _read_resume_state
 
         _read_resume_state(config)
     if args.dry_run:

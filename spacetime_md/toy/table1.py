@@ -60,12 +60,8 @@ from spacetime_md.core import (
     sample_annealed_langevin,
 )
 from spacetime_md.core._validation import check_positive
-from spacetime_md.toy.landscape import (
-    PeriodicGridPotential,
-    alanine_dipeptide_fes,
-    sample_annealed_langevin_grid,
-    sample_boltzmann,
-)
+from spacetime_md.toy.landscape import PeriodicGridPotential, alanine_dipeptide_fes
+from spacetime_md.toy.langevin import sample_annealed_langevin_grid, sample_boltzmann
 from spacetime_md.toy.periodic_model import (
     ExactPeriodicDenoiser,
     PeriodicDenoiser,

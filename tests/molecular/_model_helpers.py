@@ -30,7 +30,7 @@ def alanine_trajectory():
 
 def synthetic_dataset(n_frames: int = 120, noise_nm: float = 0.01, seed: int = 0):
     """Frames = the PDB structure plus Gaussian noise (a stand-in for MD samples)."""
-    from spacetime_md.molecular.model.training import MolecularDataset
+    from spacetime_md.molecular.model.dataset import MolecularDataset
 
     traj = alanine_trajectory()
     rng = np.random.default_rng(seed)

@@ -16,7 +16,7 @@ def system():
 def drive_path(system):
     """C7eq (-150, 160) -> C7ax (60, -40) through phi = 0 by restrained minimisations (24 frames);
     its relaxed barrier is near phi = -5 deg."""
-    from spacetime_md.molecular.workflows.committor import compute_dihedral_drive_path
+    from spacetime_md.molecular.workflows.committor_run import compute_dihedral_drive_path
 
     return compute_dihedral_drive_path(system, "C7eq", "C7ax", n_frames=24)
 

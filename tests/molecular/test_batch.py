@@ -16,8 +16,9 @@ pytest.importorskip("distributed")
 
 from spacetime_md import cli  # noqa: E402
 from spacetime_md.core import GeodesicConfig  # noqa: E402
-from spacetime_md.molecular.workflows.batch import BatchTask, derive_seed, read_pairs, run_batch  # noqa: E402
-from spacetime_md.molecular.paths.transition import PathConfig  # noqa: E402
+from spacetime_md.molecular.workflows.batch import run_batch  # noqa: E402
+from spacetime_md.molecular.workflows.batch_tasks import BatchTask, derive_seed, read_pairs
+from spacetime_md.molecular.paths.config import PathConfig  # noqa: E402
 from spacetime_md.molecular.paths.run import run_paths  # noqa: E402
 
 TINY = PathConfig(

@@ -13,7 +13,8 @@ pytest.importorskip("distributed")
 from spacetime_md import cli  # noqa: E402
 from spacetime_md.core import GeodesicConfig, optimize_geodesics  # noqa: E402
 from spacetime_md.molecular.workflows.batch import run_batch  # noqa: E402
-from spacetime_md.molecular.paths.transition import PathConfig, compute_transition_paths, prepare_geodesic_problem  # noqa: E402
+from spacetime_md.molecular.paths.config import PathConfig  # noqa: E402
+from spacetime_md.molecular.paths.transition import compute_transition_paths, prepare_geodesic_problem
 from spacetime_md.molecular.model.pretrained import load_checkpoint  # noqa: E402
 
 TINY = PathConfig(

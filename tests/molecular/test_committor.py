@@ -12,16 +12,10 @@ import torch
 
 from spacetime_md import cli
 from spacetime_md.molecular import load_system
-from spacetime_md.molecular.workflows.committor import (
-    SHOTS_FILE,
-    CommittorConfig,
-    compute_dihedral_drive_path,
-    estimate_committor,
-    run_committor,
-    select_frames,
-    shot_seed,
-    wilson_interval,
-)
+from spacetime_md.molecular.workflows.committor import SHOTS_FILE, estimate_committor
+from spacetime_md.molecular.workflows.committor_config import CommittorConfig
+from spacetime_md.molecular.workflows.committor_run import compute_dihedral_drive_path, run_committor
+from spacetime_md.molecular.workflows.shots import select_frames, shot_seed, wilson_interval
 
 # Shots commit within about 0.3 ps from anywhere on this path; keep them short.
 FAST = dict(max_length_ps=1.0, n_workers=1)
@@ -256,7 +250,7 @@ def test_tiny_model_paths_directory(tmp_path):
     # The real `spacetime-md paths` layout (tiny untrained model; the endpoint restraint ends paths in C7ax).
     from spacetime_md.core import GeodesicConfig
     from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
-    from spacetime_md.molecular.paths.transition import PathConfig
+    from spacetime_md.molecular.paths.config import PathConfig
     from spacetime_md.molecular.model.pretrained import save_checkpoint
     from spacetime_md.molecular.paths.run import run_paths
 
@@ -343,6 +337,6 @@ def test_cli(paths_dir, tmp_path, capsys):
     assert '"n_shots": 20' in capsys.readouterr().out
     # the parser keeps its energy choices literal (no OpenMM import to build it): same as the API's
     from spacetime_md.commands import committor as command
-    from spacetime_md.molecular.workflows.committor import ENERGIES
+    from spacetime_md.molecular.workflows.committor_config import ENERGIES
 
     assert command.ENERGIES == ENERGIES and command.DEFAULT_ENERGY == CommittorConfig().energy

@@ -14,7 +14,8 @@ import torch.distributed as dist
 
 from spacetime_md.molecular.model.pretrained import load_checkpoint
 from spacetime_md.molecular.model.train_ddp import build_config, main
-from spacetime_md.molecular.model.training import TrainConfig, train
+from spacetime_md.molecular.model.train_config import TrainConfig
+from spacetime_md.molecular.model.training import train
 
 from ._model_helpers import ALA_TYPES, _one_torch_thread, synthetic_dataset, write_synthetic_h5  # noqa: F401
 

@@ -207,7 +207,7 @@ def test_graph_option_messages():
 
         EquivariantConv(4, 1)(torch.zeros(3, 4), torch.zeros(3, 3), torch.tensor([[0, 1, 2, 0], [1, 2, 0, 2]]),
                               torch.zeros(4, 1), 2.0, edge_weight=torch.ones(4))
-    from spacetime_md.molecular.model.training import TrainConfig
+    from spacetime_md.molecular.model.train_config import TrainConfig
 
     with pytest.raises(ValueError, match="graph: expected one of dense, sparse, got 'full'"):
         TrainConfig(data="x", out="y", graph="full")
@@ -227,7 +227,8 @@ def test_sparse_edges_vectorised_over_batch():
 def test_train_records_the_sparse_graph_and_cli_flag(tmp_path, capsys):
     from spacetime_md.cli import main
     from spacetime_md.molecular.model.pretrained import load_checkpoint
-    from spacetime_md.molecular.model.training import TrainConfig, train
+    from spacetime_md.molecular.model.train_config import TrainConfig
+    from spacetime_md.molecular.model.training import train
 
     tiny = dict(batch_size=8, hidden_channels=8, n_layers=1, n_rbf=4, log_every=2, n_val=4, warmup_steps=1)
     result = train(TrainConfig(data="", out=str(tmp_path / "run"), steps=2, graph="sparse", graph_cutoff_nm=0.4,

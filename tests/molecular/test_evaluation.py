@@ -11,15 +11,14 @@ import torch
 
 from spacetime_md.cli import main
 from spacetime_md.core.schedule import alpha_sigma
-from spacetime_md.molecular.model.evaluation import (
+from spacetime_md.molecular.model.evaluation import compute_energies, evaluate_samples
+from spacetime_md.molecular.model.generate import sample_model
+from spacetime_md.molecular.model.metrics import (
     bond_length_errors,
     c7ax_population,
-    compute_energies,
-    evaluate_samples,
     jensen_shannon,
     phi_psi,
     ramachandran_histogram,
-    sample_model,
 )
 from spacetime_md.molecular.model.denoiser import center
 from spacetime_md.molecular.model.pretrained import save_checkpoint

@@ -14,7 +14,7 @@ from spacetime_md import cli
 from spacetime_md.core import GeodesicConfig
 from spacetime_md.molecular import load_system
 from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
-from spacetime_md.molecular.paths.transition import PathConfig
+from spacetime_md.molecular.paths.config import PathConfig
 from spacetime_md.molecular.model.pretrained import save_checkpoint
 from spacetime_md.molecular.paths.run import format_table, model_sha256, run_paths
 

@@ -1,9 +1,10 @@
 """The hit code's atom choice and its zero-RMSD refusal, on a hand-built 5-atom molecule.
 
-Killing the mutation run's survivors of ``paths.py`` (``compute_target_hit`` and helpers): a
-molecule with *exactly* 3 heavy atoms fits on those 3 (not on all atoms), and two structures
-whose heavy atoms coincide exactly have a default hit length of exactly 0, which is refused
-when a CV is not an angle. Reference values from mdtraj's RMSD and by hand.
+Killing the mutation run's survivors of the hit code of ``paths.py`` (now
+``molecular/paths/hit.py``: ``compute_target_hit`` and helpers): a molecule with *exactly* 3 heavy
+atoms fits on those 3 (not on all atoms), and two structures whose heavy atoms coincide exactly
+have a default hit length of exactly 0, which is refused when a CV is not an angle. Reference
+values from mdtraj's RMSD and by hand.
 
 Units: nm.
 """
@@ -16,7 +17,8 @@ import openmm
 import openmm.app as app
 import pytest
 
-from spacetime_md.molecular.paths.transition import PathConfig, _endpoint_states, default_hit_length_nm, path_cvs
+from spacetime_md.molecular.paths.config import PathConfig
+from spacetime_md.molecular.paths.hit import _endpoint_states, default_hit_length_nm, path_cvs
 from spacetime_md.molecular.system.build import MolecularSystem
 
 # Three heavy atoms (a planar triangle centred exactly on the origin in binary fractions, so

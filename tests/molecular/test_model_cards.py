@@ -22,7 +22,7 @@ import torch
 from scipy.spatial.distance import jensenshannon
 
 import spacetime_md
-from spacetime_md.molecular.model.evaluation import sample_model
+from spacetime_md.molecular.model.generate import sample_model
 from spacetime_md.molecular.model.pretrained import load_pretrained, pretrained_path
 
 DATA = Path(spacetime_md.__file__).parent / "data" / "alanine_dipeptide"

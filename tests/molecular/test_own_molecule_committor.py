@@ -16,19 +16,13 @@ import numpy as np
 import pytest
 
 from spacetime_md import cli
-from spacetime_md.molecular.workflows.committor import (
-    SHOTS_FILE,
-    START,
-    TARGET,
-    UNDECIDED,
-    CommittorConfig,
-    CVStateChecker,
-    compute_dihedral_drive_path,
-    estimate_committor,
-    run_committor,
-)
+from spacetime_md.molecular.workflows.committor import SHOTS_FILE, estimate_committor
+from spacetime_md.molecular.workflows.shots import START, TARGET, UNDECIDED, CVStateChecker
+from spacetime_md.molecular.workflows.committor_config import CommittorConfig
+from spacetime_md.molecular.workflows.committor_run import compute_dihedral_drive_path, run_committor
 from spacetime_md.molecular.system.cvs import RMSD, CollectiveVariables, Distance, Torsion
-from spacetime_md.molecular.paths.transition import TransitionPaths, resolve_structure
+from spacetime_md.molecular.paths.structures import resolve_structure
+from spacetime_md.molecular.paths.transition import TransitionPaths
 from spacetime_md.molecular.paths.relaxed import (
     TorsionQuencher,
     cv_torsion_quencher,

@@ -49,7 +49,7 @@ def _checkpoint(path: Path, system: MolecularSystem, record_system: bool = True)
 
     from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
     from spacetime_md.molecular.model.pretrained import save_checkpoint
-    from spacetime_md.molecular.model.training import atom_types_from_topology
+    from spacetime_md.molecular.model.dataset import atom_types_from_topology
 
     top = system.mdtraj_topology
     torch.manual_seed(0)
@@ -302,7 +302,7 @@ def test_cli_evaluate_mismatches_and_old_checkpoints(runs, tmp_path, capsys):
 
 def test_plots_and_messages(runs, tmp_path, capsys):
     from spacetime_md.molecular.system.cvs import CollectiveVariables
-    from spacetime_md.molecular.model.evaluation import cv_histogram, cv_jsd
+    from spacetime_md.molecular.model.metrics import cv_histogram, cv_jsd
     from spacetime_md.molecular.sampling.populations import plot_cvs, plot_ramachandran
 
     tetra = resolve_system(TETRA / "alanine-tetrapeptide.pdb")

@@ -19,11 +19,8 @@ import pytest
 
 from spacetime_md import cli
 from spacetime_md.molecular.system.cvs import CollectiveVariables, Torsion, backbone_torsions
-from spacetime_md.molecular.paths.transition import (
-    HIT_LENGTH_FRACTION,
-    PathConfig,
-    compute_target_hit,
-)
+from spacetime_md.molecular.paths.config import PathConfig
+from spacetime_md.molecular.paths.hit import HIT_LENGTH_FRACTION, compute_target_hit
 
 ROOT = Path(__file__).resolve().parents[2]
 MOLECULES = ROOT / "systems" / "test_molecules"
@@ -57,7 +54,9 @@ def _train_tiny(tmp: Path, pdb: Path, endpoints: tuple[Path, Path]) -> tuple[Pat
 
     from spacetime_md.molecular.model.pretrained import load_checkpoint, save_checkpoint
     from spacetime_md.molecular.system.build import MolecularSystem
-    from spacetime_md.molecular.model.training import MolecularDataset, TrainConfig, train
+    from spacetime_md.molecular.model.dataset import MolecularDataset
+    from spacetime_md.molecular.model.train_config import TrainConfig
+    from spacetime_md.molecular.model.training import train
 
     system = MolecularSystem.from_pdb(pdb)
     frames = np.concatenate([_md_frames(system, p, 120, seed=k + 1) for k, p in enumerate(endpoints)])

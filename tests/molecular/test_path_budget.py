@@ -16,7 +16,7 @@ from spacetime_md.molecular.paths.budget import (
     jump_profile,
     restraint_kl,
 )
-from spacetime_md.molecular.paths.transition import PathConfig
+from spacetime_md.molecular.paths.config import PathConfig
 
 
 def test_budget_steps_is_exact_and_refuses_fractions():

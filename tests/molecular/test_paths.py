@@ -15,13 +15,9 @@ from spacetime_md.core import GeodesicConfig
 from spacetime_md.errors import TopologyMismatchError
 from spacetime_md.molecular import load_system
 from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
-from spacetime_md.molecular.paths.transition import (
-    PathConfig,
-    TransitionPaths,
-    compute_transition_paths,
-    kabsch_align,
-    kabsch_rmsd,
-)
+from spacetime_md.molecular.paths.config import PathConfig
+from spacetime_md.molecular.paths.structures import kabsch_align, kabsch_rmsd
+from spacetime_md.molecular.paths.transition import TransitionPaths, compute_transition_paths
 from spacetime_md.molecular.model.pretrained import save_checkpoint
 from spacetime_md.molecular.paths.run import run_paths
 

@@ -21,7 +21,7 @@ from spacetime_md.errors import TopologyMismatchError
 from spacetime_md.molecular import load_system
 from spacetime_md.molecular.system.cvs import CollectiveVariables, Distance
 from spacetime_md.molecular.system.energies import check_bond_lengths
-from spacetime_md.molecular.paths.transition import compute_target_hit, default_hit_length_nm
+from spacetime_md.molecular.paths.hit import compute_target_hit, default_hit_length_nm
 
 DATA = Path(spacetime_md.__file__).parent / "data" / "alanine_dipeptide"
 
@@ -85,7 +85,8 @@ def test_endpoint_states_of_a_prepared_problem_are_discs_around_each_endpoint(sy
     import torch
 
     from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
-    from spacetime_md.molecular.paths.transition import PathConfig, prepare_geodesic_problem
+    from spacetime_md.molecular.paths.config import PathConfig
+    from spacetime_md.molecular.paths.transition import prepare_geodesic_problem
 
     torch.manual_seed(0)
     model = EquivariantDenoiser(["X"] * system.n_atoms, system.bonds.tolist(), atom_names=list(system.atom_names),
@@ -227,7 +228,8 @@ def test_length_cv_endpoint_states_use_the_hit_length():
     import torch
 
     from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
-    from spacetime_md.molecular.paths.transition import PathConfig, prepare_geodesic_problem
+    from spacetime_md.molecular.paths.config import PathConfig
+    from spacetime_md.molecular.paths.transition import prepare_geodesic_problem
     from spacetime_md.molecular.system.build import resolve_system
 
     root = Path(__file__).resolve().parents[2] / "systems" / "test_molecules"

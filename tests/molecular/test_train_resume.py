@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from spacetime_md.cli import main
-from spacetime_md.molecular.model.training import TrainConfig, train
+from spacetime_md.molecular.model.train_config import TrainConfig
+from spacetime_md.molecular.model.training import train
 
 from ._model_helpers import _one_torch_thread, write_synthetic_h5  # noqa: F401
 
@@ -137,7 +138,7 @@ def test_a_state_without_fingerprint_resumes_with_a_warning(saved_run, tmp_path,
     # its recorded settings are still compared
     with pytest.raises(ValueError, match="got lr: 0.002 -> 0.001"):
         train(_config(saved_run, out=str(out), lr=1e-3), progress=False, resume=True)
-    with caplog.at_level(logging.WARNING, logger="spacetime_md.molecular.model.training"):
+    with caplog.at_level(logging.WARNING, logger="spacetime_md.molecular.model.resume"):
         result = train(_config(saved_run, out=str(out), steps=3), progress=False, resume=True)
     assert result.step == 3
     assert "was written without a fingerprint of its training data" in caplog.text

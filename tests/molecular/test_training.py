@@ -11,13 +11,9 @@ import torch
 from spacetime_md.cli import main
 from spacetime_md.errors import CheckpointError
 from spacetime_md.molecular.model.pretrained import load_checkpoint
-from spacetime_md.molecular.model.training import (
-    TrainConfig,
-    atom_types_from_topology,
-    denoising_loss,
-    load_dataset,
-    train,
-)
+from spacetime_md.molecular.model.dataset import atom_types_from_topology, load_dataset
+from spacetime_md.molecular.model.train_config import TrainConfig
+from spacetime_md.molecular.model.training import denoising_loss, train
 
 from ._model_helpers import _one_torch_thread, ALA_TYPES, alanine_trajectory, synthetic_dataset, write_synthetic_h5
 

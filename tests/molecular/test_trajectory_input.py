@@ -20,7 +20,10 @@ import torch
 from spacetime_md.cli import main
 from spacetime_md.molecular.model.pretrained import checkpoint_system, load_checkpoint
 from spacetime_md.molecular.system.build import MolecularSystem
-from spacetime_md.molecular.model.training import TrainConfig, load_dataset, resolve_training_system, train
+from spacetime_md.molecular.model.dataset import load_dataset
+from spacetime_md.molecular.model.train_config import TrainConfig
+from spacetime_md.molecular.model.train_system import resolve_training_system
+from spacetime_md.molecular.model.training import train
 
 from ._model_helpers import _one_torch_thread  # noqa: F401  (autouse: one torch thread)
 
@@ -160,7 +163,7 @@ def test_system_flag_gives_coordinate_files_their_topology(gly_md, tmp_path, cap
 
 def test_data_topology_alone_gives_a_system_with_an_assumed_force_field(gly_md, tmp_path, caplog):
     config = TrainConfig(data=str(gly_md["files"]["pdb"]), out=str(tmp_path / "run"))
-    with caplog.at_level("WARNING", logger="spacetime_md.molecular.model.training"):
+    with caplog.at_level("WARNING", logger="spacetime_md.molecular.model.train_system"):
         system = resolve_training_system(config)
     assert system.n_atoms == 19 and system.name == "gly" and list(system.cvs.names) == ["phi 2", "psi 2"]
     assert "built from the topology of gly.pdb with ['amber99sbildn.xml'] in vacuum, assumed" in caplog.text
@@ -286,7 +289,7 @@ def test_a_system_the_force_field_cannot_parameterise(gly_md, tmp_path, capsys):
 
 
 def test_units_check_without_bonds_uses_nearest_neighbours(gly_md):
-    from spacetime_md.molecular.model.training import _check_coordinates
+    from spacetime_md.molecular.model.dataset import _check_coordinates
 
     atoms, _ = gly_md["traj"].topology.to_dataframe()
     bare = mdtraj.Topology.from_dataframe(atoms)  # no bonds

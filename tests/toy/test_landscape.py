@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from spacetime_md.toy.landscape import (
-    PeriodicGridPotential,
-    alanine_dipeptide_fes,
-    sample_boltzmann,
-    sample_langevin,
-)
+from spacetime_md.toy.landscape import PeriodicGridPotential, alanine_dipeptide_fes
+from spacetime_md.toy.langevin import sample_boltzmann, sample_langevin
 
 TWO_PI = 2 * math.pi
 
@@ -364,7 +360,7 @@ def test_grid_sampler_reproduces_the_core_sampler(fes, record, method):
     core = sample_annealed_langevin(fes.as_autograd_function(), log_snr, x, start,
                                     generator=torch.Generator().manual_seed(5), **kwargs)
     seen = []
-    from spacetime_md.toy.landscape import sample_annealed_langevin_grid
+    from spacetime_md.toy.langevin import sample_annealed_langevin_grid
 
     grid = sample_annealed_langevin_grid(fes, log_snr, x, start, generator=torch.Generator().manual_seed(5),
                                          callback=seen.append, **kwargs)
@@ -382,7 +378,7 @@ def test_grid_sampler_reproduces_the_core_sampler(fes, record, method):
 
 def test_grid_sampler_errors(fes):
     from spacetime_md.errors import NonFiniteError
-    from spacetime_md.toy.landscape import sample_annealed_langevin_grid
+    from spacetime_md.toy.langevin import sample_annealed_langevin_grid
 
     log_snr, x, start = table1_like_curve()
     with pytest.raises(ValueError, match="record: expected 'points' or 'steps'"):

@@ -13,6 +13,7 @@ from spacetime_md.molecular._lazy import attach as _attach
 
 #: public name -> module of this package that defines it
 _LAZY = {
+    "load_dataset": "dataset",
     "ProcessGroupContext": "ddp",
     "EquivariantDenoiser": "denoiser",
     "from_model": "denoiser",
@@ -20,16 +21,15 @@ _LAZY = {
     "EquivariantConv": "egnn",
     "EvaluationResult": "evaluation",
     "evaluate_samples": "evaluation",
-    "sample_model": "evaluation",
+    "sample_model": "generate",
     "checkpoint_system": "pretrained",
     "load_checkpoint": "pretrained",
     "load_guided": "pretrained",
     "load_pretrained": "pretrained",
     "save_checkpoint": "pretrained",
-    "TrainConfig": "training",
+    "TrainConfig": "train_config",
+    "resolve_training_system": "train_system",
     "TrainResult": "training",
-    "load_dataset": "training",
-    "resolve_training_system": "training",
     "train": "training",
 }
 

@@ -1,24 +1,8 @@
-"""Sampling from a trained denoiser and comparing the samples with held-out MD samples.
-
-Samplers (all in ``log_snr``, model units, noise projected onto the centred subspace):
-
-- ``"ancestral"`` (reverse SDE, DDPM-style): from ``x_t`` at ``l_t`` to ``l_s > l_t`` draw
-  ``x_s ~ q(x_s | x_t, x0 = D(x_t))``, i.e. with ``r = exp(l_t - l_s)``
-  ``x_s = alpha_s (r / alpha_t) x_t + alpha_s (1 - r) D + sigma_s sqrt(1 - r) P n``;
-- ``"ddim"`` (probability-flow ODE, first order): ``x_s = alpha_s D + sigma_s (x_t - alpha_t D) / sigma_t``;
-- ``"heun"`` (probability-flow ODE, second order, EDM's Heun step in ``x / alpha`` and
-  ``sigma / alpha = exp(-log_snr / 2)``; two denoiser calls per step, the last step is Euler).
-
-First-order samplers lose variance at a rate proportional to the step in ``log_snr`` (for a
-Gaussian with the exact denoiser and 100 steps over [-8, 10]: ancestral -8 %, DDIM -4 %,
-Heun < 1 %; see ``tests/molecular/test_evaluation.py``).
-
-Both start from ``P n`` at ``log_snr_start`` and return ``D(x, log_snr_end)`` after the last
-step, converted to nm with the model's :func:`~spacetime_md.molecular.model.denoiser.from_model`.
+"""Comparing samples of a trained denoiser with held-out MD samples (:func:`evaluate_samples`).
 
 Metrics (:func:`evaluate_samples`), all against held-out MD frames, through the system's
-collective variables (:mod:`.cvs`), states (:mod:`.states`) and chiral centres
-(:mod:`.chirality`), so any molecule works:
+collective variables (:mod:`~spacetime_md.molecular.system.cvs`), states (:mod:`~spacetime_md.molecular.system.states`) and chiral centres
+(:mod:`~spacetime_md.molecular.system.chirality`), so any molecule works:
 
 - Ramachandran Jensen-Shannon divergence **per residue**: each residue's ``(phi, psi)``
   histogram on a ``bins x bins`` grid over ``[-pi, pi)^2`` (default 36 x 36, 10 degree bins),
@@ -47,24 +31,19 @@ as "n/a (reason)". Units inside: nm, radians, kJ/mol.
 
 from __future__ import annotations
 
-import logging
 import math
-import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from spacetime_md.core.schedule import alpha_sigma
 from spacetime_md.molecular.system.chirality import (
     NO_CHIRAL_CENTRE,
     ChiralCentre,
     chiral_centres_from_topology,
     compute_chirality,
 )
-from spacetime_md.molecular.model.denoiser import EquivariantDenoiser, center, from_model
+from spacetime_md.molecular.model.metrics import bond_length_errors, cv_jsd, ramachandran_jsd_by_residue
 
 if TYPE_CHECKING:  # pragma: no cover
     import mdtraj
@@ -75,357 +54,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "TARGETS",
-    "sample_model",
-    "phi_psi",
-    "ramachandran_histogram",
-    "cv_histogram",
-    "jensen_shannon",
-    "ramachandran_jsd",
-    "ramachandran_jsd_by_residue",
-    "cv_jsd",
-    "c7ax_population",
-    "bond_length_errors",
     "compute_energies",
     "EvaluationResult",
     "evaluate_samples",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: Quality targets of issue 4.
 TARGETS = {"rama_jsd": 0.05, "fraction_l": 0.99}
 
 NO_RAMACHANDRAN = "no residue with both backbone phi and psi among the collective variables"
 NO_CVS = "no collective variables; pass a --cvs file"
-
-
-def sample_model(
-    model: EquivariantDenoiser | Callable[[Tensor, Tensor], Tensor],
-    n_samples: int,
-    *,
-    dim: int | None = None,
-    length_scale_nm: float | None = None,
-    n_steps: int = 100,
-    method: Literal["ancestral", "ddim", "heun"] = "heun",
-    log_snr_start: float = -8.0,
-    log_snr_end: float = 10.0,
-    batch_size: int = 128,
-    generator: torch.Generator | None = None,
-    mirror_d: bool = False,
-    chiral_atoms: Sequence[int] | Sequence[Sequence[int]] | None = None,
-    chiral_signs: Sequence[int] | None = None,
-    progress: bool = False,
-    callback: Callable[[dict[str, Any]], None] | None = None,
-) -> np.ndarray:
-    """Draw ``n_samples`` structures from the model.
-
-    Parameters
-    ----------
-    model : EquivariantDenoiser or callable
-        Any denoiser ``(x (B, 3N), log_snr (B,)) -> (B, 3N)`` in model units; for a plain
-        callable give ``dim`` and ``length_scale_nm`` (it is evaluated in float64 on the CPU).
-    n_samples : int
-    dim, length_scale_nm : optional
-        Default: the model's ``dim`` and ``length_scale_nm``.
-    n_steps : int
-        Noise levels, evenly spaced in ``log_snr`` (Heun uses about two evaluations each).
-    method : {"heun", "ancestral", "ddim"}
-        Probability-flow ODE (Heun, 2nd order; DDIM, 1st order) or reverse SDE (ancestral).
-    log_snr_start, log_snr_end : float
-        First and last noise level (model units).
-    batch_size : int
-        Structures integrated at once.
-    generator : torch.Generator, optional
-        CPU generator for the initial noise and the ancestral noise.
-    mirror_d : bool
-        Post-hoc chirality correction: reflect every sample in which more chiral centres have
-        the wrong handedness than the right one (with one centre: whose C-alpha is D); the
-        force field is achiral, so the mirror image has the same energy. Off by default; the
-        model's own chirality is what :func:`evaluate_samples` measures.
-    chiral_atoms : (X, a, b, c) or sequence of them, optional
-        The chiral centres (:func:`~spacetime_md.molecular.system.chirality.chiral_centres_from_topology`,
-        ``(CA, N, C, CB)`` for a C-alpha); required with ``mirror_d``.
-    chiral_signs : sequence of int, optional
-        The right sign of each centre's signed volume (default ``+1``: L for C-alpha quads).
-    progress : bool
-    callback : callable, optional
-        Called with ``{"batch": k, "n_done": n, "elapsed_s": t}`` after every batch.
-
-    Returns
-    -------
-    ndarray, shape=(n_samples, N, 3)
-        Coordinates in nm (centred).
-    """
-    if n_samples < 1 or n_steps < 1 or batch_size < 1:
-        raise ValueError(
-            f"n_samples, n_steps, batch_size: expected integers >= 1, got {n_samples}, {n_steps}, {batch_size}"
-        )
-    if method not in ("ancestral", "ddim", "heun"):
-        raise ValueError(f"method: expected 'heun', 'ancestral' or 'ddim', got {method!r}")
-    if not log_snr_start < log_snr_end:
-        raise ValueError(f"log_snr_end: expected a value > log_snr_start = {log_snr_start}, got {log_snr_end}")
-    centres, signs = _chiral_quads(chiral_atoms, chiral_signs) if mirror_d else ([], np.zeros(0))
-    dim = getattr(model, "dim", None) if dim is None else dim
-    length_scale_nm = getattr(model, "length_scale_nm", None) if length_scale_nm is None else length_scale_nm
-    if dim is None or length_scale_nm is None:
-        raise ValueError("dim, length_scale_nm: expected values for a denoiser that is not an EquivariantDenoiser, got None")
-    param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
-    dtype, device = (param.dtype, param.device) if param is not None else (torch.float64, torch.device("cpu"))
-    levels = torch.linspace(log_snr_start, log_snr_end, n_steps, dtype=torch.float64)
-    alpha, sigma = alpha_sigma(levels)
-    out = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_samples, desc=f"sample ({method})", dynamic_ncols=True)
-    start = time.perf_counter()
-    done = 0
-
-    def evaluate(x: Tensor, level: Tensor) -> Tensor:
-        lam = torch.full((x.shape[0],), float(level), dtype=dtype, device=device)
-        return model(x.to(device=device, dtype=dtype), lam).to(torch.float64).cpu()
-
-    with torch.no_grad():
-        while done < n_samples:
-            b = min(batch_size, n_samples - done)
-            x = center(torch.randn(b, dim, generator=generator, dtype=torch.float64))
-            for k in range(n_steps):
-                denoised = evaluate(x, levels[k])
-                if k == n_steps - 1:
-                    x = denoised
-                    break
-                a_t, s_t, a_s, s_s = alpha[k], sigma[k], alpha[k + 1], sigma[k + 1]
-                if method == "ddim":
-                    x = a_s * denoised + s_s * (x - a_t * denoised) / s_t
-                elif method == "heun":
-                    # EDM variables: y = x / alpha, noise level e = sigma / alpha.
-                    e_t, e_s = s_t / a_t, s_s / a_s
-                    y = x / a_t
-                    slope = (y - denoised) / e_t
-                    y_euler = y + (e_s - e_t) * slope
-                    if k + 1 < n_steps - 1:
-                        denoised_s = evaluate(a_s * y_euler, levels[k + 1])
-                        slope = 0.5 * (slope + (y_euler - denoised_s) / e_s)
-                    x = a_s * (y + (e_s - e_t) * slope)
-                else:
-                    r = math.exp(float(levels[k] - levels[k + 1]))
-                    noise = center(torch.randn(b, dim, generator=generator, dtype=torch.float64))
-                    x = a_s * (r / a_t) * x + a_s * (1.0 - r) * denoised + s_s * math.sqrt(1.0 - r) * noise
-            out.append(from_model(x, length_scale_nm).numpy())
-            done += b
-            if bar is not None:
-                bar.update(b)
-            if callback is not None:
-                callback({"batch": len(out), "n_done": done, "elapsed_s": time.perf_counter() - start})
-    if bar is not None:
-        bar.close()
-    samples = np.concatenate(out, axis=0)
-    if mirror_d and centres:
-        right = np.stack([compute_chirality(samples, quad) == s for quad, s in zip(centres, signs)], axis=1)
-        wrong = np.stack([compute_chirality(samples, quad) == -s for quad, s in zip(centres, signs)], axis=1)
-        flip = wrong.sum(1) > right.sum(1)
-        samples[flip, :, 2] *= -1.0
-    return samples
-
-
-def _chiral_quads(chiral_atoms: Any, chiral_signs: Any) -> tuple[list[tuple[int, ...]], np.ndarray]:
-    if chiral_atoms is None:
-        raise ValueError("chiral_atoms: expected the chiral centres to check with mirror_d=True, got None")
-    items = list(chiral_atoms)
-    if len(items) == 4 and all(isinstance(a, (int, np.integer)) for a in items):
-        items = [items]
-    quads = [tuple(int(a) for a in q) for q in items]
-    if any(len(q) != 4 for q in quads):
-        raise ValueError(f"chiral_atoms: expected (centre, a, b, c) quadruples, got {quads}")
-    signs = np.ones(len(quads), dtype=np.int64) if chiral_signs is None else np.asarray(chiral_signs, dtype=np.int64)
-    if signs.shape != (len(quads),) or not np.isin(signs, (-1, 1)).all():
-        raise ValueError(f"chiral_signs: expected {len(quads)} values of +1 or -1, got {np.asarray(chiral_signs).tolist()}")
-    return quads, signs
-
-
-def _preset_phi_psi_atoms() -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The alanine-dipeptide preset's (phi 2, psi 2) atoms (legacy defaults, see :mod:`.presets`)."""
-    from spacetime_md.molecular.system.presets import ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI
-
-    return ALANINE_DIPEPTIDE_PHI, ALANINE_DIPEPTIDE_PSI
-
-
-def phi_psi(
-    xyz: np.ndarray, phi_atoms: Sequence[int] | None = None, psi_atoms: Sequence[int] | None = None
-) -> np.ndarray:
-    """``(n_frames, 2)`` dihedrals in radians of two atom quadruples from ``(n_frames, N, 3)``.
-
-    Legacy helper for one (phi, psi) pair; the default atoms are the alanine-dipeptide preset's
-    (:mod:`.presets`). Any molecule: ``system.compute_cvs`` and
-    :meth:`~spacetime_md.molecular.system.cvs.CollectiveVariables.ramachandran_pairs`.
-    """
-    from spacetime_md.molecular.system.dihedrals import compute_dihedrals
-
-    xyz = np.asarray(xyz, dtype=np.float64)
-    if xyz.ndim != 3 or xyz.shape[-1] != 3:
-        raise ValueError(f"xyz: expected shape (n_frames, N, 3), got {xyz.shape}")
-    if phi_atoms is None or psi_atoms is None:
-        default_phi, default_psi = _preset_phi_psi_atoms()
-        phi_atoms = default_phi if phi_atoms is None else phi_atoms
-        psi_atoms = default_psi if psi_atoms is None else psi_atoms
-    return np.asarray(compute_dihedrals(xyz, [tuple(phi_atoms), tuple(psi_atoms)]))
-
-
-def ramachandran_histogram(angles: np.ndarray, bins: int = 36) -> np.ndarray:
-    """Normalised ``(bins, bins)`` histogram of ``(phi, psi)`` radians over ``[-pi, pi)^2``."""
-    angles = np.asarray(angles)
-    if angles.ndim != 2 or angles.shape[1] != 2:
-        raise ValueError(f"angles: expected shape (n_frames, 2), got {angles.shape}")
-    edges = np.linspace(-np.pi, np.pi, bins + 1)
-    wrapped = (angles + np.pi) % (2 * np.pi) - np.pi
-    hist, _, _ = np.histogram2d(wrapped[:, 0], wrapped[:, 1], bins=[edges, edges])
-    total = hist.sum()
-    if total == 0:
-        raise ValueError("angles: expected at least one frame, got 0")
-    return hist / total
-
-
-def _cv_edges(reference: np.ndarray, periodic: bool, bins: int) -> np.ndarray:
-    """Bin edges of one CV: ``[-pi, pi)`` for an angle; else the reference's range (10 % margin)
-    between two overflow bins, so mass the reference never visits still counts."""
-    if periodic:
-        return np.linspace(-np.pi, np.pi, bins + 1)
-    lo, hi = float(np.min(reference)), float(np.max(reference))
-    margin = 0.1 * (hi - lo) if hi > lo else max(1e-3, 1e-3 * abs(lo))
-    inner = np.linspace(lo - margin, hi + margin, bins + 1)
-    return np.concatenate([[-np.inf], inner, [np.inf]])
-
-
-def cv_histogram(values: np.ndarray, edges: Sequence[np.ndarray], periodic: Sequence[bool]) -> np.ndarray:
-    """Normalised histogram of CV values ``(n_frames, K)`` (K = 1 or 2) on the given edges.
-
-    Periodic columns (radians) are wrapped into ``[-pi, pi)`` first.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 2 or v.shape[1] not in (1, 2) or v.shape[1] != len(edges):
-        raise ValueError(f"values: expected shape (n_frames, {len(edges)}) with 1 or 2 columns, got {v.shape}")
-    v = v.copy()
-    for k, p in enumerate(periodic):
-        if p:
-            v[:, k] = (v[:, k] + np.pi) % (2 * np.pi) - np.pi
-    hist, _ = np.histogramdd(v, bins=list(edges))
-    total = hist.sum()
-    if total == 0:
-        raise ValueError("values: expected at least one frame, got 0")
-    return hist / total
-
-
-def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
-    """Jensen-Shannon divergence (nats) between two histograms of equal shape."""
-    p = np.asarray(p, dtype=np.float64).ravel()
-    q = np.asarray(q, dtype=np.float64).ravel()
-    if p.shape != q.shape:
-        raise ValueError(f"q: expected the shape of p {p.shape}, got {q.shape}")
-    p, q = p / p.sum(), q / q.sum()
-    m = 0.5 * (p + q)
-
-    def kl(a: np.ndarray, b: np.ndarray) -> float:
-        mask = a > 0
-        return float(np.sum(a[mask] * np.log(a[mask] / b[mask])))
-
-    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
-
-
-def ramachandran_jsd(xyz_a: np.ndarray, xyz_b: np.ndarray, bins: int = 36) -> float:
-    """JSD (nats) between the Ramachandran histograms of two coordinate sets (legacy: the
-    alanine-dipeptide preset's one pair; any molecule: :func:`ramachandran_jsd_by_residue`)."""
-    return jensen_shannon(ramachandran_histogram(phi_psi(xyz_a), bins), ramachandran_histogram(phi_psi(xyz_b), bins))
-
-
-def ramachandran_jsd_by_residue(
-    values_a: np.ndarray, values_b: np.ndarray, cvs: "CollectiveVariables", bins: int = 36
-) -> list[dict[str, Any]]:
-    """Per-residue Ramachandran JSD (nats) between two sets of CV values.
-
-    Parameters
-    ----------
-    values_a, values_b : ndarray, shape=(F, K)
-        CV values (radians / nm) in the order of ``cvs``.
-    cvs : CollectiveVariables
-    bins : int
-
-    Returns
-    -------
-    list of dict
-        ``{"residue", "cvs": [phi name, psi name], "jsd"}`` for every residue of
-        :meth:`~spacetime_md.molecular.system.cvs.CollectiveVariables.ramachandran_pairs`.
-    """
-    out = []
-    for residue, i, j in cvs.ramachandran_pairs():
-        jsd = jensen_shannon(ramachandran_histogram(values_a[:, [i, j]], bins),
-                             ramachandran_histogram(values_b[:, [i, j]], bins))
-        out.append({"residue": int(residue), "cvs": [cvs[i].name, cvs[j].name], "jsd": jsd})
-    return out
-
-
-def cv_jsd(
-    values_a: np.ndarray,
-    values_b: np.ndarray,
-    cvs: "CollectiveVariables",
-    columns: Sequence[int] = (0, 1),
-    bins: int = 36,
-    reference: np.ndarray | None = None,
-) -> float:
-    """JSD (nats) between histograms of some CVs (one or two columns) of two value sets.
-
-    Angles are binned on ``[-pi, pi)``, other CVs on the range of ``reference`` (default
-    ``values_b``) with two overflow bins (see :func:`cv_histogram`).
-    """
-    columns = [c for c in columns if c < len(cvs)]
-    if not columns:
-        raise ValueError(f"columns: expected at least one CV column of {len(cvs)}, got none")
-    ref = values_b if reference is None else reference
-    periodic = [bool(cvs.periodic[c]) for c in columns]
-    edges = [_cv_edges(ref[:, c], p, bins) for c, p in zip(columns, periodic)]
-    return jensen_shannon(cv_histogram(values_a[:, columns], edges, periodic),
-                          cv_histogram(values_b[:, columns], edges, periodic))
-
-
-def c7ax_population(xyz: np.ndarray, phi_atoms: Sequence[int] | None = None) -> float:
-    """Fraction of frames with ``phi > 0`` (C7ax side of the Ramachandran plane; legacy default:
-    the alanine-dipeptide preset's phi)."""
-    from spacetime_md.molecular.system.dihedrals import compute_dihedrals
-
-    xyz = np.asarray(xyz, dtype=np.float64)
-    if xyz.ndim != 3 or xyz.shape[-1] != 3:
-        raise ValueError(f"xyz: expected shape (n_frames, N, 3), got {xyz.shape}")
-    atoms = _preset_phi_psi_atoms()[0] if phi_atoms is None else tuple(phi_atoms)
-    return float(np.mean(np.asarray(compute_dihedrals(xyz, [atoms]))[:, 0] > 0))
-
-
-def bond_length_errors(xyz: np.ndarray, reference: np.ndarray, bonds: Sequence[Sequence[int]]) -> dict[str, float]:
-    """Bond-length statistics of ``xyz`` against ``reference`` (both nm), reported in Angstrom.
-
-    Returns
-    -------
-    dict
-        ``mean_abs_error`` / ``max_abs_error``: over bonds, ``|<d>_xyz - <d>_ref|``;
-        ``rms_deviation``: RMS over frames and bonds of ``d_xyz - <d>_ref``;
-        ``reference_rms_deviation``: the same for the reference itself (thermal spread).
-    """
-    bonds = np.asarray(bonds, dtype=np.int64)
-    if bonds.ndim != 2 or bonds.shape[1] != 2 or len(bonds) == 0:
-        raise ValueError(f"bonds: expected shape (n_bonds, 2), got {bonds.shape}")
-
-    def lengths(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        return np.linalg.norm(x[:, bonds[:, 0]] - x[:, bonds[:, 1]], axis=-1)
-
-    d, d_ref = lengths(xyz), lengths(reference)
-    ref_mean = d_ref.mean(0)
-    err = np.abs(d.mean(0) - ref_mean)
-    return {
-        "mean_abs_error": float(err.mean() * 10),
-        "max_abs_error": float(err.max() * 10),
-        "rms_deviation": float(np.sqrt(np.mean((d - ref_mean) ** 2)) * 10),
-        "reference_rms_deviation": float(np.sqrt(np.mean((d_ref - ref_mean) ** 2)) * 10),
-    }
 
 
 def compute_energies(

@@ -4,7 +4,7 @@
         --data samples/ --out runs/ddp --steps 20000 --batch-size 32 [--device cuda] [--resume]
 
 Takes every option of ``spacetime-md train``, plus ``--config FILE`` (a JSON object of
-:class:`~spacetime_md.molecular.model.training.TrainConfig` fields, or the ``config.json`` of an
+:class:`~spacetime_md.molecular.model.train_config.TrainConfig` fields, or the ``config.json`` of an
 earlier run) whose values apply unless the option is given on the command line, and
 ``--backend`` (default ``nccl`` with ``--device cuda``, ``gloo`` on CPU). With
 ``--device cuda`` each process uses ``cuda:LOCAL_RANK``. Multi-node: the usual ``torchrun
@@ -45,12 +45,12 @@ _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_POR
 def _parser() -> argparse.ArgumentParser:
     from spacetime_md.commands import train as train_command
 
-    root = argparse.ArgumentParser(add_help=False)
-    sub = root.add_subparsers()
-    p = train_command.add_parser(sub)
-    p.prog = "torchrun --nproc_per_node N -m spacetime_md.molecular.model.train_ddp"
-    p.description = ("Data-parallel training with PyTorch DDP under torchrun (gloo on CPU, nccl on GPU); "
-                     "--batch-size is per process. Options as for 'spacetime-md train'.")
+    p = argparse.ArgumentParser(
+        prog="torchrun --nproc_per_node N -m spacetime_md.molecular.model.train_ddp",
+        description="Data-parallel training with PyTorch DDP under torchrun (gloo on CPU, nccl on GPU); "
+        "--batch-size is per process. Options as for 'spacetime-md train'.",
+    )
+    train_command.add_arguments(p)
     p.add_argument("--config", dest="config_file",
                    help="JSON file of TrainConfig fields (or an earlier run's config.json); options given on "
                    "the command line override it")
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 def build_config(argv: Sequence[str]):
     """The :class:`TrainConfig` and parsed arguments of a ``train_ddp`` command line."""
     from spacetime_md.commands import train as train_command
-    from spacetime_md.molecular.model.training import TrainConfig
+    from spacetime_md.molecular.model.train_config import TrainConfig
 
     parser = _parser()
     args = parser.parse_args(list(argv))

@@ -148,7 +148,7 @@ def jump_profile(minima: np.ndarray, atoms: np.ndarray | None = None, width: int
     Entry ``n`` (``n >= 1``) is the Kabsch RMSD (on ``atoms``) between minima ``n - 1`` and ``n``;
     entry 0 is 0; then a moving sum over ``2 * width + 1`` points (zero-padded).
     """
-    from spacetime_md.molecular.paths.transition import kabsch_rmsd
+    from spacetime_md.molecular.paths.structures import kabsch_rmsd
 
     m = np.asarray(minima, dtype=float)
     if m.ndim != 3 or m.shape[0] < 2:

@@ -347,7 +347,7 @@ def refine_relaxed_maximum(quencher: TorsionQuencher, frames: np.ndarray, around
     point in order, each minimisation starting from the previous minimum (the first from frame
     ``around - window``): the relaxed structures follow the path's own CV route continuously
     from its start side, as in
-    :func:`~spacetime_md.molecular.workflows.committor.compute_dihedral_drive_path`. The highest of them is
+    :func:`~spacetime_md.molecular.workflows.committor_run.compute_dihedral_drive_path`. The highest of them is
     returned. Cost: ``2 * window * substeps + 1`` minimisations (about 4 ms each for alanine
     dipeptide).
 

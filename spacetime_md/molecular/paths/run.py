@@ -22,13 +22,9 @@ import torch
 
 from spacetime_md._atomic import write_json_atomic
 from spacetime_md._outputs import finish_output_dir, list_outputs, prepare_output_dir
-from spacetime_md.molecular.paths.transition import (
-    PathConfig,
-    TransitionPaths,
-    check_model_matches_system,
-    compute_transition_paths,
-    resolve_structure,
-)
+from spacetime_md.molecular.paths.config import PathConfig
+from spacetime_md.molecular.paths.structures import check_model_matches_system, resolve_structure
+from spacetime_md.molecular.paths.transition import TransitionPaths, compute_transition_paths
 
 if TYPE_CHECKING:  # pragma: no cover
     from spacetime_md.molecular.system.cvs import CollectiveVariables

@@ -42,7 +42,6 @@ Units inside: nm, ps, kJ/mol, K; ``log_snr`` values refer to model units.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -58,7 +57,6 @@ import torch
 
 from spacetime_md.core import (
     AvoidRegion,
-    GeodesicConfig,
     GeodesicResult,
     LowVariance,
     SpacetimePoint,
@@ -68,7 +66,11 @@ from spacetime_md.core import (
 )
 from spacetime_md.core._validation import resolve_device
 from spacetime_md.core.curves import _as_vector
-from spacetime_md.errors import TopologyMismatchError
+from spacetime_md.molecular.paths.config import PathConfig
+from spacetime_md.molecular.paths.hit import NO_TORSION_REASON, _endpoint_states, compute_target_hit, path_cvs
+from spacetime_md.molecular.paths.structures import (
+    _is_state_name, check_model_matches_system, kabsch_align, kabsch_rmsd, resolve_structure,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import mdtraj
@@ -78,329 +80,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
-    "PathConfig",
     "TransitionPaths",
-    "kabsch_align",
-    "kabsch_rmsd",
-    "resolve_structure",
     "compute_transition_paths",
     "prepare_geodesic_problem",
     "GeodesicProblem",
-    "DEFAULT_GEODESIC",
-    "HIT_LENGTH_FRACTION",
-    "path_cvs",
-    "default_hit_length_nm",
-    "compute_target_hit",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Geodesic settings of the shipped defaults: honest mode (a fresh one-probe draw per step, the
-#: best curve by its held-out value, stop when that stalls for 3 draws), an 8-draw held-out score
-#: of the result, one torch thread (docs/geodesic.md has the measurements behind each choice).
-DEFAULT_GEODESIC = GeodesicConfig(
-    n_nodes=8, n_points=(16, 32), divergence="hutchinson", n_probes=1, max_steps=60, rtol=1e-3, num_threads=1,
-    probe_layout="point", resample_every=1, patience=3, holdout_probes=8,
-)
-
-
-#: Langevin friction (1/ps) of the per-point sampler (``path_time_ps=None``).
-DEFAULT_FRICTION_PER_PS = 10.0
-
-#: Accepted ``endpoint_log_snr`` (model units): clean enough to be a structure, within training ranges.
-ENDPOINT_LOG_SNR_RANGE = (1.0, 12.0)
-#: Accepted range of the other log_snr settings (the models are trained on [-4, 10]).
-LOG_SNR_RANGE = (-4.0, 12.0)
-
-
-@dataclass(frozen=True)
-class PathConfig:
-    """Settings of :func:`compute_transition_paths` (all plain numbers in nm, ps, K, model units).
-
-    Parameters
-    ----------
-    n_paths : int
-        Transition paths per curve (geodesic and baseline each).
-    endpoint_log_snr : float
-        ``log_snr`` of the clean endpoints (model units; the paper uses 4 to 7).
-    n_points : int
-        Curve points visited by the annealed Langevin sampler.
-    n_steps : int
-        OpenMM steps per curve point.
-    timestep_fs, friction_per_ps : float
-        ``LangevinMiddleIntegrator`` settings; ``friction_per_ps=None`` (default) resolves to 10/ps,
-        or to 1/ps with ``path_time_ps`` (measured best at 1 ps per path).
-    constraint : {"none", "low-variance", "avoid"}
-    min_log_snr : float
-        ``LowVariance`` floor (also used with ``"avoid"``).
-    avoid_state : str, optional
-        State whose representative structure is the forbidden point (``"avoid"``).
-    avoid_log_snr : float
-        ``log_snr`` of the forbidden point.
-    min_kl : float
-        ``AvoidRegion`` threshold on the absolute KL.
-    constraint_weight : float
-        Weight of each constraint penalty.
-    hit_radius : float
-        Target hit, angle CVs: the final frame's (phi, psi) of every residue (and every other
-        angle CV) within this periodic distance (rad) of the target's.
-    hit_length_nm : float, optional
-        Target hit, length CVs (distances, RMSDs): within this many nm of the target's value.
-        ``None`` (default): ``HIT_LENGTH_FRACTION`` (0.3) times the heavy-atom RMSD between the
-        start and end structures, so the tolerance scales with how far apart they are.
-    baseline : bool
-        Also sample the straight spacetime line.
-    relaxed : bool
-        Quench frames to compute the relaxed barrier (slower).
-    record_every : int, optional
-        Record a frame every this many OpenMM steps (a divisor of ``n_steps``); default
-        ``gcd(n_steps, 20)`` (every 20 steps for the default 300 steps per point).
-    relaxed_stride : int
-        For the relaxed barrier, quench every frame in the transition region (in neither
-        endpoint state), every ``relaxed_stride``-th other frame, and the last.
-    seed : int
-    device : str
-        Torch device of the geodesic.
-    allow_mirror : bool
-        Accept endpoint structures whose stereocentres are inverted relative to the system's
-        reference structure (a mirror image is refused by default).
-    path_time_ps : float, optional
-        Simulated time per path (ps). ``None`` (default): ``n_steps`` steps at every point. Set:
-        every path runs exactly ``path_time_ps / timestep`` steps, shared unevenly by the
-        ``n_points`` points (:mod:`spacetime_md.molecular.paths.budget`), ``n_steps`` unused, and a
-        frame every ``record_every`` steps of the path (default 1, every step); the default
-        friction becomes 1/ps (measured at 1 ps, docs/peer_protocol.md).
-    geodesic : GeodesicConfig
-        Solver settings; the default solves with one torch thread (``num_threads=1``), like
-        the CLI, so the Python API gives the same curve as ``spacetime-md paths``.
-    """
-
-    n_paths: int = 8
-    endpoint_log_snr: float = 4.0
-    n_points: int = 64
-    n_steps: int = 300
-    timestep_fs: float = 1.0
-    friction_per_ps: float | None = None
-    constraint: str = "none"
-    min_log_snr: float = 1.0
-    avoid_state: str | None = None
-    avoid_log_snr: float = 3.0
-    min_kl: float = 20.0
-    constraint_weight: float = 100.0
-    hit_radius: float = 0.75
-    hit_length_nm: float | None = None
-    baseline: bool = True
-    relaxed: bool = False
-    record_every: int | None = None
-    relaxed_stride: int = 16
-    seed: int = 0
-    device: str = "cpu"
-    allow_mirror: bool = False
-    geodesic: GeodesicConfig = DEFAULT_GEODESIC
-    path_time_ps: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.friction_per_ps is None:
-            from spacetime_md.molecular.paths.budget import BUDGET_FRICTION_PER_PS
-
-            friction = DEFAULT_FRICTION_PER_PS if self.path_time_ps is None else BUDGET_FRICTION_PER_PS
-            object.__setattr__(self, "friction_per_ps", friction)  # frozen dataclass
-        if self.path_time_ps is not None:
-            self._check_path_time()
-        if self.record_every is None:
-            auto = math.gcd(self.n_steps, 20) if isinstance(self.n_steps, int) and self.n_steps > 0 else 1
-            object.__setattr__(self, "record_every", auto)  # frozen dataclass
-        for name in ("n_paths", "n_points", "n_steps", "record_every", "relaxed_stride"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        if self.path_time_ps is None and self.n_steps % self.record_every:
-            raise ValueError(f"record_every: expected a divisor of n_steps ({self.n_steps}), got {self.record_every}")
-        if self.n_points < 2:
-            raise ValueError(f"n_points: expected an integer >= 2, got {self.n_points}")
-        for name in ("timestep_fs", "friction_per_ps", "min_kl", "hit_radius"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-                raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
-        if self.hit_length_nm is not None and (
-            isinstance(self.hit_length_nm, bool) or not isinstance(self.hit_length_nm, (int, float))
-            or not self.hit_length_nm > 0 or not math.isfinite(self.hit_length_nm)
-        ):
-            raise ValueError(f"hit_length_nm: expected None or a finite number > 0 (nm), got {self.hit_length_nm!r}")
-        if self.constraint not in ("none", "low-variance", "avoid"):
-            raise ValueError(f"constraint: expected 'none', 'low-variance' or 'avoid', got {self.constraint!r}")
-        if self.constraint == "avoid" and not self.avoid_state:
-            raise ValueError("avoid_state: expected a state name with constraint 'avoid', got none")
-        if self.avoid_state and self.constraint != "avoid":
-            raise ValueError(
-                f"avoid_state: only used with constraint 'avoid', got avoid_state={self.avoid_state!r} with "
-                f"constraint {self.constraint!r}"
-            )
-        lo, hi = ENDPOINT_LOG_SNR_RANGE
-        for name in ("endpoint_log_snr", "min_log_snr", "avoid_log_snr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name}: expected a finite number (model log_snr), got {value!r}")
-        if not lo <= self.endpoint_log_snr <= hi:
-            raise ValueError(
-                f"endpoint_log_snr: expected a value in [{lo:g}, {hi:g}] (clean endpoints; the paper uses 4-7), "
-                f"got {self.endpoint_log_snr!r}"
-            )
-        if not LOG_SNR_RANGE[0] <= self.min_log_snr < self.endpoint_log_snr:
-            raise ValueError(
-                f"min_log_snr: expected a value in [{LOG_SNR_RANGE[0]:g}, endpoint_log_snr={self.endpoint_log_snr:g}), "
-                f"got {self.min_log_snr!r}"
-            )
-        if not LOG_SNR_RANGE[0] <= self.avoid_log_snr <= LOG_SNR_RANGE[1]:
-            raise ValueError(
-                f"avoid_log_snr: expected a value in [{LOG_SNR_RANGE[0]:g}, {LOG_SNR_RANGE[1]:g}], got {self.avoid_log_snr!r}"
-            )
-        if not isinstance(self.allow_mirror, bool):
-            raise TypeError(f"allow_mirror: expected a bool, got {type(self.allow_mirror).__name__}")
-        if not isinstance(self.geodesic, GeodesicConfig):
-            raise TypeError(f"geodesic: expected a GeodesicConfig, got {type(self.geodesic).__name__}")
-
-    def _check_path_time(self) -> None:
-        from spacetime_md.molecular.paths.budget import budget_steps
-
-        if not isinstance(self.timestep_fs, (int, float)) or not self.timestep_fs > 0:
-            return  # reported below
-        total = budget_steps(self.path_time_ps, self.timestep_fs)
-        if isinstance(self.n_points, int) and total < self.n_points:
-            raise ValueError(f"path_time_ps: expected at least one step per curve point ({self.n_points} x "
-                             f"{self.timestep_fs:g} fs), got {self.path_time_ps!r} ps ({total} steps)")
-        record = 1 if self.record_every is None else self.record_every
-        if isinstance(record, int) and not isinstance(record, bool) and record >= 1 and total % record:
-            raise ValueError(f"record_every: expected a divisor of the path's {total} steps, got {record}")
-        object.__setattr__(self, "record_every", record)
-
-    @property
-    def n_frames_per_path(self) -> int:
-        """Frames recorded per path."""
-        total = self.total_steps if self.path_time_ps is not None else self.n_points * self.n_steps
-        return total // self.record_every
-
-    @property
-    def total_steps(self) -> int | None:
-        """Integrator steps per path with ``path_time_ps``, else ``None``."""
-        if self.path_time_ps is None:
-            return None
-        from spacetime_md.molecular.paths.budget import budget_steps
-
-        return budget_steps(self.path_time_ps, self.timestep_fs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PathConfig":
-        data = dict(data)
-        geo = data.pop("geodesic", None)
-        if geo is not None:
-            data["geodesic"] = geo if isinstance(geo, GeodesicConfig) else GeodesicConfig(**geo)
-        return cls(**data)
-
-
-# --------------------------------------------------------------------------- structures
-
-
-def kabsch_align(mobile: np.ndarray, reference: np.ndarray, atoms: Sequence[int] | None = None) -> np.ndarray:
-    """Rigidly superpose ``mobile (..., N, 3)`` onto ``reference (N, 3)`` (proper rotations only).
-
-    The fit uses ``atoms`` (default all); the whole structure is moved. Both are centred on
-    the fitted atoms' centre of geometry; the result is centred like ``reference``.
-    """
-    mobile = np.asarray(mobile, dtype=float)
-    reference = np.asarray(reference, dtype=float)
-    idx = slice(None) if atoms is None else np.asarray(atoms)
-    ref_c = reference[idx].mean(axis=0)
-    mob_c = mobile[..., idx, :].mean(axis=-2, keepdims=True)
-    a = mobile[..., idx, :] - mob_c
-    b = reference[idx] - ref_c
-    h = np.einsum("...ni,nj->...ij", a, b)
-    u, _, vt = np.linalg.svd(h)
-    d = np.sign(np.linalg.det(np.einsum("...ij,...jk->...ik", u, vt)))
-    u[..., :, -1] *= d[..., None]
-    rot = np.einsum("...ij,...jk->...ik", u, vt)
-    return np.einsum("...ni,...ij->...nj", mobile - mob_c, rot) + ref_c
-
-
-def kabsch_rmsd(mobile: np.ndarray, reference: np.ndarray, atoms: Sequence[int] | None = None) -> np.ndarray:
-    """RMSD (same unit as the input) after optimal superposition on ``atoms``; ``(...,)``."""
-    aligned = kabsch_align(mobile, reference, atoms)
-    idx = slice(None) if atoms is None else np.asarray(atoms)
-    diff = aligned[..., idx, :] - np.asarray(reference, dtype=float)[idx]
-    return np.sqrt((diff**2).sum(-1).mean(-1))
-
-
-def _is_state_name(spec: Any) -> bool:
-    """A plain string that is not a ``.pdb`` path names a state; paths and ``*.pdb`` are files."""
-    return isinstance(spec, str) and not spec.lower().endswith(".pdb")
-
-
-def resolve_structure(
-    system: "MolecularSystem", spec: Any, what: str, *, allow_mirror: bool = False
-) -> tuple[np.ndarray, str]:
-    """Coordinates (nm, ``(N, 3)``) and a label for a state name, PDB path or coordinates.
-
-    Every structure passes :func:`~spacetime_md.molecular.system.checks.check_structure` (units,
-    bond lengths, overlaps, chirality against the system's reference unless ``allow_mirror``).
-    """
-    from spacetime_md.molecular.system.checks import check_structure
-
-    def coordinates_to_nm(label, x, system):
-        return check_structure(system, x, label, allow_mirror=allow_mirror)
-
-    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and not _is_state_name(spec)):
-        import openmm.app as app
-
-        path = Path(spec)
-        if not path.is_file():
-            raise FileNotFoundError(f"{what}: expected a PDB file, got missing path {str(path)!r}")
-        try:
-            pdb = app.PDBFile(str(path))
-        except Exception as exc:  # OpenMM raises assorted errors for malformed files
-            raise ValueError(f"{what}: expected a readable PDB file, got {path.name} ({type(exc).__name__}: {exc})") from None
-        names = [a.name for a in pdb.topology.atoms()]
-        if len(names) != system.n_atoms:
-            raise TopologyMismatchError(
-                f"{what}: expected {system.n_atoms} atoms like {system.name}, got {len(names)} in {path.name}"
-            )
-        if tuple(names) != tuple(system.atom_names):
-            bad = next(i for i, (a, b) in enumerate(zip(names, system.atom_names)) if a != b)
-            raise TopologyMismatchError(
-                f"{what}: expected atom order of {system.name} (atom {bad} {system.atom_names[bad]!r}), "
-                f"got {names[bad]!r} in {path.name}"
-            )
-        x = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=float)
-        return coordinates_to_nm(what, x, system)[0], path.name
-    if _is_state_name(spec):
-        state = system.get_state(spec)
-        if not state.representative_pdb:
-            raise ValueError(f"{what}: state {state.name!r} has no representative structure")
-        pdb_path = Path(state.representative_pdb)
-        if not pdb_path.is_file():
-            raise FileNotFoundError(f"{what}: representative structure of {state.name} missing: {pdb_path}")
-        return resolve_structure(system, str(pdb_path), what, allow_mirror=allow_mirror)[0], state.name
-    x = coordinates_to_nm(what, spec, system)
-    if x.shape[0] != 1:
-        raise ValueError(f"{what}: expected one structure of shape ({system.n_atoms}, 3), got {x.shape[0]} frames")
-    return x[0], "coordinates"
-
-
-def check_model_matches_system(model: "EquivariantDenoiser", system: "MolecularSystem") -> None:
-    """Raise :class:`TopologyMismatchError` unless the model was trained for this topology."""
-    if model.n_atoms != system.n_atoms:
-        raise TopologyMismatchError(
-            f"model: expected a model for {system.n_atoms} atoms ({system.name}), got one for {model.n_atoms}"
-        )
-    if model.atom_names is not None and tuple(model.atom_names) != tuple(system.atom_names):
-        bad = next(i for i, (a, b) in enumerate(zip(model.atom_names, system.atom_names)) if a != b)
-        raise TopologyMismatchError(
-            f"model: expected atom {bad} named {system.atom_names[bad]!r} as in {system.name}, "
-            f"got {model.atom_names[bad]!r} (a model trained for another system?)"
-        )
-
 
 # --------------------------------------------------------------------------- results
 
@@ -492,90 +178,6 @@ class TransitionPaths:
             metrics = json.loads(report.read_text()).get(kind, {})
         top = directory / "topology.pdb"
         return cls(frames, log_snr, energies, kind, metrics, str(top) if top.is_file() else None)
-
-
-# --------------------------------------------------------------------------- pipeline: CVs, endpoint states, hit test
-
-#: Default ``hit_length_nm``: this fraction of the heavy-atom RMSD between start and end.
-HIT_LENGTH_FRACTION = 0.3
-#: Why the relaxed barrier is undefined for CVs without a torsion.
-NO_TORSION_REASON = "no torsion collective variable to hold"
-
-
-def _fit_atoms(system: "MolecularSystem") -> np.ndarray:
-    """Heavy atoms, or all atoms when there are fewer than 3 heavy atoms."""
-    heavy = np.asarray(system.heavy_atom_indices, dtype=np.int64)
-    return heavy if len(heavy) >= 3 else np.arange(system.n_atoms)
-
-
-def path_cvs(system: "MolecularSystem", start_nm: np.ndarray, end_nm: np.ndarray) -> "CollectiveVariables":
-    """The CVs of a transition-path run: ``system.cvs``, or if the system has none, the RMSDs to
-    the two endpoints (``"rmsd start"``, ``"rmsd end"``; heavy atoms, all atoms if fewer than 3).
-
-    The system itself is not changed (a new set is returned).
-
-    Parameters
-    ----------
-    system : MolecularSystem
-    start_nm, end_nm : ndarray, shape=(N, 3)
-        The endpoint structures (nm).
-    """
-    from spacetime_md.molecular.system.cvs import RMSD, CollectiveVariables
-
-    if len(system.cvs):
-        return system.cvs
-    atoms = tuple(int(i) for i in _fit_atoms(system))
-    return CollectiveVariables([RMSD("rmsd start", np.asarray(start_nm, dtype=np.float64), atoms),
-                                RMSD("rmsd end", np.asarray(end_nm, dtype=np.float64), atoms)])
-
-
-def default_hit_length_nm(system: "MolecularSystem", start_nm: np.ndarray, end_nm: np.ndarray) -> float:
-    """``HIT_LENGTH_FRACTION`` x the heavy-atom (all-atom if fewer than 3) RMSD of end to start, nm."""
-    return HIT_LENGTH_FRACTION * float(kabsch_rmsd(end_nm, start_nm, _fit_atoms(system)))
-
-
-def _group_label(region: Any) -> str:
-    return "/".join(region.cvs)
-
-
-def compute_target_hit(
-    cvs: "CollectiveVariables",
-    values: np.ndarray,
-    target_values: np.ndarray,
-    hit_radius: float = 0.75,
-    hit_length_nm: float = 0.05,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The target-hit test of the path validation, on CV values.
-
-    A frame hits when it lies in ``endpoint_state(cvs, target_values, "target", hit_radius,
-    hit_length_nm)``: for each residue its (phi, psi) within ``hit_radius`` rad (periodic) of the
-    target's, every other angle CV likewise, and every length CV within ``hit_length_nm`` nm.
-
-    Parameters
-    ----------
-    cvs : CollectiveVariables
-    values : ndarray, shape=(F, K)
-        CV values (radians / nm) of the frames to test (e.g. the final frame of every path).
-    target_values : ndarray, shape=(K,)
-        The target structure's CV values.
-    hit_radius, hit_length_nm : float
-
-    Returns
-    -------
-    hit : ndarray of bool, shape=(F,)
-    by_group : dict
-        ``"phi 2/psi 2"`` (the region's CV names joined by ``/``) -> bool array, shape=(F,),
-        one entry per region of the target state (per residue for peptides).
-    """
-    from spacetime_md.molecular.system.states import endpoint_state
-
-    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
-    state = endpoint_state(cvs, target_values, "target", angle_radius=hit_radius, length_tolerance=hit_length_nm)
-    by_group = {_group_label(r): r.contains(values, cvs) for r in state.regions}
-    hit = np.ones(len(values), dtype=bool)
-    for mask in by_group.values():
-        hit &= mask
-    return hit, by_group
 
 
 def _display_value(cv: Any, value: float) -> str:
@@ -712,26 +314,6 @@ class GeodesicProblem:
     start_state: Any = None
     target_state: Any = None
     hit_length_nm: float | None = None
-
-
-def _endpoint_states(system, cvs, start_nm, end_nm, config):
-    """(hit_length_nm, start state, target state) of a pair (see the module docstring)."""
-    from spacetime_md.molecular.system.states import endpoint_state
-
-    hit_length = config.hit_length_nm
-    if hit_length is None:
-        hit_length = default_hit_length_nm(system, start_nm, end_nm)
-        if not hit_length > 0 and not cvs.periodic.all():
-            raise ValueError(
-                "start and end: expected structures whose heavy atoms differ (the default hit_length_nm is "
-                f"{HIT_LENGTH_FRACTION} x their RMSD), got an RMSD of 0; pass hit_length_nm"
-            )
-    start_values = np.asarray(cvs.compute(start_nm[None]))[0]
-    target_values = np.asarray(cvs.compute(end_nm[None]))[0]
-    tol = hit_length if hit_length > 0 else 1.0  # unused when every CV is an angle
-    start_state = endpoint_state(cvs, start_values, "start", angle_radius=config.hit_radius, length_tolerance=tol)
-    target_state = endpoint_state(cvs, target_values, "target", angle_radius=config.hit_radius, length_tolerance=tol)
-    return float(hit_length), start_state, target_state
 
 
 def prepare_geodesic_problem(

@@ -173,7 +173,7 @@ class RMSD(CollectiveVariable):
         object.__setattr__(self, "atoms", atoms)
 
     def compute(self, coordinates: np.ndarray) -> np.ndarray:
-        from spacetime_md.molecular.paths.transition import kabsch_rmsd
+        from spacetime_md.molecular.paths.structures import kabsch_rmsd
 
         x = np.asarray(coordinates, dtype=np.float64)
         if x.shape[1] != len(self.reference):
@@ -422,7 +422,7 @@ def _named_torsion(name: str, system: "MolecularSystem") -> Torsion:
 
 
 def _load_reference(path: Path, system: "MolecularSystem", what: str) -> np.ndarray:
-    from spacetime_md.molecular.paths.transition import resolve_structure
+    from spacetime_md.molecular.paths.structures import resolve_structure
 
     return resolve_structure(system, path, what)[0]
 

@@ -13,23 +13,23 @@ from spacetime_md.molecular._lazy import attach as _attach
 #: public name -> module of this package that defines it
 _LAZY = {
     "BatchResult": "batch",
-    "BatchTask": "batch",
-    "derive_seed": "batch",
-    "read_pairs": "batch",
     "run_batch": "batch",
-    "CVStateChecker": "committor",
-    "CommittorConfig": "committor",
-    "CommittorResult": "committor",
-    "compute_dihedral_drive_path": "committor",
+    "BatchTask": "batch_tasks",
+    "derive_seed": "batch_tasks",
+    "read_pairs": "batch_tasks",
     "estimate_committor": "committor",
-    "plot_committor": "committor",
-    "run_committor": "committor",
-    "wilson_interval": "committor",
+    "CommittorConfig": "committor_config",
+    "CommittorResult": "committor_result",
+    "plot_committor": "committor_result",
+    "compute_dihedral_drive_path": "committor_run",
+    "run_committor": "committor_run",
     "OPSSeed": "ops",
     "TPSResult": "ops",
     "sample_tps": "ops",
     "state_volume": "ops",
     "to_openpathsampling": "ops",
+    "CVStateChecker": "shots",
+    "wilson_interval": "shots",
 }
 
 __getattr__, __dir__, __all__ = _attach(__name__, _LAZY)

@@ -11,7 +11,7 @@ A *pairs file* lists endpoint pairs, one task per row (CSV with a header, or YAM
 ``alpha_R`` for alanine dipeptide; a ``--states`` file's names for your own molecule) or a PDB
 file (relative paths are relative to the pairs file; any suffix other than ``.pdb`` is read
 as a state name). The optional
-columns override the batch's :class:`~spacetime_md.molecular.paths.transition.PathConfig` for that row:
+columns override the batch's :class:`~spacetime_md.molecular.paths.config.PathConfig` for that row:
 ``id`` (the task's folder name; default ``<row>-<start>-<end>``), ``seed``, ``n_paths``,
 ``constraint``, ``avoid_state``, ``min_log_snr``, ``avoid_log_snr``. A YAML file holds a
 list of mappings with the same keys (or a mapping with that list under ``pairs``).
@@ -62,424 +62,38 @@ Units as in :mod:`spacetime_md.molecular.paths.transition` (nm, ps, kJ/mol, K; `
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
-import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from spacetime_md._atomic import atomic_path, write_json_atomic
-from spacetime_md.errors import SpacetimeMDError
-from spacetime_md.molecular.paths.transition import PathConfig
+from spacetime_md.molecular.paths.config import PathConfig
+from spacetime_md.molecular.workflows.batch_dask import _connect, close_dask
+from spacetime_md.molecular.workflows.batch_execute import (
+    TASK_FILE, _TMP_MARK, _execute_single, _groups, _read_task_record, execute_group,
+)
+from spacetime_md.molecular.workflows.batch_tasks import BatchTask, _check_unique, read_pairs
 
 __all__ = [
-    "BatchTask",
     "BatchResult",
-    "PAIR_COLUMNS",
-    "derive_seed",
-    "read_pairs",
     "run_batch",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Columns (CSV) or keys (YAML) a pairs file may use; ``start`` and ``end`` are required.
-PAIR_COLUMNS = ("id", "start", "end", "seed", "n_paths", "constraint", "avoid_state", "min_log_snr", "avoid_log_snr")
-_INT_COLUMNS = ("seed", "n_paths")
-_FLOAT_COLUMNS = ("min_log_snr", "avoid_log_snr")
-_STR_COLUMNS = ("constraint", "avoid_state")
-
 MANIFEST_FILE = "manifest.json"
-TASK_FILE = "task.json"
+
+
 MANIFEST_FORMAT = "spacetime-md-batch-manifest"
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
-_TMP_MARK = ".tmp-"
-
-
-# --------------------------------------------------------------------------- tasks
-
-
-@dataclass(frozen=True)
-class BatchTask:
-    """One endpoint pair of a batch.
-
-    Attributes
-    ----------
-    task_id : str
-        Folder name of the task's results (letters, digits, ``_ . -``).
-    start, end : str
-        State name or absolute PDB path.
-    overrides : dict
-        Per-task :class:`PathConfig` fields (``seed``, ``n_paths``, ``constraint``, ...).
-    where : str
-        Where the task was defined (``"pairs.csv line 3"``), for error messages.
-    """
-
-    task_id: str
-    start: str
-    end: str
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    where: str = field(default="", compare=False)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.task_id, str) or not _ID_PATTERN.match(self.task_id):
-            raise ValueError(
-                f"{self._prefix()}id: expected letters, digits, '_', '.' or '-' (at most 100, not starting "
-                f"with '_', '.' or '-'), got {self.task_id!r}"
-            )
-        for name in ("start", "end"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"{self._prefix()}{name}: expected a state name or a PDB path, got {value!r}")
-        unknown = sorted(set(self.overrides) - set(PAIR_COLUMNS[3:]))
-        if unknown:
-            raise ValueError(f"{self._prefix()}expected overrides among {list(PAIR_COLUMNS[3:])}, got {unknown}")
-
-    def _prefix(self) -> str:
-        return f"{self.where}: " if self.where else ""
-
-    def resolve_config(self, base: PathConfig, batch_seed: int) -> PathConfig:
-        """The task's settings: ``base`` with the row's overrides and its seed."""
-        overrides = dict(self.overrides)
-        overrides.setdefault("seed", derive_seed(batch_seed, self.task_id))
-        try:
-            return dataclasses.replace(base, **overrides)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{self._prefix()}{exc}") from None
-
-
-def derive_seed(batch_seed: int, task_id: str) -> int:
-    """Seed of a task without its own: a hash of the batch seed and the task id, in [0, 2**31)."""
-    if isinstance(batch_seed, bool) or not isinstance(batch_seed, int):
-        raise TypeError(f"batch_seed: expected an int, got {type(batch_seed).__name__}")
-    digest = hashlib.sha256(f"spacetime-md-batch:{batch_seed}:{task_id}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def _label(spec: str) -> str:
-    name = Path(spec).stem if spec.lower().endswith(".pdb") else spec
-    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", name).strip("_.-") or "x"
-
-
-def _parse_value(column: str, raw: Any, where: str) -> Any:
-    if column in _INT_COLUMNS:
-        if isinstance(raw, bool):
-            raise ValueError(f"{where}: {column}: expected an integer, got {raw!r}")
-        if isinstance(raw, int):
-            value = raw
-        else:
-            try:
-                value = int(str(raw).strip())
-            except ValueError:
-                raise ValueError(f"{where}: {column}: expected an integer, got {raw!r}") from None
-        low = 0 if column == "seed" else 1
-        if value < low:
-            raise ValueError(f"{where}: {column}: expected an integer >= {low}, got {value}")
-        return value
-    if column in _FLOAT_COLUMNS:
-        try:
-            return float(str(raw).strip()) if not isinstance(raw, (int, float)) or isinstance(raw, bool) else float(raw)
-        except ValueError:
-            raise ValueError(f"{where}: {column}: expected a number, got {raw!r}") from None
-    if not isinstance(raw, str):
-        raise ValueError(f"{where}: {column}: expected text, got {raw!r}")
-    return raw.strip()
-
-
-def _parse_row(raw: Mapping[str, Any], where: str, base_dir: Path, index: int) -> BatchTask:
-    unknown = [k for k in raw if k not in PAIR_COLUMNS]
-    if unknown:
-        raise ValueError(f"{where}: expected columns among {list(PAIR_COLUMNS)}, got unknown {unknown}")
-    values = {k: v for k, v in raw.items() if v is not None and not (isinstance(v, str) and not v.strip())}
-    for name in ("start", "end"):
-        if name not in values:
-            raise ValueError(f"{where}: {name}: expected a state name or a PDB path, got nothing")
-        if not isinstance(values[name], str):
-            raise ValueError(f"{where}: {name}: expected a state name or a PDB path, got {values[name]!r}")
-        spec = values[name].strip()
-        if spec.lower().endswith(".pdb"):
-            path = Path(spec)
-            path = path if path.is_absolute() else base_dir / path
-            if not path.is_file():
-                raise FileNotFoundError(f"{where}: {name}: expected a PDB file, got missing path {str(path)!r}")
-            spec = str(path.resolve())
-        values[name] = spec
-    overrides = {k: _parse_value(k, v, where) for k, v in values.items() if k not in ("id", "start", "end")}
-    if "id" in values:
-        task_id = str(values["id"]).strip()
-    else:
-        task_id = f"{index:04d}-{_label(values['start'])}-{_label(values['end'])}"
-    return BatchTask(task_id, values["start"], values["end"], overrides, where)
-
-
-def read_pairs(path: str | os.PathLike) -> list[BatchTask]:
-    """Read a pairs file (``.csv`` with a header row, or ``.yaml`` / ``.yml``).
-
-    Blank CSV lines and lines starting with ``#`` are skipped. Raises ``ValueError`` naming
-    the file and line (CSV) or entry (YAML) of the first bad row.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pairs: expected a CSV or YAML file, got missing path {str(path)!r}")
-    suffix = path.suffix.lower()
-    base_dir = path.resolve().parent
-    tasks: list[BatchTask] = []
-    if suffix == ".csv":
-        with open(path, newline="") as handle:
-            lines = (line for line in handle if line.strip() and not line.lstrip().startswith("#"))
-            reader = csv.reader(lines)
-            header = next(reader, None)
-            if header is None:
-                raise ValueError(f"{path.name}: expected a header row with at least 'start,end', got an empty file")
-            header = [h.strip() for h in header]
-            missing = [c for c in ("start", "end") if c not in header]
-            unknown = [c for c in header if c not in PAIR_COLUMNS]
-            if missing or unknown:
-                raise ValueError(
-                    f"{path.name}: expected a header with 'start' and 'end' and optional {list(PAIR_COLUMNS[3:]) + ['id']}, "
-                    f"got {header}" + (f" (unknown {unknown})" if unknown else "")
-                )
-            if len(set(header)) != len(header):
-                raise ValueError(f"{path.name}: expected each column once, got {header}")
-            for row in reader:
-                where = f"{path.name} row {len(tasks) + 1}"
-                if len(row) != len(header):
-                    raise ValueError(f"{where}: expected {len(header)} values ({','.join(header)}), got {len(row)}: {row}")
-                tasks.append(_parse_row(dict(zip(header, row)), where, base_dir, len(tasks)))
-    elif suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path.name}: expected YAML, got a parse error: {' '.join(str(exc).split())}") from None
-        if isinstance(data, Mapping) and "pairs" in data:
-            data = data["pairs"]
-        if not isinstance(data, list):
-            raise ValueError(f"{path.name}: expected a list of pairs (or a mapping with 'pairs'), got {type(data).__name__}")
-        for i, entry in enumerate(data):
-            where = f"{path.name} entry {i + 1}"
-            if not isinstance(entry, Mapping):
-                raise ValueError(f"{where}: expected a mapping with 'start' and 'end', got {entry!r}")
-            tasks.append(_parse_row({str(k): v for k, v in entry.items()}, where, base_dir, i))
-    else:
-        raise ValueError(f"pairs: expected a .csv, .yaml or .yml file, got {path.name!r}")
-    if not tasks:
-        raise ValueError(f"{path.name}: expected at least one pair, got none")
-    _check_unique(tasks)
-    return tasks
-
-
-def _check_unique(tasks: Sequence[BatchTask]) -> None:
-    seen: dict[str, BatchTask] = {}
-    for task in tasks:
-        if task.task_id in seen:
-            first = seen[task.task_id]
-            raise ValueError(
-                f"id: expected unique task ids, got {task.task_id!r} twice ({first.where or 'first'} and {task.where or 'later'})"
-            )
-        seen[task.task_id] = task
-
-
-# --------------------------------------------------------------------------- one task (runs on a worker)
-
-
-def _read_task_record(task_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((task_dir / TASK_FILE).read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None
-
-
-def _task_summary(report: Mapping[str, Any]) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "geodesic_energy": report["geodesic_curve"]["energy"],
-        "straight_line_energy": report["geodesic_curve"]["initial_energy"],
-        "total_s": report["timings"]["total_s"],
-    }
-    for kind in ("geodesic", "straight"):
-        if kind in report:
-            summary[f"{kind}_hit_rate"] = report[kind]["target_hit_rate"]
-            summary[f"{kind}_barrier_kj_mol"] = report[kind]["barrier_kj_mol"]["mean"]
-    return summary
-
-
-def execute_task(spec: Mapping[str, Any], geodesic: Any = None) -> dict[str, Any]:
-    """Run one task described by ``spec`` (built by :func:`run_batch`) and return its record.
-
-    Idempotent: if the task folder already holds a finished result, nothing is computed and
-    the stored record is returned with ``"reused": True``. ``geodesic``: the pair's geodesic
-    when it was solved already (grouped solves, :func:`execute_group`).
-    """
-    import torch
-
-    from spacetime_md.molecular.paths.run import run_paths
-
-    out_root = Path(spec["out"])
-    final = out_root / spec["task_id"]
-    existing = _read_task_record(final)
-    if existing is not None and existing.get("fingerprint") == spec["fingerprint"]:
-        return {**existing, "reused": True}
-    tmp = out_root / f".{spec['task_id']}{_TMP_MARK}{uuid.uuid4().hex[:12]}"
-    tmp.mkdir(parents=True)
-    previous_threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(int(spec["threads"]))
-        t0, c0 = time.perf_counter(), time.process_time()
-        fp = spec["fingerprint"]
-        report = run_paths(
-            tmp, system=spec["system"], start=fp["start"], end=fp["end"],
-            config=PathConfig.from_dict(fp["path_config"]), checkpoint=spec["checkpoint"],
-            platform=fp["platform"], plots=fp["plots"], progress=False, geodesic=geodesic,
-        )
-        record = {
-            "task_id": spec["task_id"],
-            "status": "done",
-            "start": fp["start"],
-            "end": fp["end"],
-            "seed": fp["path_config"]["seed"],
-            "fingerprint": fp,
-            "summary": _task_summary(report),
-            "wall_s": time.perf_counter() - t0,
-            "cpu_s": time.process_time() - c0,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "finished_at": time.time(),
-        }
-        write_json_atomic(tmp / TASK_FILE, record, sort_keys=True)
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            # Another attempt of the same task finished first (its folder is complete): keep it.
-            done = _read_task_record(final)
-            if done is None:
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-            return {**done, "reused": True}
-        return {**record, "reused": False}
-    finally:
-        torch.set_num_threads(previous_threads)
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _solve_geodesics(problems: Mapping[str, tuple[Any, PathConfig]]) -> dict[str, Any]:
-    """Task id -> GeodesicResult, or the exception its solve raised.
-
-    One batched solve for all ``problems`` (:func:`~spacetime_md.core.optimize_geodesics`);
-    if it raises (a group too large for the device, one pair's objective non-finite), each
-    pair is solved alone by the same solver, which gives it the result it had in the group.
-    """
-    from spacetime_md.core import optimize_geodesics
-
-    def solve(ids: list[str]) -> list[Any]:
-        chosen = [problems[i] for i in ids]
-        return optimize_geodesics(
-            chosen[0][0].model, [p.start for p, _ in chosen], [p.end for p, _ in chosen], chosen[0][1].geodesic,
-            [p.constraints for p, _ in chosen], setup_seeds=[c.seed for _, c in chosen],
-        )
-
-    ids = list(problems)
-    if not ids:
-        return {}
-    try:
-        return dict(zip(ids, solve(ids)))
-    except Exception as exc:
-        logger.warning("grouped geodesic solve failed (%s: %s); solving the %d pairs one by one",
-                       type(exc).__name__, exc, len(ids))
-    results: dict[str, Any] = {}
-    for task_id in ids:
-        try:
-            results[task_id] = solve([task_id])[0]
-        except Exception as exc:
-            results[task_id] = exc
-    return results
-
-
-def execute_group(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any] | None, BaseException | None]]:
-    """Run a group of tasks whose geodesics are solved together; see the module docstring.
-
-    Returns ``(task_id, record, None)`` or ``(task_id, None, exception)`` per task: a pair
-    that fails (while its endpoints are prepared, its geodesic is solved or its paths are run)
-    does not fail its neighbours. Loading the system or the model is shared, so its failure
-    raises for the group. Idempotent like :func:`execute_task`.
-    """
-    import torch
-
-    from spacetime_md.molecular.paths.transition import prepare_geodesic_problem
-    from spacetime_md.molecular.model.pretrained import load_checkpoint
-    from spacetime_md.molecular.system.build import MolecularSystem
-
-    outcomes: dict[str, tuple[dict[str, Any] | None, BaseException | None]] = {}
-    todo = []
-    for spec in specs:
-        existing = _read_task_record(Path(spec["out"]) / spec["task_id"])
-        if existing is not None and existing.get("fingerprint") == spec["fingerprint"]:
-            outcomes[spec["task_id"]] = ({**existing, "reused": True}, None)
-        else:
-            todo.append(spec)
-    geodesics: dict[str, Any] = {}
-    if todo:
-        previous_threads = torch.get_num_threads()
-        try:
-            torch.set_num_threads(int(todo[0]["threads"]))
-            fp0 = todo[0]["fingerprint"]
-            mol = MolecularSystem.from_spec(todo[0]["system"], platform=fp0["platform"])
-            model = load_checkpoint(todo[0]["checkpoint"])
-            problems = {}
-            for spec in todo:
-                fp = spec["fingerprint"]
-                config = PathConfig.from_dict(fp["path_config"])
-                try:
-                    problems[spec["task_id"]] = (prepare_geodesic_problem(mol, model, fp["start"], fp["end"], config),
-                                                 config)
-                except Exception as exc:
-                    outcomes[spec["task_id"]] = (None, exc)
-            geodesics = _solve_geodesics(problems)
-        finally:
-            torch.set_num_threads(previous_threads)
-    for spec in todo:
-        task_id = spec["task_id"]
-        if task_id in outcomes:
-            continue
-        if isinstance(geodesics[task_id], BaseException):
-            outcomes[task_id] = (None, geodesics[task_id])
-            continue
-        try:
-            outcomes[task_id] = (execute_task(spec, geodesic=geodesics[task_id]), None)
-        except Exception as exc:
-            outcomes[task_id] = (None, exc)
-    return [(spec["task_id"], *outcomes[spec["task_id"]]) for spec in specs]
-
-
-def _execute_single(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[str, Any], None]]:
-    """:func:`execute_task` for a unit of one task, in :func:`execute_group`'s return format
-    (an exception propagates, so the scheduler's retries apply)."""
-    (spec,) = specs
-    return [(spec["task_id"], execute_task(spec), None)]
-
-
-def _groups(pending: Sequence[str], specs: Mapping[str, Mapping[str, Any]], size: int) -> list[list[str]]:
-    """Consecutive chunks of at most ``size`` pending tasks with equal geodesic settings."""
-    by_key: dict[str, list[str]] = {}
-    for task_id in pending:
-        pc = specs[task_id]["fingerprint"]["path_config"]
-        key = json.dumps([pc.get("geodesic"), pc.get("device"), pc.get("endpoint_log_snr")], sort_keys=True)
-        by_key.setdefault(key, []).append(task_id)
-    return [ids[i:i + size] for ids in by_key.values() for i in range(0, len(ids), size)]
-
-
-# --------------------------------------------------------------------------- the batch (driver)
 
 
 @dataclass
@@ -526,7 +140,7 @@ def _resolve_system_and_checkpoint(checkpoint, system, **system_options):
     """(system, checkpoint file, model): the batch's system (see
     :func:`~spacetime_md.molecular.paths.run.resolve_paths_system`) and the model file, checked
     against each other."""
-    from spacetime_md.molecular.paths.transition import check_model_matches_system
+    from spacetime_md.molecular.paths.structures import check_model_matches_system
     from spacetime_md.molecular.model.pretrained import load_checkpoint, resolve_checkpoint
     from spacetime_md.molecular.paths.run import resolve_paths_system, shipped_checkpoint
 
@@ -554,7 +168,7 @@ def _system_sha256(spec: Mapping[str, Any]) -> str:
 
 def _validate_tasks(tasks, system, base: PathConfig, batch_seed: int):
     """Check every endpoint against the system before anything is submitted."""
-    from spacetime_md.molecular.paths.transition import resolve_structure
+    from spacetime_md.molecular.paths.structures import resolve_structure
 
     configs = {}
     for task in tasks:
@@ -907,88 +521,3 @@ def run_batch(
         callback({"event": "end", "computed": len(computed), "skipped": len(skipped), "failed": len(failed),
                   "wall_s": result.wall_s})
     return result
-
-
-def _connect(scheduler: str | None, workers: int | None, dashboard: bool):
-    """A Dask client (and the local cluster it owns, if any)."""
-    import warnings
-
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError as exc:
-        raise SpacetimeMDError(
-            "batch: expected dask.distributed to be installed for parallel runs (pip install 'spacetime-md[cluster]'), "
-            f"got {type(exc).__name__}: {exc}; or use workers=0 (serial)"
-        ) from None
-    if scheduler is not None:
-        try:
-            return Client(scheduler, timeout="10s"), None
-        except (OSError, TimeoutError) as exc:
-            raise ValueError(
-                f"scheduler: expected the address of a running Dask scheduler, got {scheduler!r} ({' '.join(str(exc).split())})"
-            ) from None
-    import dask
-
-    n = workers if workers is not None else (os.cpu_count() or 1)
-    # Dask's nannies set MALLOC_TRIM_THRESHOLD_=65536 in their workers; with the many small
-    # tensors of a geodesic solve that made it 2-4x slower here (measured), so unset it.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
-            warnings.catch_warnings():
-        # The scheduler's HTTP server moves to a free port when 8787 is taken (the link printed
-        # says where); that is no reason for a multi-line warning.
-        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use")
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=":8787" if dashboard else None)
-    try:
-        return Client(cluster), cluster
-    except BaseException:
-        close_dask(None, cluster)
-        raise
-
-
-#: Loggers whose records while a client and its cluster shut down are connection noise (e.g. a
-#: ``CommClosedError`` traceback from a worker stream that closes after the scheduler).
-SHUTDOWN_LOGGERS = ("distributed", "tornado", "asyncio")
-
-
-@contextlib.contextmanager
-def _quiet_shutdown(level: int = logging.CRITICAL):
-    """Raise :data:`SHUTDOWN_LOGGERS` and their existing children to ``level`` and ignore
-    warnings; restored on exit. Only for the teardown: task errors are reported through their
-    futures (and recorded in the manifest) before it starts."""
-    import warnings
-
-    names = set(SHUTDOWN_LOGGERS) | {name for name in logging.root.manager.loggerDict
-                                     if name.split(".")[0] in SHUTDOWN_LOGGERS}
-    saved = {}
-    for name in names:
-        log = logging.getLogger(name)
-        saved[name] = log.level
-        log.setLevel(max(level, log.getEffectiveLevel()))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for name, old in saved.items():
-            logging.getLogger(name).setLevel(old)
-
-
-def close_dask(client: Any, cluster: Any, timeout: float = 20.0) -> None:
-    """Close ``client``, then the local ``cluster`` it owns (either may be ``None``), quietly.
-
-    The client goes first, so the scheduler does not see it vanish with the workers; each close
-    gets ``timeout`` seconds. Worker processes can take longer than Dask's 4 s to exit on a busy
-    machine and are then killed by their nanny, and streams that close in the wrong order log
-    ``CommClosedError`` tracebacks: neither matters once every result is on disk, so the
-    ``distributed`` loggers are raised to CRITICAL meanwhile and a failing close is logged at
-    DEBUG level instead of raised.
-    """
-    with _quiet_shutdown():
-        for what, obj in (("client", client), ("cluster", cluster)):
-            if obj is None:
-                continue
-            try:
-                obj.close(timeout=timeout)
-            except Exception as exc:  # noqa: BLE001 - shutdown noise (CommClosedError, TimeoutError, OSError)
-                logger.debug("closing the Dask %s: %s: %s", what, type(exc).__name__, exc)

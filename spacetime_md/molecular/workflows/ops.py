@@ -99,7 +99,7 @@ def _constrained_random_velocities_class():
 @functools.lru_cache(maxsize=64)
 def _checker(spec: str):
     """CVs and state of a :func:`state_indicator` spec, built once per spec string."""
-    from spacetime_md.molecular.workflows.committor import _cv_from_dict
+    from spacetime_md.molecular.workflows.shots import _cv_from_dict
     from spacetime_md.molecular.system.cvs import CollectiveVariables
     from spacetime_md.molecular.system.states import _state_from_dict
 
@@ -124,7 +124,7 @@ def state_indicator(traj, spec: str) -> np.ndarray:
 
 
 def _indicator_spec(state: "MetastableState", system: "MolecularSystem") -> str:
-    from spacetime_md.molecular.workflows.committor import _cv_dict, _state_dict
+    from spacetime_md.molecular.workflows.shots import _cv_dict, _state_dict
 
     try:
         state.check(system.cvs)

@@ -1,0 +1,127 @@
+"""Endpoint structures: Kabsch alignment and RMSD, resolving a state name or PDB file to
+coordinates, and checking that a model fits a system.
+
+Units: nm.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import openmm.unit as unit
+
+from spacetime_md.errors import TopologyMismatchError
+
+if TYPE_CHECKING:  # pragma: no cover
+
+    from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
+    from spacetime_md.molecular.system.build import MolecularSystem
+
+__all__ = [
+    "kabsch_align",
+    "kabsch_rmsd",
+    "resolve_structure",
+]
+
+# --------------------------------------------------------------------------- structures
+
+
+def kabsch_align(mobile: np.ndarray, reference: np.ndarray, atoms: Sequence[int] | None = None) -> np.ndarray:
+    """Rigidly superpose ``mobile (..., N, 3)`` onto ``reference (N, 3)`` (proper rotations only).
+
+    The fit uses ``atoms`` (default all); the whole structure is moved. Both are centred on
+    the fitted atoms' centre of geometry; the result is centred like ``reference``.
+    """
+    mobile = np.asarray(mobile, dtype=float)
+    reference = np.asarray(reference, dtype=float)
+    idx = slice(None) if atoms is None else np.asarray(atoms)
+    ref_c = reference[idx].mean(axis=0)
+    mob_c = mobile[..., idx, :].mean(axis=-2, keepdims=True)
+    a = mobile[..., idx, :] - mob_c
+    b = reference[idx] - ref_c
+    h = np.einsum("...ni,nj->...ij", a, b)
+    u, _, vt = np.linalg.svd(h)
+    d = np.sign(np.linalg.det(np.einsum("...ij,...jk->...ik", u, vt)))
+    u[..., :, -1] *= d[..., None]
+    rot = np.einsum("...ij,...jk->...ik", u, vt)
+    return np.einsum("...ni,...ij->...nj", mobile - mob_c, rot) + ref_c
+
+
+def kabsch_rmsd(mobile: np.ndarray, reference: np.ndarray, atoms: Sequence[int] | None = None) -> np.ndarray:
+    """RMSD (same unit as the input) after optimal superposition on ``atoms``; ``(...,)``."""
+    aligned = kabsch_align(mobile, reference, atoms)
+    idx = slice(None) if atoms is None else np.asarray(atoms)
+    diff = aligned[..., idx, :] - np.asarray(reference, dtype=float)[idx]
+    return np.sqrt((diff**2).sum(-1).mean(-1))
+
+
+def _is_state_name(spec: Any) -> bool:
+    """A plain string that is not a ``.pdb`` path names a state; paths and ``*.pdb`` are files."""
+    return isinstance(spec, str) and not spec.lower().endswith(".pdb")
+
+
+def resolve_structure(
+    system: "MolecularSystem", spec: Any, what: str, *, allow_mirror: bool = False
+) -> tuple[np.ndarray, str]:
+    """Coordinates (nm, ``(N, 3)``) and a label for a state name, PDB path or coordinates.
+
+    Every structure passes :func:`~spacetime_md.molecular.system.checks.check_structure` (units,
+    bond lengths, overlaps, chirality against the system's reference unless ``allow_mirror``).
+    """
+    from spacetime_md.molecular.system.checks import check_structure
+
+    def coordinates_to_nm(label, x, system):
+        return check_structure(system, x, label, allow_mirror=allow_mirror)
+
+    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and not _is_state_name(spec)):
+        import openmm.app as app
+
+        path = Path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"{what}: expected a PDB file, got missing path {str(path)!r}")
+        try:
+            pdb = app.PDBFile(str(path))
+        except Exception as exc:  # OpenMM raises assorted errors for malformed files
+            raise ValueError(f"{what}: expected a readable PDB file, got {path.name} ({type(exc).__name__}: {exc})") from None
+        names = [a.name for a in pdb.topology.atoms()]
+        if len(names) != system.n_atoms:
+            raise TopologyMismatchError(
+                f"{what}: expected {system.n_atoms} atoms like {system.name}, got {len(names)} in {path.name}"
+            )
+        if tuple(names) != tuple(system.atom_names):
+            bad = next(i for i, (a, b) in enumerate(zip(names, system.atom_names)) if a != b)
+            raise TopologyMismatchError(
+                f"{what}: expected atom order of {system.name} (atom {bad} {system.atom_names[bad]!r}), "
+                f"got {names[bad]!r} in {path.name}"
+            )
+        x = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=float)
+        return coordinates_to_nm(what, x, system)[0], path.name
+    if _is_state_name(spec):
+        state = system.get_state(spec)
+        if not state.representative_pdb:
+            raise ValueError(f"{what}: state {state.name!r} has no representative structure")
+        pdb_path = Path(state.representative_pdb)
+        if not pdb_path.is_file():
+            raise FileNotFoundError(f"{what}: representative structure of {state.name} missing: {pdb_path}")
+        return resolve_structure(system, str(pdb_path), what, allow_mirror=allow_mirror)[0], state.name
+    x = coordinates_to_nm(what, spec, system)
+    if x.shape[0] != 1:
+        raise ValueError(f"{what}: expected one structure of shape ({system.n_atoms}, 3), got {x.shape[0]} frames")
+    return x[0], "coordinates"
+
+
+def check_model_matches_system(model: "EquivariantDenoiser", system: "MolecularSystem") -> None:
+    """Raise :class:`TopologyMismatchError` unless the model was trained for this topology."""
+    if model.n_atoms != system.n_atoms:
+        raise TopologyMismatchError(
+            f"model: expected a model for {system.n_atoms} atoms ({system.name}), got one for {model.n_atoms}"
+        )
+    if model.atom_names is not None and tuple(model.atom_names) != tuple(system.atom_names):
+        bad = next(i for i, (a, b) in enumerate(zip(model.atom_names, system.atom_names)) if a != b)
+        raise TopologyMismatchError(
+            f"model: expected atom {bad} named {system.atom_names[bad]!r} as in {system.name}, "
+            f"got {model.atom_names[bad]!r} (a model trained for another system?)"
+        )
