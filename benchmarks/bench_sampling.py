@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     logging.getLogger("openmmtools").setLevel(logging.ERROR)
 
     from spacetime_md.molecular import load_system
-    from spacetime_md.molecular.sampling.boltzmann import resolve_config
+    from spacetime_md.molecular.sampling.sampling_config import resolve_config
 
     system = load_system(args.system)
     t0 = time.perf_counter()

@@ -121,12 +121,17 @@ def run(args: argparse.Namespace) -> int:
 
     import openmm.unit as unit
 
-    import spacetime_md.molecular.sampling.boltzmann as sampling
+    from spacetime_md.molecular.sampling.boltzmann import sample_boltzmann
+    from spacetime_md.molecular.sampling.samples import plot_file_name
+    from spacetime_md.molecular.sampling.sampling_config import (
+        DEFAULT_MAX_TEMPERATURE, DEFAULT_N_REPLICAS, SYSTEM_FILE, _check_resume_config, resolve_config,
+        resolve_run_config,
+    )
 
     check_options(args, RANGES)
-    n_replicas = args.n_replicas if args.n_replicas is not None else sampling.DEFAULT_N_REPLICAS
+    n_replicas = args.n_replicas if args.n_replicas is not None else DEFAULT_N_REPLICAS
     max_temperature = (args.max_temperature if args.max_temperature is not None
-                       else sampling.DEFAULT_MAX_TEMPERATURE.value_in_unit(unit.kelvin))
+                       else DEFAULT_MAX_TEMPERATURE.value_in_unit(unit.kelvin))
     if n_replicas > 1 and not max_temperature > args.temperature:
         raise ValueError(f"--max-temperature: expected a number > --temperature ({args.temperature:g} K) with "
                          f"{n_replicas} replicas, got {max_temperature:g}")
@@ -146,17 +151,17 @@ def run(args: argparse.Namespace) -> int:
     if args.target_acceptance is not None:
         kwargs["target_acceptance"] = args.target_acceptance
     # Cheap checks first: settings (fixed ladder), memory, output directory; then the ladder's pilot.
-    sampling.resolve_config(system, args.n_samples, chunk_size=args.chunk_size, seed=args.seed,
-                            **{**kwargs, "n_replicas": kwargs.get("n_replicas", sampling.DEFAULT_N_REPLICAS)})
+    resolve_config(system, args.n_samples, chunk_size=args.chunk_size, seed=args.seed,
+                   **{**kwargs, "n_replicas": kwargs.get("n_replicas", DEFAULT_N_REPLICAS)})
     check_sample_memory(args.n_samples, args.chunk_size, system.n_atoms)
     from spacetime_md._outputs import finish_output_dir, list_outputs, prepare_output_dir
 
     prepare_output_dir(args.out, "sample", resume=args.resume, overwrite=args.overwrite, dry_run=True)
     # The settings the run uses (an automatic ladder runs its pilot, or a resumed run keeps its ladder).
-    config = sampling.resolve_run_config(system, args.n_samples, args.out, resume=args.resume and not args.overwrite,
-                                         chunk_size=args.chunk_size, seed=args.seed, **kwargs)
+    config = resolve_run_config(system, args.n_samples, args.out, resume=args.resume and not args.overwrite,
+                                chunk_size=args.chunk_size, seed=args.seed, **kwargs)
 
-    outputs = ("samples.h5", "energies.npy", "checkpoint.npz", "config.json", "report.json", sampling.SYSTEM_FILE,
+    outputs = ("samples.h5", "energies.npy", "checkpoint.npz", "config.json", "report.json", SYSTEM_FILE,
                "*.png")
     if args.dry_run:
         out = Path(args.out)
@@ -164,11 +169,11 @@ def run(args: argparse.Namespace) -> int:
             if not args.resume:
                 raise ValueError(f"--out: {str(out)!r} already holds a sampling run; pass --resume to continue it, "
                                  "--overwrite to replace it, or choose another directory")
-            sampling._check_resume_config(out / "config.json", config)
+            _check_resume_config(out / "config.json", config)
         print(json.dumps(config.to_dict(), indent=2))
         return 0
     prepare_output_dir(args.out, "sample", resume=args.resume, overwrite=args.overwrite, outputs=outputs)
-    result = sampling.sample_boltzmann(
+    result = sample_boltzmann(
         system, args.n_samples, args.out, resume=args.resume, max_chunks=args.max_chunks,
         progress=not args.no_progress, plot=not args.no_plot, config=config,
     )
@@ -176,10 +181,10 @@ def run(args: argparse.Namespace) -> int:
     if not result.complete:
         print(f"stopped after {result.n_frames}/{args.n_samples} samples; rerun with --resume to continue")
     else:
-        plot = None if args.no_plot else sampling.plot_file_name(system)
+        plot = None if args.no_plot else plot_file_name(system)
         finish_output_dir(args.out, list_outputs(args.out, outputs))
         print(f"wrote {args.out}/samples.h5 ({result.n_frames} frames), energies.npy, config.json, "
-              f"{sampling.SYSTEM_FILE}, report.json" + (f", {plot}" if plot else ""))
+              f"{SYSTEM_FILE}, report.json" + (f", {plot}" if plot else ""))
     return 0
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spacetime_md.molecular.sampling.boltzmann import load_samples
+from spacetime_md.molecular.sampling.samples import load_samples
 from spacetime_md.molecular.system.build import load_system
 
 OUT = Path(__file__).resolve().parents[2] / "spacetime_md" / "data" / "alanine_dipeptide" / "ramachandran_reference.npz"

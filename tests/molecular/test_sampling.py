@@ -12,14 +12,16 @@ import pytest
 
 from spacetime_md.cli import main
 from spacetime_md.errors import CheckpointError
-from spacetime_md.molecular import block_average, evaluate_energies, load_samples, load_system, sample_boltzmann, state_populations
+from spacetime_md.molecular import (
+    block_average, evaluate_energies, load_samples, load_system, sample_boltzmann, state_populations,
+)
 from spacetime_md.molecular.sampling.reference import (
     estimate_populations_flat_bias,
     fit_free_energy_profile,
     reference_populations,
     solve_mbar,
 )
-from spacetime_md.molecular.sampling.boltzmann import SamplingConfig, geometric_temperatures
+from spacetime_md.molecular.sampling.sampling_config import SamplingConfig, geometric_temperatures
 
 #: Tiny but real settings: 3 replicas, 10 MD steps between exchanges.
 FAST = dict(
@@ -336,7 +338,7 @@ def test_report_carries_the_reference_comparison(system):
 
 def test_more_sampling_errors(tmp_path, system):
     from spacetime_md.errors import NonFiniteError
-    from spacetime_md.molecular.sampling.boltzmann import BoltzmannSamples
+    from spacetime_md.molecular.sampling.samples import BoltzmannSamples
 
     with pytest.raises(TypeError, match="n_replicas: expected an integer or .auto., got float"):
         sample_boltzmann(system, 4, None, n_replicas=2.5, progress=False)

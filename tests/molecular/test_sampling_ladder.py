@@ -18,7 +18,7 @@ from spacetime_md.molecular.sampling.ladder import (
     pilot_energy_statistics,
     predicted_acceptance,
 )
-from spacetime_md.molecular.sampling.boltzmann import geometric_temperatures, resolve_config
+from spacetime_md.molecular.sampling.sampling_config import geometric_temperatures, resolve_config
 from spacetime_md.molecular.system.units import kT_kj_per_mol
 
 FAST = dict(exchange_interval=0.02 * unit.picosecond, equilibration=0.1 * unit.picosecond, chunk_size=4,
@@ -103,12 +103,12 @@ def test_automatic_ladder_run_records_the_pilot_and_resumes_without_it(tmp_path,
     assert len(config["ladder"]["predicted_acceptance"]) == 3 and min(config["ladder"]["predicted_acceptance"]) >= 0.2
     assert part.report["predicted_acceptance"] == config["ladder"]["predicted_acceptance"]
     assert isinstance(part.report["warnings"], list)
-    import spacetime_md.molecular.sampling.boltzmann as sampling
+    import spacetime_md.molecular.sampling.sampling_config as sampling_config  # resolve_config looks it up there
 
     def no_pilot(*args, **kwargs):
         raise AssertionError("a resumed run must keep its ladder, not rerun the pilot")
 
-    monkeypatch.setattr(sampling, "pilot_energy_statistics", no_pilot)
+    monkeypatch.setattr(sampling_config, "pilot_energy_statistics", no_pilot)
     resumed = sample_boltzmann(system, 8, out, seed=2, resume=True, **FAST)
     assert resumed.complete and resumed.config.temperatures_k == tuple(config["temperatures_k"])
     # the same frames as an uninterrupted automatic run with that ladder

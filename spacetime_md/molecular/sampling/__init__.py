@@ -12,11 +12,6 @@ from spacetime_md.molecular._lazy import attach as _attach
 
 #: public name -> module of this package that defines it
 _LAZY = {
-    "BoltzmannSamples": "boltzmann",
-    "SamplingConfig": "boltzmann",
-    "load_samples": "boltzmann",
-    "resolve_config": "boltzmann",
-    "resolve_run_config": "boltzmann",
     "sample_boltzmann": "boltzmann",
     "DEFAULT_TARGET_ACCEPTANCE": "ladder",
     "choose_temperatures": "ladder",
@@ -31,6 +26,11 @@ _LAZY = {
     "estimate_populations_umbrella": "reference",
     "reference_populations": "reference",
     "solve_mbar": "reference",
+    "BoltzmannSamples": "samples",
+    "load_samples": "samples",
+    "SamplingConfig": "sampling_config",
+    "resolve_config": "sampling_config",
+    "resolve_run_config": "sampling_config",
 }
 
 __getattr__, __dir__, __all__ = _attach(__name__, _LAZY)

@@ -163,7 +163,7 @@ def choose_temperatures(
     Returns the temperatures and their predicted acceptances; with ``max_replicas`` still
     short of the target, that ladder is returned and a warning logged.
     """
-    from spacetime_md.molecular.sampling.boltzmann import geometric_temperatures
+    from spacetime_md.molecular.sampling.sampling_config import geometric_temperatures
 
     if not 0.0 < target < 1.0:
         raise ValueError(f"target_acceptance: expected a number in (0, 1), got {target!r}")

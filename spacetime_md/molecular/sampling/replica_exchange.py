@@ -20,7 +20,7 @@ from spacetime_md.molecular._io import save_npz_atomic
 from spacetime_md.molecular.system.units import KELVIN, PS, kT_kj_per_mol
 
 if TYPE_CHECKING:
-    from spacetime_md.molecular.sampling.boltzmann import SamplingConfig
+    from spacetime_md.molecular.sampling.sampling_config import SamplingConfig
     from spacetime_md.molecular.system.build import MolecularSystem
 
 
