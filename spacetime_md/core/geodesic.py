@@ -8,7 +8,8 @@ penalties (Sec. 6.4, Eq. 21):
   following stage refines the discretisation, warm-started from the previous stage;
 - each stage stops on a convergence criterion (relative improvement of the best objective
   over ``patience`` steps below ``rtol``) or after ``max_steps``;
-- optimiser L-BFGS with strong-Wolfe line search (default) or Adam;
+- optimiser L-BFGS with strong-Wolfe line search (default) or Adam; in honest mode L-BFGS
+  runs :mod:`spacetime_md.core.honest`'s stage (value-only Armijo search, see below);
 - the Hutchinson divergence uses probe vectors that are fixed within a stage (common random
   numbers), so the objective is deterministic and L-BFGS applies; with ``resample_every=k``
   fresh probes are drawn every ``k`` steps and after a step that failed to decrease the
@@ -22,7 +23,11 @@ fresh probes, the first evaluation after a draw scores the current curve with pr
 never fitted to - a held-out, unbiased estimate. The stage keeps the curve with the best
 held-out value (not the last one), stops when that value has not improved by ``rtol`` over
 ``patience`` draws, and a step that fails its line search triggers a new draw at once instead
-of more line searches on a flat, exploited objective. ``probe_layout="curve"`` shares each
+of more line searches on a flat, exploited objective. The line search checks sufficient
+decrease on value-only evaluations (no double backward, about a third of a gradient
+evaluation); the gradient at a trial point, which the strong-Wolfe search also computed,
+would only serve its curvature test, since the next step redraws the probes anyway
+(:mod:`spacetime_md.core.honest`). ``probe_layout="curve"`` shares each
 probe vector along the curve, so the estimator noise cancels in the differences of
 neighbouring points (see :mod:`spacetime_md.core.estimates`). The result's ``estimate`` is a
 held-out score with ``holdout_probes`` fresh draws: unbiased unclamped energy, its standard
@@ -30,7 +35,7 @@ error and the number of negative segments.
 
 Constraints are objects with ``weight`` and ``penalty(state) -> Tensor`` (and optionally
 ``setup(denoiser, start, end, config)``); their weights are ramped from 0 to full after a
-warm-up.
+warm-up (:mod:`spacetime_md.core.constraints`).
 """
 
 from __future__ import annotations
@@ -40,24 +45,19 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from torch import Tensor
 
-from spacetime_md.core._validation import check_positive, check_tensor
+from spacetime_md.core._validation import check_positive
+from spacetime_md.core.constraints import AvoidRegion, Constraint, CurveState, LowVariance, Penalty
 from spacetime_md.core.curves import SpacetimePoint, SplineCurve, _as_vector
 from spacetime_md.core.denoisers import CountingDenoiser, Denoiser
 from spacetime_md.core.estimates import EnergyEstimate, draw_probes, estimate_curve_energy
+from spacetime_md.core.geometry import _length_from_terms, expectation_params, natural_params, segment_terms
+from spacetime_md.core.honest import HonestStage, run_honest_stage
 from spacetime_md.core.threads import resolve_num_threads, torch_threads
-from spacetime_md.core.geometry import (
-    _length_from_terms,
-    bridge_points,
-    expectation_params,
-    kl_increments,
-    natural_params,
-    segment_terms,
-)
 from spacetime_md.errors import NonFiniteError
 
 __all__ = [
@@ -212,153 +212,6 @@ class GeodesicConfig:
 
 
 @dataclass
-class CurveState:
-    """What a constraint sees at one evaluation of the objective.
-
-    ``log_snr (T,)``, ``x (T, D)``, natural and expectation parameters as pairs
-    ``((T, D), (T,))``; all carry gradients w.r.t. the curve parameters.
-    """
-
-    s: Tensor
-    log_snr: Tensor
-    x: Tensor
-    eta: tuple[Tensor, Tensor]
-    mu: tuple[Tensor, Tensor]
-    denoiser: Denoiser
-    step: int
-
-
-@runtime_checkable
-class Constraint(Protocol):
-    """A soft constraint: ``weight * penalty(state)`` is added to the curve energy."""
-
-    weight: float
-
-    def penalty(self, state: CurveState) -> Tensor: ...
-
-
-@dataclass
-class LowVariance:
-    """Keep ``log_snr >= min_log_snr`` along the curve (Sec. 6.4): hinge-squared penalty.
-
-    ``penalty = sum_n relu(min_log_snr - log_snr_n)^2 / T``.
-    """
-
-    min_log_snr: float
-    weight: float = 100.0
-
-    def __post_init__(self):
-        if not math.isfinite(self.min_log_snr):
-            raise ValueError(f"min_log_snr: expected a finite number, got {self.min_log_snr}")
-        check_positive("weight", self.weight, allow_zero=True)
-
-    def setup(self, denoiser, start: Tensor, end: Tensor, config: GeodesicConfig) -> None:
-        for name, z in (("start", start), ("end", end)):
-            if float(z[0]) < self.min_log_snr:
-                raise ValueError(
-                    f"LowVariance: expected the {name} point's log_snr >= min_log_snr "
-                    f"{self.min_log_snr}, got {float(z[0]):.4g}"
-                )
-
-    def penalty(self, state: CurveState) -> Tensor:
-        return (self.min_log_snr - state.log_snr).clamp_min(0).square().mean()
-
-
-class AvoidRegion:
-    """Keep ``KL(p(.|z*) || p(.|gamma_s)) >= min_kl`` for a forbidden point ``z*`` (Eq. 21).
-
-    The KL is absolute (integrated from ``z*``, see :func:`~spacetime_md.core.kl_along_curve`).
-    Combine with :class:`LowVariance`, otherwise the KL is raised trivially by adding noise.
-
-    Parameters
-    ----------
-    log_snr : float
-        Time coordinate of ``z*``.
-    x : Tensor, shape=(D,)
-        Space coordinate of ``z*`` (same scaling as the curve).
-    min_kl : float
-        Threshold.
-    weight : float
-        Penalty weight; ``penalty = mean_n relu(min_kl - KL_n)^2``.
-    n_bridge : int
-        Points of the segment from ``z*`` to the curve start used to anchor the KL.
-    """
-
-    def __init__(self, log_snr: float, x: Tensor, min_kl: float, weight: float = 10.0, n_bridge: int = 33):
-        if isinstance(log_snr, Tensor):
-            log_snr = float(log_snr)
-        if not isinstance(log_snr, (int, float)) or not math.isfinite(log_snr):
-            raise ValueError(f"log_snr: expected a finite number, got {log_snr!r}")
-        self.log_snr = float(log_snr)
-        self.x = check_tensor("x", x, (None,))
-        self.min_kl = float(check_positive("min_kl", min_kl))
-        self.weight = float(check_positive("weight", weight, allow_zero=True))
-        if n_bridge < 2:
-            raise ValueError(f"n_bridge: expected an integer >= 2, got {n_bridge}")
-        self.n_bridge = n_bridge
-        self._start_kl: Tensor | None = None
-        self._mu_ref: tuple[Tensor, Tensor] | None = None
-        self._div_kwargs: dict[str, Any] = {}
-
-    def __repr__(self) -> str:
-        return f"AvoidRegion(log_snr={self.log_snr}, min_kl={self.min_kl}, weight={self.weight})"
-
-    def setup(self, denoiser, start: Tensor, end: Tensor, config: GeodesicConfig) -> None:
-        if self.x.shape[0] != start.shape[0] - 1:
-            raise ValueError(
-                f"AvoidRegion.x: expected shape ({start.shape[0] - 1},), got {tuple(self.x.shape)}"
-            )
-        ref_x = self.x.to(dtype=start.dtype, device=start.device)
-        method = config.divergence_for(ref_x.shape[0])
-        # The anchor is computed once; use more probes than the optimiser for a quiet value.
-        self._div_kwargs = {"divergence": method, "n_probes": 16 * config.n_probes}
-        ref_l = torch.tensor(self.log_snr, dtype=start.dtype, device=start.device)
-        kls = []
-        with torch.no_grad():
-            for z in (start, end):
-                b_l, b_x = bridge_points(ref_l, ref_x, z[0], z[1:], self.n_bridge)
-                eta = natural_params(b_l, b_x)
-                mu = expectation_params(denoiser, b_l, b_x, create_graph=False, **self._div_kwargs)
-                mu_ref = (mu[0][0], mu[1][0])
-                kls.append(kl_increments(eta, mu, mu_ref).sum())
-                if self._mu_ref is None:
-                    self._mu_ref = mu_ref
-        self._start_kl = kls[0]
-        for name, kl in zip(("start", "end"), kls):
-            if float(kl) < self.min_kl:
-                raise ValueError(
-                    f"AvoidRegion: the forbidden region contains the {name} point: expected "
-                    f"KL >= min_kl {self.min_kl:.4g}, got {float(kl):.4g}"
-                )
-
-    def kl(self, state: CurveState) -> Tensor:
-        """Absolute KL from ``z*`` at every curve point, shape ``(T,)``."""
-        if self._start_kl is None:
-            raise RuntimeError("AvoidRegion.setup() must run before kl(); optimize_geodesic calls it")
-        inc = kl_increments(state.eta, state.mu, self._mu_ref)
-        return torch.cat([self._start_kl.reshape(1), self._start_kl + inc.cumsum(0)])
-
-    def penalty(self, state: CurveState) -> Tensor:
-        return (self.min_kl - self.kl(state)).clamp_min(0).square().mean()
-
-
-@dataclass
-class Penalty:
-    """Generic penalty hook: ``weight * fn(state)`` with ``fn(CurveState) -> scalar Tensor``."""
-
-    fn: Callable[[CurveState], Tensor]
-    weight: float = 1.0
-
-    def __post_init__(self):
-        if not callable(self.fn):
-            raise TypeError(f"fn: expected a callable, got {type(self.fn).__name__}")
-        check_positive("weight", self.weight, allow_zero=True)
-
-    def penalty(self, state: CurveState) -> Tensor:
-        return self.fn(state)
-
-
-@dataclass
 class GeodesicResult:
     """Outcome of :func:`optimize_geodesic`.
 
@@ -391,7 +244,8 @@ class GeodesicResult:
         Held-out score of the final curve (``config.holdout_probes`` fresh draws, or exact):
         unbiased unclamped energy with its standard error, negative segments.
     n_failed_searches : int
-        L-BFGS steps that did not decrease the objective.
+        L-BFGS steps that did not decrease the objective (honest mode: steps whose Armijo
+        search failed, after which the curve stays put and probes are redrawn).
     """
 
     curve: SplineCurve
@@ -438,6 +292,52 @@ def _ramp(step: int, config: GeodesicConfig) -> float:
     if config.constraint_ramp == 0:
         return 1.0
     return min(1.0, (step - config.constraint_warmup + 1) / config.constraint_ramp)
+
+
+def _search_wall(curve: SplineCurve, start_value: float) -> Tensor:
+    """Objective of a line-search trial that left the finite region (float32 on a rough learned
+    model: an extrapolated step can overflow): a finite value far above the step's start, with a
+    zero gradient, so that the strong-Wolfe search zooms back instead of failing the solve."""
+    curve.interior.grad = torch.zeros_like(curve.interior)
+    return torch.tensor(1e3 * abs(start_value) + 1e6, dtype=curve.interior.dtype)
+
+
+def _honest_stage(curve, s, evaluate, draw, config, constraints, stage, step0, on_step) -> HonestStage:
+    """One honest-mode L-BFGS stage (:mod:`spacetime_md.core.honest`) on ``curve.interior``."""
+    n_points = s.shape[0]
+
+    def full(step: int, probes: Tensor):
+        curve.interior.grad = None
+        with torch.enable_grad():
+            total, energy, _, penalties = evaluate(s, probes, _ramp(step, config), step)
+            if not bool(torch.isfinite(total.detach())):
+                raise NonFiniteError(
+                    f"geodesic objective became non-finite (energy {float(energy.detach())}, "
+                    f"penalties {penalties}) at stage {stage} (n_points={n_points}), step {step}; "
+                    "check the denoiser over the curve's log_snr range "
+                    f"[{float(curve.interior[:, 0].detach().min()):.3g}, "
+                    f"{float(curve.interior[:, 0].detach().max()):.3g}] or lower the learning rate"
+                )
+            (grad,) = torch.autograd.grad(total, curve.interior)
+        return float(total.detach()), float(energy.detach()), penalties, grad
+
+    def value(step: int, probes: Tensor) -> float:
+        if not bool(torch.isfinite(curve.interior.detach()).all()):
+            return math.inf  # the Armijo search backtracks
+        with torch.no_grad():
+            return float(evaluate(s, probes, _ramp(step, config), step)[0])
+
+    def stage_step(info: dict[str, Any]) -> None:
+        on_step({"step": info["step"], "stage": stage, "n_points": n_points, "energy": info["energy"],
+                 "objective": info["objective"], "penalties": info["penalties"], "ramp": _ramp(info["step"], config),
+                 **({"held_out": info["held_out"]} if "held_out" in info else {})})
+
+    return run_honest_stage(
+        curve.interior, full, value, draw, max_steps=config.max_steps, patience=config.resolved_patience,
+        rtol=config.rtol if stage == len(config.n_points) - 1 else 10 * config.rtol, lr=config.resolved_lr,
+        resample_every=config.resample_every,
+        ramp_done=lambda step: _ramp(step, config) >= 1.0 or not constraints, on_step=stage_step, step0=step0,
+    )
 
 
 def optimize_geodesic(
@@ -521,7 +421,7 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
 
         bar = tqdm(desc="geodesic", unit="step")
 
-    def evaluate(s: Tensor, probes: Tensor | None, ramp: float):
+    def evaluate(s: Tensor, probes: Tensor | None, ramp: float, at_step: int | None = None):
         log_snr, x = curve.evaluate(s)
         eta = natural_params(log_snr, x)
         mu = expectation_params(
@@ -534,7 +434,7 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
         penalties = {}
         total = energy
         if constraints:
-            state = CurveState(s, log_snr, x, eta, mu, counting, step)
+            state = CurveState(s, log_snr, x, eta, mu, counting, step if at_step is None else at_step)
             for i, c in enumerate(constraints):
                 p = c.penalty(state)
                 penalties[f"{type(c).__name__}_{i}"] = float(p.detach())
@@ -551,10 +451,20 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
                            generator=generator)
 
     n_failed = 0
+
+    def on_step(info: dict[str, Any]) -> None:
+        history.append(info)
+        if callback is not None:
+            callback(info)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(stage=info["stage"], T=info["n_points"], energy=f"{info['energy']:.4g}")
+
     try:
         for stage, n_points in enumerate(config.n_points):
             s = torch.linspace(0, 1, n_points, dtype=z0.dtype, device=z0.device)
-            probes = draw(n_points)
+            honest_lbfgs = honest and config.optimizer == "lbfgs"
+            probes = None if honest_lbfgs else draw(n_points)  # the honest stage draws its own
             # One optimiser for all stages: the L-BFGS curvature history (and Adam's moments)
             # learnt on the coarse discretisation carries over to the finer ones.
             if stage == 0:
@@ -566,6 +476,17 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
                 else:
                     opt = torch.optim.Adam([curve.interior], lr=lr)
             min_steps = config.min_steps if stage == 0 else 1
+            if honest_lbfgs:
+                outcome = _honest_stage(curve, s, evaluate, lambda n=n_points: draw(n), config, constraints,
+                                        stage, step, on_step)
+                if stage == 0:
+                    initial_energy = outcome.first_energy
+                step += outcome.n_steps
+                n_failed += outcome.n_failed
+                converged = outcome.converged
+                logger.info("stage %d (T=%d): %s after %d steps, held-out objective %.6g", stage, n_points,
+                            "converged" if converged else "not converged", outcome.n_steps, outcome.best_held_out)
+                continue
             if stage == 0:
                 with torch.no_grad():
                     initial_energy = float(evaluate(s, probes, 0.0)[1])
@@ -596,8 +517,12 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
                         seen.append((cache["params"], last["total"]))
                         return cache["total"]
                     opt.zero_grad()
+                    if seen and not bool(torch.isfinite(curve.interior.detach()).all()):
+                        return _search_wall(curve, seen[0][1])  # a trial step overflowed the knots
                     total, energy, _, penalties = evaluate(s, probes, ramp)
                     if not bool(torch.isfinite(total.detach())):
+                        if seen:  # a line-search trial, not the step's start: push the search back
+                            return _search_wall(curve, seen[0][1])
                         raise NonFiniteError(
                             f"geodesic objective became non-finite (energy {float(energy.detach())}, "
                             f"penalties {penalties}) at stage {stage} (n_points={n_points}), step {step}; "

@@ -262,7 +262,7 @@ def _drive(search, phi):
 
 @pytest.mark.parametrize("t0", [1e-3, 1.0, 50.0])
 def test_line_search_meets_strong_wolfe(t0):
-    from spacetime_md.core.batched import _C1, _C2, _wolfe_search
+    from spacetime_md.core.batched_optim import _C1, _C2, _wolfe_search
 
     def phi(t):  # minimum at t = 3, phi(0) = 9, phi'(0) = -6
         return (t - 3.0) ** 2 + 0.1 * (t - 3.0) ** 4, 2 * (t - 3.0) + 0.4 * (t - 3.0) ** 3
@@ -275,7 +275,7 @@ def test_line_search_meets_strong_wolfe(t0):
 
 
 def test_line_search_backs_off_from_non_finite_values():
-    from spacetime_md.core.batched import _wolfe_search
+    from spacetime_md.core.batched_optim import _wolfe_search
 
     def phi(t):  # decreasing, but undefined beyond t = 0.01 (sent as inf, as the driver does)
         return (1.0 - t, -1.0) if t <= 0.01 else (float("inf"), float("nan"))
@@ -292,7 +292,7 @@ def test_line_search_backs_off_from_non_finite_values():
 
 @pytest.mark.parametrize("swap", [False, True])
 def test_cubic_interpolation_step_closed_form(swap):
-    from spacetime_md.core.batched import _cubic_min
+    from spacetime_md.core.batched_optim import _cubic_min
 
     # f(t) = t^3 - 3t, a cubic: its interpolant through two points is itself, local minimum t = 1.
     p, q = (0.0, 0.0, -3.0), (2.0, 2.0, 9.0)
@@ -306,7 +306,7 @@ def test_cubic_interpolation_step_closed_form(swap):
 def test_two_loop_recursion_is_the_dense_bfgs_inverse_hessian():
     # L-BFGS direction -H g, H from H0 = gamma I by the BFGS update
     # H <- (I - rho s y^T) H (I - rho y s^T) + rho s s^T over the stored pairs, oldest first.
-    from spacetime_md.core.batched import _HISTORY_SIZE, _LBFGS
+    from spacetime_md.core.batched_optim import _HISTORY_SIZE, _LBFGS
 
     gen = torch.Generator().manual_seed(0)
     n = 6

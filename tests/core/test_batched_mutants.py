@@ -1,10 +1,11 @@
 """The trial steps of the batched strong-Wolfe line search, pinned by hand.
 
-Killing the mutation run's survivors of ``core/batched.py``: the converged geodesics do not
-depend on the line search's safeguards, so these tests drive the coroutine ``_wolfe_search``
-with a 1-D objective ``phi(t)`` whose trial steps follow by hand from Nocedal & Wright
-(Algorithms 3.5/3.6): during extrapolation the next trial is the cubic interpolant's minimiser
-clamped to ``[1.1 t, 10 t]``; in the zoom, the bracket's midpoint when no cubic can be formed.
+Killing the mutation run's survivors of ``core/batched.py`` (the line search and optimisers now
+live in ``core/batched_optim.py``): the converged geodesics do not depend on the line search's
+safeguards, so these tests drive the coroutine ``_wolfe_search`` with a 1-D objective ``phi(t)``
+whose trial steps follow by hand from Nocedal & Wright (Algorithms 3.5/3.6): during
+extrapolation the next trial is the cubic interpolant's minimiser clamped to ``[1.1 t, 10 t]``;
+in the zoom, the bracket's midpoint when no cubic can be formed.
 The L-BFGS state (``_LBFGS``) is checked on hand-set histories: a direction that is not a
 descent direction restarts the pair from steepest descent (``d = -g``, ``g.d = -|g|^2``), and
 curvature pairs with ``y.s <= 1e-10`` are skipped (the class docstring's rule).
@@ -20,7 +21,7 @@ import pytest
 import torch
 
 from spacetime_md.core import GeodesicConfig, SpacetimePoint, alpha_sigma, optimize_geodesics
-from spacetime_md.core.batched import _LBFGS, _wolfe_search
+from spacetime_md.core.batched_optim import _LBFGS, _wolfe_search
 from spacetime_md.toy import GaussianMixture
 
 
