@@ -9,7 +9,9 @@ integrator (``LangevinMiddleIntegrator``, 2 fs, 1/ps), 0.25 ps (125 steps) per r
 exchange attempts, neighbour swaps (even/odd pairs alternating), velocities kept between
 iterations, one 300 K configuration stored per exchange:
 
-- ``ours``: :func:`spacetime_md.molecular.sample_boltzmann` with that ladder (in memory, one chunk);
+- ``ours``: :func:`spacetime_md.molecular.sample_boltzmann` with that ladder (in memory, one chunk,
+  ``workers=1``: all replicas in this one process, like openmmtools; ``bench_sampling_workers.py``
+  measures the worker processes);
 - ``openmmtools (like for like)``: ``ParallelTemperingSampler`` with a ``LangevinDynamicsMove``
   (in openmmtools 0.27 the same ``LangevinMiddleIntegrator``, velocities kept), ``replica_mixing_scheme="swap-neighbors"``, a ``MultiStateReporter`` that
   stores every iteration (``checkpoint_interval=1``: positions of all replicas, which it always
@@ -51,12 +53,12 @@ def run_ours(system, temps, n_samples: int, seed: int) -> dict:
     # observable from outside, so equilibration is timed separately and subtracted.
     c0 = time.process_time()
     sample_boltzmann(system, 1, None, temperatures=list(temps) * unit.kelvin, equilibration=2.0 * unit.picosecond,
-                     chunk_size=1, seed=seed, progress=False, plot=False)
+                     chunk_size=1, seed=seed, progress=False, plot=False, workers=1)
     c_equil = time.process_time() - c0
     c0 = time.process_time()
     res = sample_boltzmann(system, n_samples, None, temperatures=list(temps) * unit.kelvin,
                            equilibration=2.0 * unit.picosecond, chunk_size=n_samples, seed=seed,
-                           progress=False, plot=False, callback=mark)
+                           progress=False, plot=False, callback=mark, workers=1)
     r = res.report
     return {"seconds": r["production_seconds"], "samples_per_s": n_samples / r["production_seconds"],
             "cpu_samples_per_s": n_samples / max(cpu["end"] - c0 - c_equil, 1e-9),

@@ -1,7 +1,9 @@
 """``spacetime-md sample``: Boltzmann samples at 300 K by temperature replica exchange (OpenMM).
 
 Temperature replica exchange on OpenMM; saves the samples at the lowest temperature with
-checkpoints every --chunk-size samples (resume with --resume).
+checkpoints every --chunk-size samples (resume with --resume). The replicas run in --workers
+processes (default: one per usable core, at most one per replica); the samples are bitwise the
+same for any number.
 
 Writes ``samples.h5`` (mdtraj HDF5), ``energies.npy``, ``config.json``, ``system.json`` (the
 system: PDB text, force field, solvent, CVs, states; ``train`` records it in the checkpoint),
@@ -19,7 +21,7 @@ from __future__ import annotations
 import argparse
 
 from spacetime_md.commands._checks import (
-    SEED_MAX, add_numeric, check_memory_need, check_options, float_range, int_range,
+    SEED_MAX, THREADS_MAX, add_numeric, check_memory_need, check_options, float_range, int_range,
 )
 
 DEFAULT_SYSTEM = "alanine-dipeptide"
@@ -62,6 +64,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--platform", help="OpenMM platform (default: automatic, Reference for small systems)")
     add_numeric(p, RANGES, "temperature", "n_replicas", "target_acceptance", "max_temperature", "exchange_interval",
                 "equilibration", "chunk_size", "max_chunks")
+    p.add_argument("--workers", default="auto",
+                   help="processes that run the replicas, each owning a fixed block of them: 'auto' (default: the "
+                        "usable cores) or an integer in [1, 256]; capped by the number of replicas; 1 runs them all "
+                        "in this process. Samples are bitwise the same for any value, and a run may resume with "
+                        "another")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -129,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     check_options(args, RANGES)
+    workers = parse_workers(args.workers)
     n_replicas = args.n_replicas if args.n_replicas is not None else DEFAULT_N_REPLICAS
     max_temperature = (args.max_temperature if args.max_temperature is not None
                        else DEFAULT_MAX_TEMPERATURE.value_in_unit(unit.kelvin))
@@ -175,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     prepare_output_dir(args.out, "sample", resume=args.resume, overwrite=args.overwrite, outputs=outputs)
     result = sample_boltzmann(
         system, args.n_samples, args.out, resume=args.resume, max_chunks=args.max_chunks,
-        progress=not args.no_progress, plot=not args.no_plot, config=config,
+        progress=not args.no_progress, plot=not args.no_plot, config=config, workers=workers,
     )
     print(format_report(result.report, reference=result.report.get("reference")))
     if not result.complete:
@@ -186,6 +194,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}/samples.h5 ({result.n_frames} frames), energies.npy, config.json, "
               f"{SYSTEM_FILE}, report.json" + (f", {plot}" if plot else ""))
     return 0
+
+
+def parse_workers(value: str | int) -> int | str:
+    """``--workers``: ``"auto"`` or an integer in [1, 256]."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= THREADS_MAX:
+        raise ValueError(f"--workers: expected 'auto' or an integer in [1, {THREADS_MAX}], got {value!r}")
+    return n
 
 
 def format_report(report: dict, reference: dict | None = None) -> str:
@@ -201,7 +223,8 @@ def format_report(report: dict, reference: dict | None = None) -> str:
           if report.get("predicted_acceptance") else []),
         *(f"warning: {w}" for w in report.get("warnings", [])),
         f"throughput: {report['samples_per_minute']:.0f} samples/min, {report['ns_per_day_T0']:.0f} ns/day at T0 "
-        f"({report['ns_per_day_all_replicas']:.0f} ns/day all replicas)",
+        f"({report['ns_per_day_all_replicas']:.0f} ns/day all replicas"
+        + (f", {report['workers']} processes)" if report.get("workers", 1) > 1 else ")"),
     ]
     if report.get("cv_names") is not None:
         names = report["cv_names"]

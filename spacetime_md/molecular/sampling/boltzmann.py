@@ -20,13 +20,21 @@ predicted from a short pilot run's energy mean and spread, reaches ``target_acce
 ``config.json`` (``ladder``); a resumed run keeps its ladder. The report warns when a
 neighbour pair's measured acceptance is low or no walker made a round trip.
 
-Runs are cut into chunks of ``chunk_size`` samples. Each chunk creates fresh OpenMM Contexts whose
-integrator seeds, like the swap random numbers, derive from ``(seed, chunk index)``, and starts
-from the positions and velocities saved at the end of the previous chunk; a chunk is therefore a
-deterministic function of the seed and the checkpoint, and a run that is killed and resumed gives
-exactly the frames of an uninterrupted run (on the Reference platform; other platforms may sum
-forces in a different order). After each chunk its samples are written to ``chunks/`` and then
-the replica state to ``checkpoint.npz``, both atomically; a kill loses at most the running chunk.
+Runs are cut into chunks of ``chunk_size`` samples. Each chunk creates fresh OpenMM Contexts and
+starts from the positions and velocities saved at the end of the previous chunk; the swap random
+numbers and each replica's Langevin noise seed for each exchange derive from ``(seed, chunk
+index)``. A chunk is therefore a deterministic function of the seed and the checkpoint, and a
+run that is killed and resumed gives exactly the frames of an uninterrupted run (on the
+Reference platform; other platforms may sum forces in a different order).
+
+The replicas run in ``workers`` processes (:mod:`spacetime_md.molecular.sampling.workers`): this
+process and ``workers - 1`` worker processes each own the contexts of a fixed block of
+temperature slots and run the exchange interval's steps in parallel; the swaps are decided
+here. The noise is reseeded per replica and exchange, so the samples are bitwise the same for
+any number of workers, and a run may be resumed with another.
+
+After each chunk its samples are written to ``chunks/`` and then the replica state to
+``checkpoint.npz``, both atomically; a kill loses at most the running chunk.
 
 Outputs in ``out_dir``: ``samples.h5`` (mdtraj HDF5: topology, coordinates in nm (float32),
 time in ps, potential energies in kJ/mol), ``energies.npy`` (kJ/mol, float64), ``config.json``
@@ -52,19 +60,21 @@ import openmm.unit as unit
 
 from spacetime_md.errors import CheckpointError
 from spacetime_md.molecular._io import save_npz_atomic, write_json_atomic
-from spacetime_md.molecular.sampling.ladder import (
-    DEFAULT_TARGET_ACCEPTANCE, exchange_warnings,
-)
-from spacetime_md.molecular.sampling.replica_exchange import _chunk_rng, _config_hash, _Engine, _ReplicaState
-from spacetime_md.molecular.system.units import KELVIN, NM
+from spacetime_md.molecular.sampling.ladder import DEFAULT_TARGET_ACCEPTANCE, exchange_warnings
+from spacetime_md.molecular.sampling.replica_exchange import _config_hash, _Engine, _ReplicaState
 from spacetime_md.molecular.sampling.samples import BoltzmannSamples, _write_outputs
 from spacetime_md.molecular.sampling.sampling_config import (
-    DEFAULT_EXCHANGE_INTERVAL, DEFAULT_MAX_TEMPERATURE, SYSTEM_FILE, SamplingConfig, _check_resume_config,
+    DEFAULT_EXCHANGE_INTERVAL,
+    DEFAULT_MAX_TEMPERATURE,
+    SYSTEM_FILE,
+    SamplingConfig,
+    _check_resume_config,
     resolve_run_config,
 )
+from spacetime_md.molecular.sampling.workers import resolve_workers
+from spacetime_md.molecular.system.units import NM
 
 if TYPE_CHECKING:
-
     from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
@@ -72,6 +82,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
 
 def sample_boltzmann(
     system: "MolecularSystem",
@@ -94,6 +105,7 @@ def sample_boltzmann(
     callback: Callable[[dict], None] | None = None,
     plot: bool = True,
     config: SamplingConfig | None = None,
+    workers: int | str = 1,
 ) -> BoltzmannSamples:
     """Boltzmann samples at ``system.temperature`` by temperature replica exchange.
 
@@ -140,6 +152,14 @@ def sample_boltzmann(
     config : SamplingConfig, optional
         Settings resolved beforehand by :func:`resolve_run_config` / :func:`resolve_config` (for
         ``system`` and ``n_samples``); the sampling settings above are then not used.
+    workers : int or "auto"
+        Processes that propagate the replicas (default 1: all in this process). ``"auto"``
+        uses the usable cores; any value is capped by the number of replicas. Each worker
+        process owns the contexts of a fixed block of temperature slots; the swaps are decided
+        here. The samples are bitwise the same for any number of workers (Reference platform),
+        so a run may be resumed with another. A worker that dies raises
+        :class:`~spacetime_md.molecular.sampling.workers.ReplicaWorkerError` (the checkpoint is
+        intact).
 
     Returns
     -------
@@ -157,6 +177,7 @@ def sample_boltzmann(
         )
     if max_chunks is not None and (isinstance(max_chunks, bool) or not isinstance(max_chunks, int) or max_chunks < 0):
         raise ValueError(f"max_chunks: expected a non-negative integer or None, got {max_chunks!r}")
+    n_workers = resolve_workers(workers, config.n_replicas)
     config_hash = _config_hash(config)
     out = Path(out_dir) if out_dir is not None else None
     memory_chunks: dict[int, dict[str, np.ndarray]] = {}
@@ -183,7 +204,6 @@ def sample_boltzmann(
             write_json_atomic(out / SYSTEM_FILE, system.spec())
 
     R = config.n_replicas
-    platform = system.platform
     if st is None:
         # Equilibration ("chunk 0"): minimise, assign velocities, run exchanges without sampling.
         x0 = system.minimize().value_in_unit(NM)
@@ -193,43 +213,38 @@ def sample_boltzmann(
             n_accepted=np.zeros(max(R - 1, 0), dtype=np.int64), round_trips=0, exchange_index=0,
             next_chunk=0, n_done=0, production_seconds=0.0,
         )
-    if st.next_chunk == 0:
-        seeds, rng = _chunk_rng(config.seed, 0, R)
-        engine = _Engine(system, config, platform, seeds, rng)
-        for r, ctx in enumerate(engine.contexts):
-            ctx.setPositions(st.positions[r])
-            ctx.applyConstraints(1e-8)
-            ctx.setVelocitiesToTemperature(config.temperatures_k[r] * KELVIN, int(seeds[r]))
-            s = ctx.getState(getPositions=True, getVelocities=True)
-            st.positions[r] = s.getPositions(asNumpy=True)._value
-            st.velocities[r] = s.getVelocities(asNumpy=True)._value
-        for _ in range(config.n_equilibration_exchanges):
-            engine.exchange(st)
-        engine.close()
-        # Exchange statistics count production only.
-        st.n_attempted[:] = 0
-        st.n_accepted[:] = 0
-        st.round_trips = 0
-        st.next_chunk = 1
-        if out is not None:
-            st.save(out / "checkpoint.npz", config_hash)
-
+    engine: _Engine | None = None
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_samples, initial=st.n_done, unit="sample", desc=f"replica exchange ({R} replicas)")
     chunks_run = 0
     try:
+        if st.next_chunk <= config.n_chunks and (max_chunks is None or max_chunks > 0 or st.next_chunk == 0):
+            engine = _Engine(system, config, n_workers)
+        if st.next_chunk == 0:
+            # Equilibration ("chunk 0"): assign velocities, run exchanges without sampling.
+            slot_seeds = engine.start_chunk(0, st)
+            engine.initialize_velocities(st, slot_seeds)
+            for _ in range(config.n_equilibration_exchanges):
+                engine.exchange(st)
+            # Exchange statistics count production only.
+            st.n_attempted[:] = 0
+            st.n_accepted[:] = 0
+            st.round_trips = 0
+            st.next_chunk = 1
+            if out is not None:
+                st.save(out / "checkpoint.npz", config_hash)
+
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_samples, initial=st.n_done, unit="sample",
+                       desc=f"replica exchange ({R} replicas, {n_workers} process{'es' if n_workers > 1 else ''})")
         while st.next_chunk <= config.n_chunks:
             if max_chunks is not None and chunks_run >= max_chunks:
                 break
             chunk = st.next_chunk
             length = config.chunk_length(chunk)
             t_start = time.perf_counter()
-            seeds, rng = _chunk_rng(config.seed, chunk, R)
-            engine = _Engine(system, config, platform, seeds, rng)
-            engine.set_state(st.positions, st.velocities)
+            engine.start_chunk(chunk, st)
             xs = np.empty((length, system.n_atoms, 3), dtype=np.float32)
             es = np.empty(length, dtype=np.float64)
             ws = np.empty(length, dtype=np.int64)
@@ -241,7 +256,6 @@ def sample_boltzmann(
                 if bar is not None and ((k + 1) % 50 == 0 or k == length - 1):
                     bar.update(k + 1 - shown)
                     shown = k + 1
-            engine.close()
             st.n_done += length
             st.next_chunk += 1
             st.production_seconds += time.perf_counter() - t_start
@@ -259,6 +273,8 @@ def sample_boltzmann(
     finally:
         if bar is not None:
             bar.close()
+        if engine is not None:
+            engine.close()
 
     complete = st.next_chunk > config.n_chunks
     done_chunks = range(1, st.next_chunk)
@@ -275,6 +291,7 @@ def sample_boltzmann(
     coords = np.concatenate([p["coordinates"] for p in parts]) if parts else np.empty((0, system.n_atoms, 3), np.float32)
     energies = np.concatenate([p["energies"] for p in parts]) if parts else np.empty(0)
     report = _make_report(system, config, st, coords)
+    report["workers"] = n_workers
     samples = BoltzmannSamples(coords, energies, config, report, out, complete, system.mdtraj_topology)
     for warning in report["warnings"]:
         logger.warning("replica exchange: %s", warning)

@@ -1,5 +1,7 @@
 """The replica-exchange engine of :mod:`spacetime_md.molecular.sampling.boltzmann`: replica state
-(checkpointed), per-chunk random streams and the OpenMM contexts that run and swap replicas.
+(checkpointed), per-chunk random streams and :class:`_Engine`, which runs the replicas (in this
+process and in worker processes, :mod:`spacetime_md.molecular.sampling.workers`) and decides
+the swaps.
 
 See :mod:`spacetime_md.molecular.sampling.boltzmann` for the method. Units inside: nm, ps, kJ/mol, K.
 """
@@ -13,11 +15,11 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import openmm
-import openmm.unit as unit
 
 from spacetime_md.errors import CheckpointError, NonFiniteError
 from spacetime_md.molecular._io import save_npz_atomic
-from spacetime_md.molecular.system.units import KELVIN, PS, kT_kj_per_mol
+from spacetime_md.molecular.sampling.workers import ReplicaGroup, WorkerGroup
+from spacetime_md.molecular.system.units import kT_kj_per_mol
 
 if TYPE_CHECKING:
     from spacetime_md.molecular.sampling.sampling_config import SamplingConfig
@@ -74,46 +76,81 @@ def _config_hash(config: "SamplingConfig") -> str:
     return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _chunk_rng(seed: int, chunk: int, n_replicas: int) -> tuple[list[int], np.random.Generator]:
+def _chunk_rng(seed: int, chunk: int, n_replicas: int) -> tuple[list[int], np.random.Generator, np.random.Generator]:
+    """Random streams of one chunk: one seed per slot (initial velocities), the swap generator,
+    and the generator of the per-exchange, per-slot Langevin noise seeds."""
     ss = np.random.SeedSequence([int(seed), int(chunk), 20260101])
-    seeds_ss, swap_ss = ss.spawn(2)
-    integrator_seeds = [int(s) % (2**31 - 2) + 1 for s in seeds_ss.generate_state(n_replicas, dtype=np.uint32)]
-    return integrator_seeds, np.random.default_rng(swap_ss)
+    seeds_ss, swap_ss, noise_ss = ss.spawn(3)
+    slot_seeds = [int(s) % (2**31 - 2) + 1 for s in seeds_ss.generate_state(n_replicas, dtype=np.uint32)]
+    return slot_seeds, np.random.default_rng(swap_ss), np.random.default_rng(noise_ss)
 
 
 class _Engine:
-    """Replica contexts for one chunk."""
+    """All replicas of a run: the first group of temperature slots in this process, the others
+    in ``n_workers - 1`` worker processes (contiguous blocks of slots). One engine serves every
+    chunk of a run; each chunk starts fresh contexts from the replica state."""
 
-    def __init__(self, system: "MolecularSystem", config: "SamplingConfig", platform: openmm.Platform,
-                 integrator_seeds: Sequence[int], rng: np.random.Generator) -> None:
+    def __init__(self, system: "MolecularSystem", config: "SamplingConfig", n_workers: int = 1) -> None:
         self.config = config
-        self.rng = rng
         self.betas = np.array([1.0 / kT_kj_per_mol(t) for t in config.temperatures_k])
-        self.integrators = []
-        self.contexts = []
-        for t, s in zip(config.temperatures_k, integrator_seeds):
-            integ = openmm.LangevinMiddleIntegrator(
-                t * KELVIN, config.friction_per_ps / PS, config.timestep_fs * unit.femtosecond
-            )
-            integ.setRandomNumberSeed(int(s))
-            self.integrators.append(integ)
-            self.contexts.append(openmm.Context(system.openmm_system, integ, platform))
+        R = config.n_replicas
+        self.blocks = [b.tolist() for b in np.array_split(np.arange(R), max(1, min(n_workers, R)))]
+        xml = openmm.XmlSerializer.serialize(system.openmm_system)
+        kwargs = [dict(system_xml=xml, platform_name=config.platform,
+                       temperatures_k=[config.temperatures_k[r] for r in block],
+                       friction_per_ps=config.friction_per_ps, timestep_fs=config.timestep_fs,
+                       steps_per_exchange=config.steps_per_exchange) for block in self.blocks]
+        self.remote: list[WorkerGroup] = []
+        try:
+            # Workers start (seconds: a fresh interpreter imports numpy and OpenMM) while this process builds its group.
+            for i, (block, kw) in enumerate(zip(self.blocks[1:], kwargs[1:]), start=1):
+                self.remote.append(WorkerGroup(i, block, kw))
+            self.local = ReplicaGroup(**kwargs[0])
+            for w in self.remote:
+                w.result()
+        except BaseException:
+            self.close()
+            raise
+        self.rng: np.random.Generator | None = None
+        self.noise_rng: np.random.Generator | None = None
+        self._updates: list[dict[int, tuple[np.ndarray, np.ndarray]]] = [{} for _ in self.blocks]
 
-    def set_state(self, positions: np.ndarray, velocities: np.ndarray) -> None:
-        for ctx, x, v in zip(self.contexts, positions, velocities):
-            ctx.setPositions(x)
-            ctx.setVelocities(v)
+    @property
+    def n_workers(self) -> int:
+        return len(self.blocks)
+
+    def _call(self, method: str, per_block_args: list[tuple]) -> list:
+        """``method`` on every group, the workers' running while this process runs its own."""
+        for w, args in zip(self.remote, per_block_args[1:]):
+            w.call(method, *args)
+        results = [getattr(self.local, method)(*per_block_args[0])]
+        results.extend(w.result() for w in self.remote)
+        return results
+
+    def start_chunk(self, chunk: int, st: _ReplicaState) -> list[int]:
+        """Fresh contexts at the replica state; the chunk's random streams. Returns the slot seeds."""
+        slot_seeds, self.rng, self.noise_rng = _chunk_rng(self.config.seed, chunk, self.config.n_replicas)
+        self._call("start", [(st.positions[b], st.velocities[b]) for b in self.blocks])
+        self._updates = [{} for _ in self.blocks]
+        return slot_seeds
+
+    def initialize_velocities(self, st: _ReplicaState, slot_seeds: Sequence[int]) -> None:
+        """Constrain and draw Maxwell-Boltzmann velocities at each slot's temperature."""
+        results = self._call("initialize_velocities", [([slot_seeds[r] for r in b],) for b in self.blocks])
+        for b, (xs, vs) in zip(self.blocks, results):
+            st.positions[b] = xs
+            st.velocities[b] = vs
 
     def exchange(self, st: _ReplicaState) -> float:
         """Run MD on all replicas, attempt swaps; returns the T_0 potential energy (kJ/mol)."""
-        R = len(self.contexts)
+        R = self.config.n_replicas
+        seeds = self.noise_rng.integers(1, 2**31 - 1, size=R)
+        results = self._call("step", [([int(seeds[r]) for r in b], u) for b, u in zip(self.blocks, self._updates)])
         energies = np.empty(R)
-        for r, (integ, ctx) in enumerate(zip(self.integrators, self.contexts)):
-            integ.step(self.config.steps_per_exchange)
-            s = ctx.getState(getPositions=True, getVelocities=True, getEnergy=True)
-            st.positions[r] = s.getPositions(asNumpy=True)._value
-            st.velocities[r] = s.getVelocities(asNumpy=True)._value
-            energies[r] = s.getPotentialEnergy()._value
+        for b, (xs, vs, es) in zip(self.blocks, results):
+            st.positions[b] = xs
+            st.velocities[b] = vs
+            energies[b] = es
         if not np.isfinite(energies).all() or not np.isfinite(st.positions).all():
             raise NonFiniteError(
                 f"replica exchange: non-finite energy or positions at exchange {st.exchange_index} "
@@ -142,14 +179,26 @@ class _Engine:
                 st.round_trips += 1
             st.last_end[w_cold] = 0
             st.last_end[w_hot] = 1
-        for r in np.flatnonzero(changed):
-            self.contexts[r].setPositions(st.positions[r])
-            self.contexts[r].setVelocities(st.velocities[r])
+        # Swapped-in states reach their contexts with the next step request.
+        self._updates = [{k: (st.positions[r].copy(), st.velocities[r].copy()) for k, r in enumerate(b) if changed[r]}
+                         for b in self.blocks]
         st.exchange_index += 1
         return float(energies[0])
 
+    def process_cpu_seconds(self) -> list[float]:
+        """CPU time so far of this process and of each worker process (benchmarks)."""
+        return self._call("process_cpu_seconds", [() for _ in self.blocks])
+
     def close(self) -> None:
-        del self.contexts[:]
-        del self.integrators[:]
-
-
+        """Stop the workers (never leaves one running) and free the contexts."""
+        errors = []
+        for w in getattr(self, "remote", []):
+            try:
+                w.close()
+            except Exception as exc:  # noqa: BLE001 - close every worker, then report
+                errors.append(exc)
+        self.remote = []
+        if getattr(self, "local", None) is not None:
+            self.local.close()
+        if errors:
+            raise errors[0]

@@ -18,12 +18,14 @@ import openmm.unit as unit
 
 from spacetime_md.errors import CheckpointError
 from spacetime_md.molecular.sampling.ladder import (
-    DEFAULT_TARGET_ACCEPTANCE, MIN_REPLICAS, choose_temperatures, pilot_energy_statistics,
+    DEFAULT_TARGET_ACCEPTANCE,
+    MIN_REPLICAS,
+    choose_temperatures,
+    pilot_energy_statistics,
 )
 from spacetime_md.molecular.system.units import KELVIN, PS, to_md_array, to_md_float
 
 if TYPE_CHECKING:
-
     from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
 #: Replicas of a fixed ladder when ``n_replicas`` is an integer nobody gave: the automatic ladder
 #: (``"auto"``) is the default and never uses fewer.
 DEFAULT_N_REPLICAS = 4
@@ -46,7 +49,9 @@ DEFAULT_EXCHANGE_INTERVAL = 0.25 * unit.picosecond
 #: The system the samples belong to (``MolecularSystem.spec()``), next to the samples; training
 #: reads it to record the system in its checkpoint.
 SYSTEM_FILE = "system.json"
-_FORMAT_VERSION = 1
+#: 2: the Langevin noise is reseeded per replica and exchange (samples independent of the number
+#: of worker processes); a run of version 1 cannot be resumed bitwise and is refused.
+_FORMAT_VERSION = 2
 
 
 def geometric_temperatures(t_min_k: float, t_max_k: float, n: int) -> tuple[float, ...]:
