@@ -30,6 +30,7 @@ __all__ = [
     "sample_annealed_langevin_grid",
 ]
 
+
 @dataclass
 class LangevinSamples:
     """Output of :func:`sample_langevin` / :func:`sample_boltzmann`.

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-
 if TYPE_CHECKING:  # pragma: no cover
     import mdtraj
 
@@ -25,6 +24,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass
 class MolecularDataset:

@@ -37,20 +37,20 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from spacetime_md.molecular.model.metrics import bond_length_errors, cv_jsd, ramachandran_jsd_by_residue
 from spacetime_md.molecular.system.chirality import (
     NO_CHIRAL_CENTRE,
     ChiralCentre,
     chiral_centres_from_topology,
     compute_chirality,
 )
-from spacetime_md.molecular.model.metrics import bond_length_errors, cv_jsd, ramachandran_jsd_by_residue
 
 if TYPE_CHECKING:  # pragma: no cover
     import mdtraj
 
+    from spacetime_md.molecular.system.build import MolecularSystem
     from spacetime_md.molecular.system.cvs import CollectiveVariables
     from spacetime_md.molecular.system.states import MetastableState
-    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
     "TARGETS",

@@ -30,18 +30,16 @@ import torch
 from torch import Tensor
 
 from spacetime_md.core.schedule import alpha_sigma
-from spacetime_md.molecular.system.chirality import (
-    compute_chirality,
-)
 from spacetime_md.molecular.model.denoiser import EquivariantDenoiser, center, from_model
+from spacetime_md.molecular.system.chirality import compute_chirality
 
 if TYPE_CHECKING:  # pragma: no cover
-
     pass
 
 __all__ = [
     "sample_model",
 ]
+
 
 def sample_model(
     model: EquivariantDenoiser | Callable[[Tensor, Tensor], Tensor],

@@ -10,9 +10,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-
 if TYPE_CHECKING:  # pragma: no cover
-
     from spacetime_md.molecular.system.cvs import CollectiveVariables
 
 __all__ = [
@@ -26,6 +24,7 @@ __all__ = [
     "c7ax_population",
     "bond_length_errors",
 ]
+
 
 def _preset_phi_psi_atoms() -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The alanine-dipeptide preset's (phi 2, psi 2) atoms (legacy defaults, see :mod:`.presets`)."""

@@ -13,18 +13,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spacetime_md._atomic import write_text_atomic
-from spacetime_md.molecular.model.pretrained import (
-    TRAINING_STATE_FORMAT,
-    read_checkpoint,
-)
 from spacetime_md.molecular.model.dataset import MolecularDataset
-from spacetime_md.molecular.model.train_config import CONFIG_FILE, STATE_FILE, TrainConfig, _MODEL_KEYS, _RESUME_KEYS
+from spacetime_md.molecular.model.pretrained import TRAINING_STATE_FORMAT, read_checkpoint
+from spacetime_md.molecular.model.train_config import _MODEL_KEYS, _RESUME_KEYS, CONFIG_FILE, STATE_FILE, TrainConfig
 
 if TYPE_CHECKING:  # pragma: no cover
-
     from spacetime_md.molecular.system.build import MolecularSystem
 
 logger = logging.getLogger(__name__)
+
 
 def _check_resumed_system(saved_spec: dict[str, Any], system: "MolecularSystem") -> None:
     """Resuming must keep the saved run's atoms, force field and solvent (CVs and states may change)."""

@@ -11,13 +11,9 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-
-from spacetime_md.molecular.model.denoiser import (
-    DEFAULT_GRAPH_CUTOFF_NM, DEFAULT_LENGTH_SCALE_NM, GRAPHS,
-)
+from spacetime_md.molecular.model.denoiser import DEFAULT_GRAPH_CUTOFF_NM, DEFAULT_LENGTH_SCALE_NM, GRAPHS
 
 if TYPE_CHECKING:  # pragma: no cover
-
     pass
 
 __all__ = [

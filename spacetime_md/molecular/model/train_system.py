@@ -28,6 +28,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
 def _forcefield_choice(value: str | None) -> str | list[str]:
     """``None`` -> amber99sbildn; ``"amber14"`` stays a preset; ``"a.xml,b.xml"`` -> a list of files."""
     if value is None:

@@ -64,29 +64,31 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from spacetime_md import __version__
 from spacetime_md._atomic import torch_save_atomic, write_json_atomic
 from spacetime_md.core._validation import resolve_device
 from spacetime_md.core.schedule import alpha_sigma
-from spacetime_md.molecular.model.denoiser import (
-    EquivariantDenoiser, center, to_model,
-)
-from spacetime_md.molecular.model.pretrained import (
-    CHECKPOINT_VERSION,
-    TRAINING_STATE_FORMAT,
-    save_checkpoint,
-)
-from spacetime_md import __version__
 from spacetime_md.molecular.model.dataset import MolecularDataset, atom_types_from_topology
+from spacetime_md.molecular.model.denoiser import EquivariantDenoiser, center, to_model
+from spacetime_md.molecular.model.pretrained import CHECKPOINT_VERSION, TRAINING_STATE_FORMAT, save_checkpoint
 from spacetime_md.molecular.model.resume import (
-    _check_resumed_data, _check_resumed_system, _data_fingerprint, _read_resume_state, _truncate_metrics,
+    _check_resumed_data,
+    _check_resumed_system,
+    _data_fingerprint,
+    _read_resume_state,
+    _truncate_metrics,
 )
 from spacetime_md.molecular.model.train_config import (
-    CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE, TrainConfig, _RESUME_KEYS,
+    _RESUME_KEYS,
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    TrainConfig,
 )
 from spacetime_md.molecular.model.train_system import _check_system_atoms, _load_data, _plain, _resolve
 
 if TYPE_CHECKING:  # pragma: no cover
-
     from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
@@ -96,6 +98,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
 
 def denoising_loss(
     model: EquivariantDenoiser,

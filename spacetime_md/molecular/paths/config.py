@@ -10,13 +10,9 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-
-from spacetime_md.core import (
-    GeodesicConfig,
-)
+from spacetime_md.core import GeodesicConfig
 
 if TYPE_CHECKING:  # pragma: no cover
-
     pass
 
 __all__ = [

@@ -15,9 +15,8 @@ import numpy as np
 from spacetime_md.molecular.paths.structures import kabsch_rmsd
 
 if TYPE_CHECKING:  # pragma: no cover
-
-    from spacetime_md.molecular.system.cvs import CollectiveVariables
     from spacetime_md.molecular.system.build import MolecularSystem
+    from spacetime_md.molecular.system.cvs import CollectiveVariables
 
 __all__ = [
     "HIT_LENGTH_FRACTION",

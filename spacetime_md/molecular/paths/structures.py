@@ -16,7 +16,6 @@ import openmm.unit as unit
 from spacetime_md.errors import TopologyMismatchError
 
 if TYPE_CHECKING:  # pragma: no cover
-
     from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
     from spacetime_md.molecular.system.build import MolecularSystem
 

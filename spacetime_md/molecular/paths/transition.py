@@ -69,15 +69,19 @@ from spacetime_md.core.curves import _as_vector
 from spacetime_md.molecular.paths.config import PathConfig
 from spacetime_md.molecular.paths.hit import NO_TORSION_REASON, _endpoint_states, compute_target_hit, path_cvs
 from spacetime_md.molecular.paths.structures import (
-    _is_state_name, check_model_matches_system, kabsch_align, kabsch_rmsd, resolve_structure,
+    _is_state_name,
+    check_model_matches_system,
+    kabsch_align,
+    kabsch_rmsd,
+    resolve_structure,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     import mdtraj
 
-    from spacetime_md.molecular.system.cvs import CollectiveVariables
     from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
     from spacetime_md.molecular.system.build import MolecularSystem
+    from spacetime_md.molecular.system.cvs import CollectiveVariables
 
 __all__ = [
     "TransitionPaths",
@@ -87,6 +91,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
 
 # --------------------------------------------------------------------------- results
 
@@ -437,8 +442,8 @@ def compute_transition_paths(
     """
     import openmm
 
-    from spacetime_md.molecular.system.energies import evaluate_energies
     from spacetime_md.molecular.paths.openmm_langevin import RestrainedLangevinSampler
+    from spacetime_md.molecular.system.energies import evaluate_energies
 
     config = PathConfig() if config is None else config
     timings: dict[str, float] = {}

@@ -15,8 +15,8 @@ import numpy as np
 import openmm.unit as unit
 
 from spacetime_md.molecular._io import atomic_path, save_npy_atomic
-from spacetime_md.molecular.system.units import KJ_PER_MOL, NM
 from spacetime_md.molecular.sampling.sampling_config import SamplingConfig
+from spacetime_md.molecular.system.units import KJ_PER_MOL, NM
 
 if TYPE_CHECKING:
     import mdtraj
@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass
 class BoltzmannSamples:

@@ -79,7 +79,12 @@ from spacetime_md._atomic import atomic_path, write_json_atomic
 from spacetime_md.molecular.paths.config import PathConfig
 from spacetime_md.molecular.workflows.batch_dask import _connect, close_dask
 from spacetime_md.molecular.workflows.batch_execute import (
-    TASK_FILE, _TMP_MARK, _execute_single, _groups, _read_task_record, execute_group,
+    _TMP_MARK,
+    TASK_FILE,
+    _execute_single,
+    _groups,
+    _read_task_record,
+    execute_group,
 )
 from spacetime_md.molecular.workflows.batch_tasks import BatchTask, _check_unique, read_pairs
 
@@ -89,6 +94,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
 
 MANIFEST_FILE = "manifest.json"
 
@@ -140,9 +146,9 @@ def _resolve_system_and_checkpoint(checkpoint, system, **system_options):
     """(system, checkpoint file, model): the batch's system (see
     :func:`~spacetime_md.molecular.paths.run.resolve_paths_system`) and the model file, checked
     against each other."""
-    from spacetime_md.molecular.paths.structures import check_model_matches_system
     from spacetime_md.molecular.model.pretrained import load_checkpoint, resolve_checkpoint
     from spacetime_md.molecular.paths.run import resolve_paths_system, shipped_checkpoint
+    from spacetime_md.molecular.paths.structures import check_model_matches_system
 
     path = resolve_checkpoint(checkpoint).resolve() if checkpoint is not None else None
     if path is not None and not path.is_file():

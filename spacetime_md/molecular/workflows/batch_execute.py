@@ -21,6 +21,7 @@ from spacetime_md.molecular.paths.transition import PathConfig
 
 logger = logging.getLogger(__name__)
 
+
 TASK_FILE = "task.json"
 
 
@@ -152,8 +153,8 @@ def execute_group(specs: Sequence[Mapping[str, Any]]) -> list[tuple[str, dict[st
     """
     import torch
 
-    from spacetime_md.molecular.paths.transition import prepare_geodesic_problem
     from spacetime_md.molecular.model.pretrained import load_checkpoint
+    from spacetime_md.molecular.paths.transition import prepare_geodesic_problem
     from spacetime_md.molecular.system.build import MolecularSystem
 
     outcomes: dict[str, tuple[dict[str, Any] | None, BaseException | None]] = {}

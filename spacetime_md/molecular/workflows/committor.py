@@ -59,20 +59,28 @@ from spacetime_md._atomic import write_text_atomic
 from spacetime_md.molecular.workflows.committor_config import CommittorConfig
 from spacetime_md.molecular.workflows.committor_result import CommittorResult, _phi_psi_columns, _summarise
 from spacetime_md.molecular.workflows.shots import (
-    CVStateChecker, RELAXED_ENERGIES, UNDECIDED, _ShotRunner, _finite_or_none, _init_worker, _resolve_states,
-    _worker_run, select_frames,
+    RELAXED_ENERGIES,
+    UNDECIDED,
+    CVStateChecker,
+    _finite_or_none,
+    _init_worker,
+    _resolve_states,
+    _ShotRunner,
+    _worker_run,
+    select_frames,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from spacetime_md.molecular.paths.transition import TransitionPaths
-    from spacetime_md.molecular.system.states import MetastableState
     from spacetime_md.molecular.system.build import MolecularSystem
+    from spacetime_md.molecular.system.states import MetastableState
 
 __all__ = [
     "estimate_committor",
 ]
 
 logger = logging.getLogger(__name__)
+
 
 SHOTS_FILE = "shots.json"
 
@@ -192,8 +200,8 @@ def estimate_committor(
     -------
     CommittorResult
     """
-    from spacetime_md.molecular.system.energies import evaluate_energies
     from spacetime_md.molecular.paths.relaxed import relaxed_na_reason
+    from spacetime_md.molecular.system.energies import evaluate_energies
 
     t0 = time.perf_counter()
     config = CommittorConfig() if config is None else config

@@ -24,8 +24,8 @@ from spacetime_md.molecular.workflows.committor_result import CommittorResult, p
 
 if TYPE_CHECKING:  # pragma: no cover
     from spacetime_md.molecular.paths.transition import TransitionPaths
-    from spacetime_md.molecular.system.states import MetastableState
     from spacetime_md.molecular.system.build import MolecularSystem
+    from spacetime_md.molecular.system.states import MetastableState
 
 __all__ = [
     "run_committor",
@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
 
 RESULT_FILE = "committor.json"
 CONFIG_FILE = "config.json"
@@ -291,9 +292,9 @@ def compute_dihedral_drive_path(
     TransitionPaths
         One path (``kind="dihedral-drive"``); energies are the raw OpenMM energies.
     """
-    from spacetime_md.molecular.system.energies import evaluate_energies
-    from spacetime_md.molecular.paths.transition import TransitionPaths, resolve_structure
     from spacetime_md.molecular.paths.relaxed import cv_torsion_quencher
+    from spacetime_md.molecular.paths.transition import TransitionPaths, resolve_structure
+    from spacetime_md.molecular.system.energies import evaluate_energies
 
     if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 2:
         raise ValueError(f"n_frames: expected an integer >= 2, got {n_frames!r}")

@@ -19,9 +19,9 @@ from spacetime_md.molecular._seeds import openmm_seed
 from spacetime_md.molecular.workflows.committor_config import CommittorConfig
 
 if TYPE_CHECKING:  # pragma: no cover
+    from spacetime_md.molecular.system.build import MolecularSystem
     from spacetime_md.molecular.system.cvs import CollectiveVariables
     from spacetime_md.molecular.system.states import MetastableState
-    from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
     "wilson_interval",
@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
 
 #: Outcome codes of one shot.
 START, TARGET, UNDECIDED = 0, 1, -1
