@@ -157,7 +157,7 @@ def _distance_text(geo) -> str:
                 f"{geo.length_points} curve points)")
     if geo.n_negative_segments:
         text += (f"; warning: {geo.n_negative_segments} of {geo.length_points - 1} segments have negative terms "
-                 "(the model's Jacobian trace), counted as length 0: the distance is underestimated")
+                 "(a negative posterior variance of the model), counted by their magnitude")
     return text
 
 
@@ -199,6 +199,15 @@ def _solve_pair(args, config, t_min):
     return model, geo
 
 
+def _dry_run_or_solve(args, config, t_min, settings):
+    """``--dry-run``: check the image files, print the settings and return ``None``; else ``(model, geodesic)``."""
+    if args.dry_run:
+        _check_image_files(args.image_a, args.image_b)
+        print(json.dumps(settings, indent=2))
+        return None
+    return _solve_pair(args, config, t_min)
+
+
 def _run_distance(args) -> int:
     from spacetime_md.image.io import write_json
 
@@ -206,11 +215,10 @@ def _run_distance(args) -> int:
     settings = _settings_dict(args, config, t_min)
     if args.json_out:
         _check_file_out(args.json_out, "--json", beside_json=False)
-    if args.dry_run:
-        _check_image_files(args.image_a, args.image_b)
-        print(json.dumps(settings, indent=2))
+    solved = _dry_run_or_solve(args, config, t_min, settings)
+    if solved is None:
         return 0
-    model, geo = _solve_pair(args, config, t_min)
+    model, geo = solved
     print(f"diffusion edit distance: {_distance_text(geo)}")
     converged = "converged" if geo.result is None or geo.result.converged else "stopped at --max-steps"
     print(f"energy {geo.energy:.6g} (straight line {geo.straight_line_energy:.6g}), "
@@ -230,11 +238,10 @@ def _run_geodesic(args) -> int:
     config, t_min = _geodesic_settings(args)
     settings = {**_settings_dict(args, config, t_min), "frames": args.frames}
     _check_file_out(args.out, "--out", beside_json=True)
-    if args.dry_run:
-        _check_image_files(args.image_a, args.image_b)
-        print(json.dumps(settings, indent=2))
+    solved = _dry_run_or_solve(args, config, t_min, settings)
+    if solved is None:
         return 0
-    model, geo = _solve_pair(args, config, t_min)
+    model, geo = solved
     log_snr, means = geo.denoising_means(args.frames)
     out = Path(args.out)
     save_geodesic_strip(out, model.to_pixels(means), log_snr, title=f"DiffED {geo.distance:.4g}")

@@ -135,7 +135,8 @@ class ImageGeodesic:
     length_method : {"exact", "hutchinson"}
     length_points : int
     n_negative_segments : int
-        Segments whose (mean) term is negative; they add 0 to the length.
+        Segments whose (mean) term is negative (a negative posterior variance of the learned
+        model); they count by their magnitude in ``distance`` and as 0 in ``energy``.
     """
 
     denoiser: Any

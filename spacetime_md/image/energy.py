@@ -112,6 +112,16 @@ def _resolve_probes(divergence, n_probes, probes, generator, log_snr, x):
     return check_tensor("probes", probes, (None, x.shape[0], x.shape[1]))
 
 
+def _prepare(denoiser, log_snr, x, chunk_points, divergence, n_probes, probes, generator, amp_dtype):
+    """Checked curve, probes and (autocast) denoiser of the chunked energy and segment terms."""
+    log_snr, x = _check_curve(log_snr, x)
+    if not callable(denoiser):
+        raise TypeError(f"denoiser: expected a callable, got {type(denoiser).__name__}")
+    _check_chunk_points(chunk_points)
+    probes = _resolve_probes(divergence, n_probes, probes, generator, log_snr, x)
+    return autocast_denoiser(denoiser, amp_dtype), log_snr, x, probes
+
+
 def _chunk_terms(denoiser, ls_c, x_c, probes_c, divergence, chunk_size, create_graph):
     """Segment terms of one chunk of points ``(log_snr (n,), x (n, D))``, shape ``(n - 1,)``."""
     eta = natural_params(ls_c, x_c)
@@ -210,15 +220,11 @@ def chunked_curve_energy(
     -------
     energy : Tensor, shape=()
     """
-    log_snr, x = _check_curve(log_snr, x)
-    if not callable(denoiser):
-        raise TypeError(f"denoiser: expected a callable, got {type(denoiser).__name__}")
-    _check_chunk_points(chunk_points)
     if clamp not in ("segment", "none"):
         raise ValueError(f"clamp: expected 'segment' or 'none', got {clamp!r}")
-    probes = _resolve_probes(divergence, n_probes, probes, generator, log_snr, x)
+    den, log_snr, x, probes = _prepare(denoiser, log_snr, x, chunk_points, divergence, n_probes, probes, generator,
+                                       amp_dtype)
     need_grad = torch.is_grad_enabled() and (log_snr.requires_grad or x.requires_grad)
-    den = autocast_denoiser(denoiser, amp_dtype)
     return _ChunkedEnergy.apply(log_snr, x, den, probes, chunk_points, divergence, chunk_size, clamp, need_grad)
 
 
@@ -236,10 +242,8 @@ def chunked_segment_terms(
     amp_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Unclamped segment terms ``(T-1,)`` computed chunk by chunk (no gradient)."""
-    log_snr, x = _check_curve(log_snr, x)
-    _check_chunk_points(chunk_points)
-    probes = _resolve_probes(divergence, n_probes, probes, generator, log_snr, x)
-    den = autocast_denoiser(denoiser, amp_dtype)
+    den, log_snr, x, probes = _prepare(denoiser, log_snr, x, chunk_points, divergence, n_probes, probes, generator,
+                                       amp_dtype)
     parts = []
     with torch.no_grad():
         for a, b in _chunk_ranges(x.shape[0], chunk_points):
