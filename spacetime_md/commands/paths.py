@@ -17,10 +17,10 @@ from spacetime_md.commands._system import add_system_arguments
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_system_arguments(p, default_system=None)
-    p.add_argument("--start", help="start state name (default C7eq for alanine-dipeptide; other systems: "
-                                   "required unless --start-pdb)")
-    p.add_argument("--end", help="end state name (default C7ax for alanine-dipeptide; other systems: "
-                                 "required unless --end-pdb)")
+    p.add_argument("--start", help="start state name (default C7eq for alanine-dipeptide, all_C7eq for "
+                                   "alanine-tetrapeptide; other systems: required unless --start-pdb)")
+    p.add_argument("--end", help="end state name (default C7ax for alanine-dipeptide, mid_C7ax for "
+                                 "alanine-tetrapeptide; other systems: required unless --end-pdb)")
     p.add_argument("--start-pdb", help="start structure (PDB, same atoms and order as the system)")
     p.add_argument("--end-pdb", help="end structure (PDB, same atoms and order as the system)")
     add_path_options(p)
@@ -57,10 +57,10 @@ def _threads(value: str) -> int | str:
 
 
 def _endpoint(args: argparse.Namespace, name: str, system) -> object:
-    """``--NAME-pdb`` (a file whatever its suffix), else ``--NAME``, else the alanine default."""
+    """``--NAME-pdb`` (a file whatever its suffix), else ``--NAME``, else the preset's default state."""
     from pathlib import Path
 
-    from spacetime_md.molecular.paths.run import ALANINE_PRESET
+    from spacetime_md.molecular.system.presets import DEFAULT_ENDPOINTS
 
     pdb = getattr(args, f"{name}_pdb")
     state = getattr(args, name)
@@ -70,8 +70,8 @@ def _endpoint(args: argparse.Namespace, name: str, system) -> object:
         return Path(pdb)
     if state:
         return state
-    if system.name == ALANINE_PRESET:
-        return {"start": "C7eq", "end": "C7ax"}[name]
+    if system.name in DEFAULT_ENDPOINTS:
+        return dict(zip(("start", "end"), DEFAULT_ENDPOINTS[system.name]))[name]
     names = [s.name for s in system.states]
     raise ValueError(
         f"--{name}: expected a state name of {system.name} or --{name}-pdb FILE, got neither "

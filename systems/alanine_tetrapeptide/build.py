@@ -14,6 +14,7 @@ Writes (same 42 atoms in the same order in every file, residues ACE 1, ALA 2-4, 
   deg, then released (unrestrained minimisation).
 * ``C7eq_all.pdb``: every ALA at C7eq, target (-83, 73).
 * ``mid_C7ax.pdb``: ALA2 and ALA4 at C7eq (-83, 73), the middle ALA3 at C7ax (65, -40).
+* ``nterm_alpha_R.pdb``: ALA2 and ALA3 at alpha_R (-75, -40), ALA4 at C7eq (-83, 73).
 
 Method: PeptideBuilder builds Gly-Ala-Ala-Ala-Gly heavy atoms at the requested (phi, psi)
 (omega 180); the first glycine becomes the ACE cap (CA -> CH3, its N dropped) and the last the NME
@@ -196,7 +197,7 @@ def check(info: dict, targets) -> None:
 
 def main() -> int:
     forcefield = app.ForceField(FORCEFIELD)
-    extended, c7eq, c7ax = (-150.0, 155.0), (-83.0, 73.0), (65.0, -40.0)
+    extended, c7eq, c7ax, alpha_r = (-150.0, 155.0), (-83.0, 73.0), (65.0, -40.0), (-75.0, -40.0)
     topology, x = protonate(*build_heavy("AAA", [extended[0]] * 3, [extended[1]] * 3), forcefield)
     names = [r.name for r in topology.residues()]
     if topology.getNumAtoms() != 42 or names != ["ACE", "ALA", "ALA", "ALA", "NME"]:
@@ -204,7 +205,8 @@ def main() -> int:
     minimizer = Minimizer(topology, forcefield, backbone_quads(topology))
     jobs = [("alanine-tetrapeptide.pdb", [extended] * 3, "extended/C5-like"),
             ("C7eq_all.pdb", [c7eq] * 3, "all ALA C7eq"),
-            ("mid_C7ax.pdb", [c7eq, c7ax, c7eq], "ALA2/ALA4 C7eq, ALA3 C7ax")]
+            ("mid_C7ax.pdb", [c7eq, c7ax, c7eq], "ALA2/ALA4 C7eq, ALA3 C7ax"),
+            ("nterm_alpha_R.pdb", [alpha_r, alpha_r, c7eq], "ALA2/ALA3 alpha_R, ALA4 C7eq")]
     base = None
     for filename, targets, title in jobs:
         start = x if base is None else base

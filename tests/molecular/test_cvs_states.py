@@ -142,8 +142,8 @@ def test_box_region_periodic_wrap():
 
 
 def test_tetrapeptide_state_file(tetra):
-    assert [s.name for s in tetra.states] == ["all_C7eq", "mid_C7ax", "mid_alpha_R"]
-    for name, expected in (("C7eq_all", 0), ("mid_C7ax", 1), ("alanine-tetrapeptide", 0)):
+    assert [s.name for s in tetra.states] == ["all_C7eq", "mid_C7ax", "mid_alpha_R", "nterm_alpha_R"]
+    for name, expected in (("C7eq_all", 0), ("mid_C7ax", 1), ("alanine-tetrapeptide", 0), ("nterm_alpha_R", 3)):
         x = mdtraj.load(str(TETRA / f"{name}.pdb")).xyz
         assert tetra.assign_states(x)[0] == expected
     rep = Path(tetra.get_state("mid_C7ax").representative_pdb)

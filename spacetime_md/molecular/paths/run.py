@@ -25,6 +25,7 @@ from spacetime_md._outputs import finish_output_dir, list_outputs, prepare_outpu
 from spacetime_md.molecular.paths.config import PathConfig
 from spacetime_md.molecular.paths.structures import check_model_matches_system, resolve_structure
 from spacetime_md.molecular.paths.transition import TransitionPaths, compute_transition_paths
+from spacetime_md.molecular.system.presets import DEFAULT_ENDPOINTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from spacetime_md.molecular.system.cvs import CollectiveVariables
@@ -372,8 +373,10 @@ def run_paths(
     solvent, forcefield, cvs, states, platform
         System options (see :func:`resolve_paths_system`).
     start, end : str, path or coordinates
-        State names or PDB files; default ``"C7eq"``/``"C7ax"`` for the alanine-dipeptide
-        preset, required for every other system.
+        State names or PDB files; default the preset's pair in
+        :data:`~spacetime_md.molecular.system.presets.DEFAULT_ENDPOINTS` (``"C7eq"``/``"C7ax"``
+        for alanine dipeptide, ``"all_C7eq"``/``"mid_C7ax"`` for alanine tetrapeptide),
+        required for every other system.
     config : PathConfig, optional
     checkpoint : path or shipped model name, optional
         Default: the shipped model of a preset system.
@@ -414,15 +417,15 @@ def run_paths(
         model = load_checkpoint(shipped_checkpoint(mol))
     check_model_matches_system(model, mol)
     if start is None or end is None:
-        if mol.name != ALANINE_PRESET:
+        if mol.name not in DEFAULT_ENDPOINTS:
             missing = "start" if start is None else "end"
             names = [s.name for s in mol.states]
             raise ValueError(
                 f"{missing}: expected a state name or a PDB file for {mol.name}, got none "
                 f"(states: {names if names else 'none defined'})"
             )
-        start = "C7eq" if start is None else start
-        end = "C7ax" if end is None else end
+        start = DEFAULT_ENDPOINTS[mol.name][0] if start is None else start
+        end = DEFAULT_ENDPOINTS[mol.name][1] if end is None else end
     for value, what in ((start, "start"), (end, "end")):
         # A bad endpoint fails before anything is written.
         resolve_structure(mol, value, what, allow_mirror=config.allow_mirror)
@@ -607,12 +610,13 @@ def load_geodesic(path: str | os.PathLike, model: torch.nn.Module, config: PathC
 
 def shipped_checkpoint(system: "MolecularSystem") -> Path:
     """The shipped model file of a preset system; ``ValueError`` for any other system."""
-    from spacetime_md.molecular.model.pretrained import PRETRAINED, pretrained_path
+    from spacetime_md.molecular.model.pretrained import PRETRAINED, PRETRAINED_SYSTEMS, pretrained_path
 
     if system.name not in PRETRAINED:
+        presets = sorted(set(PRETRAINED_SYSTEMS.values()))
         raise ValueError(
             f"checkpoint: expected a model trained for {system.name} (pass checkpoint=... / --checkpoint); "
-            f"shipped models exist for {ALANINE_PRESET} only"
+            f"shipped models exist for {', '.join(presets)} only"
         )
     return pretrained_path(system.name)
 

@@ -8,7 +8,7 @@ code that explicitly asks for a preset (e.g. tests and scripts of alanine dipept
   vacuum; states C7eq/C5, C7ax, alpha_R in (phi 2, psi 2) (``data/alanine_dipeptide``).
 - ``"alanine-tetrapeptide"``: ACE1-ALA2-ALA3-ALA4-NME5 (42 atoms), built by
   ``systems/alanine_tetrapeptide/build.py``; per-residue states all_C7eq, mid_C7ax,
-  mid_alpha_R (``data/alanine_tetrapeptide``).
+  mid_alpha_R, nterm_alpha_R (``data/alanine_tetrapeptide``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 __all__ = [
     "KNOWN_SYSTEMS",
     "SYSTEM_ALIASES",
+    "DEFAULT_ENDPOINTS",
     "ALANINE_DIPEPTIDE_PHI",
     "ALANINE_DIPEPTIDE_PSI",
     "ALANINE_DIPEPTIDE_CHIRAL_ATOMS",
@@ -40,6 +41,13 @@ SYSTEM_ALIASES: dict[str, str] = {
     "ala2": "alanine-dipeptide",
     "ad": "alanine-dipeptide",
     "ala4": "alanine-tetrapeptide",
+}
+
+#: Default (start, end) states of ``paths`` / ``run_paths`` per preset: both ends carry Boltzmann
+#: weight at 300 K in vacuum (tetrapeptide: all_C7eq 8.7 %, mid_C7ax 18.3 % of 50 000 samples).
+DEFAULT_ENDPOINTS: dict[str, tuple[str, str]] = {
+    "alanine-dipeptide": ("C7eq", "C7ax"),
+    "alanine-tetrapeptide": ("all_C7eq", "mid_C7ax"),
 }
 
 #: Zero-based atom indices of phi (C-N-CA-C) and psi (N-CA-C-N) of alanine dipeptide.
