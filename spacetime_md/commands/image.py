@@ -157,7 +157,7 @@ def _distance_text(geo) -> str:
                 f"{geo.length_points} curve points)")
     if geo.n_negative_segments:
         text += (f"; warning: {geo.n_negative_segments} of {geo.length_points - 1} segments have negative terms "
-                 "(a negative posterior variance of the model), counted by their magnitude")
+                 "(the model's Jacobian trace), counted as length 0: the distance is underestimated")
     return text
 
 

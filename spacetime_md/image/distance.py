@@ -136,7 +136,7 @@ class ImageGeodesic:
     length_points : int
     n_negative_segments : int
         Segments whose (mean) term is negative (a negative posterior variance of the learned
-        model); they count by their magnitude in ``distance`` and as 0 in ``energy``.
+        model); they add 0 to ``distance`` and ``energy``.
     """
 
     denoiser: Any

@@ -2,14 +2,12 @@
 
 The optimiser's energy uses one Hutchinson probe vector per curve, so its curve length is
 noisy. The reported Diffusion Edit Distance is the length of the solved curve re-evaluated on
-``length_points`` equally spaced points, ``sum_n sqrt(|t_n|)`` over the segment terms
-``t_n = <eta_{n+1} - eta_n, mu_{n+1} - mu_n>`` (Eq. 14):
-
-- a negative exact term is a negative posterior variance of a *learned* denoiser (never of a
-  true posterior, where ``t_n`` is twice a symmetrised KL); it counts by its magnitude, not as
-  0, so a curve gains no length by running through such regions. The solver's clamped energy
-  does reward them, and where its probes let it find them decided the length by several per
-  cent between probe seeds (``docs/diffed.md``); every result reports their number;
+``length_points`` equally spaced points, ``sum_n sqrt(max(t_n, 0))`` over the segment terms
+``t_n = <eta_{n+1} - eta_n, mu_{n+1} - mu_n>`` (Eq. 14). A negative exact term is a negative
+posterior variance of a *learned* denoiser (never of a true posterior, where ``t_n`` is twice a
+symmetrised KL); it adds 0, as in the solver's segment-clamped energy, and every result reports
+how many there are (counting them by their magnitude instead was tried and made the seed
+spread larger: ``docs/diffed.md``). The divergence is
 
 - ``"exact"`` (``"auto"`` for ``D <= EXACT_LENGTH_MAX_DIM``): the Jacobian trace from ``D``
   denoiser rows per point (forward and one backward pass, no graph kept), no estimator noise;
@@ -84,21 +82,20 @@ def _exact_terms(denoiser, log_snr: Tensor, x: Tensor, end_mu: tuple[Tensor, Ten
 
 
 def _summarise(per_draw: Tensor) -> tuple[float, float, float, int]:
-    """Length, jackknife standard error, clamped energy and negative segments of terms ``(draws, T - 1)``.
+    """Length, jackknife standard error, energy and negative segments of terms ``(draws, T - 1)``.
 
-    The length counts a negative (mean) term by its magnitude, ``sum_n sqrt(|t_n|)``; the energy
-    clamps it to 0, as the solver's objective does.
+    Negative (mean) terms add 0 to the length and the energy (the segment clamp of the solver).
     """
     per_draw = per_draw.double()
     n_points = per_draw.shape[1] + 1
     mean = per_draw.mean(0)
-    length = float(mean.abs().sqrt().sum())
+    length = float(mean.clamp_min(0).sqrt().sum())
     energy = 0.5 * (n_points - 1) * float(mean.clamp_min(0).sum())
     se = 0.0
     if per_draw.shape[0] > 1:
         n = per_draw.shape[0]
         loo = (per_draw.sum(0, keepdim=True) - per_draw) / (n - 1)  # leave-one-out means
-        loo_len = loo.abs().sqrt().sum(-1)
+        loo_len = loo.clamp_min(0).sqrt().sum(-1)
         se = float(((n - 1) / n * (loo_len - loo_len.mean()).square().sum()).sqrt())
     return length, se, energy, int((mean < 0).sum())
 
@@ -121,8 +118,7 @@ def evaluate_curve_length(
     no estimator noise (standard error 0). ``"hutchinson"``: ``n_probes`` independent draws of
     one Rademacher vector shared along the curve (the noise cancels in neighbouring
     differences); the length of the mean segment terms, with a jackknife standard error over
-    the draws. The length is ``sum_n sqrt(|t_n|)`` (a negative term counts by its magnitude,
-    see the module docstring); the energy clamps negative terms to 0.
+    the draws. Negative terms add 0 to the length and the energy.
 
     Parameters
     ----------

@@ -41,7 +41,7 @@ DEFAULT_BATCH_PAIRS = 16
 IMAGE_PRESETS: dict[str, GeodesicConfig] = {
     "matrix": GeodesicConfig(n_nodes=4, n_points=(8,), n_probes=1, probe_layout="curve", max_steps=20,
                              min_steps=5, rtol=1e-3, divergence="hutchinson"),
-    "fast": GeodesicConfig(n_nodes=4, n_points=(8, 16, 32), n_probes=4, probe_layout="curve", max_steps=40,
+    "fast": GeodesicConfig(n_nodes=4, n_points=(8, 16), n_probes=4, probe_layout="curve", max_steps=30,
                            min_steps=5, rtol=1e-3, divergence="hutchinson"),
     "accurate": GeodesicConfig(n_nodes=6, n_points=(8, 16, 32), n_probes=8, probe_layout="curve", max_steps=100,
                                rtol=1e-4, divergence="hutchinson"),

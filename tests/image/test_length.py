@@ -55,12 +55,12 @@ def test_image_edit_distance_refuses_geodesic_only_options(denoiser, image_pair)
         image_edit_distance(denoiser, a, b, straight_line_energy=True)
 
 
-def test_negative_terms_count_by_magnitude_in_the_length_and_as_zero_in_the_energy():
+def test_negative_terms_add_nothing_to_the_length_and_the_energy():
     terms = torch.tensor([[4.0, -1.0, 9.0]], dtype=torch.float64)
     length, se, energy, n_neg = _summarise(terms)
-    assert length == pytest.approx(2.0 + 1.0 + 3.0) and se == 0.0 and n_neg == 1
+    assert length == pytest.approx(2.0 + 3.0) and se == 0.0 and n_neg == 1
     assert energy == pytest.approx(0.5 * 3 * (4.0 + 9.0))
-    # Hutchinson draws: the mean term decides, the jackknife sees each draw's magnitude
-    draws = torch.tensor([[4.0, -2.0], [4.0, 0.0]], dtype=torch.float64)
+    # Hutchinson draws: the mean term decides; the jackknife sees the draws' spread
+    draws = torch.tensor([[4.0, -2.0], [4.0, 1.0]], dtype=torch.float64)
     length, se, _, n_neg = _summarise(draws)
-    assert length == pytest.approx(2.0 + 1.0) and n_neg == 1 and se > 0
+    assert length == pytest.approx(2.0) and n_neg == 1 and se > 0
