@@ -27,9 +27,15 @@ import torch
 from spacetime_md.core import GeodesicConfig, optimize_geodesic
 from spacetime_md.core.estimates import estimate_curve_energy
 from spacetime_md.core.geometry import expectation_params, natural_params
-from spacetime_md.molecular.paths import DEFAULT_GEODESIC, PathConfig, prepare_geodesic_problem
-from spacetime_md.molecular.pretrained import load_checkpoint
-from spacetime_md.molecular.run_paths import resolve_paths_system, run_paths, shipped_checkpoint
+try:  # molecular/ laid out in sub-packages
+    from spacetime_md.molecular.model.pretrained import load_checkpoint
+    from spacetime_md.molecular.paths.config import DEFAULT_GEODESIC, PathConfig
+    from spacetime_md.molecular.paths.run import resolve_paths_system, run_paths, shipped_checkpoint
+    from spacetime_md.molecular.paths.transition import prepare_geodesic_problem
+except ImportError:  # the flat layout
+    from spacetime_md.molecular.paths import DEFAULT_GEODESIC, PathConfig, prepare_geodesic_problem
+    from spacetime_md.molecular.pretrained import load_checkpoint
+    from spacetime_md.molecular.run_paths import resolve_paths_system, run_paths, shipped_checkpoint
 
 #: The settings before issue 23: one fixed probe per point and stage, the last curve kept.
 OLD = GeodesicConfig(n_nodes=8, n_points=(16, 32), divergence="hutchinson", n_probes=1, max_steps=60, rtol=1e-3,

@@ -62,9 +62,9 @@ def main_problem():
     """The shipped model and the C7eq -> C7ax geodesic problem of the main command."""
     try:  # molecular/ laid out in sub-packages
         from spacetime_md.molecular.model.pretrained import load_checkpoint
-        from spacetime_md.molecular.paths.config import DEFAULT_GEODESIC
+        from spacetime_md.molecular.paths.config import DEFAULT_GEODESIC, PathConfig
         from spacetime_md.molecular.paths.run import resolve_paths_system, shipped_checkpoint
-        from spacetime_md.molecular.paths.transition import PathConfig, prepare_geodesic_problem
+        from spacetime_md.molecular.paths.transition import prepare_geodesic_problem
     except ImportError:  # the flat layout
         from spacetime_md.molecular.paths import DEFAULT_GEODESIC, PathConfig, prepare_geodesic_problem
         from spacetime_md.molecular.pretrained import load_checkpoint
@@ -77,8 +77,8 @@ def main_problem():
 def solve(name, geodesic_module, model, problem, config, seed) -> dict:
     config = dataclasses.replace(config, seed=seed)
     if geodesic_module is not None:
-        config = geodesic_module.GeodesicConfig(**{f.name: getattr(config, f.name)
-                                                   for f in dataclasses.fields(geodesic_module.GeodesicConfig)})
+        fields = dataclasses.fields(geodesic_module.GeodesicConfig)
+        config = geodesic_module.GeodesicConfig(**{f.name: getattr(config, f.name) for f in fields})
     fn = optimize_geodesic if geodesic_module is None else geodesic_module.optimize_geodesic
     t0, c0 = time.perf_counter(), time.process_time()
     geo = fn(model, problem.start, problem.end, config, problem.constraints)
