@@ -22,6 +22,7 @@ the file, so a scaled-down run says so.
 
     python benchmarks/bench_tetrapeptide.py [--n-paths 64] [--committor-paths 64] [--shots 20]
         [--pairs default two-residue] [--checkpoint FILE] [--work DIR] [--quick] [--out FILE]
+    python benchmarks/bench_tetrapeptide.py --merge A.json B.json --out FILE   # pairs run separately
 """
 
 from __future__ import annotations
@@ -48,13 +49,14 @@ def curve_metrics(m: dict) -> dict:
     return out
 
 
-def run_pair(name: str, start: str, end: str, args, work: Path) -> dict:
+def run_pair(name: str, start: str, end: str, args, work: Path, row: dict, save) -> dict:
+    """Fill ``row`` stage by stage, calling ``save()`` after each (a cut-short run keeps what it has)."""
     from spacetime_md.molecular.paths.config import PathConfig
     from spacetime_md.molecular.paths.run import run_paths
     from spacetime_md.molecular.workflows.committor_config import CommittorConfig
     from spacetime_md.molecular.workflows.committor_run import run_committor
 
-    row: dict = {"start": start, "end": end}
+    row.update({"start": start, "end": end})
     # 1. End to end: geodesic + validated geodesic paths, one call, as a user runs it.
     e2e_dir = work / f"{name}_e2e"
     config = PathConfig(n_paths=args.e2e_paths, seed=args.seed, baseline=False)
@@ -67,6 +69,7 @@ def run_pair(name: str, start: str, end: str, args, work: Path) -> dict:
                          "geodesic": curve_metrics(rep["geodesic"])}
     print(f"[{name}] end to end: {args.e2e_paths} validated paths in {total:.1f} s "
           f"(geodesic {rep['timings']['geodesic_s']:.1f} s)\n{rep['table']}", flush=True)
+    save()
 
     # 2. Many paths per curve on the same geodesic (plus the straight-line baseline).
     full_dir = work / f"{name}_paths"
@@ -77,6 +80,7 @@ def run_pair(name: str, start: str, end: str, args, work: Path) -> dict:
     row["paths"] = {"n_paths_per_curve": args.n_paths, "wall_time_s": time.perf_counter() - t0,
                     "geodesic": curve_metrics(rep["geodesic"]), "straight": curve_metrics(rep["straight"])}
     print(f"[{name}] {args.n_paths} paths per curve\n{rep['table']}", flush=True)
+    save()
 
     # 3. p_B at each geodesic path's refined relaxed-energy maximum.
     base = CommittorConfig(n_frames=args.frames, n_shots=args.shots, n_workers=args.workers, seed=args.seed,
@@ -92,12 +96,15 @@ def run_pair(name: str, start: str, end: str, args, work: Path) -> dict:
                     "undecided": int(res.n_undecided.sum()), "shots": res.n_shots_total,
                     "wall_time_s": res.wall_time_s})
         print(f"[{name}] committor path {p}: refined p_B {pb} ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+        row["committor"] = {"n_paths": len(pbs), "n_shots": args.shots, "n_frames": args.frames, "paths": pbs,
+                            "complete": False}
+        save()
     within = [c for c in pbs if c["refined_p_b"] is not None and abs(c["refined_p_b"] - 0.5) <= TOLERANCE]
     values = [c["refined_p_b"] for c in pbs if c["refined_p_b"] is not None]
     row["committor"] = {"n_paths": len(pbs), "n_shots": args.shots, "n_frames": args.frames,
                         "within_fraction": len(within) / len(pbs) if pbs else None,
                         "median_p_b": float(np.median(values)) if values else None,
-                        "wall_time_s": time.perf_counter() - t0, "paths": pbs}
+                        "wall_time_s": time.perf_counter() - t0, "paths": pbs, "complete": True}
     g, s = row["paths"]["geodesic"], row["paths"]["straight"]
     row["goals"] = {
         "target_hit": g["target_hit_rate"] >= GOALS["target_hit_rate_min"],
@@ -107,6 +114,7 @@ def run_pair(name: str, start: str, end: str, args, work: Path) -> dict:
         "end_to_end_time": total <= GOALS["end_to_end_s_max"],
         "p_b_within": bool(pbs) and row["committor"]["within_fraction"] >= GOALS["p_b_within_fraction_min"],
     }
+    save()
     return row
 
 
@@ -124,7 +132,21 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default="runs/bench_tetrapeptide", help="directory for the paths runs")
     parser.add_argument("--quick", action="store_true", help="4 paths per curve, 2 committor paths, 10 shots")
     parser.add_argument("--out", default="benchmarks/results/tetrapeptide.json")
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine the pairs of result files into --out")
     args = parser.parse_args(argv)
+    if args.merge:
+        merged: dict = {}
+        for file in args.merge:
+            part = json.loads(Path(file).read_text())
+            pairs = part.pop("pairs")
+            merged = merged or {**part, "pairs": {}}
+            if part["protocol"] != merged["protocol"]:
+                print(f"note: {file} ran another protocol: {part['protocol']}")
+                merged.setdefault("protocols", {})[file] = part["protocol"]
+            merged["pairs"].update(pairs)
+        Path(args.out).write_text(json.dumps(merged, indent=2))
+        print(f"written {args.out} ({', '.join(merged['pairs'])})")
+        return 0
     if args.quick:
         args.n_paths, args.e2e_paths, args.committor_paths, args.shots = 4, 2, 2, 10
     work = Path(args.work)
@@ -139,12 +161,17 @@ def main(argv=None) -> int:
                                  "full_protocol": args.n_paths >= 64 and args.committor_paths >= 64
                                  and args.shots >= 20},
                     "goals": GOALS, "pairs": {}}
-    for name in args.pairs:
-        start, end = PAIRS[name]
-        report["pairs"][name] = run_pair(name, start, end, args, work)
+
+    def save() -> None:
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_text(json.dumps(report, indent=2))
         tmp.replace(out)
+
+    for name in args.pairs:
+        start, end = PAIRS[name]
+        report["pairs"][name] = {}
+        run_pair(name, start, end, args, work, report["pairs"][name], save)
+        save()
     print(f"{'pair':<13}{'hit':>6}{'chiral':>8}{'max E geo':>11}{'max E line':>12}{'geodesic s':>12}"
           f"{'e2e s':>8}{'p_B in 0.5+-0.2':>17}")
     for name, r in report["pairs"].items():
