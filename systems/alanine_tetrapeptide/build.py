@@ -1,4 +1,4 @@
-"""Build the capped alanine tetrapeptide Ace-Ala-Ala-Ala-Nme and two more conformations of it.
+"""Build the capped alanine tetrapeptide Ace-Ala-Ala-Ala-Nme and three more conformations of it.
 
 Build-time only; needs (besides the project's OpenMM, mdtraj and numpy)::
 

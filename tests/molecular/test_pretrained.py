@@ -110,7 +110,7 @@ def test_save_type_message(tmp_path):
 
 
 def test_unknown_pretrained_name():
-    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-24k', 'alanine-dipeptide-focus', 'alanine-dipeptide-focus13k', 'alanine-dipeptide-vacuum', 'alanine-dipeptide-guided'\], got 'caffeine'"):
+    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-24k', 'alanine-dipeptide-focus', 'alanine-dipeptide-focus13k', 'alanine-dipeptide-vacuum', 'alanine-tetrapeptide', 'alanine-tetrapeptide-vacuum', 'alanine-dipeptide-guided'\], got 'caffeine'"):
         load_pretrained("caffeine")
 
 
@@ -132,19 +132,21 @@ def test_shipped_alanine_dipeptide_model():
 def test_shipped_models_match_their_cards_and_load_by_name(tmp_path, monkeypatch):
     import hashlib
 
-    for name in ("alanine-dipeptide", "alanine-dipeptide-24k", "alanine-dipeptide-focus", "alanine-dipeptide-focus13k"):
+    for name in ("alanine-dipeptide", "alanine-dipeptide-24k", "alanine-dipeptide-focus", "alanine-dipeptide-focus13k",
+                 "alanine-tetrapeptide"):
         path = pretrained_path(name)
         card = json.loads(path.with_suffix(".json").read_text())
         assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), name
         # the card's metrics are recomputed from the weights in test_model_cards.py
         by_name = load_checkpoint(name)  # a shipped model's name works wherever a checkpoint path does
-        x, log_snr = torch.randn(2, 66), torch.tensor([1.0, 5.0])
+        x, log_snr = torch.randn(2, 3 * by_name.n_atoms), torch.tensor([1.0, 5.0])
         with torch.no_grad():
             assert torch.equal(by_name(x, log_snr), load_pretrained(name)(x, log_snr))
     # The longer-trained model is a different model, not a copy.
     shipped = {pretrained_path(n).read_bytes() for n in ("alanine-dipeptide", "alanine-dipeptide-24k",
-                                                          "alanine-dipeptide-focus", "alanine-dipeptide-focus13k")}
-    assert len(shipped) == 4
+                                                          "alanine-dipeptide-focus", "alanine-dipeptide-focus13k",
+                                                          "alanine-tetrapeptide")}
+    assert len(shipped) == 5
     # A file that happens to carry a model's name wins over the name.
     (tmp_path / "alanine-dipeptide").write_bytes(b"not a checkpoint")
     monkeypatch.chdir(tmp_path)

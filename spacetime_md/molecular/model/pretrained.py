@@ -73,6 +73,9 @@ PRETRAINED: dict[str, str] = {
     # The same focus recipe for 13 000 steps (26.0 min); its step-3250 EMA snapshot is the guide
     # of "alanine-dipeptide-guided" below.
     "alanine-dipeptide-focus13k": "alanine_dipeptide_vacuum_focus13k.pt",
+    # Ace-(Ala)3-Nme, 42 atoms: sparse-graph EGNN, 12 000 steps on 50 000 replica-exchange samples.
+    "alanine-tetrapeptide": "alanine_tetrapeptide_vacuum.pt",
+    "alanine-tetrapeptide-vacuum": "alanine_tetrapeptide_vacuum.pt",
 }
 
 #: Shipped autoguided pairs: name -> (model file, guide file, weight, log_snr_min, log_snr_max).
@@ -86,8 +89,13 @@ GUIDED_PRETRAINED: dict[str, tuple[str, str, float, float, float]] = {
 }
 
 
-#: The preset system of each shipped model (shipped checkpoints predate embedded system specs).
-PRETRAINED_SYSTEMS: dict[str, str] = {file: "alanine-dipeptide" for file in set(PRETRAINED.values())}
+#: The preset system of each shipped model (the dipeptide's checkpoints predate embedded system
+#: specs; for a shipped model the preset wins over an embedded spec, so states added to the preset
+#: since training, e.g. the tetrapeptide's nterm_alpha_R, are known).
+PRETRAINED_SYSTEMS: dict[str, str] = {
+    file: "alanine-tetrapeptide" if file.startswith("alanine_tetrapeptide") else "alanine-dipeptide"
+    for file in set(PRETRAINED.values())
+}
 
 
 def checkpoint_system(model: "EquivariantDenoiser", *, platform: str | None = None, solvent: str | None = None):
@@ -101,16 +109,19 @@ def checkpoint_system(model: "EquivariantDenoiser", *, platform: str | None = No
 
     meta = getattr(model, "metadata", None) or {}
     spec = meta.get("system")
-    if isinstance(spec, dict) and "pdb" in spec:
+    source = getattr(model, "source_file", None)
+    shipped = source is not None and _shipped_card_sha256(Path(source)) is not None
+    if isinstance(spec, dict) and "pdb" in spec and not shipped:
         if solvent is not None and solvent != spec.get("solvent"):
             raise ValueError(
                 f"solvent: the model was trained for {spec.get('name')} in {spec.get('solvent')}, got {solvent!r}"
             )
         return MolecularSystem.from_spec(spec, platform=platform)
-    source = getattr(model, "source_file", None)
     preset = PRETRAINED_SYSTEMS.get(Path(source).name) if source else None
     if preset is not None:
         return load_system(preset, solvent=solvent or "vacuum", platform=platform)
+    if isinstance(spec, dict) and "pdb" in spec:
+        return MolecularSystem.from_spec(spec, platform=platform)
     return None
 
 
