@@ -38,6 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch threads for the geodesic, 1-256 or 'auto' (time one solver call with 1 and 2 threads "
                         "and keep the faster; the count used is in report.json) (default 1, like the Python API: "
                         "results are reproducible for the same seed and thread count)")
+    p.add_argument("--workers", default="auto",
+                   help="processes that run the independent OpenMM paths: 'auto' (default: the cores that the 1-minute "
+                        "load average leaves idle, at least 1) or an integer in [1, 256]; capped by --n-paths; 1 runs them all in this process. The straight-line "
+                        "baseline's paths run in the workers while the geodesic is solved. Paths are bitwise the "
+                        "same for any value")
     p.add_argument("--geodesic", metavar="FILE",
                    help="reuse the geodesic.npz of an earlier paths run instead of solving again (same model, "
                         "endpoints and geodesic settings, else a one-line error); e.g. to sweep --n-paths or "
@@ -85,11 +90,13 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from spacetime_md.commands._system import system_from_args
+    from spacetime_md.commands.sample import parse_workers
     from spacetime_md.molecular.paths.config import DEFAULT_GEODESIC
 
     if args.num_threads != "auto" and not 1 <= args.num_threads <= 256:
         raise ValueError(f"--num-threads: expected an integer in [1, 256], got {args.num_threads}")
     config = path_config_from_args(args, seed=args.seed, allow_mirror=args.allow_mirror,
+                                   workers=parse_workers(args.workers),
                                    geodesic=dataclasses.replace(DEFAULT_GEODESIC, num_threads=args.num_threads))
 
     from spacetime_md.molecular.model.pretrained import load_checkpoint

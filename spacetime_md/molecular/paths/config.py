@@ -98,6 +98,11 @@ class PathConfig:
     geodesic : GeodesicConfig
         Solver settings; the default solves with one torch thread (``num_threads=1``), like
         the CLI, so the Python API gives the same curve as ``spacetime-md paths``.
+    workers : int or "auto"
+        Processes that run the independent OpenMM paths (``"auto"``, the default: the cores
+        that the load average leaves idle, at most ``n_paths``; 1: all in this process). With
+        more than one, the straight-line baseline's paths run in a worker while the geodesic
+        is solved. The frames are bitwise the same for any value (:class:`~spacetime_md.molecular.paths.openmm_langevin.RestrainedLangevinSampler`).
     """
 
     n_paths: int = 8
@@ -123,6 +128,7 @@ class PathConfig:
     allow_mirror: bool = False
     geodesic: GeodesicConfig = DEFAULT_GEODESIC
     path_time_ps: float | None = None
+    workers: int | str = "auto"
 
     def __post_init__(self) -> None:
         if self.friction_per_ps is None:
@@ -180,6 +186,9 @@ class PathConfig:
             raise ValueError(
                 f"avoid_log_snr: expected a value in [{LOG_SNR_RANGE[0]:g}, {LOG_SNR_RANGE[1]:g}], got {self.avoid_log_snr!r}"
             )
+        if self.workers != "auto" and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                       or self.workers < 1):
+            raise ValueError(f"workers: expected a positive integer or 'auto', got {self.workers!r}")
         if not isinstance(self.allow_mirror, bool):
             raise TypeError(f"allow_mirror: expected a bool, got {type(self.allow_mirror).__name__}")
         if not isinstance(self.geodesic, GeodesicConfig):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -26,11 +27,12 @@ import openmm
 import openmm.unit as unit
 
 from spacetime_md.molecular._seeds import openmm_seed
+from spacetime_md.molecular.sampling.workers import ReplicaWorkerError, WorkerGroup, resolve_workers, usable_cores
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["RestrainedLangevinSampler", "RestrainedPaths", "RESTRAINT_FORCE_GROUP", "restraint_schedule"]
+__all__ = ["PendingPaths", "RestrainedLangevinSampler", "RestrainedPaths", "resolve_path_workers", "RESTRAINT_FORCE_GROUP", "restraint_schedule"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +123,26 @@ def restraint_schedule(
     return centres, force_constants
 
 
+def resolve_path_workers(workers: int | str, n_paths: int) -> int:
+    """Processes for ``n_paths`` independent paths: an integer as given, ``"auto"`` the usable
+    cores that the 1-minute load average leaves idle (``round(cores - load)``, at least 1);
+    capped by ``n_paths``.
+
+    Unlike replica exchange (``sample --workers auto``: every usable core), ``auto`` here looks
+    at the load: the paths of one curve take a few seconds, and with other jobs holding the
+    cores a second process only competes with this one (measured on a loaded 2-core machine:
+    the main command was 0.98x as fast with 2 processes as with 1; docs/geodesic.md).
+    """
+    if workers == "auto":
+        cores = usable_cores()
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average (Windows)
+            load = 0.0
+        workers = max(1, min(cores, round(cores - load)))
+    return resolve_workers(workers, n_paths)
+
+
 def _in_units(value: Any, target: unit.Unit, name: str) -> float:
     if not unit.is_quantity(value):
         raise TypeError(f"{name}: expected an openmm.unit.Quantity in {target}, got bare {type(value).__name__}")
@@ -144,6 +166,14 @@ class RestrainedLangevinSampler:
         Langevin collision rate (e.g. ``1 / picosecond``).
     platform : str
         OpenMM platform name (``"Reference"`` is the fastest for small molecules on CPU).
+    workers : int or "auto"
+        Processes that run the independent paths of one call (default 1: all in this
+        process); ``"auto"``: the idle cores (:func:`resolve_path_workers`). With ``W > 1`` the paths are split into
+        ``W`` contiguous blocks, the first run here, the others in ``W - 1`` worker processes
+        (``spawn``; started on first use, given the serialized ``System``; stopped by
+        :meth:`close`). Path ``p`` is seeded by ``(seed, p)`` wherever it runs, and every
+        path reseeds the Reference platform's noise generator, so the frames are bitwise
+        those of ``workers=1``.
     """
 
     def __init__(
@@ -153,9 +183,17 @@ class RestrainedLangevinSampler:
         timestep: unit.Quantity = 1.0 * unit.femtosecond,
         friction: unit.Quantity = 1.0 / unit.picosecond,
         platform: str = "Reference",
+        workers: int | str = 1,
     ):
         if not isinstance(system, openmm.System):
             raise TypeError(f"system: expected an openmm.System, got {type(system).__name__}")
+        self.workers = resolve_path_workers(workers, 2**31)
+        self._spec = {"system_xml": None, "temperature_k": _in_units(temperature, unit.kelvin, "temperature"),
+                      "timestep_ps": _in_units(timestep, unit.picosecond, "timestep"),
+                      "friction_per_ps": _in_units(friction, unit.picosecond**-1, "friction"), "platform": platform}
+        self._source = system
+        self._pool: list = []
+        self._outstanding: PendingPaths | None = None
         self.temperature = _in_units(temperature, unit.kelvin, "temperature")
         self.timestep = _in_units(timestep, unit.picosecond, "timestep")
         self.friction = _in_units(friction, unit.picosecond**-1, "friction")
@@ -285,6 +323,51 @@ class RestrainedLangevinSampler:
         whatever the split; the frame after global step ``j`` was run under the restraint of the
         point that step belongs to. Seeds as in :meth:`sample`.
         """
+        pending = self.start_schedule(centres, force_constants, steps_per_point, x_init, n_paths=n_paths, seed=seed,
+                                      record_every=record_every)
+        return pending.result(progress=progress, callback=callback)
+
+    def start_schedule(
+        self,
+        centres: np.ndarray,
+        force_constants: np.ndarray,
+        steps_per_point: np.ndarray,
+        x_init: np.ndarray,
+        *,
+        n_paths: int = 1,
+        seed: int = 0,
+        record_every: int = 1,
+        background: bool = False,
+    ) -> "PendingPaths":
+        """Hand the paths of :meth:`sample_schedule` to the worker processes and return at once.
+
+        With ``background=True`` (and ``workers > 1``) every path goes to a worker process, so
+        this process is free for other work (e.g. solving the geodesic while the straight-line
+        baseline runs); otherwise the first block is run by :meth:`PendingPaths.result` here.
+        With ``workers=1`` everything runs in ``result()``. Only one call's paths are in flight
+        at a time: a new call first waits for the previous one's worker blocks.
+        """
+        job = self._job(centres, force_constants, steps_per_point, x_init, n_paths, seed, record_every)
+        parts = [np.arange(n_paths)]
+        if self.workers > 1 and n_paths > 1:
+            n_procs = min(self.workers, n_paths)
+            if background:
+                parts = [np.arange(0)] + np.array_split(np.arange(n_paths), n_procs - 1)
+            else:
+                parts = np.array_split(np.arange(n_paths), n_procs)
+        if self._outstanding is not None:
+            self._outstanding._collect()
+        assigned = []
+        if len(parts) > 1:
+            self._start_workers(len(parts) - 1)
+            for worker, indices in zip(self._pool, parts[1:]):
+                worker.call("run_paths", {**job, "x_init": job["x_init"][indices], "indices": indices})
+                assigned.append((worker, indices))
+        pending = PendingPaths(self, job, parts[0], assigned)
+        self._outstanding = pending if assigned else None
+        return pending
+
+    def _job(self, centres, force_constants, steps_per_point, x_init, n_paths, seed, record_every) -> dict[str, Any]:
         centres = np.asarray(centres, dtype=float)
         k = np.asarray(force_constants, dtype=float)
         if centres.ndim != 3 or centres.shape[1:] != (self.n_atoms, 3):
@@ -304,49 +387,168 @@ class RestrainedLangevinSampler:
             x_init = np.broadcast_to(x_init, (n_paths, self.n_atoms, 3))
         if x_init.shape != (n_paths, self.n_atoms, 3):
             raise ValueError(f"x_init: expected shape ({self.n_atoms}, 3) or ({n_paths}, {self.n_atoms}, 3), got {x_init.shape}")
-        frames = np.empty((n_paths, total // record_every, self.n_atoms, 3))
+        return {"centres": centres, "force_constants": k, "steps_per_point": steps, "x_init": x_init,
+                "seed": int(seed), "record_every": record_every}
+
+    def run_paths(self, job: dict[str, Any], on_point: Callable[[], None] | None = None) -> np.ndarray:
+        """Frames ``(len(indices), F, N, 3)`` of the paths ``job["indices"]`` (global path numbers,
+        which seed them), run one after another in this process; no finiteness check."""
+        centres, k, steps = job["centres"], job["force_constants"], job["steps_per_point"]
+        record_every, x_init, indices = job["record_every"], job["x_init"], job["indices"]
+        total = int(steps.sum())
         bounds = np.cumsum(steps)
-        t0 = time.perf_counter()
+        frames = np.empty((len(indices), total // record_every, self.n_atoms, 3))
+        for row, p in enumerate(indices):
+            path_seed = openmm_seed(job["seed"], int(p))
+            self.integrator.setRandomNumberSeed(path_seed)
+            self.context.reinitialize()
+            self.context.setPositions(x_init[row])
+            self.context.setVelocitiesToTemperature(self.temperature, path_seed)
+            done, point, f = 0, 0, 0
+            self._set_restraint(centres[0], k[0])
+            while done < total:
+                if done == bounds[point]:
+                    point += 1
+                    self._set_restraint(centres[point], k[point])
+                    if on_point is not None:
+                        on_point()
+                chunk = min(int(bounds[point]) - done, record_every - done % record_every)
+                self.integrator.step(chunk)
+                done += chunk
+                if done % record_every == 0:
+                    pos = self.context.getState(getPositions=True).getPositions(asNumpy=True)
+                    frames[row, f] = pos.value_in_unit(unit.nanometer)
+                    f += 1
+            self.n_force_evals += total
+            if on_point is not None:
+                on_point()  # the path's last point
+        return frames
+
+    def _start_workers(self, n: int) -> None:
+        if len(self._pool) >= n:
+            return
+        if self._spec["system_xml"] is None:
+            self._spec["system_xml"] = openmm.XmlSerializer.serialize(self._source)
+        while len(self._pool) < n:
+            index = len(self._pool) + 1
+            self._pool.append(_PathWorker(index, [index], self._spec, factory=_worker_sampler, label="paths"))
+
+    def start_workers(self) -> None:
+        """Start the ``workers - 1`` worker processes now (they start in the background: a few
+        seconds of imports that can overlap other work); otherwise they start on first use."""
+        if self.workers > 1:
+            self._start_workers(self.workers - 1)
+
+    def close(self) -> None:
+        """Stop the worker processes (if any); the sampler still runs paths in this process."""
+        self._outstanding = None
+        pool, self._pool = self._pool, []
+        for worker in pool:
+            worker.close()
+
+    def __enter__(self) -> "RestrainedLangevinSampler":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+class PendingPaths:
+    """Paths handed to worker processes by :meth:`RestrainedLangevinSampler.start_schedule`."""
+
+    def __init__(self, sampler: RestrainedLangevinSampler, job: dict[str, Any], local: np.ndarray,
+                 assigned: list) -> None:
+        self._sampler = sampler
+        self._job = job
+        self._local = local
+        self._assigned = assigned
+        self._remote: dict[int, np.ndarray] = {}
+        self._t0 = time.perf_counter()
+
+    def _collect(self) -> None:
+        """Wait for the worker blocks (once)."""
+        for index, (worker, indices) in enumerate(self._assigned):
+            if index not in self._remote:
+                self._remote[index] = worker.result()
+        if self._sampler._outstanding is self:
+            self._sampler._outstanding = None
+
+    def result(self, progress: bool = False, callback: Callable[[dict[str, Any]], None] | None = None
+               ) -> RestrainedPaths:
+        """Run this process's block, wait for the workers' and check every path (in path order)."""
+        job, sampler = self._job, self._sampler
+        n_paths, n_points = job["x_init"].shape[0], len(job["steps_per_point"])
+        total = int(job["steps_per_point"].sum())
+        frames = np.empty((n_paths, total // job["record_every"], sampler.n_atoms, 3))
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=n_paths * len(steps), desc="OpenMM paths", unit="point")
+            bar = tqdm(total=n_paths * n_points, desc="OpenMM paths", unit="point")
         try:
-            for p in range(n_paths):
-                path_seed = openmm_seed(seed, p)
-                self.integrator.setRandomNumberSeed(path_seed)
-                self.context.reinitialize()
-                self.context.setPositions(x_init[p])
-                self.context.setVelocitiesToTemperature(self.temperature, path_seed)
-                done, point, f = 0, 0, 0
-                self._set_restraint(centres[0], k[0])
-                while done < total:
-                    if done == bounds[point]:
-                        point += 1
-                        self._set_restraint(centres[point], k[point])
-                        if bar is not None:
-                            bar.update(1)
-                    chunk = min(int(bounds[point]) - done, record_every - done % record_every)
-                    self.integrator.step(chunk)
-                    done += chunk
-                    if done % record_every == 0:
-                        pos = self.context.getState(getPositions=True).getPositions(asNumpy=True)
-                        frames[p, f] = pos.value_in_unit(unit.nanometer)
-                        f += 1
-                self.n_force_evals += total
-                if not np.isfinite(frames[p]).all():
-                    from spacetime_md.errors import NonFiniteError
-
-                    raise NonFiniteError(
-                        f"path {p}: OpenMM produced non-finite positions; lower the timestep "
-                        f"({self.timestep} ps) or the largest restraint constant ({k.max():.3g} kJ/mol/nm^2)"
-                    )
+            if len(self._local):
+                local_job = {**job, "x_init": job["x_init"][self._local], "indices": self._local}
+                on_point = None if bar is None else (lambda: bar.update(1))
+                if not self._assigned:  # one process: check and report each path as soon as it is done
+                    for row, p in enumerate(self._local):
+                        frames[p] = sampler.run_paths({**local_job, "x_init": local_job["x_init"][row:row + 1],
+                                                       "indices": self._local[row:row + 1]}, on_point)[0]
+                        self._check(frames, int(p), callback)
+                    return RestrainedPaths(frames=frames, n_force_evals=n_paths * total,
+                                           wall_time=time.perf_counter() - self._t0)
+                frames[self._local] = sampler.run_paths(local_job, on_point)
+            self._collect()
+            for index, (_, indices) in enumerate(self._assigned):
+                frames[indices] = self._remote[index]
+                sampler.n_force_evals += len(indices) * total
                 if bar is not None:
-                    bar.update(1)  # the path's last point
-                if callback is not None:
-                    callback({"path": p, "frames": frames[p]})
+                    bar.update(len(indices) * n_points)
+            for p in range(n_paths):
+                self._check(frames, p, callback)
         finally:
             if bar is not None:
                 bar.close()
-        return RestrainedPaths(frames=frames, n_force_evals=n_paths * total, wall_time=time.perf_counter() - t0)
+        return RestrainedPaths(frames=frames, n_force_evals=n_paths * total, wall_time=time.perf_counter() - self._t0)
+
+    def _check(self, frames: np.ndarray, p: int, callback) -> None:
+        if not np.isfinite(frames[p]).all():
+            from spacetime_md.errors import NonFiniteError
+
+            k = self._job["force_constants"]
+            raise NonFiniteError(
+                f"path {p}: OpenMM produced non-finite positions; lower the timestep "
+                f"({self._sampler.timestep} ps) or the largest restraint constant ({k.max():.3g} kJ/mol/nm^2)"
+            )
+        if callback is not None:
+            callback({"path": p, "frames": frames[p]})
+
+
+def _worker_sampler(system_xml: str, temperature_k: float, timestep_ps: float, friction_per_ps: float,
+                    platform: str) -> RestrainedLangevinSampler:
+    """The sampler of a worker process (built there from the serialized ``System``)."""
+    return RestrainedLangevinSampler(openmm.XmlSerializer.deserialize(system_xml),
+                                     temperature=temperature_k * unit.kelvin, timestep=timestep_ps * unit.picosecond,
+                                     friction=friction_per_ps / unit.picosecond, platform=platform)
+
+
+class _PathWorker(WorkerGroup):
+    """A :class:`~spacetime_md.molecular.sampling.workers.WorkerGroup` whose group is a
+    :class:`RestrainedLangevinSampler` (:func:`_worker_sampler`); its errors name the path worker."""
+
+    def _describe(self) -> str:
+        return f"OpenMM path worker {self.index} (pid {self.process.pid})"
+
+    def _died(self) -> None:
+        self.process.join(5.0)
+        code = self.process.exitcode
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+        hint = ("a script that runs paths with workers > 1 must guard its main code with "
+                "`if __name__ == '__main__':`, as multiprocessing's 'spawn' start method requires"
+                if not self._started else "rerun with workers=1 (--workers 1) to run the paths in one process")
+        raise ReplicaWorkerError(f"{self._describe()} {how} ({hint})")

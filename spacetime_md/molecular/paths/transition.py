@@ -440,19 +440,67 @@ def compute_transition_paths(
         states (``start_state``/``target_state``, ``MetastableState.to_dict()``), the hit
         tolerances and the CV definitions (RMSD references by name).
     """
-    import openmm
-
     from spacetime_md.molecular.paths.openmm_langevin import RestrainedLangevinSampler
-    from spacetime_md.molecular.system.energies import evaluate_energies
 
     config = PathConfig() if config is None else config
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     problem = prepare_geodesic_problem(system, model, start, end, config)
     model = problem.model
+    s = model.length_scale_nm
+
+    def schedule(log_snr: torch.Tensor, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        from spacetime_md.molecular.paths.openmm_langevin import restraint_schedule
+
+        return restraint_schedule(log_snr, x, s, system.temperature_k)
+
+    workers = _path_workers(config)
+    sampler = RestrainedLangevinSampler(
+        system.openmm_system,
+        temperature=system.temperature,
+        timestep=config.timestep_fs * unit.femtosecond,
+        friction=config.friction_per_ps / unit.picosecond,
+        platform=system.platform_name,
+        workers=workers,
+    )
+    try:
+        return _solve_and_sample(system, model, config, problem, sampler, schedule, geodesic, progress, on_result,
+                                 timings, t0)
+    finally:
+        sampler.close()
+
+
+def _path_workers(config: PathConfig) -> int:
+    """Processes for the paths of one curve: ``config.workers`` (``"auto"``: the idle cores,
+    :func:`~spacetime_md.molecular.paths.openmm_langevin.resolve_path_workers`), at most
+    ``n_paths``; 1 inside a daemonic process (which may not start children)."""
+    import multiprocessing
+
+    from spacetime_md.molecular.paths.openmm_langevin import resolve_path_workers
+
+    if multiprocessing.current_process().daemon:
+        return 1
+    return resolve_path_workers(config.workers, config.n_paths)
+
+
+def _solve_and_sample(system, model, config, problem, sampler, schedule, geodesic, progress, on_result, timings, t0):
+    """The rest of :func:`compute_transition_paths`: solve, sample every curve, validate.
+
+    With worker processes the straight-line baseline's paths start in them before the solve
+    (they do not depend on it) and run while this process solves the geodesic."""
+    from spacetime_md.molecular.system.energies import evaluate_energies
+
     a, b = problem.start, problem.end
     start_nm, end_nm = problem.start_nm, problem.end_nm
     start_label, end_label, avoid_label = problem.start_label, problem.end_label, problem.avoid_label
+    background = {}
+    if sampler.workers > 1:
+        sampler.start_workers()
+        if config.baseline and config.path_time_ps is None:
+            centres, k = schedule(*straight_line(a, b, config.n_points))
+            background["straight"] = sampler.start_schedule(
+                centres, k, np.full(config.n_points, config.n_steps), start_nm, n_paths=config.n_paths,
+                seed=config.seed, record_every=config.record_every, background=True)
     if geodesic is None:
         geo = optimize_geodesic(model, a, b, config.geodesic, problem.constraints)
     else:
@@ -471,14 +519,6 @@ def compute_transition_paths(
     timings["geodesic_s"] = time.perf_counter() - t0 if geodesic is None else geo.wall_time
     logger.info("geodesic: energy %.4g (straight line %.4g), %d steps, %.1f s",
                 geo.energy, geo.initial_energy, geo.n_steps, timings["geodesic_s"])
-
-    # Restraint schedule in OpenMM units.
-    s = model.length_scale_nm
-
-    def schedule(log_snr: torch.Tensor, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        from spacetime_md.molecular.paths.openmm_langevin import restraint_schedule
-
-        return restraint_schedule(log_snr, x, s, system.temperature_k)
 
     with torch.no_grad():
         geo_l, geo_x = geo.curve.evaluate(config.n_points)
@@ -503,13 +543,6 @@ def compute_transition_paths(
                                    platform=system.platform_name)
         relaxed = (quencher, float(quencher.quench_frames(start_nm[None])[0]))
 
-    sampler = RestrainedLangevinSampler(
-        system.openmm_system,
-        temperature=system.temperature,
-        timestep=config.timestep_fs * unit.femtosecond,
-        friction=config.friction_per_ps / unit.picosecond,
-        platform=system.platform_name,
-    )
     results: dict[str, TransitionPaths] = {}
     report: dict[str, Any] = {}
     timings["paths_s"] = 0.0
@@ -517,7 +550,10 @@ def compute_transition_paths(
     for kind, (c_l, c_x) in curves.items():
         t1 = time.perf_counter()
         centres, k = schedule(c_l, c_x)
-        if config.path_time_ps is None:
+        if kind in background:
+            steps = np.full(config.n_points, config.n_steps)
+            sampled = background[kind].result(progress=progress)
+        elif config.path_time_ps is None:
             steps = np.full(config.n_points, config.n_steps)
             sampled = sampler.sample(centres, k, start_nm, n_paths=config.n_paths, n_steps=config.n_steps,
                                      seed=config.seed, record_every=config.record_every, progress=progress)
@@ -569,7 +605,10 @@ def compute_transition_paths(
     }
     timings["total_s"] = time.perf_counter() - t0
     report["timings"] = timings
+    report["path_workers"] = sampler.workers
     report["platform"] = system.platform_name
+    import openmm
+
     report["openmm_version"] = openmm.__version__
     return {"geodesic": geo, "paths": results["geodesic"], "baseline": results.get("straight"),
             "report": report, "start_nm": start_nm, "end_nm": end_nm, "cvs": cvs}

@@ -183,13 +183,14 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _worker_main(conn: Any, group_kwargs: dict) -> None:
-    """A worker process: build the group, then answer (method, args) requests until "stop"
-    or until the parent goes away (its end of the pipe closes)."""
+def _worker_main(conn: Any, group_kwargs: dict, factory: Any = None) -> None:
+    """A worker process: build the group (``factory(**group_kwargs)``, default a
+    :class:`ReplicaGroup`), then answer (method, args) requests until "stop" or until the
+    parent goes away (its end of the pipe closes)."""
     # Ctrl-C reaches the whole process group: the parent decides and stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        group = ReplicaGroup(**group_kwargs)
+        group = (ReplicaGroup if factory is None else factory)(**group_kwargs)
         conn.send(("ok", None))
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         conn.send(("error", _one_line(exc)))
@@ -215,17 +216,20 @@ def _worker_main(conn: Any, group_kwargs: dict) -> None:
 class WorkerGroup:
     """A :class:`ReplicaGroup` in a worker process: ``call`` sends a request, ``result`` waits
     for its answer (so that several workers run at once); a worker that dies or fails raises
-    :class:`ReplicaWorkerError` naming it, never hangs."""
+    :class:`ReplicaWorkerError` naming it, never hangs. ``factory`` (a picklable class or
+    function, default :class:`ReplicaGroup`) builds the group in the worker from ``group_kwargs``;
+    ``label`` names the process."""
 
-    def __init__(self, index: int, slots: Sequence[int], group_kwargs: dict) -> None:
+    def __init__(self, index: int, slots: Sequence[int], group_kwargs: dict, factory: Any = None,
+                 label: str = "replica") -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
         self.index = index
         self.slots = list(slots)
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, group_kwargs), daemon=True,
-                                   name=f"spacetime-md replica worker {index}")
+        self.process = ctx.Process(target=_worker_main, args=(child, group_kwargs, factory), daemon=True,
+                                   name=f"spacetime-md {label} worker {index}")
         self.process.start()
         child.close()  # only the worker holds its end: its death closes the pipe
         self._pending = True  # the "ready" answer
