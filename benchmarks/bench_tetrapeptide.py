@@ -21,7 +21,7 @@ Writes ``benchmarks/results/tetrapeptide.json``; the protocol actually run (path
 the file, so a scaled-down run says so.
 
     python benchmarks/bench_tetrapeptide.py [--n-paths 64] [--committor-paths 64] [--shots 20]
-        [--pairs default two-residue] [--checkpoint FILE] [--work DIR] [--quick] [--out FILE]
+        [--pairs default two-residue] [--checkpoint FILE] [--work DIR] [--quick] [--out FILE] [--resume]
     python benchmarks/bench_tetrapeptide.py --merge A.json B.json --out FILE   # pairs run separately
 """
 
@@ -51,14 +51,22 @@ def curve_metrics(m: dict) -> dict:
 
 def run_pair(name: str, start: str, end: str, args, work: Path, row: dict, save) -> dict:
     """Fill ``row`` stage by stage, calling ``save()`` after each (a cut-short run keeps what it has)."""
+    done = dict(row) if args.resume else {}
+    row.update({"start": start, "end": end})
+    e2e_dir, full_dir = work / f"{name}_e2e", work / f"{name}_paths"
+    if "end_to_end" in done and "paths" in done:  # --resume: only the committor stage is (re)run
+        print(f"[{name}] reusing the end-to-end and paths stages of {args.out}", flush=True)
+    else:
+        run_paths_stages(name, start, end, args, e2e_dir, full_dir, row, save)
+    committor_stage(name, args, full_dir, row, done.get("committor", {}).get("paths", []), save)
+    return row
+
+
+def run_paths_stages(name, start, end, args, e2e_dir: Path, full_dir: Path, row: dict, save) -> float:
     from spacetime_md.molecular.paths.config import PathConfig
     from spacetime_md.molecular.paths.run import run_paths
-    from spacetime_md.molecular.workflows.committor_config import CommittorConfig
-    from spacetime_md.molecular.workflows.committor_run import run_committor
 
-    row.update({"start": start, "end": end})
     # 1. End to end: geodesic + validated geodesic paths, one call, as a user runs it.
-    e2e_dir = work / f"{name}_e2e"
     config = PathConfig(n_paths=args.e2e_paths, seed=args.seed, baseline=False)
     t0 = time.perf_counter()
     rep = run_paths(e2e_dir, system="alanine-tetrapeptide", start=start, end=end, config=config,
@@ -72,7 +80,6 @@ def run_pair(name: str, start: str, end: str, args, work: Path, row: dict, save)
     save()
 
     # 2. Many paths per curve on the same geodesic (plus the straight-line baseline).
-    full_dir = work / f"{name}_paths"
     config = PathConfig(n_paths=args.n_paths, seed=args.seed)
     t0 = time.perf_counter()
     rep = run_paths(full_dir, system="alanine-tetrapeptide", start=start, end=end, config=config,
@@ -81,13 +88,19 @@ def run_pair(name: str, start: str, end: str, args, work: Path, row: dict, save)
                     "geodesic": curve_metrics(rep["geodesic"]), "straight": curve_metrics(rep["straight"])}
     print(f"[{name}] {args.n_paths} paths per curve\n{rep['table']}", flush=True)
     save()
+    return total
 
-    # 3. p_B at each geodesic path's refined relaxed-energy maximum.
+
+def committor_stage(name, args, full_dir: Path, row: dict, previous: list, save) -> None:
+    """3. p_B at each geodesic path's refined relaxed-energy maximum (paths in ``previous`` kept)."""
+    from spacetime_md.molecular.workflows.committor_config import CommittorConfig
+    from spacetime_md.molecular.workflows.committor_run import run_committor
+
     base = CommittorConfig(n_frames=args.frames, n_shots=args.shots, n_workers=args.workers, seed=args.seed,
                            kind="geodesic")
-    pbs = []
+    pbs = list(previous)
     t0 = time.perf_counter()
-    for p in range(min(args.committor_paths, args.n_paths)):
+    for p in range(len(pbs), min(args.committor_paths, args.n_paths)):
         res = run_committor(full_dir, None, dataclasses.replace(base, path=p), plot=False, overwrite=True)
         r = res.refined
         pb = None if r is None else r["p_b"]
@@ -105,6 +118,7 @@ def run_pair(name: str, start: str, end: str, args, work: Path, row: dict, save)
                         "within_fraction": len(within) / len(pbs) if pbs else None,
                         "median_p_b": float(np.median(values)) if values else None,
                         "wall_time_s": time.perf_counter() - t0, "paths": pbs, "complete": True}
+    total = row["end_to_end"]["wall_time_s"]
     g, s = row["paths"]["geodesic"], row["paths"]["straight"]
     row["goals"] = {
         "target_hit": g["target_hit_rate"] >= GOALS["target_hit_rate_min"],
@@ -115,7 +129,6 @@ def run_pair(name: str, start: str, end: str, args, work: Path, row: dict, save)
         "p_b_within": bool(pbs) and row["committor"]["within_fraction"] >= GOALS["p_b_within_fraction_min"],
     }
     save()
-    return row
 
 
 def main(argv=None) -> int:
@@ -132,6 +145,8 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default="runs/bench_tetrapeptide", help="directory for the paths runs")
     parser.add_argument("--quick", action="store_true", help="4 paths per curve, 2 committor paths, 10 shots")
     parser.add_argument("--out", default="benchmarks/results/tetrapeptide.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the stages already in --out (e.g. raise --committor-paths without redoing paths)")
     parser.add_argument("--merge", nargs="+", metavar="JSON", help="combine the pairs of result files into --out")
     args = parser.parse_args(argv)
     if args.merge:
@@ -161,6 +176,8 @@ def main(argv=None) -> int:
                                  "full_protocol": args.n_paths >= 64 and args.committor_paths >= 64
                                  and args.shots >= 20},
                     "goals": GOALS, "pairs": {}}
+    if args.resume and out.is_file():
+        report["pairs"] = json.loads(out.read_text())["pairs"]
 
     def save() -> None:
         tmp = out.with_name(f".{out.name}.tmp")
@@ -169,7 +186,7 @@ def main(argv=None) -> int:
 
     for name in args.pairs:
         start, end = PAIRS[name]
-        report["pairs"][name] = {}
+        report["pairs"].setdefault(name, {})
         run_pair(name, start, end, args, work, report["pairs"][name], save)
         save()
     print(f"{'pair':<13}{'hit':>6}{'chiral':>8}{'max E geo':>11}{'max E line':>12}{'geodesic s':>12}"
