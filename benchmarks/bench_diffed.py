@@ -16,7 +16,8 @@ be split over processes). For each pair
 
 ``matrix`` part: the distance matrix of ``--images`` held-out digits (stratified, the same number
 per class) with :func:`spacetime_md.image.distance_matrix` (batched pairs), its wall and CPU
-time, pairs per minute, and the extrapolation to a 100 x 100 matrix (4950 pairs, linear in the
+time (with ``--workers N``: N spawned processes, one thread each, their CPU time included;
+the load average before and after is recorded), pairs per minute, and the extrapolation to a 100 x 100 matrix (4950 pairs, linear in the
 pairs); leave-one-out nearest-neighbour class accuracy by DiffED, Euclidean pixel distance and
 1 - SSIM (SSIM: ``bench_image.ssim``), and Spearman / Kendall rank agreement of the three over
 all pairs.
@@ -25,7 +26,7 @@ all pairs.
 ``--baseline`` (a copy of a previous ``distance.py``, imported by path) in the same process.
 
     python benchmarks/bench_diffed.py [--part pairs|matrix|speed|all] [--pairs 20] [--images 20]
-        [--preset fast] [--length-points 32] [--baseline OLD.py] [--out FILE.json]
+        [--preset fast] [--length-points 32] [--workers 1] [--baseline OLD.py] [--out FILE.json]
 
 Timings are wall clock on whatever else the machine runs, plus the process's CPU time (what one
 idle core would need); compare wall times from one process only.
@@ -38,6 +39,7 @@ import dataclasses
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -155,6 +157,12 @@ def nn_accuracy(dist: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(labels[d.argmin(1)] == labels))
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished child processes (the matrix's workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_matrix(args, model, den, pixels, labels) -> dict:
     from spacetime_md.image import distance_matrix, resolve_preset
 
@@ -163,10 +171,13 @@ def run_matrix(args, model, den, pixels, labels) -> dict:
     pix = pixels[idx]
     lab = labels[idx]
     n = len(idx)
+    load_before = os.getloadavg()
     c0 = time.process_time()
+    c0_children = _children_cpu()
     result = distance_matrix(den, model.to_model(pix), config=config, batch_pairs=args.batch_pairs,
-                             length_points=args.length_points)
-    cpu = time.process_time() - c0
+                             length_points=args.length_points, workers=args.workers)
+    # this process plus its (joined) worker processes
+    cpu = time.process_time() - c0 + _children_cpu() - c0_children
     n_pairs = n * (n - 1) // 2
     ppm = result.pairs_per_minute
     cpu_ppm = 60 * n_pairs / cpu
@@ -180,6 +191,7 @@ def run_matrix(args, model, den, pixels, labels) -> dict:
     out = {
         "config": config.to_dict(), "indices": idx, "labels": lab.tolist(), "n_images": n, "n_pairs": n_pairs,
         "batch_pairs": args.batch_pairs, "length_points": args.length_points, "threads": args.threads,
+        "workers": result.extra["workers"], "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "wall_time_s": result.wall_time, "pairs_per_minute": ppm, "cpu_seconds": cpu,
         "pairs_per_cpu_minute": cpu_ppm,
         # linear in the pairs; the first at this machine's load, the second in CPU time spread over 2 cores
@@ -265,6 +277,7 @@ def main(argv=None) -> int:
     parser.add_argument("--length-points", type=int, default=32)
     parser.add_argument("--baseline-length-points", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of the matrix part (one thread each)")
     parser.add_argument("--speed-images", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--baseline", default=None,

@@ -33,6 +33,7 @@ GEODESIC_RANGES = {
     "length_points": int_range(2, 4096),
 }
 BATCH_PAIRS = int_range(1, 100000)
+WORKERS = int_range(1, 256)
 FRAMES = int_range(2, 100)
 TRAIN_RANGES = {
     "steps": int_range(1),
@@ -102,6 +103,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m.add_argument("--progress", action="store_true", help="show a progress bar")
     m.add_argument("--batch-pairs", type=int, default=16,
                    help=ranged("pairs solved together, one denoiser call per evaluation (default 16)", BATCH_PAIRS))
+    m.add_argument("--workers", default="auto",
+                   help=ranged("processes solving batches of pairs, one torch thread each; distances are bitwise "
+                               "those of 1 process at --threads 1; auto = CPU count capped by the batches "
+                               "(default auto)", WORKERS))
     _add_geodesic_options(m)
 
     t = sub.add_parser("train", help="train the small EDM model on scikit-learn's 8x8 digits")
@@ -260,9 +265,10 @@ def _run_matrix(args) -> int:
     from spacetime_md.image.model import load_image_model
 
     BATCH_PAIRS.check("--batch-pairs", args.batch_pairs)
+    workers = _workers(args.workers)
     config, t_min = _geodesic_settings(args)
     settings = {**_settings_dict(args, config, t_min), "directory": args.directory, "pattern": args.pattern,
-                "batch_pairs": args.batch_pairs}
+                "batch_pairs": args.batch_pairs, "workers": args.workers}
     _check_file_out(args.out, "--out", beside_json=True)
     if args.dry_run:
         print(json.dumps(settings, indent=2))
@@ -272,7 +278,8 @@ def _run_matrix(args) -> int:
                                       convert=args.convert)
     result = distance_matrix(model.denoiser(), model.to_model(pixels), t_min=t_min, config=config,
                              chunk_points=args.chunk_points, progress=args.progress, batch_pairs=args.batch_pairs,
-                             length_points=_length_points(args))
+                             length_points=_length_points(args), workers=workers)
+    settings["workers_used"] = result.extra["workers"]
     out = Path(args.out)
     write_matrix_csv(out, names, result.distances)
     write_json(out.with_suffix(".json"), {**result.summary(), "names": names, "settings": settings})
@@ -283,6 +290,20 @@ def _run_matrix(args) -> int:
     print(f"wrote {out} and {out.with_suffix('.json')} ({result.wall_time:.1f} s, "
           f"{result.pairs_per_minute:.3g} pairs per minute)")
     return 0
+
+
+def _workers(value: str) -> int:
+    """``--workers``: ``auto`` (the CPU count; ``distance_matrix`` caps it by the batches) or an integer."""
+    import os
+
+    if value == "auto":
+        return max(1, os.cpu_count() or 1)
+    try:
+        workers = int(value)
+    except ValueError:
+        raise ValueError(f"--workers: expected auto or {WORKERS.describe()}, got {value!r}") from None
+    WORKERS.check("--workers", workers)
+    return workers
 
 
 def _train_command(args) -> str:

@@ -119,6 +119,7 @@ def distance_matrix(
     length_divergence: str = "auto",
     length_probes: int = DEFAULT_LENGTH_PROBES,
     warm_start: float | None = DEFAULT_WARM_START,
+    workers: int = 1,
 ) -> DistanceMatrix:
     """Diffusion Edit Distance between all pairs of ``images (N, *event_shape)``.
 
@@ -135,6 +136,12 @@ def distance_matrix(
     a solve. ``callback`` receives ``{"i", "j", "distance", "seconds"}`` after each pair.
     Every image is checked against the denoiser's ``data_range`` before the first pair
     (``check_range``, see :func:`image_geodesic`).
+
+    ``workers > 1`` solves the same batches (same composition, same order of pairs inside each)
+    in that many ``spawn``-ed processes with one torch thread each (CPU only; the denoiser is
+    pickled to them with its weights, images and anchor expectation parameters go as numpy),
+    so every distance is bitwise the one ``workers=1`` gives at one torch thread. It is capped
+    by the number of batches; ``callback`` then sees the pairs batch by batch as they finish.
     """
     event_shape = _check_denoiser(denoiser)
     images = check_tensor("images", images, (None, *event_shape))
@@ -166,6 +173,8 @@ def distance_matrix(
     settings = _LengthSettings(length_points, length_divergence, length_probes, chunk_points, config.chunk_size,
                                amp_dtype)
     method = _length_method(length_divergence, flat.shape[1])
+    batches = [todo[start:start + batch_pairs] for start in range(0, len(todo), batch_pairs)]
+    workers = _check_workers(workers, len(batches), flat)
     t0 = time.perf_counter()
     end_mu = None
     if method == "exact" and amp_dtype is None and todo:
@@ -177,36 +186,170 @@ def distance_matrix(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="distance matrix", unit="pair")
+
+    def record(batch, rows, seconds):
+        for (i, j, _, _, _), (d, se, e) in zip(batch, rows):
+            dist[i, j] = dist[j, i] = d
+            errors[i, j] = errors[j, i] = se
+            energy[i, j] = energy[j, i] = e
+            times[i, j] = seconds
+            logger.info("pair (%d, %d): distance %.5g", i, j, d)
+            if callback is not None:
+                callback({"i": i, "j": j, "distance": d, "seconds": seconds})
+        if bar is not None:
+            bar.update(len(batch))
+
+    solve = (denoiser, flat, end_mu, t_min, anchor, alpha, config, chunk_points, amp_dtype, warm_start, settings)
     try:
-        for start in range(0, len(todo), batch_pairs):
-            batch = todo[start:start + batch_pairs]
-            t_batch = time.perf_counter()
-            pairs = [p for _, _, _, p, _ in batch]
-            results = _solve_pairs(denoiser, pairs, anchor, alpha, config, chunk_points, amp_dtype, None, warm_start)
-            ends = None
-            if end_mu is not None:
-                index = torch.tensor([ij for _, _, ij, _, _ in batch], device=flat.device)  # (k, 2) canonical
-                ends = (end_mu[0][index], end_mu[1][index])
-            geos = _finish(denoiser, t_min, anchor, pairs, results, [f for *_, f in batch], settings, False, 0.0,
-                           end_mu=ends)
-            seconds = (time.perf_counter() - t_batch) / len(batch)
-            for (i, j, _, _, _), geo in zip(batch, geos):
-                dist[i, j] = dist[j, i] = geo.distance
-                errors[i, j] = errors[j, i] = geo.distance_se
-                energy[i, j] = energy[j, i] = geo.energy
-                times[i, j] = seconds
-                logger.info("pair (%d, %d): distance %.5g", i, j, geo.distance)
-                if callback is not None:
-                    callback({"i": i, "j": j, "distance": geo.distance, "seconds": seconds})
-            if bar is not None:
-                bar.update(len(batch))
+        if workers == 1:
+            for batch in batches:
+                t_batch = time.perf_counter()
+                rows = _solve_batch(solve, [ij for _, _, ij, _, _ in batch], [p.seed for *_, p, _ in batch],
+                                    [f for *_, f in batch])
+                record(batch, rows, (time.perf_counter() - t_batch) / len(batch))
+        else:
+            _run_workers(workers, batches, solve, record)
     finally:
         if bar is not None:
             bar.close()
     extra = {"batch_pairs": batch_pairs, "length_points": length_points, "warm_start": warm_start,
-             "length_method": method}
+             "length_method": method, "workers": workers}
     return DistanceMatrix(dist, energy, line, times, time.perf_counter() - t0, config, float(t_min), chunk_points,
                           extra, errors)
+
+
+
+def _solve_batch(solve, index, seeds, flipped) -> list[tuple[float, float, float]]:
+    """Solve one batch: canonical ``index [(first, second)]``, pair seeds, flips ->
+    ``[(distance, distance_se, energy)]`` (the same code in-process and in a worker)."""
+    denoiser, flat, end_mu, t_min, anchor, alpha, config, chunk_points, amp_dtype, warm_start, settings = solve
+    pairs = [_Pair(flat[a], flat[b], seed) for (a, b), seed in zip(index, seeds)]
+    results = _solve_pairs(denoiser, pairs, anchor, alpha, config, chunk_points, amp_dtype, None, warm_start)
+    ends = None
+    if end_mu is not None:
+        rows = torch.tensor(index, device=flat.device)  # (k, 2) canonical
+        ends = (end_mu[0][rows], end_mu[1][rows])
+    geos = _finish(denoiser, t_min, anchor, pairs, results, list(flipped), settings, False, 0.0, end_mu=ends)
+    return [(float(g.distance), float(g.distance_se), float(g.energy)) for g in geos]
+
+
+def _check_workers(workers, n_batches: int, flat: Tensor) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
+    workers = max(1, min(workers, n_batches))  # no more processes than batches
+    if workers > 1 and flat.device.type != "cpu":
+        raise ValueError(f"workers: expected 1 for images on {flat.device} (worker processes are CPU only)")
+    return workers
+
+
+_WORKER_SOLVE = None
+
+
+def _worker_init(payload: bytes) -> None:
+    """Worker process: one torch thread, the denoiser and the shared inputs unpickled once."""
+    import pickle
+
+    global _WORKER_SOLVE
+    torch.set_num_threads(1)
+    spec, flat, end_mu, rest = pickle.loads(payload)
+    denoiser = _denoiser_from_spec(spec)
+    flat = torch.from_numpy(flat)
+    if end_mu is not None:
+        end_mu = tuple(torch.from_numpy(m) for m in end_mu)
+    _WORKER_SOLVE = (denoiser, flat, end_mu, *rest)
+
+
+def _worker_batch(index, seeds, flipped):
+    t0 = time.perf_counter()
+    rows = _solve_batch(_WORKER_SOLVE, index, seeds, flipped)
+    return rows, (time.perf_counter() - t0) / len(index)
+
+
+def _denoiser_spec(denoiser):
+    """What a worker needs to rebuild ``denoiser``: an image model goes as its settings and
+    ``state_dict`` (the adapter holds closures that do not pickle); anything else is pickled."""
+    from dataclasses import asdict
+
+    from spacetime_md.image.adapters import ImageDenoiser
+    from spacetime_md.image.model import ImageDiffusionModel
+
+    if not isinstance(denoiser, ImageDenoiser):
+        return ("pickled", denoiser)
+    adapter = {"event_shape": denoiser.event_shape, "prediction": denoiser.prediction,
+               "noise_conditioning": denoiser.noise_conditioning, "dtype": denoiser.dtype,
+               "data_range": denoiser.data_range}
+    net = denoiser.network
+    if type(net) is ImageDiffusionModel:
+        model = {"event_shape": net.event_shape, "unet": asdict(net.unet_config), "sigma_data": net.sigma_data,
+                 "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+                 "training": net.training}
+        return ("image_model", model, adapter)
+    return ("image_network", net, adapter)
+
+
+def _denoiser_from_spec(spec):
+    from spacetime_md.image.adapters import ImageDenoiser
+    from spacetime_md.image.model import ImageDiffusionModel, UNetConfig
+
+    if spec[0] == "pickled":
+        return spec[1]
+    adapter = dict(spec[2])
+    if spec[0] == "image_model":
+        m = spec[1]
+        net = ImageDiffusionModel(tuple(m["event_shape"]), UNetConfig(**m["unet"]), m["sigma_data"])
+        net.load_state_dict(m["state_dict"])
+        net.train(m["training"]).requires_grad_(False)
+    else:
+        net = spec[1]
+    return ImageDenoiser(net, adapter.pop("event_shape"), adapter.pop("prediction"), **adapter)
+
+
+def _run_workers(workers: int, batches: list, solve: tuple, record) -> None:
+    """Solve ``batches`` in ``workers`` spawned processes; ``record(batch, rows, seconds)`` per batch."""
+    import multiprocessing
+    import pickle
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    denoiser, flat, end_mu, *rest = solve
+    try:
+        payload = pickle.dumps((_denoiser_spec(denoiser), flat.detach().cpu().numpy(),
+                                None if end_mu is None else tuple(m.detach().cpu().numpy() for m in end_mu),
+                                tuple(rest)))
+    except Exception as exc:
+        raise TypeError(f"workers: the denoiser must be picklable to send it to worker processes "
+                        f"({type(exc).__name__}: {exc}); use workers=1") from exc
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                               initargs=(payload,))
+    finished = False
+    try:
+        pending = {pool.submit(_worker_batch, [ij for _, _, ij, _, _ in b], [p.seed for *_, p, _ in b],
+                               [f for *_, f in b]): b for b in batches}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                batch = pending.pop(future)
+                rows, seconds = future.result()
+                record(batch, rows, seconds)
+        finished = True
+    except BrokenProcessPool:
+        raise RuntimeError("distance_matrix: a worker process died (killed or out of memory); "
+                           "no distances were returned") from None
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:  # an error or an interrupt: stop the workers now, leave no orphans
+            _stop_pool(pool)
+
+
+def _stop_pool(pool) -> None:
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=10)
 
 
 def write_matrix_csv(path: str | os.PathLike, names: list[str], distances: np.ndarray) -> Path:
