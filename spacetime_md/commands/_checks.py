@@ -137,6 +137,20 @@ def check_options(args: argparse.Namespace, ranges: Mapping[str, OptionRange]) -
             option.check("--" + dest.replace("_", "-"), value)
 
 
+def parse_workers(value: str | int) -> int | str:
+    """``--workers``: ``"auto"`` or an integer in [1, 256]."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= THREADS_MAX:
+        raise ValueError(f"--workers: expected 'auto' or an integer in [1, {THREADS_MAX}], got {value!r}")
+    return n
+
+
 def _nearest_existing(path: Path) -> Path:
     for candidate in (path, *path.parents):
         if candidate.exists():

@@ -18,7 +18,7 @@ import json
 import shlex
 
 from spacetime_md.commands._checks import (
-    SEED, THREADS_MAX, check_options, check_output_file, float_range, int_range, ranged,
+    SEED, THREADS_MAX, check_options, check_output_file, float_range, int_range, parse_workers, ranged,
 )
 
 PRESET_NAMES = ("matrix", "fast", "accurate")
@@ -33,7 +33,7 @@ GEODESIC_RANGES = {
     "length_points": int_range(2, 4096),
 }
 BATCH_PAIRS = int_range(1, 100000)
-WORKERS = int_range(1, 256)
+WORKERS = int_range(1, THREADS_MAX)
 FRAMES = int_range(2, 100)
 TRAIN_RANGES = {
     "steps": int_range(1),
@@ -105,7 +105,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=ranged("pairs solved together, one denoiser call per evaluation (default 16)", BATCH_PAIRS))
     m.add_argument("--workers", default="auto",
                    help=ranged("processes solving batches of pairs, one torch thread each; distances are bitwise "
-                               "those of 1 process at --threads 1; auto = CPU count capped by the batches "
+                               "those of 1 process at --threads 1; auto = the usable CPU cores, capped by the batches "
                                "(default auto)", WORKERS))
     _add_geodesic_options(m)
 
@@ -293,17 +293,11 @@ def _run_matrix(args) -> int:
 
 
 def _workers(value: str) -> int:
-    """``--workers``: ``auto`` (the CPU count; ``distance_matrix`` caps it by the batches) or an integer."""
-    import os
+    """``--workers``: ``auto`` (the usable cores; ``distance_matrix`` caps it by the batches) or an integer."""
+    from spacetime_md.core.threads import usable_cores
 
-    if value == "auto":
-        return max(1, os.cpu_count() or 1)
-    try:
-        workers = int(value)
-    except ValueError:
-        raise ValueError(f"--workers: expected auto or {WORKERS.describe()}, got {value!r}") from None
-    WORKERS.check("--workers", workers)
-    return workers
+    workers = parse_workers(value)
+    return usable_cores() if workers == "auto" else workers
 
 
 def _train_command(args) -> str:

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from spacetime_md.commands._system import system_from_args
-    from spacetime_md.commands.sample import parse_workers
+    from spacetime_md.commands._checks import parse_workers
     from spacetime_md.molecular.paths.config import DEFAULT_GEODESIC
 
     if args.num_threads != "auto" and not 1 <= args.num_threads <= 256:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 
 from spacetime_md.commands._checks import (
-    SEED_MAX, THREADS_MAX, add_numeric, check_memory_need, check_options, float_range, int_range,
+    SEED_MAX, add_numeric, check_memory_need, check_options, float_range, int_range, parse_workers,
 )
 
 DEFAULT_SYSTEM = "alanine-dipeptide"
@@ -194,20 +194,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}/samples.h5 ({result.n_frames} frames), energies.npy, config.json, "
               f"{SYSTEM_FILE}, report.json" + (f", {plot}" if plot else ""))
     return 0
-
-
-def parse_workers(value: str | int) -> int | str:
-    """``--workers``: ``"auto"`` or an integer in [1, 256]."""
-    text = str(value).strip().lower()
-    if text == "auto":
-        return "auto"
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= THREADS_MAX:
-        raise ValueError(f"--workers: expected 'auto' or an integer in [1, {THREADS_MAX}], got {value!r}")
-    return n
 
 
 def format_report(report: dict, reference: dict | None = None) -> str:

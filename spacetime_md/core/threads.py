@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["torch_threads", "choose_num_threads", "auto_thread_candidates"]
+__all__ = ["torch_threads", "choose_num_threads", "auto_thread_candidates", "usable_cores"]
 
 
 @contextlib.contextmanager
@@ -35,10 +35,17 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def auto_thread_candidates() -> tuple[int, ...]:
     """1 and 2 threads (just 1 on a one-core machine)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return (1, 2) if cores >= 2 else (1,)
+    return (1, 2) if usable_cores() >= 2 else (1,)
 
 
 def choose_num_threads(call: Callable[[], object], candidates: Sequence[int] | None = None,

@@ -65,4 +65,4 @@ def test_cli_workers_option(tmp_path, capsys):
     capsys.readouterr()
     assert main(["image", "matrix", str(tmp_path), "--out", str(tmp_path / "x.csv"), "--workers", "two"]) == 2
     err = capsys.readouterr().err
-    assert "--workers: expected auto or an integer in [1, 256], got 'two'" in err and len(err.strip().splitlines()) == 1
+    assert "--workers: expected 'auto' or an integer in [1, 256], got 'two'" in err and len(err.strip().splitlines()) == 1

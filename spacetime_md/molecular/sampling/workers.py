@@ -28,7 +28,6 @@ Units inside: nm, ps, kJ/mol, K.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from typing import Any, Sequence
@@ -37,6 +36,7 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
+from spacetime_md.core.threads import usable_cores
 from spacetime_md.errors import SpacetimeMDError
 
 __all__ = [
@@ -59,14 +59,6 @@ _JOIN_SECONDS = 5.0
 
 class ReplicaWorkerError(SpacetimeMDError, RuntimeError):
     """A replica-exchange worker process died or failed; the last checkpoint is intact."""
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 def resolve_workers(workers: int | str, n_replicas: int) -> int:
