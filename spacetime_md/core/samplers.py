@@ -126,6 +126,43 @@ def mala_step(
             torch.where(keep, grad_p, grad), accepted)
 
 
+def check_annealed_arguments(
+    x: Any, log_snr: Any, x_init: Any, n_paths: Any, n_steps: Any, step_size: Any, record: Any, method: Any,
+    dim: int | str = "D",
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Check the arguments of an annealed-Langevin sampler (:func:`sample_annealed_langevin`
+    and the toy grid sampler share them); return ``x (T, D)``, ``log_snr (T,)``, the starting
+    states ``y (P, D)`` (a copy in ``x``'s dtype) and the step sizes ``eps (T,)``.
+    ``dim`` fixes ``D`` where the sampler needs a given dimension."""
+    dims: dict[str, int] = {}
+    x = check_tensor("x", x, ("T", dim), dims=dims)
+    log_snr = check_tensor("log_snr", log_snr, ("T",), dims=dims)
+    check_same_dtype_device(x=x, log_snr=log_snr)
+    if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
+        raise ValueError(f"n_paths: expected an integer >= 1, got {n_paths!r}")
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+        raise ValueError(f"n_steps: expected an integer >= 1, got {n_steps!r}")
+    if record not in ("points", "steps"):
+        raise ValueError(f"record: expected 'points' or 'steps', got {record!r}")
+    check_method(method)
+    n_points, dim = x.shape
+    x_init = check_tensor("x_init", x_init)
+    if x_init.ndim == 1:
+        check_tensor("x_init", x_init, (dim,))
+        y = x_init.to(x.dtype).expand(n_paths, dim).clone()
+    else:
+        check_tensor("x_init", x_init, (n_paths, dim))
+        y = x_init.to(x.dtype).clone()
+    if isinstance(step_size, Tensor):
+        eps = check_tensor("step_size", step_size, (n_points,)).to(x.dtype)
+        if bool((eps <= 0).any()):
+            raise ValueError(f"step_size: expected values > 0, got minimum {float(eps.min())}")
+    else:
+        check_positive("step_size", step_size)
+        eps = torch.full((n_points,), float(step_size), dtype=x.dtype, device=x.device)
+    return x, log_snr, y, eps
+
+
 def sample_annealed_langevin(
     reduced_potential: Callable[[Tensor], Tensor],
     log_snr: Tensor,
@@ -172,34 +209,10 @@ def sample_annealed_langevin(
     -------
     AnnealedLangevinResult
     """
-    dims: dict[str, int] = {}
-    x = check_tensor("x", x, ("T", "D"), dims=dims)
-    log_snr = check_tensor("log_snr", log_snr, ("T",), dims=dims)
-    check_same_dtype_device(x=x, log_snr=log_snr)
     if not callable(reduced_potential):
         raise TypeError(f"reduced_potential: expected a callable, got {type(reduced_potential).__name__}")
-    if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
-        raise ValueError(f"n_paths: expected an integer >= 1, got {n_paths!r}")
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"n_steps: expected an integer >= 1, got {n_steps!r}")
-    if record not in ("points", "steps"):
-        raise ValueError(f"record: expected 'points' or 'steps', got {record!r}")
-    check_method(method)
-    n_points, dim = x.shape
-    x_init = check_tensor("x_init", x_init)
-    if x_init.ndim == 1:
-        check_tensor("x_init", x_init, (dim,))
-        y = x_init.to(x.dtype).expand(n_paths, dim).clone()
-    else:
-        check_tensor("x_init", x_init, (n_paths, dim))
-        y = x_init.to(x.dtype).clone()
-    if isinstance(step_size, Tensor):
-        eps = check_tensor("step_size", step_size, (n_points,)).to(x.dtype)
-        if bool((eps <= 0).any()):
-            raise ValueError(f"step_size: expected values > 0, got minimum {float(eps.min())}")
-    else:
-        check_positive("step_size", step_size)
-        eps = torch.full((n_points,), float(step_size), dtype=x.dtype, device=x.device)
+    x, log_snr, y, eps = check_annealed_arguments(x, log_snr, x_init, n_paths, n_steps, step_size, record, method)
+    n_points = x.shape[0]
 
     alpha, _ = alpha_sigma(log_snr)
     centres = x / alpha.unsqueeze(-1)

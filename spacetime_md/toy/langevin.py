@@ -17,8 +17,8 @@ from typing import Any, Callable, Literal
 import torch
 from torch import Tensor
 
-from spacetime_md.core._validation import check_positive, check_same_dtype_device, check_tensor
-from spacetime_md.core.samplers import AnnealedLangevinResult, check_method, mala_step
+from spacetime_md.core._validation import check_positive, check_tensor
+from spacetime_md.core.samplers import AnnealedLangevinResult, check_annealed_arguments, mala_step
 from spacetime_md.core.schedule import alpha_sigma
 from spacetime_md.errors import NonFiniteError
 from spacetime_md.toy.landscape import PeriodicGridPotential
@@ -227,32 +227,9 @@ def sample_annealed_langevin_grid(
     """
     if not isinstance(potential, PeriodicGridPotential):
         raise TypeError(f"potential: expected a PeriodicGridPotential, got {type(potential).__name__}")
-    dims: dict[str, int] = {}
-    x = check_tensor("x", x, ("T", 2), dims=dims)
-    log_snr = check_tensor("log_snr", log_snr, ("T",), dims=dims)
-    check_same_dtype_device(x=x, log_snr=log_snr)
-    if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
-        raise ValueError(f"n_paths: expected an integer >= 1, got {n_paths!r}")
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"n_steps: expected an integer >= 1, got {n_steps!r}")
-    if record not in ("points", "steps"):
-        raise ValueError(f"record: expected 'points' or 'steps', got {record!r}")
-    check_method(method)
+    x, log_snr, y, eps = check_annealed_arguments(x, log_snr, x_init, n_paths, n_steps, step_size, record, method,
+                                                  dim=2)
     n_points = x.shape[0]
-    x_init = check_tensor("x_init", x_init)
-    if x_init.ndim == 1:
-        check_tensor("x_init", x_init, (2,))
-        y = x_init.to(x.dtype).expand(n_paths, 2).clone()
-    else:
-        check_tensor("x_init", x_init, (n_paths, 2))
-        y = x_init.to(x.dtype).clone()
-    if isinstance(step_size, Tensor):
-        eps = check_tensor("step_size", step_size, (n_points,)).to(x.dtype)
-        if bool((eps <= 0).any()):
-            raise ValueError(f"step_size: expected values > 0, got minimum {float(eps.min())}")
-    else:
-        check_positive("step_size", step_size)
-        eps = torch.full((n_points,), float(step_size), dtype=x.dtype, device=x.device)
     centres = x / alpha_sigma(log_snr)[0].unsqueeze(-1)
     stiffness = log_snr.exp().tolist()
     eps_list = eps.tolist()
