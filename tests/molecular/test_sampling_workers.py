@@ -17,17 +17,10 @@ from spacetime_md.cli import main
 from spacetime_md.errors import SpacetimeMDError
 from spacetime_md.molecular import load_system, sample_boltzmann
 from spacetime_md.molecular.sampling.workers import ReplicaGroup, ReplicaWorkerError, WorkerGroup, resolve_workers
+from tests.molecular.test_sampling import FAST as SAMPLING_FAST
 
-#: 3 replicas, 10 MD steps between exchanges (as in test_sampling.py).
-FAST = dict(
-    n_replicas=3,
-    max_temperature=500 * unit.kelvin,
-    exchange_interval=0.02 * unit.picosecond,
-    equilibration=0.1 * unit.picosecond,
-    chunk_size=4,
-    progress=False,
-    plot=False,
-)
+#: test_sampling.py's tiny settings (3 replicas, 10 MD steps between exchanges), no plot.
+FAST = {**SAMPLING_FAST, "plot": False}
 
 
 @pytest.fixture(scope="module")
