@@ -39,9 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and keep the faster; the count used is in report.json) (default 1, like the Python API: "
                         "results are reproducible for the same seed and thread count)")
     p.add_argument("--workers", default="auto",
-                   help="processes that run the independent OpenMM paths: 'auto' (default: the cores that the 1-minute "
-                        "load average leaves idle, at least 1) or an integer in [1, 256]; capped by --n-paths; 1 runs them all in this process. The straight-line "
-                        "baseline's paths run in the workers while the geodesic is solved. Paths are bitwise the "
+                   help="processes that run the independent OpenMM paths: 'auto' (default: the usable cores) or an "
+                        "integer in [1, 256]; capped by --n-paths. The straight-line baseline's paths run while the "
+                        "geodesic is solved (in a worker, or with 1 in a background thread). Paths are bitwise the "
                         "same for any value")
     p.add_argument("--geodesic", metavar="FILE",
                    help="reuse the geodesic.npz of an earlier paths run instead of solving again (same model, "

@@ -12,11 +12,12 @@ when the same count is chosen; the count used is recorded in the result.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from typing import Callable, Sequence
 
 import torch
+
+from spacetime_md._cpu import usable_cores
 
 __all__ = ["torch_threads", "choose_num_threads", "auto_thread_candidates", "usable_cores"]
 
@@ -33,14 +34,6 @@ def torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 def auto_thread_candidates() -> tuple[int, ...]:

@@ -164,22 +164,30 @@ def test_cli_unusable_device_is_one_line(tmp_path, tiny_checkpoint, capsys, devi
     assert code == 2 and err.count("\n") == 0 and message in err
 
 
-def test_failure_in_the_baseline_keeps_the_geodesic_results(tmp_path, tiny_checkpoint, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failure_in_the_baseline_keeps_the_geodesic_results(tmp_path, tiny_checkpoint, monkeypatch, workers):
     from spacetime_md.errors import NonFiniteError
-    from spacetime_md.molecular.paths.openmm_langevin import RestrainedLangevinSampler
+    from spacetime_md.molecular.paths.openmm_langevin import PendingPaths
 
-    original = RestrainedLangevinSampler.sample
-    calls = []
+    original_init, original_result = PendingPaths.__init__, PendingPaths.result
+    started = []
 
-    def failing_second_call(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:  # the straight-line baseline
+    def record(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        started.append(self)
+
+    def failing_baseline(self, *args, **kwargs):
+        # The baseline's paths start first (they run during the solve) and may be collected
+        # before the geodesic's: their failure must not lose the geodesic's results.
+        if self is started[0]:
             raise NonFiniteError("path 0: OpenMM produced non-finite positions")
-        return original(self, *args, **kwargs)
+        return original_result(self, *args, **kwargs)
 
-    monkeypatch.setattr(RestrainedLangevinSampler, "sample", failing_second_call)
+    monkeypatch.setattr(PendingPaths, "__init__", record)
+    monkeypatch.setattr(PendingPaths, "result", failing_baseline)
     with pytest.raises(NonFiniteError, match="non-finite positions"):
-        run_paths(tmp_path, config=TINY, checkpoint=tiny_checkpoint, plots=False)
+        run_paths(tmp_path, config=dataclasses.replace(TINY, workers=workers), checkpoint=tiny_checkpoint,
+                  plots=False)
     assert (tmp_path / "config.json").is_file() and (tmp_path / "geodesic.npz").is_file()
     with np.load(tmp_path / "geodesic.npz") as curve:
         assert set(curve.files) == {"log_snr", "x", "start_nm", "end_nm"}

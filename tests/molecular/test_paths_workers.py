@@ -62,16 +62,33 @@ def test_worker_errors_are_one_line(schedule):
         _sampler(system, 0)
 
 
-def test_auto_workers_use_the_idle_cores(monkeypatch):
+def test_auto_workers_use_the_usable_cores(monkeypatch):
     from spacetime_md.molecular.paths import openmm_langevin
 
     monkeypatch.setattr(openmm_langevin, "usable_cores", lambda: 4)
-    for load, expected in ((0.2, 4), (1.4, 3), (3.6, 1), (9.0, 1)):
-        monkeypatch.setattr(openmm_langevin.os, "getloadavg", lambda load=load: (load, load, load))
-        assert openmm_langevin.resolve_path_workers("auto", 8) == expected
-    assert openmm_langevin.resolve_path_workers(3, 2) == 2  # capped by the paths
+    assert openmm_langevin.resolve_path_workers("auto", 8) == 4
+    assert openmm_langevin.resolve_path_workers("auto", 3) == 3  # capped by the paths
+    assert openmm_langevin.resolve_path_workers(3, 2) == 2
     with pytest.raises(ValueError, match="workers: expected a positive integer or 'auto', got 'two'"):
         openmm_langevin.resolve_path_workers("two", 8)
+
+
+def test_path_workers_do_not_import_torch(schedule):
+    """A path worker process imports numpy and OpenMM only, so it is ready in a fraction of a second."""
+    system, centres, k, x0 = schedule
+    with _sampler(system, 2) as two:
+        two.start_workers()
+        two._pool[0].call("run_paths", {**two._job(centres, k, np.full(4, 20), x0, 1, 0, 10),
+                                        "indices": np.array([0])})
+        two._pool[0].result()
+        import subprocess
+        import sys
+
+        # The same imports as the worker's entry point, in a fresh interpreter.
+        code = ("import sys, spacetime_md.molecular.paths.openmm_langevin, spacetime_md.molecular.sampling.workers; "
+                "print(any(m == 'torch' or m.startswith('torch.') for m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_paths_cli_workers_flag(tmp_path, capsys):
@@ -87,3 +104,36 @@ def test_paths_cli_workers_flag(tmp_path, capsys):
     assert PathConfig().workers == "auto"
     with pytest.raises(ValueError, match="workers: expected a positive integer or 'auto', got 0"):
         PathConfig(workers=0)
+
+
+def test_one_worker_runs_background_paths_in_a_thread(schedule):
+    """``background=True`` with one worker: the paths run in a thread while the caller is free,
+    bitwise those of ``sample``; a later call waits for them; ``close`` stops a long run at once."""
+    import threading
+    import time
+
+    system, centres, k, x0 = schedule
+    with _sampler(system, 1) as one:
+        ref = one.sample(centres, k, x0, n_paths=3, n_steps=20, seed=5, record_every=10)
+        pending = one.start_schedule(centres, k, np.full(4, 20), x0, n_paths=3, seed=5, record_every=10,
+                                     background=True)
+        assert type(pending._assigned[0][0]).__name__ == "_PathThread"  # not run in this thread
+        again = one.sample(centres, k, x0, n_paths=3, n_steps=20, seed=5, record_every=10)  # waits for the thread
+        background = pending.result()
+    np.testing.assert_array_equal(background.frames, ref.frames)
+    np.testing.assert_array_equal(again.frames, ref.frames)
+    assert background.n_force_evals == 3 * 80
+
+    sampler = _sampler(system, 1)
+    long = sampler.start_schedule(centres, k, np.full(4, 500_000), x0, n_paths=2, seed=0, record_every=1000,
+                                  background=True)
+    time.sleep(0.3)
+    t0 = time.perf_counter()
+    sampler.close()
+    assert time.perf_counter() - t0 < 5.0  # 4 million steps would take about a minute
+    assert not any(t.name == "spacetime-md paths" for t in threading.enumerate())
+    with pytest.raises(RuntimeError, match="the sampler was closed"):
+        long.result()
+    # Still usable after close, in the calling thread.
+    np.testing.assert_array_equal(sampler.sample(centres, k, x0, n_paths=3, n_steps=20, seed=5,
+                                                 record_every=10).frames, ref.frames)

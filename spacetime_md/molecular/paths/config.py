@@ -99,10 +99,11 @@ class PathConfig:
         Solver settings; the default solves with one torch thread (``num_threads=1``), like
         the CLI, so the Python API gives the same curve as ``spacetime-md paths``.
     workers : int or "auto"
-        Processes that run the independent OpenMM paths (``"auto"``, the default: the cores
-        that the load average leaves idle, at most ``n_paths``; 1: all in this process). With
-        more than one, the straight-line baseline's paths run in a worker while the geodesic
-        is solved. The frames are bitwise the same for any value (:class:`~spacetime_md.molecular.paths.openmm_langevin.RestrainedLangevinSampler`).
+        Processes that run the independent OpenMM paths (``"auto"``, the default: the usable
+        cores, at most ``n_paths``; 1: all in this process). The straight-line baseline's
+        paths run while the geodesic is solved: in a worker, or with one process in a
+        background thread (and then the geodesic's paths too, while the baseline is validated).
+        The frames are bitwise the same for any value (:class:`~spacetime_md.molecular.paths.openmm_langevin.RestrainedLangevinSampler`).
     """
 
     n_paths: int = 8

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -124,22 +124,15 @@ def restraint_schedule(
 
 
 def resolve_path_workers(workers: int | str, n_paths: int) -> int:
-    """Processes for ``n_paths`` independent paths: an integer as given, ``"auto"`` the usable
-    cores that the 1-minute load average leaves idle (``round(cores - load)``, at least 1);
-    capped by ``n_paths``.
+    """Processes for ``n_paths`` independent paths: an integer as given, ``"auto"`` every usable
+    core (the affinity mask, as ``sample --workers auto``); capped by ``n_paths``.
 
-    Unlike replica exchange (``sample --workers auto``: every usable core), ``auto`` here looks
-    at the load: the paths of one curve take a few seconds, and with other jobs holding the
-    cores a second process only competes with this one (measured on a loaded 2-core machine:
-    the main command was 0.98x as fast with 2 processes as with 1; docs/geodesic.md).
+    A path worker imports only numpy and OpenMM (ready about 0.15 s after it is started), so a
+    second process pays off even for the 8 paths of the main command on an idle machine, and on
+    a busy one it was measured as fast as one process (docs/geodesic.md).
     """
     if workers == "auto":
-        cores = usable_cores()
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):  # no load average (Windows)
-            load = 0.0
-        workers = max(1, min(cores, round(cores - load)))
+        workers = usable_cores()
     return resolve_workers(workers, n_paths)
 
 
@@ -168,7 +161,7 @@ class RestrainedLangevinSampler:
         OpenMM platform name (``"Reference"`` is the fastest for small molecules on CPU).
     workers : int or "auto"
         Processes that run the independent paths of one call (default 1: all in this
-        process); ``"auto"``: the idle cores (:func:`resolve_path_workers`). With ``W > 1`` the paths are split into
+        process); ``"auto"``: the usable cores (:func:`resolve_path_workers`). With ``W > 1`` the paths are split into
         ``W`` contiguous blocks, the first run here, the others in ``W - 1`` worker processes
         (``spawn``; started on first use, given the serialized ``System``; stopped by
         :meth:`close`). Path ``p`` is seeded by ``(seed, p)`` wherever it runs, and every
@@ -194,6 +187,7 @@ class RestrainedLangevinSampler:
         self._source = system
         self._pool: list = []
         self._outstanding: PendingPaths | None = None
+        self._abort = threading.Event()
         self.temperature = _in_units(temperature, unit.kelvin, "temperature")
         self.timestep = _in_units(timestep, unit.picosecond, "timestep")
         self.friction = _in_units(friction, unit.picosecond**-1, "friction")
@@ -341,11 +335,15 @@ class RestrainedLangevinSampler:
     ) -> "PendingPaths":
         """Hand the paths of :meth:`sample_schedule` to the worker processes and return at once.
 
-        With ``background=True`` (and ``workers > 1``) every path goes to a worker process, so
-        this process is free for other work (e.g. solving the geodesic while the straight-line
-        baseline runs); otherwise the first block is run by :meth:`PendingPaths.result` here.
-        With ``workers=1`` everything runs in ``result()``. Only one call's paths are in flight
-        at a time: a new call first waits for the previous one's worker blocks.
+        With ``background=True`` every path goes to a worker process (``workers > 1``) or, with
+        ``workers=1``, to one background thread of this process (OpenMM releases the GIL while it
+        integrates), so the calling thread is free for other work (e.g. solving the geodesic
+        while the straight-line baseline runs); otherwise the first block is run by
+        :meth:`PendingPaths.result` here, and with ``workers=1`` everything runs in ``result()``.
+        Only one call's paths are in flight at a time: a new call first waits for the previous
+        one's (the Reference platform draws its noise from one generator per process, so two
+        threads integrating at once would not give reproducible paths). Until the background
+        paths are collected, the calling thread must not integrate with other OpenMM contexts.
         """
         job = self._job(centres, force_constants, steps_per_point, x_init, n_paths, seed, record_every)
         parts = [np.arange(n_paths)]
@@ -357,6 +355,10 @@ class RestrainedLangevinSampler:
                 parts = np.array_split(np.arange(n_paths), n_procs)
         if self._outstanding is not None:
             self._outstanding._collect()
+        if background and len(parts) == 1:
+            pending = PendingPaths(self, job, np.arange(0), [(_PathThread(self, job, parts[0]), parts[0])])
+            self._outstanding = pending
+            return pending
         assigned = []
         if len(parts) > 1:
             self._start_workers(len(parts) - 1)
@@ -407,6 +409,8 @@ class RestrainedLangevinSampler:
             done, point, f = 0, 0, 0
             self._set_restraint(centres[0], k[0])
             while done < total:
+                if self._abort.is_set():
+                    raise _Stopped("the sampler was closed")
                 if done == bounds[point]:
                     point += 1
                     self._set_restraint(centres[point], k[point])
@@ -440,8 +444,16 @@ class RestrainedLangevinSampler:
             self._start_workers(self.workers - 1)
 
     def close(self) -> None:
-        """Stop the worker processes (if any); the sampler still runs paths in this process."""
-        self._outstanding = None
+        """Stop the worker processes (if any) and a background thread's paths (at their next
+        frame); the sampler still runs paths in this process."""
+        outstanding, self._outstanding = self._outstanding, None
+        if outstanding is not None:
+            threads = [worker for worker, _ in outstanding._assigned if isinstance(worker, _PathThread)]
+            if threads:
+                self._abort.set()
+                for thread in threads:
+                    thread.join()
+                self._abort.clear()
         pool, self._pool = self._pool, []
         for worker in pool:
             worker.close()
@@ -470,6 +482,11 @@ class PendingPaths:
         self._assigned = assigned
         self._remote: dict[int, np.ndarray] = {}
         self._t0 = time.perf_counter()
+
+    def wait(self) -> None:
+        """Wait until the paths handed to worker processes or a background thread are done
+        (:meth:`result` then only runs this thread's block, if any, and checks)."""
+        self._collect()
 
     def _collect(self) -> None:
         """Wait for the worker blocks (once)."""
@@ -527,6 +544,37 @@ class PendingPaths:
             )
         if callback is not None:
             callback({"path": p, "frames": frames[p]})
+
+
+class _Stopped(RuntimeError):
+    """A background thread's paths were stopped by :meth:`RestrainedLangevinSampler.close`."""
+
+
+class _PathThread:
+    """The paths ``indices`` of ``job`` run by ``sampler`` in one background thread; ``result``
+    waits for their frames (and re-raises the thread's error)."""
+
+    def __init__(self, sampler: RestrainedLangevinSampler, job: dict[str, Any], indices: np.ndarray) -> None:
+        self._out: dict[str, Any] = {}
+        block = {**job, "x_init": job["x_init"][indices], "indices": indices}
+
+        def run() -> None:
+            try:
+                self._out["frames"] = sampler.run_paths(block)
+            except BaseException as exc:  # noqa: BLE001 - handed to result()
+                self._out["error"] = exc
+
+        self._thread = threading.Thread(target=run, name="spacetime-md paths", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> np.ndarray:
+        self._thread.join()
+        if "error" in self._out:
+            raise self._out["error"]
+        return self._out["frames"]
 
 
 def _worker_sampler(system_xml: str, temperature_k: float, timestep_ps: float, friction_per_ps: float,

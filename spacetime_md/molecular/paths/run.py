@@ -229,10 +229,15 @@ def _plot_cvs(path: Path, result: dict[str, Any], kinds, cvs, report) -> None:
     plt.close(fig)
 
 
-def _plots(out: Path, result: dict[str, Any], system, report: dict[str, Any]) -> list[str]:
+def _import_pyplot() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
+def _plots(out: Path, result: dict[str, Any], system, report: dict[str, Any]) -> list[str]:
+    _import_pyplot()
     import matplotlib.pyplot as plt
 
     written = []
@@ -470,6 +475,8 @@ def run_paths(
             write_json_atomic(out / SYSTEM_FILE, spec)
         else:
             files[stage] = value.save(out, mol)
+            if plots and stage == "straight":
+                _import_pyplot()  # the baseline comes first: the geodesic's paths may still be running
 
     model_hash = model_sha256(model)
     result = compute_transition_paths(mol, model, start, end, config, progress=progress, on_result=keep,

@@ -413,8 +413,10 @@ def compute_transition_paths(
     on_result : callable, optional
         Called as soon as each stage is done, with ``("solve", {"geodesic": GeodesicResult,
         "start_nm": ..., "end_nm": ..., "cvs": CollectiveVariables})`` and then
-        ``(kind, TransitionPaths)`` per curve kind (``"geodesic"``, ``"straight"``), so a caller
-        can keep partial results if a later stage fails (e.g. NaN in the baseline).
+        ``(kind, TransitionPaths)`` per curve kind (``"geodesic"``, ``"straight"``; the baseline
+        may come first: its paths run during the solve), so a caller can keep partial results if
+        a later stage fails (a failure of the baseline is raised after the geodesic's results
+        were handed over, e.g. NaN in the baseline).
     geodesic : GeodesicResult, optional
         A geodesic already solved for exactly this pair (e.g. by
         :func:`~spacetime_md.core.optimize_geodesics` on :func:`prepare_geodesic_problem`'s
@@ -471,7 +473,7 @@ def compute_transition_paths(
 
 
 def _path_workers(config: PathConfig) -> int:
-    """Processes for the paths of one curve: ``config.workers`` (``"auto"``: the idle cores,
+    """Processes for the paths of one curve: ``config.workers`` (``"auto"``: the usable cores,
     :func:`~spacetime_md.molecular.paths.openmm_langevin.resolve_path_workers`), at most
     ``n_paths``; 1 inside a daemonic process (which may not start children)."""
     import multiprocessing
@@ -486,21 +488,21 @@ def _path_workers(config: PathConfig) -> int:
 def _solve_and_sample(system, model, config, problem, sampler, schedule, geodesic, progress, on_result, timings, t0):
     """The rest of :func:`compute_transition_paths`: solve, sample every curve, validate.
 
-    With worker processes the straight-line baseline's paths start in them before the solve
-    (they do not depend on it) and run while this process solves the geodesic."""
+    The straight-line baseline's paths do not depend on the solve: they start before it, in the
+    worker processes or (one worker) in a background thread, and run while this thread solves
+    the geodesic."""
     from spacetime_md.molecular.system.energies import evaluate_energies
 
     a, b = problem.start, problem.end
     start_nm, end_nm = problem.start_nm, problem.end_nm
     start_label, end_label, avoid_label = problem.start_label, problem.end_label, problem.avoid_label
     background = {}
-    if sampler.workers > 1:
-        sampler.start_workers()
-        if config.baseline and config.path_time_ps is None:
-            centres, k = schedule(*straight_line(a, b, config.n_points))
-            background["straight"] = sampler.start_schedule(
-                centres, k, np.full(config.n_points, config.n_steps), start_nm, n_paths=config.n_paths,
-                seed=config.seed, record_every=config.record_every, background=True)
+    sampler.start_workers()
+    if config.baseline and config.path_time_ps is None and geodesic is None:
+        centres, k = schedule(*straight_line(a, b, config.n_points))
+        background["straight"] = sampler.start_schedule(
+            centres, k, np.full(config.n_points, config.n_steps), start_nm, n_paths=config.n_paths,
+            seed=config.seed, record_every=config.record_every, background=True)
     if geodesic is None:
         geo = optimize_geodesic(model, a, b, config.geodesic, problem.constraints)
     else:
@@ -514,8 +516,6 @@ def _solve_and_sample(system, model, config, problem, sampler, schedule, geodesi
                 "geodesic: expected a GeodesicResult whose curve joins this pair's endpoints "
                 f"({start_label} -> {end_label} at log_snr {config.endpoint_log_snr}), got one that does not"
             )
-    if on_result is not None:
-        on_result("solve", {"geodesic": geo, "start_nm": start_nm, "end_nm": end_nm, "cvs": problem.cvs})
     timings["geodesic_s"] = time.perf_counter() - t0 if geodesic is None else geo.wall_time
     logger.info("geodesic: energy %.4g (straight line %.4g), %d steps, %.1f s",
                 geo.energy, geo.initial_energy, geo.n_steps, timings["geodesic_s"])
@@ -525,6 +525,19 @@ def _solve_and_sample(system, model, config, problem, sampler, schedule, geodesi
     curves = {"geodesic": (geo_l, geo_x)}
     if config.baseline:
         curves["straight"] = straight_line(a, b, config.n_points)
+    t1 = time.perf_counter()
+    for pending in background.values():
+        pending.wait()  # before another OpenMM integration starts (one noise generator per process)
+    if sampler.workers == 1 and config.path_time_ps is None:
+        # One worker: the geodesic's paths run in a background thread while this thread writes
+        # the solve's outputs and validates the (finished) baseline.
+        centres, k = schedule(geo_l, geo_x)
+        background["geodesic"] = sampler.start_schedule(
+            centres, k, np.full(config.n_points, config.n_steps), start_nm, n_paths=config.n_paths,
+            seed=config.seed, record_every=config.record_every, background=True)
+    timings["paths_s"] = time.perf_counter() - t1
+    if on_result is not None:
+        on_result("solve", {"geodesic": geo, "start_nm": start_nm, "end_nm": end_nm, "cvs": problem.cvs})
 
     start_energy = float(evaluate_energies(system, start_nm[None]).value_in_unit(unit.kilojoule_per_mole)[0])
     cvs = problem.cvs
@@ -545,42 +558,27 @@ def _solve_and_sample(system, model, config, problem, sampler, schedule, geodesi
 
     results: dict[str, TransitionPaths] = {}
     report: dict[str, Any] = {}
-    timings["paths_s"] = 0.0
     timings["validation_s"] = 0.0
-    for kind, (c_l, c_x) in curves.items():
-        t1 = time.perf_counter()
-        centres, k = schedule(c_l, c_x)
-        if kind in background:
-            steps = np.full(config.n_points, config.n_steps)
-            sampled = background[kind].result(progress=progress)
-        elif config.path_time_ps is None:
-            steps = np.full(config.n_points, config.n_steps)
-            sampled = sampler.sample(centres, k, start_nm, n_paths=config.n_paths, n_steps=config.n_steps,
-                                     seed=config.seed, record_every=config.record_every, progress=progress)
-        else:
-            from spacetime_md.molecular.paths.budget import sample_budget
-
-            sampled, steps = sample_budget(sampler, centres, k, start_nm, config, system.heavy_atom_indices,
-                                           progress=progress)
-        timings["paths_s"] += time.perf_counter() - t1
-        t2 = time.perf_counter()
-        energies, values, metrics = _validate(system, cvs, sampled.frames, start_nm, start_energy, end_nm,
-                                              target_values, (problem.start_state, problem.target_state), config,
-                                              problem.hit_length_nm, relaxed)
-        timings["validation_s"] += time.perf_counter() - t2
-        metrics["force_evaluations"] = sampled.n_force_evals
-        metrics["force_evaluations_per_path"] = sampled.n_force_evals // config.n_paths
-        metrics["cvs"] = values.tolist()
-        if len(rama) == 1:
-            metrics["phi_psi"] = values[..., [rama[0][1], rama[0][2]]].tolist()
-        if config.path_time_ps is not None:
-            metrics["steps_per_point"] = steps.tolist()
-        point_of_step = np.repeat(np.arange(config.n_points), steps)
-        frame_log_snr = c_l.detach().cpu().double().numpy()[point_of_step[config.record_every - 1::config.record_every]]
-        results[kind] = TransitionPaths(sampled.frames, frame_log_snr, energies, kind, metrics)
+    # Curves whose paths are already done are validated (and handed to ``on_result``) first, while
+    # the geodesic's may still run in the background; a failure of the baseline is raised only
+    # after the geodesic's results were handed over.
+    order = sorted(curves, key=lambda kind: kind == "geodesic" and kind in background)
+    failure = None
+    for kind in order:
+        try:
+            results[kind], report[kind] = _sample_and_validate(
+                kind, curves[kind], background, sampler, schedule, system, cvs, config, problem, start_nm,
+                start_energy, end_nm, target_values, rama, relaxed, timings, progress)
+        except Exception as exc:
+            if kind == "geodesic" or failure is not None:
+                raise
+            failure = exc
+            continue
         if on_result is not None:
             on_result(kind, results[kind])
-        report[kind] = metrics
+    if failure is not None:
+        raise failure
+    report = {kind: report[kind] for kind in curves}  # geodesic first, whatever the order of sampling
     report["geodesic_curve"] = {
         **{k: v for k, v in geo.summary().items() if k != "config"},
         "log_snr": geo_l.detach().cpu().double().numpy().tolist(),
@@ -612,3 +610,40 @@ def _solve_and_sample(system, model, config, problem, sampler, schedule, geodesi
     report["openmm_version"] = openmm.__version__
     return {"geodesic": geo, "paths": results["geodesic"], "baseline": results.get("straight"),
             "report": report, "start_nm": start_nm, "end_nm": end_nm, "cvs": cvs}
+
+
+def _sample_and_validate(kind, curve, background, sampler, schedule, system, cvs, config, problem, start_nm,
+                         start_energy, end_nm, target_values, rama, relaxed, timings, progress):
+    """One curve of :func:`_solve_and_sample`: its paths (from the background or sampled now) and
+    their validation, as ``(TransitionPaths, report entry)``."""
+    c_l, c_x = curve
+    t1 = time.perf_counter()
+    centres, k = schedule(c_l, c_x)
+    if kind in background:
+        steps = np.full(config.n_points, config.n_steps)
+        sampled = background[kind].result(progress=progress)
+    elif config.path_time_ps is None:
+        steps = np.full(config.n_points, config.n_steps)
+        sampled = sampler.sample(centres, k, start_nm, n_paths=config.n_paths, n_steps=config.n_steps,
+                                 seed=config.seed, record_every=config.record_every, progress=progress)
+    else:
+        from spacetime_md.molecular.paths.budget import sample_budget
+
+        sampled, steps = sample_budget(sampler, centres, k, start_nm, config, system.heavy_atom_indices,
+                                       progress=progress)
+    timings["paths_s"] += time.perf_counter() - t1
+    t2 = time.perf_counter()
+    energies, values, metrics = _validate(system, cvs, sampled.frames, start_nm, start_energy, end_nm,
+                                          target_values, (problem.start_state, problem.target_state), config,
+                                          problem.hit_length_nm, relaxed)
+    timings["validation_s"] += time.perf_counter() - t2
+    metrics["force_evaluations"] = sampled.n_force_evals
+    metrics["force_evaluations_per_path"] = sampled.n_force_evals // config.n_paths
+    metrics["cvs"] = values.tolist()
+    if len(rama) == 1:
+        metrics["phi_psi"] = values[..., [rama[0][1], rama[0][2]]].tolist()
+    if config.path_time_ps is not None:
+        metrics["steps_per_point"] = steps.tolist()
+    point_of_step = np.repeat(np.arange(config.n_points), steps)
+    frame_log_snr = c_l.detach().cpu().double().numpy()[point_of_step[config.record_every - 1::config.record_every]]
+    return TransitionPaths(sampled.frames, frame_log_snr, energies, kind, metrics), metrics

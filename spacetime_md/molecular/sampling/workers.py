@@ -36,7 +36,7 @@ import numpy as np
 import openmm
 import openmm.unit as unit
 
-from spacetime_md.core.threads import usable_cores
+from spacetime_md._cpu import usable_cores
 from spacetime_md.errors import SpacetimeMDError
 
 __all__ = [
