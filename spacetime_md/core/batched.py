@@ -65,7 +65,7 @@ from spacetime_md.core.denoisers import CountingDenoiser, Denoiser
 from spacetime_md.core.geodesic import Constraint, CurveState, GeodesicConfig, GeodesicResult, _ramp
 from spacetime_md.core.batched_optim import _Adam, _LBFGS
 from spacetime_md.core.estimates import draw_probes as _draw_probes
-from spacetime_md.core.geometry import expectation_params, natural_params
+from spacetime_md.core.geometry import clamp_terms, expectation_params, natural_params
 
 __all__ = ["optimize_geodesics"]
 
@@ -238,8 +238,7 @@ class _Problem:
             eta_x, eta_s = eta[0].reshape(n_pairs, n_points, dim), eta[1].reshape(n_pairs, n_points)
             mu_x, mu_s = mu[0].reshape(n_pairs, n_points, dim), mu[1].reshape(n_pairs, n_points)
             terms = (eta_x.diff(dim=1) * mu_x.diff(dim=1)).sum(-1) + eta_s.diff(dim=1) * mu_s.diff(dim=1)
-            clamped = terms.clamp_min(0) if self.config.clamp == "segment" else terms
-            energy = 0.5 * (n_points - 1) * clamped.sum(-1)
+            energy = 0.5 * (n_points - 1) * clamp_terms(terms, self.config.clamp).sum(-1)
             penalties: list[dict[str, float]] = [{} for _ in pairs]
             total = energy
             if any(self.constraints[k] for k in pairs):

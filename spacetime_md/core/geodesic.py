@@ -55,7 +55,7 @@ from spacetime_md.core.constraints import AvoidRegion, Constraint, CurveState, L
 from spacetime_md.core.curves import SpacetimePoint, SplineCurve, _as_vector
 from spacetime_md.core.denoisers import CountingDenoiser, Denoiser
 from spacetime_md.core.estimates import EnergyEstimate, draw_probes, estimate_curve_energy
-from spacetime_md.core.geometry import _length_from_terms, expectation_params, natural_params, segment_terms
+from spacetime_md.core.geometry import _length_from_terms, clamp_terms, expectation_params, natural_params, segment_terms
 from spacetime_md.core.honest import HonestStage, run_honest_stage
 from spacetime_md.core.threads import resolve_num_threads, torch_threads
 from spacetime_md.errors import NonFiniteError
@@ -106,7 +106,7 @@ class GeodesicConfig:
         Largest ``D`` for which ``"auto"`` picks the exact divergence.
     chunk_size : int, optional
         Row limit per denoiser call for the exact divergence.
-    clamp : {"segment", "none"}
+    clamp : {"segment", "abs", "none"}
         Clamping of negative segment terms; see :func:`~spacetime_md.core.curve_energy`.
         ``"segment"`` (default) is needed with learned models: their Jacobian trace can be
         negative, and then the exact unclamped energy is unbounded below along such regions
@@ -147,7 +147,7 @@ class GeodesicConfig:
     n_probes: int = 4
     exact_max_dim: int = 16
     chunk_size: int | None = None
-    clamp: Literal["segment", "none"] = "segment"
+    clamp: Literal["segment", "abs", "none"] = "segment"
     probe_layout: Literal["point", "curve"] = "point"
     resample_every: int = 0
     holdout_probes: int = 0
@@ -171,8 +171,8 @@ class GeodesicConfig:
             raise ValueError(
                 f"divergence: expected 'auto', 'exact' or 'hutchinson', got {self.divergence!r}"
             )
-        if self.clamp not in ("segment", "none"):
-            raise ValueError(f"clamp: expected 'segment' or 'none', got {self.clamp!r}")
+        if self.clamp not in ("segment", "abs", "none"):
+            raise ValueError(f"clamp: expected 'segment', 'abs' or 'none', got {self.clamp!r}")
         for name in ("n_nodes", "max_steps", "n_probes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -429,8 +429,7 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
             create_graph=torch.is_grad_enabled(),
         )
         terms = segment_terms(eta, mu)
-        clamped = terms.clamp_min(0) if config.clamp == "segment" else terms
-        energy = 0.5 * (s.shape[0] - 1) * clamped.sum()
+        energy = 0.5 * (s.shape[0] - 1) * clamp_terms(terms, config.clamp).sum()
         penalties = {}
         total = energy
         if constraints:

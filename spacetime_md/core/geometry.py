@@ -34,6 +34,7 @@ __all__ = [
     "expectation_params",
     "divergence",
     "segment_terms",
+    "clamp_terms",
     "curve_energy",
     "curve_length",
     "kl_along_curve",
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 DivergenceMethod = Literal["exact", "hutchinson"]
-ClampMode = Literal["segment", "none"]
+ClampMode = Literal["segment", "abs", "none"]
 
 
 def _check_points(log_snr: object, x: object, lead: str = "B") -> tuple[Tensor, Tensor]:
@@ -275,12 +276,16 @@ def segment_terms(
     return (d_eta_x * d_mu_x).sum(-1) + d_eta_s * d_mu_s
 
 
-def _clamp(terms: Tensor, clamp: ClampMode) -> Tensor:
+def clamp_terms(terms: Tensor, clamp: ClampMode) -> Tensor:
+    """Segment terms as the energy counts them: ``"segment"`` ``max(t, 0)``, ``"abs"`` ``|t|``
+    (a negative term costs as much as a positive one instead of nothing), ``"none"`` ``t``."""
     if clamp == "segment":
         return terms.clamp_min(0.0)
+    if clamp == "abs":
+        return terms.abs()
     if clamp == "none":
         return terms
-    raise ValueError(f"clamp: expected 'segment' or 'none', got {clamp!r}")
+    raise ValueError(f"clamp: expected 'segment', 'abs' or 'none', got {clamp!r}")
 
 
 def _curve_params(denoiser, log_snr, x, kwargs):
@@ -310,10 +315,11 @@ def curve_energy(
     denoiser : callable ``(x (B, D), log_snr (B,)) -> (B, D)``
     log_snr : Tensor, shape=(T,)
     x : Tensor, shape=(T, D)
-    clamp : {"segment", "none"}
+    clamp : {"segment", "abs", "none"}
         ``"segment"`` (default) clamps each segment term at 0, since exact terms are
-        non-negative and negative values are divergence-estimator noise; ``"none"`` keeps the
-        raw (unbiased) sum.
+        non-negative and negative values are divergence-estimator noise; ``"abs"`` counts
+        ``|t|`` (a learned model's negative exact terms then cost instead of being free);
+        ``"none"`` keeps the raw (unbiased) sum.
     **divergence_kwargs
         ``divergence``, ``n_probes``, ``probes`` (shape ``(P, T, D)``), ``generator``,
         ``create_graph``, ``chunk_size``; see :func:`expectation_params`.
@@ -323,7 +329,7 @@ def curve_energy(
     energy : Tensor, shape=()
     """
     eta, mu = _curve_params(denoiser, log_snr, x, divergence_kwargs)
-    terms = _clamp(segment_terms(eta, mu), clamp)
+    terms = clamp_terms(segment_terms(eta, mu), clamp)
     return 0.5 * (log_snr.shape[0] - 1) * terms.sum()
 
 

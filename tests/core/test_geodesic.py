@@ -82,6 +82,17 @@ def test_geodesic_beats_straight_line_and_is_symmetric(mixture_1d):
     assert float(forward.log_snr.min()) < 0.0
 
 
+def test_abs_clamp_equals_segment_clamp_for_an_exact_analytic_model(mixture_1d):
+    """An analytic mixture has no negative exact terms: counting |t| solves the same problem."""
+    import dataclasses
+
+    a, b = endpoints()
+    seg = optimize_geodesic(mixture_1d.denoiser, a, b, FAST)
+    ab = optimize_geodesic(mixture_1d.denoiser, a, b, dataclasses.replace(FAST, clamp="abs"))
+    assert ab.energy == pytest.approx(seg.energy, rel=1e-9)
+    torch.testing.assert_close(ab.x, seg.x)
+
+
 def test_adam_and_hutchinson_options():
     gm = GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 0.5]]), [0.6, 0.6])
     a = SpacetimePoint(3.0, torch.tensor([-1.8, 0.0], dtype=torch.float64))

@@ -246,7 +246,7 @@ def test_bad_curve_and_options():
         curve_energy(gm.denoiser, torch.zeros(1), torch.zeros(1, 3))
     with pytest.raises(ValueError, match="method: expected 'exact' or 'hutchinson', got 'magic'"):
         divergence(gm.denoiser, torch.zeros(2), torch.zeros(2, 3), method="magic")
-    with pytest.raises(ValueError, match="clamp: expected 'segment' or 'none', got 'relu'"):
+    with pytest.raises(ValueError, match="clamp: expected 'segment', 'abs' or 'none', got 'relu'"):
         curve_energy(gm.denoiser, torch.zeros(2), torch.zeros(2, 3), clamp="relu")
     with pytest.raises(ValueError, match=r"denoiser output: expected shape \(6, 3\) \(same as its input x\), got \(6, 2\)"):
         expectation_params(lambda x, l: x[:, :2], torch.zeros(2), torch.zeros(2, 3))
@@ -317,3 +317,12 @@ def test_kl_along_curve_starts_at_the_curves_first_point(gaussian):
     want = float(gaussian_kl(mean_ref, v_ref, mean, v, 3))
     assert kl.shape == (2,)
     assert abs(float(kl[0]) - want) < 1e-3 * want, (float(kl[0]), want)
+
+
+def test_clamp_modes_count_negative_terms():
+    from spacetime_md.core.geometry import clamp_terms
+
+    terms = torch.tensor([2.0, -1.0, 0.5])
+    assert clamp_terms(terms, "segment").tolist() == [2.0, 0.0, 0.5]
+    assert clamp_terms(terms, "abs").tolist() == [2.0, 1.0, 0.5]
+    assert clamp_terms(terms, "none").tolist() == [2.0, -1.0, 0.5]
