@@ -137,3 +137,21 @@ def test_one_worker_runs_background_paths_in_a_thread(schedule):
     # Still usable after close, in the calling thread.
     np.testing.assert_array_equal(sampler.sample(centres, k, x0, n_paths=3, n_steps=20, seed=5,
                                                  record_every=10).frames, ref.frames)
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+def test_auto_workers_need_a_main_guard(tmp_path, guarded):
+    """A script without ``if __name__ == "__main__":`` would be re-run by every spawned worker
+    (and fail): ``"auto"`` then keeps the paths in the script's process."""
+    import subprocess
+    import sys
+
+    body = ("from spacetime_md.molecular.paths.openmm_langevin import resolve_path_workers\n"
+            "from spacetime_md._cpu import usable_cores\n"
+            "print(resolve_path_workers('auto', 8), min(usable_cores(), 8))\n")
+    script = tmp_path / "script.py"
+    script.write_text("if __name__ == '__main__':\n" + "".join("    " + line + "\n" for line in body.splitlines())
+                      if guarded else body)
+    got, cores = map(int, subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                                         check=True).stdout.split())
+    assert got == (cores if guarded else 1)

@@ -100,7 +100,8 @@ class PathConfig:
         the CLI, so the Python API gives the same curve as ``spacetime-md paths``.
     workers : int or "auto"
         Processes that run the independent OpenMM paths (``"auto"``, the default: the usable
-        cores, at most ``n_paths``; 1: all in this process). The straight-line baseline's
+        cores, at most ``n_paths``, or 1 in a script without an ``if __name__ == "__main__":``
+        block, which ``spawn``-ed workers need; 1: all in this process). The straight-line baseline's
         paths run while the geodesic is solved: in a worker, or with one process in a
         background thread (and then the geodesic's paths too, while the baseline is validated).
         The frames are bitwise the same for any value (:class:`~spacetime_md.molecular.paths.openmm_langevin.RestrainedLangevinSampler`).

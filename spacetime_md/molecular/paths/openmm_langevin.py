@@ -27,7 +27,8 @@ import openmm
 import openmm.unit as unit
 
 from spacetime_md.molecular._seeds import openmm_seed
-from spacetime_md.molecular.sampling.workers import ReplicaWorkerError, WorkerGroup, resolve_workers, usable_cores
+from spacetime_md.molecular.sampling.workers import (ReplicaWorkerError, WorkerGroup, main_is_spawn_safe, resolve_workers,
+                                                     usable_cores)
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -125,7 +126,9 @@ def restraint_schedule(
 
 def resolve_path_workers(workers: int | str, n_paths: int) -> int:
     """Processes for ``n_paths`` independent paths: an integer as given, ``"auto"`` every usable
-    core (the affinity mask, as ``sample --workers auto``); capped by ``n_paths``.
+    core (the affinity mask, as ``sample --workers auto``), or 1 when the main script lacks the
+    ``if __name__ == "__main__":`` block that ``spawn``-ed workers need
+    (:func:`~spacetime_md.molecular.sampling.workers.main_is_spawn_safe`); capped by ``n_paths``.
 
     A path worker imports only numpy and OpenMM (ready about 0.15 s after it is started), so a
     second process pays off even for the 8 paths of the main command on an idle machine, and on
@@ -133,6 +136,10 @@ def resolve_path_workers(workers: int | str, n_paths: int) -> int:
     """
     if workers == "auto":
         workers = usable_cores()
+        if workers > 1 and not main_is_spawn_safe():
+            logger.info("paths run in this process (workers='auto'): the main script has no "
+                        "`if __name__ == '__main__':` block, which worker processes need")
+            workers = 1
     return resolve_workers(workers, n_paths)
 
 

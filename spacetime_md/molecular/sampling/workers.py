@@ -43,6 +43,7 @@ __all__ = [
     "ReplicaGroup",
     "ReplicaWorkerError",
     "WorkerGroup",
+    "main_is_spawn_safe",
     "resolve_workers",
     "usable_cores",
 ]
@@ -59,6 +60,36 @@ _JOIN_SECONDS = 5.0
 
 class ReplicaWorkerError(SpacetimeMDError, RuntimeError):
     """A replica-exchange worker process died or failed; the last checkpoint is intact."""
+
+
+def main_is_spawn_safe() -> bool:
+    """Whether a ``spawn``-ed worker can import this program's ``__main__`` without running it
+    again: true for an interactive session or notebook (no ``__main__`` file) and for a main
+    script or ``-m`` module whose top level has an ``if __name__ == "__main__":`` block; false
+    for a script without one (a worker would re-run it from the top and fail) or one that
+    cannot be read. ``"auto"`` worker counts use one process when this is false."""
+    import ast
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None:
+        return True
+    try:
+        with open(path, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read())
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return False
+
+    def is_guard(test: ast.expr) -> bool:
+        if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+            return False
+        sides = [test.left, test.comparators[0]]
+        names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
+        consts = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
+        return len(names) == 1 and len(consts) == 1
+
+    return any(isinstance(node, ast.If) and is_guard(node.test) for node in tree.body)
 
 
 def resolve_workers(workers: int | str, n_replicas: int) -> int:
