@@ -14,7 +14,11 @@ penalties (Sec. 6.4, Eq. 21):
   numbers), so the objective is deterministic and L-BFGS applies; with ``resample_every=k``
   fresh probes are drawn every ``k`` steps and after a step that failed to decrease the
   objective (see "Honest mode" below);
-- non-finite energies raise :class:`~spacetime_md.errors.NonFiniteError`.
+- non-finite energies raise :class:`~spacetime_md.errors.NonFiniteError`;
+- for rough learned models (options, off by default): ``explore_steps`` replaces the first
+  stage by Adam on a jittered discretisation, and ``n_starts`` keeps the best of several
+  solves on the stage schedules ``n_points[k:]`` (docs/geodesic.md, "A rough learned 2-D
+  denoiser").
 
 Honest mode (``resample_every > 0``, Hutchinson only). A fixed probe is a biased objective that
 the optimiser learns to exploit: on the shipped alanine model, L-BFGS drove the one-probe
@@ -40,6 +44,7 @@ warm-up (:mod:`spacetime_md.core.constraints`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -128,6 +133,29 @@ class GeodesicConfig:
         Seed of the probe vectors.
     progress : bool
         Show a tqdm progress bar.
+    explore_steps : int
+        0 (default): off. ``k > 0``: the first stage (``n_points[0]`` points) is replaced by
+        ``k`` Adam steps (lr ``explore_lr``) on a *jittered* discretisation: every step draws
+        new interior parameter values, one uniformly in each of ``n_points[0] - 2`` equal cells
+        of ``[0, 1]``, and weights each segment term by its own ``1 / ds``. A fixed coarse grid
+        aliases a rough learned model's energy (its optimum can be far from the fine one); a
+        jittered grid is a noisy, unaliased estimate, and Adam's noise explores. The later
+        stages (``n_points[1:]``, at least one) run as usual. Float32: a segment term scales
+        like ``ds^2``, so ``term / ds`` vanishes with ``ds`` (a zero ``ds`` counts 0, not NaN),
+        and Adam's step is at most about ``explore_lr`` per knot coordinate whatever the
+        gradient's scale, so a rare rounding spike on a short segment cannot throw the knots.
+    explore_lr : float
+        Adam learning rate of the exploration phase.
+    n_starts : int
+        1 (default): one solve. ``m > 1``: ``m`` solves from the same initial curve (the
+        straight line or ``curve``); start ``k`` runs the stages ``n_points[k:]`` (start 0 with
+        the exploration phase if ``explore_steps > 0``, the others without), and the result is
+        the start with the lowest objective at the final discretisation ``n_points[-1]``
+        (``GeodesicResult.start``, ``start_objectives``; steps, evaluations and time add up).
+        On a rough learned model the coarse-to-fine path decides which local minimum L-BFGS
+        ends in; cheap starts with different paths, keeping the best, are a global strategy
+        (docs/geodesic.md, "A rough learned 2-D denoiser"). Needs ``n_starts <= len(n_points)``.
+        :func:`~spacetime_md.core.optimize_geodesics` (batched) ignores both options.
     num_threads : int, "auto" or None
         torch threads used during the solve (restored afterwards); ``None`` keeps the
         current setting; ``"auto"`` times one solver call with 1 and 2 threads and keeps
@@ -156,6 +184,9 @@ class GeodesicConfig:
     seed: int = 0
     progress: bool = False
     num_threads: int | Literal["auto"] | None = None
+    explore_steps: int = 0
+    explore_lr: float = 0.1
+    n_starts: int = 1
 
     def __post_init__(self):
         if isinstance(self.n_points, int):
@@ -185,6 +216,17 @@ class GeodesicConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
         check_positive("rtol", self.rtol, allow_zero=True)
+        check_positive("explore_lr", self.explore_lr)
+        for name in ("explore_steps", "n_starts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "n_starts" else 0):
+                raise ValueError(f"{name}: expected an integer >= {1 if name == 'n_starts' else 0}, got {value!r}")
+        if self.explore_steps and len(self.n_points) < 2:
+            raise ValueError(f"explore_steps: expected n_points with at least 2 stages (the first one explores), "
+                             f"got {self.n_points}")
+        if self.n_starts > len(self.n_points):
+            raise ValueError(f"n_starts: expected at most len(n_points) = {len(self.n_points)} (start k runs "
+                             f"n_points[k:]), got {self.n_starts}")
         if self.lr is not None:
             check_positive("lr", self.lr)
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
@@ -264,6 +306,8 @@ class GeodesicResult:
     estimate: EnergyEstimate | None = None
     n_failed_searches: int = 0
     num_threads: int | None = None
+    start: int = 0
+    start_objectives: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable summary (no tensors)."""
@@ -271,6 +315,8 @@ class GeodesicResult:
             "estimate": None if self.estimate is None else self.estimate.to_dict(),
             "n_failed_searches": self.n_failed_searches,
             "num_threads": self.num_threads,
+            "start": self.start,
+            "start_objectives": list(self.start_objectives),
             "energy": self.energy,
             "length": self.length,
             "objective": self.objective,
@@ -292,6 +338,33 @@ def _ramp(step: int, config: GeodesicConfig) -> float:
     if config.constraint_ramp == 0:
         return 1.0
     return min(1.0, (step - config.constraint_warmup + 1) / config.constraint_ramp)
+
+
+def _explore(curve, evaluate, draw, config, z0, on_step) -> tuple[float, int]:
+    """The exploration phase (``config.explore_steps``): Adam on a jittered discretisation with
+    ``n_points[0]`` points, fresh points (and Hutchinson probes) every step; returns the straight
+    line's energy on the uniform grid and the number of steps."""
+    n_points = config.n_points[0]
+    generator = torch.Generator(device=z0.device).manual_seed(config.seed + 104729)
+    with torch.no_grad():
+        s = torch.linspace(0, 1, n_points, dtype=z0.dtype, device=z0.device)
+        initial_energy = float(evaluate(s, draw(n_points), 0.0)[1])
+    opt = torch.optim.Adam([curve.interior], lr=config.explore_lr)
+    for step in range(config.explore_steps):
+        s = _jittered_points(n_points, generator, z0.dtype, z0.device)
+        opt.zero_grad()
+        with torch.enable_grad():
+            total, energy, _, penalties = evaluate(s, draw(n_points), _ramp(step, config), step, jittered=True)
+        if not bool(torch.isfinite(total.detach())):
+            raise NonFiniteError(f"geodesic objective became non-finite in the exploration phase, step {step} "
+                                 f"(energy {float(energy.detach())}); lower explore_lr")
+        total.backward()
+        opt.step()
+        on_step({"step": step, "stage": 0, "n_points": n_points, "energy": float(energy.detach()),
+                 "objective": float(total.detach()), "penalties": penalties, "ramp": _ramp(step, config),
+                 "explore": True})
+    curve.interior.grad = None
+    return initial_energy, config.explore_steps
 
 
 def _search_wall(curve: SplineCurve, start_value: float) -> Tensor:
@@ -377,9 +450,48 @@ def optimize_geodesic(
     if threads == "auto" and callable(denoiser):
         threads = resolve_num_threads(threads, denoiser, _as_vector("start", start), _as_vector("end", end), config)
     with torch_threads(threads):
-        result = _optimize_geodesic(denoiser, start, end, config, constraints, curve=curve, callback=callback)
+        if config.n_starts == 1:
+            result = _optimize_geodesic(denoiser, start, end, config, constraints, curve=curve, callback=callback)
+        else:
+            result = _multistart(denoiser, start, end, config, constraints, curve=curve, callback=callback)
     result.num_threads = threads if threads is not None else torch.get_num_threads()
     return result
+
+
+def _multistart(denoiser, start, end, config, constraints, *, curve, callback) -> GeodesicResult:
+    """``config.n_starts`` solves, start ``k`` on the stages ``n_points[k:]``; the best final objective wins."""
+    t_start = time.perf_counter()
+    results = []
+    for k in range(config.n_starts):
+        sub = dataclasses.replace(config, n_points=config.n_points[k:], n_starts=1,
+                                  explore_steps=config.explore_steps if k == 0 else 0)
+        init = None if curve is None else copy.deepcopy(curve)
+        cb = None if callback is None else (lambda info, k=k: callback({**info, "start": k}))
+        results.append(_optimize_geodesic(denoiser, start, end, sub, constraints, curve=init, callback=cb))
+        logger.info("start %d (n_points %s): objective %.6g", k, sub.n_points, results[-1].objective)
+    objectives = [r.objective for r in results]
+    best = min(range(len(results)), key=lambda k: (not math.isfinite(objectives[k]), objectives[k]))
+    result = results[best]
+    if curve is not None:
+        with torch.no_grad():
+            curve.interior.copy_(result.curve.interior)
+        result.curve = curve
+    result.initial_energy = results[0].initial_energy
+    result.n_steps = sum(r.n_steps for r in results)
+    result.n_denoiser_evals = sum(r.n_denoiser_evals for r in results)
+    result.n_failed_searches = sum(r.n_failed_searches for r in results)
+    result.history = [{**h, "start": k} for k, r in enumerate(results) for h in r.history]
+    result.start, result.start_objectives = best, objectives
+    result.wall_time = time.perf_counter() - t_start
+    result.config = config
+    return result
+
+
+def _jittered_points(n_points: int, generator: torch.Generator, dtype, device) -> Tensor:
+    """``0``, one uniform draw in each of ``n_points - 2`` equal cells of ``[0, 1]``, ``1``."""
+    u = torch.rand(n_points - 2, generator=generator, dtype=dtype, device=device)
+    inner = (torch.arange(n_points - 2, dtype=dtype, device=device) + u) / (n_points - 2)
+    return torch.cat([torch.zeros(1, dtype=dtype, device=device), inner, torch.ones(1, dtype=dtype, device=device)])
 
 
 def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, callback) -> GeodesicResult:
@@ -421,7 +533,7 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
 
         bar = tqdm(desc="geodesic", unit="step")
 
-    def evaluate(s: Tensor, probes: Tensor | None, ramp: float, at_step: int | None = None):
+    def evaluate(s: Tensor, probes: Tensor | None, ramp: float, at_step: int | None = None, jittered: bool = False):
         log_snr, x = curve.evaluate(s)
         eta = natural_params(log_snr, x)
         mu = expectation_params(
@@ -429,7 +541,10 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
             create_graph=torch.is_grad_enabled(),
         )
         terms = segment_terms(eta, mu)
-        energy = 0.5 * (s.shape[0] - 1) * clamp_terms(terms, config.clamp).sum()
+        if jittered:  # unequal spacing: each segment's term over its own ds
+            energy = 0.5 * (clamp_terms(terms, config.clamp) / s.diff().clamp_min(torch.finfo(s.dtype).tiny)).sum()
+        else:
+            energy = 0.5 * (s.shape[0] - 1) * clamp_terms(terms, config.clamp).sum()
         penalties = {}
         total = energy
         if constraints:
@@ -459,14 +574,21 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
             bar.update(1)
             bar.set_postfix(stage=info["stage"], T=info["n_points"], energy=f"{info['energy']:.4g}")
 
+    first_stage = 0
+    if config.explore_steps:
+        initial_energy, step = _explore(curve, evaluate, draw, config, z0, on_step)
+        first_stage = 1
+
     try:
         for stage, n_points in enumerate(config.n_points):
+            if stage < first_stage:
+                continue
             s = torch.linspace(0, 1, n_points, dtype=z0.dtype, device=z0.device)
             honest_lbfgs = honest and config.optimizer == "lbfgs"
             probes = None if honest_lbfgs else draw(n_points)  # the honest stage draws its own
             # One optimiser for all stages: the L-BFGS curvature history (and Adam's moments)
             # learnt on the coarse discretisation carries over to the finer ones.
-            if stage == 0:
+            if stage == first_stage:
                 if config.optimizer == "lbfgs":
                     opt = torch.optim.LBFGS(
                         [curve.interior], lr=lr, max_iter=1, max_eval=25, history_size=20,
@@ -474,11 +596,11 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
                     )
                 else:
                     opt = torch.optim.Adam([curve.interior], lr=lr)
-            min_steps = config.min_steps if stage == 0 else 1
+            min_steps = config.min_steps if stage == first_stage else 1
             if honest_lbfgs:
                 outcome = _honest_stage(curve, s, evaluate, lambda n=n_points: draw(n), config, constraints,
                                         stage, step, on_step)
-                if stage == 0:
+                if stage == 0:  # (after exploration: the straight line's energy is already known)
                     initial_energy = outcome.first_energy
                 step += outcome.n_steps
                 n_failed += outcome.n_failed
