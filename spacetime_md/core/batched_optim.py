@@ -130,6 +130,11 @@ class _Optimizer:
     """
 
     def __init__(self, problem: _Problem, interior: Tensor, config: GeodesicConfig):
+        if config.explore_steps or config.n_starts > 1:
+            raise ValueError(
+                f"config: explore_steps ({config.explore_steps}) and n_starts ({config.n_starts}) are options of "
+                "optimize_geodesic, not of the batched optimize_geodesics; expected 0 and 1"
+            )
         self.problem = problem
         self.interior = interior  # (K, n_nodes, C), detached
         self.config = config

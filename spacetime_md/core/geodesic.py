@@ -155,7 +155,8 @@ class GeodesicConfig:
         On a rough learned model the coarse-to-fine path decides which local minimum L-BFGS
         ends in; cheap starts with different paths, keeping the best, are a global strategy
         (docs/geodesic.md, "A rough learned 2-D denoiser"). Needs ``n_starts <= len(n_points)``.
-        :func:`~spacetime_md.core.optimize_geodesics` (batched) ignores both options.
+        :func:`~spacetime_md.core.optimize_geodesics` (batched) refuses both options (except
+        in honest mode, where it runs :func:`optimize_geodesic` pair by pair).
     num_threads : int, "auto" or None
         torch threads used during the solve (restored afterwards); ``None`` keeps the
         current setting; ``"auto"`` times one solver call with 1 and 2 threads and keeps

@@ -126,6 +126,15 @@ def test_exploration_options_are_checked(kwargs, match):
         GeodesicConfig(**kwargs)
 
 
+def test_batched_solver_refuses_the_exploration_options(rough_model):
+    from spacetime_md.core import optimize_geodesics
+
+    a, b = _endpoints()
+    for kwargs in (dict(explore_steps=5), dict(n_starts=2)):
+        with pytest.raises(ValueError, match="not of the batched"):
+            optimize_geodesics(rough_model, [a], [b], GeodesicConfig(n_nodes=8, n_points=(16, 32), **kwargs))
+
+
 def test_jittered_points_have_one_draw_per_cell():
     s = _jittered_points(10, torch.Generator().manual_seed(0), torch.float32, "cpu")
     assert s.shape == (10,) and float(s[0]) == 0.0 and float(s[-1]) == 1.0
