@@ -289,6 +289,10 @@ class GeodesicResult:
     n_failed_searches : int
         L-BFGS steps that did not decrease the objective (honest mode: steps whose Armijo
         search failed, after which the curve stays put and probes are redrawn).
+    start : int
+        With ``config.n_starts > 1``: the winning start (it ran ``n_points[start:]``); else 0.
+    start_objectives : list of float
+        With ``config.n_starts > 1``: each start's final objective (in ``summary()`` only then).
     """
 
     curve: SplineCurve
@@ -312,12 +316,12 @@ class GeodesicResult:
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable summary (no tensors)."""
+        starts = {"start": self.start, "start_objectives": list(self.start_objectives)} if self.start_objectives else {}
         return {
             "estimate": None if self.estimate is None else self.estimate.to_dict(),
             "n_failed_searches": self.n_failed_searches,
             "num_threads": self.num_threads,
-            "start": self.start,
-            "start_objectives": list(self.start_objectives),
+            **starts,
             "energy": self.energy,
             "length": self.length,
             "objective": self.objective,
