@@ -44,7 +44,6 @@ warm-up (:mod:`spacetime_md.core.constraints`).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -345,33 +344,6 @@ def _ramp(step: int, config: GeodesicConfig) -> float:
     return min(1.0, (step - config.constraint_warmup + 1) / config.constraint_ramp)
 
 
-def _explore(curve, evaluate, draw, config, z0, on_step) -> tuple[float, int]:
-    """The exploration phase (``config.explore_steps``): Adam on a jittered discretisation with
-    ``n_points[0]`` points, fresh points (and Hutchinson probes) every step; returns the straight
-    line's energy on the uniform grid and the number of steps."""
-    n_points = config.n_points[0]
-    generator = torch.Generator(device=z0.device).manual_seed(config.seed + 104729)
-    with torch.no_grad():
-        s = torch.linspace(0, 1, n_points, dtype=z0.dtype, device=z0.device)
-        initial_energy = float(evaluate(s, draw(n_points), 0.0)[1])
-    opt = torch.optim.Adam([curve.interior], lr=config.explore_lr)
-    for step in range(config.explore_steps):
-        s = _jittered_points(n_points, generator, z0.dtype, z0.device)
-        opt.zero_grad()
-        with torch.enable_grad():
-            total, energy, _, penalties = evaluate(s, draw(n_points), _ramp(step, config), step, jittered=True)
-        if not bool(torch.isfinite(total.detach())):
-            raise NonFiniteError(f"geodesic objective became non-finite in the exploration phase, step {step} "
-                                 f"(energy {float(energy.detach())}); lower explore_lr")
-        total.backward()
-        opt.step()
-        on_step({"step": step, "stage": 0, "n_points": n_points, "energy": float(energy.detach()),
-                 "objective": float(total.detach()), "penalties": penalties, "ramp": _ramp(step, config),
-                 "explore": True})
-    curve.interior.grad = None
-    return initial_energy, config.explore_steps
-
-
 def _search_wall(curve: SplineCurve, start_value: float) -> Tensor:
     """Objective of a line-search trial that left the finite region (float32 on a rough learned
     model: an extrapolated step can overflow): a finite value far above the step's start, with a
@@ -458,45 +430,12 @@ def optimize_geodesic(
         if config.n_starts == 1:
             result = _optimize_geodesic(denoiser, start, end, config, constraints, curve=curve, callback=callback)
         else:
-            result = _multistart(denoiser, start, end, config, constraints, curve=curve, callback=callback)
+            from spacetime_md.core.explore import multistart
+
+            result = multistart(_optimize_geodesic, denoiser, start, end, config, constraints, curve=curve,
+                                callback=callback)
     result.num_threads = threads if threads is not None else torch.get_num_threads()
     return result
-
-
-def _multistart(denoiser, start, end, config, constraints, *, curve, callback) -> GeodesicResult:
-    """``config.n_starts`` solves, start ``k`` on the stages ``n_points[k:]``; the best final objective wins."""
-    t_start = time.perf_counter()
-    results = []
-    for k in range(config.n_starts):
-        sub = dataclasses.replace(config, n_points=config.n_points[k:], n_starts=1,
-                                  explore_steps=config.explore_steps if k == 0 else 0)
-        init = None if curve is None else copy.deepcopy(curve)
-        cb = None if callback is None else (lambda info, k=k: callback({**info, "start": k}))
-        results.append(_optimize_geodesic(denoiser, start, end, sub, constraints, curve=init, callback=cb))
-        logger.info("start %d (n_points %s): objective %.6g", k, sub.n_points, results[-1].objective)
-    objectives = [r.objective for r in results]
-    best = min(range(len(results)), key=lambda k: (not math.isfinite(objectives[k]), objectives[k]))
-    result = results[best]
-    if curve is not None:
-        with torch.no_grad():
-            curve.interior.copy_(result.curve.interior)
-        result.curve = curve
-    result.initial_energy = results[0].initial_energy
-    result.n_steps = sum(r.n_steps for r in results)
-    result.n_denoiser_evals = sum(r.n_denoiser_evals for r in results)
-    result.n_failed_searches = sum(r.n_failed_searches for r in results)
-    result.history = [{**h, "start": k} for k, r in enumerate(results) for h in r.history]
-    result.start, result.start_objectives = best, objectives
-    result.wall_time = time.perf_counter() - t_start
-    result.config = config
-    return result
-
-
-def _jittered_points(n_points: int, generator: torch.Generator, dtype, device) -> Tensor:
-    """``0``, one uniform draw in each of ``n_points - 2`` equal cells of ``[0, 1]``, ``1``."""
-    u = torch.rand(n_points - 2, generator=generator, dtype=dtype, device=device)
-    inner = (torch.arange(n_points - 2, dtype=dtype, device=device) + u) / (n_points - 2)
-    return torch.cat([torch.zeros(1, dtype=dtype, device=device), inner, torch.ones(1, dtype=dtype, device=device)])
 
 
 def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, callback) -> GeodesicResult:
@@ -581,7 +520,9 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
 
     first_stage = 0
     if config.explore_steps:
-        initial_energy, step = _explore(curve, evaluate, draw, config, z0, on_step)
+        from spacetime_md.core.explore import explore
+
+        initial_energy, step = explore(curve, evaluate, draw, config, z0, on_step, _ramp)
         first_stage = 1
 
     try:

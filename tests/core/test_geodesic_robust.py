@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from spacetime_md.core import GeodesicConfig, SpacetimePoint, SplineCurve, alpha_sigma, curve_energy, optimize_geodesic
-from spacetime_md.core.geodesic import _jittered_points
+from spacetime_md.core.explore import jittered_points as _jittered_points
 from spacetime_md.core.honest import LbfgsMemory, run_honest_stage
 
 

@@ -1,0 +1,87 @@
+"""Options of :func:`~spacetime_md.core.optimize_geodesic` for rough learned models
+(``GeodesicConfig.explore_steps``, ``n_starts``; docs/geodesic.md, "A rough learned 2-D
+denoiser"): an Adam exploration phase on a jittered discretisation, and the best of several
+solves on shorter stage schedules."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+
+import torch
+from torch import Tensor
+
+from spacetime_md.errors import NonFiniteError
+
+__all__ = ["explore", "jittered_points", "multistart"]
+
+logger = logging.getLogger("spacetime_md.core.geodesic")
+
+
+def explore(curve, evaluate, draw, config, z0, on_step, ramp) -> tuple[float, int]:
+    """The exploration phase (``config.explore_steps``): Adam on a jittered discretisation with
+    ``n_points[0]`` points, fresh points (and Hutchinson probes) every step; returns the straight
+    line's energy on the uniform grid and the number of steps."""
+    n_points = config.n_points[0]
+    generator = torch.Generator(device=z0.device).manual_seed(config.seed + 104729)
+    with torch.no_grad():
+        s = torch.linspace(0, 1, n_points, dtype=z0.dtype, device=z0.device)
+        initial_energy = float(evaluate(s, draw(n_points), 0.0)[1])
+    opt = torch.optim.Adam([curve.interior], lr=config.explore_lr)
+    for step in range(config.explore_steps):
+        s = jittered_points(n_points, generator, z0.dtype, z0.device)
+        opt.zero_grad()
+        with torch.enable_grad():
+            total, energy, _, penalties = evaluate(s, draw(n_points), ramp(step, config), step, jittered=True)
+        if not bool(torch.isfinite(total.detach())):
+            raise NonFiniteError(f"geodesic objective became non-finite in the exploration phase, step {step} "
+                                 f"(energy {float(energy.detach())}); lower explore_lr")
+        total.backward()
+        opt.step()
+        on_step({"step": step, "stage": 0, "n_points": n_points, "energy": float(energy.detach()),
+                 "objective": float(total.detach()), "penalties": penalties, "ramp": ramp(step, config),
+                 "explore": True})
+    curve.interior.grad = None
+    return initial_energy, config.explore_steps
+
+
+def multistart(solve, denoiser, start, end, config, constraints, *, curve, callback):
+    """``config.n_starts`` solves (``solve``: the single-start solver of
+    :func:`~spacetime_md.core.optimize_geodesic`), start ``k`` on the stages ``n_points[k:]``;
+    the best final objective wins. Returns that start's ``GeodesicResult`` with the steps,
+    evaluations and time of all starts."""
+    t_start = time.perf_counter()
+    results = []
+    for k in range(config.n_starts):
+        sub = dataclasses.replace(config, n_points=config.n_points[k:], n_starts=1,
+                                  explore_steps=config.explore_steps if k == 0 else 0)
+        init = None if curve is None else copy.deepcopy(curve)
+        cb = None if callback is None else (lambda info, k=k: callback({**info, "start": k}))
+        results.append(solve(denoiser, start, end, sub, constraints, curve=init, callback=cb))
+        logger.info("start %d (n_points %s): objective %.6g", k, sub.n_points, results[-1].objective)
+    objectives = [r.objective for r in results]
+    best = min(range(len(results)), key=lambda k: (not math.isfinite(objectives[k]), objectives[k]))
+    result = results[best]
+    if curve is not None:
+        with torch.no_grad():
+            curve.interior.copy_(result.curve.interior)
+        result.curve = curve
+    result.initial_energy = results[0].initial_energy
+    result.n_steps = sum(r.n_steps for r in results)
+    result.n_denoiser_evals = sum(r.n_denoiser_evals for r in results)
+    result.n_failed_searches = sum(r.n_failed_searches for r in results)
+    result.history = [{**h, "start": k} for k, r in enumerate(results) for h in r.history]
+    result.start, result.start_objectives = best, objectives
+    result.wall_time = time.perf_counter() - t_start
+    result.config = config
+    return result
+
+
+def jittered_points(n_points: int, generator: torch.Generator, dtype, device) -> Tensor:
+    """``0``, one uniform draw in each of ``n_points - 2`` equal cells of ``[0, 1]``, ``1``."""
+    u = torch.rand(n_points - 2, generator=generator, dtype=dtype, device=device)
+    inner = (torch.arange(n_points - 2, dtype=dtype, device=device) + u) / (n_points - 2)
+    return torch.cat([torch.zeros(1, dtype=dtype, device=device), inner, torch.ones(1, dtype=dtype, device=device)])
