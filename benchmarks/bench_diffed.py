@@ -9,8 +9,12 @@ be split over processes). For each pair
   order makes them bitwise equal: reported as the symmetry error);
 - with ``--orientation-check``, the *solver* asymmetry that the canonical order hides: the same
   pair solved in the non-canonical orientation (same probe seed), relative to ``d(a, b)``;
-- ``d`` with another seed (``config.seed = 1``): the spread of the optimiser over probes, and the
-  estimator standard error of each ``d`` (0 with the exact divergence);
+- ``d`` with another seed (``config.seed = 1``): the spread of the optimiser over probes (0 with
+  an exact-divergence solver: nothing random), the estimator standard error of each ``d`` (0
+  with the exact divergence), and both lengths of the two solved curves, negative exact terms
+  counted as 0 and as ``|t|`` (``ImageGeodesic.segment_terms``), with their seed changes;
+- ``--clamp``, ``--divergence``, ``--n-points``, ``--max-steps`` override the preset (pairs and
+  matrix parts);
 - ``--length-check`` pairs: the exact length at 32 and 64 points and a 16-draw Hutchinson length
   with its standard error and cost in denoiser rows.
 
@@ -59,13 +63,36 @@ def machine() -> dict:
             "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def bench_config(args):
+    """``--preset`` with the ``--clamp`` / ``--divergence`` / ``--n-points`` / ``--max-steps`` overrides."""
+    from spacetime_md.image import resolve_preset
+
+    config = resolve_preset(args.preset, seed=0, max_steps=args.max_steps)
+    changes = {}
+    if args.clamp:
+        changes["clamp"] = args.clamp
+    if args.divergence:
+        changes["divergence"] = args.divergence
+    if args.n_points:
+        changes["n_points"] = tuple(int(v) for v in args.n_points.split(","))
+    return dataclasses.replace(config, **changes)
+
+
+def both_lengths(geo) -> dict:
+    """The reported length of ``geo``'s exact terms with negative terms counted as 0 and as ``|t|``."""
+    terms = geo.segment_terms
+    if terms is None:
+        return {"segment": float("nan"), "abs": float("nan")}
+    return {"segment": float(terms.clamp_min(0).sqrt().sum()), "abs": float(terms.abs().sqrt().sum())}
+
+
 def run_pairs(args, model, den, pixels, labels) -> dict:
     from spacetime_md.core import CountingDenoiser
-    from spacetime_md.image import evaluate_curve_length, image_geodesic, resolve_preset
+    from spacetime_md.image import evaluate_curve_length, image_geodesic
     from spacetime_md.image.canonical import _anchor, _Pair, image_key, pair_seed
     from spacetime_md.image.distance import _finish, _LengthSettings, _solve_pairs
 
-    config = resolve_preset(args.preset, seed=0)
+    config = bench_config(args)
     rng = np.random.default_rng(0)
     pairs = []
     while len(pairs) < args.start + args.pairs:
@@ -90,13 +117,21 @@ def run_pairs(args, model, den, pixels, labels) -> dict:
             (res,) = _solve_pairs(den, [other], anchor, alpha, config, None, None, None, 1.0)
             settings = _LengthSettings(32, "auto", 16, None, None, None)
             d_other = _finish(den, 0.1, anchor, [other], [res], [False], settings, False, 0.0)[0].distance
+        c1 = time.process_time()
         seed1 = image_geodesic(den, a, b, config=dataclasses.replace(config, seed=1), straight_line_energy=False)
+        cpu_seconds_seed1 = time.process_time() - c1
+        len0, len1 = both_lengths(ab), both_lengths(seed1)
         row = {"i": i, "j": j, "label_i": int(labels[i]), "label_j": int(labels[j]), "d_ab": ab.distance,
                "d_ba": ba.distance if ba else None,
                "symmetry_error": abs(ab.distance - ba.distance) / ab.distance if ba else None,
                "solver_asymmetry": abs(d_other - ab.distance) / ab.distance, "d_seed1": seed1.distance,
                "seed_change": abs(seed1.distance - ab.distance) / ab.distance, "seconds": seconds,
-               "cpu_seconds": cpu_seconds, "distance_se": ab.distance_se, "distance_se_seed1": seed1.distance_se,
+               "cpu_seconds": cpu_seconds, "cpu_seconds_seed1": cpu_seconds_seed1,
+               # the same two curves' lengths with negative terms counted as 0 and as |t|
+               "length_segment": [len0["segment"], len1["segment"]], "length_abs": [len0["abs"], len1["abs"]],
+               "seed_change_segment": abs(len1["segment"] - len0["segment"]) / len0["segment"],
+               "seed_change_abs": abs(len1["abs"] - len0["abs"]) / len0["abs"],
+               "distance_se": ab.distance_se, "distance_se_seed1": seed1.distance_se,
                "n_negative_segments_seed1": seed1.n_negative_segments,
                "n_steps": ab.result.n_steps, "converged": ab.result.converged,
                "rows": ab.result.n_denoiser_evals, "log_snr_min": ab.log_snr_min,
@@ -134,10 +169,18 @@ def summarize_pairs(rows: list[dict]) -> dict:
                "median_solver_asymmetry": float(np.median(asym)), "max_seed_change": max(seed),
                "median_seed_change": float(np.median(seed)),
                "pairs_seed_change_le_2pct": int(sum(s <= 0.02 for s in seed)),
+               **{f"{stat}_seed_change_length_{kind}": fn([r[f"seed_change_{kind}"] for r in rows])
+                  for kind in ("segment", "abs") for stat, fn in (("median", np.median), ("max", max))},
+               **{f"pairs_le_2pct_length_{kind}": int(sum(r[f"seed_change_{kind}"] <= 0.02 for r in rows))
+                  for kind in ("segment", "abs")},
+               "median_cpu_seconds_per_solve": float(np.median([r["cpu_seconds"] for r in rows]
+                                                               + [r["cpu_seconds_seed1"] for r in rows])),
                "median_seconds_per_pair_alone": float(np.median([r["seconds"] for r in rows])),
                "median_cpu_seconds_per_pair_alone": float(np.median([r["cpu_seconds"] for r in rows])),
                "max_distance_se": max(max(r["distance_se"], r["distance_se_seed1"]) for r in rows),
                "negative_segments": int(sum(r["n_negative_segments"] > 0 for r in rows)),
+               "negative_segments_total": int(sum(r["n_negative_segments"] + r["n_negative_segments_seed1"]
+                                                  for r in rows)),
                "converged": int(sum(r["converged"] for r in rows))}
     print(json.dumps(summary, indent=1), flush=True)
     return summary
@@ -164,9 +207,9 @@ def _children_cpu() -> float:
 
 
 def run_matrix(args, model, den, pixels, labels) -> dict:
-    from spacetime_md.image import distance_matrix, resolve_preset
+    from spacetime_md.image import distance_matrix
 
-    config = resolve_preset(args.preset, seed=0)
+    config = bench_config(args)
     idx = stratified(labels, args.images)
     pix = pixels[idx]
     lab = labels[idx]
@@ -274,6 +317,12 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--batch-pairs", type=int, default=16)
     parser.add_argument("--preset", default="fast")
+    parser.add_argument("--clamp", choices=("segment", "abs"), default=None,
+                        help="override the preset's clamp (the reported length counts negative terms the same way)")
+    parser.add_argument("--divergence", choices=("hutchinson", "exact"), default=None,
+                        help="override the preset's divergence")
+    parser.add_argument("--n-points", default=None, help="override the preset's stages, e.g. 8,16")
+    parser.add_argument("--max-steps", type=int, default=None, help="override the preset's max_steps")
     parser.add_argument("--length-points", type=int, default=32)
     parser.add_argument("--baseline-length-points", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)

@@ -112,13 +112,16 @@ class ImageGeodesic:
     ----------
     distance : float
         Diffusion Edit Distance: length of the solved curve, re-evaluated on ``length_points``
-        equally spaced points with ``length_method`` (not the optimiser's probes).
+        equally spaced points with ``length_method`` (not the optimiser's probes); a negative
+        segment term counts as in the solver's objective (``config.clamp``: 0 for
+        ``"segment"``, its magnitude for ``"abs"``).
     distance_se : float
         Standard error of ``distance`` from the divergence estimator (0 for the exact
         divergence). It does not include the optimiser's spread over probe seeds (see
         ``docs/diffed.md``).
     energy : float
-        Segment-clamped curve energy (Eq. 14) at the same points and with the same estimator.
+        Curve energy (Eq. 14) at the same points and with the same estimator, negative terms
+        counted as in ``distance``.
     straight_line_energy : float
         The same for the straight spacetime segment between the anchors (``nan`` when not
         computed, e.g. in :func:`distance_matrix`).
@@ -136,7 +139,11 @@ class ImageGeodesic:
     length_points : int
     n_negative_segments : int
         Segments whose (mean) term is negative (a negative posterior variance of the learned
-        model); they add 0 to ``distance`` and ``energy``.
+        model); they add 0 to ``distance`` and ``energy``, or their magnitude when the solver
+        counted them so (``config.clamp="abs"``).
+    segment_terms : Tensor or None, shape=(length_points - 1,)
+        The unclamped exact segment terms of the final length, float64, ``image_a`` first
+        (``None`` for the Hutchinson length or identical images).
     """
 
     denoiser: Any
@@ -157,6 +164,7 @@ class ImageGeodesic:
     length_points: int = 0
     n_negative_segments: int = 0
     seed: int = 0
+    segment_terms: Tensor | None = None
 
     @property
     def log_snr_min(self) -> float:
@@ -226,6 +234,12 @@ def _solve_pairs(denoiser, pairs: list[_Pair], anchor: float, alpha: float, conf
                               callback=callback)
 
 
+def _length_clamp(result: GeodesicResult) -> str:
+    """How the reported length counts negative segment terms: as the solver's objective did
+    (``|t|`` for ``clamp="abs"``, else 0)."""
+    return "abs" if result.config.clamp == "abs" else "segment"
+
+
 @dataclass(frozen=True)
 class _LengthSettings:
     """How :func:`_finish` re-evaluates the solved curves' lengths."""
@@ -257,12 +271,13 @@ def _finish(denoiser, t_min: float, anchor: float, pairs: list[_Pair], results: 
     if method == "exact" and settings.amp_dtype is None:
         terms = _exact_terms(denoiser, torch.stack([c[0] for c in curves]), torch.stack([c[1] for c in curves]),
                              end_mu, **({"chunk_rows": settings.chunk_size} if settings.chunk_size else {}))
-        lengths = [(*_summarise(terms[k:k + 1]), method) for k in range(len(curves))]
+        lengths = [(*_summarise(terms[k:k + 1], _length_clamp(r)), method, terms[k])
+                   for k, r in enumerate(results)]
     else:
-        lengths = [evaluate_curve_length(denoiser, ls, xs, **settings.common(p.seed + 1))
-                   for (ls, xs), p in zip(curves, pairs)]
+        lengths = [(*evaluate_curve_length(denoiser, ls, xs, clamp=_length_clamp(r), **settings.common(p.seed + 1)),
+                    None) for (ls, xs), p, r in zip(curves, pairs, results)]
     out = []
-    for (log_snr, x), (length, se, energy, n_neg, method), pair, result, flipped in zip(
+    for (log_snr, x), (length, se, energy, n_neg, method, seg_terms), pair, result, flipped in zip(
             curves, lengths, pairs, results, flips):
         if not math.isfinite(length):
             raise FloatingPointError(f"diffusion edit distance is not finite ({length})")
@@ -270,13 +285,16 @@ def _finish(denoiser, t_min: float, anchor: float, pairs: list[_Pair], results: 
         if straight_line_energy:
             line_l, line_x = straight_line(SpacetimePoint(anchor, result.curve.start[1:]),
                                            SpacetimePoint(anchor, result.curve.end[1:]), settings.points)
-            line_energy = evaluate_curve_length(denoiser, line_l, line_x, **settings.common(pair.seed + 1))[2]
+            line_energy = evaluate_curve_length(denoiser, line_l, line_x, clamp=_length_clamp(result),
+                                                **settings.common(pair.seed + 1))[2]
         if flipped:
             log_snr, x = log_snr.flip(0), x.flip(0)
+            seg_terms = None if seg_terms is None else seg_terms.flip(0)
         out.append(ImageGeodesic(denoiser, float(t_min), anchor, length, energy, line_energy, log_snr.detach(),
                                  x.detach(), result, wall_time, settings.chunk_points, settings.amp_dtype,
                                  distance_se=se, reversed=flipped, length_method=method,
-                                 length_points=settings.points, n_negative_segments=n_neg, seed=pair.seed))
+                                 length_points=settings.points, n_negative_segments=n_neg, seed=pair.seed,
+                                 segment_terms=seg_terms))
     return out
 
 

@@ -45,6 +45,7 @@ from spacetime_md.core import (
 )
 from spacetime_md.core._validation import check_same_dtype_device, check_tensor
 from spacetime_md.core.denoisers import CountingDenoiser, Denoiser
+from spacetime_md.core.geometry import clamp_terms
 from spacetime_md.errors import NonFiniteError
 
 __all__ = [
@@ -137,7 +138,7 @@ def _slice(probes: Tensor | None, a: int, b: int) -> Tensor | None:
 
 
 def _clamped(terms: Tensor, clamp: str) -> Tensor:
-    return terms.clamp_min(0.0) if clamp == "segment" else terms
+    return clamp_terms(terms, clamp)
 
 
 class _ChunkedEnergy(torch.autograd.Function):
@@ -211,7 +212,7 @@ def chunked_curve_energy(
     generator : torch.Generator, optional
     chunk_size : int, optional
         Row limit per denoiser call of the exact divergence.
-    clamp : {"segment", "none"}
+    clamp : {"segment", "abs", "none"}
         As in :func:`spacetime_md.core.curve_energy`.
     amp_dtype : torch.dtype, optional
         Mixed precision for the denoiser (see :func:`autocast_denoiser`).
@@ -220,8 +221,8 @@ def chunked_curve_energy(
     -------
     energy : Tensor, shape=()
     """
-    if clamp not in ("segment", "none"):
-        raise ValueError(f"clamp: expected 'segment' or 'none', got {clamp!r}")
+    if clamp not in ("segment", "abs", "none"):
+        raise ValueError(f"clamp: expected 'segment', 'abs' or 'none', got {clamp!r}")
     den, log_snr, x, probes = _prepare(denoiser, log_snr, x, chunk_points, divergence, n_probes, probes, generator,
                                        amp_dtype)
     need_grad = torch.is_grad_enabled() and (log_snr.requires_grad or x.requires_grad)
@@ -378,8 +379,7 @@ def optimize_geodesic_chunked(
         log_snr, x = curve.evaluate(s)
         terms = chunked_segment_terms(counting, log_snr, x, chunk_points=chunk_points, divergence=method,
                                       probes=probes, chunk_size=config.chunk_size, amp_dtype=amp_dtype)
-    clamped = terms.clamp_min(0.0) if config.clamp == "segment" else terms
-    energy = 0.5 * (s.shape[0] - 1) * float(clamped.sum())
+    energy = 0.5 * (s.shape[0] - 1) * float(clamp_terms(terms, config.clamp).sum())
     return GeodesicResult(
         curve=curve, log_snr=log_snr.detach(), x=x.detach(), energy=energy, length=length_from_terms(terms),
         objective=energy, initial_energy=initial_energy, n_steps=step, n_denoiser_evals=counting.n_evals,

@@ -5,9 +5,9 @@ noisy. The reported Diffusion Edit Distance is the length of the solved curve re
 ``length_points`` equally spaced points, ``sum_n sqrt(max(t_n, 0))`` over the segment terms
 ``t_n = <eta_{n+1} - eta_n, mu_{n+1} - mu_n>`` (Eq. 14). A negative exact term is a negative
 posterior variance of a *learned* denoiser (never of a true posterior, where ``t_n`` is twice a
-symmetrised KL); it adds 0, as in the solver's segment-clamped energy, and every result reports
-how many there are (counting them by their magnitude instead was tried and made the seed
-spread larger: ``docs/diffed.md``). The divergence is
+symmetrised KL); it is counted as the solver's objective counted it: 0 with the segment clamp
+(``matrix``, ``accurate``), ``sqrt(|t_n|)`` with ``clamp="abs"`` (``fast``), and every result
+reports how many there are (``docs/diffed.md``). The divergence is
 
 - ``"exact"`` (``"auto"`` for ``D <= EXACT_LENGTH_MAX_DIM``): the Jacobian trace from ``D``
   denoiser rows per point (forward and one backward pass, no graph kept), no estimator noise;
@@ -81,21 +81,27 @@ def _exact_terms(denoiser, log_snr: Tensor, x: Tensor, end_mu: tuple[Tensor, Ten
     return terms.double()
 
 
-def _summarise(per_draw: Tensor) -> tuple[float, float, float, int]:
+def _counted(terms: Tensor, clamp: str) -> Tensor:
+    """Segment terms as the length counts them: ``|t|`` for ``clamp="abs"``, else ``max(t, 0)``."""
+    return terms.abs() if clamp == "abs" else terms.clamp_min(0)
+
+
+def _summarise(per_draw: Tensor, clamp: str = "segment") -> tuple[float, float, float, int]:
     """Length, jackknife standard error, energy and negative segments of terms ``(draws, T - 1)``.
 
-    Negative (mean) terms add 0 to the length and the energy (the segment clamp of the solver).
+    Negative (mean) terms add 0 to the length and the energy (the segment clamp of the solver),
+    or their magnitude with ``clamp="abs"`` (the solver's ``clamp="abs"`` objective).
     """
     per_draw = per_draw.double()
     n_points = per_draw.shape[1] + 1
     mean = per_draw.mean(0)
-    length = float(mean.clamp_min(0).sqrt().sum())
-    energy = 0.5 * (n_points - 1) * float(mean.clamp_min(0).sum())
+    length = float(_counted(mean, clamp).sqrt().sum())
+    energy = 0.5 * (n_points - 1) * float(_counted(mean, clamp).sum())
     se = 0.0
     if per_draw.shape[0] > 1:
         n = per_draw.shape[0]
         loo = (per_draw.sum(0, keepdim=True) - per_draw) / (n - 1)  # leave-one-out means
-        loo_len = loo.clamp_min(0).sqrt().sum(-1)
+        loo_len = _counted(loo, clamp).sqrt().sum(-1)
         se = float(((n - 1) / n * (loo_len - loo_len.mean()).square().sum()).sqrt())
     return length, se, energy, int((mean < 0).sum())
 
@@ -111,6 +117,7 @@ def evaluate_curve_length(
     chunk_points: int | None = None,
     chunk_size: int | None = None,
     amp_dtype: torch.dtype | None = None,
+    clamp: str = "segment",
 ) -> tuple[float, float, float, int, str]:
     """Length of a discretised curve with its standard error, independent of the optimiser.
 
@@ -118,7 +125,8 @@ def evaluate_curve_length(
     no estimator noise (standard error 0). ``"hutchinson"``: ``n_probes`` independent draws of
     one Rademacher vector shared along the curve (the noise cancels in neighbouring
     differences); the length of the mean segment terms, with a jackknife standard error over
-    the draws. Negative terms add 0 to the length and the energy.
+    the draws. Negative terms add 0 to the length and the energy (``clamp="segment"``) or
+    their magnitude (``clamp="abs"``).
 
     Parameters
     ----------
@@ -142,4 +150,6 @@ def evaluate_curve_length(
             chunked_segment_terms(denoiser, log_snr, x, divergence="hutchinson", probes=probes[p:p + 1], **kwargs)
             for p in range(n_probes)
         ])
-    return (*_summarise(per_draw), method)
+    if clamp not in ("segment", "abs"):
+        raise ValueError(f"clamp: expected 'segment' or 'abs', got {clamp!r}")
+    return (*_summarise(per_draw, clamp), method)

@@ -80,3 +80,27 @@ def test_batched_matrix_equals_pairwise(digits):
         assert d[i, j] > 1.0
         assert d[i, j] == pytest.approx(image_edit_distance(den, sub[j], sub[i], config=SMALL,
                                                             length_points=LENGTH_POINTS), rel=1e-6)
+
+
+def test_fast_preset_is_seed_free_and_counts_negative_terms_by_magnitude(digits):
+    """The ``fast`` preset solves with the exact divergence and ``clamp="abs"``: no probes, so
+    another seed gives the bitwise same curve and distance, and the reported length counts every
+    exact segment term by its magnitude (the quantity the solver minimised)."""
+    _, den, images, _ = digits
+    fast = dataclasses.replace(IMAGE_PRESETS["fast"], max_steps=2, n_points=(8,))
+    assert fast.divergence_for(64) == "exact" and fast.clamp == "abs"
+    geos = [image_geodesic(den, images[0], images[5], config=dataclasses.replace(fast, seed=seed),
+                           length_points=LENGTH_POINTS, straight_line_energy=False) for seed in (0, 1)]
+    assert geos[0].distance == geos[1].distance and torch.equal(geos[0].x, geos[1].x)
+    terms = geos[0].segment_terms
+    assert terms.shape == (LENGTH_POINTS - 1,) and terms.dtype == torch.float64
+    assert geos[0].distance == pytest.approx(float(terms.abs().sqrt().sum()), rel=1e-12)
+    assert geos[0].n_negative_segments == int((terms < 0).sum())
+    # the same curve measured with negative terms as 0 (the segment clamp) is never longer
+    length_segment = evaluate_curve_length(den, geos[0].log_snr, geos[0].x, divergence="exact")[0]
+    length_abs = evaluate_curve_length(den, geos[0].log_snr, geos[0].x, divergence="exact", clamp="abs")[0]
+    assert length_abs == pytest.approx(geos[0].distance, rel=1e-5)
+    assert length_segment == pytest.approx(float(terms.clamp_min(0).sqrt().sum()), rel=1e-5)
+    assert length_segment <= length_abs
+    with pytest.raises(ValueError, match="clamp: expected 'segment' or 'abs', got 'none'"):
+        evaluate_curve_length(den, geos[0].log_snr, geos[0].x, divergence="exact", clamp="none")

@@ -119,7 +119,7 @@ def test_chunked_energy_errors(gaussian_images):
         chunked_curve_energy(gaussian_images.denoiser, log_snr, x, chunk_points=1)
     with pytest.raises(ValueError, match="divergence: expected 'exact' or 'hutchinson'"):
         chunked_curve_energy(gaussian_images.denoiser, log_snr, x, divergence="jvp")
-    with pytest.raises(ValueError, match="clamp: expected 'segment' or 'none'"):
+    with pytest.raises(ValueError, match="clamp: expected 'segment', 'abs' or 'none'"):
         chunked_curve_energy(gaussian_images.denoiser, log_snr, x, clamp="relu")
     with pytest.raises(ValueError, match="log_snr: expected at least 2 curve points"):
         chunked_curve_energy(gaussian_images.denoiser, log_snr[:1], x[:1])
@@ -132,3 +132,22 @@ def test_chunked_energy_errors(gaussian_images):
     counting = CountingDenoiser(gaussian_images.denoiser)
     with pytest.raises(ValueError, match=r"probes: expected shape \(\*, 5, 8\)"):
         chunked_curve_energy(counting, log_snr, x, probes=torch.ones(2, 4, 8, dtype=torch.float64))
+
+
+def test_chunked_energy_counts_negative_terms_by_magnitude_with_abs():
+    """``clamp="abs"`` matches the core's curve energy; with negative terms (a denoiser whose
+    Jacobian trace is negative, as a learned model's can be) it exceeds the segment-clamped
+    energy by their magnitude, times ``(T - 1) / 2``."""
+    def den(x, log_snr):
+        return -torch.sin(2 * x) * torch.sigmoid(log_snr)[:, None]
+
+    log_snr, x = random_curve(9, 8)
+    terms = chunked_segment_terms(den, log_snr, x, chunk_points=4, divergence="exact")
+    assert bool((terms < 0).any()) and bool((terms > 0).any())
+    kw = dict(chunk_points=4, divergence="exact")
+    e_abs = float(chunked_curve_energy(den, log_snr, x, clamp="abs", **kw))
+    e_seg = float(chunked_curve_energy(den, log_snr, x, clamp="segment", **kw))
+    ref = float(curve_energy(den, log_snr, x, divergence="exact", clamp="abs"))
+    assert e_abs == pytest.approx(ref, rel=1e-9)
+    assert e_abs == pytest.approx(4.0 * float(terms.abs().sum()), rel=1e-9)
+    assert e_abs - e_seg == pytest.approx(4.0 * float(-terms.clamp_max(0).sum()), rel=1e-9)

@@ -64,3 +64,16 @@ def test_negative_terms_add_nothing_to_the_length_and_the_energy():
     draws = torch.tensor([[4.0, -2.0], [4.0, 1.0]], dtype=torch.float64)
     length, se, _, n_neg = _summarise(draws)
     assert length == pytest.approx(2.0) and n_neg == 1 and se > 0
+
+
+def test_length_counts_negative_terms_as_zero_or_by_magnitude():
+    """``clamp="segment"`` (``matrix``, ``accurate``) adds 0 for a negative term, ``clamp="abs"``
+    (``fast``) its magnitude: the length and energy the solver's objective minimised."""
+    terms = torch.tensor([[4.0, -1.0, 9.0]], dtype=torch.float64)
+    assert _summarise(terms, "segment") == (5.0, 0.0, 19.5, 1)
+    assert _summarise(terms, "abs") == (6.0, 0.0, 21.0, 1)
+    # two draws (mean [4, -1, 9]): the jackknife's leave-one-out lengths count the same way
+    draws = torch.tensor([[4.0, -3.0, 9.0], [4.0, 1.0, 9.0]], dtype=torch.float64)
+    length, se, _, n_neg = _summarise(draws, "abs")
+    assert length == pytest.approx(6.0) and n_neg == 1 and se == pytest.approx((3 ** 0.5 - 1) / 2)
+    assert _summarise(draws, "segment")[1] == pytest.approx(0.5)
