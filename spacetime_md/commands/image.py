@@ -45,9 +45,11 @@ TRAIN_RANGES = {
 }
 
 
-def _add_geodesic_options(p: argparse.ArgumentParser) -> None:
+def _add_geodesic_options(p: argparse.ArgumentParser, preset: str = "fast") -> None:
     p.add_argument("--checkpoint", default=None, help="image model checkpoint (default: shipped 8x8 digits model)")
-    p.add_argument("--preset", choices=PRESET_NAMES, default="fast", help="geodesic solver settings: matrix (cheapest, for many pairs), fast (default), accurate")
+    p.add_argument("--preset", choices=PRESET_NAMES, default=preset,
+                   help="geodesic solver settings: matrix (cheapest, for many pairs), fast (exact divergence: the "
+                        f"same distance for any seed), accurate (default {preset})")
     p.add_argument("--t-min", type=float, default=None,
                    help=ranged("anchor noise level (EDM sigma, model units; default 0.1)", GEODESIC_RANGES["t_min"]))
     p.add_argument("--chunk-points", type=int, default=None,
@@ -107,7 +109,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help=ranged("processes solving batches of pairs, one torch thread each; distances are bitwise "
                                "those of 1 process at --threads 1; auto = the usable CPU cores, capped by the batches "
                                "(default auto)", WORKERS))
-    _add_geodesic_options(m)
+    _add_geodesic_options(m, preset="matrix")
 
     t = sub.add_parser("train", help="train the small EDM model on scikit-learn's 8x8 digits")
     t.add_argument("--out", required=True,
@@ -161,8 +163,10 @@ def _distance_text(geo) -> str:
         text = (f"{geo.distance:.4g} +- {geo.distance_se:.2g} (standard error of the Hutchinson length, "
                 f"{geo.length_points} curve points)")
     if geo.n_negative_segments:
+        counted = ("counted by their magnitude" if geo.result is not None and geo.result.config.clamp == "abs"
+                   else "counted as length 0: the distance is underestimated")
         text += (f"; warning: {geo.n_negative_segments} of {geo.length_points - 1} segments have negative terms "
-                 "(the model's Jacobian trace), counted as length 0: the distance is underestimated")
+                 f"(the model's Jacobian trace), {counted}")
     return text
 
 

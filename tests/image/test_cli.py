@@ -71,6 +71,8 @@ def test_matrix_command(tmp_path, capsys):
     assert np.allclose(d, d.T) and np.all(np.diag(d) == 0) and np.all(d[np.triu_indices(3, 1)] > 0)
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["n_pairs"] == 3 and info["batch_pairs"] == 2 and info["settings"]["batch_pairs"] == 2
+    # Many pairs: the matrix command defaults to the cheap preset (fast costs ~30 CPU s per pair).
+    assert info["settings"]["preset"] == "matrix"
 
 
 def test_dry_run_prints_settings(pair, capsys):
@@ -147,3 +149,16 @@ def test_distance_text_warns_about_negative_segments():
     assert "warning: 3 of 31 segments have negative terms" in _distance_text(geo)
     geo.length_method, geo.distance_se = "hutchinson", 0.25
     assert _distance_text(geo).startswith("12.35 +- 0.25 (standard error of the Hutchinson length")
+
+
+def test_negative_segment_warning_says_how_they_were_counted():
+    from types import SimpleNamespace
+
+    from spacetime_md.commands.image import _distance_text
+
+    def geo(clamp):
+        return SimpleNamespace(length_method="exact", distance=12.0, length_points=32, n_negative_segments=3,
+                               result=SimpleNamespace(config=SimpleNamespace(clamp=clamp)))
+
+    assert "counted by their magnitude" in _distance_text(geo("abs"))
+    assert "counted as length 0: the distance is underestimated" in _distance_text(geo("segment"))
