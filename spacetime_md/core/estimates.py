@@ -94,6 +94,9 @@ class EnergyEstimate:
     probe_layout : str
     length : float
         Curve length ``sum_n sqrt(max(t_n, 0))`` of the mean terms.
+    energy_abs : float
+        Energy of the mean terms counted by magnitude, ``(T - 1) / 2 * sum_n |t_n|``: the
+        quantity a ``clamp="abs"`` solve optimises (``nan`` in estimates saved before it existed).
     """
 
     energy: float
@@ -105,6 +108,7 @@ class EnergyEstimate:
     method: str
     probe_layout: str
     length: float
+    energy_abs: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -182,4 +186,5 @@ def estimate_curve_energy(
         method=divergence,
         probe_layout=probe_layout if draws else "none",
         length=float(positive.sqrt().double().sum()),
+        energy_abs=float(scale * mean_terms.abs().double().sum()),
     )

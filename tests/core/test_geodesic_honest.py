@@ -56,6 +56,9 @@ def test_exact_estimate_is_the_clamped_energy_without_error(mixture):
     assert est.energy_unclamped == pytest.approx(0.5 * 23 * float(terms.sum()), rel=1e-9)
     assert est.n_negative_segments == int((terms < 0).sum()) and est.n_segments == 23
     assert est.energy_se == 0.0 and est.n_probes == 0
+    # The quantity a clamp="abs" solve optimises is reported too.
+    assert est.energy_abs == pytest.approx(float(curve_energy(mixture.denoiser, log_snr, x, divergence="exact",
+                                                              clamp="abs")), rel=1e-9)
 
 
 @pytest.mark.parametrize("layout", ["curve", "point"])

@@ -117,6 +117,16 @@ def test_format_table_without_an_estimate_keeps_the_old_line(solved):
     assert "energy " in format_table(report).splitlines()[-1] and "held-out" not in format_table(report)
 
 
+def test_format_table_reports_the_optimised_energy_with_the_abs_clamp(solved):
+    _, report = solved
+    report = json.loads(json.dumps({k: v for k, v in report.items() if k != "table"}))
+    assert report["geodesic_curve"]["clamp"] == "segment" and "|t|-counted" not in format_table(report)
+    report["geodesic_curve"]["clamp"] = "abs"
+    est = report["geodesic_curve"]["estimate"]
+    assert est["energy_abs"] >= est["energy"]
+    assert f"|t|-counted {est['energy_abs']:.4g}, the objective" in format_table(report).splitlines()[-1]
+
+
 def test_importing_the_molecular_package_is_lazy():
     code = ("import sys, spacetime_md.molecular as m; assert 'torch_geometric' not in sys.modules; "
             "assert 'openmm' not in sys.modules; m.PathConfig; assert 'torch_geometric' not in sys.modules; "

@@ -83,7 +83,10 @@ def format_table(report: dict[str, Any]) -> str:
     g = report["geodesic_curve"]
     est = g.get("estimate")
     if est:
-        energy = (f"energy {est['energy']:.4g} (held-out, {est['n_probes']} probes; unclamped "
+        counted = ""
+        if g.get("clamp") == "abs":  # the optimised quantity first, then the segment-clamped one
+            counted = f"|t|-counted {est.get('energy_abs', float('nan')):.4g}, the objective; clamped "
+        energy = (f"energy {counted}{est['energy']:.4g} (held-out, {est['n_probes']} probes; unclamped "
                   f"{est['energy_unclamped']:.1f} +- {est['energy_se']:.1f}, {est['n_negative_segments']} of "
                   f"{est['n_segments']} segments negative; straight line {g['initial_energy']:.4g})")
     else:

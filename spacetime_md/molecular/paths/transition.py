@@ -581,6 +581,7 @@ def _solve_and_sample(system, model, config, problem, sampler, schedule, geodesi
     report = {kind: report[kind] for kind in curves}  # geodesic first, whatever the order of sampling
     report["geodesic_curve"] = {
         **{k: v for k, v in geo.summary().items() if k != "config"},
+        "clamp": config.geodesic.clamp,
         "log_snr": geo_l.detach().cpu().double().numpy().tolist(),
     }
     report["cv_names"] = list(cvs.names)
