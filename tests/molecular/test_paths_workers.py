@@ -64,8 +64,9 @@ def test_worker_errors_are_one_line(schedule):
 
 def test_auto_workers_use_the_usable_cores(monkeypatch):
     from spacetime_md.molecular.paths import openmm_langevin
+    from spacetime_md.molecular.sampling import workers
 
-    monkeypatch.setattr(openmm_langevin, "usable_cores", lambda: 4)
+    monkeypatch.setattr(workers, "usable_cores", lambda: 4)
     assert openmm_langevin.resolve_path_workers("auto", 8) == 4
     assert openmm_langevin.resolve_path_workers("auto", 3) == 3  # capped by the paths
     assert openmm_langevin.resolve_path_workers(3, 2) == 2
@@ -142,16 +143,17 @@ def test_one_worker_runs_background_paths_in_a_thread(schedule):
 @pytest.mark.parametrize("guarded", [True, False])
 def test_auto_workers_need_a_main_guard(tmp_path, guarded):
     """A script without ``if __name__ == "__main__":`` would be re-run by every spawned worker
-    (and fail): ``"auto"`` then keeps the paths in the script's process."""
+    (and fail): ``"auto"`` then keeps the paths (and replicas) in the script's process."""
     import subprocess
     import sys
 
     body = ("from spacetime_md.molecular.paths.openmm_langevin import resolve_path_workers\n"
+            "from spacetime_md.molecular.sampling.workers import resolve_workers\n"
             "from spacetime_md._cpu import usable_cores\n"
-            "print(resolve_path_workers('auto', 8), min(usable_cores(), 8))\n")
+            "print(resolve_path_workers('auto', 8), resolve_workers('auto', 8), min(usable_cores(), 8))\n")
     script = tmp_path / "script.py"
     script.write_text("if __name__ == '__main__':\n" + "".join("    " + line + "\n" for line in body.splitlines())
                       if guarded else body)
-    got, cores = map(int, subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                                         check=True).stdout.split())
-    assert got == (cores if guarded else 1)
+    paths, replicas, cores = map(int, subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                                                     check=True).stdout.split())
+    assert paths == replicas == (cores if guarded else 1)  # paths and replica exchange alike

@@ -27,8 +27,7 @@ import openmm
 import openmm.unit as unit
 
 from spacetime_md.molecular._seeds import openmm_seed
-from spacetime_md.molecular.sampling.workers import (ReplicaWorkerError, WorkerGroup, main_is_spawn_safe, resolve_workers,
-                                                     usable_cores)
+from spacetime_md.molecular.sampling.workers import ReplicaWorkerError, WorkerGroup, resolve_workers
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -134,12 +133,6 @@ def resolve_path_workers(workers: int | str, n_paths: int) -> int:
     second process pays off even for the 8 paths of the main command on an idle machine, and on
     a busy one it was measured as fast as one process (docs/geodesic.md).
     """
-    if workers == "auto":
-        workers = usable_cores()
-        if workers > 1 and not main_is_spawn_safe():
-            logger.info("paths run in this process (workers='auto'): the main script has no "
-                        "`if __name__ == '__main__':` block, which worker processes need")
-            workers = 1
     return resolve_workers(workers, n_paths)
 
 

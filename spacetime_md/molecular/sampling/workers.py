@@ -93,13 +93,19 @@ def main_is_spawn_safe() -> bool:
 
 
 def resolve_workers(workers: int | str, n_replicas: int) -> int:
-    """Processes that propagate replicas: ``"auto"`` is the usable cores, and any value is
+    """Processes that propagate replicas (or paths): ``"auto"`` is the usable cores, or 1 when
+    the main script lacks the ``if __name__ == "__main__":`` block that ``spawn``-ed workers
+    need (:func:`main_is_spawn_safe`; a worker would re-run the script and fail); any value is
     capped by ``n_replicas`` (a process owns at least one replica); ``1`` runs all replicas in
     this process."""
     if isinstance(workers, str):
         if workers != "auto":
             raise ValueError(f"workers: expected a positive integer or 'auto', got {workers!r}")
         n = usable_cores()
+        if n > 1 and not main_is_spawn_safe():
+            logger.info("one process (workers='auto'): the main script has no `if __name__ == '__main__':` "
+                        "block, which worker processes need")
+            n = 1
     elif isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers: expected a positive integer or 'auto', got {workers!r}")
     else:
