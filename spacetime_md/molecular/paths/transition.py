@@ -496,13 +496,18 @@ def _solve_and_sample(system, model, config, problem, sampler, schedule, geodesi
     a, b = problem.start, problem.end
     start_nm, end_nm = problem.start_nm, problem.end_nm
     start_label, end_label, avoid_label = problem.start_label, problem.end_label, problem.avoid_label
+    uniform_steps = np.full(config.n_points, config.n_steps)
+
+    def start_uniform(curve):
+        """The uniform schedule's paths of ``curve``, handed to the background (workers or thread)."""
+        centres, k = schedule(*curve)
+        return sampler.start_schedule(centres, k, uniform_steps, start_nm, n_paths=config.n_paths, seed=config.seed,
+                                      record_every=config.record_every, background=True)
+
     background = {}
     sampler.start_workers()
     if config.baseline and config.path_time_ps is None and geodesic is None:
-        centres, k = schedule(*straight_line(a, b, config.n_points))
-        background["straight"] = sampler.start_schedule(
-            centres, k, np.full(config.n_points, config.n_steps), start_nm, n_paths=config.n_paths,
-            seed=config.seed, record_every=config.record_every, background=True)
+        background["straight"] = start_uniform(straight_line(a, b, config.n_points))
     if geodesic is None:
         geo = optimize_geodesic(model, a, b, config.geodesic, problem.constraints)
     else:
@@ -531,10 +536,7 @@ def _solve_and_sample(system, model, config, problem, sampler, schedule, geodesi
     if sampler.workers == 1 and config.path_time_ps is None:
         # One worker: the geodesic's paths run in a background thread while this thread writes
         # the solve's outputs and validates the (finished) baseline.
-        centres, k = schedule(geo_l, geo_x)
-        background["geodesic"] = sampler.start_schedule(
-            centres, k, np.full(config.n_points, config.n_steps), start_nm, n_paths=config.n_paths,
-            seed=config.seed, record_every=config.record_every, background=True)
+        background["geodesic"] = start_uniform((geo_l, geo_x))
     timings["paths_s"] = time.perf_counter() - t1
     if on_result is not None:
         on_result("solve", {"geodesic": geo, "start_nm": start_nm, "end_nm": end_nm, "cvs": problem.cvs})
@@ -556,6 +558,41 @@ def _solve_and_sample(system, model, config, problem, sampler, schedule, geodesi
                                    platform=system.platform_name)
         relaxed = (quencher, float(quencher.quench_frames(start_nm[None])[0]))
 
+    def sample_and_validate(kind: str) -> tuple[TransitionPaths, dict[str, Any]]:
+        """One curve: its paths (from the background or sampled now) and their validation."""
+        c_l, c_x = curves[kind]
+        t1 = time.perf_counter()
+        if kind in background:
+            steps = uniform_steps
+            sampled = background[kind].result(progress=progress)
+        elif config.path_time_ps is None:
+            steps = uniform_steps
+            centres, k = schedule(c_l, c_x)
+            sampled = sampler.sample(centres, k, start_nm, n_paths=config.n_paths, n_steps=config.n_steps,
+                                     seed=config.seed, record_every=config.record_every, progress=progress)
+        else:
+            from spacetime_md.molecular.paths.budget import sample_budget
+
+            centres, k = schedule(c_l, c_x)
+            sampled, steps = sample_budget(sampler, centres, k, start_nm, config, system.heavy_atom_indices,
+                                           progress=progress)
+        timings["paths_s"] += time.perf_counter() - t1
+        t2 = time.perf_counter()
+        energies, values, metrics = _validate(system, cvs, sampled.frames, start_nm, start_energy, end_nm,
+                                              target_values, (problem.start_state, problem.target_state), config,
+                                              problem.hit_length_nm, relaxed)
+        timings["validation_s"] += time.perf_counter() - t2
+        metrics["force_evaluations"] = sampled.n_force_evals
+        metrics["force_evaluations_per_path"] = sampled.n_force_evals // config.n_paths
+        metrics["cvs"] = values.tolist()
+        if len(rama) == 1:
+            metrics["phi_psi"] = values[..., [rama[0][1], rama[0][2]]].tolist()
+        if config.path_time_ps is not None:
+            metrics["steps_per_point"] = steps.tolist()
+        point_of_step = np.repeat(np.arange(config.n_points), steps)
+        frame_log_snr = c_l.detach().cpu().double().numpy()[point_of_step[config.record_every - 1::config.record_every]]
+        return TransitionPaths(sampled.frames, frame_log_snr, energies, kind, metrics), metrics
+
     results: dict[str, TransitionPaths] = {}
     report: dict[str, Any] = {}
     timings["validation_s"] = 0.0
@@ -566,9 +603,7 @@ def _solve_and_sample(system, model, config, problem, sampler, schedule, geodesi
     failure = None
     for kind in order:
         try:
-            results[kind], report[kind] = _sample_and_validate(
-                kind, curves[kind], background, sampler, schedule, system, cvs, config, problem, start_nm,
-                start_energy, end_nm, target_values, rama, relaxed, timings, progress)
+            results[kind], report[kind] = sample_and_validate(kind)
         except Exception as exc:
             if kind == "geodesic" or failure is not None:
                 raise
@@ -611,40 +646,3 @@ def _solve_and_sample(system, model, config, problem, sampler, schedule, geodesi
     report["openmm_version"] = openmm.__version__
     return {"geodesic": geo, "paths": results["geodesic"], "baseline": results.get("straight"),
             "report": report, "start_nm": start_nm, "end_nm": end_nm, "cvs": cvs}
-
-
-def _sample_and_validate(kind, curve, background, sampler, schedule, system, cvs, config, problem, start_nm,
-                         start_energy, end_nm, target_values, rama, relaxed, timings, progress):
-    """One curve of :func:`_solve_and_sample`: its paths (from the background or sampled now) and
-    their validation, as ``(TransitionPaths, report entry)``."""
-    c_l, c_x = curve
-    t1 = time.perf_counter()
-    centres, k = schedule(c_l, c_x)
-    if kind in background:
-        steps = np.full(config.n_points, config.n_steps)
-        sampled = background[kind].result(progress=progress)
-    elif config.path_time_ps is None:
-        steps = np.full(config.n_points, config.n_steps)
-        sampled = sampler.sample(centres, k, start_nm, n_paths=config.n_paths, n_steps=config.n_steps,
-                                 seed=config.seed, record_every=config.record_every, progress=progress)
-    else:
-        from spacetime_md.molecular.paths.budget import sample_budget
-
-        sampled, steps = sample_budget(sampler, centres, k, start_nm, config, system.heavy_atom_indices,
-                                       progress=progress)
-    timings["paths_s"] += time.perf_counter() - t1
-    t2 = time.perf_counter()
-    energies, values, metrics = _validate(system, cvs, sampled.frames, start_nm, start_energy, end_nm,
-                                          target_values, (problem.start_state, problem.target_state), config,
-                                          problem.hit_length_nm, relaxed)
-    timings["validation_s"] += time.perf_counter() - t2
-    metrics["force_evaluations"] = sampled.n_force_evals
-    metrics["force_evaluations_per_path"] = sampled.n_force_evals // config.n_paths
-    metrics["cvs"] = values.tolist()
-    if len(rama) == 1:
-        metrics["phi_psi"] = values[..., [rama[0][1], rama[0][2]]].tolist()
-    if config.path_time_ps is not None:
-        metrics["steps_per_point"] = steps.tolist()
-    point_of_step = np.repeat(np.arange(config.n_points), steps)
-    frame_log_snr = c_l.detach().cpu().double().numpy()[point_of_step[config.record_every - 1::config.record_every]]
-    return TransitionPaths(sampled.frames, frame_log_snr, energies, kind, metrics), metrics
