@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from spacetime_md.core.estimates import draw_probes
-from spacetime_md.core.geometry import expectation_params, natural_params
+from spacetime_md.core.geometry import clamp_terms, expectation_params, natural_params
 from spacetime_md.image.canonical import _check_count
 from spacetime_md.image.energy import chunked_segment_terms
 from spacetime_md.image.presets import EXACT_LENGTH_MAX_DIM
@@ -81,11 +81,6 @@ def _exact_terms(denoiser, log_snr: Tensor, x: Tensor, end_mu: tuple[Tensor, Ten
     return terms.double()
 
 
-def _counted(terms: Tensor, clamp: str) -> Tensor:
-    """Segment terms as the length counts them: ``|t|`` for ``clamp="abs"``, else ``max(t, 0)``."""
-    return terms.abs() if clamp == "abs" else terms.clamp_min(0)
-
-
 def _summarise(per_draw: Tensor, clamp: str = "segment") -> tuple[float, float, float, int]:
     """Length, jackknife standard error, energy and negative segments of terms ``(draws, T - 1)``.
 
@@ -95,13 +90,13 @@ def _summarise(per_draw: Tensor, clamp: str = "segment") -> tuple[float, float, 
     per_draw = per_draw.double()
     n_points = per_draw.shape[1] + 1
     mean = per_draw.mean(0)
-    length = float(_counted(mean, clamp).sqrt().sum())
-    energy = 0.5 * (n_points - 1) * float(_counted(mean, clamp).sum())
+    length = float(clamp_terms(mean, clamp).sqrt().sum())
+    energy = 0.5 * (n_points - 1) * float(clamp_terms(mean, clamp).sum())
     se = 0.0
     if per_draw.shape[0] > 1:
         n = per_draw.shape[0]
         loo = (per_draw.sum(0, keepdim=True) - per_draw) / (n - 1)  # leave-one-out means
-        loo_len = _counted(loo, clamp).sqrt().sum(-1)
+        loo_len = clamp_terms(loo, clamp).sqrt().sum(-1)
         se = float(((n - 1) / n * (loo_len - loo_len.mean()).square().sum()).sqrt())
     return length, se, energy, int((mean < 0).sum())
 
@@ -137,6 +132,8 @@ def evaluate_curve_length(
     -------
     length, standard_error, energy, n_negative_segments, method
     """
+    if clamp not in ("segment", "abs"):
+        raise ValueError(f"clamp: expected 'segment' or 'abs', got {clamp!r}")
     method = _length_method(divergence, x.shape[1])
     n_points = x.shape[0]
     kwargs = dict(chunk_points=chunk_points or n_points, chunk_size=chunk_size, amp_dtype=amp_dtype)
@@ -150,6 +147,4 @@ def evaluate_curve_length(
             chunked_segment_terms(denoiser, log_snr, x, divergence="hutchinson", probes=probes[p:p + 1], **kwargs)
             for p in range(n_probes)
         ])
-    if clamp not in ("segment", "abs"):
-        raise ValueError(f"clamp: expected 'segment' or 'abs', got {clamp!r}")
     return (*_summarise(per_draw, clamp), method)
