@@ -204,23 +204,19 @@ class GeodesicConfig:
             )
         if self.clamp not in ("segment", "abs", "none"):
             raise ValueError(f"clamp: expected 'segment', 'abs' or 'none', got {self.clamp!r}")
-        for name in ("n_nodes", "max_steps", "n_probes"):
+        for name in ("n_nodes", "max_steps", "n_probes", "n_starts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
         if self.probe_layout not in ("point", "curve"):
             raise ValueError(f"probe_layout: expected 'point' or 'curve', got {self.probe_layout!r}")
         for name in ("constraint_warmup", "constraint_ramp", "exact_max_dim", "min_steps", "resample_every",
-                     "holdout_probes"):
+                     "holdout_probes", "explore_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}: expected an integer >= 0, got {value!r}")
         check_positive("rtol", self.rtol, allow_zero=True)
         check_positive("explore_lr", self.explore_lr)
-        for name in ("explore_steps", "n_starts"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "n_starts" else 0):
-                raise ValueError(f"{name}: expected an integer >= {1 if name == 'n_starts' else 0}, got {value!r}")
         if self.explore_steps and len(self.n_points) < 2:
             raise ValueError(f"explore_steps: expected n_points with at least 2 stages (the first one explores), "
                              f"got {self.n_points}")
