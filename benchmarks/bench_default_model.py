@@ -19,6 +19,7 @@ through it. That wrapper is defined here, not in the package: it is an experimen
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ import sys
 from spacetime_md.core import AutoGuidedDenoiser
 from spacetime_md.molecular import load_system
 from spacetime_md.molecular.model.pretrained import GUIDED_PRETRAINED, load_pretrained
-from spacetime_md.molecular.paths.config import PathConfig
+from spacetime_md.molecular.paths.config import DEFAULT_GEODESIC, PathConfig
 from spacetime_md.molecular.paths.relaxed import compute_relaxed_map
 from spacetime_md.molecular.paths.transition import compute_transition_paths
 
@@ -69,11 +70,14 @@ def main(argv=None) -> int:
     parser.add_argument("--n-paths", type=int, default=8)
     parser.add_argument("--n-grid", type=int, default=24)
     parser.add_argument("--width", type=float, default=0.5, help="guided-smooth: sigmoid width in log_snr")
+    parser.add_argument("--clamp", choices=["default", "segment", "abs"], default="default",
+                        help="the geodesic's clamp of negative segment terms (default: DEFAULT_GEODESIC's)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "default_model.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
     system = load_system("alanine-dipeptide")
+    geodesic = DEFAULT_GEODESIC if args.clamp == "default" else dataclasses.replace(DEFAULT_GEODESIC, clamp=args.clamp)
     relaxed = None
     rows = []
     for name in args.models:
@@ -81,7 +85,8 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             t0 = time.perf_counter()
             out = compute_transition_paths(system, model, "C7eq", "C7ax",
-                                           PathConfig(n_paths=args.n_paths, relaxed=True, seed=seed))
+                                           PathConfig(n_paths=args.n_paths, relaxed=True, seed=seed,
+                                                      geodesic=geodesic))
             wall = time.perf_counter() - t0
             if relaxed is None:
                 relaxed = compute_relaxed_map(system.openmm_system, system.positions_nm, system.phi_indices,
@@ -109,7 +114,7 @@ def main(argv=None) -> int:
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"benchmark": "default_model", "minimax_kj_mol": minimax, "n_paths": args.n_paths,
-                                "n_grid": args.n_grid, "width": args.width, "rows": rows}, indent=2))
+                                "n_grid": args.n_grid, "width": args.width, "clamp": geodesic.clamp, "rows": rows}, indent=2))
     return 0
 
 

@@ -127,6 +127,21 @@ def test_format_table_reports_the_optimised_energy_with_the_abs_clamp(solved):
     assert f"|t|-counted {est['energy_abs']:.4g}, the objective" in format_table(report).splitlines()[-1]
 
 
+def test_the_default_geodesic_optimises_and_reports_the_abs_counted_energy(checkpoints, tmp_path):
+    """The shipped molecular settings count negative segment terms by magnitude; the report then
+    states that energy (the objective) first, and it can only exceed the segment-clamped one."""
+    from spacetime_md.molecular.paths.config import DEFAULT_GEODESIC
+
+    assert DEFAULT_GEODESIC.clamp == "abs" and PathConfig().geodesic.clamp == "abs"
+    small = dataclasses.replace(DEFAULT_GEODESIC, n_nodes=3, n_points=(8,), max_steps=3, holdout_probes=4)
+    report = run_paths(tmp_path / "out", config=dataclasses.replace(TINY, geodesic=small),
+                       checkpoint=checkpoints[0], plots=False)
+    curve = json.loads((tmp_path / "out" / "report.json").read_text())["geodesic_curve"]
+    est = curve["estimate"]
+    assert curve["clamp"] == "abs" and est["energy_abs"] >= est["energy"] > 0
+    assert f"|t|-counted {est['energy_abs']:.4g}, the objective" in report["table"].splitlines()[-1]
+
+
 def test_importing_the_molecular_package_is_lazy():
     code = ("import sys, spacetime_md.molecular as m; assert 'torch_geometric' not in sys.modules; "
             "assert 'openmm' not in sys.modules; m.PathConfig; assert 'torch_geometric' not in sys.modules; "
