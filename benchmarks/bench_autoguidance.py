@@ -1,18 +1,22 @@
-"""Autoguidance for the molecular model: which weight, on which noise levels? (issue 4)
+"""Autoguidance for the molecular model: which weight, on which noise levels? (issues 4, 22)
 
-Samples a trained model with :class:`~spacetime_md.core.AutoGuidedDenoiser` (the model
+Any molecule: the CVs, states and chiral centres come from the checkpoint's system. Samples a trained model with :class:`~spacetime_md.core.AutoGuidedDenoiser` (the model
 extrapolated away from an early EMA snapshot of the same run, ``D + (w - 1)(D - G)``) for a
 grid of weights ``w`` and guided ``log_snr`` windows, the same random numbers in every row
 (ancestral sampler). Settings are *selected* by the Ramachandran JSD against the model's own
 training frames; the JSD against an independent MD run is printed next to it for information
 only (that run is what `spacetime-md evaluate` reports, so it must not pick the settings).
-Every row also gives the median OpenMM energy, the bond-length RMS deviation and the C7ax
-fraction, and its JSD as a ratio to the unguided model (``w = 1``) of the same run.
+The JSD is the mean over the residues' Ramachandran pairs (per residue in the JSON). Every row
+also gives the median OpenMM energy, the bond-length RMS deviation, the lowest fraction of
+samples that keep a chiral centre's handedness, and its JSD as a ratio to the unguided model
+(``w = 1``) of the same run.
 
     python benchmarks/bench_autoguidance.py [--model runs/ala2_model_focus/model.pt]
         [--guide runs/ala2_model_focus/model_step003500.pt] [--data runs/ala2_samples]
         [--reference runs/ala2_samples_seed1] [--weights 1.5,2,2.5,3] [--windows=-1:6,all]
         [--n-samples 1000] [--n-steps 150] [--quick]
+    python benchmarks/bench_autoguidance.py --model runs/tetra_model/model.pt \
+        --guide runs/tetra_model/model_step003000.pt --data runs/tetra_50k --reference runs/tetra_ref_seed1
 
 ``--quick`` (300 samples, 60 steps, weight 2.5, window -2:8) uses the shipped guided pair
 (``alanine-dipeptide-guided``) when ``--model`` does not exist. Where ``--data`` does not exist, 2 000 MD frames
@@ -33,16 +37,28 @@ from _md_frames import all_frames, md_samples_or_sample
 from spacetime_md._atomic import write_json_atomic
 from spacetime_md.core import AutoGuidedDenoiser
 from spacetime_md.molecular import load_checkpoint, load_pretrained
-from spacetime_md.molecular.model.evaluation import compute_energies
+from spacetime_md.molecular.model.evaluation import evaluate_samples
 from spacetime_md.molecular.model.generate import sample_model
-from spacetime_md.molecular.model.metrics import (
-    bond_length_errors,
-    c7ax_population,
-    jensen_shannon,
-    phi_psi,
-    ramachandran_histogram,
-)
+from spacetime_md.molecular.model.pretrained import checkpoint_system
 from spacetime_md.molecular.model.dataset import load_dataset
+
+
+def _quality(x: np.ndarray, train: np.ndarray, reference: np.ndarray | None, system) -> dict:
+    """Mean per-residue JSD vs the training frames (selection) and the independent run (report),
+    median energy, bond RMS deviation and the lowest per-centre chirality fraction."""
+    vs_train = evaluate_samples(x, train, system=system)
+    vs_ref = evaluate_samples(x, reference, system=system, energies=False) if reference is not None else None
+    centres = vs_train.chirality_by_centre
+    return {
+        "jsd_train": vs_train.rama_jsd if vs_train.rama_jsd is not None else vs_train.cv_jsd,
+        "jsd_independent": (vs_ref.rama_jsd if vs_ref.rama_jsd is not None else vs_ref.cv_jsd) if vs_ref else float("nan"),
+        "jsd_train_by_residue": [r["jsd"] for r in vs_train.rama_jsd_by_residue],
+        "jsd_independent_by_residue": [r["jsd"] for r in vs_ref.rama_jsd_by_residue] if vs_ref else [],
+        "energy_median": vs_train.energy_median_model,
+        "bond_rms": vs_train.bond_rms_model,
+        "chirality_min": min((c["fraction_model"] for c in centres), default=float("nan")),
+        "chirality_by_centre": [c["fraction_model"] for c in centres],
+    }
 
 
 def _window(text: str) -> tuple[float, float]:
@@ -80,50 +96,40 @@ def main(argv=None) -> int:
         model, guide = load_checkpoint(args.model), load_checkpoint(args.guide)
     with md_samples_or_sample(args.data, 2000, 0, "training frames") as data:
         dataset = load_dataset(data, float(model.metadata.get("train_config", {}).get("holdout_fraction", 0.1)))
-    topology = dataset.topology
-    train_hist = ramachandran_histogram(phi_psi(dataset.train_xyz))
-    ref_hist = ramachandran_histogram(phi_psi(all_frames(args.reference))) if Path(args.reference).exists() else None
-    md = dataset.train_xyz[np.linspace(0, len(dataset.train_xyz) - 1, 2000).astype(np.int64)]
-    md_energy = float(np.median(compute_energies(md, topology)))
-    bonds = [(b[0].index, b[1].index) for b in topology.bonds]
+    system = checkpoint_system(model)
+    train = dataset.train_xyz
+    reference = all_frames(args.reference) if Path(args.reference).exists() else None
+    md = train[np.linspace(0, len(train) - 1, 2000).astype(np.int64)]
+    md_quality = evaluate_samples(md, train, system=system)
 
     grid = [(1.0, (-math.inf, math.inf))] + [(float(w), _window(win)) for win in args.windows.split(",")
                                              for w in args.weights.split(",")]
     rows = []
     header = (f"{'w':>5} {'log_snr window':>16} {'JSD train':>10} {'ratio':>6} {'JSD indep.':>11} "
-              f"{'E median':>9} {'bond RMS':>9} {'C7ax':>7} {'time s':>7}")
-    print(f"{args.n_samples} samples, ancestral {args.n_steps} steps; MD: E median {md_energy:.1f} kJ/mol, "
-          f"bond RMS {bond_length_errors(md, dataset.train_xyz, bonds)['reference_rms_deviation']:.4f} A, "
-          f"C7ax {c7ax_population(dataset.train_xyz):.4f}")
+              f"{'E median':>9} {'bond RMS':>9} {'chiral min':>10} {'time s':>7}")
+    print(f"{system.name}: {args.n_samples} samples, ancestral {args.n_steps} steps; MD: E median "
+          f"{md_quality.energy_median_model:.1f} kJ/mol, bond RMS {md_quality.bond_rms_model:.4f} A")
     print(header)
     for weight, (lo, hi) in grid:
         t = time.perf_counter()
         denoiser = AutoGuidedDenoiser(model, guide, weight, lo, hi)
         x = sample_model(denoiser, args.n_samples, n_steps=args.n_steps, method="ancestral",
                          generator=torch.Generator().manual_seed(args.seed), batch_size=250)
-        angles = phi_psi(x)
-        hist = ramachandran_histogram(angles)
-        row = {
-            "weight": weight, "log_snr_min": lo, "log_snr_max": hi,
-            "jsd_train": jensen_shannon(hist, train_hist),
-            "jsd_independent": jensen_shannon(hist, ref_hist) if ref_hist is not None else float("nan"),
-            "energy_median": float(np.median(compute_energies(x, topology))),
-            "bond_rms": bond_length_errors(x, dataset.train_xyz, bonds)["rms_deviation"],
-            "c7ax": c7ax_population(x),
-            "wall_time_s": time.perf_counter() - t,
-        }
+        row = {"weight": weight, "log_snr_min": lo, "log_snr_max": hi, **_quality(x, train, reference, system),
+               "wall_time_s": time.perf_counter() - t}
         row["jsd_train_ratio"] = row["jsd_train"] / rows[0]["jsd_train"] if rows else 1.0
         rows.append(row)
         window = "unguided" if weight == 1.0 else ("all" if math.isinf(lo) and math.isinf(hi) else f"[{lo:g}, {hi:g})")
         print(f"{weight:>5g} {window:>16} {row['jsd_train']:>10.4f} {row['jsd_train_ratio']:>6.2f} "
               f"{row['jsd_independent']:>11.4f} {row['energy_median']:>9.1f} {row['bond_rms']:>9.4f} "
-              f"{row['c7ax']:>7.4f} {row['wall_time_s']:>7.0f}", flush=True)
+              f"{row['chirality_min']:>10.4f} {row['wall_time_s']:>7.0f}", flush=True)
     best = min(rows, key=lambda r: r["jsd_train"])
     print(f"selected by JSD vs training frames: w = {best['weight']:g} on [{best['log_snr_min']:g}, "
           f"{best['log_snr_max']:g}): {best['jsd_train']:.4f} ({best['jsd_train_ratio']:.2f}x the unguided "
           f"{rows[0]['jsd_train']:.4f}); independent run {best['jsd_independent']:.4f} vs {rows[0]['jsd_independent']:.4f}")
     report = {"model": args.model, "guide": args.guide, "data": args.data, "reference": args.reference,
-              "n_samples": args.n_samples, "n_steps": args.n_steps, "md_energy_median": md_energy,
+              "system": system.name, "n_samples": args.n_samples, "n_steps": args.n_steps,
+              "md_energy_median": md_quality.energy_median_model,
               "rows": rows, "selected": best,
               "summary": {"jsd_unguided": rows[0]["jsd_train"], "jsd_selected": best["jsd_train"],
                           "ratio_selected": best["jsd_train_ratio"], "weight_selected": best["weight"]},
