@@ -68,6 +68,7 @@ CASES = [
     ("threads 0", ["--num-threads", "0"], "--num-threads: expected an integer in [1, 256], got 0"),
     ("negative min-kl", ["--constraint", "avoid", "--avoid-state", "alpha_R", "--min-kl", "-1"], "min_kl: expected a finite number > 0"),
     ("guided pair as checkpoint", ["--checkpoint", "alanine-dipeptide-guided"], "checkpoint: expected a single model, got the guided pair"),
+    ("tetrapeptide guided pair as checkpoint", ["--checkpoint", "alanine-tetrapeptide-guided"], "got the guided pair 'alanine-tetrapeptide-guided'; it is a sampling-time denoiser"),
     ("unknown system", ["--system", "chignolin"], "system: expected one of ['alanine-dipeptide', 'alanine-tetrapeptide'], got 'chignolin'"),
     ("missing states file", ["--states", "nope.json"], "--states: expected an existing file, got 'nope.json'"),
 ]
