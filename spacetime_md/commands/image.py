@@ -163,7 +163,9 @@ def _distance_text(geo) -> str:
         text = (f"{geo.distance:.4g} +- {geo.distance_se:.2g} (standard error of the Hutchinson length, "
                 f"{geo.length_points} curve points)")
     if geo.n_negative_segments:
-        counted = ("counted by their magnitude" if geo.result is not None and geo.result.config.clamp == "abs"
+        from spacetime_md.image.distance import _length_clamp  # the rule the reported length follows
+
+        counted = ("counted by their magnitude" if _length_clamp(geo.result) == "abs"
                    else "counted as length 0: the distance is underestimated")
         text += (f"; warning: {geo.n_negative_segments} of {geo.length_points - 1} segments have negative terms "
                  f"(the model's Jacobian trace), {counted}")

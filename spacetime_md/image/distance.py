@@ -234,10 +234,10 @@ def _solve_pairs(denoiser, pairs: list[_Pair], anchor: float, alpha: float, conf
                               callback=callback)
 
 
-def _length_clamp(result: GeodesicResult) -> str:
+def _length_clamp(result: GeodesicResult | None) -> str:
     """How the reported length counts negative segment terms: as the solver's objective did
-    (``|t|`` for ``clamp="abs"``, else 0)."""
-    return "abs" if result.config.clamp == "abs" else "segment"
+    (``|t|`` for ``clamp="abs"``, else 0; no solve, e.g. identical images: 0)."""
+    return "abs" if result is not None and result.config.clamp == "abs" else "segment"
 
 
 @dataclass(frozen=True)

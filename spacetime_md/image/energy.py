@@ -137,10 +137,6 @@ def _slice(probes: Tensor | None, a: int, b: int) -> Tensor | None:
     return None if probes is None else probes[:, a : b + 1]
 
 
-def _clamped(terms: Tensor, clamp: str) -> Tensor:
-    return clamp_terms(terms, clamp)
-
-
 class _ChunkedEnergy(torch.autograd.Function):
     """Energy value in forward; the gradient, accumulated chunk by chunk, is saved for backward."""
 
@@ -157,7 +153,7 @@ class _ChunkedEnergy(torch.autograd.Function):
                     ls_c = log_snr[a : b + 1].detach().requires_grad_(True)
                     x_c = x[a : b + 1].detach().requires_grad_(True)
                     terms = _chunk_terms(denoiser, ls_c, x_c, _slice(probes, a, b), divergence, chunk_size, True)
-                    part = scale * _clamped(terms, clamp).sum()
+                    part = scale * clamp_terms(terms, clamp).sum()
                     g_ls, g_x = torch.autograd.grad(part, (ls_c, x_c))
                 grad_ls[a : b + 1] += g_ls
                 grad_x[a : b + 1] += g_x
@@ -165,7 +161,7 @@ class _ChunkedEnergy(torch.autograd.Function):
             else:
                 terms = _chunk_terms(denoiser, log_snr[a : b + 1], x[a : b + 1], _slice(probes, a, b),
                                      divergence, chunk_size, False)
-                energy = energy + scale * _clamped(terms.detach(), clamp).sum()
+                energy = energy + scale * clamp_terms(terms.detach(), clamp).sum()
         if need_grad:
             ctx.save_for_backward(grad_ls, grad_x)
         return energy
