@@ -7,7 +7,8 @@ A model that samples the Boltzmann distribution better (lower Ramachandran JSD) 
 default if its paths are at least as good, so this is the check the JSD numbers of
 docs/models.md need beside them.
 
-Candidates: the shipped single models by name (``load_pretrained``), and ``guided-smooth``: the
+Candidates: the shipped single models by name (``load_pretrained``), checkpoint files (a
+training run's ``model.pt``), and ``guided-smooth``: the
 shipped autoguided pair (``alanine-dipeptide-guided``: focus13k model, its step-3250 guide,
 w = 2.5 on log_snr [-2, 8)) with the guidance switched on and off by a smooth (sigmoid) profile
 of width ``--width`` in log_snr instead of a hard interval, so the geodesic can differentiate
@@ -31,7 +32,7 @@ import sys
 
 from spacetime_md.core import AutoGuidedDenoiser
 from spacetime_md.molecular import load_system
-from spacetime_md.molecular.model.pretrained import GUIDED_PRETRAINED, load_pretrained
+from spacetime_md.molecular.model.pretrained import GUIDED_PRETRAINED, load_checkpoint, load_pretrained
 from spacetime_md.molecular.paths.config import DEFAULT_GEODESIC, PathConfig
 from spacetime_md.molecular.paths.relaxed import compute_relaxed_map
 from spacetime_md.molecular.paths.transition import compute_transition_paths
@@ -60,6 +61,8 @@ def load_candidate(name: str, width: float):
         return SmoothGuidedDenoiser(load_pretrained("alanine-dipeptide-guided"), width)
     if name in GUIDED_PRETRAINED:
         raise SystemExit(f"{name}: the hard-interval guided pair cannot be differentiated; use guided-smooth")
+    if Path(name).is_file():  # a checkpoint of your own run, e.g. runs/ala2_model/model.pt
+        return load_checkpoint(name)
     return load_pretrained(name)
 
 
