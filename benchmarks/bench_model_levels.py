@@ -1,6 +1,7 @@
 """Which noise levels decide the model's Ramachandran distribution? (issue 4, model quality)
 
-Two trained models A and B (default: the shipped 12 000-step model and the 24 000-step one) are
+Two trained models A and B (default: the shipped 12 000-step model and the 24 000-step one, retired from the package:
+rebuild it with the command in docs/models.md) are
 combined into one sampler that uses B only for ``log_snr`` in a range and A elsewhere; every row
 draws the same samples (same seed, ancestral sampler) and prints the Ramachandran JSD against an
 independent MD set. Where swapping in B recovers most of the A -> B gain is where the extra
@@ -9,7 +10,7 @@ It also prints the JSD of A and B at 250-2000 samples and its 1/n extrapolation 
 finite-sample part of the JSD), next to the same for a second MD set.
 
     spacetime-md sample --system alanine-dipeptide --n-samples 20000 --out runs/ala2_samples_seed1 --seed 1
-    python benchmarks/bench_model_levels.py [--a alanine-dipeptide] [--b alanine-dipeptide-24k]
+    python benchmarks/bench_model_levels.py [--a alanine-dipeptide] [--b runs/ala2_model_24k/model.pt]
         [--reference runs/ala2_samples_seed1] [--n-samples 1000] [--n-steps 150] [--quick]
 
 Without ``--reference`` (or if it does not exist) a 5 000-frame reference is sampled first
@@ -55,7 +56,8 @@ class Swapped(torch.nn.Module):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--a", default="alanine-dipeptide", help="model A (shipped name or .pt)")
-    parser.add_argument("--b", default="alanine-dipeptide-24k", help="model B (shipped name or .pt)")
+    parser.add_argument("--b", default="runs/ala2_model_24k/model.pt",
+                        help="model B (shipped name or .pt; the default is the retired 24k model, rebuilt as in docs/models.md)")
     parser.add_argument("--reference", default="runs/ala2_samples_seed1", help="independent MD samples")
     parser.add_argument("--n-samples", type=int, default=1000)
     parser.add_argument("--n-steps", type=int, default=150)

@@ -28,6 +28,7 @@ from docutils.statemachine import StringList
 from sphinx.util.docutils import SphinxDirective
 
 MODELS_DIR = Path(importlib.util.find_spec("spacetime_md").origin).parent / "data" / "models"
+RETIRED_DIR = Path(__file__).resolve().parent.parent / "retired_models"
 
 
 def public_names(module_name: str) -> list[str]:
@@ -188,6 +189,8 @@ class ModelCard(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         path = MODELS_DIR / self.arguments[0]
+        if not path.is_file():  # the card of record of a model retired from the package
+            path = RETIRED_DIR / self.arguments[0]
         self.env.note_dependency(str(path))
         card = json.loads(path.read_text())
         rows: list[tuple[str, str]] = []

@@ -62,7 +62,7 @@ _ACTIVATION_BYTES_PER_ATOM_PAIR = 1024
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from spacetime_md.commands._system import add_system_arguments
 
-    p.add_argument("--checkpoint", help="model.pt, training_state.pt or a shipped model name, e.g. alanine-dipeptide-24k (default: the shipped alanine-dipeptide model)")
+    p.add_argument("--checkpoint", help="model.pt, training_state.pt or a shipped model name, e.g. alanine-dipeptide-guided (default: the shipped alanine-dipeptide model)")
     p.add_argument("--guide",
                    help="autoguidance: a weaker model of the same molecule (e.g. an early snapshot "
                    "model_step*.pt of the same run); samples use D + (w - 1)(D - guide) on the guided levels")

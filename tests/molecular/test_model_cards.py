@@ -90,8 +90,7 @@ def test_fraction_l_detects_a_mirror_image():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["alanine-dipeptide", "alanine-dipeptide-24k", "alanine-dipeptide-focus",
-                                  "alanine-dipeptide-focus13k", "alanine-dipeptide-guided"])
+@pytest.mark.parametrize("name", ["alanine-dipeptide", "alanine-dipeptide-focus13k", "alanine-dipeptide-guided"])
 def test_card_metrics_recomputed_from_the_weights(name):
     # The card's own settings: 2000 samples, 300 ancestral steps, log_snr -8..10 (about 10 min per
     # model on one core; twice that for the guided pair).

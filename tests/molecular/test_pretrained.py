@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from spacetime_md.core import AutoGuidedDenoiser
 from spacetime_md.errors import CheckpointError
 from spacetime_md.molecular.model.pretrained import (
     GUIDED_PRETRAINED,
+    RETIRED,
     load_checkpoint,
     load_guided,
     load_pretrained,
@@ -110,7 +112,7 @@ def test_save_type_message(tmp_path):
 
 
 def test_unknown_pretrained_name():
-    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-24k', 'alanine-dipeptide-focus', 'alanine-dipeptide-focus13k', 'alanine-dipeptide-vacuum', 'alanine-tetrapeptide', 'alanine-tetrapeptide-vacuum', 'alanine-dipeptide-guided', 'alanine-tetrapeptide-guided'\], got 'caffeine'"):
+    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-focus13k', 'alanine-dipeptide-vacuum', 'alanine-tetrapeptide', 'alanine-tetrapeptide-vacuum', 'alanine-dipeptide-guided', 'alanine-tetrapeptide-guided'\], got 'caffeine'"):
         load_pretrained("caffeine")
 
 
@@ -132,8 +134,7 @@ def test_shipped_alanine_dipeptide_model():
 def test_shipped_models_match_their_cards_and_load_by_name(tmp_path, monkeypatch):
     import hashlib
 
-    for name in ("alanine-dipeptide", "alanine-dipeptide-24k", "alanine-dipeptide-focus", "alanine-dipeptide-focus13k",
-                 "alanine-tetrapeptide"):
+    for name in ("alanine-dipeptide", "alanine-dipeptide-focus13k", "alanine-tetrapeptide"):
         path = pretrained_path(name)
         card = json.loads(path.with_suffix(".json").read_text())
         assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), name
@@ -143,15 +144,25 @@ def test_shipped_models_match_their_cards_and_load_by_name(tmp_path, monkeypatch
         with torch.no_grad():
             assert torch.equal(by_name(x, log_snr), load_pretrained(name)(x, log_snr))
     # The longer-trained model is a different model, not a copy.
-    shipped = {pretrained_path(n).read_bytes() for n in ("alanine-dipeptide", "alanine-dipeptide-24k",
-                                                          "alanine-dipeptide-focus", "alanine-dipeptide-focus13k",
+    shipped = {pretrained_path(n).read_bytes() for n in ("alanine-dipeptide", "alanine-dipeptide-focus13k",
                                                           "alanine-tetrapeptide")}
-    assert len(shipped) == 5
+    assert len(shipped) == 3
     # A file that happens to carry a model's name wins over the name.
     (tmp_path / "alanine-dipeptide").write_bytes(b"not a checkpoint")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError):
         load_checkpoint("alanine-dipeptide")
+
+
+@pytest.mark.parametrize("name", sorted(RETIRED))
+def test_retired_models_say_how_to_rebuild_them(name):
+    # Retired from the package (issue 21): every way of asking by name gets the rebuild command.
+    for load in (load_pretrained, load_checkpoint, pretrained_path):
+        with pytest.raises(ValueError, match=rf"'{name}' is no longer shipped .* run `spacetime-md train --data "
+                                             rf"runs/ala2_samples .*` and pass its model.pt"):
+            load(name)
+    assert not any(f.startswith(("alanine_dipeptide_vacuum_24k", "alanine_dipeptide_vacuum_focus."))
+                   for f in os.listdir(pretrained_path("alanine-dipeptide").parent))
 
 
 def test_load_guided_pairs_a_model_with_its_guide(tmp_path):

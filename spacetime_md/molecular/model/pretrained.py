@@ -41,6 +41,7 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "PRETRAINED",
     "GUIDED_PRETRAINED",
+    "RETIRED",
     "resolve_checkpoint",
     "save_checkpoint",
     "load_checkpoint",
@@ -64,19 +65,35 @@ CHECKPOINT_VERSION = 1
 PRETRAINED: dict[str, str] = {
     "alanine-dipeptide": "alanine_dipeptide_vacuum.pt",
     "alanine-dipeptide-vacuum": "alanine_dipeptide_vacuum.pt",
-    # Twice the training (24 000 steps): better Boltzmann samples (Ramachandran JSD 0.064 vs
-    # 0.108), but its geodesic's paths had a higher mean relaxed barrier; see the model card.
-    "alanine-dipeptide-24k": "alanine_dipeptide_vacuum_24k.pt",
-    # 14 000 steps with half the noise levels drawn from log_snr 0-5 (--focus-fraction 0.5),
-    # 2 threads + torch.compile, 30.9 min: JSD 0.071, between the two above at the 12k time.
-    "alanine-dipeptide-focus": "alanine_dipeptide_vacuum_focus.pt",
-    # The same focus recipe for 13 000 steps (26.0 min); its step-3250 EMA snapshot is the guide
-    # of "alanine-dipeptide-guided" below.
+    # The focus recipe (half the noise levels drawn from log_snr 0-5) for 13 000 steps (26.0 min);
+    # with its step-3250 EMA snapshot as guide it is "alanine-dipeptide-guided" below.
     "alanine-dipeptide-focus13k": "alanine_dipeptide_vacuum_focus13k.pt",
     # Ace-(Ala)3-Nme, 42 atoms: sparse-graph EGNN, 12 000 steps on 50 000 replica-exchange samples.
     "alanine-tetrapeptide": "alanine_tetrapeptide_vacuum.pt",
     "alanine-tetrapeptide-vacuum": "alanine_tetrapeptide_vacuum.pt",
 }
+
+#: Models shipped before and retired from the package (one model per job: ``alanine-dipeptide``
+#: for paths, ``alanine-dipeptide-guided`` for sampling): name -> the training command that rebuilds
+#: it from ``spacetime-md sample --system alanine-dipeptide --n-samples 50000 --out runs/ala2_samples
+#: --seed 0`` (docs/models.md has their measurements).
+RETIRED: dict[str, str] = {
+    "alanine-dipeptide-24k": "spacetime-md train --data runs/ala2_samples --out runs/ala2_model_24k --steps 24000 "
+                             "--seed 0 --snapshot-every 6000",
+    "alanine-dipeptide-focus": "spacetime-md train --data runs/ala2_samples --out runs/ala2_model_focus --steps 14000 "
+                               "--seed 0 --focus-fraction 0.5 --focus-log-snr-min 0 --focus-log-snr-max 5 "
+                               "--snapshot-every 3500",
+}
+
+
+def _refuse_retired(name: str) -> None:
+    if name in RETIRED:
+        raise ValueError(
+            f"checkpoint: {name!r} is no longer shipped (use 'alanine-dipeptide' for paths or "
+            f"'alanine-dipeptide-guided' for sampling); to rebuild it, run `{RETIRED[name]}` and pass "
+            f"its model.pt"
+        )
+
 
 #: Shipped autoguided pairs: name -> (model file, guide file, weight, log_snr_min, log_snr_max).
 #: The guide is an early EMA snapshot of the same training run; see :func:`load_guided`.
@@ -334,6 +351,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """``path`` as a file path: a shipped model's name (:data:`PRETRAINED`) becomes its file,
     anything else is taken as a path (an existing file of that name wins over a model name)."""
     if isinstance(path, str) and not Path(path).exists():
+        _refuse_retired(path)
         if path in PRETRAINED:
             return pretrained_path(path)
         if path in GUIDED_PRETRAINED:
@@ -351,6 +369,7 @@ def _single_name(file_name: str) -> str:
 
 def pretrained_path(name: str = "alanine-dipeptide") -> Path:
     """Path of a shipped checkpoint (see :data:`PRETRAINED`)."""
+    _refuse_retired(name)
     if name not in PRETRAINED:
         raise ValueError(f"name: expected one of {sorted(PRETRAINED)}, got {name!r}")
     return _model_file(PRETRAINED[name])
@@ -423,6 +442,7 @@ def load_pretrained(
         model_file, guide_file, weight, lo, hi = GUIDED_PRETRAINED[name]
         return load_guided(_model_file(model_file), _model_file(guide_file), weight=weight,
                            log_snr_min=lo, log_snr_max=hi, device=device, dtype=dtype)
+    _refuse_retired(name)
     if name not in PRETRAINED:
         raise ValueError(f"name: expected one of {sorted(PRETRAINED) + sorted(GUIDED_PRETRAINED)}, got {name!r}")
     return load_checkpoint(pretrained_path(name), device=device, dtype=dtype)
