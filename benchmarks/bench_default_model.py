@@ -61,9 +61,8 @@ def load_candidate(name: str, width: float):
         return SmoothGuidedDenoiser(load_pretrained("alanine-dipeptide-guided"), width)
     if name in GUIDED_PRETRAINED:
         raise SystemExit(f"{name}: the hard-interval guided pair cannot be differentiated; use guided-smooth")
-    if Path(name).is_file():  # a checkpoint of your own run, e.g. runs/ala2_model/model.pt
-        return load_checkpoint(name)
-    return load_pretrained(name)
+    # A shipped name or a checkpoint file (e.g. runs/ala2_model/model.pt): resolve_checkpoint decides.
+    return load_checkpoint(name)
 
 
 def main(argv=None) -> int:

@@ -143,7 +143,7 @@ def test_shipped_models_match_their_cards_and_load_by_name(tmp_path, monkeypatch
         x, log_snr = torch.randn(2, 3 * by_name.n_atoms), torch.tensor([1.0, 5.0])
         with torch.no_grad():
             assert torch.equal(by_name(x, log_snr), load_pretrained(name)(x, log_snr))
-    # The longer-trained model is a different model, not a copy.
+    # Each shipped model is a different model, not a copy.
     shipped = {pretrained_path(n).read_bytes() for n in ("alanine-dipeptide", "alanine-dipeptide-focus13k",
                                                           "alanine-tetrapeptide")}
     assert len(shipped) == 3
