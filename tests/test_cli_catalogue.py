@@ -78,6 +78,8 @@ CASES = [
     ("guidance weight inf", [*EV, "--guidance-weight", "inf"], "--guidance-weight: expected a finite number >= 0, got inf"),
     ("guidance min nan", [*EV, "--guidance-log-snr-min", "nan"], "--guidance-log-snr-min: expected a number in [-20, 20], got nan"),
     ("evaluate threads 0", [*EV, "--num-threads", "0"], "--num-threads: expected an integer in [1, 256], got 0"),
+    ("evaluate corrector without pc", [*EV, "--corrector-steps", "2"], "method: expected --method pc with --corrector-steps, got --method ancestral"),
+    ("evaluate corrector scale 2", [*EV, "--method", "pc", "--corrector-scale", "2"], "--corrector-scale: expected a number in (0, 1], got 2"),
     ("evaluate seed 2^40", [*EV, "--seed", str(2**40)], "--seed: expected an integer in [0, 4294967295]"),
     # --- sample: ranges, memory and --out before the system is minimised
     ("sample huge", ["sample", "--n-samples", HUGE, "--out", "{out}"], f"--n-samples: {HUGE} samples of 22 atoms would need about"),

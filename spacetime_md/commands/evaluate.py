@@ -48,6 +48,9 @@ RANGES = {
     "n_samples": int_range(1, default=2000, help="model samples (default 2000)",
                            note="; refused up front if they would not fit in memory"),
     "n_steps": int_range(1, default=300, help="sampler noise levels (default 300)"),
+    "corrector_steps": int_range(1, 100, help="--method pc: Langevin corrector steps per noise level (default 3)"),
+    "corrector_scale": float_range(0, 1, low_open=True,
+                                   help="--method pc: Langevin step in units of the level's sigma^2 (default 0.3)"),
     "log_snr_start": float_range(-20, 20, default=-8.0, help="first noise level, model log_snr (default -8)"),
     "log_snr_end": float_range(-20, 20, default=10.0, help="last noise level, above --log-snr-start (default 10)"),
     "batch_size": int_range(1, default=128, help="samples integrated at once (default 128)"),
@@ -77,10 +80,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="independent MD samples (directory with one *.h5, or the file), e.g. `spacetime-md "
                         "sample --seed 1`: all its frames are the reference instead of the held-out part of --data")
     add_numeric(p, RANGES, "n_samples", "n_steps")
-    p.add_argument("--method", choices=("heun", "ancestral", "ddim"), default="ancestral",
+    p.add_argument("--method", choices=("heun", "ancestral", "ddim", "pc"), default="ancestral",
                    help="reverse SDE (ancestral, default: its noise corrects model errors, e.g. bond lengths "
-                   "match MD where the ODE's are 1.7x too spread), or probability-flow ODE, 2nd order "
-                   "(heun) or 1st order (ddim)")
+                   "match MD where the ODE's are 1.7x too spread), the same with Langevin corrector steps "
+                   "at every level (pc: closer to MD in the main basin, but it can empty rare states; see "
+                   "the docs), or probability-flow ODE, 2nd order (heun) or 1st order (ddim)")
+    add_numeric(p, RANGES, "corrector_steps", "corrector_scale")
     add_numeric(p, RANGES, "log_snr_start", "log_snr_end", "batch_size")
     p.add_argument("--mirror-d", action="store_true",
                    help="post-hoc correction: reflect samples with D chirality (reported as such)")
@@ -113,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
     from spacetime_md.molecular.model.dataset import load_dataset
 
     check_options(args, RANGES)
+    corrector = {k: v for k, v in (("corrector_steps", args.corrector_steps),
+                                   ("corrector_scale", args.corrector_scale)) if v is not None}
+    if corrector and args.method != "pc":
+        raise ValueError(f"method: expected --method pc with "
+                         f"{', '.join('--' + k.replace('_', '-') for k in corrector)}, got --method {args.method}")
     if not args.log_snr_end > args.log_snr_start:
         raise ValueError(f"--log-snr-end: expected a number > --log-snr-start ({args.log_snr_start:g}), "
                          f"got {args.log_snr_end:g}")
@@ -185,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         generator=generator,
         mirror_d=args.mirror_d,
+        **corrector,
         chiral_atoms=[c.atoms for c in centres],
         chiral_signs=signs,
         progress=args.progress,
@@ -199,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
         reference_b=dataset.train_xyz,
         energies=args.energies,
         sampler=f"{args.method}, {args.n_steps} steps, log_snr {args.log_snr_start}..{args.log_snr_end}"
+        + (f", {corrector.get('corrector_steps', 3)} Langevin corrector steps of "
+           f"{corrector.get('corrector_scale', 0.3):g} sigma^2 per level" if args.method == "pc" else "")
         + (f", autoguided (w = {model.weight:g} on log_snr [{model.log_snr_min:g}, {model.log_snr_max:g}))"
            if isinstance(model, AutoGuidedDenoiser) else "")
         + (", D samples mirrored" if args.mirror_d else ""),
