@@ -51,6 +51,8 @@ RANGES = {
     "corrector_steps": int_range(1, 100, help="--method pc: Langevin corrector steps per noise level (default 3)"),
     "corrector_scale": float_range(0, 1, low_open=True,
                                    help="--method pc: Langevin step in units of the level's sigma^2 (default 0.3)"),
+    "corrector_log_snr_min": float_range(-20, 20, help="--method pc: correct only the levels >= this one "
+                                                       "(default: every level; 4 keeps rare states, see the docs)"),
     "log_snr_start": float_range(-20, 20, default=-8.0, help="first noise level, model log_snr (default -8)"),
     "log_snr_end": float_range(-20, 20, default=10.0, help="last noise level, above --log-snr-start (default 10)"),
     "batch_size": int_range(1, default=128, help="samples integrated at once (default 128)"),
@@ -85,7 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "match MD where the ODE's are 1.7x too spread), the same with Langevin corrector steps "
                    "at every level (pc: closer to MD in the main basin, but it can empty rare states; see "
                    "the docs), or probability-flow ODE, 2nd order (heun) or 1st order (ddim)")
-    add_numeric(p, RANGES, "corrector_steps", "corrector_scale")
+    add_numeric(p, RANGES, "corrector_steps", "corrector_scale", "corrector_log_snr_min")
     add_numeric(p, RANGES, "log_snr_start", "log_snr_end", "batch_size")
     p.add_argument("--mirror-d", action="store_true",
                    help="post-hoc correction: reflect samples with D chirality (reported as such)")
@@ -119,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_options(args, RANGES)
     corrector = {k: v for k, v in (("corrector_steps", args.corrector_steps),
-                                   ("corrector_scale", args.corrector_scale)) if v is not None}
+                                   ("corrector_scale", args.corrector_scale),
+                                   ("corrector_log_snr_min", args.corrector_log_snr_min)) if v is not None}
     if corrector and args.method != "pc":
         raise ValueError(f"method: expected --method pc with "
                          f"{', '.join('--' + k.replace('_', '-') for k in corrector)}, got --method {args.method}")
@@ -211,7 +214,9 @@ def run(args: argparse.Namespace) -> int:
         energies=args.energies,
         sampler=f"{args.method}, {args.n_steps} steps, log_snr {args.log_snr_start}..{args.log_snr_end}"
         + (f", {corrector.get('corrector_steps', 3)} Langevin corrector steps of "
-           f"{corrector.get('corrector_scale', 0.3):g} sigma^2 per level" if args.method == "pc" else "")
+           f"{corrector.get('corrector_scale', 0.3):g} sigma^2 per level"
+           + (f" from log_snr {args.corrector_log_snr_min:g}" if args.corrector_log_snr_min is not None else "")
+           if args.method == "pc" else "")
         + (f", autoguided (w = {model.weight:g} on log_snr [{model.log_snr_min:g}, {model.log_snr_max:g}))"
            if isinstance(model, AutoGuidedDenoiser) else "")
         + (", D samples mirrored" if args.mirror_d else ""),

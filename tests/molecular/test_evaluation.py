@@ -86,6 +86,10 @@ def test_predictor_corrector_restores_what_few_ancestral_steps_lose():
     minority = {m: float(((draw(mixture, m) @ u) < 0).double().mean()) for m in ("ancestral", "pc")}
     # binomial standard error sqrt(0.09 / 3000) ~ 0.55 %
     assert abs(minority["pc"] - 0.1) < 0.017, minority
+    # correcting only the low-noise end (log_snr >= 4) cannot undo what the early levels lost
+    low_only = sample_model(gaussian, 3000, dim=12, length_scale_nm=1.0, n_steps=30, method="pc",
+                            corrector_log_snr_min=4.0, generator=torch.Generator().manual_seed(0))
+    assert abs(float((low_only**2).sum()) / (3000 * 9) / s2 - variance["ancestral"]) < 0.05
     with pytest.raises(ValueError, match="corrector_steps"):
         sample_model(gaussian, 2, dim=12, length_scale_nm=1.0, method="pc", corrector_steps=0)
     with pytest.raises(ValueError, match="corrector_scale"):
@@ -122,7 +126,7 @@ def test_sample_model_with_equivariant_model_and_messages():
         sample_model(model, 2, n_steps=2, mirror_d=True, chiral_atoms=ala, chiral_signs=[0])
     with pytest.raises(ValueError, match=r"chiral_atoms: expected \(centre, a, b, c\) quadruples, got \[\(1, 2, 3\)\]"):
         sample_model(model, 2, n_steps=2, mirror_d=True, chiral_atoms=[(1, 2, 3)])
-    with pytest.raises(ValueError, match="method: expected 'heun', 'ancestral' or 'ddim', got 'euler'"):
+    with pytest.raises(ValueError, match="method: expected 'heun', 'ancestral', 'ddim' or 'pc', got 'euler'"):
         sample_model(model, 2, method="euler")
     with pytest.raises(ValueError, match="log_snr_end: expected a value > log_snr_start = 3.0, got 2.0"):
         sample_model(model, 2, log_snr_start=3.0, log_snr_end=2.0)
@@ -315,6 +319,10 @@ def test_cli_evaluate_with_a_langevin_corrector(tmp_path, capsys):
     assert code == 0
     sampler = json.loads(out_json.read_text())["metrics"]["sampler"]
     assert sampler == "pc, 4 steps, log_snr -8.0..10.0, 2 Langevin corrector steps of 0.3 sigma^2 per level"
+    code = main(["evaluate", "--checkpoint", str(ckpt), "--data", data, "--n-samples", "4", "--n-steps", "4",
+                 "--method", "pc", "--corrector-log-snr-min", "4", "--no-energies", "--json", str(out_json)])
+    assert code == 0
+    assert json.loads(out_json.read_text())["metrics"]["sampler"].endswith("0.3 sigma^2 per level from log_snr 4")
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", data, "--corrector-steps", "2"]) == 2
     assert "method: expected --method pc with --corrector-steps, got --method ancestral" in capsys.readouterr().err

@@ -11,7 +11,8 @@ Samplers (all in ``log_snr``, model units, noise projected onto the centred subs
 - ``"pc"`` (predictor-corrector, Song et al., ICLR 2021): before each ancestral step,
   ``corrector_steps`` unadjusted Langevin steps at the current level on the model's marginal,
   ``x <- x + eps s + sqrt(2 eps) P n`` with the score ``s = (alpha D - x) / sigma^2`` and
-  ``eps = corrector_scale * sigma^2``; ``1 + corrector_steps`` denoiser calls per level.
+  ``eps = corrector_scale * sigma^2``; ``1 + corrector_steps`` denoiser calls per corrected
+  level (every level, or those from ``corrector_log_snr_min`` on).
 
 First-order samplers lose variance at a rate proportional to the step in ``log_snr`` (for a
 Gaussian with the exact denoiser and 100 steps over [-8, 10]: ancestral -8 %, DDIM -4 %,
@@ -60,6 +61,7 @@ def sample_model(
     mirror_d: bool = False,
     corrector_steps: int = 3,
     corrector_scale: float = 0.3,
+    corrector_log_snr_min: float = -math.inf,
     chiral_atoms: Sequence[int] | Sequence[Sequence[int]] | None = None,
     chiral_signs: Sequence[int] | None = None,
     progress: bool = False,
@@ -98,6 +100,10 @@ def sample_model(
         steps relax further per call but are biased: even with the exact denoiser, the Langevin
         chain alone would settle at up to ``1 / (1 - scale / 2)`` times the marginal's variance
         (in the directions where the noise dominates it).
+    corrector_log_snr_min : float
+        ``"pc"`` only: correct only the levels ``>= corrector_log_snr_min`` (default: every
+        level). On the molecular models the corrector at low ``log_snr`` empties rare states;
+        from level 4 on it keeps them (see the models page).
     chiral_atoms : (X, a, b, c) or sequence of them, optional
         The chiral centres (:func:`~spacetime_md.molecular.system.chirality.chiral_centres_from_topology`,
         ``(CA, N, C, CB)`` for a C-alpha); required with ``mirror_d``.
@@ -151,7 +157,7 @@ def sample_model(
             b = min(batch_size, n_samples - done)
             x = center(torch.randn(b, dim, generator=generator, dtype=torch.float64))
             for k in range(n_steps):
-                if method == "pc" and k < n_steps - 1:
+                if method == "pc" and k < n_steps - 1 and levels[k] >= corrector_log_snr_min:
                     eps = corrector_scale * float(sigma[k]) ** 2
                     for _ in range(int(corrector_steps)):
                         score = (alpha[k] * evaluate(x, levels[k]) - x) / sigma[k] ** 2
