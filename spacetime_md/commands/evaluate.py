@@ -85,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("heun", "ancestral", "ddim", "pc"), default="ancestral",
                    help="reverse SDE (ancestral, default: its noise corrects model errors, e.g. bond lengths "
                    "match MD where the ODE's are 1.7x too spread), the same with Langevin corrector steps "
-                   "at every level (pc: closer to MD in the main basin, but it can empty rare states; see "
+                   "before each level (pc: closer to MD in the main basin, but it can empty rare states; see "
                    "the docs), or probability-flow ODE, 2nd order (heun) or 1st order (ddim)")
     add_numeric(p, RANGES, "corrector_steps", "corrector_scale", "corrector_log_snr_min")
     add_numeric(p, RANGES, "log_snr_start", "log_snr_end", "batch_size")
