@@ -48,6 +48,7 @@ RANGES = {
     "n_samples": int_range(1, default=2000, help="model samples (default 2000)",
                            note="; refused up front if they would not fit in memory"),
     "n_steps": int_range(1, default=300, help="sampler noise levels (default 300)"),
+    # Defaults: generate.CORRECTOR_STEPS / CORRECTOR_SCALE (not imported here: that module loads torch).
     "corrector_steps": int_range(1, 100, help="--method pc: Langevin corrector steps per noise level (default 3)"),
     "corrector_scale": float_range(0, 1, low_open=True,
                                    help="--method pc: Langevin step in units of the level's sigma^2 (default 0.3)"),
@@ -62,6 +63,18 @@ RANGES = {
 #: Rough model activation memory per structure in a batch, per squared atom count (measured:
 #: about 0.4 MiB per alanine-dipeptide structure, 22 atoms, for the shipped model).
 _ACTIVATION_BYTES_PER_ATOM_PAIR = 1024
+
+
+def _corrector_text(args: argparse.Namespace) -> str:
+    """The corrector part of the sampler description ("" unless ``--method pc``)."""
+    from spacetime_md.molecular.model.generate import CORRECTOR_SCALE, CORRECTOR_STEPS
+
+    if args.method != "pc":
+        return ""
+    steps = CORRECTOR_STEPS if args.corrector_steps is None else args.corrector_steps
+    scale = CORRECTOR_SCALE if args.corrector_scale is None else args.corrector_scale
+    start = "" if args.corrector_log_snr_min is None else f" from log_snr {args.corrector_log_snr_min:g}"
+    return f", {steps} Langevin corrector steps of {scale:g} sigma^2 per level{start}"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -213,10 +226,7 @@ def run(args: argparse.Namespace) -> int:
         reference_b=dataset.train_xyz,
         energies=args.energies,
         sampler=f"{args.method}, {args.n_steps} steps, log_snr {args.log_snr_start}..{args.log_snr_end}"
-        + (f", {corrector.get('corrector_steps', 3)} Langevin corrector steps of "
-           f"{corrector.get('corrector_scale', 0.3):g} sigma^2 per level"
-           + (f" from log_snr {args.corrector_log_snr_min:g}" if args.corrector_log_snr_min is not None else "")
-           if args.method == "pc" else "")
+        + _corrector_text(args)
         + (f", autoguided (w = {model.weight:g} on log_snr [{model.log_snr_min:g}, {model.log_snr_max:g}))"
            if isinstance(model, AutoGuidedDenoiser) else "")
         + (", D samples mirrored" if args.mirror_d else ""),

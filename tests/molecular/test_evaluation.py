@@ -85,6 +85,7 @@ def test_predictor_corrector_restores_what_few_ancestral_steps_lose():
     mixture, u = _two_mode_denoiser(0.1)
     minority = {m: float(((draw(mixture, m) @ u) < 0).double().mean()) for m in ("ancestral", "pc")}
     # binomial standard error sqrt(0.09 / 3000) ~ 0.55 %
+    assert minority["ancestral"] < 0.09, minority
     assert abs(minority["pc"] - 0.1) < 0.017, minority
     # correcting only the low-noise end (log_snr >= 4) cannot undo what the early levels lost
     low_only = sample_model(gaussian, 3000, dim=12, length_scale_nm=1.0, n_steps=30, method="pc",
@@ -324,6 +325,12 @@ def test_cli_evaluate_with_a_langevin_corrector(tmp_path, capsys):
     assert code == 0
     assert json.loads(out_json.read_text())["metrics"]["sampler"].endswith("0.3 sigma^2 per level from log_snr 4")
     capsys.readouterr()
+    from spacetime_md.commands.evaluate import RANGES
+    from spacetime_md.molecular.model.generate import CORRECTOR_SCALE, CORRECTOR_STEPS
+
+    # the --help defaults are the library's
+    assert f"(default {CORRECTOR_STEPS})" in RANGES["corrector_steps"].help
+    assert f"(default {CORRECTOR_SCALE:g})" in RANGES["corrector_scale"].help
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", data, "--corrector-steps", "2"]) == 2
     assert "method: expected --method pc with --corrector-steps, got --method ancestral" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(ckpt), "--data", data, "--method", "pc",

@@ -45,6 +45,10 @@ __all__ = [
     "sample_model",
 ]
 
+#: ``method="pc"`` defaults: Langevin corrector steps per level and their step in units of sigma^2.
+CORRECTOR_STEPS = 3
+CORRECTOR_SCALE = 0.3
+
 
 def sample_model(
     model: EquivariantDenoiser | Callable[[Tensor, Tensor], Tensor],
@@ -59,8 +63,8 @@ def sample_model(
     batch_size: int = 128,
     generator: torch.Generator | None = None,
     mirror_d: bool = False,
-    corrector_steps: int = 3,
-    corrector_scale: float = 0.3,
+    corrector_steps: int = CORRECTOR_STEPS,
+    corrector_scale: float = CORRECTOR_SCALE,
     corrector_log_snr_min: float = -math.inf,
     chiral_atoms: Sequence[int] | Sequence[Sequence[int]] | None = None,
     chiral_signs: Sequence[int] | None = None,
