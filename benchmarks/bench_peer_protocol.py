@@ -215,8 +215,8 @@ def main(argv=None) -> int:
             del result
 
     cost = model_cost(args.checkpoint)
-    minutes = None if cost["training_min"] is None else f"{cost['training_min']:g} min"
-    train_cell = "model n/a (no card)" if minutes is None else f"model {cost['training_min']:.0f} min CPU, once"
+    minutes = cost["training_min"]
+    train_cell = "model n/a (no card)" if minutes is None else f"model {minutes:.0f} min CPU, once"
     print("\n| method | THP % | ETS kJ/mol | RMSD A | force evals / path | s / path | training |")
     print("|---|---|---|---|---|---|---|")
     for name, thp, ets, ets_sd, rmsd, rmsd_sd, train in PUBLISHED:
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
         print(f"| spacetime_md {m['kind']}, {m['label']}, seed {m['seed']} | {m['thp']:.1f} | {ets} | "
               f"{m['rmsd']:.2f} +- {m['rmsd_std']:.2f} | {m['force_evals_per_path']} | {m['sampling_s_per_path']:.3f} | "
               f"{train_cell} |")
-    print(f"\nOne-off model cost (model card): data {cost['data']}; training {minutes or 'n/a'} "
+    print(f"\nOne-off model cost (model card): data {cost['data']}; training {'n/a' if minutes is None else f'{minutes:g} min'} "
           f"({cost['machine']}). Geodesic: {geo_s:.1f} s once per pair, shared by all rows.")
     if args.out:
         Path(args.out).write_text(json.dumps({"rows": rows, "geodesic_s": geo_s, "model_cost": cost,
