@@ -4,8 +4,8 @@ Shoot unbiased MD (fresh Maxwell-Boltzmann velocities) from frames of a path wri
 `spacetime-md paths` (any molecule: the run's system.json holds its system and collective variables), stop
 each shot in the start or target state (regions in CV space), and estimate p_B per frame with a
 Wilson interval. Writes config.json, shots.json (checkpoint; a rerun skips finished shots),
-committor.json, committor.png, the transition-state candidates and the refined relaxed-energy
-maximum as PDB files.
+committor.json, committor.png, the transition-state candidates, the refined relaxed-energy
+maximum and the force field's saddle point next to it as PDB files.
 
 Committor analysis of a saved transition path (p_B along it).
 """
@@ -66,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not also shoot from the refined relaxed-energy maximum (the path's torsion-CV route "
                    "around the highest-energy frame, subdivided and minimised with the torsions held; n/a without "
                    "torsion CVs)")
+    p.add_argument("--no-saddle", action="store_true",
+                   help="do not also shoot from the force field's saddle point next to the refined maximum (every "
+                   "coordinate relaxed but the unstable one; n/a without the refined maximum or above 300 atoms)")
     add_numeric(p, RANGES, "refine_window", "refine_substeps", "workers", "seed")
     p.add_argument("--platform", help="OpenMM platform (default: fastest measured for the system size)")
     p.add_argument("--overwrite", action="store_true", help="discard a checkpoint made with other settings")
@@ -96,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         refine=not args.no_refine,
         refine_window=args.refine_window,
         refine_substeps=args.refine_substeps,
+        saddle=not args.no_saddle,
         n_workers=args.workers,
         seed=args.seed,
     )

@@ -1,5 +1,5 @@
 """Transition paths: geodesic problems between two structures, the restrained OpenMM Langevin
-sampler, relaxed maps, the time budget and the ``spacetime-md paths`` job (pipeline step 4).
+sampler, relaxed maps, saddle points, the time budget and the ``spacetime-md paths`` job (pipeline step 4).
 
 Units: OpenMM's ``md_unit_system`` (nm, ps, kJ/mol, K).
 
@@ -28,6 +28,10 @@ _LAZY = {
     "cv_torsion_quencher": "relaxed",
     "refine_relaxed_maximum": "relaxed",
     "relaxed_na_reason": "relaxed",
+    "SaddlePoint": "saddle",
+    "SaddleSearch": "saddle",
+    "compute_saddle_from_refined": "saddle",
+    "compute_saddle_point": "saddle",
     "format_table": "run",
     "run_paths": "run",
     "check_model_matches_system": "structures",

@@ -19,7 +19,11 @@ the transition state. :func:`estimate_committor` measures it for any molecule:
    path's torsion-CV route around that frame, subdivided and minimised continuously from the
    start side (:func:`~spacetime_md.molecular.paths.relaxed.refine_relaxed_maximum`); at the barrier
    20-fs frames are 20-30 degrees apart in phi, while p_B goes from 0 to 1 within a few degrees.
-   Without torsion CVs the refinement is n/a (skipped, with the reason recorded).
+   Without torsion CVs the refinement is n/a (skipped, with the reason recorded). With
+   ``saddle`` (default) also the force field's first-order saddle point next to the refined
+   maximum (:func:`~spacetime_md.molecular.paths.saddle.compute_saddle_from_refined`): the refined
+   maximum holds every torsion CV, so coordinates the path moved but no CV names stay wherever
+   the route left them; the saddle point relaxes all of them except the one unstable direction.
 3. **Shots.** From each frame, ``n_shots`` unbiased MD runs (``LangevinMiddleIntegrator`` on
    the system's force field at its temperature), each with fresh Maxwell-Boltzmann velocities.
    Every ``check_interval_steps`` steps (and at time 0) the CVs the two states use are computed
@@ -94,10 +98,11 @@ _CHECKPOINT_VERSION = 2
 WORKERS_AFTER_S = 20.0
 
 
-def _load_checkpoint(path: Path, fingerprint: dict[str, Any], refined_key: int | None = None,
-                     refined_sha: str | None = None) -> dict[int, dict[int, tuple[int, int]]]:
-    """Shot outcomes of a checkpoint made with ``fingerprint``; the refined maximum's shots
-    (under ``refined_key``) only if they were shot from the same structure (``refined_sha``)."""
+def _load_checkpoint(path: Path, fingerprint: dict[str, Any], structures: dict[int, str | None] | None = None,
+                     ) -> dict[int, dict[int, tuple[int, int]]]:
+    """Shot outcomes of a checkpoint made with ``fingerprint``; the shots of a structure between
+    frames (the refined maximum, the saddle point: ``{key: sha256 of its positions}``) only if
+    they were shot from the same structure."""
     if not path.is_file():
         return {}
     try:
@@ -122,18 +127,20 @@ def _load_checkpoint(path: Path, fingerprint: dict[str, Any], refined_key: int |
         )
     outcomes = {int(f): {int(k): (int(v[0]), int(v[1])) for k, v in shots.items()}
                 for f, shots in data["frames"].items()}
-    if refined_key is not None and data.get("refined_sha256") != refined_sha:
-        outcomes.pop(refined_key, None)  # shot from another structure (other energy or refinement settings)
+    stored = data.get("structures_sha256", {})
+    for key, sha in (structures or {}).items():
+        if stored.get(str(key)) != sha:
+            outcomes.pop(key, None)  # shot from another structure (other energy, refinement or search settings)
     return outcomes
 
 
 def _save_checkpoint(path: Path, fingerprint: dict[str, Any], outcomes: dict[int, dict[int, tuple[int, int]]],
-                     refined_sha: str | None = None) -> None:
+                     structures: dict[int, str | None] | None = None) -> None:
     data = {
         "version": _CHECKPOINT_VERSION,
         "fingerprint": fingerprint,
         "frames": {str(f): {str(k): list(v) for k, v in sorted(shots.items())} for f, shots in sorted(outcomes.items())},
-        "refined_sha256": refined_sha,
+        "structures_sha256": {str(k): v for k, v in (structures or {}).items()},
     }
     write_text_atomic(path, json.dumps(data))
 
@@ -257,6 +264,33 @@ def estimate_committor(
         refined = refine_relaxed_maximum(quencher, frames_all, max_frame, window=config.refine_window,
                                          substeps=config.refine_substeps)
         positions[refined_key] = refined.positions
+    # The force field's saddle point next to the refined maximum, booked one further on.
+    saddle = None
+    saddle_key = n_path + 1
+    saddle_search_s = 0.0
+    from spacetime_md.molecular.paths.saddle import MAX_SADDLE_ATOMS
+
+    if not config.saddle:
+        saddle_na_reason = "not requested (saddle=False)"
+    elif refined is None:
+        saddle_na_reason = f"n/a: no refined relaxed-energy maximum to start from ({refined_na_reason})"
+    elif system.n_atoms > MAX_SADDLE_ATOMS:
+        saddle_na_reason = (f"n/a: {system.n_atoms} atoms, more than the {MAX_SADDLE_ATOMS} a dense-Hessian saddle "
+                            "search is made for")
+    else:
+        from spacetime_md.molecular.paths.saddle import compute_saddle_from_refined
+
+        t_saddle = time.perf_counter()
+        found = compute_saddle_from_refined(system, quencher, refined)
+        saddle_search_s = time.perf_counter() - t_saddle
+        if found.converged:
+            saddle, saddle_na_reason = found, None
+            positions[saddle_key] = found.positions
+        else:
+            saddle_na_reason = (f"n/a: the saddle search from the refined maximum did not converge ({found.n_iterations} "
+                                f"iterations, rms gradient {found.rms_gradient:.1f} kJ/mol/nm, {found.n_negative} "
+                                "negative Hessian eigenvalues)")
+            logger.warning("committor: saddle point %s", saddle_na_reason)
 
     import openmm
 
@@ -283,9 +317,11 @@ def estimate_committor(
         "states_sha256": hashlib.sha256(json.dumps(spec["checker"], sort_keys=True).encode()).hexdigest(),
         **{k: v for k, v in config.to_dict().items() if k not in ("n_frames", "n_shots", "n_workers", "confidence",
                                                                    "include_max_energy", "energy", "kind", "path",
-                                                                   "refine", "refine_window", "refine_substeps")},
+                                                                   "refine", "refine_window", "refine_substeps",
+                                                                   "saddle")},
     }
-    refined_sha = None if refined is None else hashlib.sha256(np.ascontiguousarray(refined.positions).tobytes()).hexdigest()
+    structures = {key: hashlib.sha256(np.ascontiguousarray(positions[key]).tobytes()).hexdigest()
+                  for key in (refined_key, saddle_key) if key in positions}
 
     checkpoint = None
     outcomes: dict[int, dict[int, tuple[int, int]]] = {}
@@ -294,7 +330,7 @@ def estimate_committor(
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         if overwrite and checkpoint.is_file():
             checkpoint.unlink()
-        outcomes = _load_checkpoint(checkpoint, fingerprint, refined_key, refined_sha)
+        outcomes = _load_checkpoint(checkpoint, fingerprint, structures)
     n_resumed = sum(1 for f in positions for k in outcomes.get(f, {}) if k < config.n_shots)
 
     # Frames already in A or B commit at t = 0: settled here, without MD or worker processes.
@@ -328,7 +364,7 @@ def estimate_committor(
             store[k] = (outcome, steps)
         done += len(results)
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, fingerprint, outcomes, refined_sha)
+            _save_checkpoint(checkpoint, fingerprint, outcomes, structures)
         if bar is not None:
             bar.update(len(results))
         if callback is not None:
@@ -393,6 +429,27 @@ def estimate_committor(
             "p_b": _finite_or_none(rp[0]), "p_b_interval": [_finite_or_none(rlo[0]), _finite_or_none(rhi[0])],
             "mean_commit_ps": _finite_or_none(rc[0]),
         }
+    saddle_row = None
+    if saddle is not None:
+        sa, sb, su, sp_, slo, shi, sc, ssteps = _summarise(kept, np.array([saddle_key]), config.timestep_fs,
+                                                           config.confidence)
+        steps += ssteps
+        from spacetime_md.molecular.paths.relaxed import _dihedrals
+
+        torsions = {t.name: float(np.degrees(_dihedrals(saddle.positions[None], t.atoms)[0]))
+                    for t in system.cvs.torsions}
+        saddle_row = {
+            "energy_kj_mol": saddle.energy,
+            "relaxed_energy_of_refined_kj_mol": refined.energy,
+            "torsions_deg": torsions,
+            "rms_gradient_kj_mol_nm": saddle.rms_gradient,
+            "eigenvalue_kj_mol_nm2": saddle.eigenvalue,
+            "n_iterations": saddle.n_iterations,
+            "search_s": saddle_search_s,
+            "n_start": int(sa[0]), "n_target": int(sb[0]), "n_undecided": int(su[0]),
+            "p_b": _finite_or_none(sp_[0]), "p_b_interval": [_finite_or_none(slo[0]), _finite_or_none(shi[0])],
+            "mean_commit_ps": _finite_or_none(sc[0]),
+        }
     decided = np.isfinite(p)
     crosses = bool(decided.any() and np.nanmin(p) <= 0.5 <= np.nanmax(p))
     candidates: list[int] = []
@@ -429,5 +486,7 @@ def estimate_committor(
         energy_requested=config.energy, energy_na_reason=energy_na_reason,
         refined=refined_row, refined_na_reason=refined_na_reason,
         refined_positions=None if refined is None else refined.positions,
+        saddle=saddle_row, saddle_na_reason=saddle_na_reason,
+        saddle_positions=None if saddle is None else saddle.positions,
         states={"start": start.to_dict(), "target": target.to_dict()}, state_sources=sources,
     )

@@ -59,6 +59,13 @@ class CommittorConfig:
         ``include_max_energy`` and at least one torsion CV (otherwise n/a, with the reason).
     refine_window, refine_substeps : int
         See ``refine``.
+    saddle : bool
+        Also shoot from the force field's first-order saddle point next to the refined maximum
+        (:func:`~spacetime_md.molecular.paths.saddle.compute_saddle_from_refined`): every coordinate
+        relaxed except the one unstable direction, found by walking uphill along the path's own
+        reaction. Needs the refined maximum; n/a (with the reason) where the search does not
+        converge or the system has more than
+        :data:`~spacetime_md.molecular.paths.saddle.MAX_SADDLE_ATOMS` atoms.
     confidence : float
         Level of the Wilson interval.
     n_workers : int
@@ -82,6 +89,7 @@ class CommittorConfig:
     refine: bool = True
     refine_window: int = 2
     refine_substeps: int = 10
+    saddle: bool = True
     confidence: float = 0.95
     n_workers: int = 2
     seed: int = 0

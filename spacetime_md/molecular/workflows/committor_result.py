@@ -88,6 +88,17 @@ class CommittorResult:
         Why there is no refined maximum (not requested, or no torsion CV to hold).
     refined_positions : ndarray or None, shape=(N, 3)
         Its structure (nm).
+    saddle : dict or None
+        The force field's first-order saddle point next to the refined maximum
+        (``config.saddle``): ``energy_kj_mol``, ``relaxed_energy_of_refined_kj_mol``,
+        ``torsions_deg`` (each torsion CV there), ``rms_gradient_kj_mol_nm``,
+        ``eigenvalue_kj_mol_nm2`` (the unstable mode's), ``n_iterations``, ``search_s``, shot
+        counts, ``p_b``, ``p_b_interval``, ``mean_commit_ps``.
+    saddle_na_reason : str or None
+        Why there is no saddle point (not requested, no refined maximum, too many atoms, or the
+        search did not converge).
+    saddle_positions : ndarray or None, shape=(N, 3)
+        Its structure (nm; bonds to hydrogen as the flexible force field has them).
     states : dict
         ``{"start": ..., "target": ...}``: the two states (name and regions in CV space).
     state_sources : (str, str)
@@ -128,6 +139,9 @@ class CommittorResult:
     refined: dict[str, Any] | None = None
     refined_na_reason: str | None = None
     refined_positions: np.ndarray | None = None
+    saddle: dict[str, Any] | None = None
+    saddle_na_reason: str | None = None
+    saddle_positions: np.ndarray | None = None
     states: dict[str, Any] = field(default_factory=dict)
     state_sources: tuple[str, str] = ("system", "system")
     extra: dict[str, Any] = field(default_factory=dict)
@@ -141,9 +155,9 @@ class CommittorResult:
 
     @property
     def n_shots_total(self) -> int:
-        """All shots, the refined maximum's included."""
-        r = self.refined or {}
-        extra = r.get("n_start", 0) + r.get("n_target", 0) + r.get("n_undecided", 0)
+        """All shots, the refined maximum's and the saddle point's included."""
+        extra = sum(r.get("n_start", 0) + r.get("n_target", 0) + r.get("n_undecided", 0)
+                    for r in (self.refined or {}, self.saddle or {}))
         return int(self.n_start.sum() + self.n_target.sum() + self.n_undecided.sum()) + extra
 
     @property
@@ -164,6 +178,21 @@ class CommittorResult:
         held = ", ".join(f"{name} = {value:.1f}" for name, value in r["torsions_deg"].items())
         where = (f"refined relaxed-energy maximum (frame {r['frame_position']:.1f}, {held} deg, "
                  f"{r['relaxed_energy_kj_mol']:.1f} kJ/mol)")
+        if r["p_b"] is None:
+            return f"{where}: no shot committed"
+        low, high = r["p_b_interval"]
+        return f"{where}: p_B = {r['p_b']:.2f} [{low:.2f}, {high:.2f}] from {r['n_start'] + r['n_target']} shots"
+
+    @property
+    def saddle_message(self) -> str | None:
+        """One line on p_B at the saddle point, or why there is none."""
+        r = self.saddle
+        if r is None:
+            if self.saddle_na_reason is None or self.saddle_na_reason.startswith("not requested"):
+                return None
+            return f"saddle point {self.saddle_na_reason}"
+        where = (f"saddle point ({r['energy_kj_mol']:.1f} kJ/mol, refined relaxed maximum "
+                 f"{r['relaxed_energy_of_refined_kj_mol']:.1f}; {r['n_iterations']} iterations, {r['search_s']:.1f} s)")
         if r["p_b"] is None:
             return f"{where}: no shot committed"
         low, high = r["p_b_interval"]
@@ -242,6 +271,8 @@ class CommittorResult:
             "message": self.message,
             "refined_max_energy": self.refined,
             "refined_max_energy_na_reason": self.refined_na_reason,
+            "saddle_point": self.saddle,
+            "saddle_point_na_reason": self.saddle_na_reason,
             "shots": {
                 "total": self.n_shots_total,
                 "run": self.n_shots_run,
@@ -274,7 +305,7 @@ class CommittorResult:
         if len(self.cv_names) and not periodic.all():
             lines.append("(angles in deg, lengths in nm)")
         lines.append(self.message)
-        for extra in (self.energy_message, self.refined_message):
+        for extra in (self.energy_message, self.refined_message, self.saddle_message):
             if extra is not None:
                 lines.append(extra)
         lines.append(f"shots: {self.n_shots_total} ({self.n_shots_run} run now, {self.n_shots_resumed} from checkpoint, "

@@ -39,6 +39,7 @@ RESULT_FILE = "committor.json"
 CONFIG_FILE = "config.json"
 PLOT_FILE = "committor.png"
 REFINED_PDB = "ts_refined_max_energy.pdb"
+SADDLE_PDB = "ts_saddle_point.pdb"
 #: Files of a ``spacetime-md paths`` run read here: the system (a ``MolecularSystem.spec()``;
 #: older runs have only the preset name in ``config.json``) and the report with the endpoint states.
 SYSTEM_FILE = "system.json"
@@ -196,8 +197,9 @@ def run_committor(
     see :func:`~spacetime_md.molecular.system.states.load_states`) replaces the system's states. Writes
     into ``out_dir`` (default ``PATHS_DIR/committor_<kind>_path<P>``): ``config.json`` (first),
     the checkpoint ``shots.json`` (after every batch), ``committor.json``, ``committor.png``,
-    one PDB per transition-state candidate (``ts_candidate_frame<F>.pdb``) and the refined
-    relaxed-energy maximum (``ts_refined_max_energy.pdb``). A rerun with
+    one PDB per transition-state candidate (``ts_candidate_frame<F>.pdb``), the refined
+    relaxed-energy maximum (``ts_refined_max_energy.pdb``) and the saddle point next to it
+    (``ts_saddle_point.pdb``). A rerun with
     the same settings skips the shots already in ``shots.json``.
     """
     config = CommittorConfig() if config is None else config
@@ -237,6 +239,10 @@ def run_committor(
         with atomic_path(out / REFINED_PDB) as tmp:
             system.to_mdtraj(result.refined_positions).save_pdb(str(tmp))
         files["refined_max_energy"] = REFINED_PDB
+    if result.saddle_positions is not None:
+        with atomic_path(out / SADDLE_PDB) as tmp:
+            system.to_mdtraj(result.saddle_positions).save_pdb(str(tmp))
+        files["saddle_point"] = SADDLE_PDB
     if plot:
         plot_committor(result, out / PLOT_FILE)
         files["plot"] = PLOT_FILE
