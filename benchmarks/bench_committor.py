@@ -7,7 +7,8 @@ unbiased OpenMM shots each, and reports per curve kind:
 - whether p_B crosses 1/2 along the path, and the transition-state candidate (p_B closest to 1/2);
 - p_B of the highest-relaxed-energy frame and of the *refined* relaxed-energy maximum (the
   path's (phi, psi) route around that frame subdivided and relaxed, see
-  ``CommittorConfig.refine``), and whether each lies within 0.5 +- 0.2. The goal, for the
+  ``CommittorConfig.refine``) and of the force field's saddle point next to it
+  (``CommittorConfig.saddle``), and whether each lies within 0.5 +- 0.2. The goal, for the
   geodesic paths (the energy maximum of a good path is its transition state): the median p_B at
   the refined maximum within 0.5 +- 0.2, and at least ``GOAL_FRACTION`` of the paths within;
 - undecided shots and wall time.
@@ -64,6 +65,9 @@ def headline(rows: dict[str, list[dict]], goal: bool) -> dict:
         out[f"{kind}_refined_within"] = sum(r.get("refined_within_tolerance", False) for r in rs)
         out[f"{kind}_frame_within"] = sum(r["max_energy_within_tolerance"] for r in rs)
         out[f"{kind}_refined_median_p_b"] = float(np.median(rpb)) if rpb else float("nan")
+        spb = [r["saddle_p_b"] for r in rs if r.get("saddle_p_b") is not None]
+        out[f"{kind}_saddle_within"] = sum(r.get("saddle_within_tolerance", False) for r in rs)
+        out[f"{kind}_saddle_median_p_b"] = float(np.median(spb)) if spb else float("nan")
     return out
 
 
@@ -103,6 +107,16 @@ def summarise(result) -> dict:
             "refined_within_tolerance": bool(r["p_b"] is not None and abs(r["p_b"] - 0.5) <= TOLERANCE),
             "refined_frame_position": r["frame_position"],
             "refined_phi_psi_deg": r["phi_psi_deg"],
+        })
+    sp = result.saddle
+    row["saddle_na_reason"] = result.saddle_na_reason
+    if sp is not None:
+        row.update({
+            "saddle_p_b": sp["p_b"],
+            "saddle_p_b_interval": sp["p_b_interval"],
+            "saddle_within_tolerance": bool(sp["p_b"] is not None and abs(sp["p_b"] - 0.5) <= TOLERANCE),
+            "saddle_energy_kj_mol": sp["energy_kj_mol"],
+            "saddle_torsions_deg": sp["torsions_deg"],
         })
     return row
 
@@ -253,7 +267,7 @@ def main(argv=None) -> int:
     goal = goal_met(geo)
     summary = headline(rows, goal)
     print(f"{'curve':<16}{'paths':>6}{'crosses 1/2':>13}{'median p_B at max E':>21}{'within 0.5+-0.2':>17}"
-          f"{'refined: median p_B':>21}{'within':>9}{'undecided':>11}")
+          f"{'refined: median p_B':>21}{'within':>9}{'saddle: median p_B':>20}{'within':>9}{'undecided':>11}")
     for kind, rs in rows.items():
         pb = [r["max_energy_p_b"] for r in rs if r["max_energy_p_b"] is not None]
         print(f"{kind:<16}{len(rs):>6}{sum(r['crosses_half'] for r in rs):>9}/{len(rs):<3}"
@@ -261,6 +275,8 @@ def main(argv=None) -> int:
               f"{sum(r['max_energy_within_tolerance'] for r in rs):>13}/{len(rs):<3}"
               f"{summary[f'{kind}_refined_median_p_b']:>21.2f}"
               f"{summary[f'{kind}_refined_within']:>6}/{len(rs):<3}"
+              f"{summary[f'{kind}_saddle_median_p_b']:>20.2f}"
+              f"{summary[f'{kind}_saddle_within']:>6}/{len(rs):<3}"
               f"{sum(r['undecided'] for r in rs):>11}")
     if args.dense and geo:
         dense = [r["dense"] for r in geo]

@@ -119,6 +119,7 @@ def committor_stage(name, args, full_dir: Path, row: dict, previous: list, save)
                     "saddle_energy_kj_mol": None if sp is None else sp["energy_kj_mol"],
                     "saddle_torsions_deg": None if sp is None else sp["torsions_deg"],
                     "saddle_search_s": None if sp is None else sp["search_s"],
+                    "saddle_searches": None if sp is None else sp["n_searches"],
                     "saddle_na_reason": res.saddle_na_reason,
                     "undecided": int(res.n_undecided.sum()), "shots": res.n_shots_total,
                     "wall_time_s": res.wall_time_s})

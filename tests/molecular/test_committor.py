@@ -69,8 +69,9 @@ def test_committor_rises_across_the_barrier(system, drive_path):
     assert first <= result.max_energy_frame <= last
     k = int(np.flatnonzero(result.frames == result.max_energy_frame)[0])
     assert result.relaxed_energies[k] == result.relaxed_energies.max()
-    # 24 frames and the refined relaxed-energy maximum, 8 shots each
-    assert result.n_shots_total == 25 * 8 and result.n_shots_run == 25 * 8 and result.n_undecided.sum() == 0
+    # 24 frames, the refined relaxed-energy maximum and the saddle point next to it, 8 shots each
+    assert result.n_shots_total == 26 * 8 and result.n_shots_run == 26 * 8 and result.n_undecided.sum() == 0
+    assert result.saddle["n_start"] + result.saddle["n_target"] + result.saddle["n_undecided"] == 8
     assert result.refined["around_frame"] == result.max_energy_frame
     assert result.refined["n_start"] + result.refined["n_target"] + result.refined["n_undecided"] == 8
     assert result.md_steps > 0
@@ -126,9 +127,14 @@ def test_refined_shots_resume_only_from_the_same_structure(system, drive_path, t
     assert first.refined is not None and first.refined_positions.shape == (22, 3)
     again = estimate_committor(drive_path, system, cfg, out_dir=tmp_path)
     assert again.n_shots_run == 0 and again.refined == first.refined
-    # Other refinement settings move the structure: only its shots are run again.
+    # Other refinement settings move the structure: only its shots, and those of the saddle point
+    # searched from it (the same saddle to within the search's tolerance, not bit for bit), run again.
     other = estimate_committor(drive_path, system, dataclasses.replace(cfg, refine_substeps=3), out_dir=tmp_path)
-    assert other.n_shots_run == 3 and other.n_shots_resumed == 3 * len(other.frames)
+    assert other.n_shots_run == 2 * 3 and other.n_shots_resumed == 3 * len(other.frames)
+    assert abs(other.saddle["energy_kj_mol"] - first.saddle["energy_kj_mol"]) < 0.01
+    # Without the saddle point its shots are simply not run; the rest resumes.
+    plain = estimate_committor(drive_path, system, dataclasses.replace(cfg, saddle=False), out_dir=tmp_path)
+    assert plain.n_shots_run == 3 and plain.saddle is None
     assert estimate_committor(drive_path, system, dataclasses.replace(cfg, refine=False)).refined is None
 
 
@@ -221,7 +227,8 @@ def test_run_outputs_and_resume(system, paths_dir, tmp_path):
         assert traj.n_atoms == 22
     # More shots per frame reuse the finished ones.
     more = run_committor(paths_dir, out, dataclasses.replace(cfg, n_shots=6))
-    assert more.n_shots_resumed == resumed.n_shots_total and more.n_shots_run == 2 * (len(more.frames) + 1)
+    # (two more at every frame, the refined maximum and the saddle point)
+    assert more.n_shots_resumed == resumed.n_shots_total and more.n_shots_run == 2 * (len(more.frames) + 2)
     # Other dynamics: refuse to mix, unless asked to start over.
     other = dataclasses.replace(cfg, friction_per_ps=5.0)
     with pytest.raises(ValueError, match=r"different settings \(friction_per_ps\)"):
@@ -233,17 +240,18 @@ def test_parallel_workers_match_in_process(system, paths_dir, tmp_path, monkeypa
     import spacetime_md.molecular.workflows.committor as committor
 
     monkeypatch.setattr(committor, "WORKERS_AFTER_S", 0.0)  # hand shots to workers even in this small job
-    # Ends in the states (settled in-process) plus the barrier frame and the refined maximum (MD,
-    # each split into 2 batches: the first runs in-process, the other three in the workers).
+    # Ends in the states (settled in-process) plus the barrier frame, the refined maximum and the
+    # saddle point (MD, each split into 2 batches: the first runs in-process, the other five in the
+    # workers).
     cfg = CommittorConfig(n_frames=2, n_shots=4, max_length_ps=1.0)
     one = run_committor(paths_dir, tmp_path / "one", dataclasses.replace(cfg, n_workers=1), plot=False)
     two = run_committor(paths_dir, tmp_path / "two", dataclasses.replace(cfg, n_workers=2), plot=False)
-    assert two.n_shots_run == 16 and two.md_steps > 0
-    assert two.n_shots_in_workers == 6 and one.n_shots_in_workers == 0
+    assert two.n_shots_run == 20 and two.md_steps > 0
+    assert two.n_shots_in_workers == 10 and one.n_shots_in_workers == 0
     assert json.loads((tmp_path / "one" / SHOTS_FILE).read_text())["frames"] == \
         json.loads((tmp_path / "two" / SHOTS_FILE).read_text())["frames"]
     np.testing.assert_array_equal(one.p_b, two.p_b)
-    assert one.refined == two.refined
+    assert one.refined == two.refined and one.saddle["p_b"] == two.saddle["p_b"]
 
 
 def test_tiny_model_paths_directory(tmp_path):
@@ -319,14 +327,16 @@ def test_cli(paths_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 0 and "p_B" in printed and "shots: " in printed
     report = json.loads((out / "committor.json").read_text())
-    assert report["shots"]["total"] == 2 * 5  # 3 frames, the highest-energy one, the refined maximum
+    assert report["shots"]["total"] == 2 * 6  # 3 frames, the highest-energy one, the refined maximum, the saddle
     assert report["refined_max_energy"]["n_start"] + report["refined_max_energy"]["n_target"] == 2
     assert mdtraj.load(out / "ts_refined_max_energy.pdb").n_atoms == 22
     code = cli.main(["committor", str(paths_dir), "--frames", "3", "--shots", "2", "--workers", "1",
                      "--max-length-ps", "1", "--out", str(tmp_path / "plain"), "--no-plot", "--no-refine"])
     capsys.readouterr()
     plain = json.loads((tmp_path / "plain" / "committor.json").read_text())
+    # without the refined maximum there is no saddle point either
     assert code == 0 and plain["refined_max_energy"] is None and plain["shots"]["total"] == 2 * 4
+    assert plain["saddle_point"] is None and "no refined relaxed-energy maximum" in plain["saddle_point_na_reason"]
     code = cli.main(["committor", str(tmp_path / "missing")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "paths_dir: expected a directory" in err

@@ -231,10 +231,15 @@ def test_glycine_committor_uses_the_endpoint_states(glycine_run, tmp_path, capsy
         np.testing.assert_allclose([row["cvs"]["phi 2"], row["cvs"]["psi 2"]], row["phi_psi_deg"])
     assert report["frames"][0]["p_b"] == 0.0 and report["frames"][-1]["p_b"] == 1.0
     assert refined["p_b"] == recomputed[len(frames)]
+    # The saddle point next to it: a first-order saddle of glycine dipeptide's force field, booked
+    # one past the refined maximum, with every torsion CV reported.
+    saddle = report["saddle_point"]
+    assert saddle is not None and saddle["eigenvalue_kj_mol_nm2"] < 0 and saddle["rms_gradient_kj_mol_nm"] <= 1.0
+    assert list(saddle["torsions_deg"]) == ["phi 2", "psi 2"] and saddle["p_b"] == recomputed[len(frames) + 1]
     # A rerun resumes every shot.
     again = run_committor(run, out, CommittorConfig(n_frames=2, n_shots=2, max_length_ps=0.2, n_workers=1),
                           plot=False)
-    assert again.n_shots_run == 0 and again.n_shots_resumed == again.n_shots_total == 2 * 4
+    assert again.n_shots_run == 0 and again.n_shots_resumed == again.n_shots_total == 2 * 5
     assert again.refined == refined
 
 

@@ -70,10 +70,30 @@ def test_analytic_torsion_barrier_is_found_exactly():
     assert abs(turn) > 0.05  # degrees per 2e-4 nm of mode
     bond = [np.linalg.norm(x[i + 1] - x[i]) for x in (plus, minus) for i in range(3)]
     assert np.ptp(np.reshape(bond, (2, 3)), axis=0).max() < 1e-7
+    # Next to the minimum at 90 deg the gradient is small but the curvature positive: a point
+    # is a saddle only with one unstable mode, so the search climbs to the barrier anyway.
+    climbed = search.search(_four_atoms(85.0), _four_atoms(80.0) - _four_atoms(90.0), gtol=20.0)
+    assert climbed.converged and climbed.n_negative == 1 and climbed.n_iterations > 1
+    assert abs(math.degrees(_dihedrals(climbed.positions[None], (0, 1, 2, 3))[0])) < 10.0
     # Walked the other way from 145 deg it finds the trans barrier instead.
     trans = search.search(_four_atoms(145.0), _four_atoms(150.0) - _four_atoms(140.0), gtol=1e-3)
     assert trans.converged
     assert abs(abs(math.degrees(_dihedrals(trans.positions[None], (0, 1, 2, 3))[0])) - 180.0) < 0.05
+
+
+def test_hessian_matches_the_energy_curvature():
+    # d^T H d against the second difference of the energy alone (no forces) along random directions
+    search = SaddleSearch(_torsion_system())
+    x = _four_atoms(35.0)
+    hessian = search.hessian(x)
+    rng = np.random.default_rng(0)
+    eps = 1e-4
+    for _ in range(3):
+        d = rng.normal(size=12)
+        d /= np.linalg.norm(d)
+        e0 = search.energy_gradient(x)[0]
+        ep, em = (search.energy_gradient(x + s * eps * d.reshape(4, 3))[0] for s in (1.0, -1.0))
+        assert d @ hessian @ d == pytest.approx((ep + em - 2 * e0) / eps**2, rel=1e-3)
 
 
 def test_search_gives_up_and_rejects_bad_input():
@@ -179,3 +199,29 @@ def test_help_states_the_atom_limit():
     committor.add_arguments(parser)
     # the --help text (a literal, so parsing never imports openmm) is the library's limit
     assert f"above {MAX_SADDLE_ATOMS} atoms" in " ".join(parser.format_help().split())
+
+
+def test_failed_search_starts_again_along_the_next_unstable_mode(system, monkeypatch):
+    from spacetime_md.molecular.paths import saddle
+
+    path = compute_dihedral_drive_path(system, "C7eq", "C7ax", n_frames=24)
+    frames = path.frames[0]
+    quencher = DihedralQuencher(system.openmm_system, system.phi_indices, system.psi_indices)
+    refined = refine_relaxed_maximum(quencher, frames, int(np.argmax(quencher.quench_frames(frames))))
+    real = saddle.SaddleSearch.search
+    calls = []
+
+    def first_gives_up(self, x0, direction, **kwargs):  # the first search stops after one step
+        calls.append(np.asarray(direction).copy())
+        return real(self, x0, direction, **({"max_iterations": 1} if len(calls) == 1 else {}), **kwargs)
+
+    monkeypatch.setattr(saddle.SaddleSearch, "search", first_gives_up)
+    found = compute_saddle_from_refined(system, quencher, refined)
+    assert len(calls) >= 2 and found.n_searches == len(calls)
+    # the restart walks along another unstable mode of the start structure, not the first direction
+    assert abs(np.dot(calls[1].ravel(), calls[0].ravel())) / np.linalg.norm(calls[0]) < 0.99
+    assert found.converged and found.n_searches == 2 and found.n_negative == 1
+    monkeypatch.setattr(saddle.SaddleSearch, "search",
+                        lambda self, x0, direction, **kw: real(self, x0, direction, max_iterations=1))
+    gave_up = saddle.compute_saddle_point(system, refined.positions, calls[0], max_restarts=1)
+    assert not gave_up.converged and gave_up.n_searches <= 2

@@ -30,6 +30,7 @@ Units inside: nm, kJ/mol.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -74,6 +75,9 @@ class SaddlePoint:
     n_iterations : int
     converged : bool
         ``rms_gradient <= gtol`` with exactly one negative eigenvalue.
+    n_searches : int
+        Searches run (more than 1 where :func:`compute_saddle_point` started again along another
+        unstable mode).
     """
 
     positions: np.ndarray
@@ -84,6 +88,7 @@ class SaddlePoint:
     mode: np.ndarray
     n_iterations: int
     converged: bool
+    n_searches: int = 1
 
 
 def flexible_system(system: "MolecularSystem") -> openmm.System:
@@ -260,9 +265,16 @@ class SaddleSearch:
             if f[k] != 0:
                 full[k] = -f[k] / (values[k] - lam_p)
             full[others] = -f[others] / (values[others] - _rfo_lambda(values[others], f[others]))
-            norm = _largest_displacement(vectors @ full)
+            # The uphill and the downhill parts are limited separately, so that a long climb does not
+            # shrink the relaxation of the stiff coordinates with it (in Cartesian coordinates a
+            # turn also stretches bonds, which the downhill part must keep taking back).
+            uphill = np.where(np.arange(len(full)) == k, full, 0.0)
+            downhill = full - uphill
+            sizes = [_largest_displacement(vectors @ part) for part in (uphill, downhill)]
+            norm = max(sizes)
             while True:  # shorten the step until the quadratic model predicts the energy change
-                steps = full * min(1.0, trust / norm) if norm > 0 else full
+                steps = sum(part * min(1.0, trust / size) if size > 0 else part
+                            for part, size in zip((uphill, downhill), sizes))
                 predicted = float(f @ steps + 0.5 * (values * steps**2).sum())
                 x_new = x + (vectors @ steps).reshape(-1, 3)
                 energy_new, grad_new = self.energy_gradient(x_new)
@@ -282,9 +294,15 @@ class SaddleSearch:
             x, energy, grad = x_new, energy_new, grad_new
 
 
-def compute_saddle_point(system: "MolecularSystem", positions: np.ndarray, direction: np.ndarray,
-                         **kwargs) -> SaddlePoint:
+def compute_saddle_point(system: "MolecularSystem", positions: np.ndarray, direction: np.ndarray, *,
+                         max_restarts: int = 3, **kwargs: Any) -> SaddlePoint:
     """The first-order saddle point of ``system``'s force field next to ``positions``.
+
+    The search walks uphill along the unstable mode at ``positions`` most parallel to
+    ``direction``. Where it does not converge (the mode it follows can turn into a stiff one),
+    it starts again along each of the next unstable modes there, in order of their overlap with
+    ``direction``, up to ``max_restarts`` times; the first converged search is returned, else the
+    first one (``converged=False``).
 
     Parameters
     ----------
@@ -293,11 +311,24 @@ def compute_saddle_point(system: "MolecularSystem", positions: np.ndarray, direc
         Start structure (nm).
     direction : ndarray, shape=(N, 3)
         The reaction's direction there (picks the mode walked uphill).
+    max_restarts : int
+        Searches along other unstable modes after a failed one.
     **kwargs
-        :meth:`SaddleSearch.search` options (``gtol``, ``max_iterations``, ``trust_radius``).
+        :meth:`SaddleSearch.search` options (``gtol``, ``max_iterations``, ``trust_radius``, ...).
     """
     search = SaddleSearch(flexible_system(system))
-    return search.search(positions, direction, **kwargs)
+    first = search.search(positions, direction, **kwargs)
+    if first.converged:
+        return first
+    x0 = np.asarray(positions, dtype=np.float64)
+    _, _, values, vectors = search._modes(x0, search.energy_gradient(x0)[1])
+    unstable = np.flatnonzero(values < 0)
+    order = unstable[np.argsort(-np.abs(vectors[:, unstable].T @ np.asarray(direction, dtype=np.float64).ravel()))]
+    for n, mode in enumerate(order[1 : 1 + max_restarts], start=2):
+        found = search.search(x0, vectors[:, mode].reshape(-1, 3), **kwargs)
+        if found.converged:
+            return dataclasses.replace(found, n_searches=n)
+    return dataclasses.replace(first, n_searches=1 + min(max_restarts, max(len(order) - 1, 0)))
 
 
 #: Largest system searched by default: the dense Hessian costs 6N force evaluations and a (3N)^3

@@ -287,9 +287,9 @@ def estimate_committor(
             saddle, saddle_na_reason = found, None
             positions[saddle_key] = found.positions
         else:
-            saddle_na_reason = (f"n/a: the saddle search from the refined maximum did not converge ({found.n_iterations} "
-                                f"iterations, rms gradient {found.rms_gradient:.1f} kJ/mol/nm, {found.n_negative} "
-                                "negative Hessian eigenvalues)")
+            saddle_na_reason = (f"n/a: the saddle search from the refined maximum did not converge ({found.n_searches} "
+                                f"searches; the first: {found.n_iterations} iterations, rms gradient "
+                                f"{found.rms_gradient:.1f} kJ/mol/nm, {found.n_negative} negative Hessian eigenvalues)")
             logger.warning("committor: saddle point %s", saddle_na_reason)
 
     import openmm
@@ -445,6 +445,7 @@ def estimate_committor(
             "rms_gradient_kj_mol_nm": saddle.rms_gradient,
             "eigenvalue_kj_mol_nm2": saddle.eigenvalue,
             "n_iterations": saddle.n_iterations,
+            "n_searches": saddle.n_searches,
             "search_s": saddle_search_s,
             "n_start": int(sa[0]), "n_target": int(sb[0]), "n_undecided": int(su[0]),
             "p_b": _finite_or_none(sp_[0]), "p_b_interval": [_finite_or_none(slo[0]), _finite_or_none(shi[0])],

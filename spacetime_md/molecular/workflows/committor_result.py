@@ -92,7 +92,7 @@ class CommittorResult:
         The force field's first-order saddle point next to the refined maximum
         (``config.saddle``): ``energy_kj_mol``, ``relaxed_energy_of_refined_kj_mol``,
         ``torsions_deg`` (each torsion CV there), ``rms_gradient_kj_mol_nm``,
-        ``eigenvalue_kj_mol_nm2`` (the unstable mode's), ``n_iterations``, ``search_s``, shot
+        ``eigenvalue_kj_mol_nm2`` (the unstable mode's), ``n_iterations``, ``n_searches``, ``search_s``, shot
         counts, ``p_b``, ``p_b_interval``, ``mean_commit_ps``.
     saddle_na_reason : str or None
         Why there is no saddle point (not requested, no refined maximum, too many atoms, or the
