@@ -172,31 +172,20 @@ class CommittorResult:
         """One line on p_B at the refined relaxed-energy maximum, or why there is none."""
         r = self.refined
         if r is None:
-            if self.refined_na_reason is None or self.refined_na_reason.startswith("not requested"):
-                return None
-            return f"refined relaxed-energy maximum {self.refined_na_reason}"
+            return _na_line("refined relaxed-energy maximum", self.refined_na_reason)
         held = ", ".join(f"{name} = {value:.1f}" for name, value in r["torsions_deg"].items())
-        where = (f"refined relaxed-energy maximum (frame {r['frame_position']:.1f}, {held} deg, "
-                 f"{r['relaxed_energy_kj_mol']:.1f} kJ/mol)")
-        if r["p_b"] is None:
-            return f"{where}: no shot committed"
-        low, high = r["p_b_interval"]
-        return f"{where}: p_B = {r['p_b']:.2f} [{low:.2f}, {high:.2f}] from {r['n_start'] + r['n_target']} shots"
+        return _p_b_line(f"refined relaxed-energy maximum (frame {r['frame_position']:.1f}, {held} deg, "
+                         f"{r['relaxed_energy_kj_mol']:.1f} kJ/mol)", r)
 
     @property
     def saddle_message(self) -> str | None:
         """One line on p_B at the saddle point, or why there is none."""
         r = self.saddle
         if r is None:
-            if self.saddle_na_reason is None or self.saddle_na_reason.startswith("not requested"):
-                return None
-            return f"saddle point {self.saddle_na_reason}"
-        where = (f"saddle point ({r['energy_kj_mol']:.1f} kJ/mol, refined relaxed maximum "
-                 f"{r['relaxed_energy_of_refined_kj_mol']:.1f}; {r['n_iterations']} iterations, {r['search_s']:.1f} s)")
-        if r["p_b"] is None:
-            return f"{where}: no shot committed"
-        low, high = r["p_b_interval"]
-        return f"{where}: p_B = {r['p_b']:.2f} [{low:.2f}, {high:.2f}] from {r['n_start'] + r['n_target']} shots"
+            return _na_line("saddle point", self.saddle_na_reason)
+        return _p_b_line(f"saddle point ({r['energy_kj_mol']:.1f} kJ/mol, refined relaxed maximum "
+                         f"{r['relaxed_energy_of_refined_kj_mol']:.1f}; {r['n_iterations']} iterations, "
+                         f"{r['search_s']:.1f} s)", r)
 
     @property
     def message(self) -> str:
@@ -314,6 +303,21 @@ class CommittorResult:
         return "\n".join(lines)
 
 
+def _na_line(what: str, reason: str | None) -> str | None:
+    """Why an off-path structure was not shot from, or None where it was simply not requested."""
+    if reason is None or reason.startswith("not requested"):
+        return None
+    return f"{what} {reason}"
+
+
+def _p_b_line(where: str, r: dict[str, Any]) -> str:
+    """``where: p_B = p [low, high] from n shots`` for a row with shot counts and an interval."""
+    if r["p_b"] is None:
+        return f"{where}: no shot committed"
+    low, high = r["p_b_interval"]
+    return f"{where}: p_B = {r['p_b']:.2f} [{low:.2f}, {high:.2f}] from {r['n_start'] + r['n_target']} shots"
+
+
 def _phi_psi_na_reason(cv_names: Sequence[str]) -> str:
     return (f"the collective variables ({', '.join(cv_names) or 'none'}) do not hold exactly one residue's "
             "backbone (phi, psi)")
@@ -370,10 +374,13 @@ def plot_committor(result: CommittorResult, path: str | os.PathLike, title: str 
         k = int(np.flatnonzero(result.frames == c)[0])
         ax.plot(result.s[k], result.p_b[k], "*", ms=14, color="tab:green")
     r = result.refined
-    if r is not None and r["p_b"] is not None:
-        lo, hi = r["p_b_interval"]
-        ax.errorbar([r["s"]], [r["p_b"]], yerr=[[r["p_b"] - lo], [hi - r["p_b"]]], fmt="D", color="tab:purple",
-                    capsize=3, label="refined relaxed maximum")
+    # The saddle point lies off the path; it is drawn where its search started, at the refined maximum.
+    for row, fmt, color, label in ((r, "D", "tab:purple", "refined relaxed maximum"),
+                                   (result.saddle, "*", "tab:red", "saddle point (at the refined maximum's s)")):
+        if r is not None and row is not None and row["p_b"] is not None:
+            lo, hi = row["p_b_interval"]
+            ax.errorbar([r["s"]], [row["p_b"]], yerr=[[row["p_b"] - lo], [hi - row["p_b"]]], fmt=fmt, color=color,
+                        capsize=3, label=label)
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel("position along the path s")
