@@ -120,8 +120,6 @@ def committor_stage(name, args, full_dir: Path, row: dict, previous: list, save)
                     "saddle_torsions_deg": None if sp is None else sp["torsions_deg"],
                     "saddle_search_s": None if sp is None else sp["search_s"],
                     "saddle_searches": None if sp is None else sp["n_searches"],
-                    "saddle_joins": None if sp is None else sp["joins"],
-                    "saddle_joins_start_and_target": None if sp is None else sp["joins_start_and_target"],
                     "saddle_na_reason": res.saddle_na_reason,
                     "undecided": int(res.n_undecided.sum()), "shots": res.n_shots_total,
                     "wall_time_s": res.wall_time_s})
@@ -138,15 +136,11 @@ def committor_stage(name, args, full_dir: Path, row: dict, previous: list, save)
     refined_within, refined_median = within_and_median("refined_p_b")
     saddle_within, saddle_median = within_and_median("saddle_p_b")
     energies = sorted({round(c["saddle_energy_kj_mol"], 1) for c in pbs if c.get("saddle_energy_kj_mol") is not None})
-    joining = [c for c in pbs if c.get("saddle_joins_start_and_target") is not None]
     row["committor"] = {"n_paths": len(pbs), "n_shots": args.shots, "n_frames": args.frames,
                         "within_fraction": refined_within, "median_p_b": refined_median,
                         "saddle_within_fraction": saddle_within, "saddle_median_p_b": saddle_median,
                         # One value where every path's search reached the same transition state.
                         "saddle_energies_kj_mol": energies,
-                        # saddle points whose two sides minimise into the start and the target state
-                        "saddle_joins_start_and_target": (sum(c["saddle_joins_start_and_target"] for c in joining)
-                                                          if joining else None),
                         "wall_time_s": time.perf_counter() - t0, "paths": pbs, "complete": True}
     total = row["end_to_end"]["wall_time_s"]
     g, s = row["paths"]["geodesic"], row["paths"]["straight"]

@@ -192,20 +192,6 @@ class SaddleSearch:
             out[:, k] = (gp - gm) / (2 * h)
         return 0.5 * (out + out.T)
 
-    def descend(self, saddle: SaddlePoint, push: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
-        """The two minima a saddle point joins: minimised from the saddle pushed back and forth
-        along its unstable mode (the largest atomic displacement ``push`` nm); positions (N, 3) nm,
-        on the side of ``-mode`` first."""
-        mode = np.asarray(saddle.mode, dtype=np.float64)
-        mode = mode / float(np.sqrt((mode**2).sum(axis=1)).max())
-        ends = []
-        for sign in (-1.0, 1.0):
-            self.context.setPositions(np.asarray(saddle.positions) + sign * push * mode)
-            openmm.LocalEnergyMinimizer.minimize(self.context, 1.0, 0)
-            ends.append(np.asarray(self.context.getState(getPositions=True).getPositions(asNumpy=True)
-                                   .value_in_unit(unit.nanometer), dtype=np.float64))
-        return ends[0], ends[1]
-
     def _modes(self, x: np.ndarray, grad: np.ndarray):
         """Rigid-body basis, projected gradient and the internal Hessian eigenpairs (ascending) at ``x``."""
         basis = _rigid_basis(x)

@@ -64,8 +64,6 @@ from spacetime_md.molecular.workflows.committor_config import CommittorConfig
 from spacetime_md.molecular.workflows.committor_result import CommittorResult, _phi_psi_columns, _summarise
 from spacetime_md.molecular.workflows.shots import (
     RELAXED_ENERGIES,
-    START,
-    TARGET,
     UNDECIDED,
     CVStateChecker,
     _finite_or_none,
@@ -297,14 +295,6 @@ def estimate_committor(
     import openmm
 
     checker = CVStateChecker.from_system(system, start, target)
-    saddle_joins = None
-    if saddle is not None:
-        # Which states the saddle point joins: the minima on either side of its unstable mode.
-        from spacetime_md.molecular.paths.saddle import SaddleSearch, flexible_system
-
-        names = {START: start.name, TARGET: target.name, UNDECIDED: "neither"}
-        ends = SaddleSearch(flexible_system(system)).descend(saddle)
-        saddle_joins = sorted((names[checker(x)] for x in ends), key=[start.name, target.name, "neither"].index)
     spec = {
         "system_xml": openmm.XmlSerializer.serialize(system.openmm_system),
         "platform": system.platform_name,
@@ -456,8 +446,6 @@ def estimate_committor(
             "eigenvalue_kj_mol_nm2": saddle.eigenvalue,
             "n_iterations": saddle.n_iterations,
             "n_searches": saddle.n_searches,
-            "joins": saddle_joins,
-            "joins_start_and_target": saddle_joins == [start.name, target.name],
             "search_s": saddle_search_s,
             "n_start": int(sa[0]), "n_target": int(sb[0]), "n_undecided": int(su[0]),
             "p_b": _finite_or_none(sp_[0]), "p_b_interval": [_finite_or_none(slo[0]), _finite_or_none(shi[0])],

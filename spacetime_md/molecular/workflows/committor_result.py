@@ -92,9 +92,7 @@ class CommittorResult:
         The force field's first-order saddle point next to the refined maximum
         (``config.saddle``): ``energy_kj_mol``, ``relaxed_energy_of_refined_kj_mol``,
         ``torsions_deg`` (each torsion CV there), ``rms_gradient_kj_mol_nm``,
-        ``eigenvalue_kj_mol_nm2`` (the unstable mode's), ``n_iterations``, ``n_searches``, ``search_s``,
-        ``joins`` (the states of the two minima on either side of the unstable mode: the start or
-        target state's name, or ``"neither"``), ``joins_start_and_target``, shot
+        ``eigenvalue_kj_mol_nm2`` (the unstable mode's), ``n_iterations``, ``n_searches``, ``search_s``, shot
         counts, ``p_b``, ``p_b_interval``, ``mean_commit_ps``.
     saddle_na_reason : str or None
         Why there is no saddle point (not requested, no refined maximum, too many atoms, or the
@@ -185,10 +183,9 @@ class CommittorResult:
         r = self.saddle
         if r is None:
             return _na_line("saddle point", self.saddle_na_reason)
-        joins = "" if r.get("joins") is None else f"; joins {' and '.join(r['joins'])}"
         return _p_b_line(f"saddle point ({r['energy_kj_mol']:.1f} kJ/mol, refined relaxed maximum "
                          f"{r['relaxed_energy_of_refined_kj_mol']:.1f}; {r['n_iterations']} iterations, "
-                         f"{r['search_s']:.1f} s{joins})", r)
+                         f"{r['search_s']:.1f} s)", r)
 
     @property
     def message(self) -> str:
