@@ -376,7 +376,7 @@ def plot_committor(result: CommittorResult, path: str | os.PathLike, title: str 
     r = result.refined
     # The saddle point lies off the path; it is drawn where its search started, at the refined maximum.
     for row, fmt, color, label in ((r, "D", "tab:purple", "refined relaxed maximum"),
-                                   (result.saddle, "*", "tab:red", "saddle point (at the refined maximum's s)")):
+                                   (result.saddle, "P", "black", "saddle point (at the refined maximum's s)")):
         if r is not None and row is not None and row["p_b"] is not None:
             lo, hi = row["p_b_interval"]
             ax.errorbar([r["s"]], [row["p_b"]], yerr=[[row["p_b"] - lo], [hi - row["p_b"]]], fmt=fmt, color=color,
