@@ -22,6 +22,9 @@ frame spacing or from the relaxed-energy criterion itself. The window also cover
 every frame-wise criterion (``relaxed``: (phi, psi) held; ``quenched``: heavy atoms held), and
 p_B at each is reported on the same shots; ``--energy`` picks the criterion of the coarse run.
 
+Path ``p`` of the ``i``-th run directory shoots with seed ``100000 * --seed + 1000 * i + p``, so
+two paths that share a structure (the saddle point) give two independent estimates there.
+
 ``--reference`` adds the classical dihedral-drive path (restrained minimisations along a line
 in (phi, psi)) as a third profile. Results are resumable (each path's shots are checkpointed in
 ``PATHS_DIR/committor_<kind>_path<P>``) and written as JSON.
@@ -248,11 +251,14 @@ def main(argv=None) -> int:
         from spacetime_md.molecular.workflows.committor_run import _system_for_paths
 
         system, _ = _system_for_paths(Path(args.paths_dirs[0]), None)
-    for paths_dir in args.paths_dirs:
+    for i, paths_dir in enumerate(args.paths_dirs):
         for kind in ("geodesic", "straight"):
             paths = TransitionPaths.load(paths_dir, kind=kind)
             for p in range(min(args.paths, paths.n_paths)):
-                result = run_committor(paths_dir, None, dataclasses.replace(base, kind=kind, path=p))
+                # Each path its own shot seeds: paths of one curve often share a transition state
+                # (the saddle point), and shared seeds would repeat one draw there.
+                seed = args.seed * 100_000 + 1_000 * i + p
+                result = run_committor(paths_dir, None, dataclasses.replace(base, kind=kind, path=p, seed=seed))
                 rows.setdefault(kind, []).append({"paths_dir": paths_dir, "path": p, **summarise(result)})
                 print(f"[{paths_dir}: {kind} path {p}]\n{result.format_table()}\n")
                 if args.dense and kind == "geodesic":
