@@ -102,25 +102,17 @@ def summarise(result) -> dict:
         "wall_time_s": result.wall_time_s,
         "message": result.message,
     }
-    r = result.refined
-    if r is not None:
-        row.update({
-            "refined_p_b": r["p_b"],
-            "refined_p_b_interval": r["p_b_interval"],
-            "refined_within_tolerance": bool(r["p_b"] is not None and abs(r["p_b"] - 0.5) <= TOLERANCE),
-            "refined_frame_position": r["frame_position"],
-            "refined_phi_psi_deg": r["phi_psi_deg"],
-        })
-    sp = result.saddle
+    # p_B at the two structures off the path, each with what places it
+    for prefix, r, where in (("refined", result.refined, ("frame_position", "phi_psi_deg")),
+                             ("saddle", result.saddle, ("energy_kj_mol", "torsions_deg"))):
+        if r is not None:
+            row.update({
+                f"{prefix}_p_b": r["p_b"],
+                f"{prefix}_p_b_interval": r["p_b_interval"],
+                f"{prefix}_within_tolerance": bool(r["p_b"] is not None and abs(r["p_b"] - 0.5) <= TOLERANCE),
+                **{f"{prefix}_{key}": r[key] for key in where},
+            })
     row["saddle_na_reason"] = result.saddle_na_reason
-    if sp is not None:
-        row.update({
-            "saddle_p_b": sp["p_b"],
-            "saddle_p_b_interval": sp["p_b_interval"],
-            "saddle_within_tolerance": bool(sp["p_b"] is not None and abs(sp["p_b"] - 0.5) <= TOLERANCE),
-            "saddle_energy_kj_mol": sp["energy_kj_mol"],
-            "saddle_torsions_deg": sp["torsions_deg"],
-        })
     return row
 
 

@@ -112,6 +112,8 @@ def test_search_gives_up_and_rejects_bad_input():
         search.search(x0[:3], direction)
     with pytest.raises(ValueError, match="max_iterations: expected an integer >= 1, got 0"):
         search.search(x0, direction, max_iterations=0)
+    with pytest.raises(ValueError, match="fd_step: expected > 0 nm, got 0.0"):
+        SaddleSearch(_torsion_system(), fd_step=0.0)
 
 
 def test_alanine_dipeptide_transition_state_joins_c7eq_and_c7ax(system):
@@ -225,3 +227,5 @@ def test_failed_search_starts_again_along_the_next_unstable_mode(system, monkeyp
                         lambda self, x0, direction, **kw: real(self, x0, direction, max_iterations=1))
     gave_up = saddle.compute_saddle_point(system, refined.positions, calls[0], max_restarts=1)
     assert not gave_up.converged and gave_up.n_searches <= 2
+    with pytest.raises(ValueError, match="max_restarts: expected an integer >= 0, got -1"):
+        saddle.compute_saddle_point(system, refined.positions, calls[0], max_restarts=-1)

@@ -317,6 +317,8 @@ def compute_saddle_point(system: "MolecularSystem", positions: np.ndarray, direc
     **kwargs
         :meth:`SaddleSearch.search` options (``gtol``, ``max_iterations``, ``trust_radius``, ...).
     """
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+        raise ValueError(f"max_restarts: expected an integer >= 0, got {max_restarts!r}")
     search = SaddleSearch(flexible_system(system))
     first = search.search(positions, direction, **kwargs)
     if first.converged:

@@ -98,8 +98,8 @@ _CHECKPOINT_VERSION = 2
 WORKERS_AFTER_S = 20.0
 
 
-def _load_checkpoint(path: Path, fingerprint: dict[str, Any], structures: dict[int, str | None] | None = None,
-                     ) -> dict[int, dict[int, tuple[int, int]]]:
+def _load_checkpoint(path: Path, fingerprint: dict[str, Any],
+                     structures: dict[int, str | None] | None = None) -> dict[int, dict[int, tuple[int, int]]]:
     """Shot outcomes of a checkpoint made with ``fingerprint``; the shots of a structure between
     frames (the refined maximum, the saddle point: ``{key: sha256 of its positions}``) only if
     they were shot from the same structure."""
@@ -146,6 +146,17 @@ def _save_checkpoint(path: Path, fingerprint: dict[str, Any], outcomes: dict[int
 
 
 # --------------------------------------------------------------------------- main entry
+
+
+def _structure_shots(outcomes: dict[int, dict[int, tuple[int, int]]], key: int,
+                     config: CommittorConfig) -> tuple[dict[str, Any], int]:
+    """Shot counts, p_B with its interval and the mean commit time of one structure booked off the
+    path (the refined maximum, the saddle point), and the MD steps its shots ran."""
+    n_a, n_b, n_u, p, low, high, commit, steps = _summarise(outcomes, np.array([key]), config.timestep_fs,
+                                                            config.confidence)
+    return {"n_start": int(n_a[0]), "n_target": int(n_b[0]), "n_undecided": int(n_u[0]),
+            "p_b": _finite_or_none(p[0]), "p_b_interval": [_finite_or_none(low[0]), _finite_or_none(high[0])],
+            "mean_commit_ps": _finite_or_none(commit[0])}, steps
 
 
 def _path_frames(paths: Any, path: int, system: "MolecularSystem") -> tuple[np.ndarray, np.ndarray | None]:
@@ -409,8 +420,7 @@ def estimate_committor(
     refined_row = None
     phi_psi_cols = _phi_psi_columns(system.cvs)
     if refined is not None:
-        ra, rb, ru, rp, rlo, rhi, rc, rsteps = _summarise(kept, np.array([refined_key]), config.timestep_fs,
-                                                          config.confidence)
+        shots, rsteps = _structure_shots(kept, refined_key, config)
         steps += rsteps
         held = dict(zip((t.name for t in system.cvs.torsions), (float(v) for v in np.degrees(refined.angles))))
         phi_psi_deg = None
@@ -425,14 +435,11 @@ def estimate_committor(
             "torsions_deg": held,
             "phi_psi_deg": phi_psi_deg,
             "relaxed_energy_kj_mol": refined.energy,
-            "n_start": int(ra[0]), "n_target": int(rb[0]), "n_undecided": int(ru[0]),
-            "p_b": _finite_or_none(rp[0]), "p_b_interval": [_finite_or_none(rlo[0]), _finite_or_none(rhi[0])],
-            "mean_commit_ps": _finite_or_none(rc[0]),
+            **shots,
         }
     saddle_row = None
     if saddle is not None:
-        sa, sb, su, sp_, slo, shi, sc, ssteps = _summarise(kept, np.array([saddle_key]), config.timestep_fs,
-                                                           config.confidence)
+        shots, ssteps = _structure_shots(kept, saddle_key, config)
         steps += ssteps
         from spacetime_md.molecular.paths.relaxed import _dihedrals
 
@@ -447,9 +454,7 @@ def estimate_committor(
             "n_iterations": saddle.n_iterations,
             "n_searches": saddle.n_searches,
             "search_s": saddle_search_s,
-            "n_start": int(sa[0]), "n_target": int(sb[0]), "n_undecided": int(su[0]),
-            "p_b": _finite_or_none(sp_[0]), "p_b_interval": [_finite_or_none(slo[0]), _finite_or_none(shi[0])],
-            "mean_commit_ps": _finite_or_none(sc[0]),
+            **shots,
         }
     decided = np.isfinite(p)
     crosses = bool(decided.any() and np.nanmin(p) <= 0.5 <= np.nanmax(p))
