@@ -29,6 +29,10 @@ PATH_OPTIONS: dict[str, tuple[type, tuple[str, ...] | None, str]] = {
                                   "--n-steps steps per point)"),
     "friction_per_ps": (float, None, "Langevin friction in 1/ps, > 0 (default 10, or 1 with --path-time-ps: "
                                      "measured best at 1 ps)"),
+    "arrival_friction_per_ps": (float, None, "with --path-time-ps: Langevin friction in 1/ps, > 0, from shortly "
+                                             "after the curve's largest restrained-minimum jump to the end of each "
+                                             "path, so the molecule crosses at --friction-per-ps and is cooled where "
+                                             "it arrives (default 10)"),
     "endpoint_log_snr": (float, None, "log_snr of the clean endpoints, model units, in [1, 12] (default 4; the "
                                       "paper uses 4-7)"),
     "constraint": (str, ("none", "low-variance", "avoid"), "geodesic constraint (default none)"),
@@ -43,11 +47,13 @@ PATH_OPTIONS: dict[str, tuple[type, tuple[str, ...] | None, str]] = {
 
 #: Settings PathConfig derives from others when they are not given (``None``): derived again
 #: when what they depend on changes on the command line.
-_DERIVED = {"record_every": ("n_steps", "path_time_ps"), "friction_per_ps": ("path_time_ps",)}
+_DERIVED = {"record_every": ("n_steps", "path_time_ps"), "friction_per_ps": ("path_time_ps",),
+            "arrival_friction_per_ps": ("path_time_ps",)}
 
 
 def add_path_options(parser: argparse.ArgumentParser) -> None:
-    """Add every :data:`PATH_OPTIONS` flag, ``--relaxed`` and ``--no-baseline`` (all default ``None``)."""
+    """Add every :data:`PATH_OPTIONS` flag, ``--relaxed``, ``--no-baseline`` and ``--no-quench-endpoints``
+    (all default ``None``)."""
     for name, (kind, choices, text) in PATH_OPTIONS.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, choices=choices, default=None,
                             help=text)
@@ -55,11 +61,15 @@ def add_path_options(parser: argparse.ArgumentParser) -> None:
                         help="also compute relaxed (quenched) barriers")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false", default=None,
                         help="skip the straight-line baseline")
+    parser.add_argument("--no-quench-endpoints", dest="quench_endpoints", action="store_false", default=None,
+                        help="solve and restrain with the endpoint structures exactly as given (default: quench them "
+                             "first, heavy atoms held in place, which removes an MD snapshot's thermal strain; hits, "
+                             "RMSDs and energies are measured against the given structures either way)")
 
 
 def path_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The PathConfig fields given on the command line."""
-    names = (*PATH_OPTIONS, "relaxed", "baseline")
+    names = (*PATH_OPTIONS, "relaxed", "baseline", "quench_endpoints")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 

@@ -57,6 +57,12 @@ class PathConfig:
     timestep_fs, friction_per_ps : float
         ``LangevinMiddleIntegrator`` settings; ``friction_per_ps=None`` (default) resolves to 10/ps,
         or to 1/ps with ``path_time_ps`` (measured best at 1 ps per path).
+    arrival_friction_per_ps : float, optional
+        With ``path_time_ps``: the friction from shortly after the largest restrained-minimum
+        jump to the end of each path (:func:`~spacetime_md.molecular.paths.budget.arrival_friction`),
+        so the molecule crosses at ``friction_per_ps`` and is cooled where it arrives.
+        ``None`` (default) resolves to 10/ps with ``path_time_ps`` and stays ``None`` (unused)
+        without it; a value without ``path_time_ps`` is refused.
     constraint : {"none", "low-variance", "avoid"}
     min_log_snr : float
         ``LowVariance`` floor (also used with ``"avoid"``).
@@ -91,6 +97,13 @@ class PathConfig:
     allow_mirror : bool
         Accept endpoint structures whose stereocentres are inverted relative to the system's
         reference structure (a mirror image is refused by default).
+    quench_endpoints : bool
+        Quench the two endpoint structures before the geodesic is solved
+        (:func:`~spacetime_md.molecular.paths.structures.quench_endpoints`: minimised with their
+        heavy atoms held in place, which removes an MD snapshot's thermal strain). The geodesic
+        and the restraints of the paths use the quenched structures; the paths start from the
+        given start structure, and hits, RMSDs and energies are measured against the given
+        structures. Default ``True``; ``False`` uses the given structures throughout.
     path_time_ps : float, optional
         Simulated time per path (ps). ``None`` (default): ``n_steps`` steps at every point. Set:
         every path runs exactly ``path_time_ps / timestep`` steps, shared unevenly by the
@@ -133,6 +146,8 @@ class PathConfig:
     geodesic: GeodesicConfig = DEFAULT_GEODESIC
     path_time_ps: float | None = None
     workers: int | str = "auto"
+    quench_endpoints: bool = True
+    arrival_friction_per_ps: float | None = None
 
     def __post_init__(self) -> None:
         if self.friction_per_ps is None:
@@ -140,6 +155,16 @@ class PathConfig:
 
             friction = DEFAULT_FRICTION_PER_PS if self.path_time_ps is None else BUDGET_FRICTION_PER_PS
             object.__setattr__(self, "friction_per_ps", friction)  # frozen dataclass
+        if self.arrival_friction_per_ps is None and self.path_time_ps is not None:
+            from spacetime_md.molecular.paths.budget import BUDGET_ARRIVAL_FRICTION_PER_PS
+
+            object.__setattr__(self, "arrival_friction_per_ps", BUDGET_ARRIVAL_FRICTION_PER_PS)  # frozen dataclass
+        if self.arrival_friction_per_ps is not None:
+            value = self.arrival_friction_per_ps
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+                raise ValueError(f"arrival_friction_per_ps: expected a finite number > 0 (1/ps), got {value!r}")
+            if self.path_time_ps is None:
+                raise ValueError(f"arrival_friction_per_ps: only used with path_time_ps, got {value!r} without it")
         if self.path_time_ps is not None:
             self._check_path_time()
         if self.record_every is None:
@@ -193,8 +218,9 @@ class PathConfig:
         if self.workers != "auto" and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
                                        or self.workers < 1):
             raise ValueError(f"workers: expected a positive integer or 'auto', got {self.workers!r}")
-        if not isinstance(self.allow_mirror, bool):
-            raise TypeError(f"allow_mirror: expected a bool, got {type(self.allow_mirror).__name__}")
+        for name in ("allow_mirror", "quench_endpoints"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.geodesic, GeodesicConfig):
             raise TypeError(f"geodesic: expected a GeodesicConfig, got {type(self.geodesic).__name__}")
 

@@ -309,16 +309,19 @@ class RestrainedLangevinSampler:
         record_every: int = 1,
         progress: bool = False,
         callback: Callable[[dict[str, Any]], None] | None = None,
+        friction_per_point: np.ndarray | None = None,
     ) -> RestrainedPaths:
         """Like :meth:`sample`, with ``steps_per_point[n]`` steps at point ``n`` (a time budget).
 
         A frame is recorded every ``record_every`` steps of the whole path (a divisor of
         ``sum(steps_per_point)``), so a path has ``sum(steps_per_point) / record_every`` frames
         whatever the split; the frame after global step ``j`` was run under the restraint of the
-        point that step belongs to. Seeds as in :meth:`sample`.
+        point that step belongs to. ``friction_per_point`` (1/ps, shape ``(T,)``, finite > 0)
+        sets the Langevin friction of each point's steps (default: the sampler's friction
+        throughout). Seeds as in :meth:`sample`.
         """
         pending = self.start_schedule(centres, force_constants, steps_per_point, x_init, n_paths=n_paths, seed=seed,
-                                      record_every=record_every)
+                                      record_every=record_every, friction_per_point=friction_per_point)
         return pending.result(progress=progress, callback=callback)
 
     def start_schedule(
@@ -332,6 +335,7 @@ class RestrainedLangevinSampler:
         seed: int = 0,
         record_every: int = 1,
         background: bool = False,
+        friction_per_point: np.ndarray | None = None,
     ) -> "PendingPaths":
         """Hand the paths of :meth:`sample_schedule` to the worker processes and return at once.
 
@@ -345,7 +349,8 @@ class RestrainedLangevinSampler:
         threads integrating at once would not give reproducible paths). Until the background
         paths are collected, the calling thread must not integrate with other OpenMM contexts.
         """
-        job = self._job(centres, force_constants, steps_per_point, x_init, n_paths, seed, record_every)
+        job = self._job(centres, force_constants, steps_per_point, x_init, n_paths, seed, record_every,
+                        friction_per_point)
         parts = [np.arange(n_paths)]
         if self.workers > 1 and n_paths > 1:
             n_procs = min(self.workers, n_paths)
@@ -369,7 +374,8 @@ class RestrainedLangevinSampler:
         self._outstanding = pending if assigned else None
         return pending
 
-    def _job(self, centres, force_constants, steps_per_point, x_init, n_paths, seed, record_every) -> dict[str, Any]:
+    def _job(self, centres, force_constants, steps_per_point, x_init, n_paths, seed, record_every,
+             friction_per_point=None) -> dict[str, Any]:
         centres = np.asarray(centres, dtype=float)
         k = np.asarray(force_constants, dtype=float)
         if centres.ndim != 3 or centres.shape[1:] != (self.n_atoms, 3):
@@ -389,14 +395,21 @@ class RestrainedLangevinSampler:
             x_init = np.broadcast_to(x_init, (n_paths, self.n_atoms, 3))
         if x_init.shape != (n_paths, self.n_atoms, 3):
             raise ValueError(f"x_init: expected shape ({self.n_atoms}, 3) or ({n_paths}, {self.n_atoms}, 3), got {x_init.shape}")
+        friction = None
+        if friction_per_point is not None:
+            friction = np.asarray(friction_per_point, dtype=float)
+            if friction.shape != (centres.shape[0],) or not (np.isfinite(friction).all() and (friction > 0).all()):
+                raise ValueError(f"friction_per_point: expected {centres.shape[0]} finite values > 0 (1/ps), "
+                                 f"got shape {friction.shape}")
         return {"centres": centres, "force_constants": k, "steps_per_point": steps, "x_init": x_init,
-                "seed": int(seed), "record_every": record_every}
+                "seed": int(seed), "record_every": record_every, "friction": friction}
 
     def run_paths(self, job: dict[str, Any], on_point: Callable[[], None] | None = None) -> np.ndarray:
         """Frames ``(len(indices), F, N, 3)`` of the paths ``job["indices"]`` (global path numbers,
         which seed them), run one after another in this process; no finiteness check."""
         centres, k, steps = job["centres"], job["force_constants"], job["steps_per_point"]
         record_every, x_init, indices = job["record_every"], job["x_init"], job["indices"]
+        friction = job.get("friction")
         total = int(steps.sum())
         bounds = np.cumsum(steps)
         frames = np.empty((len(indices), total // record_every, self.n_atoms, 3))
@@ -408,12 +421,16 @@ class RestrainedLangevinSampler:
             self.context.setVelocitiesToTemperature(self.temperature, path_seed)
             done, point, f = 0, 0, 0
             self._set_restraint(centres[0], k[0])
+            if friction is not None:
+                self.integrator.setFriction(friction[0])
             while done < total:
                 if self._abort.is_set():
                     raise _Stopped("the sampler was closed")
                 if done == bounds[point]:
                     point += 1
                     self._set_restraint(centres[point], k[point])
+                    if friction is not None and friction[point] != friction[point - 1]:
+                        self.integrator.setFriction(friction[point])
                     if on_point is not None:
                         on_point()
                 chunk = min(int(bounds[point]) - done, record_every - done % record_every)
@@ -426,6 +443,8 @@ class RestrainedLangevinSampler:
             self.n_force_evals += total
             if on_point is not None:
                 on_point()  # the path's last point
+        if friction is not None:
+            self.integrator.setFriction(self.friction)
         return frames
 
     def _start_workers(self, n: int) -> None:

@@ -50,7 +50,8 @@ def format_table(report: dict[str, Any]) -> str:
     """The printed summary: one row per curve kind, mean +- std over paths.
 
     Below a row: the hit rate of every residue / CV group when there are several, the relaxed
-    barrier when computed (``n/a (reason)`` when undefined), and why a column reads ``n/a``.
+    barrier when computed (``n/a (reason)`` when undefined), and why a column reads ``n/a``; then
+    what quenching did to the endpoint structures (when on) and the geodesic's line.
     """
     lines = [
         f"{'curve':<10}{'hit':>7}{'max E (kJ/mol)':>20}{'barrier':>18}{'RMSD (A)':>15}{'chiral':>8}{'evals/path':>12}",
@@ -79,6 +80,13 @@ def format_table(report: dict[str, Any]) -> str:
             if note not in notes:
                 notes.append(note)
     lines.extend(notes)
+    quench = (report.get("endpoints") or {}).get("quench") or {}
+    if "start" in quench:
+        ends = [f"{which} {q['energy_given_kj_mol']:.1f} -> {q['energy_quenched_kj_mol']:.1f} kJ/mol "
+                f"(heavy atoms moved {q['heavy_atom_shift_angstrom']:.2f} A)"
+                for which, q in ((w, quench[w]) for w in ("start", "end")) if q.get("used")]
+        if ends:
+            lines.append(f"endpoints quenched for the solve and restraints: {', '.join(ends)}")
     t = report["timings"]
     g = report["geodesic_curve"]
     est = g.get("estimate")
@@ -509,7 +517,7 @@ GEODESIC_FILE_VERSION = 1
 #: (threads change float rounding only).
 _REUSE_IGNORED = ("progress", "num_threads")
 #: PathConfig fields that define the geodesic problem (the constraint ones only with a constraint).
-_PROBLEM_FIELDS = ("endpoint_log_snr", "allow_mirror")
+_PROBLEM_FIELDS = ("endpoint_log_snr", "allow_mirror", "quench_endpoints")
 _CONSTRAINT_FIELDS = ("constraint", "min_log_snr", "avoid_state", "avoid_log_snr", "min_kl", "constraint_weight")
 
 

@@ -20,10 +20,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = [
+    "ENDPOINT_QUENCH_K",
+    "ENDPOINT_QUENCH_MIN_GAIN",
     "kabsch_align",
     "kabsch_rmsd",
+    "quench_endpoints",
     "resolve_structure",
 ]
+
+#: Force constant (kJ/mol/nm^2) of the harmonic restraint that holds every heavy atom of an
+#: endpoint structure at its given position while :func:`quench_endpoints` minimises it: thermal
+#: noise in bond lengths, angles and hydrogens is removed, the conformation is kept (heavy atoms
+#: move by about 0.1 A for a 300 K MD snapshot of alanine dipeptide).
+ENDPOINT_QUENCH_K = 10_000.0
+#: A quenched endpoint replaces the given one only if quenching lowers its energy by at least this
+#: much (kJ/mol): an already minimised structure (the shipped states) is used exactly as given.
+ENDPOINT_QUENCH_MIN_GAIN = 1.0
 
 # --------------------------------------------------------------------------- structures
 
@@ -110,6 +122,63 @@ def resolve_structure(
     if x.shape[0] != 1:
         raise ValueError(f"{what}: expected one structure of shape ({system.n_atoms}, 3), got {x.shape[0]} frames")
     return x[0], "coordinates"
+
+
+def quench_endpoints(
+    system: "MolecularSystem", structures: Sequence[np.ndarray], *, k_restraint: float = ENDPOINT_QUENCH_K
+) -> tuple[list[np.ndarray], list[dict[str, float]]]:
+    """Minimise endpoint structures with their heavy atoms held where they are.
+
+    An MD snapshot carries its thermal noise: stretched bonds, bent angles, hydrogens off their
+    minimum, tens of kJ/mol above the structure's local minimum (the 300 K C7ax snapshot of the
+    field's alanine-dipeptide protocol: -3.9 kJ/mol, quenched -70.6). Paths that end restrained
+    to such a snapshot pay that strain at their last frames (docs/peer_protocol.md). Each
+    structure is minimised (OpenMM ``LocalEnergyMinimizer``, tolerance 1 kJ/mol/nm) with every
+    heavy atom (every atom if there is none) restrained to its own position by
+    ``k_restraint / 2 |r - r_0|^2``; the conformation, dihedrals included, is kept.
+
+    Parameters
+    ----------
+    system : MolecularSystem
+    structures : sequence of ndarray, shape=(N, 3)
+        Structures in nm.
+    k_restraint : float
+        Restraint force constant, kJ/mol/nm^2 (> 0).
+
+    Returns
+    -------
+    quenched : list of ndarray, shape=(N, 3)
+        The minimised structures (nm), in the frame of the given ones; a given structure that
+        quenching lowers by less than :data:`ENDPOINT_QUENCH_MIN_GAIN` (already minimised) is
+        returned unchanged.
+    info : list of dict
+        Per structure: ``energy_given_kj_mol``, ``energy_quenched_kj_mol`` (force field only),
+        ``heavy_atom_shift_angstrom`` (heavy-atom RMSD between the two, after superposition) and
+        ``used`` (whether the quenched structure was returned).
+    """
+    import math
+
+    from spacetime_md.molecular.paths.relaxed import PositionQuencher
+    from spacetime_md.molecular.system.energies import evaluate_energies
+
+    if isinstance(k_restraint, bool) or not isinstance(k_restraint, (int, float)) or not (
+            math.isfinite(k_restraint) and k_restraint > 0):
+        raise ValueError(f"k_restraint: expected a finite number > 0 (kJ/mol/nm^2), got {k_restraint!r}")
+    heavy = np.asarray(system.heavy_atom_indices)
+    atoms = heavy if heavy.size else np.arange(system.n_atoms)
+    quencher = PositionQuencher(system.openmm_system, atoms, k_restraint=float(k_restraint),
+                                platform=system.platform_name)
+    given = np.stack([np.asarray(x, dtype=float) for x in structures])
+    before = np.asarray(evaluate_energies(system, given).value_in_unit(unit.kilojoule_per_mole), dtype=float)
+    quenched, info = [], []
+    for x, energy_given in zip(given, before):
+        energy, q = quencher.quench(x)
+        q = np.asarray(q, dtype=float)
+        used = bool(energy_given - energy >= ENDPOINT_QUENCH_MIN_GAIN)
+        quenched.append(q if used else x)
+        info.append({"energy_given_kj_mol": float(energy_given), "energy_quenched_kj_mol": float(energy),
+                     "heavy_atom_shift_angstrom": float(10.0 * kabsch_rmsd(q, x, atoms)), "used": used})
+    return quenched, info
 
 
 def check_model_matches_system(model: "EquivariantDenoiser", system: "MolecularSystem") -> None:

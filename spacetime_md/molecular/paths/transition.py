@@ -69,10 +69,13 @@ from spacetime_md.core.curves import _as_vector
 from spacetime_md.molecular.paths.config import PathConfig
 from spacetime_md.molecular.paths.hit import NO_TORSION_REASON, _endpoint_states, compute_target_hit, path_cvs
 from spacetime_md.molecular.paths.structures import (
+    ENDPOINT_QUENCH_K,
+    ENDPOINT_QUENCH_MIN_GAIN,
     _is_state_name,
     check_model_matches_system,
     kabsch_align,
     kabsch_rmsd,
+    quench_endpoints,
     resolve_structure,
 )
 
@@ -300,7 +303,12 @@ class GeodesicProblem:
 
     ``start``/``end`` are the spacetime endpoints (model units, at ``config.endpoint_log_snr``),
     ``constraints`` the core constraint objects of ``config.constraint``; ``start_nm`` (centred)
-    and ``end_nm`` (Kabsch-aligned onto it) the structures in nm; ``model`` is the denoiser on
+    and ``end_nm`` (Kabsch-aligned onto it) the structures in nm as given (paths start at
+    ``start_nm``; hits, RMSDs and energies are measured against these); ``start_solve_nm`` /
+    ``end_solve_nm`` the structures the geodesic joins, in the same frame (the quenched ones with
+    ``config.quench_endpoints``, else the given ones), and ``quench`` what quenching did
+    (:func:`~spacetime_md.molecular.paths.structures.quench_endpoints`: energies before and
+    after, heavy-atom shift; ``None`` without it); ``model`` is the denoiser on
     ``config.device`` with gradients switched off. ``cvs`` are the run's collective variables
     (:func:`path_cvs`), ``start_state``/``target_state`` the endpoint states around the two
     structures and ``hit_length_nm`` the resolved length tolerance of the hit test.
@@ -319,6 +327,9 @@ class GeodesicProblem:
     start_state: Any = None
     target_state: Any = None
     hit_length_nm: float | None = None
+    start_solve_nm: np.ndarray | None = None
+    end_solve_nm: np.ndarray | None = None
+    quench: dict[str, Any] | None = None
 
 
 def prepare_geodesic_problem(
@@ -345,6 +356,18 @@ def prepare_geodesic_problem(
     end_nm = kabsch_align(end_nm, start_nm)
     if np.allclose(start_nm, end_nm, atol=1e-4):
         raise ValueError(f"start and end: expected two different structures, got equal ones ({start_label}, {end_label})")
+    quench = None
+    start_solve_nm, end_solve_nm = start_nm, end_nm
+    if config.quench_endpoints:
+        (start_q, end_q), info = quench_endpoints(system, (start_nm, end_nm))
+        quench = {"k_restraint_kj_mol_nm2": ENDPOINT_QUENCH_K, "min_gain_kj_mol": ENDPOINT_QUENCH_MIN_GAIN,
+                  "start": info[0], "end": info[1]}
+        if info[0]["used"] or info[1]["used"]:
+            # The solve's frame is the quenched start's; the given structures are superposed on it.
+            start_solve_nm = start_q - start_q.mean(axis=0)
+            end_solve_nm = kabsch_align(end_q, start_solve_nm)
+            start_nm = kabsch_align(start_nm, start_solve_nm)
+            end_nm = kabsch_align(end_nm, end_solve_nm)
     cvs = path_cvs(system, start_nm, end_nm)
     hit_length, start_state, target_state = _endpoint_states(system, cvs, start_nm, end_nm, config)
 
@@ -353,8 +376,8 @@ def prepare_geodesic_problem(
     model = model.to(device)
     lam = float(config.endpoint_log_snr)
     alpha_e = float(alpha_sigma(lam)[0])
-    x_start = model.to_model(torch.as_tensor(start_nm, dtype=dtype)).to(device)
-    x_end = model.to_model(torch.as_tensor(end_nm, dtype=dtype)).to(device)
+    x_start = model.to_model(torch.as_tensor(start_solve_nm, dtype=dtype)).to(device)
+    x_end = model.to_model(torch.as_tensor(end_solve_nm, dtype=dtype)).to(device)
     a = SpacetimePoint(lam, alpha_e * x_start)
     b = SpacetimePoint(lam, alpha_e * x_end)
 
@@ -386,7 +409,7 @@ def prepare_geodesic_problem(
     for p in model.parameters():
         p.requires_grad_(False)
     return GeodesicProblem(a, b, constraints, start_nm, end_nm, start_label, end_label, avoid_label, model,
-                           cvs, start_state, target_state, hit_length)
+                           cvs, start_state, target_state, hit_length, start_solve_nm, end_solve_nm, quench)
 
 
 def compute_transition_paths(
@@ -440,7 +463,8 @@ def compute_transition_paths(
         ``report["cv_names"]``) and ``phi_psi`` (single-pair systems only).
         ``report["endpoints"]`` holds the labels, ``start_cvs``/``target_cvs``, the endpoint
         states (``start_state``/``target_state``, ``MetastableState.to_dict()``), the hit
-        tolerances and the CV definitions (RMSD references by name).
+        tolerances, the CV definitions (RMSD references by name) and ``quench``
+        (:class:`GeodesicProblem`'s, or an ``na_reason`` when ``config.quench_endpoints`` is off).
     """
     from spacetime_md.molecular.paths.openmm_langevin import RestrainedLangevinSampler
 
@@ -631,6 +655,8 @@ def _solve_and_sample(system, model, config, problem, sampler, schedule, geodesi
         **({"hit_length_nm": problem.hit_length_nm} if not cvs.periodic.all() else
            {"hit_length_nm": None, "hit_length_na_reason": "no length collective variable"}),
         "cvs": _cv_summary(cvs),
+        "quench": problem.quench if problem.quench is not None else {
+            "na_reason": "n/a: quench_endpoints is off (the given structures were used throughout)"},
     }
     report["energy_evaluations"] = {
         "denoiser_rows_geodesic": geo.n_denoiser_evals,
