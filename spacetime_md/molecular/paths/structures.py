@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "ENDPOINT_QUENCH_K",
-    "ENDPOINT_QUENCH_MIN_GAIN",
+    "ENDPOINT_QUENCH_MIN_GAIN_KT",
     "kabsch_align",
     "kabsch_rmsd",
     "quench_endpoints",
@@ -34,8 +34,10 @@ __all__ = [
 #: move by about 0.1 A for a 300 K MD snapshot of alanine dipeptide).
 ENDPOINT_QUENCH_K = 10_000.0
 #: A quenched endpoint replaces the given one only if quenching lowers its energy by at least this
-#: much (kJ/mol): an already minimised structure (the shipped states) is used exactly as given.
-ENDPOINT_QUENCH_MIN_GAIN = 1.0
+#: many kT (2 kT = 5.0 kJ/mol at 300 K). A 300 K MD snapshot of alanine dipeptide gains 50-67
+#: kJ/mol; the shipped (restrained-)minimised state structures gain at most 3.2 kJ/mol and are
+#: used exactly as given.
+ENDPOINT_QUENCH_MIN_GAIN_KT = 2.0
 
 # --------------------------------------------------------------------------- structures
 
@@ -149,12 +151,12 @@ def quench_endpoints(
     -------
     quenched : list of ndarray, shape=(N, 3)
         The minimised structures (nm), in the frame of the given ones; a given structure that
-        quenching lowers by less than :data:`ENDPOINT_QUENCH_MIN_GAIN` (already minimised) is
-        returned unchanged.
+        quenching lowers by less than :data:`ENDPOINT_QUENCH_MIN_GAIN_KT` kT (already minimised)
+        is returned unchanged.
     info : list of dict
         Per structure: ``energy_given_kj_mol``, ``energy_quenched_kj_mol`` (force field only),
         ``heavy_atom_shift_angstrom`` (heavy-atom RMSD between the two, after superposition) and
-        ``used`` (whether the quenched structure was returned).
+        ``used`` (whether the quenched structure was returned) and ``min_gain_kj_mol``.
     """
     import math
 
@@ -170,14 +172,18 @@ def quench_endpoints(
                                 platform=system.platform_name)
     given = np.stack([np.asarray(x, dtype=float) for x in structures])
     before = np.asarray(evaluate_energies(system, given).value_in_unit(unit.kilojoule_per_mole), dtype=float)
+    from spacetime_md.molecular.system.units import kT_kj_per_mol
+
+    min_gain = ENDPOINT_QUENCH_MIN_GAIN_KT * kT_kj_per_mol(system.temperature_k)
     quenched, info = [], []
     for x, energy_given in zip(given, before):
         energy, q = quencher.quench(x)
         q = np.asarray(q, dtype=float)
-        used = bool(energy_given - energy >= ENDPOINT_QUENCH_MIN_GAIN)
+        used = bool(energy_given - energy >= min_gain)
         quenched.append(q if used else x)
         info.append({"energy_given_kj_mol": float(energy_given), "energy_quenched_kj_mol": float(energy),
-                     "heavy_atom_shift_angstrom": float(10.0 * kabsch_rmsd(q, x, atoms)), "used": used})
+                     "heavy_atom_shift_angstrom": float(10.0 * kabsch_rmsd(q, x, atoms)), "used": used,
+                     "min_gain_kj_mol": float(min_gain)})
     return quenched, info
 
 

@@ -70,7 +70,6 @@ from spacetime_md.molecular.paths.config import PathConfig
 from spacetime_md.molecular.paths.hit import NO_TORSION_REASON, _endpoint_states, compute_target_hit, path_cvs
 from spacetime_md.molecular.paths.structures import (
     ENDPOINT_QUENCH_K,
-    ENDPOINT_QUENCH_MIN_GAIN,
     _is_state_name,
     check_model_matches_system,
     kabsch_align,
@@ -360,8 +359,7 @@ def prepare_geodesic_problem(
     start_solve_nm, end_solve_nm = start_nm, end_nm
     if config.quench_endpoints:
         (start_q, end_q), info = quench_endpoints(system, (start_nm, end_nm))
-        quench = {"k_restraint_kj_mol_nm2": ENDPOINT_QUENCH_K, "min_gain_kj_mol": ENDPOINT_QUENCH_MIN_GAIN,
-                  "start": info[0], "end": info[1]}
+        quench = {"k_restraint_kj_mol_nm2": ENDPOINT_QUENCH_K, "start": info[0], "end": info[1]}
         if info[0]["used"] or info[1]["used"]:
             # The solve's frame is the quenched start's; the given structures are superposed on it.
             start_solve_nm = start_q - start_q.mean(axis=0)
