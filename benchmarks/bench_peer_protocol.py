@@ -13,12 +13,17 @@ given (MD snapshots, not minimised), every step a frame. Metrics:
   atom, hydrogens included, so the all-atom RMSD is printed beside it (``rmsd_all``).
 
 Rows: our geodesic and the straight spacetime line, (a) with 1 ps per path by the time-budget
-sampler (``--path-time-ps 1 --friction-per-ps 1``), (b) with 1 ps as uniform steps (64 points x
+sampler (``--path-time-ps 1 --friction-per-ps 1``; the arrival friction, 10/ps after the curve's
+largest restrained-minimum jump, is its default), (b) with 1 ps as uniform steps (64 points x
 16 steps, friction 10: the shipped sampler at 1 ps), (c) at our default (64 x 300 steps = 19.2 ps,
 friction 10) and (d) 19.2 ps by the time-budget sampler (friction 10).
 Seeds 0 and 1 (the geodesic is solved once; the seed drives the Langevin noise). Force
 evaluations and wall time per path, and the model's one-off cost from its model card, are
 printed beside the published rows.
+
+Every row quenches the endpoint structures for the solve and the restraints (the package's
+default, ``PathConfig.quench_endpoints``); the paths start from the given start structure and the
+metrics are taken against the given end structure (``result["end_nm"]``).
 
 Endpoints: ``--start-pdb`` / ``--end-pdb`` (the peers' files when you have them). Without them,
 stand-ins are made the way the peers made theirs, as MD snapshots: from the shipped C7eq / C7ax
