@@ -29,10 +29,10 @@ PATH_OPTIONS: dict[str, tuple[type, tuple[str, ...] | None, str]] = {
                                   "--n-steps steps per point)"),
     "friction_per_ps": (float, None, "Langevin friction in 1/ps, > 0 (default 10, or 1 with --path-time-ps: "
                                      "measured best at 1 ps)"),
-    "arrival_friction_per_ps": (float, None, "with --path-time-ps: Langevin friction in 1/ps, > 0, from shortly "
-                                             "after the curve's largest restrained-minimum jump to the end of each "
-                                             "path, so the molecule crosses at --friction-per-ps and is cooled where "
-                                             "it arrives (default 10)"),
+    "arrival_friction_per_ps": (float, None, "with --path-time-ps: Langevin friction in 1/ps, > 0, of each path "
+                                             "once it has arrived across the curve's largest restrained-minimum "
+                                             "jump, so the molecule crosses at --friction-per-ps and is cooled "
+                                             "where it arrives (default 10)"),
     "endpoint_log_snr": (float, None, "log_snr of the clean endpoints, model units, in [1, 12] (default 4; the "
                                       "paper uses 4-7)"),
     "constraint": (str, ("none", "low-variance", "avoid"), "geodesic constraint (default none)"),

@@ -2,8 +2,8 @@
 
 An MD snapshot used as a path endpoint carries its thermal strain; the geodesic and the
 restraints use a copy minimised with its heavy atoms held, while the paths still start from the
-given structure and are measured against the given ones. With a time budget the friction rises
-after the curve's largest restrained-minimum jump.
+given structure and are measured against the given ones. With a time budget a path's friction
+rises once it has arrived across the curve's largest restrained-minimum jump.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import openmm.unit as unit
 import pytest
 
 from spacetime_md import cli
-from spacetime_md.molecular.paths.budget import BUDGET_ARRIVAL_FRICTION_PER_PS, arrival_friction
+from spacetime_md.molecular.paths.budget import BUDGET_ARRIVAL_FRICTION_PER_PS, arrival_rule
 from spacetime_md.molecular.paths.config import PathConfig
+from spacetime_md.molecular.paths.openmm_langevin import Arrival
 from spacetime_md.molecular.paths.structures import (
     ENDPOINT_QUENCH_K,
     ENDPOINT_QUENCH_MIN_GAIN_KT,
@@ -123,24 +124,28 @@ def test_path_config_and_cli_switch(tmp_path, capsys):
 # --------------------------------------------------------------------------- arrival friction
 
 
-def test_arrival_friction_starts_after_the_largest_jump():
+def test_arrival_rule_checks_from_the_largest_jump():
     minima = np.zeros((64, 3, 3))
     minima[20:, 0, 0] = 0.01  # a small jump at point 20
     minima[40:, 0, 0] = 0.31  # the largest at point 40
-    f = arrival_friction(1.0, 10.0, minima)
-    assert f.shape == (64,) and (f[:42] == 1.0).all() and (f[42:] == 10.0).all()  # 2 of 64 points later
-    assert (arrival_friction(1.0, 10.0, minima, offset=5)[45:] == 10.0).all()
-    assert arrival_friction(1.0, 10.0, minima, offset=5)[44] == 1.0
-    assert arrival_friction(1.0, None, minima) is None
-    assert arrival_friction(1.0, 10.0, np.zeros((64, 3, 3))) is None  # the minima never move
-    short = np.zeros((8, 3, 3))
-    short[7:, 0, 0] = 1.0
-    assert arrival_friction(1.0, 10.0, short).tolist() == [1.0] * 8  # past the end: unchanged
+    steps = np.arange(1, 65)
+    rule = arrival_rule(10.0, minima, steps, atoms=np.array([0, 2]))
+    assert rule.friction_per_ps == 10.0 and rule.from_step == steps[:40].sum() and rule.check_every == 10
+    np.testing.assert_array_equal(rule.target, minima[-1][[0, 2]])
+    np.testing.assert_array_equal(rule.before, minima[39][[0, 2]])
+    after, before = minima[-1].copy(), minima[39].copy()
+    assert rule.has_arrived(after) and not rule.has_arrived(before)
+    assert arrival_rule(None, minima, steps) is None
+    assert arrival_rule(10.0, np.zeros((64, 3, 3)), steps) is None  # the minima never move
+    with pytest.raises(ValueError, match="friction_per_ps: expected a finite number > 0"):
+        Arrival(0.0, 0, np.array([0]), np.zeros((1, 3)), np.zeros((1, 3)))
+    with pytest.raises(ValueError, match=r"target: expected shape \(2, 3\)"):
+        Arrival(1.0, 0, np.array([0, 1]), np.zeros((1, 3)), np.zeros((2, 3)))
 
 
-def test_sampler_friction_per_point_changes_only_the_later_points(system):
-    """Same friction everywhere = bitwise the plain run; more friction from point 2 on changes
-    nothing before it and cools the molecule after it."""
+def test_sampler_arrival_raises_the_friction_only_after_arrival(system):
+    """Arrival friction equal to the sampler's = bitwise the plain run; a high one changes nothing
+    before the path arrives and cools it after; a target never reached changes nothing at all."""
     from spacetime_md.molecular.paths.openmm_langevin import RestrainedLangevinSampler
 
     x0 = system.positions_nm
@@ -150,18 +155,24 @@ def test_sampler_friction_per_point_changes_only_the_later_points(system):
     sampler = RestrainedLangevinSampler(system.openmm_system, timestep=1.0 * unit.femtosecond,
                                         friction=1.0 / unit.picosecond, platform="Reference", workers=1)
     steps = np.full(n_points, 25)
-    plain = sampler.sample_schedule(centres, k, steps, x0, n_paths=2, seed=5, record_every=25)
-    same = sampler.sample_schedule(centres, k, steps, x0, n_paths=2, seed=5, record_every=25,
-                                   friction_per_point=np.full(n_points, 1.0))
+    heavy = system.heavy_atom_indices
+    far = x0[heavy] + np.array([1.0, 0.0, 0.0]) * np.arange(len(heavy))[:, None] * 0.05  # a distorted copy
+
+    def run(arrival):
+        return sampler.sample_schedule(centres, k, steps, x0, n_paths=2, seed=5, record_every=25, arrival=arrival)
+
+    plain = run(None)
+    # Target = where the molecule is, "before" = a distorted copy: it has arrived at the first check.
+    same = run(Arrival(1.0, 50, heavy, x0[heavy], far))
     np.testing.assert_array_equal(plain.frames, same.frames)
-    cooled = sampler.sample_schedule(centres, k, steps, x0, n_paths=2, seed=5, record_every=25,
-                                     friction_per_point=np.array([1.0, 1.0, 200.0, 200.0]))
+    cooled = run(Arrival(200.0, 50, heavy, x0[heavy], far))
     np.testing.assert_array_equal(cooled.frames[:, :2], plain.frames[:, :2])
     assert np.abs(cooled.frames[:, 2:] - plain.frames[:, 2:]).max() > 1e-4
+    never = run(Arrival(200.0, 50, heavy, far, x0[heavy]))  # always closer to "before": never arrives
+    np.testing.assert_array_equal(never.frames, plain.frames)
     assert sampler.integrator.getFriction().value_in_unit(unit.picosecond**-1) == pytest.approx(1.0)
-    for bad in (np.full(3, 1.0), np.array([1.0, 1.0, 0.0, 1.0]), np.array([1.0, np.inf, 1.0, 1.0])):
-        with pytest.raises(ValueError, match="friction_per_point: expected 4 finite values > 0"):
-            sampler.sample_schedule(centres, k, steps, x0, friction_per_point=bad)
+    with pytest.raises(TypeError, match="arrival: expected an Arrival or None, got dict"):
+        sampler.sample_schedule(centres, k, steps, x0, arrival={})
     sampler.close()
 
 

@@ -31,11 +31,11 @@ ETS 71-76 kJ/mol; this schedule with ``f = 0.8``, ``width = 4`` of 64 points and
 minima switch basin at phi ~ 0 and 41-58 where they switch at phi ~ 180 (the higher saddle): the
 curve's route sets what is left.
 
-From ``BUDGET_ARRIVAL_OFFSET * n_points`` points (2 of 64) after the largest jump to the end, the
-friction is ``PathConfig.arrival_friction_per_ps`` (default 10/ps, :func:`arrival_friction`): the
-molecule crosses at the low friction and is cooled where it arrives. With the endpoint structures
-quenched (``PathConfig.quench_endpoints``), this takes ETS at 1 ps from 30.8 / 33.7 to 25.4 / 26.8
-kJ/mol (seeds 0 / 1; 28.1-31.7 on held-out seeds and endpoints), docs/peer_protocol.md.
+Once a path has arrived across the largest jump (its heavy atoms closer to the last restrained
+minimum than to the one before the jump, checked every 10 steps), its friction becomes
+``PathConfig.arrival_friction_per_ps`` (default 10/ps, :func:`arrival_rule`): the molecule crosses
+at the low friction and is cooled where it arrives. With the endpoint structures quenched
+(``PathConfig.quench_endpoints``) this lowers ETS at 1 ps by 4-8 kJ/mol (docs/peer_protocol.md).
 
 Units inside: nm, ps, kJ/mol, K.
 """
@@ -44,18 +44,22 @@ from __future__ import annotations
 
 import math
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from spacetime_md.molecular.paths.openmm_langevin import Arrival
 
 __all__ = [
     "BUDGET_ARRIVAL_FRICTION_PER_PS",
-    "BUDGET_ARRIVAL_OFFSET",
     "BUDGET_FRICTION_PER_PS",
     "BUDGET_JUMP_FRACTION",
     "BUDGET_SOFTEN",
     "BUDGET_JUMP_WIDTH",
     "PATH_TIME_RANGE_PS",
     "allocate_steps",
-    "arrival_friction",
+    "arrival_rule",
     "budget_steps",
     "compute_budget_schedule",
     "jump_profile",
@@ -75,12 +79,10 @@ BUDGET_SOFTEN = 0.5
 BUDGET_WINDOW_LEVEL = 0.2
 #: Friction (1/ps) measured best at 1 ps per path (docs/peer_protocol.md).
 BUDGET_FRICTION_PER_PS = 1.0
-#: Friction (1/ps) from shortly after the largest restrained-minimum jump to the end of a path:
-#: the molecule crosses at the low friction above and is then cooled in the target basin
-#: (measured at 1 ps, docs/peer_protocol.md, "Arrival friction").
+#: Friction (1/ps) of a path once it has arrived across the largest restrained-minimum jump
+#: (:func:`arrival_rule`): the molecule crosses at the low friction above and is then cooled in
+#: the target basin (measured at 1 ps, docs/peer_protocol.md).
 BUDGET_ARRIVAL_FRICTION_PER_PS = 10.0
-#: The arrival friction starts this fraction of the curve points after the largest jump (2 of 64).
-BUDGET_ARRIVAL_OFFSET = 1 / 32
 #: Accepted simulated time per path (ps).
 PATH_TIME_RANGE_PS = (0.001, 1000.0)
 
@@ -256,25 +258,27 @@ def soften_before_jump(
     return k
 
 
-def arrival_friction(friction: float, arrival: float | None, minima: np.ndarray, atoms: np.ndarray | None = None,
-                     offset: int | None = None) -> np.ndarray | None:
-    """Friction per curve point (1/ps): ``friction`` up to ``offset`` points after the largest
-    restrained-minimum jump (:func:`jump_profile`), ``arrival`` from there to the end.
+def arrival_rule(friction: float | None, minima: np.ndarray, steps: np.ndarray,
+                 atoms: np.ndarray | None = None) -> "Arrival | None":
+    """The :class:`~spacetime_md.molecular.paths.openmm_langevin.Arrival` of a budget schedule.
 
-    ``offset`` defaults to ``max(1, round(T * BUDGET_ARRIVAL_OFFSET))`` (2 of 64 points). Returns
-    ``None`` (one friction throughout) when ``arrival`` is ``None`` or the minima never jump.
+    From the first step of the point with the largest restrained-minimum jump
+    (:func:`jump_profile`), each path is checked every 10 steps; once its ``atoms`` (default
+    all) are closer to the last restrained minimum than to the minimum before the jump, its
+    friction becomes ``friction`` (1/ps). ``None`` when ``friction`` is ``None`` or the minima
+    never move.
     """
-    if arrival is None:
+    from spacetime_md.molecular.paths.openmm_langevin import Arrival
+
+    if friction is None:
         return None
-    n_points = len(minima)
-    if offset is None:
-        offset = max(1, round(n_points * BUDGET_ARRIVAL_OFFSET))
+    minima = np.asarray(minima, dtype=float)
     raw = jump_profile(minima, atoms, 0)
     if not raw.max() > 0:
         return None
-    out = np.full(n_points, float(friction))
-    out[min(int(np.argmax(raw)) + int(offset), n_points):] = float(arrival)
-    return out
+    j = max(int(np.argmax(raw)), 1)
+    idx = np.arange(minima.shape[1]) if atoms is None else np.asarray(atoms)
+    return Arrival(float(friction), int(np.asarray(steps)[:j].sum()), idx, minima[-1][idx], minima[j - 1][idx])
 
 
 def sample_budget(sampler, centres: np.ndarray, force_constants: np.ndarray, x_init: np.ndarray, config,
@@ -287,8 +291,9 @@ def sample_budget(sampler, centres: np.ndarray, force_constants: np.ndarray, x_i
     centres, force_constants : ndarray, shapes (T, N, 3) and (T,)
     x_init : ndarray, shape=(N, 3)
     config : PathConfig
-        With ``path_time_ps`` set; ``config.friction_per_ps`` up to shortly after the largest
-        jump and ``config.arrival_friction_per_ps`` after it (:func:`arrival_friction`).
+        With ``path_time_ps`` set; each path runs at ``config.friction_per_ps`` until it has
+        arrived across the largest jump, then at ``config.arrival_friction_per_ps``
+        (:func:`arrival_rule`).
     atoms : ndarray, optional
         Atoms of the jump RMSD (heavy atoms).
 
@@ -303,8 +308,8 @@ def sample_budget(sampler, centres: np.ndarray, force_constants: np.ndarray, x_i
     minima = sampler.restrained_minima(centres, force_constants, x_init)
     steps = compute_budget_schedule(centres, force_constants, sampler.kT, total, minima, atoms)
     k = soften_before_jump(force_constants, minima, atoms)
-    friction = arrival_friction(config.friction_per_ps, config.arrival_friction_per_ps, minima, atoms)
+    arrival = arrival_rule(config.arrival_friction_per_ps, minima, steps, atoms)
     paths = sampler.sample_schedule(centres, k, steps, x_init, n_paths=config.n_paths,
                                     seed=config.seed, record_every=config.record_every, progress=progress,
-                                    friction_per_point=friction)
+                                    arrival=arrival)
     return paths, steps

@@ -58,8 +58,8 @@ class PathConfig:
         ``LangevinMiddleIntegrator`` settings; ``friction_per_ps=None`` (default) resolves to 10/ps,
         or to 1/ps with ``path_time_ps`` (measured best at 1 ps per path).
     arrival_friction_per_ps : float, optional
-        With ``path_time_ps``: the friction from shortly after the largest restrained-minimum
-        jump to the end of each path (:func:`~spacetime_md.molecular.paths.budget.arrival_friction`),
+        With ``path_time_ps``: each path's friction once it has arrived across the curve's
+        largest restrained-minimum jump (:func:`~spacetime_md.molecular.paths.budget.arrival_rule`),
         so the molecule crosses at ``friction_per_ps`` and is cooled where it arrives.
         ``None`` (default) resolves to 10/ps with ``path_time_ps`` and stays ``None`` (unused)
         without it; a value without ``path_time_ps`` is refused.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from spacetime_md.molecular.sampling.workers import ReplicaWorkerError, WorkerGr
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["PendingPaths", "RestrainedLangevinSampler", "RestrainedPaths", "resolve_path_workers", "RESTRAINT_FORCE_GROUP", "restraint_schedule"]
+__all__ = ["Arrival", "PendingPaths", "RestrainedLangevinSampler", "RestrainedPaths", "resolve_path_workers", "RESTRAINT_FORCE_GROUP", "restraint_schedule"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,45 @@ class RestrainedPaths:
     frames: np.ndarray
     n_force_evals: int
     wall_time: float
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """Raise a path's friction once it has arrived across the curve's largest jump.
+
+    From global step ``from_step`` on, every ``check_every`` steps, the frame's ``atoms`` are
+    compared (Kabsch RMSD) with ``target`` (the last restrained minimum of the curve) and
+    ``before`` (the restrained minimum just before the largest jump); once the frame is closer to
+    ``target``, the Langevin friction becomes ``friction_per_ps`` for the rest of that path. The
+    path crosses at the sampler's friction and is cooled where it arrives
+    (:func:`~spacetime_md.molecular.paths.budget.arrival_rule`). Positions in nm.
+    """
+
+    friction_per_ps: float
+    from_step: int
+    atoms: np.ndarray
+    target: np.ndarray
+    before: np.ndarray
+    check_every: int = 10
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.friction_per_ps) and self.friction_per_ps > 0):
+            raise ValueError(f"friction_per_ps: expected a finite number > 0, got {self.friction_per_ps!r}")
+        for name in ("from_step", "check_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (1 if name == "check_every" else 0):
+                raise ValueError(f"{name}: expected an integer >= {1 if name == 'check_every' else 0}, got {value!r}")
+        n = len(np.asarray(self.atoms))
+        for name in ("target", "before"):
+            if np.shape(getattr(self, name)) != (n, 3):
+                raise ValueError(f"{name}: expected shape ({n}, 3) for the {n} atoms, got {np.shape(getattr(self, name))}")
+
+    def has_arrived(self, positions: np.ndarray) -> bool:
+        """Whether ``positions (N, 3)`` are closer to ``target`` than to ``before``."""
+        from spacetime_md.molecular.paths.structures import kabsch_rmsd
+
+        x = np.asarray(positions)[np.asarray(self.atoms)]
+        return bool(kabsch_rmsd(x, self.target) < kabsch_rmsd(x, self.before))
 
 
 def restraint_schedule(
@@ -309,19 +349,19 @@ class RestrainedLangevinSampler:
         record_every: int = 1,
         progress: bool = False,
         callback: Callable[[dict[str, Any]], None] | None = None,
-        friction_per_point: np.ndarray | None = None,
+        arrival: Arrival | None = None,
     ) -> RestrainedPaths:
         """Like :meth:`sample`, with ``steps_per_point[n]`` steps at point ``n`` (a time budget).
 
         A frame is recorded every ``record_every`` steps of the whole path (a divisor of
         ``sum(steps_per_point)``), so a path has ``sum(steps_per_point) / record_every`` frames
         whatever the split; the frame after global step ``j`` was run under the restraint of the
-        point that step belongs to. ``friction_per_point`` (1/ps, shape ``(T,)``, finite > 0)
-        sets the Langevin friction of each point's steps (default: the sampler's friction
+        point that step belongs to. With ``arrival`` (:class:`Arrival`) each path's friction rises
+        once it has arrived across the curve's largest jump (default: the sampler's friction
         throughout). Seeds as in :meth:`sample`.
         """
         pending = self.start_schedule(centres, force_constants, steps_per_point, x_init, n_paths=n_paths, seed=seed,
-                                      record_every=record_every, friction_per_point=friction_per_point)
+                                      record_every=record_every, arrival=arrival)
         return pending.result(progress=progress, callback=callback)
 
     def start_schedule(
@@ -335,7 +375,7 @@ class RestrainedLangevinSampler:
         seed: int = 0,
         record_every: int = 1,
         background: bool = False,
-        friction_per_point: np.ndarray | None = None,
+        arrival: Arrival | None = None,
     ) -> "PendingPaths":
         """Hand the paths of :meth:`sample_schedule` to the worker processes and return at once.
 
@@ -349,8 +389,7 @@ class RestrainedLangevinSampler:
         threads integrating at once would not give reproducible paths). Until the background
         paths are collected, the calling thread must not integrate with other OpenMM contexts.
         """
-        job = self._job(centres, force_constants, steps_per_point, x_init, n_paths, seed, record_every,
-                        friction_per_point)
+        job = self._job(centres, force_constants, steps_per_point, x_init, n_paths, seed, record_every, arrival)
         parts = [np.arange(n_paths)]
         if self.workers > 1 and n_paths > 1:
             n_procs = min(self.workers, n_paths)
@@ -375,7 +414,7 @@ class RestrainedLangevinSampler:
         return pending
 
     def _job(self, centres, force_constants, steps_per_point, x_init, n_paths, seed, record_every,
-             friction_per_point=None) -> dict[str, Any]:
+             arrival=None) -> dict[str, Any]:
         centres = np.asarray(centres, dtype=float)
         k = np.asarray(force_constants, dtype=float)
         if centres.ndim != 3 or centres.shape[1:] != (self.n_atoms, 3):
@@ -395,21 +434,19 @@ class RestrainedLangevinSampler:
             x_init = np.broadcast_to(x_init, (n_paths, self.n_atoms, 3))
         if x_init.shape != (n_paths, self.n_atoms, 3):
             raise ValueError(f"x_init: expected shape ({self.n_atoms}, 3) or ({n_paths}, {self.n_atoms}, 3), got {x_init.shape}")
-        friction = None
-        if friction_per_point is not None:
-            friction = np.asarray(friction_per_point, dtype=float)
-            if friction.shape != (centres.shape[0],) or not (np.isfinite(friction).all() and (friction > 0).all()):
-                raise ValueError(f"friction_per_point: expected {centres.shape[0]} finite values > 0 (1/ps), "
-                                 f"got shape {friction.shape}")
+        if arrival is not None and not isinstance(arrival, Arrival):
+            raise TypeError(f"arrival: expected an Arrival or None, got {type(arrival).__name__}")
+        if arrival is not None and max(np.max(arrival.atoms), 0) >= self.n_atoms:
+            raise ValueError(f"arrival: expected atom indices below {self.n_atoms}, got {int(np.max(arrival.atoms))}")
         return {"centres": centres, "force_constants": k, "steps_per_point": steps, "x_init": x_init,
-                "seed": int(seed), "record_every": record_every, "friction": friction}
+                "seed": int(seed), "record_every": record_every, "arrival": arrival}
 
     def run_paths(self, job: dict[str, Any], on_point: Callable[[], None] | None = None) -> np.ndarray:
         """Frames ``(len(indices), F, N, 3)`` of the paths ``job["indices"]`` (global path numbers,
         which seed them), run one after another in this process; no finiteness check."""
         centres, k, steps = job["centres"], job["force_constants"], job["steps_per_point"]
         record_every, x_init, indices = job["record_every"], job["x_init"], job["indices"]
-        friction = job.get("friction")
+        arrival = job.get("arrival")
         total = int(steps.sum())
         bounds = np.cumsum(steps)
         frames = np.empty((len(indices), total // record_every, self.n_atoms, 3))
@@ -421,29 +458,39 @@ class RestrainedLangevinSampler:
             self.context.setVelocitiesToTemperature(self.temperature, path_seed)
             done, point, f = 0, 0, 0
             self._set_restraint(centres[0], k[0])
-            if friction is not None:
-                self.integrator.setFriction(friction[0])
+            waiting = arrival is not None  # for this path to arrive (then its friction rises)
+            if waiting:
+                self.integrator.setFriction(self.friction)
             while done < total:
                 if self._abort.is_set():
                     raise _Stopped("the sampler was closed")
                 if done == bounds[point]:
                     point += 1
                     self._set_restraint(centres[point], k[point])
-                    if friction is not None and friction[point] != friction[point - 1]:
-                        self.integrator.setFriction(friction[point])
                     if on_point is not None:
                         on_point()
                 chunk = min(int(bounds[point]) - done, record_every - done % record_every)
+                checking = waiting and done + chunk >= arrival.from_step
+                if checking:
+                    chunk = min(chunk, arrival.check_every - done % arrival.check_every)
                 self.integrator.step(chunk)
                 done += chunk
+                pos = None
+                if checking and done >= arrival.from_step and done % arrival.check_every == 0:
+                    pos = self.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+                    if arrival.has_arrived(pos):
+                        waiting = False
+                        self.integrator.setFriction(arrival.friction_per_ps)
                 if done % record_every == 0:
-                    pos = self.context.getState(getPositions=True).getPositions(asNumpy=True)
-                    frames[row, f] = pos.value_in_unit(unit.nanometer)
+                    if pos is None:
+                        pos = self.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(
+                            unit.nanometer)
+                    frames[row, f] = pos
                     f += 1
             self.n_force_evals += total
             if on_point is not None:
                 on_point()  # the path's last point
-        if friction is not None:
+        if arrival is not None:
             self.integrator.setFriction(self.friction)
         return frames
 
