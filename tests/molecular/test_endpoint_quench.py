@@ -141,6 +141,10 @@ def test_arrival_rule_checks_from_the_largest_jump():
         Arrival(0.0, 0, np.array([0]), np.zeros((1, 3)), np.zeros((1, 3)))
     with pytest.raises(ValueError, match=r"target: expected shape \(2, 3\)"):
         Arrival(1.0, 0, np.array([0, 1]), np.zeros((1, 3)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="from_step: expected an integer >= 0, got -1"):
+        Arrival(1.0, -1, np.array([0]), np.zeros((1, 3)), np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="check_every: expected an integer >= 1, got 0"):
+        Arrival(1.0, 0, np.array([0]), np.zeros((1, 3)), np.zeros((1, 3)), check_every=0)
 
 
 def test_sampler_arrival_raises_the_friction_only_after_arrival(system):
@@ -173,6 +177,9 @@ def test_sampler_arrival_raises_the_friction_only_after_arrival(system):
     assert sampler.integrator.getFriction().value_in_unit(unit.picosecond**-1) == pytest.approx(1.0)
     with pytest.raises(TypeError, match="arrival: expected an Arrival or None, got dict"):
         sampler.sample_schedule(centres, k, steps, x0, arrival={})
+    with pytest.raises(ValueError, match=f"arrival: expected atom indices below {system.n_atoms}, got {system.n_atoms}"):
+        sampler.sample_schedule(centres, k, steps, x0,
+                                arrival=Arrival(1.0, 0, np.array([system.n_atoms]), np.zeros((1, 3)), np.zeros((1, 3))))
     sampler.close()
 
 

@@ -44,7 +44,6 @@ Units inside: nm, ps, kJ/mol, K.
 from __future__ import annotations
 
 import math
-
 from typing import TYPE_CHECKING
 
 import numpy as np

@@ -83,10 +83,10 @@ class Arrival:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.friction_per_ps) and self.friction_per_ps > 0):
             raise ValueError(f"friction_per_ps: expected a finite number > 0, got {self.friction_per_ps!r}")
-        for name in ("from_step", "check_every"):
+        for name, lowest in (("from_step", 0), ("check_every", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (1 if name == "check_every" else 0):
-                raise ValueError(f"{name}: expected an integer >= {1 if name == 'check_every' else 0}, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lowest:
+                raise ValueError(f"{name}: expected an integer >= {lowest}, got {value!r}")
         n = len(np.asarray(self.atoms))
         for name in ("target", "before"):
             if np.shape(getattr(self, name)) != (n, 3):
@@ -436,7 +436,7 @@ class RestrainedLangevinSampler:
             raise ValueError(f"x_init: expected shape ({self.n_atoms}, 3) or ({n_paths}, {self.n_atoms}, 3), got {x_init.shape}")
         if arrival is not None and not isinstance(arrival, Arrival):
             raise TypeError(f"arrival: expected an Arrival or None, got {type(arrival).__name__}")
-        if arrival is not None and max(np.max(arrival.atoms), 0) >= self.n_atoms:
+        if arrival is not None and np.size(arrival.atoms) and np.max(arrival.atoms) >= self.n_atoms:
             raise ValueError(f"arrival: expected atom indices below {self.n_atoms}, got {int(np.max(arrival.atoms))}")
         return {"centres": centres, "force_constants": k, "steps_per_point": steps, "x_init": x_init,
                 "seed": int(seed), "record_every": record_every, "arrival": arrival}

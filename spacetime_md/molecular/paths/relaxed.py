@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from spacetime_md.molecular.system.build import MolecularSystem
 
 __all__ = ["DihedralQuencher", "TorsionQuencher", "PositionQuencher", "RelaxedMap", "compute_relaxed_map",
-           "RefinedMaximum", "refine_relaxed_maximum", "cv_torsion_quencher", "relaxed_na_reason"]
+           "RefinedMaximum", "refine_relaxed_maximum", "cv_torsion_quencher", "relaxed_na_reason",
+           "HEAVY_ATOM_QUENCH_K", "heavy_atom_quencher"]
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +175,20 @@ def cv_torsion_quencher(system: "MolecularSystem", **kwargs: Any) -> TorsionQuen
     return TorsionQuencher(system.openmm_system, [t.atoms for t in system.cvs.torsions], **kwargs)
 
 
+#: Restraint (kJ/mol/nm^2) on the heavy atoms of :func:`heavy_atom_quencher`: the committor's
+#: ``"quenched"`` energy and the endpoint quench of the path sampler. At 300 K the held atoms stay
+#: within about ``sqrt(kT / k) = 0.016`` nm.
+HEAVY_ATOM_QUENCH_K = 10_000.0
+
+
+def heavy_atom_quencher(system: Any, k_restraint: float = HEAVY_ATOM_QUENCH_K) -> "PositionQuencher":
+    """A :class:`PositionQuencher` of a :class:`~spacetime_md.molecular.system.build.MolecularSystem`
+    holding its heavy atoms (every atom if it has none) on the system's platform."""
+    heavy = np.asarray(system.heavy_atom_indices)
+    atoms = heavy if heavy.size else np.arange(system.n_atoms)
+    return PositionQuencher(system.openmm_system, atoms, k_restraint=k_restraint, platform=system.platform_name)
+
+
 class PositionQuencher(_RestrainedMinimiser):
     """Minimise structures with chosen atoms harmonically restrained to their own positions.
 
@@ -204,7 +219,8 @@ class PositionQuencher(_RestrainedMinimiser):
         n = system.getNumParticles()
         if self.atoms.size == 0 or self.atoms.min() < 0 or self.atoms.max() >= n:
             raise ValueError(f"atoms: expected one or more indices in [0, {n}), got {list(atoms)!r}")
-        if not (isinstance(k_restraint, (int, float)) and math.isfinite(k_restraint) and k_restraint > 0):
+        if isinstance(k_restraint, bool) or not (
+                isinstance(k_restraint, (int, float)) and math.isfinite(k_restraint) and k_restraint > 0):
             raise ValueError(f"k_restraint: expected a finite number > 0 (kJ/mol/nm^2), got {k_restraint!r}")
         force = openmm.CustomExternalForce("0.5*k_position*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
         force.addGlobalParameter("k_position", float(k_restraint))

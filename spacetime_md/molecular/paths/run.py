@@ -82,9 +82,9 @@ def format_table(report: dict[str, Any]) -> str:
     lines.extend(notes)
     quench = (report.get("endpoints") or {}).get("quench") or {}
     if "start" in quench:
-        ends = [f"{which} {q['energy_given_kj_mol']:.1f} -> {q['energy_quenched_kj_mol']:.1f} kJ/mol "
-                f"(heavy atoms moved {q['heavy_atom_shift_angstrom']:.2f} A)"
-                for which, q in ((w, quench[w]) for w in ("start", "end")) if q.get("used")]
+        ends = [f"{which} {quench[which]['energy_given_kj_mol']:.1f} -> {quench[which]['energy_quenched_kj_mol']:.1f} "
+                f"kJ/mol (heavy atoms moved {quench[which]['heavy_atom_shift_angstrom']:.2f} A)"
+                for which in ("start", "end") if quench[which].get("used")]
         if ends:
             lines.append(f"endpoints quenched for the solve and restraints: {', '.join(ends)}")
     t = report["timings"]

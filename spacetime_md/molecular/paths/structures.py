@@ -14,6 +14,7 @@ import numpy as np
 import openmm.unit as unit
 
 from spacetime_md.errors import TopologyMismatchError
+from spacetime_md.molecular.paths.relaxed import HEAVY_ATOM_QUENCH_K
 
 if TYPE_CHECKING:  # pragma: no cover
     from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
@@ -31,8 +32,9 @@ __all__ = [
 #: Force constant (kJ/mol/nm^2) of the harmonic restraint that holds every heavy atom of an
 #: endpoint structure at its given position while :func:`quench_endpoints` minimises it: thermal
 #: noise in bond lengths, angles and hydrogens is removed, the conformation is kept (heavy atoms
-#: move by about 0.1 A for a 300 K MD snapshot of alanine dipeptide).
-ENDPOINT_QUENCH_K = 10_000.0
+#: move by about 0.1 A for a 300 K MD snapshot of alanine dipeptide). The same constant as the
+#: committor's ``"quenched"`` energy.
+ENDPOINT_QUENCH_K = HEAVY_ATOM_QUENCH_K
 #: A quenched endpoint replaces the given one only if quenching lowers its energy by at least this
 #: many kT (2 kT = 5.0 kJ/mol at 300 K). A 300 K MD snapshot of alanine dipeptide gains 50-67
 #: kJ/mol; the shipped (restrained-)minimised state structures gain at most 3.2 kJ/mol and are
@@ -155,25 +157,16 @@ def quench_endpoints(
         is returned unchanged.
     info : list of dict
         Per structure: ``energy_given_kj_mol``, ``energy_quenched_kj_mol`` (force field only),
-        ``heavy_atom_shift_angstrom`` (heavy-atom RMSD between the two, after superposition) and
+        ``heavy_atom_shift_angstrom`` (heavy-atom RMSD between the two, after superposition),
         ``used`` (whether the quenched structure was returned) and ``min_gain_kj_mol``.
     """
-    import math
-
-    from spacetime_md.molecular.paths.relaxed import PositionQuencher
+    from spacetime_md.molecular.paths.relaxed import heavy_atom_quencher
     from spacetime_md.molecular.system.energies import evaluate_energies
-
-    if isinstance(k_restraint, bool) or not isinstance(k_restraint, (int, float)) or not (
-            math.isfinite(k_restraint) and k_restraint > 0):
-        raise ValueError(f"k_restraint: expected a finite number > 0 (kJ/mol/nm^2), got {k_restraint!r}")
-    heavy = np.asarray(system.heavy_atom_indices)
-    atoms = heavy if heavy.size else np.arange(system.n_atoms)
-    quencher = PositionQuencher(system.openmm_system, atoms, k_restraint=float(k_restraint),
-                                platform=system.platform_name)
-    given = np.stack([np.asarray(x, dtype=float) for x in structures])
-    before = np.asarray(evaluate_energies(system, given).value_in_unit(unit.kilojoule_per_mole), dtype=float)
     from spacetime_md.molecular.system.units import kT_kj_per_mol
 
+    quencher = heavy_atom_quencher(system, k_restraint)  # refuses a bad k_restraint
+    given = np.stack([np.asarray(x, dtype=float) for x in structures])
+    before = np.asarray(evaluate_energies(system, given).value_in_unit(unit.kilojoule_per_mole), dtype=float)
     min_gain = ENDPOINT_QUENCH_MIN_GAIN_KT * kT_kj_per_mol(system.temperature_k)
     quenched, info = [], []
     for x, energy_given in zip(given, before):
@@ -182,7 +175,7 @@ def quench_endpoints(
         used = bool(energy_given - energy >= min_gain)
         quenched.append(q if used else x)
         info.append({"energy_given_kj_mol": float(energy_given), "energy_quenched_kj_mol": float(energy),
-                     "heavy_atom_shift_angstrom": float(10.0 * kabsch_rmsd(q, x, atoms)), "used": used,
+                     "heavy_atom_shift_angstrom": float(10.0 * kabsch_rmsd(q, x, quencher.atoms)), "used": used,
                      "min_gain_kj_mol": float(min_gain)})
     return quenched, info
 

@@ -104,16 +104,11 @@ def _relaxed_energies(system: "MolecularSystem", frames: np.ndarray) -> np.ndarr
 
 def _quenched_energies(system: "MolecularSystem", frames: np.ndarray) -> np.ndarray:
     """Energies (kJ/mol) after minimisation with the heavy atoms held near their positions
-    (:class:`~spacetime_md.molecular.paths.relaxed.PositionQuencher`, 10 000 kJ/mol/nm^2)."""
-    from spacetime_md.molecular.paths.relaxed import PositionQuencher
+    (:func:`~spacetime_md.molecular.paths.relaxed.heavy_atom_quencher`, 10 000 kJ/mol/nm^2)."""
+    from spacetime_md.molecular.paths.relaxed import heavy_atom_quencher
 
-    quencher = PositionQuencher(system.openmm_system, system.heavy_atom_indices, k_restraint=QUENCH_K,
-                                platform=system.platform_name)
-    return quencher.quench_frames(frames)
+    return heavy_atom_quencher(system).quench_frames(frames)
 
-
-#: Heavy-atom restraint of the ``"quenched"`` energy (kJ/mol/nm^2).
-QUENCH_K = 10_000.0
 #: Frame-wise energies that can pick the highest-energy frame (besides ``"raw"``).
 RELAXED_ENERGIES = {"relaxed": _relaxed_energies, "quenched": _quenched_energies}
 
