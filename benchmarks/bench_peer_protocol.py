@@ -32,7 +32,7 @@ minimised, and run 5 ps at 300 K (Langevin, 1 fs, 1/ps, seeds 1 / 2); the last f
 not minimised.
 
     python benchmarks/bench_peer_protocol.py [--n-paths 64] [--seeds 0 1] [--variants budget uniform default default-budget]
-        [--friction-1ps 1] [--out FILE]
+        [--friction-1ps 1] [--budget-ps 1 2] [--out FILE]
 
 Published rows (1 ps, 64 paths), as collected in BENCHMARKS.md:
 PIPS: Holdijk et al., NeurIPS 2023, as evaluated by TPS-DPS (Seong et al., ICLR 2025);
@@ -151,6 +151,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n-paths", type=int, default=64)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--friction-1ps", type=float, default=1.0, help="friction (1/ps) of the 1 ps budget rows")
+    parser.add_argument("--budget-ps", type=float, nargs="+", default=[1.0],
+                        help="simulated time per path (ps) of the time-budget rows (variant 'budget'; default 1)")
     parser.add_argument("--work", default="runs/peer_protocol", help="folder for the stand-in endpoints")
     parser.add_argument("--variants", nargs="+", choices=("budget", "uniform", "default", "default-budget"),
                         default=["budget", "uniform", "default", "default-budget"])
@@ -189,12 +191,14 @@ def main(argv=None) -> int:
     known = {
         # record_every=1 everywhere: the protocol keeps every step (a replaced PathConfig would keep
         # the base config's resolved record_every of 20).
-        "budget": ("1 ps, time budget", dict(path_time_ps=1.0, friction_per_ps=args.friction_1ps, record_every=1)),
+        **{f"budget{ps:g}": (f"{ps:g} ps, time budget", dict(path_time_ps=ps, friction_per_ps=args.friction_1ps,
+                                                             record_every=1)) for ps in args.budget_ps},
         "uniform": ("1 ps, uniform 64x16", dict(n_points=64, n_steps=16, record_every=1)),
         "default": ("19.2 ps default 64x300", dict(record_every=1)),
         "default-budget": ("19.2 ps, time budget", dict(path_time_ps=19.2, record_every=1)),
     }
-    variants = [known[v] for v in args.variants]
+    variants = [known[f"budget{ps:g}"] for v in args.variants if v == "budget" for ps in args.budget_ps]
+    variants += [known[v] for v in args.variants if v != "budget"]
     rows = []
     for label, overrides in variants:
         for seed in args.seeds:
