@@ -130,10 +130,11 @@ class _Optimizer:
     """
 
     def __init__(self, problem: _Problem, interior: Tensor, config: GeodesicConfig):
-        if config.explore_steps or config.n_starts > 1:
+        if config.explore_steps or config.n_starts > 1 or config.init_dips != (0.0,):
             raise ValueError(
-                f"config: explore_steps ({config.explore_steps}) and n_starts ({config.n_starts}) are options of "
-                "optimize_geodesic, not of the batched optimize_geodesics; expected 0 and 1"
+                f"config: explore_steps ({config.explore_steps}), n_starts ({config.n_starts}) and init_dips "
+                f"({config.init_dips}) are options of optimize_geodesic, not of the batched optimize_geodesics; "
+                "expected 0, 1 and (0.0,)"
             )
         self.problem = problem
         self.interior = interior  # (K, n_nodes, C), detached

@@ -49,21 +49,23 @@ def explore(curve, evaluate, draw, config, z0, on_step, ramp) -> tuple[float, in
 
 
 def multistart(solve, denoiser, start, end, config, constraints, *, curve, callback):
-    """``config.n_starts`` solves (``solve``: the single-start solver of
-    :func:`~spacetime_md.core.optimize_geodesic`), start ``k`` on the stages ``n_points[k:]``;
-    the best final objective wins. Returns that start's ``GeodesicResult`` with the steps,
-    evaluations and time of all starts."""
+    """One solve per start (``solve``: the single-start solver of
+    :func:`~spacetime_md.core.optimize_geodesic`): for every ``config.init_dips`` value ``d``
+    and every ``k < config.n_starts``, the initial curve dipped by ``d`` on the stages
+    ``n_points[k:]``; the best final objective wins. Returns that start's ``GeodesicResult``
+    with the steps, evaluations and time of all starts."""
     t_start = time.perf_counter()
+    starts = [(dip, k) for dip in config.init_dips for k in range(config.n_starts)]
     results = []
-    for k in range(config.n_starts):
-        sub = dataclasses.replace(config, n_points=config.n_points[k:], n_starts=1,
+    for i, (dip, k) in enumerate(starts):
+        sub = dataclasses.replace(config, n_points=config.n_points[k:], n_starts=1, init_dips=(dip,),
                                   explore_steps=config.explore_steps if k == 0 else 0)
         init = None if curve is None else copy.deepcopy(curve)
-        cb = None if callback is None else (lambda info, k=k: callback({**info, "start": k}))
+        cb = None if callback is None else (lambda info, i=i: callback({**info, "start": i}))
         results.append(solve(denoiser, start, end, sub, constraints, curve=init, callback=cb))
-        logger.info("start %d (n_points %s): objective %.6g", k, sub.n_points, results[-1].objective)
+        logger.info("start %d (dip %g, n_points %s): objective %.6g", i, dip, sub.n_points, results[-1].objective)
     objectives = [r.objective for r in results]
-    best = min(range(len(results)), key=lambda k: (not math.isfinite(objectives[k]), objectives[k]))
+    best = min(range(len(results)), key=lambda i: (not math.isfinite(objectives[i]), objectives[i]))
     result = results[best]
     if curve is not None:
         with torch.no_grad():
@@ -73,8 +75,8 @@ def multistart(solve, denoiser, start, end, config, constraints, *, curve, callb
     result.n_steps = sum(r.n_steps for r in results)
     result.n_denoiser_evals = sum(r.n_denoiser_evals for r in results)
     result.n_failed_searches = sum(r.n_failed_searches for r in results)
-    result.history = [{**h, "start": k} for k, r in enumerate(results) for h in r.history]
-    result.start, result.start_objectives = best, objectives
+    result.history = [{**h, "start": i} for i, r in enumerate(results) for h in r.history]
+    result.start, result.start_objectives, result.start_dip = best, objectives, starts[best][0]
     result.wall_time = time.perf_counter() - t_start
     result.config = config
     return result

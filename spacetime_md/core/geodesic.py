@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
@@ -156,6 +157,15 @@ class GeodesicConfig:
         (docs/geodesic.md, "A rough learned 2-D denoiser"). Needs ``n_starts <= len(n_points)``.
         :func:`~spacetime_md.core.optimize_geodesics` (batched) refuses both options (except
         in honest mode, where it runs :func:`optimize_geodesic` pair by pair).
+    init_dips : tuple of float
+        ``(0.0,)`` (default): the solve starts from the straight line (or ``curve``). Otherwise
+        one solve per value ``d >= 0``, from the initial curve with its interior log_snr lowered
+        by ``d sin(pi s)`` (a curve that adds noise in the middle, as geodesics do), and the
+        start with the lowest final objective wins, as with ``n_starts`` (the two combine: every
+        dip runs every start). On a learned model the straight line can end in a local minimum
+        that adds too little noise: for a 64-channel alanine-dipeptide model it converged at
+        energy 342 (lowest log_snr 3.6) where a dip of 3 reached 272 (lowest log_snr 1.1) and
+        paths over the lower saddle (docs/geodesic.md, "Initial dips").
     num_threads : int, "auto" or None
         torch threads used during the solve (restored afterwards); ``None`` keeps the
         current setting; ``"auto"`` times one solver call with 1 and 2 threads and keeps
@@ -187,6 +197,7 @@ class GeodesicConfig:
     explore_steps: int = 0
     explore_lr: float = 0.1
     n_starts: int = 1
+    init_dips: tuple[float, ...] = (0.0,)
 
     def __post_init__(self):
         if isinstance(self.n_points, int):
@@ -220,6 +231,19 @@ class GeodesicConfig:
         if self.explore_steps and len(self.n_points) < 2:
             raise ValueError(f"explore_steps: expected n_points with at least 2 stages (the first one explores), "
                              f"got {self.n_points}")
+        dips = self.init_dips
+        if isinstance(dips, numbers.Real) and not isinstance(dips, bool):
+            dips = (dips,)
+        try:
+            dips = tuple(dips)
+        except TypeError:
+            dips = ()
+        if not dips or len(set(dips)) != len(dips) or any(
+            isinstance(d, bool) or not isinstance(d, numbers.Real) or not math.isfinite(d) or d < 0 for d in dips
+        ):
+            raise ValueError(f"init_dips: expected a non-empty sequence of distinct finite numbers >= 0 (log_snr), "
+                             f"got {self.init_dips!r}")
+        object.__setattr__(self, "init_dips", tuple(float(d) for d in dips))
         if self.n_starts > len(self.n_points):
             raise ValueError(f"n_starts: expected at most len(n_points) = {len(self.n_points)} (start k runs "
                              f"n_points[k:]), got {self.n_starts}")
@@ -267,7 +291,8 @@ class GeodesicResult:
     objective : float
         Energy plus weighted penalties.
     initial_energy : float
-        Energy of the straight line at the first stage's discretisation.
+        Energy of the initial curve (the straight line or ``curve``; with several starts, the
+        first start's, dipped by ``init_dips[0]``) at the first stage's discretisation.
     n_steps : int
         Optimiser steps over all stages.
     n_denoiser_evals : int
@@ -285,9 +310,12 @@ class GeodesicResult:
         L-BFGS steps that did not decrease the objective (honest mode: steps whose Armijo
         search failed, after which the curve stays put and probes are redrawn).
     start : int
-        With ``config.n_starts > 1``: the winning start (it ran ``n_points[start:]``); else 0.
+        With ``config.n_starts > 1`` or several ``config.init_dips``: the winning start, in the
+        order dip by dip, then ``k`` (start ``k`` ran ``n_points[k:]``); else 0.
     start_objectives : list of float
-        With ``config.n_starts > 1``: each start's final objective (in ``summary()`` only then).
+        With several starts: each start's final objective (in ``summary()`` only then).
+    start_dip : float
+        The winning start's ``init_dips`` value (``config.init_dips[0]`` with one dip).
     """
 
     curve: SplineCurve
@@ -308,10 +336,12 @@ class GeodesicResult:
     num_threads: int | None = None
     start: int = 0
     start_objectives: list[float] = field(default_factory=list)
+    start_dip: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable summary (no tensors)."""
-        starts = {"start": self.start, "start_objectives": list(self.start_objectives)} if self.start_objectives else {}
+        starts = {"start": self.start, "start_objectives": list(self.start_objectives),
+                  "start_dip": self.start_dip} if self.start_objectives else {}
         return {
             "estimate": None if self.estimate is None else self.estimate.to_dict(),
             "n_failed_searches": self.n_failed_searches,
@@ -423,7 +453,7 @@ def optimize_geodesic(
     if threads == "auto" and callable(denoiser):
         threads = resolve_num_threads(threads, denoiser, _as_vector("start", start), _as_vector("end", end), config)
     with torch_threads(threads):
-        if config.n_starts == 1:
+        if config.n_starts == 1 and len(config.init_dips) == 1:
             result = _optimize_geodesic(denoiser, start, end, config, constraints, curve=curve, callback=callback)
         else:
             from spacetime_md.core.explore import multistart
@@ -459,6 +489,10 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
         curve = SplineCurve(start, end, config.n_nodes)
     elif not (torch.allclose(curve.start, z0) and torch.allclose(curve.end, z1)):
         raise ValueError("curve: expected a warm-start curve with the same endpoints as start and end")
+    if config.init_dips[0]:  # a single start (multistart hands each start one dip)
+        with torch.no_grad():
+            w = torch.linspace(0, 1, curve.n_nodes + 2, dtype=curve.interior.dtype, device=curve.interior.device)[1:-1]
+            curve.interior[:, 0] -= config.init_dips[0] * torch.sin(math.pi * w)
 
     generator = torch.Generator(device=z0.device).manual_seed(config.seed)
     history: list[dict[str, Any]] = []
@@ -676,4 +710,5 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
         n_failed_searches=n_failed,
         wall_time=time.perf_counter() - t_start,
         config=config,
+        start_dip=config.init_dips[0],
     )

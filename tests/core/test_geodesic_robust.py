@@ -90,7 +90,9 @@ def test_exploration_and_several_starts_keep_the_best_final_objective(rough_mode
 def test_exploration_and_a_second_start_escape_the_default_local_minimum():
     """The benchmark's model seed 1 (docs/geodesic.md): the default coarse-to-fine path ends 20 %
     above Adam's best of 10 000 steps (38.857); the robust setting of bench_geodesic_robust
-    (exploration + a second start on T = 64 -> 128) comes within 2 % of it."""
+    (exploration + a second start on T = 64 -> 128) comes within 2 % of it on the machine it was
+    measured on, 3.3 % on an AMD EPYC (40.14: the trained model's floats depend on the CPU), so
+    the bound is 5 %, and it must beat the default by 10 %."""
     from spacetime_md.toy.landscape import alanine_dipeptide_fes
     from spacetime_md.toy.periodic_model import PeriodicModelConfig, PeriodicTrainConfig, train_periodic_denoiser
 
@@ -103,7 +105,7 @@ def test_exploration_and_a_second_start_escape_the_default_local_minimum():
     default = _exact_energy(model, optimize_geodesic(model, a, b, GeodesicConfig()).curve, 1024)
     robust = optimize_geodesic(model, a, b, GeodesicConfig(n_points=(32, 64, 128), explore_steps=400, n_starts=2))
     energy = _exact_energy(model, robust.curve, 1024)
-    assert energy <= 1.02 * 38.857 and energy < 0.9 * default, (energy, default, robust.start_objectives)
+    assert energy <= 1.05 * 38.857 and energy < 0.9 * default, (energy, default, robust.start_objectives)
 
 
 def test_several_starts_update_a_warm_start_curve_in_place(rough_model):
@@ -112,6 +114,50 @@ def test_several_starts_update_a_warm_start_curve_in_place(rough_model):
     result = optimize_geodesic(rough_model, a, b, GeodesicConfig(n_nodes=8, n_points=(16, 32), n_starts=2,
                                                                  max_steps=20), curve=curve)
     assert result.curve is curve and len(result.start_objectives) == 2
+
+
+def test_an_initial_dip_lowers_the_interior_log_snr_by_a_sine(rough_model):
+    """A single dip d starts the solve from the straight line with its interior knots' log_snr
+    lowered by d sin(pi s); with no optimiser steps left the curve is that initial curve."""
+    a, b = _endpoints()
+    straight = SplineCurve(a, b, 8)
+    curve = SplineCurve(a, b, 8)
+    optimize_geodesic(rough_model, a, b, GeodesicConfig(n_nodes=8, n_points=(16,), max_steps=1, min_steps=1,
+                                                        init_dips=(2.5,), lr=1e-12), curve=curve)
+    w = torch.linspace(0, 1, 10)[1:-1]
+    drop = straight.interior[:, 0] - curve.interior[:, 0]
+    torch.testing.assert_close(drop.detach(), 2.5 * torch.sin(math.pi * w), atol=1e-4, rtol=0)
+    torch.testing.assert_close(curve.interior[:, 1:].detach(), straight.interior[:, 1:].detach(), atol=1e-4, rtol=0)
+
+
+def test_several_dips_keep_the_start_with_the_best_final_objective(rough_model):
+    """``init_dips=(0, d)`` runs one solve per dip (each with every ``n_starts`` start) and keeps the
+    lowest final objective; the result records the winning dip."""
+    a, b = _endpoints()
+    config = GeodesicConfig(n_nodes=8, n_points=(16, 32), max_steps=40, init_dips=(0.0, 3.0), n_starts=2)
+    result = optimize_geodesic(rough_model, a, b, config)
+    singles = [optimize_geodesic(rough_model, a, b, GeodesicConfig(n_nodes=8, n_points=(16, 32)[k:], max_steps=40,
+                                                                   init_dips=(dip,)))
+               for dip in (0.0, 3.0) for k in range(2)]
+    assert result.start_objectives == [r.objective for r in singles]
+    assert result.objective == min(result.start_objectives)
+    assert result.start_dip == (0.0, 0.0, 3.0, 3.0)[result.start]
+    assert torch.equal(result.curve.interior, singles[result.start].curve.interior)
+    assert result.initial_energy == singles[0].initial_energy  # the straight line's
+    assert singles[2].initial_energy != singles[0].initial_energy  # a dipped curve is another curve
+    assert result.summary()["start_dip"] == result.start_dip
+    assert result.n_denoiser_evals == sum(r.n_denoiser_evals for r in singles)
+
+
+@pytest.mark.parametrize("dips", [(), (-1.0,), (float("nan"),), (1.0, 1.0), (True,), ("2",), None])
+def test_initial_dips_are_checked(dips):
+    with pytest.raises(ValueError, match="init_dips"):
+        GeodesicConfig(init_dips=dips)
+
+
+def test_a_single_number_is_one_dip():
+    assert GeodesicConfig(init_dips=2).init_dips == (2.0,)
+    assert GeodesicConfig().init_dips == (0.0,)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -130,7 +176,7 @@ def test_batched_solver_refuses_the_exploration_options(rough_model):
     from spacetime_md.core import optimize_geodesics
 
     a, b = _endpoints()
-    for kwargs in (dict(explore_steps=5), dict(n_starts=2)):
+    for kwargs in (dict(explore_steps=5), dict(n_starts=2), dict(init_dips=(0.0, 2.0))):
         with pytest.raises(ValueError, match="not of the batched"):
             optimize_geodesics(rough_model, [a], [b], GeodesicConfig(n_nodes=8, n_points=(16, 32), **kwargs))
 
