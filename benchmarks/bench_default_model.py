@@ -74,12 +74,16 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=float, default=0.5, help="guided-smooth: sigmoid width in log_snr")
     parser.add_argument("--clamp", choices=["default", "segment", "abs"], default="default",
                         help="the geodesic's clamp of negative segment terms (default: DEFAULT_GEODESIC's)")
+    parser.add_argument("--init-dips", type=float, nargs="+", default=None,
+                        help="GeodesicConfig.init_dips of the solve (default: DEFAULT_GEODESIC's)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "default_model.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
     system = load_system("alanine-dipeptide")
     geodesic = DEFAULT_GEODESIC if args.clamp == "default" else dataclasses.replace(DEFAULT_GEODESIC, clamp=args.clamp)
+    if args.init_dips is not None:
+        geodesic = dataclasses.replace(geodesic, init_dips=tuple(args.init_dips))
     relaxed = None
     rows = []
     for name in args.models:

@@ -158,6 +158,8 @@ def main(argv=None) -> int:
                         default=["budget", "uniform", "default", "default-budget"])
     parser.add_argument("--checkpoint", default="alanine-dipeptide",
                         help="shipped model name or checkpoint file (default: the shipped default model)")
+    parser.add_argument("--init-dips", type=float, nargs="+", default=None,
+                        help="GeodesicConfig.init_dips of the solve (default: DEFAULT_GEODESIC's)")
     parser.add_argument("--out", help="write the results as JSON")
     args = parser.parse_args(argv)
 
@@ -179,7 +181,10 @@ def main(argv=None) -> int:
     start = Path(args.start_pdb) if args.start_pdb else make_stand_in(system, "C5", work)
     end = Path(args.end_pdb) if args.end_pdb else make_stand_in(system, "C7ax", work)
 
-    base = PathConfig(n_paths=args.n_paths)
+    from spacetime_md.molecular.paths.config import DEFAULT_GEODESIC
+
+    base = PathConfig(n_paths=args.n_paths, geodesic=DEFAULT_GEODESIC if args.init_dips is None else
+                      dataclasses.replace(DEFAULT_GEODESIC, init_dips=tuple(args.init_dips)))
     problem = prepare_geodesic_problem(system, model, start, end, base)
     t0 = time.perf_counter()
     geo = optimize_geodesic(problem.model, problem.start, problem.end, base.geodesic, problem.constraints)

@@ -43,6 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "integer in [1, 256]; capped by --n-paths. The straight-line baseline's paths run while the "
                         "geodesic is solved (in a worker, or with 1 in a background thread). Paths are bitwise the "
                         "same for any value")
+    p.add_argument("--geodesic-init-dips", type=float, nargs="+", metavar="D",
+                   help="solve the geodesic from each of these initial curves, the straight line with its middle "
+                        "lowered by D in log_snr (0 = the straight line), and keep the lowest final objective, "
+                        "e.g. 0 3 (default: 0, one solve; GeodesicConfig.init_dips)")
     p.add_argument("--geodesic", metavar="FILE",
                    help="reuse the geodesic.npz of an earlier paths run instead of solving again (same model, "
                         "endpoints and geodesic settings, else a one-line error); e.g. to sweep --n-paths or "
@@ -95,9 +99,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_threads != "auto" and not 1 <= args.num_threads <= 256:
         raise ValueError(f"--num-threads: expected an integer in [1, 256], got {args.num_threads}")
+    dips = args.geodesic_init_dips
+    if dips is not None and (len(set(dips)) != len(dips) or not all(0 <= d < float("inf") for d in dips)):
+        raise ValueError(f"--geodesic-init-dips: expected distinct finite numbers >= 0 (log_snr), "
+                         f"got {' '.join(f'{d:g}' for d in dips)}")
     config = path_config_from_args(args, seed=args.seed, allow_mirror=args.allow_mirror,
                                    workers=parse_workers(args.workers),
-                                   geodesic=dataclasses.replace(DEFAULT_GEODESIC, num_threads=args.num_threads))
+                                   geodesic=dataclasses.replace(
+                                       DEFAULT_GEODESIC, num_threads=args.num_threads,
+                                       init_dips=DEFAULT_GEODESIC.init_dips if args.geodesic_init_dips is None
+                                       else tuple(args.geodesic_init_dips)))
 
     from spacetime_md.molecular.model.pretrained import load_checkpoint
 

@@ -66,6 +66,8 @@ CASES = [
     ("huge n-paths", ["--n-paths", "100000000"], "n_paths: 100000000 paths of 960 frames would need about"),
     ("record-every not a divisor", ["--record-every", "7"], "record_every: expected a divisor of n_steps (300), got 7"),
     ("threads 0", ["--num-threads", "0"], "--num-threads: expected an integer in [1, 256], got 0"),
+    ("negative init dip", ["--geodesic-init-dips", "0", "-1"], "--geodesic-init-dips: expected distinct finite numbers >= 0 (log_snr), got 0 -1"),
+    ("repeated init dip", ["--geodesic-init-dips", "3", "3"], "--geodesic-init-dips: expected distinct finite numbers >= 0"),
     ("negative min-kl", ["--constraint", "avoid", "--avoid-state", "alpha_R", "--min-kl", "-1"], "min_kl: expected a finite number > 0"),
     ("guided pair as checkpoint", ["--checkpoint", "alanine-dipeptide-guided"], "checkpoint: expected a single model, got the guided pair"),
     ("tetrapeptide guided pair as checkpoint", ["--checkpoint", "alanine-tetrapeptide-guided"], "got the guided pair 'alanine-tetrapeptide-guided'; it is a sampling-time denoiser"),

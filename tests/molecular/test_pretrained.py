@@ -112,7 +112,7 @@ def test_save_type_message(tmp_path):
 
 
 def test_unknown_pretrained_name():
-    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-focus13k', 'alanine-dipeptide-vacuum', 'alanine-tetrapeptide', 'alanine-tetrapeptide-vacuum', 'alanine-dipeptide-guided', 'alanine-tetrapeptide-guided'\], got 'caffeine'"):
+    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-focus13k', 'alanine-dipeptide-vacuum', 'alanine-dipeptide-w64', 'alanine-tetrapeptide', 'alanine-tetrapeptide-vacuum', 'alanine-dipeptide-guided', 'alanine-tetrapeptide-guided'\], got 'caffeine'"):
         load_pretrained("caffeine")
 
 
@@ -134,7 +134,7 @@ def test_shipped_alanine_dipeptide_model():
 def test_shipped_models_match_their_cards_and_load_by_name(tmp_path, monkeypatch):
     import hashlib
 
-    for name in ("alanine-dipeptide", "alanine-dipeptide-focus13k", "alanine-tetrapeptide"):
+    for name in ("alanine-dipeptide", "alanine-dipeptide-focus13k", "alanine-dipeptide-w64", "alanine-tetrapeptide"):
         path = pretrained_path(name)
         card = json.loads(path.with_suffix(".json").read_text())
         assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), name
@@ -145,8 +145,8 @@ def test_shipped_models_match_their_cards_and_load_by_name(tmp_path, monkeypatch
             assert torch.equal(by_name(x, log_snr), load_pretrained(name)(x, log_snr))
     # Each shipped model is a different model, not a copy.
     shipped = {pretrained_path(n).read_bytes() for n in ("alanine-dipeptide", "alanine-dipeptide-focus13k",
-                                                          "alanine-tetrapeptide")}
-    assert len(shipped) == 3
+                                                          "alanine-dipeptide-w64", "alanine-tetrapeptide")}
+    assert len(shipped) == 4
     # A file that happens to carry a model's name wins over the name.
     (tmp_path / "alanine-dipeptide").write_bytes(b"not a checkpoint")
     monkeypatch.chdir(tmp_path)

@@ -68,6 +68,9 @@ PRETRAINED: dict[str, str] = {
     # The focus recipe (half the noise levels drawn from log_snr 0-5) for 13 000 steps (26.0 min);
     # with its step-3250 EMA snapshot as guide it is "alanine-dipeptide-guided" below.
     "alanine-dipeptide-focus13k": "alanine_dipeptide_vacuum_focus13k.pt",
+    # 64 channels, the focus recipe for 18 000 steps (29.4 min on 2 threads): Ramachandran JSD 0.038
+    # unguided; the candidate for the one default model (docs/models.md), with init_dips=(0, 3).
+    "alanine-dipeptide-w64": "alanine_dipeptide_vacuum_w64.pt",
     # Ace-(Ala)3-Nme, 42 atoms: sparse-graph EGNN, 12 000 steps on 50 000 replica-exchange samples.
     "alanine-tetrapeptide": "alanine_tetrapeptide_vacuum.pt",
     "alanine-tetrapeptide-vacuum": "alanine_tetrapeptide_vacuum.pt",
