@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     geo = optimize_geodesic(problem.model, problem.start, problem.end, base.geodesic, problem.constraints)
     geo_s = time.perf_counter() - t0
     print(f"endpoints {start} -> {end}; geodesic solved once in {geo_s:.1f} s "
-          f"({geo.n_denoiser_evals} denoiser rows), energy {geo.energy:.1f} (straight line {geo.initial_energy:.1f})",
+          f"({geo.n_denoiser_evals} denoiser rows), energy {geo.energy:.1f} (initial curve {geo.initial_energy:.1f})",
           flush=True)
 
     known = {

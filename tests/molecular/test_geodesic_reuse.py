@@ -127,6 +127,19 @@ def test_format_table_reports_the_optimised_energy_with_the_abs_clamp(solved):
     assert f"|t|-counted {est['energy_abs']:.4g}, the objective" in format_table(report).splitlines()[-1]
 
 
+def test_format_table_names_the_initial_curve_and_the_starts(solved):
+    _, report = solved
+    report = json.loads(json.dumps({k: v for k, v in report.items() if k != "table"}))
+    g = report["geodesic_curve"]
+    assert g["init_dips"] == [0.0] and "start_objectives" not in g
+    line = format_table(report).splitlines()[-1]
+    assert "straight line" in line and "starts" not in line
+    g.update(init_dips=[3.0, 0.0], start_objectives=[1.0, 2.0], start=0, start_dip=3.0)
+    line = format_table(report).splitlines()[-1]
+    assert "initial curve, dip 3" in line and "straight line" not in line
+    assert "over 2 starts (best: dip 3)" in line
+
+
 def test_the_default_geodesic_optimises_and_reports_the_abs_counted_energy(checkpoints, tmp_path):
     """The shipped molecular settings count negative segment terms by magnitude; the report then
     states that energy (the objective) first, and it can only exceed the segment-clamped one."""

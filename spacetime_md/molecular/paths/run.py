@@ -89,6 +89,8 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"endpoints quenched for the solve and restraints: {', '.join(ends)}")
     t = report["timings"]
     g = report["geodesic_curve"]
+    first_dip = (g.get("init_dips") or [0.0])[0]
+    initial = "straight line" if not first_dip else f"initial curve, dip {first_dip:g}"
     est = g.get("estimate")
     if est:
         counted = ""
@@ -96,10 +98,12 @@ def format_table(report: dict[str, Any]) -> str:
             counted = f"|t|-counted {est.get('energy_abs', float('nan')):.4g}, the objective; clamped "
         energy = (f"energy {counted}{est['energy']:.4g} (held-out, {est['n_probes']} probes; unclamped "
                   f"{est['energy_unclamped']:.1f} +- {est['energy_se']:.1f}, {est['n_negative_segments']} of "
-                  f"{est['n_segments']} segments negative; straight line {g['initial_energy']:.4g})")
+                  f"{est['n_segments']} segments negative; {initial} {g['initial_energy']:.4g})")
     else:
-        energy = f"energy {g['energy']:.4g} (straight line {g['initial_energy']:.4g})"
+        energy = f"energy {g['energy']:.4g} ({initial} {g['initial_energy']:.4g})"
     solved = f"{g['n_steps']} steps" if g.get("reused_from") is None else f"reused {g['reused_from']}"
+    if g.get("start_objectives") and g.get("reused_from") is None:
+        solved += f" over {len(g['start_objectives'])} starts (best: dip {g.get('start_dip', 0.0):g})"
     lines.append(
         f"geodesic: {energy}, lowest log_snr {g['log_snr_min']:.2f}, {solved}; time: geodesic "
         f"{t['geodesic_s']:.1f} s, paths {t['paths_s']:.1f} s, validation {t['validation_s']:.1f} s, "

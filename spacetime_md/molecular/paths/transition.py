@@ -639,6 +639,7 @@ def _solve_and_sample(system, model, config, problem, sampler, schedule, geodesi
     report["geodesic_curve"] = {
         **{k: v for k, v in geo.summary().items() if k != "config"},
         "clamp": config.geodesic.clamp,
+        "init_dips": list(config.geodesic.init_dips),
         "log_snr": geo_l.detach().cpu().double().numpy().tolist(),
     }
     report["cv_names"] = list(cvs.names)
