@@ -1,6 +1,7 @@
 """Which shipped alanine-dipeptide model gives the best transition paths (issue 21, "one default model").
 
-For each candidate model and seed: one geodesic C7eq -> C7ax, ``--n-paths`` annealed-Langevin
+For each candidate model and seed: one geodesic C7eq -> C7ax (``--pair`` for another pair of
+states; ``--init-dips`` for the solve's initial curves), ``--n-paths`` annealed-Langevin
 paths, their relaxed barrier (frames quenched at their own (phi, psi)) minus the minimax barrier
 of the force field's relaxed (phi, psi) map (computed once here, ``--n-grid`` points per angle).
 A model that samples the Boltzmann distribution better (lower Ramachandran JSD) is only a better
@@ -74,6 +75,8 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=float, default=0.5, help="guided-smooth: sigmoid width in log_snr")
     parser.add_argument("--clamp", choices=["default", "segment", "abs"], default="default",
                         help="the geodesic's clamp of negative segment terms (default: DEFAULT_GEODESIC's)")
+    parser.add_argument("--pair", nargs=2, default=["C7eq", "C7ax"], metavar=("START", "END"),
+                        help="the two states (default: the main pair C7eq C7ax)")
     parser.add_argument("--init-dips", type=float, nargs="+", default=None,
                         help="GeodesicConfig.init_dips of the solve (default: DEFAULT_GEODESIC's)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "default_model.json"))
@@ -90,7 +93,7 @@ def main(argv=None) -> int:
         model = load_candidate(name, args.width)
         for seed in args.seeds:
             t0 = time.perf_counter()
-            out = compute_transition_paths(system, model, "C7eq", "C7ax",
+            out = compute_transition_paths(system, model, *args.pair,
                                            PathConfig(n_paths=args.n_paths, relaxed=True, seed=seed,
                                                       geodesic=geodesic))
             wall = time.perf_counter() - t0
@@ -119,7 +122,8 @@ def main(argv=None) -> int:
         print(f"{name:<22}{np.mean(ex):>+40.1f}   (seeds: {', '.join(f'{e:+.1f}' for e in ex)})")
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"benchmark": "default_model", "minimax_kj_mol": minimax, "n_paths": args.n_paths,
+    path.write_text(json.dumps({"benchmark": "default_model", "pair": args.pair, "init_dips": list(geodesic.init_dips),
+                                "minimax_kj_mol": minimax, "n_paths": args.n_paths,
                                 "n_grid": args.n_grid, "width": args.width, "clamp": geodesic.clamp, "rows": rows}, indent=2))
     return 0
 
