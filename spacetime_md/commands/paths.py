@@ -99,16 +99,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_threads != "auto" and not 1 <= args.num_threads <= 256:
         raise ValueError(f"--num-threads: expected an integer in [1, 256], got {args.num_threads}")
-    dips = args.geodesic_init_dips
-    if dips is not None and (len(set(dips)) != len(dips) or not all(0 <= d < float("inf") for d in dips)):
-        raise ValueError(f"--geodesic-init-dips: expected distinct finite numbers >= 0 (log_snr), "
-                         f"got {' '.join(f'{d:g}' for d in dips)}")
+    geodesic = dataclasses.replace(DEFAULT_GEODESIC, num_threads=args.num_threads)
+    if args.geodesic_init_dips is not None:
+        try:  # GeodesicConfig checks the values; the message names the flag
+            geodesic = dataclasses.replace(geodesic, init_dips=tuple(args.geodesic_init_dips))
+        except ValueError:
+            raise ValueError(f"--geodesic-init-dips: expected distinct finite numbers >= 0 (log_snr), "
+                             f"got {' '.join(f'{d:g}' for d in args.geodesic_init_dips)}") from None
     config = path_config_from_args(args, seed=args.seed, allow_mirror=args.allow_mirror,
-                                   workers=parse_workers(args.workers),
-                                   geodesic=dataclasses.replace(
-                                       DEFAULT_GEODESIC, num_threads=args.num_threads,
-                                       init_dips=DEFAULT_GEODESIC.init_dips if args.geodesic_init_dips is None
-                                       else tuple(args.geodesic_init_dips)))
+                                   workers=parse_workers(args.workers), geodesic=geodesic)
 
     from spacetime_md.molecular.model.pretrained import load_checkpoint
 

@@ -76,7 +76,7 @@ def multistart(solve, denoiser, start, end, config, constraints, *, curve, callb
     result.n_denoiser_evals = sum(r.n_denoiser_evals for r in results)
     result.n_failed_searches = sum(r.n_failed_searches for r in results)
     result.history = [{**h, "start": i} for i, r in enumerate(results) for h in r.history]
-    result.start, result.start_objectives, result.start_dip = best, objectives, starts[best][0]
+    result.start, result.start_objectives = best, objectives  # (its start_dip is its own sub-config's)
     result.wall_time = time.perf_counter() - t_start
     result.config = config
     return result
