@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--geodesic-init-dips", type=float, nargs="+", metavar="D",
                    help="solve the geodesic from each of these initial curves, the straight line with its middle "
                         "lowered by D in log_snr (0 = the straight line), and keep the lowest final objective, "
-                        "e.g. 0 3 (default: 0, one solve; GeodesicConfig.init_dips)")
+                        "(default: 0 3, two solves; 0 alone: one solve from the straight line; GeodesicConfig.init_dips)")
     p.add_argument("--geodesic", metavar="FILE",
                    help="reuse the geodesic.npz of an earlier paths run instead of solving again (same model, "
                         "endpoints and geodesic settings, else a one-line error); e.g. to sweep --n-paths or "

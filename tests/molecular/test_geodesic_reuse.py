@@ -141,17 +141,24 @@ def test_format_table_names_the_initial_curve_and_the_starts(solved):
 
 
 def test_the_default_geodesic_optimises_and_reports_the_abs_counted_energy(checkpoints, tmp_path):
-    """The shipped molecular settings count negative segment terms by magnitude; the report then
-    states that energy (the objective) first, and it can only exceed the segment-clamped one."""
+    """The shipped molecular settings count negative segment terms by magnitude and solve from
+    two initial curves (the straight line and a dip of 3); the report then states that energy (the
+    objective) first, it can only exceed the segment-clamped one, and both starts are recorded
+    with the winner being the lower objective."""
     from spacetime_md.molecular.paths.config import DEFAULT_GEODESIC
 
     assert DEFAULT_GEODESIC.clamp == "abs" and PathConfig().geodesic.clamp == "abs"
+    assert DEFAULT_GEODESIC.init_dips == (0.0, 3.0) and PathConfig().geodesic.init_dips == (0.0, 3.0)
     small = dataclasses.replace(DEFAULT_GEODESIC, n_nodes=3, n_points=(8,), max_steps=3, holdout_probes=4)
     report = run_paths(tmp_path / "out", config=dataclasses.replace(TINY, geodesic=small),
                        checkpoint=checkpoints[0], plots=False)
     curve = json.loads((tmp_path / "out" / "report.json").read_text())["geodesic_curve"]
     est = curve["estimate"]
     assert curve["clamp"] == "abs" and est["energy_abs"] >= est["energy"] > 0
+    objectives = curve["start_objectives"]
+    assert curve["init_dips"] == [0.0, 3.0] and len(objectives) == 2
+    assert curve["start_dip"] == [0.0, 3.0][objectives.index(min(objectives))]
+    assert "over 2 starts" in report["table"].splitlines()[-1]
     assert f"|t|-counted {est['energy_abs']:.4g}, the objective" in report["table"].splitlines()[-1]
 
 

@@ -24,10 +24,13 @@ __all__ = [
 #: best curve by its held-out value, stop when that stalls for 3 draws), an 8-draw held-out score
 #: of the result, one torch thread, and negative segment terms of the learned model counted by
 #: their magnitude (``clamp="abs"``: lower relaxed barriers and higher 1 ps hit rates than the
-#: segment clamp, and a faster solve; docs/geodesic.md has the measurements behind each choice).
+#: segment clamp, and a faster solve), and two solves, from the straight line and from the straight
+#: line with its middle lowered by 3 in log_snr, keeping the lower final objective (``init_dips``:
+#: the straight line can end in a local minimum that adds too little noise and routes the paths
+#: over a higher pass). docs/geodesic.md has the measurements behind each choice.
 DEFAULT_GEODESIC = GeodesicConfig(
     n_nodes=8, n_points=(16, 32), divergence="hutchinson", n_probes=1, max_steps=60, rtol=1e-3, num_threads=1,
-    probe_layout="point", resample_every=1, patience=3, holdout_probes=8, clamp="abs",
+    probe_layout="point", resample_every=1, patience=3, holdout_probes=8, clamp="abs", init_dips=(0.0, 3.0),
 )
 
 
