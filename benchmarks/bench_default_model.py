@@ -8,14 +8,12 @@ A model that samples the Boltzmann distribution better (lower Ramachandran JSD) 
 default if its paths are at least as good, so this is the check the JSD numbers of
 docs/models.md need beside them.
 
-Candidates: the shipped single models by name (``load_pretrained``), checkpoint files (a
-training run's ``model.pt``), and ``guided-smooth``: the
-shipped autoguided pair (``alanine-dipeptide-guided``: focus13k model, its step-3250 guide,
-w = 2.5 on log_snr [-2, 8)) with the guidance switched on and off by a smooth (sigmoid) profile
-of width ``--width`` in log_snr instead of a hard interval, so the geodesic can differentiate
-through it. That wrapper is defined here, not in the package: it is an experiment.
+Candidates: shipped models by name (``load_checkpoint``; the default ``alanine-dipeptide`` is the
+guided checkpoint of the focus13k model and its step-3250 snapshot, w = 2.5 switched on over log_snr
+[-2, 8) by sigmoids of width 0.5) and checkpoint files (a training run's ``model.pt``, a retired
+model rebuilt from its command, a ``spacetime-md guide`` file).
 
-    python benchmarks/bench_default_model.py --models alanine-dipeptide guided-smooth --seeds 0 1 2
+    python benchmarks/bench_default_model.py --models alanine-dipeptide runs/ala2_model/model.pt --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -31,9 +29,8 @@ import torch
 
 import sys
 
-from spacetime_md.core import AutoGuidedDenoiser
 from spacetime_md.molecular import load_system
-from spacetime_md.molecular.model.pretrained import GUIDED_PRETRAINED, load_checkpoint, load_pretrained
+from spacetime_md.molecular.model.pretrained import load_checkpoint
 from spacetime_md.molecular.paths.config import DEFAULT_GEODESIC, PathConfig
 from spacetime_md.molecular.paths.relaxed import compute_relaxed_map
 from spacetime_md.molecular.paths.transition import compute_transition_paths
@@ -42,37 +39,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_paths import relaxed_minimax  # noqa: E402
 
 
-class SmoothGuidedDenoiser(AutoGuidedDenoiser):
-    """``D + (w - 1) s(l) (D - G)`` with ``s(l) = sigmoid((l - lo)/width) sigmoid((hi - l)/width)``."""
-
-    def __init__(self, guided: AutoGuidedDenoiser, width: float):
-        super().__init__(guided.denoiser, guided.guide, guided.weight, guided.log_snr_min, guided.log_snr_max)
-        self.width = float(width)
-
-    def forward(self, x, log_snr):
-        denoised = self.denoiser(x, log_snr)
-        profile = torch.sigmoid((log_snr - self.log_snr_min) / self.width) * torch.sigmoid(
-            (self.log_snr_max - log_snr) / self.width)
-        return denoised + (self.weight - 1.0) * profile.unsqueeze(-1).to(denoised.dtype) * (
-            denoised - self.guide(x, log_snr))
-
-
-def load_candidate(name: str, width: float):
-    if name == "guided-smooth":
-        return SmoothGuidedDenoiser(load_pretrained("alanine-dipeptide-guided"), width)
-    if name in GUIDED_PRETRAINED:
-        raise SystemExit(f"{name}: the hard-interval guided pair cannot be differentiated; use guided-smooth")
+def load_candidate(name: str):
     # A shipped name or a checkpoint file (e.g. runs/ala2_model/model.pt): resolve_checkpoint decides.
     return load_checkpoint(name)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["alanine-dipeptide", "guided-smooth"])
+    parser.add_argument("--models", nargs="+", default=["alanine-dipeptide"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--n-paths", type=int, default=8)
     parser.add_argument("--n-grid", type=int, default=24)
-    parser.add_argument("--width", type=float, default=0.5, help="guided-smooth: sigmoid width in log_snr")
     parser.add_argument("--clamp", choices=["default", "segment", "abs"], default="default",
                         help="the geodesic's clamp of negative segment terms (default: DEFAULT_GEODESIC's)")
     parser.add_argument("--pair", nargs=2, default=["C7eq", "C7ax"], metavar=("START", "END"),
@@ -90,7 +67,7 @@ def main(argv=None) -> int:
     relaxed = None
     rows = []
     for name in args.models:
-        model = load_candidate(name, args.width)
+        model = load_candidate(name)
         for seed in args.seeds:
             t0 = time.perf_counter()
             out = compute_transition_paths(system, model, *args.pair,
@@ -124,7 +101,7 @@ def main(argv=None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"benchmark": "default_model", "pair": args.pair, "init_dips": list(geodesic.init_dips),
                                 "minimax_kj_mol": minimax, "n_paths": args.n_paths,
-                                "n_grid": args.n_grid, "width": args.width, "clamp": geodesic.clamp, "rows": rows}, indent=2))
+                                "n_grid": args.n_grid, "clamp": geodesic.clamp, "rows": rows}, indent=2))
     return 0
 
 

@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "spacetime_md.commands.sample",
     "spacetime_md.commands.train",
     "spacetime_md.commands.evaluate",
+    "spacetime_md.commands.guide",
     "spacetime_md.commands.toy",
     "spacetime_md.commands.benchmark",
     "spacetime_md.commands.image",

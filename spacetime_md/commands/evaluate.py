@@ -13,8 +13,9 @@ population where defined, bond lengths, chirality of every chiral centre); ``--j
 also writes the numbers (``null`` plus a ``*_na_reason`` for what is undefined for the
 molecule). Without ``--checkpoint`` the shipped alanine dipeptide model is evaluated.
 ``--guide EARLY.pt`` samples with autoguidance (the model extrapolated away from a weaker
-snapshot of itself, on a range of noise levels); ``--checkpoint alanine-dipeptide-guided`` is
-the shipped pair.
+snapshot of itself, on a range of noise levels); a guided checkpoint (``spacetime-md guide``, such
+as the shipped default ``alanine-dipeptide``) brings its own guide, and ``--guidance-*`` change
+its settings.
 
 The molecule (its collective variables, states and chiral centres) is the one the checkpoint
 records; ``--system``/``--cvs``/``--states`` override it. A checkpoint that records none uses
@@ -80,7 +81,7 @@ def _corrector_text(args: argparse.Namespace) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from spacetime_md.commands._system import add_system_arguments
 
-    p.add_argument("--checkpoint", help="model.pt, training_state.pt or a shipped model name, e.g. alanine-dipeptide-guided (default: the shipped alanine-dipeptide model)")
+    p.add_argument("--checkpoint", help="model.pt, training_state.pt, a guided checkpoint or a shipped model name, e.g. alanine-tetrapeptide-guided (default: the shipped alanine-dipeptide model)")
     p.add_argument("--guide",
                    help="autoguidance: a weaker model of the same molecule (e.g. an early snapshot "
                    "model_step*.pt of the same run); samples use D + (w - 1)(D - guide) on the guided levels")
@@ -151,21 +152,25 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.num_threads)
     guidance = {k: v for k, v in (("weight", args.guidance_weight), ("log_snr_min", args.guidance_log_snr_min),
                                   ("log_snr_max", args.guidance_log_snr_max)) if v is not None}
-    if args.checkpoint in GUIDED_PRETRAINED and not Path(args.checkpoint).exists():
-        if args.guide is not None:
+    if args.guide is not None:
+        if args.checkpoint in GUIDED_PRETRAINED and not Path(args.checkpoint).exists():
             raise ValueError(f"guide: {args.checkpoint!r} is a shipped guided pair and brings its own guide, "
                              f"got --guide {args.guide!r} as well")
-        shipped = load_pretrained(args.checkpoint)
-        settings = {"weight": shipped.weight, "log_snr_min": shipped.log_snr_min,
-                    "log_snr_max": shipped.log_snr_max, **guidance}
-        model = AutoGuidedDenoiser(shipped.denoiser, shipped.guide, **settings)
-    elif args.guide is not None:
-        model = load_guided("alanine-dipeptide" if args.checkpoint is None else args.checkpoint, args.guide, **guidance)
+        single = load_checkpoint(args.checkpoint or "alanine-dipeptide")
+        if isinstance(single, AutoGuidedDenoiser):
+            raise ValueError(f"guide: {args.checkpoint or 'alanine-dipeptide'!r} is a guided checkpoint and brings "
+                             f"its own guide, got --guide {args.guide!r} as well")
+        model = load_guided(args.checkpoint or "alanine-dipeptide", args.guide, **guidance)
     else:
+        if args.checkpoint in GUIDED_PRETRAINED and not Path(args.checkpoint).exists():
+            model = load_pretrained(args.checkpoint)
+        else:
+            model = load_pretrained() if args.checkpoint is None else load_checkpoint(args.checkpoint)
         if guidance:
-            raise ValueError(f"guide: expected --guide (or a guided --checkpoint) with "
-                             f"{', '.join('--guidance-' + k.replace('_', '-') for k in guidance)}, got none")
-        model = load_pretrained() if args.checkpoint is None else load_checkpoint(args.checkpoint)
+            if not isinstance(model, AutoGuidedDenoiser):
+                raise ValueError(f"guide: expected --guide (or a guided --checkpoint) with "
+                                 f"{', '.join('--guidance-' + k.replace('_', '-') for k in guidance)}, got none")
+            model = AutoGuidedDenoiser(model.denoiser, model.guide, **{**model.guidance_settings(), **guidance})
     _check_evaluate_memory(args.n_samples, args.batch_size, model.n_atoms)
     system = _declared_system(args, model)
     holdout = args.holdout_fraction
@@ -227,7 +232,8 @@ def run(args: argparse.Namespace) -> int:
         energies=args.energies,
         sampler=f"{args.method}, {args.n_steps} steps, log_snr {args.log_snr_start}..{args.log_snr_end}"
         + _corrector_text(args)
-        + (f", autoguided (w = {model.weight:g} on log_snr [{model.log_snr_min:g}, {model.log_snr_max:g}))"
+        + (f", autoguided (w = {model.weight:g} on log_snr [{model.log_snr_min:g}, {model.log_snr_max:g})"
+           + (f", sigmoid edges of width {model.edge_width:g})" if model.edge_width else ")")
            if isinstance(model, AutoGuidedDenoiser) else "")
         + (", D samples mirrored" if args.mirror_d else ""),
         sampling_time_s=elapsed,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor, nn
 
 from spacetime_md.core.schedule import alpha_sigma, log_snr_to_edm_sigma
@@ -60,8 +61,15 @@ class AutoGuidedDenoiser(nn.Module):
     distribution towards the data without the loss of diversity of a plain temperature.
     ``w = 1`` is ``D`` itself (``G`` is then never called).
 
-    It is a sampling-time denoiser: the hard interval makes ``D_w`` discontinuous in
-    ``log_snr`` at its ends, so do not differentiate through those levels (e.g. in a geodesic).
+    With ``edge_width = 0`` (hard interval) ``D_w`` is discontinuous in ``log_snr`` at the
+    interval's ends: a sampling-time denoiser, not one to differentiate through those levels.
+    With ``edge_width > 0`` the guidance is switched on and off smoothly,
+
+        D_w = D + (w - 1) s(l) (D - G),   s(l) = sigmoid((l - l_min) / h) sigmoid((l_max - l) / h),
+
+    ``h = edge_width``, so ``D_w`` is smooth in ``log_snr`` and a geodesic can use it (the
+    shipped ``alanine-dipeptide`` model is such a pair, ``h = 0.5``). Guidance then enters the
+    spacetime geometry through ``w div D - (w - 1) div G`` as well as the mean.
 
     Parameters
     ----------
@@ -70,7 +78,11 @@ class AutoGuidedDenoiser(nn.Module):
     weight : float
         Guidance weight ``w`` (finite, ``>= 0``; ``0`` returns the guide).
     log_snr_min, log_snr_max : float
-        Levels where guidance applies (default: all); rows outside only evaluate ``D``.
+        Levels where guidance applies (default: all); with a hard interval, rows outside only
+        evaluate ``D``.
+    edge_width : float
+        ``h`` above (finite, ``>= 0``; default 0, the hard interval). Rows where ``s(l) <
+        1e-9`` skip the guide.
 
     Attributes not defined here (``dim``, ``length_scale_nm``, ``metadata``, ...) are looked up
     on ``denoiser``, so the wrapper stands in for the model it guides.
@@ -83,6 +95,7 @@ class AutoGuidedDenoiser(nn.Module):
         weight: float = 2.0,
         log_snr_min: float = -math.inf,
         log_snr_max: float = math.inf,
+        edge_width: float = 0.0,
     ):
         super().__init__()
         for name, fn in (("denoiser", denoiser), ("guide", guide)):
@@ -100,11 +113,44 @@ class AutoGuidedDenoiser(nn.Module):
         self.weight = weight
         self.log_snr_min = float(log_snr_min)
         self.log_snr_max = float(log_snr_max)
+        edge_width = float(edge_width)
+        if not (math.isfinite(edge_width) and edge_width >= 0.0):
+            raise ValueError(f"edge_width: expected a finite number >= 0, got {edge_width}")
+        self.edge_width = edge_width
+
+    @property
+    def smooth(self) -> bool:
+        """Whether ``D_w`` is smooth in ``log_snr`` (usable in a geodesic): ``w = 1``, no finite
+        interval end, or ``edge_width > 0``."""
+        return (self.weight == 1.0 or self.edge_width > 0.0
+                or (math.isinf(self.log_snr_min) and math.isinf(self.log_snr_max)))
+
+    def guidance_settings(self) -> dict[str, float]:
+        """``weight``, ``log_snr_min``, ``log_snr_max`` and ``edge_width`` (plain floats)."""
+        return {"weight": self.weight, "log_snr_min": self.log_snr_min, "log_snr_max": self.log_snr_max,
+                "edge_width": self.edge_width}
+
+    def profile(self, log_snr: Tensor) -> Tensor:
+        """``s(l)``: the share of the guidance applied at each level, ``(B,)`` in [0, 1]."""
+        if self.edge_width == 0.0:
+            return ((log_snr >= self.log_snr_min) & (log_snr < self.log_snr_max)).to(log_snr.dtype)
+        h = self.edge_width
+        return torch.sigmoid((log_snr - self.log_snr_min) / h) * torch.sigmoid((self.log_snr_max - log_snr) / h)
 
     def forward(self, x: Tensor, log_snr: Tensor) -> Tensor:
         denoised = self.denoiser(x, log_snr)
         if self.weight == 1.0:
             return denoised
+        if self.edge_width > 0.0:
+            share = self.profile(log_snr)
+            rows = (share >= 1e-9).nonzero().squeeze(-1)
+            if rows.numel() == 0:
+                return denoised
+            scale = ((self.weight - 1.0) * share[rows]).unsqueeze(-1).to(denoised.dtype)
+            if rows.numel() == log_snr.shape[0]:
+                return denoised + scale * (denoised - self.guide(x, log_snr))
+            correction = scale * (denoised[rows] - self.guide(x[rows], log_snr[rows]))
+            return denoised.index_add(0, rows, correction)
         inside = (log_snr >= self.log_snr_min) & (log_snr < self.log_snr_max)
         if bool(inside.all()):
             return denoised + (self.weight - 1.0) * (denoised - self.guide(x, log_snr))
@@ -126,7 +172,8 @@ class AutoGuidedDenoiser(nn.Module):
             return getattr(inner, name)
 
     def extra_repr(self) -> str:
-        return f"weight={self.weight}, log_snr=[{self.log_snr_min}, {self.log_snr_max})"
+        edge = f", edge_width={self.edge_width}" if self.edge_width else ""
+        return f"weight={self.weight}, log_snr=[{self.log_snr_min}, {self.log_snr_max}){edge}"
 
 
 def _scales(log_snr: Tensor) -> tuple[Tensor, Tensor]:

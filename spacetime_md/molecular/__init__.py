@@ -92,6 +92,7 @@ _LAZY = {
     "resolve_training_system": "model",
     "sample_model": "model",
     "save_checkpoint": "model",
+    "save_guided_checkpoint": "model",
     "to_model": "model",
     "train": "model",
     "TrainConfig": "model",

@@ -88,3 +88,37 @@ def test_autoguidance_everywhere_and_weights_zero_and_one(points):
 def test_autoguidance_interval_must_be_non_empty():
     with pytest.raises(ValueError, match=r"expected log_snr_min < log_snr_max, got 1.0, 1.0"):
         AutoGuidedDenoiser(exact_x0, _guide, log_snr_min=1.0, log_snr_max=1.0)
+
+
+def test_smooth_autoguidance_follows_the_sigmoid_profile_and_is_smooth_in_log_snr():
+    """``edge_width = h``: D + (w - 1) s(l) (D - G), s the product of two sigmoids written out
+    here; its derivative in log_snr is finite and continuous across the interval's ends, where
+    the hard interval jumps by (w - 1)(D - G)."""
+    x = torch.tensor([[0.2, -0.4, 1.0]], dtype=torch.float64).repeat(401, 1)
+    log_snr = torch.linspace(-6.0, 12.0, 401, dtype=torch.float64)
+    w, lo, hi, h = 2.5, -2.0, 8.0, 0.5
+    smooth = AutoGuidedDenoiser(exact_x0, _guide, weight=w, log_snr_min=lo, log_snr_max=hi, edge_width=h)
+    s = 1 / (1 + torch.exp(-(log_snr - lo) / h)) / (1 + torch.exp(-(hi - log_snr) / h))
+    d, g = exact_x0(x, log_snr), _guide(x, log_snr)
+    torch.testing.assert_close(smooth(x, log_snr), d + (w - 1) * s[:, None] * (d - g), rtol=1e-12, atol=1e-12)
+    assert smooth.smooth and not AutoGuidedDenoiser(exact_x0, _guide, weight=w, log_snr_min=lo).smooth
+    # Finite differences in log_snr: bounded for the smooth pair, a jump for the hard one.
+    step = log_snr[1] - log_snr[0]
+    hard = AutoGuidedDenoiser(exact_x0, _guide, weight=w, log_snr_min=lo, log_snr_max=hi)
+    slope_smooth = (smooth(x, log_snr).diff(dim=0) / step).abs().max()
+    slope_hard = (hard(x, log_snr).diff(dim=0) / step).abs().max()
+    assert slope_smooth < 5.0 < slope_hard
+    # Far outside the interval the guide is skipped: the result is D itself.
+    far = torch.tensor([-40.0, 60.0], dtype=torch.float64)
+    calls = []
+    spy = AutoGuidedDenoiser(exact_x0, lambda a, b: calls.append(len(b)) or _guide(a, b), weight=w, log_snr_min=lo,
+                             log_snr_max=hi, edge_width=h)
+    torch.testing.assert_close(spy(x[:2], far), exact_x0(x[:2], far), rtol=0, atol=0)
+    assert calls == []
+    assert smooth.guidance_settings() == {"weight": 2.5, "log_snr_min": -2.0, "log_snr_max": 8.0, "edge_width": 0.5}
+
+
+@pytest.mark.parametrize("width", [-0.1, float("nan"), float("inf")])
+def test_edge_width_is_checked(width):
+    with pytest.raises(ValueError, match="edge_width: expected a finite number >= 0"):
+        AutoGuidedDenoiser(exact_x0, _guide, edge_width=width)

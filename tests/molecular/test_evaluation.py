@@ -301,7 +301,8 @@ def test_cli_evaluate_with_autoguidance(tmp_path, capsys):
     code = main(["evaluate", "--checkpoint", "alanine-dipeptide-guided", "--guidance-log-snr-max", "5",
                  "--data", data, "--n-samples", "2", "--n-steps", "3", "--no-energies", "--json", str(out_json)])
     assert code == 0
-    assert json.loads(out_json.read_text())["metrics"]["sampler"].endswith("autoguided (w = 2.5 on log_snr [-2, 5))")
+    assert json.loads(out_json.read_text())["metrics"]["sampler"].endswith(
+        "autoguided (w = 2.5 on log_snr [-2, 5), sigmoid edges of width 0.5)")
     assert main(["evaluate", "--checkpoint", str(ckpt), "--guidance-weight", "2", "--data", data]) == 2
     assert "guide: expected --guide (or a guided --checkpoint) with --guidance-weight, got none" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", "alanine-dipeptide-guided", "--guide", str(guide), "--data", data]) == 2

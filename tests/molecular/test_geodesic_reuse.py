@@ -110,6 +110,30 @@ def test_model_hash_sees_every_parameter(system):
     assert model_sha256(model) != before
 
 
+def test_a_guided_checkpoint_runs_paths_when_smooth_and_is_refused_with_a_hard_interval(system, checkpoints,
+                                                                                        tmp_path, capsys):
+    """A guided checkpoint (`spacetime-md guide`) is a model like any other for paths; its hash
+    sees the guidance settings, and one with a hard interval (not differentiable in log_snr) is
+    a one-line error before anything is written."""
+    from spacetime_md.molecular.model.pretrained import load_checkpoint, save_guided_checkpoint
+
+    a, b = (load_checkpoint(c) for c in checkpoints)
+    smooth = save_guided_checkpoint(tmp_path / "smooth.pt", a, b, weight=2.0, log_snr_min=-2.0, log_snr_max=8.0,
+                                    edge_width=0.5, metadata={"system": system.spec()})
+    hard = save_guided_checkpoint(tmp_path / "hard.pt", a, b, weight=2.0, log_snr_min=-2.0, log_snr_max=8.0,
+                                  edge_width=0.0, metadata={"system": system.spec()})
+    heavier = save_guided_checkpoint(tmp_path / "w3.pt", a, b, weight=3.0, log_snr_min=-2.0, log_snr_max=8.0,
+                                     edge_width=0.5)
+    hashes = {model_sha256(load_checkpoint(p)) for p in (smooth, hard, heavier, checkpoints[0])}
+    assert len(hashes) == 4
+    report = run_paths(tmp_path / "out", config=TINY, checkpoint=smooth, plots=False)
+    assert len(report["geodesic"]["per_path"]) == 1 and 0.0 <= report["geodesic"]["target_hit_rate"] <= 1.0
+    code = cli.main(["paths", "--out", str(tmp_path / "o2"), "--checkpoint", str(hard), "--n-paths", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "hard interval (edge_width 0)" in err, err
+    assert not (tmp_path / "o2").exists()
+
+
 def test_format_table_without_an_estimate_keeps_the_old_line(solved):
     _, report = solved
     report = json.loads(json.dumps({k: v for k, v in report.items() if k != "table"}))

@@ -38,7 +38,7 @@ def test_the_cli_gives_an_in_process_caller_its_thread_count_back(capsys):
     from spacetime_md import cli
 
     before = torch.get_num_threads()
-    # evaluate sets --num-threads, then fails on its options: the count is restored either way
+    # evaluate sets --num-threads, then fails on its data: the count is restored either way
     code = cli.main(["evaluate", "--data", "nowhere", "--num-threads", str(before + 1), "--guidance-weight", "2"])
-    assert code == 2 and "expected --guide" in capsys.readouterr().err
+    assert code == 2 and "data: no such file or directory 'nowhere'" in capsys.readouterr().err
     assert torch.get_num_threads() == before

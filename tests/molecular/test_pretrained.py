@@ -19,6 +19,7 @@ from spacetime_md.molecular.model.pretrained import (
     pretrained_path,
     read_checkpoint,
     save_checkpoint,
+    save_guided_checkpoint,
 )
 from spacetime_md.molecular.testing import assert_equivariant, reflection_change
 
@@ -112,18 +113,30 @@ def test_save_type_message(tmp_path):
 
 
 def test_unknown_pretrained_name():
-    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-focus13k', 'alanine-dipeptide-vacuum', 'alanine-dipeptide-w64', 'alanine-tetrapeptide', 'alanine-tetrapeptide-vacuum', 'alanine-dipeptide-guided', 'alanine-tetrapeptide-guided'\], got 'caffeine'"):
+    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-guided', 'alanine-dipeptide-vacuum', 'alanine-tetrapeptide', 'alanine-tetrapeptide-vacuum', 'alanine-tetrapeptide-guided'\], got 'caffeine'"):
         load_pretrained("caffeine")
 
 
 def test_shipped_alanine_dipeptide_model():
+    """The one dipeptide model is a guided checkpoint, smooth in log_snr: D + 1.5 s(l) (D - G)
+    with the sigmoid profile of width 0.5 on [-2, 8) written out here."""
     path = pretrained_path("alanine-dipeptide")
     assert path.stat().st_size < 5_000_000
+    assert pretrained_path("alanine-dipeptide-guided") == pretrained_path("alanine-dipeptide-vacuum") == path
     model = load_pretrained("alanine-dipeptide")
-    assert model.n_atoms == 22 and model.chirality
+    assert isinstance(model, AutoGuidedDenoiser) and model.smooth
+    assert model.guidance_settings() == {"weight": 2.5, "log_snr_min": -2.0, "log_snr_max": 8.0, "edge_width": 0.5}
+    assert model.n_atoms == 22 and model.chirality and model.length_scale_nm == 0.15
     assert model.atom_names[8] == "CA"
+    assert model.metadata["guide_metadata"]["step"] == 3250 and model.metadata["step"] == 13000
     card = json.loads(path.with_suffix(".json").read_text())
-    assert "spacetime-md train" in card["command"]
+    assert "spacetime-md train" in card["command"] and "spacetime-md guide" in card["guide_command"]
+    x, log_snr = torch.randn(4, 66), torch.tensor([-6.0, -2.0, 3.0, 9.0])
+    with torch.no_grad():
+        d, g, out = model.denoiser(x, log_snr), model.guide(x, log_snr), model(x, log_snr)
+    s = torch.sigmoid((log_snr + 2.0) / 0.5) * torch.sigmoid((8.0 - log_snr) / 0.5)
+    torch.testing.assert_close(out, d + 1.5 * s[:, None] * (d - g), rtol=1e-5, atol=1e-5)
+    assert (d - g).abs().max() > 1e-3  # the guide is another model
     model64 = load_pretrained("alanine-dipeptide", dtype=torch.float64)
     x = 0.5 * torch.randn(3, 66, dtype=torch.float64)
     log_snr = torch.tensor([0.0, 4.0, 8.0], dtype=torch.float64)
@@ -134,7 +147,7 @@ def test_shipped_alanine_dipeptide_model():
 def test_shipped_models_match_their_cards_and_load_by_name(tmp_path, monkeypatch):
     import hashlib
 
-    for name in ("alanine-dipeptide", "alanine-dipeptide-focus13k", "alanine-dipeptide-w64", "alanine-tetrapeptide"):
+    for name in ("alanine-dipeptide", "alanine-tetrapeptide"):
         path = pretrained_path(name)
         card = json.loads(path.with_suffix(".json").read_text())
         assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest(), name
@@ -143,15 +156,66 @@ def test_shipped_models_match_their_cards_and_load_by_name(tmp_path, monkeypatch
         x, log_snr = torch.randn(2, 3 * by_name.n_atoms), torch.tensor([1.0, 5.0])
         with torch.no_grad():
             assert torch.equal(by_name(x, log_snr), load_pretrained(name)(x, log_snr))
-    # Each shipped model is a different model, not a copy.
-    shipped = {pretrained_path(n).read_bytes() for n in ("alanine-dipeptide", "alanine-dipeptide-focus13k",
-                                                          "alanine-dipeptide-w64", "alanine-tetrapeptide")}
-    assert len(shipped) == 4
     # A file that happens to carry a model's name wins over the name.
     (tmp_path / "alanine-dipeptide").write_bytes(b"not a checkpoint")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError):
         load_checkpoint("alanine-dipeptide")
+
+
+def test_guided_checkpoint_roundtrip_and_checks(tmp_path):
+    """save_guided_checkpoint -> load_checkpoint gives the same guided denoiser; a guide of
+    another architecture or bad settings are refused before anything is written."""
+    torch.manual_seed(0)
+    main, weak = tiny_model(), tiny_model()
+    path = save_guided_checkpoint(tmp_path / "g.pt", main, weak, weight=3.0, log_snr_min=0.0, log_snr_max=4.0,
+                                  edge_width=0.25, metadata={"note": 1})
+    loaded = load_checkpoint(path)
+    assert isinstance(loaded, AutoGuidedDenoiser) and loaded.metadata == {"note": 1}
+    assert loaded.denoiser.source_file == loaded.source_file == str(path)
+    x, log_snr = torch.randn(3, 66), torch.tensor([-1.0, 2.0, 5.0])
+    with torch.no_grad():
+        want = AutoGuidedDenoiser(main.eval(), weak.eval(), 3.0, 0.0, 4.0, 0.25)(x, log_snr)
+        torch.testing.assert_close(loaded(x, log_snr), want)
+    with pytest.raises(CheckpointError, match="guide: expected the model's architecture, molecule and units, "
+                                              "got different hidden_channels"):
+        save_guided_checkpoint(tmp_path / "h.pt", main, tiny_model(hidden=8), weight=2.0, log_snr_min=0.0,
+                               log_snr_max=1.0, edge_width=0.5)
+    with pytest.raises(ValueError, match="edge_width: expected a finite number >= 0"):
+        save_guided_checkpoint(tmp_path / "h.pt", main, weak, weight=2.0, log_snr_min=0.0, log_snr_max=1.0,
+                               edge_width=-1.0)
+    assert not (tmp_path / "h.pt").exists()
+    # The guide's weights are verified too.
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    key = next(k for k, v in payload["guide_state_dict"].items() if v.is_floating_point() and v.numel())
+    payload["guide_state_dict"][key].view(-1)[0] += 1e-3
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="corrupted checkpoint: guide weights sha256"):
+        load_checkpoint(path)
+
+
+def test_cli_guide_writes_one_file_every_command_takes(tmp_path, capsys):
+    from spacetime_md.cli import main as cli_main
+
+    torch.manual_seed(0)
+    a = save_checkpoint(tmp_path / "a.pt", tiny_model())
+    b = save_checkpoint(tmp_path / "b.pt", tiny_model())
+    out = tmp_path / "guided.pt"
+    args = ["guide", "--model", str(a), "--guide", str(b), "--out", str(out), "--weight", "2", "--edge-width", "0.3"]
+    assert cli_main(args) == 0
+    loaded = load_checkpoint(out)
+    assert loaded.guidance_settings() == {"weight": 2.0, "log_snr_min": -2.0, "log_snr_max": 8.0, "edge_width": 0.3}
+    assert loaded.metadata["made_by"].startswith("spacetime-md guide --model") and "wrote" in capsys.readouterr().out
+    # Protected output, one-line errors.
+    for bad, message in ((args, "exists; pass --overwrite to replace it"),
+                         (["guide", "--model", str(out), "--guide", str(b), "--out", str(tmp_path / "x.pt")],
+                          "--model: expected a single model, got the guided checkpoint"),
+                         (["guide", "--model", str(a), "--guide", str(b), "--out", str(tmp_path / "x.pt"),
+                           "--log-snr-min", "3", "--log-snr-max", "1"], "--log-snr-max: expected a number > --log-snr-min")):
+        assert cli_main(bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert cli_main(args + ["--overwrite"]) == 0
 
 
 @pytest.mark.parametrize("name", sorted(RETIRED))
@@ -161,8 +225,9 @@ def test_retired_models_say_how_to_rebuild_them(name):
         with pytest.raises(ValueError, match=rf"'{name}' is no longer shipped .* run `spacetime-md train --data "
                                              rf"runs/ala2_samples .*` and pass its model.pt"):
             load(name)
-    assert not any(f.startswith(("alanine_dipeptide_vacuum_24k", "alanine_dipeptide_vacuum_focus."))
-                   for f in os.listdir(pretrained_path("alanine-dipeptide").parent))
+    retired_files = ("alanine_dipeptide_vacuum_24k", "alanine_dipeptide_vacuum_focus.", "alanine_dipeptide_vacuum.",
+                     "alanine_dipeptide_vacuum_focus13k", "alanine_dipeptide_vacuum_w64")
+    assert not any(f.startswith(retired_files) for f in os.listdir(pretrained_path("alanine-dipeptide").parent))
 
 
 def test_load_guided_pairs_a_model_with_its_guide(tmp_path):
@@ -204,7 +269,6 @@ TETRA_WEIGHT, TETRA_WINDOW = 4.0, (-2.0, 8.0)
 
 
 @pytest.mark.parametrize("name, single, step, n_atoms, weight, window", [
-    ("alanine-dipeptide-guided", "alanine-dipeptide-focus13k", 3250, 22, 2.5, (-2.0, 8.0)),
     ("alanine-tetrapeptide-guided", "alanine-tetrapeptide", 3000, 42, TETRA_WEIGHT, TETRA_WINDOW),
 ])
 def test_shipped_guided_pair(name, single, step, n_atoms, weight, window):

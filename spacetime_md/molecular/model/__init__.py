@@ -27,6 +27,7 @@ _LAZY = {
     "load_guided": "pretrained",
     "load_pretrained": "pretrained",
     "save_checkpoint": "pretrained",
+    "save_guided_checkpoint": "pretrained",
     "TrainConfig": "train_config",
     "resolve_training_system": "train_system",
     "TrainResult": "training",

@@ -18,6 +18,15 @@ files only). The training loop's resumable state file (``format`` ending in
 ``training_state``) can be loaded too: its EMA weights are used.
 Every failure to read a file as a denoiser raises :class:`~spacetime_md.errors.CheckpointError`
 with the path and the reason.
+
+A *guided* checkpoint (``format`` ``"spacetime_md.guided_equivariant_denoiser"``, written by
+:func:`save_guided_checkpoint`) is one file holding a model, a weaker guide of the same
+architecture (typically an early EMA snapshot of the same run) and the guidance settings:
+``guide_state_dict``, ``guide_weights_sha256`` and ``guidance`` (``weight``, ``log_snr_min``,
+``log_snr_max``, ``edge_width``) on top of the keys above. :func:`load_checkpoint` returns it as
+an :class:`~spacetime_md.core.AutoGuidedDenoiser`, which every command accepts where it accepts a
+model; with ``edge_width > 0`` it is smooth in log_snr, so geodesics and paths can use it (the
+shipped default ``alanine-dipeptide`` is one).
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ from spacetime_md.molecular.model.denoiser import EquivariantDenoiser
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
+    "GUIDED_CHECKPOINT_FORMAT",
+    "save_guided_checkpoint",
     "PRETRAINED",
     "GUIDED_PRETRAINED",
     "RETIRED",
@@ -60,52 +71,57 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "spacetime_md.equivariant_denoiser"
 TRAINING_STATE_FORMAT = "spacetime_md.equivariant_denoiser.training_state"
 CHECKPOINT_VERSION = 1
+GUIDED_CHECKPOINT_FORMAT = "spacetime_md.guided_equivariant_denoiser"
 
 #: Shipped models: name -> file under ``spacetime_md/data/models``.
 PRETRAINED: dict[str, str] = {
-    "alanine-dipeptide": "alanine_dipeptide_vacuum.pt",
-    "alanine-dipeptide-vacuum": "alanine_dipeptide_vacuum.pt",
-    # The focus recipe (half the noise levels drawn from log_snr 0-5) for 13 000 steps (26.0 min);
-    # with its step-3250 EMA snapshot as guide it is "alanine-dipeptide-guided" below.
-    "alanine-dipeptide-focus13k": "alanine_dipeptide_vacuum_focus13k.pt",
-    # 64 channels, the focus recipe for 18 000 steps (29.4 min on 2 threads): Ramachandran JSD 0.038
-    # unguided; the candidate for the one default model (docs/models.md), with init_dips=(0, 3).
-    "alanine-dipeptide-w64": "alanine_dipeptide_vacuum_w64.pt",
+    # The one alanine-dipeptide model of every command (issue 21): the focus recipe (half the
+    # noise levels drawn from log_snr 0-5) for 13 000 steps (26.0 min on 2 cores), guided by its
+    # own step-3250 EMA snapshot, w = 2.5 switched on over log_snr [-2, 8) by sigmoids of width
+    # 0.5 (`spacetime-md guide`), so that geodesics can differentiate it. One file.
+    "alanine-dipeptide": "alanine_dipeptide_vacuum_guided.pt",
+    "alanine-dipeptide-vacuum": "alanine_dipeptide_vacuum_guided.pt",
+    "alanine-dipeptide-guided": "alanine_dipeptide_vacuum_guided.pt",
     # Ace-(Ala)3-Nme, 42 atoms: sparse-graph EGNN, 12 000 steps on 50 000 replica-exchange samples.
     "alanine-tetrapeptide": "alanine_tetrapeptide_vacuum.pt",
     "alanine-tetrapeptide-vacuum": "alanine_tetrapeptide_vacuum.pt",
 }
 
-#: Models shipped before and retired from the package (one model per job: ``alanine-dipeptide``
-#: for paths, ``alanine-dipeptide-guided`` for sampling): name -> the training command that rebuilds
+_ALA2_TRAIN = "spacetime-md train --data runs/ala2_samples --seed 0 "
+
+#: Models shipped before and retired from the package (one alanine-dipeptide model for every
+#: command since the eleventh session: ``alanine-dipeptide``): name -> the command that rebuilds
 #: it from ``spacetime-md sample --system alanine-dipeptide --n-samples 50000 --out runs/ala2_samples
-#: --seed 0`` (docs/models.md has their measurements).
+#: --seed 0`` (docs/models.md has their measurements; their cards are in docs/retired_models).
 RETIRED: dict[str, str] = {
-    "alanine-dipeptide-24k": "spacetime-md train --data runs/ala2_samples --out runs/ala2_model_24k --steps 24000 "
-                             "--seed 0 --snapshot-every 6000",
-    "alanine-dipeptide-focus": "spacetime-md train --data runs/ala2_samples --out runs/ala2_model_focus --steps 14000 "
-                               "--seed 0 --focus-fraction 0.5 --focus-log-snr-min 0 --focus-log-snr-max 5 "
-                               "--snapshot-every 3500",
+    "alanine-dipeptide-24k": _ALA2_TRAIN + "--out runs/ala2_model_24k --steps 24000 --snapshot-every 6000",
+    "alanine-dipeptide-focus": _ALA2_TRAIN + "--out runs/ala2_model_focus --steps 14000 --focus-fraction 0.5 "
+                                             "--focus-log-snr-min 0 --focus-log-snr-max 5 --snapshot-every 3500",
+    # The default for paths, committor, batch and evaluate until the eleventh session.
+    "alanine-dipeptide-12k": _ALA2_TRAIN + "--out runs/ala2_model --steps 12000 --num-threads 1 --snapshot-every 3000",
+    # The default model's own model, unguided.
+    "alanine-dipeptide-focus13k": _ALA2_TRAIN + "--out runs/ala2_model_focus13k --steps 13000 --num-threads 2 "
+                                                "--compile --focus-fraction 0.5 --focus-log-snr-min 0 "
+                                                "--focus-log-snr-max 5 --snapshot-every 3250",
+    "alanine-dipeptide-w64": _ALA2_TRAIN + "--out runs/ala2_model_w64 --steps 18000 --num-threads 2 "
+                                           "--hidden-channels 64 --focus-fraction 0.5 --focus-log-snr-min 0 "
+                                           "--focus-log-snr-max 5 --snapshot-every 4500 --checkpoint-every 500",
 }
 
 
 def _refuse_retired(name: str) -> None:
     if name in RETIRED:
         raise ValueError(
-            f"checkpoint: {name!r} is no longer shipped (use 'alanine-dipeptide' for paths or "
-            f"'alanine-dipeptide-guided' for sampling); to rebuild it, run `{RETIRED[name]}` and pass "
-            f"its model.pt"
+            f"checkpoint: {name!r} is no longer shipped (use 'alanine-dipeptide', the one model of every "
+            f"command); to rebuild it, run `{RETIRED[name]}` and pass its model.pt"
         )
 
 
-#: Shipped autoguided pairs: name -> (model file, guide file, weight, log_snr_min, log_snr_max).
-#: The guide is an early EMA snapshot of the same training run; see :func:`load_guided`.
+#: Shipped autoguided pairs of two files: name -> (model file, guide file, weight, log_snr_min,
+#: log_snr_max), with a hard interval (for sampling; see :func:`load_guided`). The guide is an
+#: early EMA snapshot of the same training run. (The dipeptide's pair is one guided checkpoint,
+#: ``alanine-dipeptide``, in :data:`PRETRAINED`.)
 GUIDED_PRETRAINED: dict[str, tuple[str, str, float, float, float]] = {
-    # The 13 000-step focus model guided by its own step-3250 snapshot, w = 2.5 on log_snr
-    # [-2, 8): Ramachandran JSD 0.093 -> 0.048 (1 000 samples; README section 2).
-    "alanine-dipeptide-guided": (
-        "alanine_dipeptide_vacuum_focus13k.pt", "alanine_dipeptide_vacuum_focus13k_guide.pt", 2.5, -2.0, 8.0,
-    ),
     # The shipped tetrapeptide model guided by its own step-3000 snapshot, w = 4 on log_snr
     # [-2, 8), selected by the JSD against its training frames (docs/models.md): mean per-residue
     # JSD 0.33 -> 0.23 and the lowest per-centre chirality 92.8 % -> 99.6 % (500 samples).
@@ -173,6 +189,53 @@ def save_checkpoint(
     return torch_save_atomic(payload, path)
 
 
+def _cpu_float32(model: EquivariantDenoiser) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
+            for k, v in model.state_dict().items()}
+
+
+def save_guided_checkpoint(
+    path: str | os.PathLike,
+    model: EquivariantDenoiser,
+    guide: EquivariantDenoiser,
+    *,
+    weight: float,
+    log_snr_min: float,
+    log_snr_max: float,
+    edge_width: float,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a model, its guide and the guidance settings to one file, atomically.
+
+    :func:`load_checkpoint` returns it as ``AutoGuidedDenoiser(model, guide, weight, log_snr_min,
+    log_snr_max, edge_width)``. ``model`` and ``guide`` must have the same ``config`` (the same
+    molecule, architecture and units), e.g. a training run's final model and one of its early
+    EMA snapshots (``train --snapshot-every``).
+    """
+    for name, m in (("model", model), ("guide", guide)):
+        if not isinstance(m, EquivariantDenoiser):
+            raise TypeError(f"{name}: expected an EquivariantDenoiser, got {type(m).__name__}")
+    if model.config != guide.config:
+        differ = sorted(k for k in set(model.config) | set(guide.config) if model.config.get(k) != guide.config.get(k))
+        raise CheckpointError(f"guide: expected the model's architecture, molecule and units, got different "
+                              f"{', '.join(differ)}")
+    settings = AutoGuidedDenoiser(model, guide, weight, log_snr_min, log_snr_max, edge_width).guidance_settings()
+    state, guide_state = _cpu_float32(model), _cpu_float32(guide)
+    payload = {
+        "format": GUIDED_CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "spacetime_md_version": __version__,
+        "model_config": model.config,
+        "state_dict": state,
+        "weights_sha256": weights_digest(state),
+        "guide_state_dict": guide_state,
+        "guide_weights_sha256": weights_digest(guide_state),
+        "guidance": settings,
+        "metadata": dict(metadata or {}),
+    }
+    return torch_save_atomic(payload, path)
+
+
 def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
     """sha256 over every tensor's name, dtype, shape and bytes, in sorted name order."""
     import hashlib
@@ -230,13 +293,17 @@ def verify_checkpoint(path: Path, payload: Mapping[str, Any]) -> str:
     recorded = payload.get("weights_sha256")
     if recorded is None:
         return "none"
-    weights = payload["ema_state_dict" if payload["format"] == TRAINING_STATE_FORMAT else "state_dict"]
-    actual = weights_digest(weights)
-    if actual != recorded:
-        raise CheckpointError(
-            f"{path}: corrupted checkpoint: weights sha256 {actual[:12]}... differs from the recorded "
-            f"{recorded[:12]}... (verify=False / --no-verify loads it anyway)"
-        )
+    checks = [("weights", payload["ema_state_dict" if payload["format"] == TRAINING_STATE_FORMAT else "state_dict"],
+               recorded)]
+    if payload["format"] == GUIDED_CHECKPOINT_FORMAT:
+        checks.append(("guide weights", payload["guide_state_dict"], payload.get("guide_weights_sha256")))
+    for what, weights, expected_digest in checks:
+        actual = weights_digest(weights)
+        if actual != expected_digest:
+            raise CheckpointError(
+                f"{path}: corrupted checkpoint: {what} sha256 {actual[:12]}... differs from the recorded "
+                f"{str(expected_digest)[:12]}... (verify=False / --no-verify loads it anyway)"
+            )
     return "embedded"
 
 
@@ -257,9 +324,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         got = type(payload).__name__ if not isinstance(payload, dict) else f"keys {sorted(payload)[:6]}"
         raise CheckpointError(f"{path}: expected a spacetime_md denoiser checkpoint, got {got}")
     fmt = payload["format"]
-    if fmt not in (CHECKPOINT_FORMAT, TRAINING_STATE_FORMAT):
+    if fmt not in (CHECKPOINT_FORMAT, TRAINING_STATE_FORMAT, GUIDED_CHECKPOINT_FORMAT):
         raise CheckpointError(
-            f"{path}: expected format {CHECKPOINT_FORMAT!r} or {TRAINING_STATE_FORMAT!r}, got {fmt!r}"
+            f"{path}: expected format {CHECKPOINT_FORMAT!r}, {GUIDED_CHECKPOINT_FORMAT!r} or "
+            f"{TRAINING_STATE_FORMAT!r}, got {fmt!r}"
         )
     version = payload.get("format_version")
     if version != CHECKPOINT_VERSION:
@@ -268,7 +336,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"(written by spacetime_md {payload.get('spacetime_md_version', 'unknown')})"
         )
     weights_key = "ema_state_dict" if fmt == TRAINING_STATE_FORMAT else "state_dict"
-    missing = [k for k in ("model_config", weights_key) if k not in payload]
+    required = ("model_config", weights_key)
+    if fmt == GUIDED_CHECKPOINT_FORMAT:
+        required += ("guide_state_dict", "guidance")
+    missing = [k for k in required if k not in payload]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
     return payload
@@ -282,7 +353,7 @@ def load_checkpoint(
     freeze: bool = True,
     n_atoms: int | None = None,
     verify: bool = True,
-) -> EquivariantDenoiser:
+) -> EquivariantDenoiser | AutoGuidedDenoiser:
     """Build an :class:`EquivariantDenoiser` from a checkpoint file.
 
     Parameters
@@ -304,8 +375,11 @@ def load_checkpoint(
 
     Returns
     -------
-    EquivariantDenoiser
-        With the checkpoint's ``metadata`` attached as ``model.metadata``.
+    EquivariantDenoiser or AutoGuidedDenoiser
+        With the checkpoint's ``metadata`` attached as ``model.metadata``; a guided checkpoint
+        (:func:`save_guided_checkpoint`, e.g. the shipped ``alanine-dipeptide``) gives the
+        :class:`~spacetime_md.core.AutoGuidedDenoiser` of its model and guide, which stands in
+        for the model (``n_atoms``, ``to_model``, ``length_scale_nm``, ... are the model's).
     """
     path = resolve_checkpoint(path)
     payload = read_checkpoint(path)
@@ -314,7 +388,27 @@ def load_checkpoint(
         if how == "none":
             logger.info("%s: no integrity record (written before checkpoints carried one); not verified", path)
     weights = payload["ema_state_dict" if payload["format"] == TRAINING_STATE_FORMAT else "state_dict"]
-    config = payload["model_config"]
+    model = _build_model(path, payload["model_config"], weights, n_atoms)
+    metadata = dict(payload.get("metadata") or {})
+    if payload["format"] == GUIDED_CHECKPOINT_FORMAT:
+        guide = _build_model(path, payload["model_config"], payload["guide_state_dict"], n_atoms, "guide ")
+        try:
+            model = AutoGuidedDenoiser(model, guide, **payload["guidance"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: invalid guidance settings: {exc}") from exc
+    model = model.to(device=device, dtype=dtype)
+    if freeze:
+        model.eval()
+        model.requires_grad_(False)
+    for m in {id(m): m for m in (model, getattr(model, "denoiser", model))}.values():
+        m.metadata = metadata
+        m.source_file = str(path)
+    return model
+
+
+def _build_model(path: Path, config: Any, weights: Mapping[str, torch.Tensor], n_atoms: int | None,
+                 what: str = "") -> EquivariantDenoiser:
+    """An :class:`EquivariantDenoiser` of ``config`` with ``weights`` (checked against it)."""
     try:
         model = EquivariantDenoiser(**config)
     except (TypeError, ValueError) as exc:
@@ -338,15 +432,9 @@ def load_checkpoint(
             )
     if problems:
         raise CheckpointError(
-            f"{path}: weights do not match the architecture in its model_config: " + "; ".join(problems)
+            f"{path}: {what}weights do not match the architecture in its model_config: " + "; ".join(problems)
         )
     model.load_state_dict(weights)
-    model = model.to(device=device, dtype=dtype)
-    if freeze:
-        model.eval()
-        model.requires_grad_(False)
-    model.metadata = dict(payload.get("metadata") or {})
-    model.source_file = str(path)
     return model
 
 
@@ -389,6 +477,7 @@ def load_guided(
     weight: float = 2.5,
     log_snr_min: float = -2.0,
     log_snr_max: float = 8.0,
+    edge_width: float = 0.0,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> AutoGuidedDenoiser:
@@ -403,7 +492,11 @@ def load_guided(
     weight, log_snr_min, log_snr_max : float
         Guidance weight and the levels (model units) where it applies. The defaults were selected
         for alanine dipeptide by the Ramachandran JSD against the model's training samples
-        (``benchmarks/bench_autoguidance.py``, README section 2).
+        (``benchmarks/bench_autoguidance.py``, docs/models.md).
+    edge_width : float
+        0 (default): a hard interval, for sampling. ``> 0``: the guidance is switched on and off
+        by sigmoids of this width in log_snr, so geodesics can use the pair (``spacetime-md
+        guide`` writes such a pair to one checkpoint file).
 
     Raises
     ------
@@ -420,7 +513,7 @@ def load_guided(
                 f"guide: expected a model of the same molecule and units as {str(checkpoint)!r} "
                 f"({key} = {_short(a)}), got {key} = {_short(b)} in {str(guide)!r}"
             )
-    return AutoGuidedDenoiser(model, weak, weight, log_snr_min, log_snr_max)
+    return AutoGuidedDenoiser(model, weak, weight, log_snr_min, log_snr_max, edge_width)
 
 
 def _short(value: Any) -> str:
@@ -437,9 +530,11 @@ def load_pretrained(
     """Load a shipped, frozen denoiser in one call.
 
     ``load_pretrained("alanine-dipeptide")`` returns the vacuum 300 K alanine dipeptide
-    model (22 atoms, model units ``x_nm / model.length_scale_nm``); use it directly as a core
+    model (22 atoms, model units ``x_nm / model.length_scale_nm``), a guided checkpoint: an
+    :class:`~spacetime_md.core.AutoGuidedDenoiser` smooth in log_snr; use it directly as a core
     denoiser ``model(x (B, 66), log_snr (B,))``. A name in :data:`GUIDED_PRETRAINED` returns the
-    shipped model with its guide as an :class:`~spacetime_md.core.AutoGuidedDenoiser`.
+    shipped model with its guide as an :class:`~spacetime_md.core.AutoGuidedDenoiser` (hard
+    interval, for sampling).
     """
     if name in GUIDED_PRETRAINED:
         model_file, guide_file, weight, lo, hi = GUIDED_PRETRAINED[name]

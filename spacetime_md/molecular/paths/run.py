@@ -526,13 +526,17 @@ _CONSTRAINT_FIELDS = ("constraint", "min_log_snr", "avoid_state", "avoid_log_snr
 
 
 def model_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 of a model's parameters and buffers (names, dtypes, values) and its length scale."""
+    """SHA-256 of a model's parameters and buffers (names, dtypes, values), its length scale and,
+    for a guided denoiser, its guidance settings."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
     digest.update(repr(float(getattr(model, "length_scale_nm", 0.0))).encode())
+    settings = getattr(model, "guidance_settings", None)
+    if callable(settings):  # a guided denoiser: the same two models with another weight are another model
+        digest.update(repr(sorted(settings().items())).encode())
     return digest.hexdigest()
 
 

@@ -181,7 +181,13 @@ def quench_endpoints(
 
 
 def check_model_matches_system(model: "EquivariantDenoiser", system: "MolecularSystem") -> None:
-    """Raise :class:`TopologyMismatchError` unless the model was trained for this topology."""
+    """Raise :class:`TopologyMismatchError` unless the model was trained for this topology, and
+    ``ValueError`` for a guided denoiser with a hard interval (a geodesic cannot differentiate it)."""
+    if not getattr(model, "smooth", True):
+        raise ValueError(
+            "model: expected a denoiser smooth in log_snr, got a guided one with a hard interval (edge_width 0), "
+            "which a geodesic cannot differentiate; make it with `spacetime-md guide ... --edge-width 0.5`"
+        )
     if model.n_atoms != system.n_atoms:
         raise TopologyMismatchError(
             f"model: expected a model for {system.n_atoms} atoms ({system.name}), got one for {model.n_atoms}"
