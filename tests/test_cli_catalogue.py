@@ -38,6 +38,15 @@ HUGE = str(10**12)
 
 CASES = [
     # (id, argv, expected message fragment)
+    # --- guide: options and the output file checked before the models are loaded
+    ("guide out is a dir", ["guide", "--model", "{ckpt}", "--guide", "{ckpt}", "--out", "{dir}"], "--out: expected a file name, got"),
+    ("guide out exists", ["guide", "--model", "{ckpt}", "--guide", "{ckpt}", "--out", "{file}"], "exists; pass --overwrite to replace it"),
+    ("guide weight negative", ["guide", "--model", "{ckpt}", "--guide", "{ckpt}", "--out", "{out}/g.pt", "--weight", "-1"], "--weight: expected"),
+    ("guide edge width nan", ["guide", "--model", "{ckpt}", "--guide", "{ckpt}", "--out", "{out}/g.pt", "--edge-width", "nan"], "--edge-width: expected"),
+    ("guide empty window", ["guide", "--model", "{ckpt}", "--guide", "{ckpt}", "--out", "{out}/g.pt", "--log-snr-min", "3", "--log-snr-max", "1"],
+     "--log-snr-max: expected a number > --log-snr-min (3), got 1"),
+    ("guide missing model", ["guide", "--model", "{dir}/nope.pt", "--guide", "{ckpt}", "--out", "{out}/g.pt"],
+     "no such file"),
     # --- image: output files checked before the model is loaded
     ("geodesic out is a dir", [*GEO, "--out", "{dir}"], "--out: expected a file name, got"),
     ("geodesic out under file", [*GEO, "--out", "{file}/x.png"], "which lies under the file"),
@@ -217,7 +226,7 @@ def test_bad_input_is_one_line(case, inputs, tmp_path, capsys):
 def test_catalogue_covers_every_command_but_paths_and_train():
     commands = {argv[0] if argv[0] not in ("image", "benchmark") else f"{argv[0]} {argv[1]}" for _, argv, _ in CASES}
     assert commands == {"image geodesic", "image matrix", "image distance", "image train", "evaluate", "sample",
-                        "committor", "batch", "toy", "benchmark table1"}
+                        "committor", "batch", "toy", "benchmark table1", "guide"}
     assert len({c[0] for c in CASES}) == len(CASES)
 
 
