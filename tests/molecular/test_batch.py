@@ -280,3 +280,35 @@ def test_a_failing_pair_is_recorded_and_the_batch_goes_on(system, checkpoint, tm
     result = run_batch(tmp_path / "pairs.csv", tmp_path / "out", config=TINY, checkpoint=checkpoint, plots=False,
                        workers=0)
     assert result.skipped == ["good"] and result.failed == ["bad"] and not result.ok
+
+
+def test_cli_batch_takes_a_guided_checkpoint_and_refuses_a_hard_interval(system, tiny_checkpoint, tmp_path, capsys):
+    """A guided checkpoint (`spacetime-md guide`, like the shipped default) runs a batch like any
+    model; one with a hard interval is a one-line error before any pair is computed."""
+    import torch
+
+    from spacetime_md.molecular.model.pretrained import load_checkpoint, save_guided_checkpoint
+
+    model = load_checkpoint(tiny_checkpoint)
+    guide = load_checkpoint(tiny_checkpoint)
+    with torch.no_grad():
+        for p in guide.parameters():
+            p.mul_(0.9)
+    (tmp_path / "pairs.csv").write_text("id,start,end\nfirst,C7eq,C7ax\n")
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY.to_dict()))
+    for width, code in ((0.5, 0), (0.0, 2)):
+        ckpt = save_guided_checkpoint(tmp_path / f"guided{width}.pt", model, guide, weight=2.0, log_snr_min=-2.0,
+                                      log_snr_max=8.0, edge_width=width, metadata={"system": system.spec()})
+        out = tmp_path / f"out{width}"
+        args = ["batch", str(tmp_path / "pairs.csv"), "--out", str(out), "--checkpoint", str(ckpt),
+                "--path-config", str(config), "--workers", "0", "--no-plots", "--no-progress"]
+        assert cli.main(args) == code
+        captured = capsys.readouterr()
+        if code == 0:
+            assert "1 computed, 0 already finished, 0 failed" in captured.out
+            assert (out / "first" / "task.json").is_file()
+        else:
+            err = captured.err.strip()
+            assert err.count("\n") == 0 and "hard interval (edge_width 0)" in err, err
+            assert not (out / "first").exists()
