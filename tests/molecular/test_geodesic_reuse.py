@@ -127,6 +127,8 @@ def test_a_guided_checkpoint_runs_paths_when_smooth_and_is_refused_with_a_hard_i
     hashes = {model_sha256(load_checkpoint(p)) for p in (smooth, hard, heavier, checkpoints[0])}
     assert len(hashes) == 4
     report = run_paths(tmp_path / "out", config=TINY, checkpoint=smooth, plots=False)
+    recorded = json.loads((tmp_path / "out" / "config.json").read_text())["model"]["guidance"]
+    assert recorded == {"weight": 2.0, "log_snr_min": -2.0, "log_snr_max": 8.0, "edge_width": 0.5}
     assert len(report["geodesic"]["per_path"]) == 1 and 0.0 <= report["geodesic"]["target_hit_rate"] <= 1.0
     code = cli.main(["paths", "--out", str(tmp_path / "o2"), "--checkpoint", str(hard), "--n-paths", "1"])
     err = capsys.readouterr().err.strip()

@@ -469,7 +469,8 @@ def run_paths(
         "system_file": SYSTEM_FILE, "start": str(start), "end": str(end),
         "checkpoint": str(checkpoint) if checkpoint else f"pretrained:{mol.name}",
         "platform": mol.platform_name, "path_config": config.to_dict(),
-        "model": {"length_scale_nm": model.length_scale_nm, "n_atoms": model.n_atoms},
+        "model": {"length_scale_nm": model.length_scale_nm, "n_atoms": model.n_atoms,
+                  **({"guidance": model.guidance_settings()} if hasattr(model, "guidance_settings") else {})},
         # Float reductions depend on the thread count: same seed + same threads = same numbers.
         "torch_num_threads": config.geodesic.num_threads or torch.get_num_threads(),
         "geodesic": "solved" if geodesic is None else "precomputed",
