@@ -236,7 +236,8 @@ def test_load_guided_pairs_a_model_with_its_guide(tmp_path):
     torch.manual_seed(1)
     weak = save_checkpoint(tmp_path / "g.pt", tiny_model())
     guided = load_guided(main, weak, weight=3.0, log_snr_min=0.0, log_snr_max=4.0)
-    assert isinstance(guided, AutoGuidedDenoiser)
+    assert isinstance(guided, AutoGuidedDenoiser) and not guided.smooth
+    assert load_guided(main, weak, weight=3.0, log_snr_min=0.0, log_snr_max=4.0, edge_width=0.5).smooth
     assert guided.n_atoms == 22 and guided.dim == 66 and guided.metadata == {"step": 9}
     x, log_snr = torch.randn(3, 66), torch.tensor([-1.0, 2.0, 5.0])
     with torch.no_grad():
