@@ -156,10 +156,6 @@ def run(args: argparse.Namespace) -> int:
         if args.checkpoint in GUIDED_PRETRAINED and not Path(args.checkpoint).exists():
             raise ValueError(f"guide: {args.checkpoint!r} is a shipped guided pair and brings its own guide, "
                              f"got --guide {args.guide!r} as well")
-        single = load_checkpoint(args.checkpoint or "alanine-dipeptide")
-        if isinstance(single, AutoGuidedDenoiser):
-            raise ValueError(f"guide: {args.checkpoint or 'alanine-dipeptide'!r} is a guided checkpoint and brings "
-                             f"its own guide, got --guide {args.guide!r} as well")
         model = load_guided(args.checkpoint or "alanine-dipeptide", args.guide, **guidance)
     else:
         if args.checkpoint in GUIDED_PRETRAINED and not Path(args.checkpoint).exists():

@@ -141,23 +141,15 @@ class AutoGuidedDenoiser(nn.Module):
         denoised = self.denoiser(x, log_snr)
         if self.weight == 1.0:
             return denoised
-        if self.edge_width > 0.0:
-            share = self.profile(log_snr)
-            rows = (share >= 1e-9).nonzero().squeeze(-1)
-            if rows.numel() == 0:
-                return denoised
-            scale = ((self.weight - 1.0) * share[rows]).unsqueeze(-1).to(denoised.dtype)
-            if rows.numel() == log_snr.shape[0]:
-                return denoised + scale * (denoised - self.guide(x, log_snr))
-            correction = scale * (denoised[rows] - self.guide(x[rows], log_snr[rows]))
-            return denoised.index_add(0, rows, correction)
-        inside = (log_snr >= self.log_snr_min) & (log_snr < self.log_snr_max)
-        if bool(inside.all()):
-            return denoised + (self.weight - 1.0) * (denoised - self.guide(x, log_snr))
-        if not bool(inside.any()):
+        # One path for both profiles: the hard interval's is 0 / 1, so its rows are the interval's.
+        share = self.profile(log_snr)
+        rows = (share >= 1e-9).nonzero().squeeze(-1)
+        if rows.numel() == 0:
             return denoised
-        rows = inside.nonzero().squeeze(-1)
-        correction = (self.weight - 1.0) * (denoised[rows] - self.guide(x[rows], log_snr[rows]))
+        scale = ((self.weight - 1.0) * share[rows]).unsqueeze(-1).to(denoised.dtype)
+        if rows.numel() == log_snr.shape[0]:
+            return denoised + scale * (denoised - self.guide(x, log_snr))
+        correction = scale * (denoised[rows] - self.guide(x[rows], log_snr[rows]))
         return denoised.index_add(0, rows, correction)
 
     def __getattr__(self, name: str) -> Any:

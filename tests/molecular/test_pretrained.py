@@ -264,6 +264,13 @@ def test_load_guided_rejects_a_guide_for_another_molecule(tmp_path):
         load_guided(main, scaled)
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_guided(main, tmp_path / "missing.pt")
+    # A guided checkpoint already holds its guide: it is neither the model nor the guide of another pair.
+    guided = save_guided_checkpoint(tmp_path / "guided.pt", load_checkpoint(main), load_checkpoint(main), weight=2.0,
+                                    log_snr_min=0.0, log_snr_max=1.0, edge_width=0.5)
+    for args, what in (((guided, main), "checkpoint"), ((main, guided), "guide")):
+        with pytest.raises(ValueError, match=rf"{what}: '.*guided\.pt' is a guided checkpoint and brings its own "
+                                             rf"guide; expected a single model"):
+            load_guided(*args)
 
 
 TETRA_WEIGHT, TETRA_WINDOW = 4.0, (-2.0, 8.0)

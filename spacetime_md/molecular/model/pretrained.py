@@ -167,6 +167,11 @@ def checkpoint_system(model: "EquivariantDenoiser", *, platform: str | None = No
     return None
 
 
+def _cpu_float32(model: EquivariantDenoiser) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
+            for k, v in model.state_dict().items()}
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: EquivariantDenoiser,
@@ -175,8 +180,7 @@ def save_checkpoint(
     """Write ``model`` (weights in float32 on the CPU) and ``metadata`` to ``path`` atomically."""
     if not isinstance(model, EquivariantDenoiser):
         raise TypeError(f"model: expected an EquivariantDenoiser, got {type(model).__name__}")
-    state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
-             for k, v in model.state_dict().items()}
+    state = _cpu_float32(model)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -187,11 +191,6 @@ def save_checkpoint(
         "metadata": dict(metadata or {}),
     }
     return torch_save_atomic(payload, path)
-
-
-def _cpu_float32(model: EquivariantDenoiser) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
-            for k, v in model.state_dict().items()}
 
 
 def save_guided_checkpoint(
@@ -506,6 +505,10 @@ def load_guided(
     """
     model = load_checkpoint(checkpoint, device=device, dtype=dtype)
     weak = load_checkpoint(guide, device=device, dtype=dtype)
+    for what, name, loaded in (("checkpoint", checkpoint, model), ("guide", guide, weak)):
+        if isinstance(loaded, AutoGuidedDenoiser):
+            raise ValueError(f"{what}: {str(name)!r} is a guided checkpoint and brings its own guide; expected a "
+                             f"single model")
     for key in ("atom_types", "atom_names", "bonds", "length_scale_nm"):
         a, b = model.config.get(key), weak.config.get(key)
         if a != b:
