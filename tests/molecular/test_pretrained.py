@@ -192,6 +192,21 @@ def test_guided_checkpoint_roundtrip_and_checks(tmp_path):
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="corrupted checkpoint: guide weights sha256"):
         load_checkpoint(path)
+    # A damaged guided file: bad guidance settings, guide weights of another shape, a missing part.
+    good = read_checkpoint(save_guided_checkpoint(tmp_path / "ok.pt", main, weak, weight=3.0, log_snr_min=0.0,
+                                                  log_snr_max=4.0, edge_width=0.25))
+    bad = dict(good, guidance={**good["guidance"], "edge_width": -1.0})
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"bad\.pt: invalid guidance settings: edge_width: expected a finite"):
+        load_checkpoint(tmp_path / "bad.pt")
+    key = sorted(good["guide_state_dict"])[0]
+    bad = dict(good, guide_state_dict={k: v for k, v in good["guide_state_dict"].items() if k != key})
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=rf"guide weights do not match the architecture .*missing {key}"):
+        load_checkpoint(tmp_path / "bad.pt", verify=False)
+    torch.save({k: v for k, v in good.items() if k != "guidance"}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="incomplete checkpoint, missing guidance"):
+        load_checkpoint(tmp_path / "bad.pt")
 
 
 def test_cli_guide_writes_one_file_every_command_takes(tmp_path, capsys):
@@ -210,6 +225,8 @@ def test_cli_guide_writes_one_file_every_command_takes(tmp_path, capsys):
     for bad, message in ((args, "exists; pass --overwrite to replace it"),
                          (["guide", "--model", str(out), "--guide", str(b), "--out", str(tmp_path / "x.pt")],
                           "--model: expected a single model, got the guided checkpoint"),
+                         (["guide", "--model", str(a), "--guide", str(out), "--out", str(tmp_path / "x.pt")],
+                          "--guide: expected a single model, got the guided checkpoint"),
                          (["guide", "--model", str(a), "--guide", str(b), "--out", str(tmp_path / "x.pt"),
                            "--log-snr-min", "3", "--log-snr-max", "1"], "--log-snr-max: expected a number > --log-snr-min")):
         assert cli_main(bad) == 2
