@@ -47,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="solve the geodesic from each of these initial curves, the straight line with its middle "
                         "lowered by D in log_snr (0 = the straight line), and keep the lowest final objective, "
                         "(default: 0 3, two solves; 0 alone: one solve from the straight line; GeodesicConfig.init_dips)")
+    p.add_argument("--geodesic-start-threads", type=_threads, default="auto",
+                   help="threads that solve the initial curves concurrently: 'auto' (default: one per curve, at most "
+                        "the usable cores divided by --num-threads) or an integer in [1, 256] (1: one after the "
+                        "other); the geodesic is the same for any value (GeodesicConfig.start_threads)")
     p.add_argument("--geodesic", metavar="FILE",
                    help="reuse the geodesic.npz of an earlier paths run instead of solving again (same model, "
                         "endpoints and geodesic settings, else a one-line error); e.g. to sweep --n-paths or "
@@ -99,7 +103,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_threads != "auto" and not 1 <= args.num_threads <= 256:
         raise ValueError(f"--num-threads: expected an integer in [1, 256], got {args.num_threads}")
-    geodesic = dataclasses.replace(DEFAULT_GEODESIC, num_threads=args.num_threads)
+    if args.geodesic_start_threads != "auto" and not 1 <= args.geodesic_start_threads <= 256:
+        raise ValueError(f"--geodesic-start-threads: expected an integer in [1, 256] or 'auto', "
+                         f"got {args.geodesic_start_threads}")
+    geodesic = dataclasses.replace(DEFAULT_GEODESIC, num_threads=args.num_threads,
+                                   start_threads=args.geodesic_start_threads)
     if args.geodesic_init_dips is not None:
         try:  # GeodesicConfig checks the values; the message names the flag
             geodesic = dataclasses.replace(geodesic, init_dips=tuple(args.geodesic_init_dips))

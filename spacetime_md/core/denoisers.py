@@ -10,6 +10,7 @@ top, in :mod:`spacetime_md.image`).
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
@@ -39,10 +40,12 @@ class CountingDenoiser:
         self.denoiser = denoiser
         self.n_evals = 0
         self.n_calls = 0
+        self._lock = threading.Lock()  # the counts stay exact when threads share the wrapper
 
     def __call__(self, x: Tensor, log_snr: Tensor) -> Tensor:
-        self.n_evals += x.shape[0]
-        self.n_calls += 1
+        with self._lock:
+            self.n_evals += x.shape[0]
+            self.n_calls += 1
         return self.denoiser(x, log_snr)
 
     def __repr__(self) -> str:

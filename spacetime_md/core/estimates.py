@@ -124,6 +124,7 @@ def estimate_curve_energy(
     probe_layout: ProbeLayout = "curve",
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
+    threads: int = 1,
 ) -> EnergyEstimate:
     """Held-out energy estimate of the discretised curve ``(log_snr (T,), x (T, D))``.
 
@@ -141,6 +142,12 @@ def estimate_curve_energy(
         Source of the probes; pass one the optimiser does not use.
     chunk_size : int, optional
         Row limit per denoiser call of the exact divergence.
+    threads : int
+        Hutchinson: the draws are evaluated in two calls of half the draws each (a model's rows
+        can round differently in blocks of another size, so the split does not depend on
+        ``threads``); with ``threads >= 2`` the two calls run concurrently in Python threads
+        (torch releases the GIL inside its operators; use it with one torch thread). The
+        estimate is the same for any ``threads``.
 
     Returns
     -------
@@ -154,6 +161,8 @@ def estimate_curve_energy(
         raise ValueError(f"divergence: expected 'exact' or 'hutchinson', got {divergence!r}")
     if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
         raise ValueError(f"n_probes: expected an integer >= 1, got {n_probes!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads: expected an integer >= 1, got {threads!r}")
     log_snr, x = log_snr.detach(), x.detach()
     eta = natural_params(log_snr, x)
     if divergence == "exact":
@@ -163,10 +172,21 @@ def estimate_curve_energy(
     else:
         probes = draw_probes(n_probes, n_points, dim, probe_layout, dtype=x.dtype, device=x.device,
                              generator=generator)
-        # One call on the P-fold replicated curve; each draw scored with its own probe.
-        rep_l, rep_x = log_snr.repeat(n_probes), x.repeat(n_probes, 1)
-        mu = expectation_params(denoiser, rep_l, rep_x, divergence="hutchinson",
-                                probes=probes.reshape(1, n_probes * n_points, dim), create_graph=False)
+        # One call on the replicated curve per half of the draws; each draw scored with its own probe.
+        def score(group: Tensor) -> tuple[Tensor, Tensor]:
+            p = group.shape[0]
+            return expectation_params(denoiser, log_snr.repeat(p), x.repeat(p, 1), divergence="hutchinson",
+                                      probes=group.reshape(1, p * n_points, dim), create_graph=False)
+
+        groups = probes.tensor_split(min(2, n_probes))
+        if threads >= 2 and len(groups) == 2:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                parts = list(pool.map(score, groups))
+        else:
+            parts = [score(group) for group in groups]
+        mu = (torch.cat([m[0] for m in parts]), torch.cat([m[1] for m in parts]))
         mu_x, mu_s = mu[0].reshape(n_probes, n_points, dim), mu[1].reshape(n_probes, n_points)
         d_eta_x, d_eta_s = eta[0].diff(dim=0), eta[1].diff(dim=0)
         per_draw = ((d_eta_x * mu_x.diff(dim=1)).sum(-1) + d_eta_s * mu_s.diff(dim=1)).detach()  # (P, T - 1)

@@ -9,11 +9,15 @@ import copy
 import dataclasses
 import logging
 import math
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from spacetime_md._cpu import usable_cores
 from spacetime_md.errors import NonFiniteError
 
 __all__ = ["explore", "jittered_points", "multistart"]
@@ -52,34 +56,79 @@ def multistart(solve, denoiser, start, end, config, constraints, *, curve, callb
     """One solve per start (``solve``: the single-start solver of
     :func:`~spacetime_md.core.optimize_geodesic`): for every ``config.init_dips`` value ``d``
     and every ``k < config.n_starts``, the initial curve dipped by ``d`` on the stages
-    ``n_points[k:]``; the best final objective wins. Returns that start's ``GeodesicResult``
-    with the steps, evaluations and time of all starts."""
+    ``n_points[k:]``; the best final objective wins. The constraints are set up once, before the
+    starts, so every start minimises the same objective; the starts run one after the other or,
+    with ``config.start_threads``, in concurrent threads (the same curve); only the winner gets
+    the held-out score (its draws split over the same threads). Returns that start's ``GeodesicResult`` with the steps, evaluations and
+    time of all starts."""
+    from spacetime_md.core.curves import _as_vector
+    from spacetime_md.core.denoisers import CountingDenoiser
+    from spacetime_md.core.geodesic import _check_constraints, _holdout_estimate, _setup_constraints
+
     t_start = time.perf_counter()
+    constraints = _check_constraints(constraints)
+    z0, z1 = _as_vector("start", start), _as_vector("end", end)
+    if z0.shape != z1.shape:
+        raise ValueError(f"end.x: expected shape ({z0.shape[0] - 1},) like start.x, got ({z1.shape[0] - 1},)")
+    if torch.equal(z0, z1):
+        raise ValueError("start and end: expected two different spacetime points, got equal ones")
+    counting = CountingDenoiser(denoiser)
+    _setup_constraints(constraints, counting, z0, z1, config)
     starts = [(dip, k) for dip in config.init_dips for k in range(config.n_starts)]
-    results = []
-    for i, (dip, k) in enumerate(starts):
+    if config.start_threads == "auto":  # the cores left by each start's own torch threads
+        n_threads = min(len(starts), max(1, usable_cores() // max(1, torch.get_num_threads())))
+    else:
+        n_threads = min(len(starts), config.start_threads)
+    stop = threading.Event()
+
+    def run(i: int) -> Any:
+        dip, k = starts[i]
         sub = dataclasses.replace(config, n_points=config.n_points[k:], n_starts=1, init_dips=(dip,),
-                                  explore_steps=config.explore_steps if k == 0 else 0)
+                                  explore_steps=config.explore_steps if k == 0 else 0, holdout_probes=0)
         init = None if curve is None else copy.deepcopy(curve)
-        cb = None if callback is None else (lambda info, i=i: callback({**info, "start": i}))
-        results.append(solve(denoiser, start, end, sub, constraints, curve=init, callback=cb))
-        logger.info("start %d (dip %g, n_points %s): objective %.6g", i, dip, sub.n_points, results[-1].objective)
+
+        def cb(info, i=i):
+            if stop.is_set():
+                raise _Cancelled
+            if callback is not None:
+                callback({**info, "start": i})
+
+        result = solve(denoiser, start, end, sub, constraints, curve=init, callback=cb, setup=False)
+        logger.info("start %d (dip %g, n_points %s): objective %.6g", i, dip, sub.n_points, result.objective)
+        return result
+
+    if n_threads <= 1:
+        results = [run(i) for i in range(len(starts))]
+    else:
+        with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="geodesic-start") as pool:
+            futures = [pool.submit(run, i) for i in range(len(starts))]
+            try:
+                results = [f.result() for f in futures]
+            except BaseException:
+                stop.set()  # the other starts stop at their next step
+                raise
     objectives = [r.objective for r in results]
     best = min(range(len(results)), key=lambda i: (not math.isfinite(objectives[i]), objectives[i]))
     result = results[best]
+    if config.holdout_probes:
+        result.estimate = _holdout_estimate(counting, result.log_snr, result.x, config, threads=n_threads)
     if curve is not None:
         with torch.no_grad():
             curve.interior.copy_(result.curve.interior)
         result.curve = curve
     result.initial_energy = results[0].initial_energy
     result.n_steps = sum(r.n_steps for r in results)
-    result.n_denoiser_evals = sum(r.n_denoiser_evals for r in results)
+    result.n_denoiser_evals = counting.n_evals + sum(r.n_denoiser_evals for r in results)
     result.n_failed_searches = sum(r.n_failed_searches for r in results)
     result.history = [{**h, "start": i} for i, r in enumerate(results) for h in r.history]
     result.start, result.start_objectives = best, objectives  # (its start_dip is its own sub-config's)
     result.wall_time = time.perf_counter() - t_start
     result.config = config
     return result
+
+
+class _Cancelled(Exception):
+    """Raised in a start's thread when another start failed."""
 
 
 def jittered_points(n_points: int, generator: torch.Generator, dtype, device) -> Tensor:

@@ -171,6 +171,16 @@ class GeodesicConfig:
         current setting; ``"auto"`` times one solver call with 1 and 2 threads and keeps
         the faster (:mod:`spacetime_md.core.threads`). Float reductions depend on the thread count, so the same seed and
         thread count give the same curve.
+    start_threads : int or "auto"
+        With several starts (``n_starts``, ``init_dips``): Python threads that run the starts
+        concurrently. 1 (default): one after the other; ``"auto"``: one per start, at most the
+        usable cores divided by the solve's torch threads. Each start has its own probe generator and optimiser, and the constraints
+        are set up once before the starts, so the result is bit for bit the one of
+        ``start_threads=1`` with the same ``num_threads``. Torch releases the GIL inside its
+        operators and each start runs its own backward passes, so on a 2-core CPU two starts
+        with ``num_threads=1`` take about the time of one (docs/geodesic.md, "Initial dips").
+        Every thread's operators use the process's torch thread count: combine with
+        ``num_threads=1``. A ``callback`` is then called from the threads.
     """
 
     n_nodes: int = 10
@@ -198,6 +208,7 @@ class GeodesicConfig:
     explore_lr: float = 0.1
     n_starts: int = 1
     init_dips: tuple[float, ...] = (0.0,)
+    start_threads: int | Literal["auto"] = 1
 
     def __post_init__(self):
         if isinstance(self.n_points, int):
@@ -255,6 +266,10 @@ class GeodesicConfig:
             isinstance(self.num_threads, bool) or not isinstance(self.num_threads, int) or self.num_threads < 1
         ):
             raise ValueError(f"num_threads: expected an integer >= 1, 'auto' or None, got {self.num_threads!r}")
+        if self.start_threads != "auto" and (
+            isinstance(self.start_threads, bool) or not isinstance(self.start_threads, int) or self.start_threads < 1
+        ):
+            raise ValueError(f"start_threads: expected an integer >= 1 or 'auto', got {self.start_threads!r}")
 
     @property
     def resolved_lr(self) -> float:
@@ -464,7 +479,31 @@ def optimize_geodesic(
     return result
 
 
-def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, callback) -> GeodesicResult:
+def _holdout_estimate(denoiser, log_snr: Tensor, x: Tensor, config: GeodesicConfig,
+                      threads: int = 1) -> EnergyEstimate:
+    """The held-out score of a final curve (``config.holdout_probes`` draws of a generator of its own)."""
+    holdout = torch.Generator(device=x.device).manual_seed(config.seed + 7919)
+    return estimate_curve_energy(denoiser, log_snr, x, divergence=config.divergence_for(x.shape[1]),
+                                 n_probes=max(config.holdout_probes, 1), probe_layout=config.probe_layout,
+                                 generator=holdout, chunk_size=config.chunk_size, threads=threads)
+
+
+def _check_constraints(constraints) -> list:
+    constraints = list(constraints)
+    for c in constraints:
+        if not hasattr(c, "penalty") or not hasattr(c, "weight"):
+            raise TypeError(f"constraints: expected objects with penalty() and weight, got {type(c).__name__}")
+    return constraints
+
+
+def _setup_constraints(constraints, denoiser, z0: Tensor, z1: Tensor, config: GeodesicConfig) -> None:
+    for c in constraints:
+        if hasattr(c, "setup"):
+            c.setup(denoiser, z0, z1, config)
+
+
+def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, callback,
+                       setup: bool = True) -> GeodesicResult:
     if not callable(denoiser):
         raise TypeError(f"denoiser: expected a callable, got {type(denoiser).__name__}")
     z0, z1 = _as_vector("start", start), _as_vector("end", end)
@@ -472,18 +511,14 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
         raise ValueError(f"end.x: expected shape ({z0.shape[0] - 1},) like start.x, got ({z1.shape[0] - 1},)")
     if torch.equal(z0, z1):
         raise ValueError("start and end: expected two different spacetime points, got equal ones")
-    constraints = list(constraints)
-    for c in constraints:
-        if not hasattr(c, "penalty") or not hasattr(c, "weight"):
-            raise TypeError(f"constraints: expected objects with penalty() and weight, got {type(c).__name__}")
+    constraints = _check_constraints(constraints)
     dim = z0.shape[0] - 1
     method = config.divergence_for(dim)
     counting = CountingDenoiser(denoiser)
     t_start = time.perf_counter()
 
-    for c in constraints:
-        if hasattr(c, "setup"):
-            c.setup(counting, z0, z1, config)
+    if setup:  # (several starts: set up once, before them)
+        _setup_constraints(constraints, counting, z0, z1, config)
 
     if curve is None:
         curve = SplineCurve(start, end, config.n_nodes)
@@ -688,12 +723,7 @@ def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, call
     with torch.no_grad():
         log_snr, x = curve.evaluate(s)
         total, energy, terms, _ = evaluate(s, probes, _ramp(step, config))
-    estimate = None
-    if config.holdout_probes:
-        holdout = torch.Generator(device=z0.device).manual_seed(config.seed + 7919)
-        estimate = estimate_curve_energy(counting, log_snr, x, divergence=method,
-                                         n_probes=max(config.holdout_probes, 1), probe_layout=config.probe_layout,
-                                         generator=holdout, chunk_size=config.chunk_size)
+    estimate = _holdout_estimate(counting, log_snr, x, config) if config.holdout_probes else None
     return GeodesicResult(
         curve=curve,
         log_snr=log_snr.detach(),

@@ -8,6 +8,7 @@ rough. ``benchmarks/bench_geodesic_robust.py`` is the full-size version (docs/ge
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -220,3 +221,82 @@ def test_lbfgs_memory_skips_flat_pairs_and_scales_like_torch():
     assert memory.push(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 4.0]))
     torch.testing.assert_close(memory.direction(g), torch.tensor([-0.5, -0.5]))
     assert memory.push(torch.tensor([1.0, 1.0]), torch.tensor([2.0, 4.0])) and len(memory) == 2
+
+
+def _honest_config(**kwargs) -> GeodesicConfig:
+    return GeodesicConfig(n_nodes=6, n_points=(12, 24), max_steps=30, divergence="hutchinson", n_probes=1,
+                          resample_every=1, patience=3, holdout_probes=4, init_dips=(0.0, 3.0), num_threads=1,
+                          **kwargs)
+
+
+@pytest.mark.parametrize("start_threads", [2, "auto"])
+def test_starts_in_threads_give_the_result_of_starts_one_after_the_other(rough_model, start_threads):
+    """``start_threads`` only changes when the starts run: same curve, objectives, history, held-out
+    score (the winner's, its draws split over the threads) and evaluation count."""
+    a, b = _endpoints()
+    seen = []
+    one = optimize_geodesic(rough_model, a, b, _honest_config(start_threads=1))
+    many = optimize_geodesic(rough_model, a, b, _honest_config(start_threads=start_threads), callback=seen.append)
+    assert torch.equal(many.curve.interior, one.curve.interior)
+    assert many.start_objectives == one.start_objectives and many.start == one.start
+    assert many.estimate == one.estimate and many.estimate.n_probes == 4
+    assert many.history == one.history
+    assert many.n_denoiser_evals == one.n_denoiser_evals
+    assert sorted({info["start"] for info in seen}) == [0, 1]
+
+
+def test_only_the_winning_start_is_scored_with_held_out_probes(rough_model):
+    a, b = _endpoints()
+    result = optimize_geodesic(rough_model, a, b, _honest_config())
+    alone = optimize_geodesic(rough_model, a, b, dataclasses.replace(_honest_config(), init_dips=(result.start_dip,)))
+    assert result.estimate == alone.estimate
+    loser = optimize_geodesic(rough_model, a, b, dataclasses.replace(_honest_config(), holdout_probes=0,
+                                                                     init_dips=(3.0 - result.start_dip,)))
+    assert result.n_denoiser_evals == alone.n_denoiser_evals + loser.n_denoiser_evals
+
+
+def test_a_failing_start_in_a_thread_is_raised(rough_model):
+    a, b = _endpoints()
+
+    def callback(info):
+        if info["start"] == 1 and info["step"] == 2:
+            raise RuntimeError("start 1 failed")
+
+    with pytest.raises(RuntimeError, match="start 1 failed"):
+        optimize_geodesic(rough_model, a, b, _honest_config(start_threads=2), callback=callback)
+
+
+def test_constraints_are_set_up_once_for_all_starts(rough_model):
+    """Every start minimises the same objective: a constraint's ``setup`` runs once, before them."""
+    from spacetime_md.core import Penalty
+
+    calls = []
+
+    class Counted(Penalty):
+        def setup(self, denoiser, start, end, config):
+            calls.append(config.init_dips)
+
+    a, b = _endpoints()
+    optimize_geodesic(rough_model, a, b, _honest_config(start_threads=2),
+                      constraints=[Counted(lambda state: state.log_snr.new_zeros(()), weight=0.0)])
+    assert calls == [(0.0, 3.0)]
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "two", None])
+def test_start_threads_are_checked(value):
+    with pytest.raises(ValueError, match="start_threads"):
+        GeodesicConfig(start_threads=value)
+
+
+def test_held_out_draws_split_over_threads_give_the_same_estimate(rough_model):
+    from spacetime_md.core.estimates import estimate_curve_energy
+
+    a, b = _endpoints()
+    with torch.no_grad():
+        log_snr, x = SplineCurve(a, b, 4).evaluate(16)
+    one, two, three = (estimate_curve_energy(rough_model, log_snr, x, n_probes=5, probe_layout="point",
+                                             generator=torch.Generator().manual_seed(3), threads=t)
+                       for t in (1, 2, 3))
+    assert one == two == three and one.n_probes == 5
+    with pytest.raises(ValueError, match="threads"):
+        estimate_curve_energy(rough_model, log_snr, x, threads=0)

@@ -68,6 +68,7 @@ CASES = [
     ("threads 0", ["--num-threads", "0"], "--num-threads: expected an integer in [1, 256], got 0"),
     ("negative init dip", ["--geodesic-init-dips", "0", "-1"], "--geodesic-init-dips: expected distinct finite numbers >= 0 (log_snr), got 0 -1"),
     ("repeated init dip", ["--geodesic-init-dips", "3", "3"], "--geodesic-init-dips: expected distinct finite numbers >= 0"),
+    ("start threads 0", ["--geodesic-start-threads", "0"], "--geodesic-start-threads: expected an integer in [1, 256] or 'auto', got 0"),
     ("negative min-kl", ["--constraint", "avoid", "--avoid-state", "alpha_R", "--min-kl", "-1"], "min_kl: expected a finite number > 0"),
     ("tetrapeptide guided pair as checkpoint", ["--checkpoint", "alanine-tetrapeptide-guided"], "got the guided pair 'alanine-tetrapeptide-guided'; it is a sampling-time denoiser"),
     ("retired model as checkpoint", ["--checkpoint", "alanine-dipeptide-24k"], "checkpoint: 'alanine-dipeptide-24k' is no longer shipped"),

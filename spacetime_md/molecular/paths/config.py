@@ -27,10 +27,13 @@ __all__ = [
 #: segment clamp, and a faster solve), and two solves, from the straight line and from the straight
 #: line with its middle lowered by 3 in log_snr, keeping the lower final objective (``init_dips``:
 #: the straight line can end in a local minimum that adds too little noise and routes the paths
-#: over a higher pass). docs/geodesic.md has the measurements behind each choice.
+#: over a higher pass), run concurrently in threads (``start_threads="auto"``: one per start, at
+#: most the usable cores; the same curve as one after the other). docs/geodesic.md has the
+#: measurements behind each choice.
 DEFAULT_GEODESIC = GeodesicConfig(
     n_nodes=8, n_points=(16, 32), divergence="hutchinson", n_probes=1, max_steps=60, rtol=1e-3, num_threads=1,
     probe_layout="point", resample_every=1, patience=3, holdout_probes=8, clamp="abs", init_dips=(0.0, 3.0),
+    start_threads="auto",
 )
 
 

@@ -519,8 +519,8 @@ GEODESIC_FILE = "geodesic.json"
 #: Version of the ``geodesic.json`` layout that :func:`load_geodesic` reads.
 GEODESIC_FILE_VERSION = 1
 #: GeodesicConfig fields that leave the geodesic problem unchanged: reuse across them is allowed
-#: (threads change float rounding only).
-_REUSE_IGNORED = ("progress", "num_threads")
+#: (threads change float rounding only; the starts' threads not even that).
+_REUSE_IGNORED = ("progress", "num_threads", "start_threads")
 #: PathConfig fields that define the geodesic problem (the constraint ones only with a constraint).
 _PROBLEM_FIELDS = ("endpoint_log_snr", "allow_mirror", "quench_endpoints")
 _CONSTRAINT_FIELDS = ("constraint", "min_log_snr", "avoid_state", "avoid_log_snr", "min_kl", "constraint_weight")

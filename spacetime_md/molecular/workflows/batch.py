@@ -216,8 +216,10 @@ def _write_summary_csv(out: Path, records: Mapping[str, Mapping[str, Any]]) -> N
 
 
 def batch_path_config(config: PathConfig, threads_per_task: int) -> PathConfig:
-    """``config`` as a batch task runs it: the geodesic solve uses the task's torch threads."""
-    return dataclasses.replace(config, geodesic=dataclasses.replace(config.geodesic, num_threads=threads_per_task))
+    """``config`` as a batch task runs it: the geodesic solve uses the task's torch threads, and its
+    starts run one after the other (the tasks already share the cores)."""
+    return dataclasses.replace(config, geodesic=dataclasses.replace(config.geodesic, num_threads=threads_per_task,
+                                                                    start_threads=1))
 
 
 def plan_batch(
