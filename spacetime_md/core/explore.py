@@ -58,9 +58,11 @@ def multistart(solve, denoiser, start, end, config, constraints, *, curve, callb
     and every ``k < config.n_starts``, the initial curve dipped by ``d`` on the stages
     ``n_points[k:]``; the best final objective wins. The constraints are set up once, before the
     starts, so every start minimises the same objective; the starts run one after the other or,
-    with ``config.start_threads``, in concurrent threads (the same curve); only the winner gets
-    the held-out score (its draws split over the same threads). Returns that start's ``GeodesicResult`` with the steps, evaluations and
-    time of all starts."""
+    with ``config.start_threads``, in concurrent threads (the same curve). Only the winner's
+    held-out score is reported: in threads, a start that ends while others still run is scored at
+    once on the core it frees, otherwise the winner is scored at the end with its draws split over
+    the threads (the same numbers either way). Returns that start's ``GeodesicResult`` with the
+    steps, evaluations and time of all starts."""
     from spacetime_md.core.curves import _as_vector
     from spacetime_md.core.denoisers import CountingDenoiser
     from spacetime_md.core.geodesic import _check_constraints, _holdout_estimate, _setup_constraints
@@ -80,8 +82,24 @@ def multistart(solve, denoiser, start, end, config, constraints, *, curve, callb
     else:
         n_threads = min(len(starts), config.start_threads)
     stop = threading.Event()
+    lock = threading.Lock()
+    state = {"not_started": len(starts), "running": 0}
+    early: dict[int, tuple[Any, int]] = {}  # start -> (held-out score, its rows), scored while others ran
+
+    def score_early(i: int, result) -> None:
+        """A start that ends while the others still run (none waiting for a thread) is scored at
+        once, on the core it would leave idle; the winner's score is then ready (the same numbers)."""
+        with lock:
+            state["running"] -= 1
+            if not (config.holdout_probes and n_threads > 1 and state["not_started"] == 0 and state["running"] > 0):
+                return
+        counted = CountingDenoiser(denoiser)
+        early[i] = (_holdout_estimate(counted, result.log_snr, result.x, config), counted.n_evals)
 
     def run(i: int) -> Any:
+        with lock:
+            state["not_started"] -= 1
+            state["running"] += 1
         dip, k = starts[i]
         sub = dataclasses.replace(config, n_points=config.n_points[k:], n_starts=1, init_dips=(dip,),
                                   explore_steps=config.explore_steps if k == 0 else 0, holdout_probes=0)
@@ -93,8 +111,14 @@ def multistart(solve, denoiser, start, end, config, constraints, *, curve, callb
             if callback is not None:
                 callback({**info, "start": i})
 
-        result = solve(denoiser, start, end, sub, constraints, curve=init, callback=cb, setup=False)
+        try:
+            result = solve(denoiser, start, end, sub, constraints, curve=init, callback=cb, setup=False)
+        except BaseException:
+            with lock:
+                state["running"] -= 1
+            raise
         logger.info("start %d (dip %g, n_points %s): objective %.6g", i, dip, sub.n_points, result.objective)
+        score_early(i, result)
         return result
 
     if n_threads <= 1:
@@ -111,7 +135,11 @@ def multistart(solve, denoiser, start, end, config, constraints, *, curve, callb
     best = min(range(len(results)), key=lambda i: (not math.isfinite(objectives[i]), objectives[i]))
     result = results[best]
     if config.holdout_probes:
-        result.estimate = _holdout_estimate(counting, result.log_snr, result.x, config, threads=n_threads)
+        if best in early:  # (only the winner's rows count: the count does not depend on timing)
+            result.estimate, rows = early[best]
+            counting.n_evals += rows
+        else:
+            result.estimate = _holdout_estimate(counting, result.log_snr, result.x, config, threads=n_threads)
     if curve is not None:
         with torch.no_grad():
             curve.interior.copy_(result.curve.interior)

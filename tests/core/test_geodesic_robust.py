@@ -245,6 +245,22 @@ def test_starts_in_threads_give_the_result_of_starts_one_after_the_other(rough_m
     assert sorted({info["start"] for info in seen}) == [0, 1]
 
 
+@pytest.mark.parametrize("slow", [0, 1])
+def test_a_start_scored_while_another_runs_gives_the_same_score(rough_model, slow):
+    """A start that ends while the other still runs is scored at once (the callback slows one start
+    down, so each start is once the early one); the winner's score and the row count are those of
+    the starts one after the other."""
+    import time
+
+    a, b = _endpoints()
+    one = optimize_geodesic(rough_model, a, b, _honest_config(start_threads=1))
+    many = optimize_geodesic(rough_model, a, b, _honest_config(start_threads=2),
+                             callback=lambda info: time.sleep(0.05) if info["start"] == slow else None)
+    assert torch.equal(many.curve.interior, one.curve.interior)
+    assert many.estimate == one.estimate
+    assert many.n_denoiser_evals == one.n_denoiser_evals
+
+
 def test_only_the_winning_start_is_scored_with_held_out_probes(rough_model):
     a, b = _endpoints()
     result = optimize_geodesic(rough_model, a, b, _honest_config())
