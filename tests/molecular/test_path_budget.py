@@ -170,3 +170,84 @@ def test_memory_estimate_counts_the_budget_frames():
     assert estimate_memory_bytes(config, 22) == 3 * 1 * 2 * 1000 * (22 * 3 + 1) * 8
     uniform = PathConfig(n_paths=2, baseline=True)
     assert estimate_memory_bytes(uniform, 22) == 3 * 2 * 2 * uniform.n_frames_per_path * (22 * 3 + 1) * 8
+
+
+def _two_jumps(n_points: int = 32):
+    """Minima that switch basin between points 7 / 8 and back between 23 / 24 (the same RMSD)."""
+    minima = np.zeros((n_points, 3, 3))
+    minima[:, :, 0] = np.arange(3) * 0.15
+    minima[8:24, 2, 1] = 0.3
+    return minima
+
+
+def test_barrier_factors_weight_each_jump_by_the_boltzmann_factor_of_its_climb():
+    from spacetime_md.molecular.paths.budget import barrier_factors
+
+    kT = 2.5
+    raw = np.zeros(32)
+    raw[8], raw[24], raw[25] = 1.0, 0.6, 0.6  # the second jump is spread over two points
+    raw[3] = 0.05  # a small move, not a jump
+    energies = np.zeros(32)
+    energies[4:8] = [1.0, 2.0, 3.0, 4.0]  # the first climb: 4 kJ/mol above the basin
+    energies[8:24] = -5.0  # lands lower
+    energies[20:24] = [-4.0, -2.0, 0.0, 2.0]  # the second climb: 7 kJ/mol above the new basin
+    f = barrier_factors(energies, raw, kT)
+    assert f.max() == 1.0 and f[24] == f[25] == 1.0
+    assert f[8] == pytest.approx(np.exp((4.0 - 7.0) / kT))
+    assert f[3] == pytest.approx(np.exp(-7.0 / kT)) == f[0]
+    np.testing.assert_array_equal(barrier_factors(energies, raw, kT, scale=0.0), np.ones(32))
+    assert barrier_factors(energies, np.zeros(32), kT).tolist() == [1.0] * 32  # no jump
+    huge = barrier_factors(energies * 1e4, raw, kT)  # no overflow: the largest factor is 1
+    assert np.isfinite(huge).all() and huge.max() == 1.0
+    with pytest.raises(ValueError, match="energies: expected shape"):
+        barrier_factors(energies[:5], raw, kT)
+    with pytest.raises(ValueError, match="energies: expected finite"):
+        barrier_factors(np.full(32, np.nan), raw, kT)
+    with pytest.raises(ValueError, match="scale"):
+        barrier_factors(energies, raw, kT, scale=-1.0)
+
+
+def test_schedule_gives_the_higher_climb_more_steps():
+    from spacetime_md.molecular.paths.budget import jump_profile as raw_jumps
+
+    n_points = 32
+    c = np.zeros((n_points, 3, 3))
+    k = np.full(n_points, 100.0)
+    minima = _two_jumps(n_points)
+    raw = raw_jumps(minima, width=0)
+    assert np.flatnonzero(raw > 1e-6).tolist() == [8, 24] and raw[8] == pytest.approx(raw[24])
+    flat = np.zeros(n_points)
+    plain = compute_budget_schedule(c, k, 2.5, 1000, minima, width=1)
+    # Equal climbs: the same schedule as without energies.
+    np.testing.assert_array_equal(compute_budget_schedule(c, k, 2.5, 1000, minima, width=1, energies=flat), plain)
+    climbs = flat.copy()
+    climbs[20:24] = [1.0, 2.0, 3.0, 4.0]  # only the second jump climbs, 4 kJ/mol = 1.6 kT
+    assert abs(plain[23:26].sum() - plain[7:10].sum()) <= 2
+    for scale in (1.0, 0.5):  # the jump share alone: the windows' steps above the floor of 1
+        steps = compute_budget_schedule(c, k, 2.5, 1000, minima, width=1, energies=climbs, jump_fraction=1.0,
+                                        barrier_scale=scale)
+        assert steps.sum() == 1000 and steps.min() == 1
+        ratio = (steps[23:26] - 1).sum() / (steps[7:10] - 1).sum()
+        assert ratio == pytest.approx(np.exp(scale * 4.0 / 2.5), rel=0.02)
+
+
+def test_restrained_minima_energies_are_the_force_field_alone():
+    """The energies returned with the minima leave the restraint out: they equal an independent
+    OpenMM evaluation of the force field at the minima (a restraint counted in would add its
+    0.5 k |x - c|^2, hundreds of kJ/mol with these displaced centres)."""
+    from spacetime_md.molecular import load_system
+    from spacetime_md.molecular.paths.openmm_langevin import RestrainedLangevinSampler
+    from spacetime_md.molecular.system.energies import evaluate_energies
+
+    system = load_system("alanine-dipeptide")
+    x0 = system.positions_nm
+    centres = np.stack([x0, x0 + 0.02, x0 + np.array([0.05, 0.0, 0.0])])
+    centres[1, 0] += 0.1
+    k = np.array([5000.0, 20000.0, 1000.0])
+    sampler = RestrainedLangevinSampler(system.openmm_system, platform="Reference")
+    minima, energies = sampler.restrained_minima(centres, k, x0, return_energies=True)
+    np.testing.assert_array_equal(minima, sampler.restrained_minima(centres, k, x0))
+    reference = evaluate_energies(system, minima).value_in_unit(unit.kilojoule_per_mole)
+    np.testing.assert_allclose(energies, reference, atol=1e-3)
+    restraint = 0.5 * k * ((minima - centres) ** 2).sum(axis=(1, 2))
+    assert restraint[1] > 1.0  # the restraint holds the second minimum away from the force field's

@@ -15,7 +15,10 @@ restraint points share them unevenly. Point ``n`` (its restraint is switched on 
   ``n - 1`` and ``n`` (each minimised from the previous one), summed over a window of
   ``+- width`` points (:func:`jump_profile`; ``width = n_points / 16``). It is large where the restrained landscape switches
   basin (for C5 -> C7ax the phi flip), so the molecule gets time before and after the switch to
-  cross thermally instead of being dragged late by a stiff restraint.
+  cross thermally instead of being dragged late by a stiff restraint. Each jump is first weighted
+  by ``exp(climb / kT)`` (:func:`barrier_factors`), ``climb`` being how far the restrained minima
+  rose in force-field energy before they switched: by Kramers' law a higher barrier needs more
+  time to cross.
 
 Every point gets at least one step and the steps sum to the budget exactly
 (:func:`allocate_steps`, largest remainders). From the start of the jump window to the largest
@@ -57,6 +60,8 @@ __all__ = [
     "BUDGET_JUMP_FRACTION",
     "BUDGET_SOFTEN",
     "BUDGET_JUMP_WIDTH",
+    "BUDGET_BARRIER_SCALE",
+    "barrier_factors",
     "PATH_TIME_RANGE_PS",
     "allocate_steps",
     "arrival_rule",
@@ -73,6 +78,10 @@ BUDGET_JUMP_FRACTION = 0.8
 #: Half-width of the window that spreads each jump's weight, as a fraction of the curve points
 #: (4 points of the default 64).
 BUDGET_JUMP_WIDTH = 1 / 16
+#: Each jump's weight is multiplied by ``exp(BUDGET_BARRIER_SCALE * climb / kT)`` (see
+#: :func:`barrier_factors`): 1 is Kramers' law, the crossing time growing with the Boltzmann
+#: factor of the barrier (measured at 1 ps, docs/peer_protocol.md); 0 ignores the energies.
+BUDGET_BARRIER_SCALE = 1.0
 #: Restraint constants are multiplied by this in the jump window up to the largest jump.
 BUDGET_SOFTEN = 0.5
 #: The jump window: points whose spread jump exceeds this fraction of its maximum.
@@ -177,6 +186,59 @@ def jump_profile(minima: np.ndarray, atoms: np.ndarray | None = None, width: int
     return d
 
 
+def barrier_factors(energies: np.ndarray, raw_jumps: np.ndarray, kT: float,
+                    scale: float = BUDGET_BARRIER_SCALE) -> np.ndarray:
+    """Per-point multipliers of the restrained-minimum jumps from the force-field energies of the minima.
+
+    A jump is a run of neighbouring points whose raw jump (:func:`jump_profile` with ``width=0``)
+    exceeds :data:`BUDGET_WINDOW_LEVEL` of the largest. Before it snaps across, the restraint drags the
+    molecule's minimum uphill in its basin; the **climb** of jump ``n`` is the force-field energy
+    of minimum ``n - 1`` above the lowest minimum since the previous jump (or the start), a
+    lower bound of the barrier the molecule has to cross thermally there. By Kramers' law the
+    time that crossing needs grows like ``exp(climb / kT)``, so jump ``n`` gets the factor
+    ``exp(scale * climb_n / kT)`` and every other point ``exp(0)``, all divided by the largest
+    (so the largest factor is 1 and nothing overflows). On the guided default's C5 -> C7ax
+    geodesic the two jumps climb 5.6 and 9.2 kJ/mol (the second crosses phi ~ 0), so the second
+    gets 4.2x the first's weight instead of about the same.
+
+    Parameters
+    ----------
+    energies : ndarray, shape=(T,)
+        Force-field energies of the restrained minima (kJ/mol).
+    raw_jumps : ndarray, shape=(T,)
+    kT : float
+        kJ/mol.
+    scale : float
+        ``>= 0``; 0 gives all ones.
+
+    Returns
+    -------
+    ndarray, shape=(T,)
+        In (0, 1].
+    """
+    e = np.asarray(energies, dtype=float)
+    raw = np.asarray(raw_jumps, dtype=float)
+    if e.ndim != 1 or e.shape != raw.shape:
+        raise ValueError(f"energies: expected shape {raw.shape} like the jumps, got {e.shape}")
+    if not np.isfinite(e).all():
+        raise ValueError("energies: expected finite values")
+    if not (math.isfinite(scale) and scale >= 0):
+        raise ValueError(f"scale: expected a finite number >= 0, got {scale!r}")
+    if not (math.isfinite(kT) and kT > 0):
+        raise ValueError(f"kT: expected a finite number > 0, got {kT!r}")
+    log_f = np.zeros(raw.shape)
+    if not raw.max() > 0:
+        return np.ones(raw.shape)
+    peaks = np.flatnonzero(raw > BUDGET_WINDOW_LEVEL * raw.max())
+    since = 0
+    # Neighbouring jump points are one jump (a switch spread over two points): one climb for all.
+    for group in np.split(peaks, np.flatnonzero(np.diff(peaks) > 1) + 1):
+        first = max(int(group[0]), 1)
+        log_f[group] = scale * (e[first - 1] - e[since:first].min()) / kT
+        since = int(group[-1])
+    return np.exp(log_f - log_f.max())
+
+
 def compute_budget_schedule(
     centres: np.ndarray,
     force_constants: np.ndarray,
@@ -186,6 +248,8 @@ def compute_budget_schedule(
     atoms: np.ndarray | None = None,
     jump_fraction: float = BUDGET_JUMP_FRACTION,
     width: int | None = None,
+    energies: np.ndarray | None = None,
+    barrier_scale: float = BUDGET_BARRIER_SCALE,
 ) -> np.ndarray:
     """Steps per curve point for a budget of ``total_steps`` (see the module docstring).
 
@@ -205,6 +269,12 @@ def compute_budget_schedule(
         ``f`` in [0, 1].
     width : int, optional
         Half-width of the jump window in points; default ``max(1, round(T * BUDGET_JUMP_WIDTH))``.
+    energies : ndarray, shape=(T,), optional
+        Force-field energies of the minima (kJ/mol): each jump is weighted by its
+        :func:`barrier_factors` before the window spreads it. Without them every jump counts by
+        its RMSD alone.
+    barrier_scale : float
+        ``scale`` of :func:`barrier_factors`.
 
     Returns
     -------
@@ -220,7 +290,13 @@ def compute_budget_schedule(
     if minima is not None and jump_fraction > 0:
         if width is None:
             width = max(1, round(len(force_constants) * BUDGET_JUMP_WIDTH))
-        jump = jump_profile(minima, atoms, width)
+        if energies is None:
+            jump = jump_profile(minima, atoms, width)
+        else:
+            raw = jump_profile(minima, atoms, 0)
+            jump = raw * barrier_factors(energies, raw, kT, barrier_scale)
+            if width > 0:
+                jump = np.convolve(jump, np.ones(2 * width + 1), mode="same")
         if jump.sum() > 0:
             weights = (1.0 - jump_fraction) * kl_w + jump_fraction * jump / jump.sum()
     return allocate_steps(weights, total_steps)
@@ -305,8 +381,8 @@ def sample_budget(sampler, centres: np.ndarray, force_constants: np.ndarray, x_i
     total = config.total_steps
     if total is None:
         raise ValueError("config: expected a PathConfig with path_time_ps set, got path_time_ps=None")
-    minima = sampler.restrained_minima(centres, force_constants, x_init)
-    steps = compute_budget_schedule(centres, force_constants, sampler.kT, total, minima, atoms)
+    minima, energies = sampler.restrained_minima(centres, force_constants, x_init, return_energies=True)
+    steps = compute_budget_schedule(centres, force_constants, sampler.kT, total, minima, atoms, energies=energies)
     k = soften_before_jump(force_constants, minima, atoms)
     arrival = arrival_rule(config.arrival_friction_per_ps, minima, steps, atoms)
     paths = sampler.sample_schedule(centres, k, steps, x_init, n_paths=config.n_paths,

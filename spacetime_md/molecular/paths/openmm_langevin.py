@@ -307,7 +307,7 @@ class RestrainedLangevinSampler:
                                     callback=callback)
 
     def restrained_minima(self, centres: np.ndarray, force_constants: np.ndarray, x_init: np.ndarray,
-                          tolerance: float = 1.0) -> np.ndarray:
+                          tolerance: float = 1.0, return_energies: bool = False):
         """Minima of force field + restraint at each point, each minimised from the previous one.
 
         Parameters
@@ -318,24 +318,33 @@ class RestrainedLangevinSampler:
             Start of the first minimisation (nm).
         tolerance : float
             ``LocalEnergyMinimizer`` tolerance (kJ/mol/nm).
+        return_energies : bool
+            Also return each minimum's force-field energy (the restraint excluded), kJ/mol.
 
         Returns
         -------
         ndarray, shape=(T, N, 3)
             Positions (nm). Used only to schedule steps (:mod:`spacetime_md.molecular.paths.budget`);
             the OpenMM evaluations are not counted as integrator steps.
+        ndarray, shape=(T,)
+            With ``return_energies``: the force-field energies.
         """
         centres = np.asarray(centres, dtype=float)
         k = np.asarray(force_constants, dtype=float)
         x = np.asarray(x_init, dtype=float)
         out = np.empty_like(centres)
+        energies = np.empty(centres.shape[0])
+        force_field = set(range(32)) - {RESTRAINT_FORCE_GROUP}
         for n in range(centres.shape[0]):
             self._set_restraint(centres[n], float(k[n]))
             self.context.setPositions(x)
             openmm.LocalEnergyMinimizer.minimize(self.context, tolerance)
             x = self.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
             out[n] = x
-        return out
+            if return_energies:
+                state = self.context.getState(getEnergy=True, groups=force_field)
+                energies[n] = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        return (out, energies) if return_energies else out
 
     def sample_schedule(
         self,
