@@ -63,17 +63,11 @@ def multistart(solve, denoiser, start, end, config, constraints, *, curve, callb
     once on the core it frees, otherwise the winner is scored at the end with its draws split over
     the threads (the same numbers either way). Returns that start's ``GeodesicResult`` with the
     steps, evaluations and time of all starts."""
-    from spacetime_md.core.curves import _as_vector
     from spacetime_md.core.denoisers import CountingDenoiser
-    from spacetime_md.core.geodesic import _check_constraints, _holdout_estimate, _setup_constraints
+    from spacetime_md.core.geodesic import _check_problem, _holdout_estimate, _setup_constraints
 
     t_start = time.perf_counter()
-    constraints = _check_constraints(constraints)
-    z0, z1 = _as_vector("start", start), _as_vector("end", end)
-    if z0.shape != z1.shape:
-        raise ValueError(f"end.x: expected shape ({z0.shape[0] - 1},) like start.x, got ({z1.shape[0] - 1},)")
-    if torch.equal(z0, z1):
-        raise ValueError("start and end: expected two different spacetime points, got equal ones")
+    z0, z1, constraints = _check_problem(denoiser, start, end, constraints)
     counting = CountingDenoiser(denoiser)
     _setup_constraints(constraints, counting, z0, z1, config)
     starts = [(dip, k) for dip in config.init_dips for k in range(config.n_starts)]

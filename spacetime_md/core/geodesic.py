@@ -488,12 +488,20 @@ def _holdout_estimate(denoiser, log_snr: Tensor, x: Tensor, config: GeodesicConf
                                  generator=holdout, chunk_size=config.chunk_size, threads=threads)
 
 
-def _check_constraints(constraints) -> list:
+def _check_problem(denoiser, start, end, constraints) -> tuple[Tensor, Tensor, list]:
+    """The endpoint vectors ``(z0, z1)`` and the constraints as a list, after the input checks."""
+    if not callable(denoiser):
+        raise TypeError(f"denoiser: expected a callable, got {type(denoiser).__name__}")
+    z0, z1 = _as_vector("start", start), _as_vector("end", end)
+    if z0.shape != z1.shape:
+        raise ValueError(f"end.x: expected shape ({z0.shape[0] - 1},) like start.x, got ({z1.shape[0] - 1},)")
+    if torch.equal(z0, z1):
+        raise ValueError("start and end: expected two different spacetime points, got equal ones")
     constraints = list(constraints)
     for c in constraints:
         if not hasattr(c, "penalty") or not hasattr(c, "weight"):
             raise TypeError(f"constraints: expected objects with penalty() and weight, got {type(c).__name__}")
-    return constraints
+    return z0, z1, constraints
 
 
 def _setup_constraints(constraints, denoiser, z0: Tensor, z1: Tensor, config: GeodesicConfig) -> None:
@@ -504,14 +512,7 @@ def _setup_constraints(constraints, denoiser, z0: Tensor, z1: Tensor, config: Ge
 
 def _optimize_geodesic(denoiser, start, end, config, constraints, *, curve, callback,
                        setup: bool = True) -> GeodesicResult:
-    if not callable(denoiser):
-        raise TypeError(f"denoiser: expected a callable, got {type(denoiser).__name__}")
-    z0, z1 = _as_vector("start", start), _as_vector("end", end)
-    if z0.shape != z1.shape:
-        raise ValueError(f"end.x: expected shape ({z0.shape[0] - 1},) like start.x, got ({z1.shape[0] - 1},)")
-    if torch.equal(z0, z1):
-        raise ValueError("start and end: expected two different spacetime points, got equal ones")
-    constraints = _check_constraints(constraints)
+    z0, z1, constraints = _check_problem(denoiser, start, end, constraints)
     dim = z0.shape[0] - 1
     method = config.divergence_for(dim)
     counting = CountingDenoiser(denoiser)

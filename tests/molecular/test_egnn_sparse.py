@@ -243,3 +243,19 @@ def test_train_records_the_sparse_graph_and_cli_flag(tmp_path, capsys):
                  "--graph-cutoff-nm", "0.6", "--dry-run"]) == 0
     resolved = json.loads(capsys.readouterr().out)
     assert resolved["graph"] == "sparse" and resolved["graph_cutoff_nm"] == 0.6
+
+
+def test_threads_can_share_a_sparse_model():
+    """Two threads evaluating one sparse model at once (the geodesic's starts do) get the values of
+    one thread alone: the edge weights travel through ``propagate``, not through the layer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = make()
+    inputs = [ala_batch(batch=6, seed=s) for s in range(8)]
+    with torch.no_grad():
+        alone = [model(x, torch.full((x.shape[0],), 1.0, dtype=x.dtype)) for x in inputs]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for _ in range(3):
+                shared = list(pool.map(lambda x: model(x, torch.full((x.shape[0],), 1.0, dtype=x.dtype)), inputs))
+                for a, b in zip(alone, shared):
+                    torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -195,7 +195,6 @@ class EquivariantConv(MessagePassing):
         self.eps = float(eps)
         self.n_vectors = 6 if self.chirality else 1
         self.frame_eps = 1e-2
-        self._edge_weight: Tensor | None = None
 
         self.rbf = GaussianRBF(n_rbf, rbf_cutoff)
         self.lin_node = nn.Linear(hidden_channels, 2 * hidden_channels)
@@ -273,12 +272,8 @@ class EquivariantConv(MessagePassing):
             m_agg, vec = self._dense_messages(a, b, pos, edge_index[0], edge_attr, degree, edge_weight)
             return self._update(h, pos, m_agg / norm, vec / norm)
         a_edge = a.index_select(0, edge_index[1])
-        # Read by message(); PyG's generated propagate only forwards the arguments message names.
-        self._edge_weight = edge_weight
-        try:
-            out = self.propagate(edge_index, a_edge=a_edge, b=b, pos=pos, edge_attr=edge_attr)
-        finally:
-            self._edge_weight = None
+        # Passed through propagate (not stored on the layer), so that threads can share the model.
+        out = self.propagate(edge_index, a_edge=a_edge, b=b, pos=pos, edge_attr=edge_attr, edge_weight=edge_weight)
         out = out / norm
         return self._update(h, pos, out[:, :H], out[:, H:].reshape(-1, self.n_vectors, 3))
 
@@ -325,7 +320,8 @@ class EquivariantConv(MessagePassing):
         vec = torch.bmm(coef.view(n, degree, self.n_vectors).transpose(1, 2), unit)
         return m_agg, vec
 
-    def message(self, a_edge: Tensor, b_j: Tensor, pos_i: Tensor, pos_j: Tensor, edge_attr: Tensor) -> Tensor:
+    def message(self, a_edge: Tensor, b_j: Tensor, pos_i: Tensor, pos_j: Tensor, edge_attr: Tensor,
+                edge_weight: Tensor | None = None) -> Tensor:
         rel = pos_i - pos_j
         dist = torch.sqrt((rel * rel).sum(-1, keepdim=True) + self.eps)
         edge_in = torch.cat([edge_attr, self.rbf(dist), dist / self.rbf.cutoff], dim=-1)
@@ -335,7 +331,7 @@ class EquivariantConv(MessagePassing):
         unit = rel / (dist + 1.0)
         vec = coef.unsqueeze(-1) * unit.unsqueeze(-2)
         out = torch.cat([m, vec.flatten(1)], dim=-1)
-        return out if self._edge_weight is None else out * self._edge_weight
+        return out if edge_weight is None else out * edge_weight
 
     def aggregate(self, inputs: Tensor, index: Tensor, ptr: Tensor | None = None, dim_size: int | None = None) -> Tensor:
         # Sum aggregation with index_add_ (faster than scatter_add_ with a broadcast index on
