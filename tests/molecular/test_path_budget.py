@@ -251,3 +251,26 @@ def test_restrained_minima_energies_are_the_force_field_alone():
     np.testing.assert_allclose(energies, reference, atol=1e-3)
     restraint = 0.5 * k * ((minima - centres) ** 2).sum(axis=(1, 2))
     assert restraint[1] > 1.0  # the restraint holds the second minimum away from the force field's
+
+
+def test_soften_before_the_jump_across_the_highest_barrier():
+    """Two jumps (points 8 and 24, the second a little smaller): without energies the largest is
+    softened; with energies, the one whose minima climbed higher, and only the window points of
+    its own run up to it."""
+    from spacetime_md.molecular.paths.budget import soften_before_jump
+
+    n_points = 32
+    minima = _two_jumps(n_points)
+    minima[24:, 2, 1] = 0.03
+    k = np.full(n_points, 200.0)
+    first = soften_before_jump(k, minima, width=1)
+    assert np.flatnonzero(first != k).tolist() == [7, 8]
+    climbs = np.zeros(n_points)
+    climbs[20:24] = [1.0, 2.0, 3.0, 4.0]
+    second = soften_before_jump(k, minima, width=1, energies=climbs, kT=2.5)
+    assert np.flatnonzero(second != k).tolist() == [23, 24]
+    np.testing.assert_allclose(second[23:25], 0.5 * k[23:25])
+    flat = soften_before_jump(k, minima, width=1, energies=np.zeros(n_points), kT=2.5)
+    np.testing.assert_array_equal(flat, first)  # equal climbs: the largest jump, as without energies
+    with pytest.raises(ValueError, match="kT"):
+        soften_before_jump(k, minima, energies=climbs)

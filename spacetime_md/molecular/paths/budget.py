@@ -21,8 +21,9 @@ restraint points share them unevenly. Point ``n`` (its restraint is switched on 
   time to cross.
 
 Every point gets at least one step and the steps sum to the budget exactly
-(:func:`allocate_steps`, largest remainders). From the start of the jump window to the largest
-jump the restraint constants are halved (:func:`soften_before_jump`), so the molecule can find the
+(:func:`allocate_steps`, largest remainders). From the start of its window to the jump across the
+highest barrier (the largest jump times its Boltzmann factor) the restraint constants are halved
+(:func:`soften_before_jump`), so the molecule can find the
 lower saddle itself rather than follow the curve's minima over a higher one. Recorded energies
 stay the force field's energies of the recorded frames; the minimisations only choose the step
 counts and the softened points.
@@ -41,10 +42,11 @@ at the low friction and is cooled where it arrives. With the endpoint structures
 (``PathConfig.quench_endpoints``) this takes ETS at 1 ps from 30.8 / 33.7 to 24.2 / 25.8 kJ/mol
 (seeds 0 / 1; 27.6-31.5 on held-out seeds and endpoints), docs/peer_protocol.md.
 
-The barrier weighting of the jumps (:func:`barrier_factors`) was measured with the guided default
-model, whose geodesic's minima jump twice (within the phi < 0 basin, then across phi ~ 0): THP
-92.2-95.3 % -> 100 % and RMSD 0.26-0.32 -> 0.16 A on seeds 0 / 1, ETS unchanged within noise
-(mean over 16 seeds 27.5 kJ/mol), docs/peer_protocol.md.
+The barrier weighting of the jumps (:func:`barrier_factors`) and the softening before the jump
+across the highest barrier were measured with the guided default model, whose geodesic's minima
+jump twice (within the phi < 0 basin, then across phi ~ 0): THP 92.2-95.3 % -> 100 %, ETS 28.2 /
+28.8 -> 26.5 / 26.6 kJ/mol and RMSD 0.26 / 0.32 -> 0.17 / 0.18 A on seeds 0 / 1 (ETS mean over 16
+seeds 26.7), docs/peer_protocol.md.
 
 Units inside: nm, ps, kJ/mol, K.
 """
@@ -313,12 +315,21 @@ def soften_before_jump(
     atoms: np.ndarray | None = None,
     factor: float = BUDGET_SOFTEN,
     width: int | None = None,
+    energies: np.ndarray | None = None,
+    kT: float | None = None,
+    barrier_scale: float = BUDGET_BARRIER_SCALE,
 ) -> np.ndarray:
-    """Restraint constants softened by ``factor`` from the jump window's start to the largest jump.
+    """Restraint constants softened by ``factor`` before the main jump, from its window's start.
 
     The window holds the points whose spread jump (:func:`jump_profile`, half-width ``width``,
-    default ``n_points / 16``) exceeds :data:`BUDGET_WINDOW_LEVEL` of its maximum. A softer
-    restraint before the switch lets the molecule find the lower saddle itself. Measured at 1 ps
+    default ``n_points / 16``) exceeds :data:`BUDGET_WINDOW_LEVEL` of its maximum; the softened
+    points are the run of window points that holds the main jump, up to that jump. The main jump
+    is the largest one, or with ``energies`` (force-field energies of the minima, kJ/mol) and
+    ``kT`` the one with the largest jump times :func:`barrier_factors`: the jump across the
+    highest barrier. A softer restraint before the switch lets the molecule find the lower saddle
+    itself. With the guided default's C5 -> C7ax geodesic (two jumps of almost the same RMSD, the
+    second across phi ~ 0) softening before the second instead of the first lowered ETS at 1 ps
+    from a mean of 27.7 to 26.8 kJ/mol over seeds 0-7 (docs/peer_protocol.md). Measured at 1 ps
     (docs/peer_protocol.md): on one geodesic whose minima switch over phi ~ 180, 95 % of the paths
     then cross at phi ~ 0 and ETS drops from 56-60 to 41-43 kJ/mol; on a second such geodesic it
     rises from 49-56 to 57-58 (THP 84-89 -> 88-94 %); on a phi ~ 0 geodesic it costs 1-2 kJ/mol.
@@ -332,10 +343,16 @@ def soften_before_jump(
     raw = jump_profile(minima, atoms, 0)
     if not raw.max() > 0:
         return k
+    main = int(np.argmax(raw))
+    if energies is not None:
+        if kT is None:
+            raise ValueError("kT: expected a number > 0 with energies, got None")
+        main = int(np.argmax(raw * barrier_factors(energies, raw, kT, barrier_scale)))
     spread = jump_profile(minima, atoms, width)
-    window = spread > BUDGET_WINDOW_LEVEL * spread.max()
-    window &= np.arange(len(k)) <= int(np.argmax(raw))
-    k[window] *= factor
+    points = np.flatnonzero(spread > BUDGET_WINDOW_LEVEL * spread.max())
+    for run in np.split(points, np.flatnonzero(np.diff(points) > 1) + 1):
+        if run.size and run[0] <= main <= run[-1]:
+            k[run[0]:main + 1] *= factor
     return k
 
 
@@ -388,7 +405,7 @@ def sample_budget(sampler, centres: np.ndarray, force_constants: np.ndarray, x_i
         raise ValueError("config: expected a PathConfig with path_time_ps set, got path_time_ps=None")
     minima, energies = sampler.restrained_minima(centres, force_constants, x_init, return_energies=True)
     steps = compute_budget_schedule(centres, force_constants, sampler.kT, total, minima, atoms, energies=energies)
-    k = soften_before_jump(force_constants, minima, atoms)
+    k = soften_before_jump(force_constants, minima, atoms, energies=energies, kT=sampler.kT)
     arrival = arrival_rule(config.arrival_friction_per_ps, minima, steps, atoms)
     paths = sampler.sample_schedule(centres, k, steps, x_init, n_paths=config.n_paths,
                                     seed=config.seed, record_every=config.record_every, progress=progress,
