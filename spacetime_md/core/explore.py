@@ -11,7 +11,7 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
 import torch
@@ -121,10 +121,18 @@ def multistart(solve, denoiser, start, end, config, constraints, *, curve, callb
         with ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="geodesic-start") as pool:
             futures = [pool.submit(run, i) for i in range(len(starts))]
             try:
-                results = [f.result() for f in futures]
-            except BaseException:
-                stop.set()  # the other starts stop at their next step
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:  # e.g. Ctrl-C while waiting
+                stop.set()
                 raise
+            failed = [f for f in futures if f in done and f.exception() is not None]
+            if failed:
+                stop.set()  # the other starts stop at their next step (or never start)
+                for f in futures:
+                    f.cancel()
+        if failed:
+            raise failed[0].exception()
+        results = [f.result() for f in futures]
     objectives = [r.objective for r in results]
     best = min(range(len(results)), key=lambda i: (not math.isfinite(objectives[i]), objectives[i]))
     result = results[best]

@@ -271,15 +271,23 @@ def test_only_the_winning_start_is_scored_with_held_out_probes(rough_model):
     assert result.n_denoiser_evals == alone.n_denoiser_evals + loser.n_denoiser_evals
 
 
-def test_a_failing_start_in_a_thread_is_raised(rough_model):
+def test_a_failing_start_in_a_thread_is_raised_and_stops_the_other(rough_model):
+    import time
+
     a, b = _endpoints()
+    full = optimize_geodesic(rough_model, a, b, dataclasses.replace(_honest_config(), init_dips=(0.0,)))
+    steps_of_start_0 = []
 
     def callback(info):
-        if info["start"] == 1 and info["step"] == 2:
+        if info["start"] == 0:
+            steps_of_start_0.append(info["step"])
+            time.sleep(0.05)  # start 0 is slow: it is still running when start 1 fails
+        elif info["step"] == 1:
             raise RuntimeError("start 1 failed")
 
     with pytest.raises(RuntimeError, match="start 1 failed"):
         optimize_geodesic(rough_model, a, b, _honest_config(start_threads=2), callback=callback)
+    assert 0 < len(steps_of_start_0) < full.n_steps
 
 
 def test_constraints_are_set_up_once_for_all_starts(rough_model):
