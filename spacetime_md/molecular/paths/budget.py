@@ -188,9 +188,17 @@ def jump_profile(minima: np.ndarray, atoms: np.ndarray | None = None, width: int
         raise ValueError(f"minima: expected shape (T, N, 3) with T >= 2, got {m.shape}")
     d = np.zeros(m.shape[0])
     d[1:] = [float(kabsch_rmsd(m[i + 1], m[i], atoms)) for i in range(m.shape[0] - 1)]
-    if width > 0:
-        d = np.convolve(d, np.ones(2 * width + 1), mode="same")
-    return d
+    return _spread(d, width)
+
+
+def _spread(d: np.ndarray, width: int) -> np.ndarray:
+    """Moving sum of ``d`` over ``2 * width + 1`` points (zero-padded); ``d`` itself for ``width <= 0``."""
+    return np.convolve(d, np.ones(2 * width + 1), mode="same") if width > 0 else d
+
+
+def _runs(indices: np.ndarray) -> list[np.ndarray]:
+    """Sorted ``indices`` cut into runs of consecutive values."""
+    return np.split(indices, np.flatnonzero(np.diff(indices) > 1) + 1)
 
 
 def barrier_factors(energies: np.ndarray, raw_jumps: np.ndarray, kT: float,
@@ -239,7 +247,7 @@ def barrier_factors(energies: np.ndarray, raw_jumps: np.ndarray, kT: float,
     peaks = np.flatnonzero(raw > BUDGET_WINDOW_LEVEL * raw.max())
     since = 0
     # Neighbouring jump points are one jump (a switch spread over two points): one climb for all.
-    for group in np.split(peaks, np.flatnonzero(np.diff(peaks) > 1) + 1):
+    for group in _runs(peaks):
         first = max(int(group[0]), 1)
         log_f[group] = scale * (e[first - 1] - e[since:first].min()) / kT
         since = int(group[-1])
@@ -301,9 +309,7 @@ def compute_budget_schedule(
             jump = jump_profile(minima, atoms, width)
         else:
             raw = jump_profile(minima, atoms, 0)
-            jump = raw * barrier_factors(energies, raw, kT, barrier_scale)
-            if width > 0:
-                jump = np.convolve(jump, np.ones(2 * width + 1), mode="same")
+            jump = _spread(raw * barrier_factors(energies, raw, kT, barrier_scale), width)
         if jump.sum() > 0:
             weights = (1.0 - jump_fraction) * kl_w + jump_fraction * jump / jump.sum()
     return allocate_steps(weights, total_steps)
@@ -350,7 +356,7 @@ def soften_before_jump(
         main = int(np.argmax(raw * barrier_factors(energies, raw, kT, barrier_scale)))
     spread = jump_profile(minima, atoms, width)
     points = np.flatnonzero(spread > BUDGET_WINDOW_LEVEL * spread.max())
-    for run in np.split(points, np.flatnonzero(np.diff(points) > 1) + 1):
+    for run in _runs(points):
         if run.size and run[0] <= main <= run[-1]:
             k[run[0]:main + 1] *= factor
     return k
