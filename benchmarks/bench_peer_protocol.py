@@ -143,6 +143,13 @@ def peer_metrics(system, paths, target_nm: np.ndarray, written_every: int = 1) -
     }
 
 
+def written_ets(m: dict) -> str:
+    """`` (frames written every K steps: ETS +- std)`` for a row whose default keeps every K-th step, else ""."""
+    if m["written_every"] <= 1 or m["ets_written"] is None:
+        return ""
+    return f" (frames written every {m['written_every']} steps: {m['ets_written']:.1f} +- {m['ets_written_std']:.1f})"
+
+
 def model_cost(checkpoint: str = "alanine-dipeptide") -> dict:
     """Data and training cost from a shipped model's card; "n/a" for a checkpoint file of your own."""
     from spacetime_md.molecular.model.pretrained import PRETRAINED, pretrained_path
@@ -235,10 +242,8 @@ def main(argv=None) -> int:
                 rows.append(m)
                 print(f"{label:24s} {kind:8s} seed {seed}: THP {m['thp']:5.1f} %  ETS "
                       f"{m['ets'] if m['ets'] is not None else float('nan'):6.1f} +- "
-                      f"{m['ets_std'] if m['ets_std'] is not None else float('nan'):5.1f}"
-                      + (f" (every {written} steps, as written by default: {m['ets_written']:.1f} +- {m['ets_written_std']:.1f})"
-                         if written > 1 and m["ets_written"] is not None else "")
-                      + f"  RMSD {m['rmsd']:.2f} +- "
+                      f"{m['ets_std'] if m['ets_std'] is not None else float('nan'):5.1f}{written_ets(m)}"
+                      f"  RMSD {m['rmsd']:.2f} +- "
                       f"{m['rmsd_std']:.2f} (all atoms {m['rmsd_all']:.2f})  chirality {m['chirality']:.0f} %  {m['force_evals_per_path']} steps/path, "
                       f"{m['sampling_s_per_path']:.3f} s/path", flush=True)
             del result
@@ -251,9 +256,7 @@ def main(argv=None) -> int:
     for name, thp, ets, ets_sd, rmsd, rmsd_sd, train in PUBLISHED:
         print(f"| {name} | {thp:.2f} | {ets:.2f} +- {ets_sd:.2f} | {rmsd:.2f} +- {rmsd_sd:.2f} | 1 000 (1 ps) | | {train} |")
     for m in rows:
-        ets = "n/a" if m["ets"] is None else f"{m['ets']:.1f} +- {m['ets_std']:.1f}"
-        if m["ets"] is not None and m["written_every"] > 1:
-            ets += f" (frames written every {m['written_every']} steps: {m['ets_written']:.1f} +- {m['ets_written_std']:.1f})"
+        ets = "n/a" if m["ets"] is None else f"{m['ets']:.1f} +- {m['ets_std']:.1f}{written_ets(m)}"
         print(f"| spacetime_md {m['kind']}, {m['label']}, seed {m['seed']} | {m['thp']:.1f} | {ets} | "
               f"{m['rmsd']:.2f} +- {m['rmsd_std']:.2f} | {m['force_evals_per_path']} | {m['sampling_s_per_path']:.3f} | "
               f"{train_cell} |")

@@ -241,9 +241,9 @@ def barrier_factors(energies: np.ndarray, raw_jumps: np.ndarray, kT: float,
         raise ValueError(f"scale: expected a finite number >= 0, got {scale!r}")
     if not (math.isfinite(kT) and kT > 0):
         raise ValueError(f"kT: expected a finite number > 0, got {kT!r}")
-    log_f = np.zeros(raw.shape)
     if not raw.max() > 0:
         return np.ones(raw.shape)
+    log_f = np.zeros(raw.shape)
     peaks = np.flatnonzero(raw > BUDGET_WINDOW_LEVEL * raw.max())
     since = 0
     # Neighbouring jump points are one jump (a switch spread over two points): one climb for all.
