@@ -21,7 +21,7 @@ from spacetime_md.molecular.system.presets import DEFAULT_ENDPOINTS
 
 def main(out_dir: str = "runs/example_tetrapeptide_paths", n_paths: int = 4) -> None:
     system = load_system("alanine-tetrapeptide", solvent="vacuum", temperature=300 * unit.kelvin)
-    model = load_pretrained("alanine-tetrapeptide")  # card: spacetime_md/data/models/alanine_tetrapeptide_vacuum.json
+    model = load_pretrained("alanine-tetrapeptide")  # card: spacetime_md/data/models/alanine_tetrapeptide_vacuum_guided.json
     start, end = DEFAULT_ENDPOINTS["alanine-tetrapeptide"]  # ("all_C7eq", "mid_C7ax")
     print(f"{system.name}: {system.n_atoms} atoms, states {[s.name for s in system.states]}; {start} -> {end}")
 

@@ -81,7 +81,7 @@ def _corrector_text(args: argparse.Namespace) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from spacetime_md.commands._system import add_system_arguments
 
-    p.add_argument("--checkpoint", help="model.pt, training_state.pt, a guided checkpoint or a shipped model name, e.g. alanine-tetrapeptide-guided (default: the shipped alanine-dipeptide model)")
+    p.add_argument("--checkpoint", help="model.pt, training_state.pt, a guided checkpoint or a shipped model name, e.g. alanine-tetrapeptide (default: the shipped alanine-dipeptide model)")
     p.add_argument("--guide",
                    help="autoguidance: a weaker model of the same molecule (e.g. an early snapshot "
                    "model_step*.pt of the same run); samples use D + (w - 1)(D - guide) on the guided levels")
@@ -125,12 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from spacetime_md.molecular.system.chirality import chiral_centres_from_topology, compute_chirality
     from spacetime_md.molecular.model.evaluation import evaluate_samples
     from spacetime_md.molecular.model.generate import sample_model
-    from spacetime_md.molecular.model.pretrained import (
-        GUIDED_PRETRAINED,
-        load_checkpoint,
-        load_guided,
-        load_pretrained,
-    )
+    from spacetime_md.molecular.model.pretrained import load_checkpoint, load_guided, load_pretrained
     from spacetime_md.molecular.model.dataset import load_dataset
 
     check_options(args, RANGES)
@@ -153,15 +148,9 @@ def run(args: argparse.Namespace) -> int:
     guidance = {k: v for k, v in (("weight", args.guidance_weight), ("log_snr_min", args.guidance_log_snr_min),
                                   ("log_snr_max", args.guidance_log_snr_max)) if v is not None}
     if args.guide is not None:
-        if args.checkpoint in GUIDED_PRETRAINED and not Path(args.checkpoint).exists():
-            raise ValueError(f"guide: {args.checkpoint!r} is a shipped guided pair and brings its own guide, "
-                             f"got --guide {args.guide!r} as well")
         model = load_guided(args.checkpoint or "alanine-dipeptide", args.guide, **guidance)
     else:
-        if args.checkpoint in GUIDED_PRETRAINED and not Path(args.checkpoint).exists():
-            model = load_pretrained(args.checkpoint)
-        else:
-            model = load_pretrained() if args.checkpoint is None else load_checkpoint(args.checkpoint)
+        model = load_pretrained() if args.checkpoint is None else load_checkpoint(args.checkpoint)
         if guidance:
             if not isinstance(model, AutoGuidedDenoiser):
                 raise ValueError(f"guide: expected --guide (or a guided --checkpoint) with "

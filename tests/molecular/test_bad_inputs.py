@@ -70,7 +70,7 @@ CASES = [
     ("repeated init dip", ["--geodesic-init-dips", "3", "3"], "--geodesic-init-dips: expected distinct finite numbers >= 0"),
     ("start threads 0", ["--geodesic-start-threads", "0"], "--geodesic-start-threads: expected an integer in [1, 256] or 'auto', got 0"),
     ("negative min-kl", ["--constraint", "avoid", "--avoid-state", "alpha_R", "--min-kl", "-1"], "min_kl: expected a finite number > 0"),
-    ("tetrapeptide guided pair as checkpoint", ["--checkpoint", "alanine-tetrapeptide-guided"], "got the guided pair 'alanine-tetrapeptide-guided'; it is a sampling-time denoiser"),
+    ("retired tetrapeptide model as checkpoint", ["--checkpoint", "alanine-tetrapeptide-w32"], "checkpoint: 'alanine-tetrapeptide-w32' is no longer shipped (use 'alanine-tetrapeptide', the one model of every command)"),
     ("retired model as checkpoint", ["--checkpoint", "alanine-dipeptide-24k"], "checkpoint: 'alanine-dipeptide-24k' is no longer shipped"),
     ("unknown system", ["--system", "chignolin"], "system: expected one of ['alanine-dipeptide', 'alanine-tetrapeptide'], got 'chignolin'"),
     ("missing states file", ["--states", "nope.json"], "--states: expected an existing file, got 'nope.json'"),

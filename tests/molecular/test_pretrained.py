@@ -11,7 +11,6 @@ import torch
 from spacetime_md.core import AutoGuidedDenoiser
 from spacetime_md.errors import CheckpointError
 from spacetime_md.molecular.model.pretrained import (
-    GUIDED_PRETRAINED,
     RETIRED,
     load_checkpoint,
     load_guided,
@@ -113,7 +112,7 @@ def test_save_type_message(tmp_path):
 
 
 def test_unknown_pretrained_name():
-    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-guided', 'alanine-dipeptide-vacuum', 'alanine-tetrapeptide', 'alanine-tetrapeptide-vacuum', 'alanine-tetrapeptide-guided'\], got 'caffeine'"):
+    with pytest.raises(ValueError, match=r"name: expected one of \['alanine-dipeptide', 'alanine-dipeptide-guided', 'alanine-dipeptide-vacuum', 'alanine-tetrapeptide', 'alanine-tetrapeptide-guided', 'alanine-tetrapeptide-vacuum'\], got 'caffeine'"):
         load_pretrained("caffeine")
 
 
@@ -239,11 +238,13 @@ def test_cli_guide_writes_one_file_every_command_takes(tmp_path, capsys):
 def test_retired_models_say_how_to_rebuild_them(name):
     # Retired from the package (issue 21): every way of asking by name gets the rebuild command.
     for load in (load_pretrained, load_checkpoint, pretrained_path):
-        with pytest.raises(ValueError, match=rf"'{name}' is no longer shipped .* run `spacetime-md train --data "
-                                             rf"runs/ala2_samples .*` and pass its model.pt"):
+        with pytest.raises(ValueError, match=rf"'{name}' is no longer shipped \(use '{name[:name.index('peptide') + 7]}', "
+                                             rf"the one model of every command\); to rebuild it, run `spacetime-md train "
+                                             rf"--data runs/(ala2_samples|tetra_50k) .*` and pass its model.pt"):
             load(name)
     retired_files = ("alanine_dipeptide_vacuum_24k", "alanine_dipeptide_vacuum_focus.", "alanine_dipeptide_vacuum.",
-                     "alanine_dipeptide_vacuum_focus13k", "alanine_dipeptide_vacuum_w64")
+                     "alanine_dipeptide_vacuum_focus13k", "alanine_dipeptide_vacuum_w64", "alanine_tetrapeptide_vacuum.",
+                     "alanine_tetrapeptide_vacuum_guide.")
     assert not any(f.startswith(retired_files) for f in os.listdir(pretrained_path("alanine-dipeptide").parent))
 
 
@@ -290,40 +291,37 @@ def test_load_guided_rejects_a_guide_for_another_molecule(tmp_path):
             load_guided(*args)
 
 
-TETRA_WEIGHT, TETRA_WINDOW = 4.0, (-2.0, 8.0)
-
-
-@pytest.mark.parametrize("name, single, step, n_atoms, weight, window", [
-    ("alanine-tetrapeptide-guided", "alanine-tetrapeptide", 3000, 42, TETRA_WEIGHT, TETRA_WINDOW),
-])
-def test_shipped_guided_pair(name, single, step, n_atoms, weight, window):
+def test_shipped_alanine_tetrapeptide_model():
+    """The one tetrapeptide model is a guided checkpoint like the dipeptide's: w = 4 on [-2, 8)
+    with sigmoid edges of width 0.5, its guide an earlier snapshot of the same run (different
+    weights), the same architecture (64 channels, sparse graph)."""
     import hashlib
 
-    model_file, guide_file, w, lo, hi = GUIDED_PRETRAINED[name]
-    guided = load_pretrained(name)
-    assert isinstance(guided, AutoGuidedDenoiser)
-    assert (guided.weight, guided.log_snr_min, guided.log_snr_max) == (w, lo, hi) == (weight, *window)
-    assert guided.n_atoms == n_atoms and guided.length_scale_nm == 0.15
-    assert pretrained_path(single).name == model_file
-    guide_path = pretrained_path(single).with_name(guide_file)
-    card = json.loads(guide_path.with_suffix(".json").read_text())
-    assert card["sha256"] == hashlib.sha256(guide_path.read_bytes()).hexdigest()
-    assert card["step"] == step and guide_path.read_bytes() != pretrained_path(single).read_bytes()
-    x, log_snr = torch.randn(2, 3 * n_atoms), torch.tensor([0.0, 9.0])
+    path = pretrained_path("alanine-tetrapeptide")
+    assert pretrained_path("alanine-tetrapeptide-guided") == pretrained_path("alanine-tetrapeptide-vacuum") == path
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and path.stat().st_size < 5_000_000
+    guided = load_pretrained("alanine-tetrapeptide")
+    assert isinstance(guided, AutoGuidedDenoiser) and guided.smooth
+    assert guided.guidance_settings() == {k: card["guidance"][k] for k in ("weight", "log_snr_min", "log_snr_max", "edge_width")}
+    assert guided.guidance_settings()["weight"] == 4.0 and guided.n_atoms == 42 and guided.length_scale_nm == 0.15
+    assert guided.denoiser.config == guided.guide.config and guided.denoiser.config["hidden_channels"] == 64
+    n_params = sum(p.numel() for p in guided.denoiser.parameters())
+    assert 2 * n_params == card["n_parameters"]
+    x, log_snr = torch.randn(2, 3 * 42), torch.tensor([3.0, 16.0])
     with torch.no_grad():
-        plain = load_pretrained(single)(x, log_snr)
-        out = guided(x, log_snr)
-    assert torch.equal(out[1], plain[1]) and not torch.allclose(out[0], plain[0])  # 9.0 is outside the window
-    # its card's JSD is recomputed from the weights in test_model_cards.py (slow)
-    # A guided pair is not a single checkpoint: geodesics and paths get a clear message.
-    with pytest.raises(ValueError, match=rf"checkpoint: expected a single model, got the guided pair '{name}'"):
-        load_checkpoint(name)
+        d, g, out = guided.denoiser(x, log_snr), guided.guide(x, log_snr), guided(x, log_snr)
+    assert not torch.allclose(d, g)
+    share = torch.sigmoid((log_snr + 2.0) / 0.5) * torch.sigmoid((8.0 - log_snr) / 0.5)  # written out here
+    torch.testing.assert_close(out, d + 3.0 * share[:, None] * (d - g))
+    assert share[1] < 1e-6  # 16 widths above the window: the model alone
 
 
 def test_tetrapeptide_guidance_keeps_the_chirality_the_unguided_model_loses():
     """The card's main gain, at small scale: with the same random numbers, 96 samples of the
-    guided pair invert far fewer C-alphas than the model alone (card, 1 000 samples: 0.2 % vs
-    6-7 % per centre). A guide equal to the model, or a wrong weight sign, would not."""
+    guided model invert far fewer C-alphas than its model alone (card, 1 000 samples: 0.1 % vs
+    0.7-1.8 % per centre; here 0 against 10 of 288). A guide equal to the model, or a wrong weight
+    sign, would not."""
     import numpy as np
 
     from spacetime_md.molecular import load_system
@@ -339,5 +337,6 @@ def test_tetrapeptide_guidance_keeps_the_chirality_the_unguided_model_loses():
         want = [compute_chirality(system.positions_nm[None], c.atoms)[0] for c in centres]
         return int(sum(np.sum(compute_chirality(xyz, c.atoms) != w) for c, w in zip(centres, want)))
 
-    plain, guided = inverted(load_pretrained("alanine-tetrapeptide")), inverted(load_pretrained("alanine-tetrapeptide-guided"))
+    shipped = load_pretrained("alanine-tetrapeptide")
+    plain, guided = inverted(shipped.denoiser), inverted(shipped)
     assert plain >= 6 and guided <= plain // 3, (plain, guided)

@@ -51,7 +51,6 @@ __all__ = [
     "GUIDED_CHECKPOINT_FORMAT",
     "save_guided_checkpoint",
     "PRETRAINED",
-    "GUIDED_PRETRAINED",
     "RETIRED",
     "resolve_checkpoint",
     "save_checkpoint",
@@ -82,17 +81,23 @@ PRETRAINED: dict[str, str] = {
     "alanine-dipeptide": "alanine_dipeptide_vacuum_guided.pt",
     "alanine-dipeptide-vacuum": "alanine_dipeptide_vacuum_guided.pt",
     "alanine-dipeptide-guided": "alanine_dipeptide_vacuum_guided.pt",
-    # Ace-(Ala)3-Nme, 42 atoms: sparse-graph EGNN, 12 000 steps on 50 000 replica-exchange samples.
-    "alanine-tetrapeptide": "alanine_tetrapeptide_vacuum.pt",
-    "alanine-tetrapeptide-vacuum": "alanine_tetrapeptide_vacuum.pt",
+    # Ace-(Ala)3-Nme, 42 atoms, the one model of every command since the fourteenth session: the
+    # sparse-graph EGNN with 64 channels and the focus recipe, 12 000 steps on 50 000 replica-exchange
+    # samples (49.9 min on 2 cores), guided by its own step-3000 EMA snapshot, w = 4 switched on over
+    # log_snr [-2, 8) by sigmoids of width 0.5 (`spacetime-md guide`). One file.
+    "alanine-tetrapeptide": "alanine_tetrapeptide_vacuum_guided.pt",
+    "alanine-tetrapeptide-vacuum": "alanine_tetrapeptide_vacuum_guided.pt",
+    "alanine-tetrapeptide-guided": "alanine_tetrapeptide_vacuum_guided.pt",
 }
 
 _ALA2_TRAIN = "spacetime-md train --data runs/ala2_samples --seed 0 "
+_TETRA_TRAIN = "spacetime-md train --data runs/tetra_50k --seed 0 --graph sparse "
 
-#: Models shipped before and retired from the package (one alanine-dipeptide model for every
-#: command since the eleventh session: ``alanine-dipeptide``): name -> the command that rebuilds
-#: it from ``spacetime-md sample --system alanine-dipeptide --n-samples 50000 --out runs/ala2_samples
-#: --seed 0`` (docs/models.md has their measurements; their cards are in docs/retired_models).
+#: Models shipped before and retired from the package (one model per molecule for every command:
+#: ``alanine-dipeptide`` since the eleventh session, ``alanine-tetrapeptide`` since the fourteenth):
+#: name -> the command that rebuilds it from ``spacetime-md sample --system SYSTEM --n-samples 50000
+#: --seed 0 --out runs/ala2_samples`` (or ``runs/tetra_50k``) (docs/models.md has their
+#: measurements; their cards are in docs/retired_models).
 RETIRED: dict[str, str] = {
     "alanine-dipeptide-24k": _ALA2_TRAIN + "--out runs/ala2_model_24k --steps 24000 --snapshot-every 6000",
     "alanine-dipeptide-focus": _ALA2_TRAIN + "--out runs/ala2_model_focus --steps 14000 --focus-fraction 0.5 "
@@ -106,29 +111,21 @@ RETIRED: dict[str, str] = {
     "alanine-dipeptide-w64": _ALA2_TRAIN + "--out runs/ala2_model_w64 --steps 18000 --num-threads 2 "
                                            "--hidden-channels 64 --focus-fraction 0.5 --focus-log-snr-min 0 "
                                            "--focus-log-snr-max 5 --snapshot-every 4500 --checkpoint-every 500",
+    # The tetrapeptide's default until the thirteenth session (32 channels, uniform noise levels);
+    # its guided pair was this model with its model_step003000.pt, `spacetime-md guide --weight 4
+    # --edge-width 0`.
+    "alanine-tetrapeptide-w32": _TETRA_TRAIN + "--out runs/tetra_model --steps 12000 --num-threads 1 "
+                                               "--snapshot-every 3000 --checkpoint-every 250",
 }
 
 
 def _refuse_retired(name: str) -> None:
     if name in RETIRED:
+        current = "alanine-tetrapeptide" if name.startswith("alanine-tetrapeptide") else "alanine-dipeptide"
         raise ValueError(
-            f"checkpoint: {name!r} is no longer shipped (use 'alanine-dipeptide', the one model of every "
-            f"command); to rebuild it, run `{RETIRED[name]}` and pass its model.pt"
+            f"checkpoint: {name!r} is no longer shipped (use {current!r}, the one model of every command); "
+            f"to rebuild it, run `{RETIRED[name]}` and pass its model.pt"
         )
-
-
-#: Shipped autoguided pairs of two files: name -> (model file, guide file, weight, log_snr_min,
-#: log_snr_max), with a hard interval (for sampling; see :func:`load_guided`). The guide is an
-#: early EMA snapshot of the same training run. (The dipeptide's pair is one guided checkpoint,
-#: ``alanine-dipeptide``, in :data:`PRETRAINED`.)
-GUIDED_PRETRAINED: dict[str, tuple[str, str, float, float, float]] = {
-    # The shipped tetrapeptide model guided by its own step-3000 snapshot, w = 4 on log_snr
-    # [-2, 8), selected by the JSD against its training frames (docs/models.md): mean per-residue
-    # JSD 0.33 -> 0.23 and the lowest per-centre chirality 92.8 % -> 99.6 % (500 samples).
-    "alanine-tetrapeptide-guided": (
-        "alanine_tetrapeptide_vacuum.pt", "alanine_tetrapeptide_vacuum_guide.pt", 4.0, -2.0, 8.0,
-    ),
-}
 
 
 #: The preset system of each shipped model (the dipeptide's checkpoints predate embedded system
@@ -444,17 +441,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
         _refuse_retired(path)
         if path in PRETRAINED:
             return pretrained_path(path)
-        if path in GUIDED_PRETRAINED:
-            raise ValueError(
-                f"checkpoint: expected a single model, got the guided pair {path!r}; it is a sampling-time "
-                f"denoiser for load_pretrained() and `spacetime-md evaluate`, not for geodesics or paths "
-                f"(its model alone: {_single_name(GUIDED_PRETRAINED[path][0])!r})"
-            )
     return Path(path)
-
-
-def _single_name(file_name: str) -> str:
-    return next(name for name, file in PRETRAINED.items() if file == file_name)
 
 
 def pretrained_path(name: str = "alanine-dipeptide") -> Path:
@@ -535,15 +522,10 @@ def load_pretrained(
     ``load_pretrained("alanine-dipeptide")`` returns the vacuum 300 K alanine dipeptide
     model (22 atoms, model units ``x_nm / model.length_scale_nm``), a guided checkpoint: an
     :class:`~spacetime_md.core.AutoGuidedDenoiser` smooth in log_snr; use it directly as a core
-    denoiser ``model(x (B, 66), log_snr (B,))``. A name in :data:`GUIDED_PRETRAINED` returns the
-    shipped model with its guide as an :class:`~spacetime_md.core.AutoGuidedDenoiser` (hard
-    interval, for sampling).
+    denoiser ``model(x (B, 66), log_snr (B,))``. ``load_pretrained("alanine-tetrapeptide")`` is
+    the 42-atom Ace-(Ala)3-Nme model, a guided checkpoint in the same way.
     """
-    if name in GUIDED_PRETRAINED:
-        model_file, guide_file, weight, lo, hi = GUIDED_PRETRAINED[name]
-        return load_guided(_model_file(model_file), _model_file(guide_file), weight=weight,
-                           log_snr_min=lo, log_snr_max=hi, device=device, dtype=dtype)
     _refuse_retired(name)
     if name not in PRETRAINED:
-        raise ValueError(f"name: expected one of {sorted(PRETRAINED) + sorted(GUIDED_PRETRAINED)}, got {name!r}")
+        raise ValueError(f"name: expected one of {sorted(PRETRAINED)}, got {name!r}")
     return load_checkpoint(pretrained_path(name), device=device, dtype=dtype)
