@@ -112,11 +112,14 @@ def malloc_env(environ: dict[str, str], platform: str = sys.platform) -> dict[st
     by default) to the kernel, and the next one is mapped and zeroed again: sampling a model
     spent more time in the kernel than in torch (docs/scaling.md). Telling glibc to keep up to
     1 GiB (:data:`MALLOC_ENV`) makes ``evaluate``'s sampling 3.4x faster; glibc reads these
-    variables only when the process starts, hence a restart. ``None`` where either variable is
-    already set (yours win; ``MALLOC_MMAP_THRESHOLD_=131072`` restores glibc's default), where
-    ``GLIBC_TUNABLES`` is set, or off Linux.
+    variables only when the process starts, hence a restart. ``None`` where either variable or
+    ``GLIBC_TUNABLES`` is already set (yours win), where ``SPACETIME_MD_MALLOC=system`` asks
+    for glibc's own adaptive defaults (setting ``MALLOC_MMAP_THRESHOLD_`` to any value turns
+    glibc's adaptation off), or off Linux.
     """
     if not platform.startswith("linux") or "GLIBC_TUNABLES" in environ:
+        return None
+    if environ.get("SPACETIME_MD_MALLOC") == "system":
         return None
     if any(name in environ for name in MALLOC_ENV):
         return None

@@ -42,6 +42,7 @@ def test_malloc_env_only_where_the_user_set_nothing():
     for env, platform in (({**base, "MALLOC_MMAP_THRESHOLD_": "131072"}, "linux"),
                           ({**base, "MALLOC_TRIM_THRESHOLD_": "65536"}, "linux"),
                           ({**base, "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "linux"),
+                          ({**base, "SPACETIME_MD_MALLOC": "system"}, "linux"),
                           (base, "darwin"), (base, "win32")):
         assert cli.malloc_env(env, platform) is None, (env, platform)
 
@@ -63,7 +64,7 @@ def test_console_script_restarts_once_with_the_allocator_settings(tmp_path):
         "    print(count, os.environ['MALLOC_MMAP_THRESHOLD_'], os.environ.get('MALLOC_TRIM_THRESHOLD_'), sys.argv[1:])\n"
         "sys.exit(console_main())\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "SPACETIME_MD_MALLOC"))}
     out = subprocess.run([sys.executable, str(script), "--version"], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["2 1073741824 1073741824 ['--version']", f"spacetime-md {cli.__version__}"]
