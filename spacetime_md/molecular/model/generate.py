@@ -89,7 +89,10 @@ def sample_model(
     log_snr_start, log_snr_end : float
         First and last noise level (model units).
     batch_size : int
-        Structures integrated at once.
+        Structures integrated at once. On Linux, large batches of a sparse-graph model spend most
+        of their time in the kernel unless Python was started with
+        ``MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824`` in the environment
+        (3.4x faster; the ``spacetime-md`` executable sets them itself; docs/scaling.md).
     generator : torch.Generator, optional
         CPU generator for the initial noise and the ancestral noise.
     mirror_d : bool
