@@ -81,7 +81,7 @@ def _corrector_text(args: argparse.Namespace) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from spacetime_md.commands._system import add_system_arguments
 
-    p.add_argument("--checkpoint", help="model.pt, training_state.pt, a guided checkpoint or a shipped model name, e.g. alanine-tetrapeptide (default: the shipped alanine-dipeptide model)")
+    p.add_argument("--checkpoint", help="model.pt, training_state.pt, a guided checkpoint or a shipped model name, e.g. alanine-tetrapeptide (default: the shipped model of a preset --system, else alanine-dipeptide)")
     p.add_argument("--guide",
                    help="autoguidance: a weaker model of the same molecule (e.g. an early snapshot "
                    "model_step*.pt of the same run); samples use D + (w - 1)(D - guide) on the guided levels")
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     if args.guide is not None:
         model = load_guided(args.checkpoint or "alanine-dipeptide", args.guide, **guidance)
     else:
-        model = load_pretrained() if args.checkpoint is None else load_checkpoint(args.checkpoint)
+        model = load_pretrained(_default_model(args.system)) if args.checkpoint is None else load_checkpoint(args.checkpoint)
         if guidance:
             if not isinstance(model, AutoGuidedDenoiser):
                 raise ValueError(f"guide: expected --guide (or a guided --checkpoint) with "
@@ -272,6 +272,15 @@ def _atom_mismatch(expected: Any, got: Any) -> str | None:
             return (f"atom {a.index} {b.name} ({b.residue.name}{b.residue.resSeq}) instead of "
                     f"{a.name} ({a.residue.name}{a.residue.resSeq})")
     return None
+
+
+def _default_model(system: str | None) -> str:
+    """The shipped model of a preset ``--system`` (e.g. alanine-tetrapeptide), else alanine-dipeptide."""
+    from spacetime_md.molecular.model.pretrained import PRETRAINED
+    from spacetime_md.molecular.system.presets import preset_name
+
+    preset = preset_name(system)
+    return preset if preset in PRETRAINED else "alanine-dipeptide"
 
 
 def _declared_system(args: argparse.Namespace, model: Any):

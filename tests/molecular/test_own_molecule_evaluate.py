@@ -346,3 +346,17 @@ def test_plots_and_messages(runs, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--system: the checkpoint records no system and the data's topology does not parameterise" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_evaluate_preset_system_defaults_to_its_shipped_model(runs, capsys):
+    """`evaluate --system alanine-tetrapeptide` without --checkpoint samples the tetrapeptide's
+    shipped model (it used to take the dipeptide's and stop at the atom check)."""
+    from spacetime_md.molecular.system.presets import preset_name
+
+    assert [preset_name(n) for n in ("ala4", "Alanine_Tetrapeptide", "alanine-dipeptide", "my.pdb", None)] == [
+        "alanine-tetrapeptide", "alanine-tetrapeptide", "alanine-dipeptide", None, None]
+    assert main(["evaluate", "--system", "ala4", "--data", str(runs["tetra"]), "--n-samples", "4", "--n-steps", "3",
+                 "--batch-size", "4", "--no-energies"]) == 0
+    printed = capsys.readouterr().out
+    assert "system: alanine-tetrapeptide (42 atoms)" in printed
+    assert "autoguided (w = 4 on log_snr [-2, 8), sigmoid edges of width 0.5)" in printed

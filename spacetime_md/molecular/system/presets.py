@@ -16,6 +16,7 @@ from __future__ import annotations
 __all__ = [
     "KNOWN_SYSTEMS",
     "SYSTEM_ALIASES",
+    "preset_name",
     "DEFAULT_ENDPOINTS",
     "ALANINE_DIPEPTIDE_PHI",
     "ALANINE_DIPEPTIDE_PSI",
@@ -42,6 +43,16 @@ SYSTEM_ALIASES: dict[str, str] = {
     "ad": "alanine-dipeptide",
     "ala4": "alanine-tetrapeptide",
 }
+
+def preset_name(name: str | None) -> str | None:
+    """The preset a system name refers to (``"ala4"``, ``"Alanine_Tetrapeptide"`` ->
+    ``"alanine-tetrapeptide"``), or ``None`` for anything else (a PDB path, ``None``)."""
+    if name is None:
+        return None
+    key = str(name).lower().replace("_", "-")
+    key = SYSTEM_ALIASES.get(key, key)
+    return key if key in KNOWN_SYSTEMS else None
+
 
 #: Default (start, end) states of ``paths`` / ``run_paths`` per preset: both ends carry Boltzmann
 #: weight at 300 K in vacuum (tetrapeptide: all_C7eq 8.7 %, mid_C7ax 18.3 % of 50 000 samples).
