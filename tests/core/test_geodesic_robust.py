@@ -272,17 +272,23 @@ def test_only_the_winning_start_is_scored_with_held_out_probes(rough_model):
 
 
 def test_a_failing_start_in_a_thread_is_raised_and_stops_the_other(rough_model):
+    import threading
     import time
 
     a, b = _endpoints()
     full = optimize_geodesic(rough_model, a, b, dataclasses.replace(_honest_config(), init_dips=(0.0,)))
     steps_of_start_0 = []
+    start_0_running = threading.Event()
 
     def callback(info):
         if info["start"] == 0:
             steps_of_start_0.append(info["step"])
+            start_0_running.set()
             time.sleep(0.05)  # start 0 is slow: it is still running when start 1 fails
         elif info["step"] == 1:
+            # Fail only once start 0 has taken a step (on a loaded machine start 1 can get there
+            # first, and the test asserted on a race).
+            assert start_0_running.wait(timeout=60)
             raise RuntimeError("start 1 failed")
 
     with pytest.raises(RuntimeError, match="start 1 failed"):
