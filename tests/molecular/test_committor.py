@@ -350,3 +350,19 @@ def test_cli(paths_dir, tmp_path, capsys):
     from spacetime_md.molecular.workflows.committor_config import ENERGIES
 
     assert command.ENERGIES == ENERGIES and command.DEFAULT_ENERGY == CommittorConfig().energy
+
+
+def test_an_old_paths_run_names_its_preset_by_any_alias(tmp_path):
+    """Runs without system.json name a preset in config.json: every alias of the presets is read
+    (preset_name), anything else is refused with the fix."""
+    from spacetime_md.molecular.workflows.committor_run import _system_for_paths
+
+    for name, atoms in (("ala4", 42), ("Alanine_Dipeptide", 22), ("ad", 22)):
+        (tmp_path / "config.json").write_text(json.dumps({"system": name}))
+        system, _ = _system_for_paths(tmp_path, "Reference")
+        assert system.n_atoms == atoms, name
+    (tmp_path / "config.json").write_text(json.dumps({"system": "chignolin"}))
+    with pytest.raises(FileNotFoundError, match=r"expected system.json \(the run's system\) in .* for system "
+                                                r"'chignolin', which is no preset \(alanine-dipeptide, "
+                                                r"alanine-tetrapeptide\); rerun `spacetime-md paths`"):
+        _system_for_paths(tmp_path, "Reference")

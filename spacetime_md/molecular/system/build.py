@@ -64,7 +64,7 @@ FORCEFIELDS: dict[str, dict[str, tuple[str, ...]]] = {
     "amber14": {"vacuum": ("amber14-all.xml",), "implicit": ("amber14-all.xml", "implicit/obc2.xml")},
 }
 
-from spacetime_md.molecular.system.presets import KNOWN_SYSTEMS, SYSTEM_ALIASES  # noqa: E402  (re-exported)
+from spacetime_md.molecular.system.presets import KNOWN_SYSTEMS, SYSTEM_ALIASES, preset_name  # noqa: E402  (re-exported)
 
 _SOLVENTS = ("vacuum", "implicit")
 _CONSTRAINTS = {"hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles, "none": None}
@@ -614,9 +614,8 @@ def load_system(
     :mod:`spacetime_md.molecular.system.presets`): ``"alanine-dipeptide"`` (22 atoms, states C7eq/C5,
     C7ax, alpha_R) or ``"alanine-tetrapeptide"`` (42 atoms, per-residue states).
     """
-    key = str(name).lower().replace("_", "-")
-    key = SYSTEM_ALIASES.get(key, key)
-    if key not in KNOWN_SYSTEMS:
+    key = preset_name(name)
+    if key is None:
         raise ValueError(f"system: expected one of {list(known_systems())}, got {name!r}")
     entry = KNOWN_SYSTEMS[key]
     return MolecularSystem.from_pdb(

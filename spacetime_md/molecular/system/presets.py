@@ -44,6 +44,7 @@ SYSTEM_ALIASES: dict[str, str] = {
     "ala4": "alanine-tetrapeptide",
 }
 
+
 def preset_name(name: str | None) -> str | None:
     """The preset a system name refers to (``"ala4"``, ``"Alanine_Tetrapeptide"`` ->
     ``"alanine-tetrapeptide"``), or ``None`` for anything else (a PDB path, ``None``)."""

@@ -53,6 +53,7 @@ def _system_for_paths(paths_dir: Path, platform: str | None):
     run wrote one; older runs name a preset system in ``config.json``.
     """
     from spacetime_md.molecular.system.build import MolecularSystem, known_systems, load_system
+    from spacetime_md.molecular.system.presets import preset_name
 
     cfg = paths_dir / CONFIG_FILE
     if not cfg.is_file():
@@ -68,8 +69,7 @@ def _system_for_paths(paths_dir: Path, platform: str | None):
         return MolecularSystem.from_spec(spec, platform=platform), data
     if "system" not in data:
         raise ValueError(f"{cfg}: expected a 'system' entry, got keys {sorted(data)}")
-    name = str(data["system"]).lower().replace("_", "-")
-    if name not in {*known_systems(), "ala2", "ad"}:
+    if preset_name(data["system"]) is None:
         raise FileNotFoundError(
             f"paths_dir: expected {SYSTEM_FILE} (the run's system) in {paths_dir} for system {data['system']!r}, "
             f"which is no preset ({', '.join(known_systems())}); rerun `spacetime-md paths`"
