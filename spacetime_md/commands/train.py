@@ -78,7 +78,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--compile", action="store_true",
                    help="train through torch.compile (about a minute to compile, then 1.45x faster steps on one "
-                        "CPU thread, little gain on two; falls back to eager with a warning if compilation fails)")
+                        "CPU thread, little gain on two; falls back to eager with a warning if compilation fails; "
+                        "dense graph only)")
     for name, (kind, text) in _OPTIONAL.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=text)
     from spacetime_md.commands._system import add_system_arguments

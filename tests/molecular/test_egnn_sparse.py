@@ -243,6 +243,11 @@ def test_train_records_the_sparse_graph_and_cli_flag(tmp_path, capsys):
                  "--graph-cutoff-nm", "0.6", "--dry-run"]) == 0
     resolved = json.loads(capsys.readouterr().out)
     assert resolved["graph"] == "sparse" and resolved["graph_cutoff_nm"] == 0.6
+    # --compile with the sparse graph is refused up front (it recompiled every step), in one line
+    assert main(["train", "--data", "d.h5", "--out", str(tmp_path / "c"), "--graph", "sparse", "--compile"]) == 2
+    err = capsys.readouterr().err
+    assert "compile: not available with graph='sparse'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
 
 
 def test_threads_can_share_a_sparse_model():

@@ -167,6 +167,7 @@ def test_existing_run_needs_resume_and_same_architecture(tmp_path):
         ({"time_limit_s": 0}, "time_limit_s: expected None or a number > 0, got 0"),
         ({"snapshot_every": 0}, "snapshot_every: expected None or an integer >= 1, got 0"),
         ({"compile": "yes"}, "compile: expected True or False, got 'yes'"),
+        ({"compile": True, "graph": "sparse"}, "compile: not available with graph='sparse'"),
         ({"focus_fraction": 1.5}, r"focus_fraction: expected a number in \[0, 1\], got 1.5"),
         ({"focus_fraction": 0.5, "focus_log_snr_min": -6.0},
          r"expected log_snr_min <= min < max <= log_snr_max = \[-4.0, 10.0\], got \[-6.0, 5.0\]"),

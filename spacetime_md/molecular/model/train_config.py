@@ -120,7 +120,8 @@ class TrainConfig:
         random stream). Costs about 45-90 s of compilation at the start of each invocation;
         on the 2-core CPU machine a step is 1.45x faster on one thread and barely faster on
         two (README). If compilation fails (e.g. no C++ compiler), training goes on
-        uncompiled with a warning.
+        uncompiled with a warning. Dense graph only: with ``graph="sparse"`` it raises
+        ``ValueError`` (the edge count changes every step; docs/scaling.md has the measurement).
     """
 
     data: str | list[str]
@@ -229,6 +230,13 @@ class TrainConfig:
             )
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile: expected True or False, got {self.compile!r}")
+        if self.compile and self.graph == "sparse":
+            # Measured on the tetrapeptide (docs/scaling.md): static shapes recompile every step until
+            # torch's limit (3 min for 30 steps), dynamic shapes run slower than eager.
+            raise ValueError(
+                "compile: not available with graph='sparse' (its edge count changes every step, so "
+                "torch.compile recompiles or runs slower than eager); train the sparse graph uncompiled"
+            )
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ValueError(f"time_limit_s: expected None or a number > 0, got {self.time_limit_s!r}")
 
