@@ -121,7 +121,8 @@ RETIRED: dict[str, str] = {
 
 def _refuse_retired(name: str) -> None:
     if name in RETIRED:
-        current = "alanine-tetrapeptide" if name.startswith("alanine-tetrapeptide") else "alanine-dipeptide"
+        # The current model of the same molecule: the longest shipped name the retired one extends.
+        current = max((p for p in PRETRAINED if name.startswith(p + "-")), key=len, default="alanine-dipeptide")
         raise ValueError(
             f"checkpoint: {name!r} is no longer shipped (use {current!r}, the one model of every command); "
             f"to rebuild it, run `{RETIRED[name]}` and pass its model.pt"
